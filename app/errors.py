@@ -1,0 +1,159 @@
+"""The ProblemError hierarchy: every error a client can see, as RFC 9457 problem details.
+
+Steps, hooks and clients raise these; the error middleware (`app/middlewares/errors.py`)
+is the only place that renders them and the only place that catches a bare ``Exception``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import attrs
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://turnstile.dev/problems/"
+
+
+@attrs.frozen
+class FieldError:
+    """One bad field of a request: where it is (`loc`) and what is wrong with it (`msg`)."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg}
+
+
+class ProblemError(Exception):
+    """An error that becomes an `application/problem+json` response.
+
+    Subclasses fix `status`, `title` and the `type` slug; `detail` says what happened in
+    this case. `headers` go on the response (e.g. `Retry-After`).
+    """
+
+    status: int = 500
+    title: str = "Internal Server Error"
+    slug: str = "internal"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Sequence[FieldError] = (),
+    ) -> None:
+        self.detail = detail if detail is not None else self.title
+        self.headers = dict(headers or {})
+        self.errors = tuple(errors)
+        super().__init__(self.detail)
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_TYPE_BASE + self.slug
+
+    def body(self, request_id: str) -> dict[str, Any]:
+        """The RFC 9457 document for this error, as sent to the client."""
+        doc: dict[str, Any] = {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "request_id": request_id,
+        }
+        if self.errors:
+            doc["errors"] = [e.as_dict() for e in self.errors]
+        return doc
+
+
+class MalformedRequest(ProblemError):
+    status, title, slug = 400, "Bad Request", "malformed-request"
+
+
+class Unauthorized(ProblemError):
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str | None = None, *, error: str = "invalid_token") -> None:
+        # RFC 6750 §3: a bearer challenge on every 401.
+        super().__init__(detail, headers={"WWW-Authenticate": f'Bearer error="{error}"'})
+
+
+class Forbidden(ProblemError):
+    status, title, slug = 403, "Forbidden", "forbidden"
+
+
+class NotFound(ProblemError):
+    status, title, slug = 404, "Not Found", "not-found"
+
+
+class MethodNotAllowed(ProblemError):
+    status, title, slug = 405, "Method Not Allowed", "method-not-allowed"
+
+
+class Conflict(ProblemError):
+    status, title, slug = 409, "Conflict", "conflict"
+
+
+class PayloadTooLarge(ProblemError):
+    status, title, slug = 413, "Content Too Large", "payload-too-large"
+
+
+class UnsupportedMediaType(ProblemError):
+    status, title, slug = 415, "Unsupported Media Type", "unsupported-media-type"
+
+
+class ValidationFailed(ProblemError):
+    status, title, slug = 422, "Unprocessable Content", "validation-failed"
+
+
+class TooManyRequests(ProblemError):
+    status, title, slug = 429, "Too Many Requests", "too-many-requests"
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+class InternalError(ProblemError):
+    """A fault inside the service; its detail never carries internals."""
+
+
+class BadGateway(ProblemError):
+    status, title, slug = 502, "Bad Gateway", "bad-gateway"
+
+
+class ServiceUnavailable(ProblemError):
+    status, title, slug = 503, "Service Unavailable", "service-unavailable"
+
+    def __init__(self, detail: str | None = None, *, retry_after_s: int = 1) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+class GatewayTimeout(ProblemError):
+    status, title, slug = 504, "Gateway Timeout", "gateway-timeout"
+
+
+class HTTPProblem(ProblemError):
+    """Any other HTTP status the server itself raised (e.g. 414 from the request parser)."""
+
+    def __init__(self, status: int, detail: str | None = None) -> None:
+        self.status = status
+        self.title = HTTPStatus(status).phrase
+        self.slug = self.title.lower().replace(" ", "-")
+        super().__init__(detail)
+
+
+_BY_STATUS: dict[int, type[ProblemError]] = {
+    cls.status: cls
+    for cls in (
+        MalformedRequest, Unauthorized, Forbidden, NotFound, MethodNotAllowed, Conflict,
+        PayloadTooLarge, UnsupportedMediaType, ValidationFailed, BadGateway, GatewayTimeout,
+    )
+}
+
+
+def problem_for_status(status: int, detail: str | None = None) -> ProblemError:
+    """The ProblemError for a status raised outside the pipeline (aiohttp's 404/405/413, upstream 404/409)."""
+    cls = _BY_STATUS.get(status)
+    return cls(detail) if cls is not None else HTTPProblem(status, detail)
