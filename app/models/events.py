@@ -1,0 +1,137 @@
+"""Domain events: the one shape Turnstile publishes to RabbitMQ (contract §9).
+
+The body is exactly ``{"id", "type", "occurred_at", "request_id", "data"}``; the AMQP
+properties that travel with it come from `Event.amqp_properties` so the publisher, the
+outbox replay and the tests agree on them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Final, final
+
+import attrs
+import orjson
+from pamqp.commands import Basic
+
+APP_ID: Final = "turnstile"
+CONTENT_TYPE: Final = "application/json"
+PERSISTENT: Final = 2
+REQUEST_ID_HEADER: Final = "x-request-id"
+BODY_KEYS: Final = frozenset({"id", "type", "occurred_at", "request_id", "data"})
+
+
+class EventDecodeError(ValueError):
+    """A message body that is not a Turnstile event."""
+
+
+def utc_now_rfc3339() -> str:
+    """Now, as RFC 3339 in UTC with microseconds and a `Z` suffix."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """An aware datetime from RFC 3339 text; `Z` and offsets are both accepted."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        msg = f"timestamp without a time zone: {value!r}"
+        raise ValueError(msg)
+    return parsed
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Event:
+    """One domain event.
+
+    id: a uuid4, also the AMQP `message_id`, which consumers dedupe by.
+    type: the routing key, e.g. `user.created`.
+    occurred_at: RFC 3339 UTC text, e.g. `2026-11-28T07:26:00.123456Z`.
+    request_id: the `X-Request-ID` of the request that caused it (contract §6).
+    data: the payload; for user events the public user object (never a password hash).
+    """
+
+    id: str
+    type: str
+    occurred_at: str
+    request_id: str
+    data: dict[str, Any]
+
+    @classmethod
+    def create(cls, type: str, data: dict[str, Any], request_id: str) -> Event:
+        """A new event with a fresh id, stamped now."""
+        return cls(
+            id=str(uuid.uuid4()),
+            type=type,
+            occurred_at=utc_now_rfc3339(),
+            request_id=request_id,
+            data=data,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "occurred_at": self.occurred_at,
+            "request_id": self.request_id,
+            "data": self.data,
+        }
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, raw: object) -> Event:
+        """Check the exact body shape and types; raise `EventDecodeError` on anything else."""
+        if not isinstance(raw, dict):
+            msg = f"an event is a JSON object, not {type(raw).__name__}"
+            raise EventDecodeError(msg)
+        if set(raw) != BODY_KEYS:
+            msg = f"event keys must be {sorted(BODY_KEYS)}, got {sorted(map(str, raw))}"
+            raise EventDecodeError(msg)
+        for key in ("id", "type", "occurred_at", "request_id"):
+            if not isinstance(raw[key], str) or not raw[key]:
+                msg = f"event field {key!r} must be a non-empty string"
+                raise EventDecodeError(msg)
+        if not isinstance(raw["data"], dict):
+            msg = "event field 'data' must be an object"
+            raise EventDecodeError(msg)
+        try:
+            parse_rfc3339(raw["occurred_at"])
+        except ValueError as exc:
+            msg = f"event field 'occurred_at' is not RFC 3339: {exc}"
+            raise EventDecodeError(msg) from exc
+        return cls(
+            id=raw["id"],
+            type=raw["type"],
+            occurred_at=raw["occurred_at"],
+            request_id=raw["request_id"],
+            data=raw["data"],
+        )
+
+    @classmethod
+    def from_json(cls, body: bytes | str) -> Event:
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            msg = f"event body is not JSON: {exc}"
+            raise EventDecodeError(msg) from exc
+        return cls.from_dict(raw)
+
+    @property
+    def timestamp(self) -> datetime:
+        """`occurred_at` as an aware datetime (AMQP carries it with whole-second precision)."""
+        return parse_rfc3339(self.occurred_at)
+
+    def amqp_properties(self) -> Basic.Properties:
+        """The contract's message properties: persistent JSON, identified for dedupe and tracing."""
+        return Basic.Properties(
+            content_type=CONTENT_TYPE,
+            delivery_mode=PERSISTENT,
+            message_id=self.id,
+            timestamp=self.timestamp,
+            app_id=APP_ID,
+            message_type=self.type,
+            headers={REQUEST_ID_HEADER: self.request_id},
+        )
