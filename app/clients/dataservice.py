@@ -1,0 +1,403 @@
+"""The data-service client: one pooled ``aiohttp.ClientSession`` per process (contract §7).
+
+Every call carries connect and total timeouts; idempotent calls are retried on connection
+errors and 502/503/504 with capped, fully jittered exponential backoff; all calls go through a
+circuit breaker. Outcomes become the `ProblemError`s of contract §5. Details a client must not
+see (URLs, exception text) go to the ``turnstile.dataservice`` log with the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, Self, final
+
+import aiohttp
+import attrs
+import orjson
+from attrs.validators import ge, gt
+from prometheus_client import Counter, Gauge, Histogram
+from yarl import URL
+
+from app.clients.breaker import CircuitBreaker, CircuitState, Permit
+from app.clients.retry import RETRYABLE_STATUSES, backoff_s, is_idempotent
+from app.errors import BadGateway, Conflict, GatewayTimeout, NotFound, ProblemError, ServiceUnavailable
+
+log = logging.getLogger("turnstile.dataservice")
+
+Outcome = Literal[
+    "ok", "not_found", "conflict", "client_error", "bad_gateway", "timeout", "unavailable", "circuit_open"
+]
+OUTCOMES: tuple[Outcome, ...] = (
+    "ok", "not_found", "conflict", "client_error", "bad_gateway", "timeout", "unavailable", "circuit_open"
+)
+
+CALLS = Counter(
+    "turnstile_data_service_calls_total",
+    "Data-service calls by final outcome (one per call, however many attempts it took)",
+    ["outcome"],
+)
+for _outcome in OUTCOMES:
+    CALLS.labels(outcome=_outcome)  # export every outcome from the start, at 0
+CALL_SECONDS = Histogram(
+    "turnstile_data_service_call_seconds",
+    "Duration of data-service calls, retries and backoff included (refused-by-circuit calls excluded)",
+)
+RETRIES = Counter("turnstile_data_service_retries_total", "Extra attempts made by idempotent data-service calls")
+CIRCUIT_STATE = Gauge(
+    "turnstile_circuit_state", "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open", ["upstream"]
+)
+_GAUGE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+
+_MAX_DETAIL_CHARS = 200
+
+
+def _check_base_url(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        msg = f"base_url must be an absolute http(s) URL, got {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class DataServiceOptions:
+    """How to reach the data service and how hard to try.
+
+    base_url: ``http(s)://host[:port][/prefix]``; request paths (``/api/v1/...``) are appended.
+    connect_timeout_s: limit on opening one TCP (and TLS) connection.
+    total_timeout_s: limit on one attempt, from sending to the last byte of the answer.
+    retries: extra attempts for idempotent methods (GET, HEAD, PUT, DELETE, OPTIONS) after a
+        connection error or a 502/503/504; POST and PATCH are never retried.
+    backoff_base_s, backoff_max_s: the wait before retry n is uniform in
+        ``[0, min(backoff_max_s, backoff_base_s * 2**n)]`` (full jitter).
+    breaker_failures: consecutive failures (5xx, unparsable answers, timeouts, connection
+        errors) that open the circuit; 404, 409 and other 4xx answers are not failures.
+    breaker_cooldown_s: how long an open circuit refuses calls before one probe is let through;
+        keep it well under 10 s, the contract's bound on recovery after the data service returns.
+    pool_limit: most connections open to the data service at once.
+    keepalive_s: how long an idle pooled connection is kept; below the servers' idle timeouts
+        (aiohttp and nginx: 75 s) so we never reuse a connection the server is closing.
+    """
+
+    base_url: str = attrs.field(validator=_check_base_url)
+    connect_timeout_s: float = attrs.field(default=1.0, validator=gt(0))
+    total_timeout_s: float = attrs.field(default=5.0, validator=gt(0))
+    retries: int = attrs.field(default=2, validator=ge(0))
+    backoff_base_s: float = attrs.field(default=0.05, validator=ge(0))
+    backoff_max_s: float = attrs.field(default=1.0, validator=ge(0))
+    breaker_failures: int = attrs.field(default=5, validator=ge(1))
+    breaker_cooldown_s: float = attrs.field(default=5.0, validator=ge(0))
+    pool_limit: int = attrs.field(default=100, validator=ge(1))
+    keepalive_s: float = attrs.field(default=15.0, validator=gt(0))
+
+
+@attrs.frozen
+class UpstreamReply:
+    """A 2xx answer from the data service: its status and parsed JSON body (None for 204 and HEAD)."""
+
+    status: int
+    data: Any
+
+
+class DataService(Protocol):
+    """What a step needs from the data service."""
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        request_id: str | None = None,
+    ) -> UpstreamReply: ...
+
+    async def ready(self) -> bool: ...
+
+
+@attrs.frozen
+class _Call:
+    method: str
+    path: str
+    url: str
+    body: bytes | None
+    params: dict[str, str | int] | None
+    headers: dict[str, str]
+    request_id: str | None
+
+
+@attrs.frozen
+class _Result:
+    outcome: Outcome
+    reply: UpstreamReply | None = None
+    detail: str | None = None  # the upstream's own detail for 404/409, when safe to pass on
+    failure: bool = False  # counts against the circuit breaker
+    retryable: bool = False
+
+
+@final
+class DataServiceClient:
+    """The data-service client. `start()` it in the running loop, `close()` it at shutdown."""
+
+    def __init__(self, options: DataServiceOptions, *, name: str = "data_service") -> None:
+        self.options = options
+        self.name = name
+        self._base = options.base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+        self._breaker = CircuitBreaker(
+            failure_threshold=options.breaker_failures,
+            cooldown_s=options.breaker_cooldown_s,
+            on_change=self._on_circuit_change,
+        )
+        self._gauge = CIRCUIT_STATE.labels(upstream=name)
+        self._publish_state()
+
+    async def start(self) -> None:
+        """Create the pooled session; it belongs to the loop this runs in."""
+        if self._session is not None:
+            return
+        connector = aiohttp.TCPConnector(limit=self.options.pool_limit, keepalive_timeout=self.options.keepalive_s)
+        # `sock_connect`, not `connect`: aiohttp's `connect` also counts the wait for a free pooled
+        # connection, which would turn a busy pool into 504s; `total` bounds that wait anyway.
+        timeout = aiohttp.ClientTimeout(
+            total=self.options.total_timeout_s, sock_connect=self.options.connect_timeout_s
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=timeout,
+            headers={"Accept": "application/json", "User-Agent": "turnstile"},
+        )
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+    @property
+    def breaker_state(self) -> str:
+        """``closed``, ``half_open`` (cool-down over, a probe may go) or ``open``."""
+        return self._breaker.state.value
+
+    async def ready(self) -> bool:
+        """False while the circuit is open and cooling down; no network.
+
+        True again once the cool-down is over: a readiness probe must put the instance back in
+        rotation, or no request would ever come to be the probe that closes the circuit.
+        """
+        self._publish_state()
+        return self._breaker.state is not CircuitState.OPEN
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        request_id: str | None = None,
+    ) -> UpstreamReply:
+        """Call the data service once (idempotent methods: with retries) and map the outcome.
+
+        Args:
+            method: HTTP method. path: absolute path under `base_url`, e.g. ``/api/v1/users/7``.
+            json: body to send as JSON (None: no body). params: query parameters.
+            request_id: sent as ``X-Request-ID`` and put in every log line about this call.
+
+        Raises:
+            NotFound, Conflict: the data service said so (its detail passes on when short and plain).
+            BadGateway: a 5xx, any other 4xx (our fault, logged), or a body that is not JSON.
+            GatewayTimeout: no whole answer within ``total_timeout_s``.
+            ServiceUnavailable: connection refused, reset or unresolvable, or the circuit is open;
+                ``Retry-After`` says when to try again.
+            RuntimeError: the client was not started.
+        """
+        if not path.startswith("/"):
+            msg = f"path must start with '/', got {path!r}"
+            raise ValueError(msg)
+        call = _Call(
+            method=method.upper(),
+            path=path,
+            url=self._base + path,
+            body=None if json is None else orjson.dumps(json),
+            params=None if params is None else dict(params),
+            headers=_headers(request_id, has_body=json is not None),
+            request_id=request_id,
+        )
+        session = self._require_session()
+        started = time.perf_counter()
+        result = await self._call(session, call)
+        CALLS.labels(outcome=result.outcome).inc()
+        if result.outcome != "circuit_open":
+            CALL_SECONDS.observe(time.perf_counter() - started)
+        self._publish_state()
+        if result.reply is not None:
+            return result.reply
+        raise self._problem(result)
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            msg = f"{self.name} client is not started; await start() first"
+            raise RuntimeError(msg)
+        return self._session
+
+    async def _call(self, session: aiohttp.ClientSession, call: _Call) -> _Result:
+        retries = self.options.retries if is_idempotent(call.method) else 0
+        last: _Result | None = None
+        for attempt in range(retries + 1):
+            if last is not None:
+                RETRIES.inc()
+                delay = backoff_s(attempt - 1, base_s=self.options.backoff_base_s, max_s=self.options.backoff_max_s)
+                log.info(
+                    "data service: retrying %s %s in %.3f s (request_id=%s)",
+                    call.method, call.path, delay, call.request_id, extra={"request_id": call.request_id},
+                )
+                await asyncio.sleep(delay)
+            permit = self._breaker.acquire()
+            if permit is None:
+                # Refused mid-retry (the circuit opened meanwhile): the real cause is the last answer.
+                return last if last is not None else _Result("circuit_open")
+            last = await self._attempt_with_permit(session, call, permit)
+            if not last.retryable:
+                return last
+        assert last is not None  # the loop runs at least once
+        return last
+
+    async def _attempt_with_permit(self, session: aiohttp.ClientSession, call: _Call, permit: Permit) -> _Result:
+        try:
+            result = await self._attempt(session, call)
+        except BaseException:
+            # Cancelled (the client went away) or a bug: no verdict, but free a probe's slot.
+            self._breaker.release(permit)
+            raise
+        if result.failure:
+            self._breaker.record_failure(permit)
+        else:
+            self._breaker.record_success(permit)
+        return result
+
+    async def _attempt(self, session: aiohttp.ClientSession, call: _Call) -> _Result:
+        try:
+            async with session.request(
+                call.method,
+                call.url,
+                data=call.body,
+                params=call.params,
+                headers=call.headers,
+                allow_redirects=False,  # the data service never redirects; following could turn a POST into a GET
+            ) as resp:
+                body = await resp.read()
+        except TimeoutError as exc:  # before ClientConnectionError: ServerTimeoutError is both
+            self._log_failure(call, "timed out", exc)
+            return _Result("timeout", failure=True)
+        except aiohttp.ClientConnectionError as exc:  # refused, reset, DNS
+            self._log_failure(call, "unreachable", exc)
+            return _Result("unavailable", failure=True, retryable=True)
+        except aiohttp.ClientError as exc:  # a malformed HTTP answer, a truncated body
+            self._log_failure(call, "sent a broken answer", exc)
+            return _Result("bad_gateway", failure=True)
+        return self._classify(call, resp.status, resp.content_type, body)
+
+    def _classify(self, call: _Call, status: int, content_type: str, body: bytes) -> _Result:
+        if 200 <= status < 300:
+            if status == 204 or call.method == "HEAD":
+                return _Result("ok", reply=UpstreamReply(status, None))
+            parsed, data = _parse_json(content_type, body)
+            if not parsed:
+                self._log_status(call, status, f"with a body that is not JSON ({content_type}, {len(body)} bytes)")
+                return _Result("bad_gateway", failure=True)
+            return _Result("ok", reply=UpstreamReply(status, data))
+        if status in (404, 409):
+            return _Result("not_found" if status == 404 else "conflict", detail=_safe_detail(content_type, body))
+        if status >= 500:
+            self._log_status(call, status, "")
+            return _Result("bad_gateway", failure=True, retryable=status in RETRYABLE_STATUSES)
+        # Any other answer (400, 422, a redirect...): the data service refused what we sent, or
+        # answered with something we never ask for. That is this service's fault, not the client's.
+        self._log_status(call, status, f"(upstream detail: {_safe_detail(content_type, body)!r})", level=logging.ERROR)
+        return _Result("client_error" if 400 <= status < 500 else "bad_gateway")
+
+    def _problem(self, result: _Result) -> ProblemError:
+        match result.outcome:
+            case "not_found":
+                return NotFound(result.detail or "not found")
+            case "conflict":
+                return Conflict(result.detail or "conflict")
+            case "timeout":
+                return GatewayTimeout("the data service did not answer in time")
+            case "unavailable":
+                return ServiceUnavailable("the data service is unreachable", retry_after_s=self._retry_after_s())
+            case "circuit_open":
+                return ServiceUnavailable(
+                    "the data service is failing; calls to it are paused", retry_after_s=self._retry_after_s()
+                )
+            case _:
+                return BadGateway("the data service gave an answer this service could not use")
+
+    def _retry_after_s(self) -> int:
+        return max(1, math.ceil(self._breaker.retry_after_s()))
+
+    def _log_failure(self, call: _Call, what: str, exc: BaseException) -> None:
+        log.warning(
+            "data service %s: %s %s (request_id=%s): %r",
+            what, call.method, call.url, call.request_id, exc, extra={"request_id": call.request_id},
+        )
+
+    def _log_status(self, call: _Call, status: int, note: str, *, level: int = logging.WARNING) -> None:
+        # The path, not the query: `?email=` would put personal data in the log.
+        log.log(
+            level,
+            "data service answered %s %s with %d %s (request_id=%s)",
+            call.method, call.url, status, note, call.request_id, extra={"request_id": call.request_id},
+        )
+
+    def _on_circuit_change(self, old: CircuitState, new: CircuitState) -> None:
+        level = logging.WARNING if new is CircuitState.OPEN else logging.INFO
+        log.log(level, "circuit for %s: %s -> %s", self.name, old.value, new.value)
+        self._gauge.set(_GAUGE_VALUE[new])
+
+    def _publish_state(self) -> None:
+        self._gauge.set(_GAUGE_VALUE[self._breaker.state])
+
+
+def _headers(request_id: str | None, *, has_body: bool) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if request_id is not None:
+        headers["X-Request-ID"] = request_id
+    if has_body:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or content_type.endswith("+json")
+
+
+def _parse_json(content_type: str, body: bytes) -> tuple[bool, Any]:
+    """``(True, data)`` for a JSON body that parses, else ``(False, None)``."""
+    if not _is_json(content_type):
+        return False, None
+    try:
+        return True, orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False, None
+
+
+def _safe_detail(content_type: str, body: bytes) -> str | None:
+    """The upstream problem's ``detail`` when it is a short, printable string; else None."""
+    parsed, data = _parse_json(content_type, body)
+    if not parsed or not isinstance(data, dict):
+        return None
+    detail = data.get("detail")
+    if isinstance(detail, str) and 0 < len(detail) <= _MAX_DETAIL_CHARS and detail.isprintable():
+        return detail
+    return None
