@@ -1,0 +1,215 @@
+"""Durable outboxes: where events wait while the broker cannot take them (contract §9).
+
+An entry leaves an outbox only after the broker confirmed it (`remove` is called with the ids
+the publisher saw confirmed), so a crash at any point repeats an event rather than losing it.
+Order is FIFO: `peek` returns the oldest entries first.
+
+`FileOutbox` removes by rewriting the file to a temp file and renaming it over the original,
+rather than keeping a separate committed-offset file. The outbox only fills while the broker
+is away and is drained in batches as soon as it returns, so it is short, and the rewrite cost
+does not matter; in exchange there is exactly one file whose content *is* the truth, with no
+second piece of state (an offset) that a crash could leave disagreeing with it, no compaction
+step, and nothing to repair by hand. It is safe for the tasks of one process; two processes
+must not share a file (several workers share a `RedisOutbox` instead, as contract §3 requires
+REDIS_URL for `--workers N` anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Collection
+from pathlib import Path
+from typing import Protocol, final
+
+import coredis
+
+from app.models.events import Event, EventDecodeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FILE_NAME = "outbox.jsonl"
+DEFAULT_REDIS_KEY = "turnstile:outbox"
+
+
+class Outbox(Protocol):
+    """A durable FIFO of events that the broker has not confirmed yet."""
+
+    async def append(self, event: Event) -> None:
+        """Store `event` durably behind everything already held; return only once it is stored."""
+
+    async def peek(self, n: int) -> list[Event]:
+        """The `n` oldest events, oldest first, without removing them."""
+
+    async def remove(self, event_ids: Collection[str]) -> None:
+        """Drop the entries with these ids (called only after the broker confirmed them)."""
+
+    async def depth(self) -> int:
+        """How many events are waiting."""
+
+
+@final
+class FileOutbox:
+    """An append-only JSON-lines file, fsynced on append and rewritten atomically on removal.
+
+    Args:
+        directory: where `outbox.jsonl` lives; created on first use.
+        file_name: the file's name inside `directory`.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], file_name: str = DEFAULT_FILE_NAME) -> None:
+        self.path = Path(directory) / file_name
+        self._lock = asyncio.Lock()
+        self._entries: list[tuple[str, bytes]] | None = None  # (event id, JSON line), oldest first
+
+    async def append(self, event: Event) -> None:
+        line = event.to_json() + b"\n"
+        async with self._lock:
+            entries = await self._loaded()
+            await asyncio.to_thread(self._append_line, line)
+            entries.append((event.id, line))
+
+    async def peek(self, n: int) -> list[Event]:
+        async with self._lock:
+            entries = await self._loaded()
+            return [Event.from_json(line) for _, line in entries[: max(n, 0)]]
+
+    async def remove(self, event_ids: Collection[str]) -> None:
+        gone = set(event_ids)
+        async with self._lock:
+            entries = await self._loaded()
+            kept = [entry for entry in entries if entry[0] not in gone]
+            if len(kept) == len(entries):
+                return
+            await asyncio.to_thread(self._rewrite, [line for _, line in kept])
+            self._entries = kept
+
+    async def depth(self) -> int:
+        async with self._lock:
+            return len(await self._loaded())
+
+    async def _loaded(self) -> list[tuple[str, bytes]]:
+        if self._entries is None:
+            self._entries = await asyncio.to_thread(self._load)
+        return self._entries
+
+    def _load(self) -> list[tuple[str, bytes]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        entries: list[tuple[str, bytes]] = []
+        for line in raw.splitlines():
+            if not line.strip():
+                continue
+            try:
+                entries.append((Event.from_json(line).id, line + b"\n"))
+            except EventDecodeError:
+                # A torn last write (the process died mid-append, before the caller heard
+                # "outboxed") or a hand edit. It cannot be published; say so loudly.
+                log.error("outbox %s: dropping an unreadable line: %r", self.path, line[:500])
+        if raw and (not raw.endswith(b"\n") or len(entries) != raw.count(b"\n")):
+            self._rewrite([line for _, line in entries])  # so the next append starts on a clean line
+        return entries
+
+    def _append_line(self, line: bytes) -> None:
+        with self.path.open("ab") as file:
+            file.write(line)
+            file.flush()
+            os.fsync(file.fileno())
+
+    def _rewrite(self, lines: list[bytes]) -> None:
+        temp = self.path.with_name(self.path.name + ".tmp")
+        with temp.open("wb") as file:
+            file.writelines(lines)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, self.path)
+        _fsync_dir(self.path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename durable: the directory entry itself must reach the disk."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RedisClientSource(Protocol):
+    """What `RedisOutbox` needs from `app.clients.redis.RedisConnection`: a live client."""
+
+    @property
+    def client(self) -> coredis.Redis[str]: ...
+
+
+@final
+class RedisOutbox:
+    """A Redis list: RPUSH to append, LRANGE to peek, LREM of the exact stored value to remove.
+
+    Removing by value (not LTRIM by position) stays correct when several processes share the
+    key: another worker's appends at the tail or removals of its own entries never shift
+    what this one removes. Durability is Redis's: run it with AOF (`appendfsync everysec` or
+    `always`) when the outbox must survive a Redis restart.
+
+    Args:
+        connection: anything with a `.client` (a `coredis.Redis` with decode_responses=True).
+        key: the list's key.
+    """
+
+    def __init__(self, connection: RedisClientSource, key: str = DEFAULT_REDIS_KEY) -> None:
+        self._connection = connection
+        self.key = key
+        self._stored: dict[str, str] = {}  # event id -> the exact JSON text in the list
+
+    async def append(self, event: Event) -> None:
+        text = event.to_json().decode()
+        await self._connection.client.rpush(self.key, [text])
+        self._stored[event.id] = text
+
+    async def peek(self, n: int) -> list[Event]:
+        if n <= 0:
+            return []
+        texts = await self._connection.client.lrange(self.key, 0, n - 1)
+        events: list[Event] = []
+        for text in texts:
+            try:
+                event = Event.from_json(text)
+            except EventDecodeError:
+                await self._quarantine(text)
+                continue
+            self._stored[event.id] = text
+            events.append(event)
+        return events
+
+    async def remove(self, event_ids: Collection[str]) -> None:
+        client = self._connection.client
+        missing = [event_id for event_id in event_ids if event_id not in self._stored]
+        if missing:
+            await self._find(set(missing))
+        for event_id in event_ids:
+            text = self._stored.pop(event_id, None)
+            if text is not None:
+                await client.lrem(self.key, 1, text)
+
+    async def depth(self) -> int:
+        return await self._connection.client.llen(self.key)
+
+    async def _find(self, wanted: set[str]) -> None:
+        for text in await self._connection.client.lrange(self.key, 0, -1):
+            try:
+                event = Event.from_json(text)
+            except EventDecodeError:
+                continue
+            if event.id in wanted:
+                self._stored[event.id] = text
+
+    async def _quarantine(self, text: str) -> None:
+        """Move an unreadable entry aside so it cannot block the head of the list forever."""
+        log.error("outbox %s: moving an unreadable entry to %s:corrupt: %r", self.key, self.key, text[:500])
+        client = self._connection.client
+        await client.rpush(f"{self.key}:corrupt", [text])
+        await client.lrem(self.key, 1, text)
