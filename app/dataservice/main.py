@@ -1,0 +1,92 @@
+"""The reference data service's app factory, and the two ways to run it.
+
+`start_dataservice` embeds it in the caller's event loop (`turnstile serve` without
+`DATA_SERVICE_URL`); `run_dataservice` runs it on its own (`turnstile dataservice`).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from app.dataservice.routes import request_middleware, setup_routes, store_key
+from app.dataservice.store import UserStore
+
+db_path_key: Final = web.AppKey("dataservice_db_path", Path)
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the one SQLite connection (schema created if missing) for the app's lifetime."""
+    store = await UserStore.open(app[db_path_key])
+    app[store_key] = store
+    try:
+        yield
+    finally:
+        await store.close()
+
+
+def create_dataservice_app(db_path: str | Path) -> web.Application:
+    """The data service as an aiohttp app on the SQLite file `db_path`.
+
+    Args:
+        db_path: the database file; its parent directory is created if missing.
+    """
+    path = Path(db_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    app = web.Application(middlewares=[request_middleware])
+    app[db_path_key] = path
+    app.cleanup_ctx.append(store_ctx)
+    setup_routes(app)
+    return app
+
+
+def _base_url(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = address[0], address[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def start_dataservice(
+    db_path: str | Path, host: str = "127.0.0.1", port: int = 0
+) -> tuple[web.AppRunner, str]:
+    """Start the data service in the running event loop.
+
+    Returns:
+        The runner (the caller owns it and calls `await runner.cleanup()`) and the base URL,
+        e.g. `http://127.0.0.1:54321`, with the port actually bound (port 0 picks a free one).
+    """
+    runner = web.AppRunner(create_dataservice_app(db_path), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, _base_url(runner.addresses[0])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address[:2], family=family)
+
+
+def run_dataservice(host: str, port: int, db_path: str) -> None:
+    """Serve until SIGINT/SIGTERM, announcing the address in one line on stdout.
+
+    The socket is bound here, before `web.run_app`, so the line names the real port even for
+    port 0 (aiohttp's own banner repeats the requested one).
+    """
+    sock = _listening_socket(host, port)
+    url = _base_url(sock.getsockname())
+
+    def announce(_banner: str) -> None:
+        sys.stdout.write(f"Turnstile reference data service listening on {url} (database {db_path})\n")
+        sys.stdout.flush()
+
+    web.run_app(create_dataservice_app(db_path), sock=sock, print=announce, access_log=None)

@@ -1,0 +1,223 @@
+"""SQLite storage for the reference data service: one file, WAL, one aiosqlite connection.
+
+aiosqlite runs every statement on its own thread, so the event loop never blocks on disk.
+One connection serves the whole app in autocommit mode: every write is a single statement,
+and an `asyncio.Lock` keeps a page and its count from seeing different states.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final, TypedDict, final
+
+import aiosqlite
+import attrs
+import orjson
+
+BUSY_TIMEOUT_MS: Final = 5000
+
+# AUTOINCREMENT: a deleted user's id is never handed out again, so stale cache entries and
+# tokens that name it can never point at somebody else.
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS users (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    email         TEXT    NOT NULL UNIQUE,
+    password_hash TEXT    NOT NULL,
+    full_name     TEXT,
+    roles         TEXT    NOT NULL DEFAULT '[]',
+    is_active     INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
+    created_at    TEXT    NOT NULL,
+    updated_at    TEXT    NOT NULL
+) STRICT
+"""
+_MUTABLE: Final = ("email", "password_hash", "full_name", "roles", "is_active")
+_INSERT: Final = """
+INSERT INTO users (email, password_hash, full_name, roles, is_active, created_at, updated_at)
+VALUES (:email, :password_hash, :full_name, :roles, :is_active, :now, :now)
+RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at
+"""
+# One fixed statement for every PATCH: `set_<column>` says whether that column changes, so
+# setting full_name to NULL differs from leaving it alone, and no SQL is built from input.
+_UPDATE: Final = """
+UPDATE users SET
+    email         = IIF(:set_email, :email, email),
+    password_hash = IIF(:set_password_hash, :password_hash, password_hash),
+    full_name     = IIF(:set_full_name, :full_name, full_name),
+    roles         = IIF(:set_roles, :roles, roles),
+    is_active     = IIF(:set_is_active, :is_active, is_active),
+    updated_at    = :now
+WHERE id = :id
+RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at
+"""
+_GET: Final = """
+SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at FROM users
+WHERE id = :id
+"""
+_COUNT: Final = "SELECT COUNT(*) FROM users WHERE (:email IS NULL OR email = :email)"
+_PAGE: Final = """
+SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at FROM users
+WHERE (:email IS NULL OR email = :email)
+ORDER BY id LIMIT :limit OFFSET :offset
+"""
+_DELETE: Final = "DELETE FROM users WHERE id = :id"
+
+
+class EmailTaken(Exception):
+    """Another user already has this email (the `UNIQUE` constraint said so)."""
+
+
+class UserChanges(TypedDict, total=False):
+    """The fields a PATCH may change; absent keys stay as they are."""
+
+    email: str
+    password_hash: str
+    full_name: str | None
+    roles: list[str]
+    is_active: bool
+
+
+@attrs.frozen(kw_only=True)
+class NewUser:
+    """What POST stores. The store sets `id`, `created_at` and `updated_at`."""
+
+    email: str
+    password_hash: str
+    full_name: str | None = None
+    roles: list[str] = attrs.field(factory=lambda: ["user"])
+    is_active: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class UserRecord:
+    """A stored user, exactly as the data service returns it (hash included: Turnstile strips it)."""
+
+    id: int
+    email: str
+    password_hash: str
+    full_name: str | None
+    roles: list[str]
+    is_active: bool
+    created_at: str
+    updated_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def utc_now() -> str:
+    """Now as RFC 3339 UTC with microseconds and a `Z`, so consecutive writes order as text."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _record(row: sqlite3.Row) -> UserRecord:
+    return UserRecord(
+        id=row["id"],
+        email=row["email"],
+        password_hash=row["password_hash"],
+        full_name=row["full_name"],
+        roles=orjson.loads(row["roles"]),
+        is_active=bool(row["is_active"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _column_value(name: str, value: object) -> object:
+    if name == "roles" and value is not None:
+        return orjson.dumps(value).decode()
+    if name == "is_active" and value is not None:
+        return int(bool(value))
+    return value
+
+
+@final
+class UserStore:
+    """Users in one SQLite file. Open with `await UserStore.open(path)`; `await close()` at the end."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path) -> UserStore:
+        """Connect (autocommit), switch to WAL, set `busy_timeout`, create the schema if missing."""
+        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            conn.row_factory = sqlite3.Row
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute(_SCHEMA)
+        except BaseException:
+            await conn.close()
+            raise
+        return cls(conn)
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def journal_mode(self) -> str:
+        async with self._conn.execute("PRAGMA journal_mode") as cur:
+            row = await cur.fetchone()
+        assert row is not None
+        return str(row[0])
+
+    async def create(self, new: NewUser) -> UserRecord:
+        """Insert a user. Raises `EmailTaken`."""
+        params = {name: _column_value(name, getattr(new, name)) for name in _MUTABLE}
+        async with self._lock:
+            row = await self._fetch_one(_INSERT, {**params, "now": utc_now()}, new.email)
+        assert row is not None
+        return _record(row)
+
+    async def get(self, user_id: int) -> UserRecord | None:
+        async with self._lock:
+            row = await self._fetch_one(_GET, {"id": user_id})
+        return None if row is None else _record(row)
+
+    async def find(self, *, email: str | None, limit: int, offset: int) -> tuple[list[UserRecord], int]:
+        """One page ordered by id (exact `email` match when given), and the total that matches."""
+        params = {"email": email, "limit": limit, "offset": offset}
+        async with self._lock:
+            count = await self._fetch_one(_COUNT, params)
+            async with self._conn.execute(_PAGE, params) as cur:
+                rows = await cur.fetchall()
+        assert count is not None
+        return [_record(r) for r in rows], int(count[0])
+
+    async def update(self, user_id: int, changes: UserChanges) -> UserRecord | None:
+        """Apply `changes` and bump `updated_at`; None when there is no such user.
+
+        An empty `changes` returns the record untouched. Raises `EmailTaken`.
+        """
+        if not changes:
+            return await self.get(user_id)
+        params: dict[str, object] = {"id": user_id, "now": utc_now()}
+        for name in _MUTABLE:
+            params[f"set_{name}"] = name in changes
+            params[name] = _column_value(name, changes.get(name))
+        async with self._lock:
+            row = await self._fetch_one(_UPDATE, params, changes.get("email"))
+        return None if row is None else _record(row)
+
+    async def delete(self, user_id: int) -> bool:
+        """Remove a user; False when there was none."""
+        async with self._lock, self._conn.execute(_DELETE, {"id": user_id}) as cur:
+            return cur.rowcount > 0
+
+    async def _fetch_one(
+        self, sql: str, params: Mapping[str, object], email: str | None = None
+    ) -> sqlite3.Row | None:
+        """Run one statement and return its first row; a clash on the email becomes `EmailTaken`."""
+        try:
+            async with self._conn.execute(sql, params) as cur:
+                row: sqlite3.Row | None = await cur.fetchone()
+        except sqlite3.IntegrityError as exc:
+            if "users.email" in str(exc):
+                raise EmailTaken(email or "") from None
+            raise
+        return row

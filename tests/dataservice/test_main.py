@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from app.dataservice.main import start_dataservice
+from app.dataservice.routes import store_key
+from tests.dataservice.conftest import Client
+
+
+async def test_wal_mode_is_on(client: Client, db_path: Path) -> None:
+    assert await client.app[store_key].journal_mode() == "wal"
+    with sqlite3.connect(db_path) as conn:  # WAL is a property of the file, not of one connection
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_parent_dir_and_schema_are_created(client: Client, db_path: Path) -> None:
+    # read-only: fails rather than creating the file if the app did not
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "users" in tables
+
+
+async def test_concurrent_creates_with_one_email_make_one_user(client: Client) -> None:
+    body = {"email": "same@example.com", "password_hash": "h"}
+    responses = await asyncio.gather(*(client.post("/api/v1/users", json=body) for _ in range(20)))
+    assert sorted(r.status for r in responses) == [201] + [409] * 19
+
+
+async def test_start_dataservice_binds_a_real_port(tmp_path: Path) -> None:
+    runner, url = await start_dataservice(tmp_path / "data.sqlite3")
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert not url.endswith(":0")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/healthz") as resp:
+                assert resp.status == 200
+                assert await resp.json() == {"status": "ok"}
+            async with session.post(f"{url}/api/v1/users/", json={"email": "e@x.io", "password_hash": "h"}) as resp:
+                assert resp.status == 201
+    finally:
+        await runner.cleanup()
+
+
+async def test_data_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "data.sqlite3"
+    for expected_total in (0, 1):
+        runner, url = await start_dataservice(db)
+        try:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{url}/api/v1/users") as resp:
+                    assert (await resp.json())["total"] == expected_total
+                if expected_total == 0:
+                    await session.post(f"{url}/api/v1/users", json={"email": "e@x.io", "password_hash": "h"})
+        finally:
+            await runner.cleanup()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="sends SIGTERM")
+async def test_run_dataservice_announces_the_real_port_and_stops_on_sigterm(tmp_path: Path) -> None:
+    code = "import sys; from app.dataservice.main import run_dataservice; run_dataservice('127.0.0.1', 0, sys.argv[1])"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, str(tmp_path / "db" / "data.sqlite3"),
+        stdout=subprocess.PIPE, cwd=Path(__file__).parents[2], env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        url = line.split(" listening on ")[1].split()[0]
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as resp:
+            assert resp.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
