@@ -42,13 +42,15 @@ _INTEGER = re.compile(r"-?[0-9]{1,20}")
 
 
 # --- field checks: each returns what is wrong with a value, or None ----------------------------
-def _text(max_len: int, *, nullable: bool = False) -> Callable[[object], str | None]:
+def _text(max_len: int, *, nullable: bool = False, empty: bool = False) -> Callable[[object], str | None]:
+    min_len = 0 if empty else 1
+
     def check(value: object) -> str | None:
         if value is None and nullable:
             return None
-        if not isinstance(value, str) or not value or len(value) > max_len:
-            kind = "null or a" if nullable else "a"
-            return f"must be {kind} non-empty string of at most {max_len} characters"
+        if not isinstance(value, str) or not min_len <= len(value) <= max_len:
+            kind = ("null or a" if nullable else "a") + ("" if empty else " non-empty")
+            return f"must be {kind} string of at most {max_len} characters"
         return None
 
     return check
@@ -69,7 +71,7 @@ def _boolean(value: object) -> str | None:
 _FIELDS: Final[dict[str, Callable[[object], str | None]]] = {
     "email": _text(320),
     "password_hash": _text(1024),
-    "full_name": _text(1000, nullable=True),
+    "full_name": _text(1000, nullable=True, empty=True),
     "roles": _roles,
     "is_active": _boolean,
 }

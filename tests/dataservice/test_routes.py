@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import ClientResponse
 
@@ -231,3 +233,13 @@ async def test_many_concurrent_creates_get_distinct_ids(client: Client) -> None:
     assert len({u["id"] for u in created}) == 30
     body = await (await client.get("/api/v1/users", params={"limit": 500})).json()
     assert body["total"] == 30
+
+
+async def test_full_name_may_be_empty_or_null(client: Client) -> None:
+    assert (await create(client, "a@example.com", full_name=""))["full_name"] == ""
+    assert (await create(client, "b@example.com", full_name=None))["full_name"] is None
+
+
+async def test_body_over_one_mib_is_413(client: Client) -> None:
+    huge = io.BytesIO(orjson.dumps(user_body(full_name="x" * (1024 * 1024))))
+    await problem(await client.post("/api/v1/users/", data=huge), 413)
