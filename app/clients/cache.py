@@ -1,0 +1,135 @@
+"""Cache backends: `RedisCache` on the shared Redis connection, `MemoryCache` when there is none.
+
+Both store bytes under a key with a TTL and share one contract, `CacheBackend`: a miss is
+``None``; a backend that cannot answer now raises `CacheUnavailable`, and the caller (the
+cache step) serves from upstream instead. Metrics are the step's business, not the backend's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final, Protocol, final
+
+from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
+
+_MIN_REDIS_TTL_MS: Final = 1
+
+
+class CacheUnavailable(Exception):
+    """The backend cannot answer now; the caller bypasses the cache."""
+
+
+class CacheBackend(Protocol):
+    """A TTL key-value store of bytes. ``name`` is ``"redis"`` or ``"memory"``."""
+
+    name: str
+
+    async def get(self, key: str) -> bytes | None:
+        """The stored value, or None on a miss. Raises CacheUnavailable."""
+        ...
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        """Store `value` for `ttl_s` seconds (> 0). Raises CacheUnavailable."""
+        ...
+
+    async def delete(self, *keys: str) -> None:
+        """Drop the keys; missing ones are fine. Raises CacheUnavailable."""
+        ...
+
+
+def _check_ttl(ttl_s: float) -> None:
+    if not (ttl_s > 0 and math.isfinite(ttl_s)):
+        msg = f"cache TTL must be a positive number of seconds, got {ttl_s!r}"
+        raise ValueError(msg)
+
+
+@final
+class RedisCache:
+    """Cache entries as Redis strings under ``prefix + key``, expiring with ``PX``.
+
+    The shared client decodes replies to ``str`` (what token state, rate limits and the outbox
+    want). Cache values are bytes, so reads switch decoding off for that one command with
+    coredis's `decoding(False)`: it is a context variable, so it affects only this task's
+    command, needs no second connection pool, and returns the exact bytes stored (orjson output
+    or not). Writes send bytes as they are.
+    """
+
+    name = "redis"
+
+    def __init__(self, connection: RedisConnection, *, prefix: str = "") -> None:
+        self._connection = connection
+        self._prefix = prefix
+
+    async def get(self, key: str) -> bytes | None:
+        client = self._connection.client
+        try:
+            with redis_errors(), client.decoding(False) as raw:
+                return await raw.get(self._prefix + key)
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        _check_ttl(ttl_s)
+        # PX keeps sub-second TTLs exact; rounding up keeps a tiny TTL from meaning "no expiry".
+        ttl_ms = max(_MIN_REDIS_TTL_MS, math.ceil(ttl_s * 1000))
+        try:
+            with redis_errors():
+                await self._connection.client.set(self._prefix + key, value, px=ttl_ms)
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+    async def delete(self, *keys: str) -> None:
+        if not keys:
+            return
+        try:
+            with redis_errors():
+                await self._connection.client.delete([self._prefix + key for key in keys])
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(str(exc)) from exc
+
+
+@final
+class MemoryCache:
+    """An in-process LRU of at most `max_entries`, each with its own TTL; never unavailable.
+
+    An expired entry is a miss and is dropped when it is read. Past the bound, the least
+    recently used entry goes first (expired ones are not swept eagerly; the bound holds anyway).
+    """
+
+    name = "memory"
+
+    def __init__(self, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_entries < 1:
+            msg = f"max_entries must be at least 1, got {max_entries}"
+            raise ValueError(msg)
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        expires_at, value = entry
+        if self._clock() >= expires_at:
+            del self._entries[key]
+            return None
+        self._entries.move_to_end(key)
+        return value
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        _check_ttl(ttl_s)
+        self._entries[key] = (self._clock() + ttl_s, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    async def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._entries.pop(key, None)
