@@ -70,7 +70,8 @@ class DataServiceOptions:
     connect_timeout_s: limit on opening one TCP (and TLS) connection.
     total_timeout_s: limit on one attempt, from sending to the last byte of the answer.
     retries: extra attempts for idempotent methods (GET, HEAD, PUT, DELETE, OPTIONS) after a
-        connection error or a 502/503/504; POST and PATCH are never retried.
+        connection error or a 502/503/504; POST and PATCH are never retried. (aiohttp also
+        resends an idempotent request once, by itself, when its connection drops mid-request.)
     backoff_base_s, backoff_max_s: the wait before retry n is uniform in
         ``[0, min(backoff_max_s, backoff_base_s * 2**n)]`` (full jitter).
     breaker_failures: consecutive failures (5xx, unparsable answers, timeouts, connection
@@ -353,7 +354,7 @@ class DataServiceClient:
         )
 
     def _log_status(self, call: _Call, status: int, note: str, *, level: int = logging.WARNING) -> None:
-        # The path, not the query: `?email=` would put personal data in the log.
+        # The URL without its query: `?email=` would put personal data in the log.
         log.log(
             level,
             "data service answered %s %s with %d %s (request_id=%s)",

@@ -237,6 +237,27 @@ async def test_an_answer_that_is_not_http_is_a_bad_gateway(make_client: ClientFa
         await server.wait_closed()
 
 
+async def test_a_reset_connection_is_unavailable_and_get_is_retried(make_client: ClientFactory) -> None:
+    accepted = 0
+
+    async def hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted
+        accepted += 1
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client = await make_client(f"http://127.0.0.1:{port}", retries=2)
+        with pytest.raises(ServiceUnavailable):
+            await client.request("GET", "/users/1")
+        # aiohttp itself resends an idempotent request once when its connection drops: 2 per attempt
+        assert 3 <= accepted <= 6
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_slow_answer_beyond_the_total_timeout_is_a_gateway_timeout(
     make_client: ClientFactory, fake: FakeDataService
 ) -> None:
