@@ -47,10 +47,10 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 import coredis
+from coredis.connection import BaseConnection
 from coredis.exceptions import ClusterDownError, ConnectionError, TryAgainError
-from coredis.pool import ConnectionPool
+from coredis.pool import ConnectionPool, SentinelConnectionPool
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
-from coredis.sentinel import SentinelConnectionPool
 from coredis.typing import Node
 
 log = logging.getLogger(__name__)
@@ -107,29 +107,46 @@ class _FastRetryPolicy(ConstantRetryPolicy):
         return super().will_retry(exc) and not _caused_by_timeout(exc)
 
 
-_dialing: contextvars.ContextVar[bool] = contextvars.ContextVar("turnstile_redis_dialing", default=False)
+_dialing: contextvars.ContextVar[BaseConnection | None] = contextvars.ContextVar(
+    "turnstile_redis_dialing", default=None
+)
+_CONNECTION_BUFFERS: Final = (
+    "_push_message_buffer_in",
+    "_push_message_buffer_out",
+    "_streamed_message_buffer_in",
+    "_streamed_message_buffer_out",
+    "_write_buffer_in",
+    "_write_buffer_out",
+)
 
 
 class _RepairingPoolMixin(ConnectionPool[Any]):
-    """Give back the pool slot coredis loses when a caller is cancelled while a connection dials.
+    """Undo what coredis 6.9 leaves behind when dialing a new connection does not succeed.
 
-    `ConnectionPool.get_connection` takes a free slot, then awaits the new connection; if the
-    caller is cancelled there (or `pool_timeout` fires), the slot is never returned.
+    - `get_connection` takes a free slot, then awaits the new connection; if the caller is
+      cancelled there (or `pool_timeout` fires), coredis never returns the slot.
+    - A connection whose connect fails never closes the buffers it made in ``__init__``, and
+      each one warns (`ResourceWarning`) when it is collected.
     """
 
     async def _construct_connection(self) -> Any:
-        _dialing.set(True)  # same task as get_connection: the caller sees it after the await
-        return await super()._construct_connection()
+        connection = await super()._construct_connection()
+        _dialing.set(connection)  # same task as get_connection: the caller sees it after the await
+        return connection
 
     async def get_connection(self, **kwargs: Any) -> Any:
-        token = _dialing.set(False)
+        token = _dialing.set(None)
         try:
             return await super().get_connection(**kwargs)
         except BaseException as exc:
-            # coredis itself returns the slot when dialing fails with a RedisError.
-            if _dialing.get() and not isinstance(exc, coredis.exceptions.RedisError):
-                with contextlib.suppress(Exception):
-                    self._available_connections.append_nowait(None)
+            connection = _dialing.get()
+            if connection is not None:
+                for name in _CONNECTION_BUFFERS:
+                    getattr(connection, name).close()  # idempotent when run() closed them already
+                # coredis itself returns the slot when dialing fails with a RedisError.
+                if not isinstance(exc, coredis.exceptions.RedisError):
+                    with contextlib.suppress(Exception):
+                        self._available_connections.append_nowait(None)
             raise
         finally:
             _dialing.reset(token)
