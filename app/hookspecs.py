@@ -1,0 +1,140 @@
+"""Every hook a Turnstile plugin may implement, with when it runs and what it may return.
+
+pluggy is synchronous. Hooks marked *may be async* are called "collect, then await each":
+every implementation runs, in pluggy's call order (the last registered first), and the
+engine awaits the ones that
+returned an awaitable. Such hooks never use ``firstresult``. A hook that raises a
+`ProblemError` answers the request with that problem; any other exception becomes a 500
+for that request (logged with its request id), never a hang.
+
+Implement with ``from app import hookimpl``::
+
+    @hookimpl
+    def check_request(request, pipeline, actor, body):
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from app.keys import Actor
+    from app.pipeline.config import PipelineConfig
+    from app.pipeline.types import StepType
+
+PROJECT_NAME = "turnstile"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --- registration (start-up, before pipelines.toml is checked) ----------------------------------
+@hookspec
+def register_steps() -> list[StepType[Any]]:
+    """Return the step types this plugin adds, each named for ``use = "..."``.
+
+    Runs once when pipelines are loaded (server start-up and ``turnstile check``).
+    Must be synchronous. All implementations run; two plugins adding the same name is an
+    error reported at load time.
+    """
+
+
+@hookspec
+def register_models() -> list[type[Any]]:
+    """Return the attrs classes this plugin adds as request-body or response models.
+
+    A pipeline names one with ``body = "ClassName"``; the OpenAPI document shows them all.
+    Runs once at load time. Must be synchronous. All implementations run; a name given
+    twice is an error.
+    """
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+@hookspec
+def startup(app: web.Application) -> Awaitable[None] | None:
+    """Run once the app's clients are started, before the service reports ready.
+
+    Return value ignored. May be ``async def``. All implementations run; one that raises
+    stops the start-up.
+    """
+
+
+@hookspec
+def shutdown(app: web.Application) -> Awaitable[None] | None:
+    """Run once on shutdown, after the last request drained, before clients close.
+
+    Return value ignored. May be ``async def``. All implementations run; one that raises is
+    logged and the others still run.
+    """
+
+
+# --- requests -----------------------------------------------------------------------------------
+@hookspec
+def transform_request(
+    request: web.Request, pipeline: PipelineConfig, body: dict[str, Any]
+) -> Awaitable[dict[str, Any] | None] | dict[str, Any] | None:
+    """Rewrite a request body (a JSON object) before it is validated against its model.
+
+    Runs for pipelines that declare ``body``, after the guard steps (auth, rate-limit).
+    Return a new object to replace the body, or None to keep it; each implementation sees
+    the previous one's result. May be ``async def``. Example: normalise an email address.
+    """
+
+
+@hookspec
+def check_request(
+    request: web.Request, pipeline: PipelineConfig, actor: Actor | None, body: dict[str, Any] | None
+) -> Awaitable[None] | None:
+    """Accept or reject a request: a business rule. Raise a ``ProblemError`` to reject.
+
+    Runs for every pipeline after the guard steps and after the body was validated, before
+    any other step (so also before a cache answers). ``actor`` is None for anonymous
+    pipelines, ``body`` None when the pipeline declares none. Return value ignored. May be
+    ``async def``. All implementations run until one raises.
+    """
+
+
+@hookspec
+def transform_upstream(
+    request: web.Request, pipeline: PipelineConfig, payload: dict[str, Any]
+) -> Awaitable[dict[str, Any] | None] | dict[str, Any] | None:
+    """Rewrite the JSON object a data-fetch step is about to send to the data service.
+
+    Runs inside the data-fetch step, just before the upstream call, only when the call
+    carries a body. Return a new object to replace it, or None to keep it; each
+    implementation sees the previous result. May be ``async def``. Example: hash a password.
+    """
+
+
+@hookspec
+def transform_response(
+    request: web.Request, pipeline: PipelineConfig, data: Any
+) -> Awaitable[Any] | Any:
+    """Rewrite the data a data-fetch step got from the data service before it is answered.
+
+    Runs inside the data-fetch step on every successful upstream answer that has a body,
+    before outer steps (cache, event-emit) see it. Return the new data, or None to keep
+    it; each implementation sees the previous result. May be ``async def``. Example: strip
+    private fields.
+    """
+
+
+# --- events -------------------------------------------------------------------------------------
+@hookspec
+def enrich_event(
+    request: web.Request | None, pipeline: PipelineConfig | None, event: dict[str, Any]
+) -> Awaitable[dict[str, Any] | bool | None] | dict[str, Any] | bool | None:
+    """Enrich or suppress a domain event before it is published.
+
+    Runs in the event-emit step after the rest of the chain succeeded. ``event`` is the
+    event body (``id``, ``type``, ``occurred_at``, ``request_id``, ``data``). Return a new
+    body to replace it, None to keep it, or False to suppress the event. Each
+    implementation sees the previous result; after a False no later one runs. May be
+    ``async def``.
+    """

@@ -1,0 +1,51 @@
+"""Every application- and request-scoped key shared between the core and plugins.
+
+Plugin-private keys live in their plugin; the ones here are the shared vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pluggy
+from aiohttp import web
+
+from app.pipeline.config import PipelineConfig, PipelineFile
+from app.readiness import Readiness
+from app.settings import Settings
+
+
+@attrs.frozen
+class Actor:
+    """The authenticated caller, set by the auth step."""
+
+    user_id: int
+    roles: tuple[str, ...]
+    token_id: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+# --- application --------------------------------------------------------------------------
+settings_key = web.AppKey("settings", Settings)
+plugin_manager_key = web.AppKey("plugin_manager", pluggy.PluginManager)
+pipelines_key = web.AppKey("pipelines", PipelineFile)
+readiness_key = web.AppKey("readiness", Readiness)
+models_key = web.AppKey("models", dict[str, type[Any]])
+
+# --- request ------------------------------------------------------------------------------
+request_id_key = web.RequestKey("request_id", str)
+pipeline_key = web.RequestKey("pipeline", PipelineConfig)
+actor_key = web.RequestKey("actor", Actor)
+# The request body after transform_request hooks and schema validation (a JSON object).
+body_key = web.RequestKey("body", dict[str, Any])
+# The query parameters, converted and validated, for pipelines that declare a query model.
+query_key = web.RequestKey("query", dict[str, Any])
+
+# --- response -----------------------------------------------------------------------------
+# The JSON-able data a response was made from, so outer steps (cache, event-emit) never
+# re-parse the body they wrap.
+payload_key = web.ResponseKey("payload", object)

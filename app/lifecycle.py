@@ -1,0 +1,31 @@
+"""Start-up and shutdown of the app itself: plugin hooks, then readiness.
+
+Registered after every client's cleanup_ctx, so the startup hooks run with clients up and
+the shutdown hooks run before they close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from app.keys import plugin_manager_key, readiness_key
+from app.plugins import await_maybe, call_all
+from app.readiness import Phase
+
+log = logging.getLogger("turnstile.lifecycle")
+
+
+async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
+    pm = app[plugin_manager_key]
+    await call_all(pm.hook.startup, app=app)
+    app[readiness_key].phase = Phase.READY
+    yield
+    app[readiness_key].phase = Phase.DRAINING
+    for impl in reversed(pm.hook.shutdown.get_hookimpls()):
+        try:
+            await await_maybe(impl.function(app))
+        except Exception:
+            log.exception("shutdown hook of plugin %s failed", impl.plugin_name)

@@ -1,0 +1,57 @@
+"""create_app(): the application, read as a table of contents."""
+
+from __future__ import annotations
+
+import pluggy
+from aiohttp import web
+
+from app.health import setup_health_routes
+from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
+from app.lifecycle import lifecycle_ctx
+from app.metrics import metrics_handler
+from app.middlewares.errors import error_middleware
+from app.middlewares.observe import observe_middleware
+from app.middlewares.request_id import request_id_middleware
+from app.openapi import build_document, setup_openapi
+from app.pipeline.registry import load_checked
+from app.pipeline.routes import setup_pipeline_routes
+from app.plugins import make_plugin_manager
+from app.readiness import Readiness
+from app.settings import Settings
+from app.wiring import setup_clients
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+def make_settings_plugin_manager(settings: Settings) -> pluggy.PluginManager:
+    return make_plugin_manager(
+        disabled=settings.disabled_plugins, trace=settings.trace_hooks, modules=settings.extra_plugins
+    )
+
+
+def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
+    """The whole service, built without I/O; clients start in the app's cleanup contexts.
+
+    Raises:
+        PipelineFileError: the pipelines file has errors (each as FILE:LINE: message).
+    """
+    pm = pm if pm is not None else make_settings_plugin_manager(settings)
+    registry, pipelines = load_checked(settings.pipelines_file, pm)
+
+    app = web.Application(
+        client_max_size=MAX_BODY_BYTES,
+        middlewares=[request_id_middleware, observe_middleware, error_middleware],
+    )
+    app[settings_key] = settings
+    app[plugin_manager_key] = pm
+    app[pipelines_key] = pipelines
+    app[models_key] = registry.models
+    app[readiness_key] = Readiness()
+
+    setup_clients(app, settings)
+    setup_pipeline_routes(app, pipelines, pm, registry.models)
+    setup_health_routes(app)
+    app.router.add_get("/metrics", metrics_handler, name="metrics", allow_head=False)
+    setup_openapi(app, build_document(pipelines, registry.models))
+    app.cleanup_ctx.append(lifecycle_ctx)
+    return app

@@ -1,0 +1,26 @@
+"""The core's Prometheus metrics (clients define their own beside their code) and /metrics."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+
+# Buckets from 1 ms: a cached read is a few ms, an argon2 hash ~100 ms.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("turnstile_requests_total", "HTTP requests answered", ["pipeline", "method", "status"])
+REQUEST_SECONDS = Histogram(
+    "turnstile_request_seconds", "Time to answer a request", ["pipeline", "status"], buckets=LATENCY_BUCKETS
+)
+STEP_SECONDS = Histogram(
+    "turnstile_step_seconds",
+    "Time spent in a pipeline step, the steps inside it included",
+    ["pipeline", "step"],
+    buckets=LATENCY_BUCKETS,
+)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest(REGISTRY))
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response

@@ -1,0 +1,53 @@
+"""The one error middleware: every error becomes RFC 9457 problem+json.
+
+It is the only place that catches a bare Exception: that becomes a logged 500 whose body
+says nothing about the inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import orjson
+from aiohttp import web
+
+from app.errors import PROBLEM_CONTENT_TYPE, InternalError, ProblemError, problem_for_status
+from app.keys import request_id_key
+from app.pipeline.types import Handler
+
+log = logging.getLogger("turnstile.errors")
+
+# Details for statuses the router and parser raise, so aiohttp's texts never reach clients.
+_DETAILS = {
+    404: "No route matches this path.",
+    405: "This route does not accept that method.",
+    413: "The request body is larger than allowed (1 MiB).",
+}
+
+
+def problem_response(request: web.Request, problem: ProblemError) -> web.Response:
+    body = problem.body(request.get(request_id_key, "-"))
+    response = web.Response(status=problem.status, body=orjson.dumps(body), headers=problem.headers)
+    response.content_type = PROBLEM_CONTENT_TYPE
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ProblemError as problem:
+        return problem_response(request, problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        mapped = problem_for_status(exc.status, _DETAILS.get(exc.status, exc.reason))
+        if "Allow" in exc.headers:
+            mapped.headers["Allow"] = exc.headers["Allow"]
+        return problem_response(request, mapped)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem_response(request, InternalError("An internal error occurred."))

@@ -1,0 +1,39 @@
+"""X-Request-ID (contract §6): kept when safe, else generated; echoed on every response."""
+
+from __future__ import annotations
+
+import contextvars
+import re
+import uuid
+
+from aiohttp import web
+
+from app.keys import request_id_key
+from app.pipeline.types import Handler
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+# Read by the log filter so every log line of a request carries its id.
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+def accept_or_generate(value: str | None) -> str:
+    if value is not None and _SAFE.match(value):
+        return value
+    return uuid.uuid4().hex
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = accept_or_generate(request.headers.get(REQUEST_ID_HEADER))
+    request[request_id_key] = request_id
+    current_request_id.set(request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        # Only redirects and the like get here: errors are rendered inside.
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response

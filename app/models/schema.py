@@ -1,0 +1,79 @@
+"""attrs classes → OpenAPI 3.0 schema objects, the one description of every body model.
+
+The same schema feeds the OpenAPI document and the request validator (openapi-schema-
+validator), so what the docs promise is what the service enforces. Constraints come from
+field metadata written with `schema_field`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import types
+import typing
+from typing import Any
+
+import attrs
+
+_SCALARS: dict[Any, dict[str, Any]] = {
+    str: {"type": "string"},
+    int: {"type": "integer"},
+    float: {"type": "number"},
+    bool: {"type": "boolean"},
+    datetime.datetime: {"type": "string", "format": "date-time"},
+    typing.Any: {},
+}
+
+
+def schema_field(*, description: str, **kwargs: Any) -> Any:
+    """An attrs field with its OpenAPI description and constraints.
+
+    Keyword arguments attrs knows (`default`, `factory`, `validator`, ...) go to
+    `attrs.field`; the rest (`minLength`, `maxLength`, `pattern`, `minimum`, `maximum`,
+    `minItems`, `example`, `nullable`, ...) go into the schema.
+    """
+    attrs_args = {k: kwargs.pop(k) for k in ("default", "factory", "validator", "converter", "alias") if k in kwargs}
+    return attrs.field(metadata={"openapi": {"description": description, **kwargs}}, **attrs_args)
+
+
+def schema_of(cls: type[Any]) -> dict[str, Any]:
+    """The OpenAPI 3.0 schema of an attrs class: every field, `required` for those without
+    a default, and no other properties (the validator refuses unknown keys)."""
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required = []
+    for field in attrs.fields(cls):
+        prop = _schema_of_type(hints[field.name])
+        prop.update(field.metadata.get("openapi", {}))
+        if prop.get("nullable") is False:
+            del prop["nullable"]
+        properties[field.name] = prop
+        if field.default is attrs.NOTHING:
+            required.append(field.name)
+    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    if required:
+        schema["required"] = required
+    if cls.__doc__:
+        schema["description"] = cls.__doc__.strip().split("\n\n")[0]
+    return schema
+
+
+def _schema_of_type(tp: Any) -> dict[str, Any]:
+    if tp in _SCALARS:
+        return dict(_SCALARS[tp])
+    if attrs.has(tp):
+        return schema_of(tp)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1:
+            msg = f"only `X | None` unions are supported in models, got {tp}"
+            raise TypeError(msg)
+        return {**_schema_of_type(rest[0]), "nullable": True}
+    if origin in (list, tuple, set, frozenset):
+        return {"type": "array", "items": _schema_of_type(args[0]) if args else {}}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of_type(args[1]) if args else {}}
+    if origin is typing.Literal:
+        return {"enum": list(args)}
+    msg = f"no OpenAPI schema for type {tp!r}"
+    raise TypeError(msg)

@@ -1,0 +1,168 @@
+"""The OpenAPI 3.0 document, built once from the pipelines, and the offline Swagger UI.
+
+aiohttp-apispec serves the document and its bundled Swagger UI (no CDN), but it only
+writes Swagger 2.0 and documents decorated handlers; our routes are built from
+pipelines.toml. So the document is written with apispec (its foundation) as OpenAPI 3.0.3
+— the newest its bundled Swagger UI 3.x renders — and handed to aiohttp-apispec to serve.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import AiohttpApiSpec
+from apispec import APISpec
+
+from app.errors import PROBLEM_CONTENT_TYPE
+from app.models.schema import schema_of
+from app.pipeline.config import PipelineConfig, PipelineFile
+from app.pipeline.docs import BEARER_SCHEME, OAUTH2_SCHEME, PROBLEM_REF, OperationDoc, model_ref
+
+OPENAPI_VERSION = "3.0.3"
+DOCS_PATH = "/api/docs"
+SPEC_PATH = "/api/docs/swagger.json"
+LOGIN_PATH = "/api/v1/auth/login"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An RFC 9457 problem document.",
+    "required": ["type", "title", "status", "detail", "request_id"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+
+def build_document(
+    pipelines: PipelineFile, models: dict[str, type], *, title: str = "Turnstile", version: str = "1.0.0"
+) -> dict[str, Any]:
+    spec = APISpec(
+        title=title,
+        version=version,
+        openapi_version=OPENAPI_VERSION,
+        info={"description": "Users and authentication; every route is a pipeline of plugin steps."},
+    )
+    spec.components.schema("Problem", PROBLEM_SCHEMA)
+    for name, model in sorted(models.items()):
+        spec.components.schema(name, schema_of(model))
+    spec.components.security_scheme(BEARER_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
+    spec.components.security_scheme(
+        OAUTH2_SCHEME, {"type": "oauth2", "flows": {"password": {"tokenUrl": LOGIN_PATH, "scopes": {}}}}
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for pipeline in pipelines.pipelines:
+        paths.setdefault(pipeline.route.plain_path, {})[pipeline.route.method.lower()] = _operation(pipeline, models)
+    for path, operations in _operational_paths().items():
+        paths.setdefault(path, {}).update(operations)
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, Any]:
+    doc = OperationDoc(pipeline)
+    for configured in pipeline.steps:
+        if configured.type.document is not None:
+            configured.type.document(configured.config, doc)
+    if pipeline.route.int_params:
+        doc.problem(404, "No such resource")
+    if pipeline.query:
+        query_schema = schema_of(models[pipeline.query])
+        required = set(query_schema.get("required", ()))
+        for name, schema in query_schema["properties"].items():
+            doc.query_parameter(name, {k: v for k, v in schema.items() if k != "description"},
+                                schema.get("description", name), required=name in required)
+        doc.problem(422, "Invalid query parameters")
+    operation = doc.to_dict()
+    if pipeline.body:
+        content: dict[str, Any] = {"application/json": {"schema": model_ref(pipeline.body)}}
+        form_fields = getattr(models[pipeline.body], "form_fields", None)
+        if form_fields:
+            content["application/x-www-form-urlencoded"] = {"schema": _form_schema(models[pipeline.body], form_fields)}
+        operation["requestBody"] = {"required": True, "content": content}
+        for status, text in ((400, "Malformed JSON"), (413, "Body over 1 MiB"),
+                             (415, "Wrong content type"), (422, "Invalid fields")):
+            operation["responses"].setdefault(str(status), _problem(text))
+    operation["responses"].setdefault("500", _problem("Internal error (no internals disclosed)"))
+    operation["responses"] = dict(sorted(operation["responses"].items()))
+    return operation
+
+
+def _form_schema(model: type, form_fields: dict[str, str]) -> dict[str, Any]:
+    schema = schema_of(model)
+    renamed = {model_field: form_field for form_field, model_field in form_fields.items()}
+    properties = {renamed.get(k, k): v for k, v in schema["properties"].items()}
+    out = {"type": "object", "properties": properties}
+    if "required" in schema:
+        out["required"] = [renamed.get(k, k) for k in schema["required"]]
+    return out
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}}}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operational_paths() -> dict[str, dict[str, Any]]:
+    status_schema = {"type": "object", "properties": {"status": {"type": "string"}}}
+    ready_schema = {
+        "type": "object",
+        "properties": {
+            "status": {"type": "string"},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    ops: dict[str, tuple[str, str, dict[str, Any]]] = {
+        "/healthz": ("healthz", "Liveness: the process answers", {"200": _json("Alive", status_schema)}),
+        "/readyz": ("readyz", "Readiness: dependencies and drain state", {
+            "200": _json("Ready", ready_schema), "503": _json("Starting, draining or a dependency down", ready_schema),
+        }),
+        "/metrics": ("metrics", "Prometheus metrics", {
+            "200": {"description": "Prometheus text format", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        }),
+        DOCS_PATH: ("docs", "Swagger UI", {
+            "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
+        }),
+        SPEC_PATH: ("openapi", "This document", {"200": _json("OpenAPI document", {"type": "object"})}),
+    }
+    return {
+        path: {"get": {"operationId": op_id, "summary": summary, "tags": ["operations"], "responses": responses}}
+        for path, (op_id, summary, responses) in ops.items()
+    }
+
+
+class _Spec:
+    """Stands in for an APISpec: aiohttp-apispec only calls `to_dict()` on it when serving."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.document
+
+
+def setup_openapi(app: web.Application, document: dict[str, Any]) -> None:
+    """Serve `document` at /api/docs/swagger.json and the Swagger UI at /api/docs."""
+    api = AiohttpApiSpec(url=SPEC_PATH, swagger_path=DOCS_PATH, static_path=f"{DOCS_PATH}/static")
+    api.spec = _Spec(document)
+    api.register(app, in_place=True)
+

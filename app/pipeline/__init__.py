@@ -1,0 +1,1 @@
+"""The pipeline engine: pipelines.toml → validated config → one composed handler per route."""

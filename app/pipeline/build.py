@@ -1,0 +1,63 @@
+"""PipelineConfig → one composed handler, once, at start-up (like aiohttp's _build_middlewares).
+
+Steps are listed outermost first, so the chain is built in reverse: each step gets the
+already-built rest of the chain as its `handler`. The rules gate goes after the guards.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pluggy
+from aiohttp import web
+
+from app.errors import InternalError
+from app.keys import pipeline_key
+from app.metrics import STEP_SECONDS
+from app.pipeline.config import PipelineConfig
+from app.pipeline.gate import make_gate
+from app.pipeline.types import BuildContext, Handler, Step, StepKind
+
+
+async def _end_of_chain(request: web.Request) -> web.StreamResponse:
+    # Load-time checks make the last step a terminal one, so this only runs when a
+    # terminal step passes the request on anyway: a plugin bug, not a client error.
+    msg = "The pipeline ended without an answer."
+    raise InternalError(msg)
+
+
+def _link(step: Step, rest: Handler, pipeline: str, label: str) -> Handler:
+    timer = STEP_SECONDS.labels(pipeline, label)
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            return await step(request, rest)
+        finally:
+            timer.observe(time.perf_counter() - started)
+
+    return run
+
+
+def build_pipeline(
+    pipeline: PipelineConfig, app: web.Application, pm: pluggy.PluginManager, models: dict[str, type]
+) -> Handler:
+    """The request handler for one pipeline: its steps composed around the rules gate."""
+    context = BuildContext(app, pipeline)
+    chain: list[tuple[str, Step]] = []
+    gate_placed = False
+    for index, configured in enumerate(pipeline.steps, start=1):
+        if configured.type.kind is not StepKind.GUARD and not gate_placed:
+            chain.append(("rules", make_gate(pipeline, pm, models)))
+            gate_placed = True
+        chain.append((f"{index}:{configured.type.name}", configured.type.build(configured.config, context)))
+    handler: Handler = _end_of_chain
+    for label, step in reversed(chain):
+        handler = _link(step, handler, pipeline.name, label)
+    inner = handler
+
+    async def pipeline_handler(request: web.Request) -> web.StreamResponse:
+        request[pipeline_key] = pipeline
+        return await inner(request)
+
+    return pipeline_handler

@@ -1,0 +1,385 @@
+"""pipelines.toml → validated, typed pipelines and subscriptions, with every error located.
+
+Two phases (STYLE B5): tomllib + cattrs give the file's shape (`RawFile`); then each step's
+settings are structured into its step type's own config class. Every error is collected
+and reported as ``FILE:LINE: message``; `turnstile check` and server start-up share
+`load_pipelines`.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from app.converter import converter, format_path, iter_errors
+from app.pipeline.locate import PositionIndex
+from app.pipeline.types import RESERVED_PLACEHOLDERS, StepKind, StepType
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_ROUTE = re.compile(r"^(?P<method>[A-Z]+) (?P<path>/\S*)$")
+_PARAM = re.compile(r"\{([^{}]*)\}")
+_PARAM_SPEC = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?::(?P<type>int|str))?$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+# --- the file's shape -----------------------------------------------------------------------
+@attrs.frozen(kw_only=True)
+class RawPipeline:
+    name: str
+    route: str
+    steps: list[dict[str, Any]]
+    body: str | None = None
+    query: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    tags: list[str] = attrs.Factory(list)
+
+
+@attrs.frozen(kw_only=True)
+class RawSubscription:
+    name: str
+    queue: str
+    bindings: list[str]
+    steps: list[dict[str, Any]]
+    prefetch: int = 16
+    max_retries: int = 3
+
+
+@attrs.frozen(kw_only=True)
+class RawFile:
+    pipelines: list[RawPipeline] = attrs.Factory(list)
+    subscriptions: list[RawSubscription] = attrs.Factory(list)
+
+
+# --- the validated result -------------------------------------------------------------------
+@attrs.frozen
+class Route:
+    """``METHOD /path/{param}``; a param written ``{id:int}`` matches digits only."""
+
+    method: str
+    path: str
+    params: tuple[str, ...]
+    int_params: frozenset[str] = frozenset()
+
+    @property
+    def router_path(self) -> str:
+        """The path in aiohttp's syntax (typed params as regex)."""
+        return _PARAM.sub(
+            lambda m: "{%s:\\d+}" % m.group(1).split(":")[0]  # noqa: UP031
+            if m.group(1).endswith(":int")
+            else "{%s}" % m.group(1).split(":")[0],  # noqa: UP031
+            self.path,
+        )
+
+    @property
+    def plain_path(self) -> str:
+        """The path with bare ``{param}`` placeholders (OpenAPI's syntax)."""
+        return _PARAM.sub(lambda m: "{%s}" % m.group(1).split(":")[0], self.path)  # noqa: UP031
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.plain_path}"
+
+
+@attrs.frozen
+class ConfiguredStep:
+    """One step of a pipeline: its type, its validated config, and where it was written."""
+
+    type: StepType[Any]
+    config: Any
+    line: int
+
+
+@attrs.frozen(kw_only=True)
+class PipelineConfig:
+    name: str
+    route: Route
+    steps: tuple[ConfiguredStep, ...]
+    body: str | None = None
+    query: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    line: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class SubscriptionConfig:
+    name: str
+    queue: str
+    bindings: tuple[str, ...]
+    steps: tuple[ConfiguredStep, ...]
+    prefetch: int = 16
+    max_retries: int = 3
+    line: int = 0
+
+
+@attrs.frozen
+class PipelineFile:
+    path: Path
+    pipelines: tuple[PipelineConfig, ...]
+    subscriptions: tuple[SubscriptionConfig, ...] = ()
+
+
+@attrs.frozen
+class ConfigError:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class PipelineFileError(Exception):
+    """The pipelines file has errors; `errors` lists every one, in file order."""
+
+    def __init__(self, errors: Sequence[ConfigError]) -> None:
+        self.errors = sorted(errors, key=lambda e: e.line)
+        super().__init__("\n".join(map(str, self.errors)))
+
+
+# --- loading ---------------------------------------------------------------------------------
+def parse_route(text: str) -> Route:
+    """Raises ValueError with what is wrong."""
+    match = _ROUTE.match(text.strip())
+    if match is None:
+        msg = f"bad route {text!r}: expected 'METHOD /path' such as 'GET /api/v1/users/{{id}}'"
+        raise ValueError(msg)
+    method, path = match["method"], match["path"]
+    if method not in METHODS:
+        msg = f"bad route {text!r}: method must be one of {', '.join(METHODS)}"
+        raise ValueError(msg)
+    params: list[str] = []
+    int_params = set()
+    for spec in _PARAM.findall(path):
+        param = _PARAM_SPEC.match(spec)
+        if param is None:
+            msg = f"bad route {text!r}: parameter {{{spec}}} must be {{name}} or {{name:int}}"
+            raise ValueError(msg)
+        if param["name"] in params:
+            msg = f"bad route {text!r}: parameter {{{param['name']}}} appears twice"
+            raise ValueError(msg)
+        params.append(param["name"])
+        if param["type"] == "int":
+            int_params.add(param["name"])
+    if "{" in _PARAM.sub("", path) or "}" in _PARAM.sub("", path):
+        msg = f"bad route {text!r}: unbalanced braces"
+        raise ValueError(msg)
+    return Route(method, path, tuple(params), frozenset(int_params))
+
+
+def template_placeholders(template: str) -> list[str]:
+    """The base names a ``{placeholder}`` template uses (``{actor.id}`` → ``actor``)."""
+    names = []
+    for _literal, field, _spec, _conv in string.Formatter().parse(template):
+        if field is not None:
+            names.append(re.split(r"[.\[]", field, maxsplit=1)[0])
+    return names
+
+
+class _Loader:
+    def __init__(
+        self, path: Path, text: str, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]]
+    ) -> None:
+        self.file = str(path)
+        self.path = path
+        self.positions = PositionIndex(text)
+        self.step_types = steps
+        self.models = models
+        self.errors: list[ConfigError] = []
+
+    def error(self, where: Sequence[str | int], message: str) -> None:
+        self.errors.append(ConfigError(self.file, self.positions.line_of(where), message))
+
+    def load(self, data: dict[str, Any]) -> PipelineFile:
+        try:
+            raw = converter.structure(data, RawFile)
+        except Exception as exc:  # cattrs raises groups of anything
+            for where, message in iter_errors(exc):
+                self.error(where, f"{format_path(where)}: {message}")
+            return PipelineFile(self.path, ())
+        pipelines = [self.pipeline(i, p) for i, p in enumerate(raw.pipelines)]
+        subscriptions = [self.subscription(i, s) for i, s in enumerate(raw.subscriptions)]
+        self.check_unique(pipelines, subscriptions)
+        return PipelineFile(
+            self.path,
+            tuple(p for p in pipelines if p is not None),
+            tuple(s for s in subscriptions if s is not None),
+        )
+
+    def pipeline(self, index: int, raw: RawPipeline) -> PipelineConfig | None:
+        where: tuple[str | int, ...] = ("pipelines", index)
+        label = f"pipeline {raw.name!r}"
+        route = None
+        try:
+            route = parse_route(raw.route)
+        except ValueError as exc:
+            self.error((*where, "route"), f"{label}: {exc}")
+        for kind, model in (("body", raw.body), ("query", raw.query)):
+            if model is not None and model not in self.models:
+                known = ", ".join(sorted(self.models)) or "none"
+                self.error((*where, kind), f"{label}: {kind} model {model!r} is not registered (known: {known})")
+        params = set(route.params) if route else None
+        steps = self.steps((*where, "steps"), label, raw.steps, params, for_messages=False)
+        if route is None or steps is None:
+            return None
+        return PipelineConfig(
+            name=raw.name, route=route, steps=steps, body=raw.body, query=raw.query, summary=raw.summary,
+            description=raw.description, tags=tuple(raw.tags), line=self.positions.line_of(where),
+        )
+
+    def subscription(self, index: int, raw: RawSubscription) -> SubscriptionConfig | None:
+        where: tuple[str | int, ...] = ("subscriptions", index)
+        label = f"subscription {raw.name!r}"
+        if not raw.bindings:
+            self.error((*where, "bindings"), f"{label}: needs at least one binding key")
+        steps = self.steps((*where, "steps"), label, raw.steps, None, for_messages=True)
+        if steps is None:
+            return None
+        return SubscriptionConfig(
+            name=raw.name, queue=raw.queue, bindings=tuple(raw.bindings), steps=steps,
+            prefetch=raw.prefetch, max_retries=raw.max_retries, line=self.positions.line_of(where),
+        )
+
+    def steps(
+        self, where: tuple[str | int, ...], label: str, raw_steps: list[dict[str, Any]],
+        params: set[str] | None, *, for_messages: bool,
+    ) -> tuple[ConfiguredStep, ...] | None:
+        before = len(self.errors)
+        if not raw_steps:
+            self.error(where, f"{label}: needs at least one step")
+        built = []
+        for i, settings in enumerate(raw_steps):
+            step = self.step((*where, i), f"{label}, step {i + 1}", settings, params, for_messages)
+            if step is not None:
+                built.append(step)
+        if len(self.errors) == before and not for_messages:
+            self.check_order(where, label, built)
+        return tuple(built) if len(self.errors) == before else None
+
+    def step(
+        self, where: tuple[str | int, ...], label: str, settings: dict[str, Any],
+        params: set[str] | None, for_messages: bool,
+    ) -> ConfiguredStep | None:
+        settings = dict(settings)
+        use = settings.pop("use", None)
+        if not isinstance(use, str):
+            self.error(where, f"{label}: every step needs 'use = \"<step type>\"'")
+            return None
+        step_type = self.step_types.get(use)
+        if step_type is None:
+            known = ", ".join(sorted(self.step_types)) or "none"
+            self.error((*where, "use"), f"{label}: unknown step type {use!r} (known: {known})")
+            return None
+        label = f"{label} ({use})"
+        if for_messages and step_type.build_for_message is None:
+            self.error((*where, "use"), f"{label}: this step type cannot stand in a subscription")
+            return None
+        try:
+            config = converter.structure(settings, step_type.config_cls)
+        except Exception as exc:  # cattrs and attrs validators raise anything
+            for sub, message in iter_errors(exc):
+                prefix = f"{format_path(sub)}: " if sub else ""
+                self.error((*where, *sub), f"{label}: {prefix}{message}")
+            return None
+        if params is not None:
+            self.check_templates(where, label, step_type, config, params)
+        return ConfiguredStep(step_type, config, self.positions.line_of(where))
+
+    def check_templates(
+        self, where: tuple[str | int, ...], label: str, step_type: StepType[Any], config: Any, params: set[str]
+    ) -> None:
+        for field in attrs.fields(step_type.config_cls):
+            value = getattr(config, field.name)
+            if not field.metadata.get("template") or not isinstance(value, str):
+                continue
+            try:
+                names = template_placeholders(value)
+            except ValueError as exc:
+                self.error((*where, field.name), f"{label}: {field.name}: bad template {value!r}: {exc}")
+                continue
+            for name in names:
+                if name not in params and name not in RESERVED_PLACEHOLDERS:
+                    have = ", ".join(sorted(params)) or "none"
+                    self.error(
+                        (*where, field.name),
+                        f"{label}: {field.name}: placeholder {{{name}}} names no route parameter (route has: {have})",
+                    )
+
+    def check_order(self, where: tuple[str | int, ...], label: str, steps: list[ConfiguredStep]) -> None:
+        for i, step in enumerate(steps):
+            last = i == len(steps) - 1
+            if step.type.kind is StepKind.TERMINAL and not last:
+                self.error((*where, i), f"{label}, step {i + 1} ({step.type.name}): answers the request, "
+                           "so it must be the last step")
+            if last and step.type.kind is not StepKind.TERMINAL:
+                self.error((*where, i), f"{label}: the last step ({step.type.name}) passes the request on, "
+                           "but nothing follows it: end with a step that answers (e.g. data-fetch)")
+
+    def check_unique(
+        self, pipelines: list[PipelineConfig | None], subscriptions: list[SubscriptionConfig | None]
+    ) -> None:
+        seen_routes: dict[tuple[str, str], PipelineConfig] = {}
+        seen_names: dict[str, int] = {}
+        for index, pipeline in enumerate(pipelines):
+            if pipeline is None:
+                continue
+            key = (pipeline.route.method, _PARAM.sub("{}", pipeline.route.path))
+            if key in seen_routes:
+                other = seen_routes[key]
+                self.error(("pipelines", index, "route"), f"pipeline {pipeline.name!r}: duplicate route "
+                           f"{pipeline.route} (also pipeline {other.name!r} at line {other.line})")
+            seen_routes.setdefault(key, pipeline)
+            self.check_name(("pipelines", index), "pipeline", pipeline.name, seen_names)
+        for index, sub in enumerate(subscriptions):
+            if sub is not None:
+                self.check_name(("subscriptions", index), "subscription", sub.name, seen_names)
+
+    def check_name(self, where: tuple[str | int, ...], kind: str, name: str, seen: dict[str, int]) -> None:
+        line = self.positions.line_of(where)
+        if not _NAME.match(name):
+            self.error((*where, "name"), f"{kind} name {name!r} must be lower_snake_case")
+        if name in seen:
+            self.error((*where, "name"), f"{kind} name {name!r} is used twice (first at line {seen[name]})")
+        seen.setdefault(name, line)
+
+
+_TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def load_pipelines(
+    path: Path, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]]
+) -> PipelineFile:
+    """Read, parse and check a pipelines file.
+
+    Raises:
+        PipelineFileError: with every problem found, each as ``FILE:LINE: message``.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PipelineFileError([ConfigError(str(path), 0, f"cannot read the file: {exc}")]) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = _TOML_LINE.search(str(exc))
+        line = int(match.group(1)) if match else 1
+        message = _TOML_LINE.sub("", str(exc)).strip()
+        raise PipelineFileError([ConfigError(str(path), line, f"TOML syntax error: {message}")]) from exc
+    loader = _Loader(path, text, steps, models)
+    result = loader.load(data)
+    if loader.errors:
+        raise PipelineFileError(loader.errors)
+    return result
+
+
+def iter_steps(file: PipelineFile) -> Iterator[tuple[PipelineConfig, ConfiguredStep]]:
+    for pipeline in file.pipelines:
+        for step in pipeline.steps:
+            yield pipeline, step

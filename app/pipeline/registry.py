@@ -1,0 +1,63 @@
+"""What the installed plugins add: step types and models, gathered once from the hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+import pluggy
+
+from app.pipeline.config import ConfigError, PipelineFile, PipelineFileError, load_pipelines
+from app.pipeline.types import StepType
+
+
+@attrs.frozen
+class Registry:
+    steps: dict[str, StepType[Any]]
+    models: dict[str, type[Any]]
+    # which plugin added each step type and model, for `turnstile plugins`
+    origins: dict[str, str]
+
+
+class RegistryError(Exception):
+    """Two plugins added the same step type or model name."""
+
+
+def make_registry(pm: pluggy.PluginManager) -> Registry:
+    steps: dict[str, StepType[Any]] = {}
+    models: dict[str, type[Any]] = {}
+    origins: dict[str, str] = {}
+    problems = []
+    for impl in pm.hook.register_steps.get_hookimpls():
+        step_types: list[StepType[Any]] = cast("list[StepType[Any]]", impl.function()) or []
+        for step_type in step_types:
+            if step_type.name in steps:
+                problems.append(f"step type {step_type.name!r} is added by both "
+                                f"{origins[step_type.name]} and {impl.plugin_name}")
+            steps[step_type.name] = step_type
+            origins[step_type.name] = impl.plugin_name
+    for impl in pm.hook.register_models.get_hookimpls():
+        new_models = cast("list[type[Any]]", impl.function()) or []
+        for model in new_models:
+            name = model.__name__
+            if name in models and models[name] is not model:
+                problems.append(f"model {name!r} is added by both {origins['model:' + name]} and {impl.plugin_name}")
+            models[name] = model
+            origins["model:" + name] = impl.plugin_name
+    if problems:
+        raise RegistryError("; ".join(problems))
+    return Registry(steps, models, origins)
+
+
+def load_checked(path: Path, pm: pluggy.PluginManager) -> tuple[Registry, PipelineFile]:
+    """The one function `turnstile check` and server start-up share.
+
+    Raises:
+        PipelineFileError: every problem in the file (or a plugin clash), as FILE:LINE lines.
+    """
+    try:
+        registry = make_registry(pm)
+    except RegistryError as exc:
+        raise PipelineFileError([ConfigError(str(path), 0, str(exc))]) from exc
+    return registry, load_pipelines(path, registry.steps, registry.models)

@@ -1,0 +1,108 @@
+"""The plugin manager: entry points, disabling by name, tracing, and awaiting async hooks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pluggy
+
+from app import hookspecs
+
+ENTRY_POINT_GROUP = "turnstile.plugins"
+
+log = logging.getLogger("turnstile.plugins")
+# Hook tracing has its own logger so TURNSTILE_TRACE_HOOKS can switch it on alone.
+trace_log = logging.getLogger("turnstile.hooks")
+
+
+def make_plugin_manager(
+    *,
+    entrypoints: bool = True,
+    extra: Iterable[object] = (),
+    disabled: Sequence[str] = (),
+    trace: bool = False,
+    modules: Sequence[str] = (),
+) -> pluggy.PluginManager:
+    """A plugin manager with every installed plugin of the `turnstile.plugins` group.
+
+    Args:
+        entrypoints: load installed plugins (built-ins included: they register the same way).
+        extra: plugin objects to register as well (tests, embedding).
+        disabled: plugin names (entry-point names) to block before loading.
+        trace: log every hook call and its result (TURNSTILE_TRACE_HOOKS=1).
+        modules: dotted module names to import and register (TURNSTILE_PLUGINS).
+
+    Raises:
+        pluggy.PluginValidationError: a plugin implements a hook that does not exist.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    for name in disabled:
+        pm.set_blocked(name)
+    if entrypoints:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for module in modules:
+        if module not in disabled:
+            pm.register(importlib.import_module(module), name=module)
+    for plugin in extra:
+        pm.register(plugin)
+    pm.check_pending()
+    trace_log.setLevel(logging.INFO if trace else logging.WARNING)
+    if trace:
+        pm.add_hookcall_monitoring(_before_hook, _after_hook)
+    return pm
+
+
+def _before_hook(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
+    trace_log.info("hook %s -> %s", hook_name, [impl.plugin_name for impl in impls])
+
+
+def _after_hook(
+    outcome: pluggy.Result[Any], hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+) -> None:
+    exc = outcome.exception
+    if exc is not None:
+        trace_log.info("hook %s raised %r", hook_name, exc)
+    else:
+        trace_log.info("hook %s returned %r", hook_name, outcome.get_result())
+
+
+async def await_maybe(value: Any) -> Any:
+    """The value, awaited when an async hook implementation returned an awaitable."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+async def call_all(hook: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
+    """Call every implementation (a may-be-async hook) and await each result in order."""
+    return [await await_maybe(result) for result in hook(**kwargs)]
+
+
+async def call_chain(hook: pluggy.HookCaller, value_name: str, value: Any, **kwargs: Any) -> Any:
+    """Thread `value` through every implementation: each sees the previous one's result.
+
+    An implementation returning None keeps the value; one returning False ends the chain
+    with False (used to suppress). Implementations run in pluggy's call order (the last
+    registered first), one at a time, so each can be async.
+    """
+    for impl in reversed(hook.get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        args = {value_name: value, **kwargs}
+        result = await await_maybe(impl.function(*(args[name] for name in impl.argnames)))
+        trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, result)
+        if result is False:
+            return False
+        if result is not None:
+            value = result
+    return value
+
+
+def plugin_names(pm: pluggy.PluginManager) -> dict[str, object]:
+    """Registered plugins by name (entry-point name for installed ones)."""
+    return {name: plugin for name, plugin in pm.list_name_plugin() if plugin is not None}

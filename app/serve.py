@@ -1,0 +1,71 @@
+"""Running the server: one process, or N with SO_REUSEPORT; SIGTERM drains (contract §12).
+
+Drain: /readyz turns 503 while the listener stays open for the drain bound, so load
+balancers stop sending; then the listener closes, in-flight requests get up to
+IN_FLIGHT_GRACE_S to finish, the app's cleanup (publisher flush, clients) runs, and the
+process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from app.keys import readiness_key
+from app.main import create_app
+from app.readiness import Phase
+from app.settings import Settings
+
+log = logging.getLogger("turnstile.serve")
+
+IN_FLIGHT_GRACE_S = 5.0
+
+
+def use_fast_loop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: PLC0415  # optional: only where the platform has it
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=IN_FLIGHT_GRACE_S)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+    await site.start()
+    log.info("listening on http://%s:%s", settings.host, settings.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        app[readiness_key].phase = Phase.DRAINING
+        log.info("draining for %.1fs: /readyz answers 503, requests are still served", settings.drain_seconds)
+        await asyncio.sleep(settings.drain_seconds)
+    finally:
+        await runner.cleanup()
+        log.info("stopped")
+
+
+def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
+    """Start `workers` processes sharing the port through SO_REUSEPORT; forward signals."""
+    command = [sys.executable, "-m", "app", *argv, "--workers", "1", "--reuse-port"]
+    children = [subprocess.Popen(command) for _ in range(workers)]  # noqa: S603  # our own program
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)

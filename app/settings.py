@@ -1,0 +1,285 @@
+"""Settings from the environment (12-factor), validated once at start-up into one frozen object.
+
+Every bad variable gets its own message; `load_settings` raises them all at once. In
+production (`TURNSTILE_ENV=production`) embedded defaults and dev secrets are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import attrs
+
+log = logging.getLogger("turnstile.settings")
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "EdDSA")
+REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel")
+
+
+class SettingsError(Exception):
+    """One or more environment variables are wrong; `problems` has one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Everything the service reads from its environment. Defaults are the embedded ones."""
+
+    env: str = "development"
+    host: str = "0.0.0.0"  # noqa: S104  # a service listens on every interface by default
+    port: int = 8080
+    pipelines_file: Path = Path("pipelines.toml")
+    var_dir: Path = Path("var")
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    data_service_url: str | None = None
+    data_service_connect_timeout_s: float = 1.0
+    data_service_timeout_s: float = 5.0
+    data_service_retries: int = 2
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 5.0
+
+    redis_url: str | None = None
+    cache_max_entries: int = 10_000
+
+    rabbitmq_url: str | None = None
+    events_exchange: str = "users"
+    event_confirm_deadline_s: float = 0.5
+
+    jwt_secret: str = attrs.field(repr=False, default="")
+    jwt_secret_is_dev: bool = False
+    jwt_algorithm: str = "HS256"
+    jwt_private_key_file: Path | None = None
+    jwt_public_key_file: Path | None = None
+    jwt_issuer: str = "turnstile"
+    jwt_audience: str = "turnstile-api"
+    access_token_ttl_s: int = 900
+    refresh_token_ttl_s: int = 14 * 24 * 3600
+
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+
+    admin_email: str | None = None
+    admin_password: str | None = attrs.field(repr=False, default=None)
+
+    drain_seconds: float = 10.0
+    trace_hooks: bool = False
+    disabled_plugins: tuple[str, ...] = ()
+    extra_plugins: tuple[str, ...] = ()
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def embedded_defaults(self) -> list[str]:
+        """The embedded stand-ins in use, for the one start-up line that announces them."""
+        used = []
+        if self.data_service_url is None:
+            used.append(f"data service in-process on SQLite at {self.var_dir / 'data.sqlite3'}")
+        if self.redis_url is None:
+            used.append("in-process memory cache and token store")
+        if self.rabbitmq_url is None:
+            used.append(f"events to the log and {self.var_dir / 'events.jsonl'}")
+        if self.jwt_secret_is_dev:
+            used.append("a random development JWT secret")
+        return used
+
+
+class _Reader:
+    """Reads typed variables, collecting one problem per bad variable instead of stopping."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value if value not in (None, "") else None
+
+    def get(self, name: str, parse: Callable[[str], T], default: T, expect: str) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse(value)
+        except ValueError:
+            self.problems.append(f"{name}={value!r}: expected {expect}")
+            return default
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str, *, upper: bool = False) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        normal = value.upper() if upper else value.lower()
+        allowed = {c.upper() if upper else c.lower(): c for c in choices}
+        if normal not in allowed:
+            self.problems.append(f"{name}={value!r}: expected one of {', '.join(choices)}")
+            return default
+        return allowed[normal]
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            self.problems.append(f"{name}: expected a URL of scheme {'/'.join(schemes)}, got {_redact(value)!r}")
+            return None
+        return value
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(parts.password, "***")
+    return url
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError(value)
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError(value)
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 < number < 65536:
+        raise ValueError(value)
+    return number
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from `environ` (default: os.environ).
+
+    Raises:
+        SettingsError: with one message per bad variable, the production guard's included.
+    """
+    r = _Reader(os.environ if environ is None else environ)
+    env = r.choice("TURNSTILE_ENV", ("development", "production", "test"), "development")
+    production = env == "production"
+    values: dict[str, Any] = {
+        "env": env,
+        "host": r.raw("HOST") or "0.0.0.0",  # noqa: S104
+        "port": r.get("PORT", _port, 8080, "a port number 1-65535"),
+        "pipelines_file": Path(r.raw("PIPELINES_FILE") or "pipelines.toml"),
+        "var_dir": Path(r.raw("TURNSTILE_VAR_DIR") or "var"),
+        "log_level": r.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+        "log_format": r.choice("LOG_FORMAT", ("json", "text"), "json" if production else "text"),
+        "data_service_url": r.url("DATA_SERVICE_URL", ("http", "https")),
+        "data_service_connect_timeout_s": r.get(
+            "DATA_SERVICE_CONNECT_TIMEOUT_S", _positive_float, 1.0, "a positive number of seconds"
+        ),
+        "data_service_timeout_s": r.get(
+            "DATA_SERVICE_TIMEOUT_S", _positive_float, 5.0, "a positive number of seconds"
+        ),
+        "data_service_retries": r.get("DATA_SERVICE_RETRIES", int, 2, "a whole number"),
+        "breaker_failures": r.get("BREAKER_FAILURES", _positive_int, 5, "a positive whole number"),
+        "breaker_cooldown_s": r.get("BREAKER_COOLDOWN_S", _positive_float, 5.0, "a positive number"),
+        "redis_url": r.url("REDIS_URL", REDIS_SCHEMES),
+        "cache_max_entries": r.get("CACHE_MAX_ENTRIES", _positive_int, 10_000, "a positive whole number"),
+        "rabbitmq_url": r.url("RABBITMQ_URL", ("amqp", "amqps")),
+        "events_exchange": r.raw("EVENTS_EXCHANGE") or "users",
+        "event_confirm_deadline_s": r.get(
+            "EVENT_CONFIRM_DEADLINE_S", _positive_float, 0.5, "a positive number of seconds"
+        ),
+        "jwt_algorithm": r.choice("JWT_ALGORITHM", JWT_ALGORITHMS, "HS256", upper=True),
+        "jwt_issuer": r.raw("JWT_ISSUER") or "turnstile",
+        "jwt_audience": r.raw("JWT_AUDIENCE") or "turnstile-api",
+        "access_token_ttl_s": r.get("ACCESS_TOKEN_TTL_S", _positive_int, 900, "a positive whole number"),
+        "refresh_token_ttl_s": r.get(
+            "REFRESH_TOKEN_TTL_S", _positive_int, 14 * 24 * 3600, "a positive whole number"
+        ),
+        "argon2_time_cost": r.get("ARGON2_TIME_COST", _positive_int, 3, "a positive whole number"),
+        "argon2_memory_kib": r.get("ARGON2_MEMORY_KIB", _positive_int, 65536, "a positive whole number"),
+        "argon2_parallelism": r.get("ARGON2_PARALLELISM", _positive_int, 4, "a positive whole number"),
+        "admin_email": r.raw("TURNSTILE_ADMIN_EMAIL"),
+        "admin_password": r.raw("TURNSTILE_ADMIN_PASSWORD"),
+        "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
+        "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
+        "disabled_plugins": tuple(
+            name.strip() for name in (r.raw("TURNSTILE_DISABLE_PLUGINS") or "").split(",") if name.strip()
+        ),
+    }
+    # Like PYTEST_PLUGINS: modules imported and registered as plugins without packaging them.
+    values["extra_plugins"] = tuple(
+        name.strip() for name in (r.raw("TURNSTILE_PLUGINS") or "").split(",") if name.strip()
+    )
+    values.update(_jwt_key_settings(r, values["jwt_algorithm"]))
+    if values["jwt_algorithm"].startswith("HS") and 0 < len(values["jwt_secret"]) < 32:
+        r.problems.append("JWT_SECRET: must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)")
+    if production:
+        r.problems.extend(_production_problems(values))
+    if r.problems:
+        raise SettingsError(r.problems)
+    return Settings(**values)
+
+
+def _jwt_key_settings(r: _Reader, algorithm: str) -> dict[str, Any]:
+    secret = r.raw("JWT_SECRET")
+    secret_file = r.raw("JWT_SECRET_FILE")
+    if secret_file is not None:
+        try:
+            secret = Path(secret_file).read_text().strip()
+        except OSError as exc:
+            r.problems.append(f"JWT_SECRET_FILE={secret_file!r}: cannot be read ({exc.strerror})")
+    out: dict[str, Any] = {"jwt_secret": secret or "", "jwt_secret_is_dev": False}
+    if algorithm.startswith("HS"):
+        if not secret:
+            out.update(jwt_secret=secrets.token_urlsafe(48), jwt_secret_is_dev=True)
+        return out
+    for name, key in (("JWT_PRIVATE_KEY_FILE", "jwt_private_key_file"), ("JWT_PUBLIC_KEY_FILE", "jwt_public_key_file")):
+        path = r.raw(name)
+        if path is None or not Path(path).is_file():
+            r.problems.append(f"{name}: {algorithm} needs a readable key file")
+        else:
+            out[key] = Path(path)
+    return out
+
+
+def _production_problems(values: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for name, key in (("DATA_SERVICE_URL", "data_service_url"), ("REDIS_URL", "redis_url"),
+                      ("RABBITMQ_URL", "rabbitmq_url")):
+        if values.get(key) is None:
+            problems.append(f"{name}: required when TURNSTILE_ENV=production (no embedded defaults)")
+    if values["jwt_secret_is_dev"]:
+        problems.append("JWT_SECRET or JWT_SECRET_FILE: required when TURNSTILE_ENV=production")
+    return problems
+
+
+def announce_embedded_defaults(settings: Settings) -> None:
+    """The one start-up log line naming every embedded default in use."""
+    used = settings.embedded_defaults()
+    if used:
+        log.warning("embedded defaults in use (development only): %s", "; ".join(used))
