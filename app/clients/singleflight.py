@@ -40,9 +40,7 @@ class SingleFlight(Generic[K, V]):
         return await asyncio.shield(task)
 
     def _forget(self, key: K, task: asyncio.Task[V]) -> None:
+        # A cancelled caller's `shield` marks the outcome retrieved, so a failed call whose
+        # callers all left is not logged as "exception was never retrieved".
         if self._calls.get(key) is task:
             del self._calls[key]
-        # Nobody may be left to await it: read the outcome so asyncio does not log
-        # "exception was never retrieved" for a call whose callers all went away.
-        if not task.cancelled():
-            task.exception()

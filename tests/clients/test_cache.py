@@ -1,0 +1,176 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+
+from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
+from app.clients.redis import RedisConnection
+from tests.services import start_service, stop_service
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def prefix(unique: str) -> str:
+    return f"test:cache:{unique}:"
+
+
+@pytest.fixture
+async def redis_connection(redis_url: str, prefix: str) -> AsyncIterator[RedisConnection]:
+    connection = RedisConnection(redis_url)
+    await connection.start()
+    try:
+        yield connection
+        keys = await connection.client.keys(f"{prefix}*")
+        if keys:
+            await connection.client.delete(list(keys))
+    finally:
+        await connection.stop()
+
+
+@pytest.fixture(params=["redis", "memory"])
+def backend(request: pytest.FixtureRequest, prefix: str) -> CacheBackend:
+    # A plain fixture: pytest-asyncio cannot resolve an async fixture from inside another one.
+    if request.param == "memory":
+        return MemoryCache()
+    return RedisCache(request.getfixturevalue("redis_connection"), prefix=prefix)
+
+
+async def test_get_returns_what_set_stored(backend: CacheBackend) -> None:
+    value = orjson.dumps({"id": 7, "email": "a@example.com", "full_name": "Zoë ✓"})
+    assert await backend.get("user:7") is None
+
+    await backend.set("user:7", value, ttl_s=60)
+
+    assert await backend.get("user:7") == value
+
+
+async def test_values_are_bytes_even_when_not_utf8(backend: CacheBackend) -> None:
+    value = bytes(range(256))
+    await backend.set("blob", value, ttl_s=60)
+    assert await backend.get("blob") == value
+
+
+async def test_set_overwrites_and_delete_drops_keys(backend: CacheBackend) -> None:
+    await backend.set("a", b"1", ttl_s=60)
+    await backend.set("a", b"2", ttl_s=60)
+    await backend.set("b", b"3", ttl_s=60)
+    assert await backend.get("a") == b"2"
+
+    await backend.delete("a", "b", "never-set")
+    await backend.delete()
+
+    assert await backend.get("a") is None
+    assert await backend.get("b") is None
+
+
+async def test_entries_expire_after_their_ttl(backend: CacheBackend) -> None:
+    await backend.set("short", b"x", ttl_s=0.15)
+    await backend.set("long", b"y", ttl_s=60)
+    assert await backend.get("short") == b"x"
+
+    await asyncio.sleep(0.3)
+
+    assert await backend.get("short") is None
+    assert await backend.get("long") == b"y"
+
+
+@pytest.mark.parametrize("ttl_s", [0, -1, float("inf"), float("nan")])
+async def test_non_positive_or_infinite_ttl_is_refused(backend: CacheBackend, ttl_s: float) -> None:
+    with pytest.raises(ValueError, match="TTL"):
+        await backend.set("k", b"v", ttl_s=ttl_s)
+
+
+async def test_backends_name_themselves(redis_connection: RedisConnection) -> None:
+    assert RedisCache(redis_connection).name == "redis"
+    assert MemoryCache().name == "memory"
+
+
+async def test_redis_cache_prefixes_every_key(redis_connection: RedisConnection, prefix: str) -> None:
+    cache = RedisCache(redis_connection, prefix=prefix)
+    await cache.set("user:1", b"{}", ttl_s=60)
+
+    assert await redis_connection.client.get(f"{prefix}user:1") == "{}"
+    assert 0 < await redis_connection.client.pttl(f"{prefix}user:1") <= 60_000
+    await cache.delete("user:1")
+    assert await redis_connection.client.exists([f"{prefix}user:1"]) == 0
+
+
+async def test_memory_cache_evicts_the_least_recently_used() -> None:
+    cache = MemoryCache(max_entries=2)
+    await cache.set("a", b"1", ttl_s=60)
+    await cache.set("b", b"2", ttl_s=60)
+    assert await cache.get("a") == b"1"  # "b" is now the least recently used
+
+    await cache.set("c", b"3", ttl_s=60)
+
+    assert len(cache) == 2
+    assert await cache.get("b") is None
+    assert await cache.get("a") == b"1"
+    assert await cache.get("c") == b"3"
+
+
+async def test_memory_cache_rewrite_refreshes_recency() -> None:
+    cache = MemoryCache(max_entries=2)
+    await cache.set("a", b"1", ttl_s=60)
+    await cache.set("b", b"2", ttl_s=60)
+    await cache.set("a", b"1'", ttl_s=60)
+
+    await cache.set("c", b"3", ttl_s=60)
+
+    assert await cache.get("a") == b"1'"
+    assert await cache.get("b") is None
+
+
+async def test_memory_cache_ttl_follows_the_clock_and_drops_expired_entries() -> None:
+    clock = FakeClock()
+    cache = MemoryCache(clock=clock)
+    await cache.set("k", b"v", ttl_s=10)
+
+    clock.now += 9.999
+    assert await cache.get("k") == b"v"
+    clock.now += 0.001
+    assert await cache.get("k") is None
+    assert len(cache) == 0
+
+
+def test_memory_cache_needs_room_for_one_entry() -> None:
+    with pytest.raises(ValueError, match="max_entries"):
+        MemoryCache(max_entries=0)
+
+
+async def test_redis_cache_is_unavailable_while_redis_is_stopped_then_recovers(
+    redis_connection: RedisConnection, prefix: str
+) -> None:
+    cache = RedisCache(redis_connection, prefix=prefix)
+    await cache.set("k", b"before", ttl_s=60)
+    try:
+        await stop_service("redis")
+        for call in (cache.get("k"), cache.set("k", b"x", ttl_s=60), cache.delete("k")):
+            started = time.monotonic()
+            with pytest.raises(CacheUnavailable):
+                await call
+            assert time.monotonic() - started < 1.0
+    finally:
+        await start_service("redis")
+
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            await cache.set("k", b"after", ttl_s=60)
+            break
+        except CacheUnavailable:
+            assert time.monotonic() < deadline, "the cache did not come back"
+            await asyncio.sleep(0.05)
+    assert await cache.get("k") == b"after"
+    await cache.delete("k")
