@@ -11,8 +11,8 @@ from pathlib import Path
 
 import attrs
 
-from app.pipeline.config import PipelineFileError
 from app.main import make_settings_plugin_manager
+from app.pipeline.config import PipelineFileError
 from app.pipeline.registry import load_checked, make_registry
 from app.settings import Settings, SettingsError, load_settings
 

@@ -11,6 +11,10 @@ import attrs
 import pluggy
 from aiohttp import web
 
+from app.clients.amqp import Publisher
+from app.clients.cache import CacheBackend
+from app.clients.dataservice import DataServiceClient
+from app.clients.redis import RedisConnection
 from app.pipeline.config import PipelineConfig, PipelineFile
 from app.readiness import Readiness
 from app.settings import Settings
@@ -35,6 +39,11 @@ plugin_manager_key = web.AppKey("plugin_manager", pluggy.PluginManager)
 pipelines_key = web.AppKey("pipelines", PipelineFile)
 readiness_key = web.AppKey("readiness", Readiness)
 models_key = web.AppKey("models", dict[str, type[Any]])
+# Clients, one of each per process (app/wiring.py makes them from the settings).
+data_service_key = web.AppKey("data_service", DataServiceClient)
+redis_key: web.AppKey[RedisConnection | None] = web.AppKey("redis")  # None: embedded, no Redis configured
+cache_backend_key = web.AppKey("cache_backend", CacheBackend)
+publisher_key = web.AppKey("publisher", Publisher)
 
 # --- request ------------------------------------------------------------------------------
 request_id_key = web.RequestKey("request_id", str)

@@ -1,15 +1,131 @@
 """The clients a process holds (data service, Redis, cache, publisher), made from settings.
 
 Objects are created here without I/O, so steps can capture them at build time; each is
-started and stopped by its own cleanup_ctx and reports to /readyz.
+started and stopped by a cleanup_ctx (in dependency order) and reports to /readyz.
+
+Which checks make the service not ready, and why:
+- data_service: "open" circuit → not ready (every data route would answer 503 anyway).
+- redis: "down" → still ready: the cache bypasses, token state and rate limits fail as
+  documented, the outbox falls back; taking every pod out would turn a degraded service
+  into an outage.
+- rabbitmq: "down" → still ready: events wait in the durable outbox.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from app.clients.amqp import AmqpPublisher, LogFilePublisher, Publisher
+from app.clients.cache import CacheBackend, MemoryCache, RedisCache
+from app.clients.dataservice import DataServiceClient, DataServiceOptions
+from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
+from app.clients.redis import RedisConnection
+from app.keys import cache_backend_key, data_service_key, publisher_key, readiness_key, redis_key, settings_key
+from app.readiness import Check
 from app.settings import Settings
+
+log = logging.getLogger("turnstile.wiring")
+
+# Where the embedded data service is reached; the real port is set when it listens.
+_EMBEDDED_PLACEHOLDER_URL = "http://127.0.0.1"
+PUBLISHER_FLUSH_DEADLINE_S = 5.0
 
 
 def setup_clients(app: web.Application, settings: Settings) -> None:
-    """Create every client and register its start/stop."""
+    """Create every client and register its start/stop and its readiness check."""
+    redis = RedisConnection(settings.redis_url) if settings.redis_url else None
+    app[redis_key] = redis
+    app[data_service_key] = DataServiceClient(
+        DataServiceOptions(
+            base_url=settings.data_service_url or _EMBEDDED_PLACEHOLDER_URL,
+            connect_timeout_s=settings.data_service_connect_timeout_s,
+            total_timeout_s=settings.data_service_timeout_s,
+            retries=settings.data_service_retries,
+            breaker_failures=settings.breaker_failures,
+            breaker_cooldown_s=settings.breaker_cooldown_s,
+        )
+    )
+    cache: CacheBackend = (
+        RedisCache(redis, prefix="turnstile:") if redis else MemoryCache(max_entries=settings.cache_max_entries)
+    )
+    app[cache_backend_key] = cache
+    app[publisher_key] = _make_publisher(settings, redis)
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(data_service_ctx)
+    app.cleanup_ctx.append(publisher_ctx)
+    readiness = app[readiness_key]
+    readiness.add_check("data_service", _data_service_check(app[data_service_key], settings))
+    readiness.add_check("redis", _redis_check(redis))
+    readiness.add_check("rabbitmq", _publisher_check(app[publisher_key]))
+
+
+def _make_publisher(settings: Settings, redis: RedisConnection | None) -> Publisher:
+    if settings.rabbitmq_url is None:
+        return LogFilePublisher(settings.var_dir / "events.jsonl")
+    outbox: Outbox = RedisOutbox(redis) if redis else FileOutbox(settings.var_dir)
+    return AmqpPublisher(settings.rabbitmq_url, settings.events_exchange, outbox)
+
+
+async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    redis = app[redis_key]
+    if redis is not None:
+        await redis.start()
+    yield
+    if redis is not None:
+        await redis.stop()
+
+
+async def data_service_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    client = app[data_service_key]
+    runner = None
+    if settings.data_service_url is None:
+        from app.dataservice import start_dataservice  # noqa: PLC0415  # embedded only
+
+        runner, url = await start_dataservice(settings.var_dir / "data.sqlite3")
+        log.info("embedded data service listening on %s", url)
+        await client.start(base_url=url)
+    else:
+        await client.start()
+    yield
+    await client.close()
+    if runner is not None:
+        await runner.cleanup()
+
+
+async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
+    publisher = app[publisher_key]
+    await publisher.start()
+    yield
+    await publisher.stop(PUBLISHER_FLUSH_DEADLINE_S)
+
+
+def _data_service_check(client: DataServiceClient, settings: Settings) -> Check:
+    async def check() -> tuple[str, bool]:
+        ok = await client.ready()
+        state = client.breaker_state
+        if settings.data_service_url is None:
+            return ("embedded" if ok else state), ok
+        return ("ok" if ok else state), ok
+
+    return check
+
+
+def _redis_check(redis: RedisConnection | None) -> Check:
+    async def check() -> tuple[str, bool]:
+        if redis is None:
+            return "embedded", True
+        return ("ok" if await redis.ping() else "down"), True
+
+    return check
+
+
+def _publisher_check(publisher: Publisher) -> Check:
+    async def check() -> tuple[str, bool]:
+        return publisher.state, True
+
+    return check

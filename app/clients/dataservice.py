@@ -156,8 +156,14 @@ class DataServiceClient:
         self._gauge = CIRCUIT_STATE.labels(upstream=name)
         self._publish_state()
 
-    async def start(self) -> None:
-        """Create the pooled session; it belongs to the loop this runs in."""
+    async def start(self, base_url: str | None = None) -> None:
+        """Create the pooled session; it belongs to the loop this runs in.
+
+        `base_url` replaces the configured one: the embedded data service's address is only
+        known once it listens, after steps already hold this client.
+        """
+        if base_url is not None:
+            self._base = base_url.rstrip("/")
         if self._session is not None:
             return
         connector = aiohttp.TCPConnector(limit=self.options.pool_limit, keepalive_timeout=self.options.keepalive_s)

@@ -1,0 +1,1 @@
+"""Turnstile's built-in plugins, each registered through the `turnstile.plugins` entry-point group."""
