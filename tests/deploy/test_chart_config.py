@@ -1,0 +1,148 @@
+"""The container's environment: production settings, secret references and pipelines.toml."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+
+from tests.deploy.rendering import (
+    CHART_DIR,
+    FULLNAME,
+    Chart,
+    HelmRenderError,
+    Manifest,
+    env_of,
+    kinds,
+    merged,
+    only,
+    render,
+)
+
+CHECKSUM = "checksum/pipelines"
+
+
+def secret_ref(env: dict[str, dict[str, Any]], name: str) -> tuple[str, str]:
+    assert "value" not in env[name], f"{name} must come from a Secret"
+    ref = env[name]["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def decoded(secret: Manifest) -> dict[str, str]:
+    return {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+
+
+def pod_annotations(manifests: list[Manifest]) -> dict[str, str]:
+    annotations: dict[str, str] = only(manifests, "Deployment")["spec"]["template"]["metadata"].get("annotations", {})
+    return annotations
+
+
+def test_environment_is_production_with_json_logs(minimal_manifests: list[Manifest]) -> None:
+    env = env_of(only(minimal_manifests, "Deployment"))
+    assert env["TURNSTILE_ENV"]["value"] == "production"
+    assert env["DATA_SERVICE_URL"]["value"] == "http://users-data.apps.svc:8000"
+    assert env["PIPELINES_FILE"]["value"] == "/etc/turnstile/pipelines.toml"
+    assert env["LOG_FORMAT"]["value"] == "json"
+    assert env["LOG_LEVEL"]["value"] == "INFO"
+    assert env["PORT"]["value"] == "8080"
+    assert env["TURNSTILE_DRAIN_SECONDS"]["value"] == "10"
+    assert "TURNSTILE_ADMIN_EMAIL" not in env
+    assert "TURNSTILE_ADMIN_PASSWORD" not in env
+
+
+def test_generated_secret_holds_the_urls_and_a_strong_jwt_secret(
+    minimal_manifests: list[Manifest], minimal_values: dict[str, Any]
+) -> None:
+    env = env_of(only(minimal_manifests, "Deployment"))
+    for name in ("REDIS_URL", "RABBITMQ_URL", "JWT_SECRET"):
+        assert secret_ref(env, name) == (FULLNAME, name)
+    secret = only(minimal_manifests, "Secret")
+    assert secret["metadata"]["name"] == FULLNAME
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    data = decoded(secret)
+    assert data["REDIS_URL"] == minimal_values["redis"]["url"]
+    assert data["RABBITMQ_URL"] == minimal_values["rabbitmq"]["url"]
+    assert len(data["JWT_SECRET"]) >= 64
+    assert "TURNSTILE_ADMIN_PASSWORD" not in data
+
+
+def test_generated_jwt_secret_is_reused_from_the_cluster() -> None:
+    # `helm template` has no cluster, so lookup() returns nothing here; the template must ask
+    # for the release's own Secret and prefer what it holds over a fresh random value.
+    source = (CHART_DIR / "templates" / "secret.yaml").read_text()
+    assert 'lookup "v1" "Secret" .Release.Namespace $name' in source
+    assert 'dig "data" "JWT_SECRET" "" $existing | default (randAlphaNum 64 | b64enc)' in source
+
+
+def test_existing_secrets_are_referenced_by_name_and_key(full_manifests: list[Manifest]) -> None:
+    env = env_of(only(full_manifests, "Deployment"))
+    assert secret_ref(env, "REDIS_URL") == ("turnstile-redis", "url")
+    assert secret_ref(env, "RABBITMQ_URL") == ("turnstile-rabbitmq", "url")
+    assert secret_ref(env, "JWT_SECRET") == ("turnstile-jwt", "secret")
+    assert secret_ref(env, "TURNSTILE_ADMIN_PASSWORD") == ("turnstile-admin", "password")
+    assert env["TURNSTILE_ADMIN_EMAIL"]["value"] == "ops@example.com"
+    assert env["TURNSTILE_DISABLE_PLUGINS"]["value"] == ""
+
+
+def test_mixed_sources_put_only_the_inline_values_in_the_generated_secret(
+    chart: Chart, minimal_values: dict[str, Any]
+) -> None:
+    values = merged(
+        minimal_values,
+        {
+            "redis": {"existingSecret": {"name": "shared-redis", "key": "REDIS_URL"}},
+            "admin": {"email": "root@example.com", "password": "correct horse battery"},
+        },
+    )
+    manifests = render(chart, values)
+    env = env_of(only(manifests, "Deployment"))
+    assert secret_ref(env, "REDIS_URL") == ("shared-redis", "REDIS_URL")
+    assert secret_ref(env, "TURNSTILE_ADMIN_PASSWORD") == (FULLNAME, "TURNSTILE_ADMIN_PASSWORD")
+    data = decoded(only(manifests, "Secret"))
+    assert set(data) == {"JWT_SECRET", "RABBITMQ_URL", "TURNSTILE_ADMIN_PASSWORD"}
+    assert data["TURNSTILE_ADMIN_PASSWORD"] == "correct horse battery"
+
+
+def test_an_admin_password_without_an_email_is_refused(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    with pytest.raises(HelmRenderError, match=r"admin\.email"):
+        render(chart, merged(minimal_values, {"admin": {"password": "correct horse battery"}}))
+
+
+def test_chart_pipelines_are_mounted_with_their_checksum(minimal_manifests: list[Manifest]) -> None:
+    shipped = (CHART_DIR / "files" / "pipelines.toml").read_text()
+    config_map = only(minimal_manifests, "ConfigMap")
+    assert config_map["metadata"]["name"] == f"{FULLNAME}-pipelines"
+    assert config_map["data"]["pipelines.toml"] == shipped
+    expected = hashlib.sha256(shipped.encode()).hexdigest()
+    assert pod_annotations(minimal_manifests)[CHECKSUM] == expected
+
+
+def test_checksum_changes_with_the_pipelines_content(
+    chart: Chart, minimal_values: dict[str, Any], minimal_manifests: list[Manifest]
+) -> None:
+    # leading indentation and a missing final newline must survive byte for byte
+    content = '  [[pipelines]]\nname = "health"\nroute = "GET /api/v1/ping"\nsteps = []'
+    manifests = render(chart, merged(minimal_values, {"pipelines": {"content": content}}))
+    assert only(manifests, "ConfigMap")["data"]["pipelines.toml"] == content
+    checksum = pod_annotations(manifests)[CHECKSUM]
+    assert checksum == hashlib.sha256(content.encode()).hexdigest()
+    assert checksum != pod_annotations(minimal_manifests)[CHECKSUM]
+
+
+def test_an_existing_config_map_replaces_the_charts(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    manifests = render(chart, merged(minimal_values, {"pipelines": {"existingConfigMap": "team-pipelines"}}))
+    assert "ConfigMap" not in kinds(manifests)
+    volumes = only(manifests, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "team-pipelines", "items": [{"key": "pipelines.toml", "path": "pipelines.toml"}]} in [
+        v.get("configMap") for v in volumes
+    ]
+    # without a cluster there is nothing to hash, and no empty checksum is made up
+    assert CHECKSUM not in pod_annotations(manifests)
+
+
+def test_pod_annotations_from_values_sit_beside_the_checksum(full_manifests: list[Manifest]) -> None:
+    annotations = pod_annotations(full_manifests)
+    assert annotations["example.com/team"] == "identity"
+    assert CHECKSUM in annotations

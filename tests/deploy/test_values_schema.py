@@ -1,0 +1,99 @@
+"""values.schema.json accepts the documented values and refuses wrong types and unknown keys."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.rendering import CHART_DIR, Chart, HelmValuesError, merged, render
+
+
+def test_chart_defaults_satisfy_the_schema(chart: Chart) -> None:
+    chart.validate_schema(chart.merge_values({}))
+
+
+def test_full_values_satisfy_the_schema(chart: Chart, full_values: dict[str, Any]) -> None:
+    chart.validate_schema(chart.merge_values(full_values))
+
+
+def test_every_default_value_is_described_by_the_schema() -> None:
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    assert schema["additionalProperties"] is False
+    assert set(defaults) <= set(schema["properties"])
+
+
+# Kubernetes objects passed through as they are: documented by the key that holds them.
+FREE_FORM = ("updateStrategy", "behavior", "resources", "hosts")
+
+
+def test_every_value_in_values_yaml_has_a_comment() -> None:
+    undocumented: list[str] = []
+    documented: dict[int, bool] = {}  # indent -> whether the last key at that indent was
+    previous, previous_indent = "", 0
+    parents: list[tuple[int, str]] = []
+    for line in (CHART_DIR / "values.yaml").read_text().splitlines():
+        stripped = line.strip()
+        indent = len(line) - len(line.lstrip())
+        if stripped.startswith("#") or not stripped:
+            previous, previous_indent = stripped, indent
+            continue
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        key = stripped.split(":", 1)[0].lstrip("- ")
+        if any(name in FREE_FORM for _, name in parents) or stripped.startswith("-") or ":" not in stripped:
+            previous, previous_indent = stripped, indent
+            continue
+        # a comment right above, or one shared with the sibling right above (no blank line between)
+        sibling_above = bool(previous) and previous_indent == indent
+        ok = previous.startswith("#") or (sibling_above and documented.get(indent, False))
+        documented[indent] = ok
+        if not ok:
+            undocumented.append(".".join([name for _, name in parents] + [key]))
+        parents.append((indent, key))
+        previous, previous_indent = stripped, indent
+    assert undocumented == [], "\n".join(undocumented)
+
+
+@pytest.mark.parametrize(
+    ("override", "complaint"),
+    [
+        pytest.param({"replicaCount": "3"}, "/replicaCount", id="string-for-integer"),
+        pytest.param({"autoscaling": {"enabled": "yes"}}, "/autoscaling/enabled", id="string-for-boolean"),
+        pytest.param({"service": {"port": 70000}}, "/service/port", id="port-out-of-range"),
+        pytest.param({"image": {"tag": 1.2}}, "/image/tag", id="number-for-tag"),
+        pytest.param({"resources": {"requests": {"cpu": -1}}}, "/resources/requests/cpu", id="negative-cpu"),
+        pytest.param({"shutdown": {"drainSeconds": -1}}, "/shutdown/drainSeconds", id="negative-drain"),
+        pytest.param({"probes": {"startup": {"periodSeconds": 0}}}, "/probes/startup/periodSeconds", id="probe-0"),
+        pytest.param({"logFormat": "xml"}, "/logFormat", id="unknown-log-format"),
+        pytest.param({"logLevel": "verbose"}, "/logLevel", id="unknown-log-level"),
+        pytest.param({"redis": {"url": "http://redis:6379"}}, "/redis/url", id="redis-url-scheme"),
+        pytest.param({"rabbitmq": {"url": "redis://mq"}}, "/rabbitmq/url", id="amqp-url-scheme"),
+        pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest-format"),
+        pytest.param(
+            {"ingress": {"hosts": [{"host": "a.example.com", "paths": []}]}},
+            "/ingress/hosts/0/paths",
+            id="ingress-host-without-paths",
+        ),
+        pytest.param({"nodeSelector": {"zone": 1}}, "/nodeSelector/zone", id="number-in-string-map"),
+        pytest.param({"replicas": 3}, "'replicas' not allowed", id="unknown-top-level-key"),
+        pytest.param({"image": {"tagg": "x"}}, "'tagg' not allowed", id="unknown-image-key"),
+        pytest.param({"redis": {"existingSecret": {"nmae": "x"}}}, "'nmae' not allowed", id="unknown-secret-ref-key"),
+        pytest.param({"probes": {"liveness": {"path": "/"}}}, "'path' not allowed", id="unknown-probe-key"),
+        pytest.param({"serviceMonitor": {"enable": True}}, "'enable' not allowed", id="unknown-monitor-key"),
+        pytest.param({"shutdown": {"grace": 60}}, "'grace' not allowed", id="unknown-shutdown-key"),
+    ],
+)
+def test_schema_refuses_bad_values(
+    chart: Chart, minimal_values: dict[str, Any], override: dict[str, Any], complaint: str
+) -> None:
+    values = merged(minimal_values, override)
+    with pytest.raises(HelmValuesError, match=complaint) as caught:
+        chart.validate_schema(chart.merge_values(values))
+    assert "turnstile" in str(caught.value)
+    # install and upgrade run the same check before rendering anything
+    with pytest.raises(HelmValuesError):
+        render(chart, values)
