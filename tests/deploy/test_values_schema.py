@@ -26,6 +26,20 @@ def test_every_default_value_is_described_by_the_schema() -> None:
     assert set(defaults) <= set(schema["properties"])
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:secret@redis.data.svc:6379/0",
+        "rediss://default:secret@redis.example.com:6380/0?ssl_cert_reqs=required",
+        "redis+cluster://:secret@redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379",
+        "rediss+cluster://redis-cluster.data.svc:6379",
+        "redis+sentinel://:secret@sentinel-0:26379,sentinel-1:26379,sentinel-2:26379/mymaster/0",
+    ],
+)
+def test_schema_accepts_every_redis_url_form_turnstile_reads(chart: Chart, url: str) -> None:
+    chart.validate_schema(chart.merge_values({"redis": {"url": url}}))
+
+
 # Kubernetes objects passed through as they are: documented by the key that holds them.
 FREE_FORM = ("updateStrategy", "behavior", "resources", "hosts")
 
@@ -66,12 +80,13 @@ def test_every_value_in_values_yaml_has_a_comment() -> None:
         pytest.param({"service": {"port": 70000}}, "/service/port", id="port-out-of-range"),
         pytest.param({"image": {"tag": 1.2}}, "/image/tag", id="number-for-tag"),
         pytest.param({"resources": {"requests": {"cpu": -1}}}, "/resources/requests/cpu", id="negative-cpu"),
-        pytest.param({"shutdown": {"drainSeconds": -1}}, "/shutdown/drainSeconds", id="negative-drain"),
+        pytest.param({"shutdown": {"drainSeconds": 0}}, "/shutdown/drainSeconds", id="zero-drain"),
         pytest.param({"probes": {"startup": {"periodSeconds": 0}}}, "/probes/startup/periodSeconds", id="probe-0"),
         pytest.param({"logFormat": "xml"}, "/logFormat", id="unknown-log-format"),
         pytest.param({"logLevel": "verbose"}, "/logLevel", id="unknown-log-level"),
         pytest.param({"redis": {"url": "http://redis:6379"}}, "/redis/url", id="redis-url-scheme"),
         pytest.param({"rabbitmq": {"url": "redis://mq"}}, "/rabbitmq/url", id="amqp-url-scheme"),
+        pytest.param({"redis": {"url": "rediss+sentinel://s:26379/main"}}, "/redis/url", id="unsupported-redis-form"),
         pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest-format"),
         pytest.param(
             {"ingress": {"hosts": [{"host": "a.example.com", "paths": []}]}},
