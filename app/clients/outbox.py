@@ -25,6 +25,7 @@ from typing import Protocol, final
 
 import coredis
 
+from app.clients.redis import redis_errors
 from app.models.events import Event, EventDecodeError
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,8 @@ class RedisOutbox:
     Removing by value (not LTRIM by position) stays correct when several processes share the
     key: another worker's appends at the tail or removals of its own entries never shift
     what this one removes. Durability is Redis's: run it with AOF (`appendfsync everysec` or
-    `always`) when the outbox must survive a Redis restart.
+    `always`) when the outbox must survive a Redis restart. Failures to reach Redis raise
+    `app.clients.redis.RedisUnavailable`.
 
     Args:
         connection: anything with a `.client` (a `coredis.Redis` with decode_responses=True).
@@ -167,13 +169,15 @@ class RedisOutbox:
 
     async def append(self, event: Event) -> None:
         text = event.to_json().decode()
-        await self._connection.client.rpush(self.key, [text])
+        with redis_errors():
+            await self._connection.client.rpush(self.key, [text])
         self._stored[event.id] = text
 
     async def peek(self, n: int) -> list[Event]:
         if n <= 0:
             return []
-        texts = await self._connection.client.lrange(self.key, 0, n - 1)
+        with redis_errors():
+            texts = await self._connection.client.lrange(self.key, 0, n - 1)
         events: list[Event] = []
         for text in texts:
             try:
@@ -191,15 +195,20 @@ class RedisOutbox:
         if missing:
             await self._find(set(missing))
         for event_id in event_ids:
-            text = self._stored.pop(event_id, None)
+            text = self._stored.get(event_id)
             if text is not None:
-                await client.lrem(self.key, 1, text)
+                with redis_errors():
+                    await client.lrem(self.key, 1, text)
+                del self._stored[event_id]
 
     async def depth(self) -> int:
-        return await self._connection.client.llen(self.key)
+        with redis_errors():
+            return await self._connection.client.llen(self.key)
 
     async def _find(self, wanted: set[str]) -> None:
-        for text in await self._connection.client.lrange(self.key, 0, -1):
+        with redis_errors():
+            texts = await self._connection.client.lrange(self.key, 0, -1)
+        for text in texts:
             try:
                 event = Event.from_json(text)
             except EventDecodeError:
@@ -211,5 +220,6 @@ class RedisOutbox:
         """Move an unreadable entry aside so it cannot block the head of the list forever."""
         log.error("outbox %s: moving an unreadable entry to %s:corrupt: %r", self.key, self.key, text[:500])
         client = self._connection.client
-        await client.rpush(f"{self.key}:corrupt", [text])
-        await client.lrem(self.key, 1, text)
+        with redis_errors():
+            await client.rpush(f"{self.key}:corrupt", [text])
+            await client.lrem(self.key, 1, text)

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
+from app.clients.redis import RedisConnection
+from app.models.events import Event
+
+OutboxFactory = Callable[[], Outbox]
+
+
+def make_events(n: int) -> list[Event]:
+    return [Event.create("user.updated", {"id": i}, f"req-{i}") for i in range(n)]
+
+
+@pytest.fixture
+async def redis_connection(redis_url: str) -> AsyncIterator[RedisConnection]:
+    connection = RedisConnection(redis_url)
+    await connection.start()
+    try:
+        yield connection
+    finally:
+        await connection.stop()
+
+
+@pytest.fixture(params=["file", "redis"])
+async def make_outbox(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> AsyncIterator[OutboxFactory]:
+    """A factory, so a test can open a second instance on the same storage."""
+    if request.param == "file":
+        yield lambda: FileOutbox(tmp_path / "var")
+        return
+    connection = RedisConnection(request.getfixturevalue("redis_url"))
+    await connection.start()
+    key = f"test:outbox:{unique}"
+    try:
+        yield lambda: RedisOutbox(connection, key=key)
+    finally:
+        await connection.client.delete([key, f"{key}:corrupt"])
+        await connection.stop()
+
+
+async def test_peek_returns_oldest_first_and_remove_drops_only_confirmed(make_outbox: OutboxFactory) -> None:
+    outbox = make_outbox()
+    events = make_events(5)
+    for event in events:
+        await outbox.append(event)
+
+    assert await outbox.depth() == 5
+    assert await outbox.peek(3) == events[:3]
+
+    await outbox.remove([events[0].id, events[1].id])
+
+    assert await outbox.peek(10) == events[2:]
+    assert await outbox.depth() == 3
+
+
+async def test_empty_outbox_peeks_nothing(make_outbox: OutboxFactory) -> None:
+    outbox = make_outbox()
+
+    assert await outbox.peek(10) == []
+    assert await outbox.depth() == 0
+    await outbox.remove(["no-such-id"])
+
+
+async def test_a_new_instance_sees_what_the_last_one_left(make_outbox: OutboxFactory) -> None:
+    events = make_events(4)
+    first = make_outbox()
+    for event in events:
+        await first.append(event)
+    await first.remove([events[0].id])
+
+    second = make_outbox()
+
+    assert await second.peek(10) == events[1:]
+    await second.remove([events[1].id])
+    assert await second.peek(10) == events[2:]
+
+
+async def test_concurrent_appends_are_all_kept(make_outbox: OutboxFactory) -> None:
+    outbox = make_outbox()
+    events = make_events(50)
+
+    await asyncio.gather(*(outbox.append(event) for event in events))
+
+    assert sorted(e.id for e in await outbox.peek(100)) == sorted(e.id for e in events)
+
+
+async def test_file_outbox_skips_a_torn_last_line_and_keeps_appending(tmp_path: Path) -> None:
+    events = make_events(2)
+    outbox = FileOutbox(tmp_path)
+    await outbox.append(events[0])
+    with outbox.path.open("ab") as file:
+        file.write(b'{"id": "torn')
+
+    reopened = FileOutbox(tmp_path)
+    await reopened.append(events[1])
+
+    assert await FileOutbox(tmp_path).peek(10) == events
+
+
+async def test_file_outbox_is_one_json_line_per_event(tmp_path: Path) -> None:
+    events = make_events(3)
+    outbox = FileOutbox(tmp_path)
+    for event in events:
+        await outbox.append(event)
+    await outbox.remove([events[1].id])
+
+    lines = (tmp_path / "outbox.jsonl").read_bytes().splitlines()
+
+    assert [Event.from_json(line) for line in lines] == [events[0], events[2]]
+
+
+async def test_redis_outbox_moves_an_unreadable_entry_aside(
+    redis_connection: RedisConnection, unique: str
+) -> None:
+    key = f"test:outbox:{unique}"
+    outbox = RedisOutbox(redis_connection, key=key)
+    client = redis_connection.client
+    event = make_events(1)[0]
+    try:
+        await client.rpush(key, ["garbage"])
+        await outbox.append(event)
+
+        assert await outbox.peek(10) == [event]
+        assert await client.lrange(f"{key}:corrupt", 0, -1) == ["garbage"]
+    finally:
+        await client.delete([key, f"{key}:corrupt"])
