@@ -47,8 +47,15 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 import coredis
-from coredis.connection import BaseConnection
-from coredis.exceptions import ClusterDownError, ConnectionError, TryAgainError
+from coredis.connection import BaseConnection, TCPLocation
+from coredis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    ConnectionError,
+    RedisClusterError,
+    SentinelError,
+    TryAgainError,
+)
 from coredis.pool import ConnectionPool, SentinelConnectionPool
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 from coredis.typing import Node
@@ -67,15 +74,32 @@ class RedisUnavailable(Exception):
     """Redis is down, unreachable or too slow to answer within the configured timeouts."""
 
 
+_UNAVAILABLE: Final = (
+    ConnectionError,  # refused, reset, handshake failed (also BusyLoadingError)
+    TimeoutError,  # no reply within the stream timeout, no slot within the pool timeout
+    OSError,
+    SentinelError,  # no primary (or a stale one) behind the sentinels
+    ClusterDownError,
+    TryAgainError,
+    ClusterError,  # cluster redirections exhausted
+)
+
+
 @contextlib.contextmanager
 def redis_errors() -> Iterator[None]:
     """Turn coredis's "cannot reach Redis now" errors into `RedisUnavailable`.
 
-    Command errors (a wrong type, a script error) are bugs, not outages, and pass through.
+    Command errors (a wrong type, a script error, keys in different cluster slots) are bugs,
+    not outages, and pass through unchanged.
     """
     try:
         yield
-    except (ConnectionError, ClusterDownError, TryAgainError, TimeoutError, OSError) as exc:
+    except _UNAVAILABLE as exc:
+        raise RedisUnavailable(_describe(exc)) from exc
+    except RedisClusterError as exc:
+        # The bare base class is what coredis raises when no cluster node can be reached.
+        if type(exc) is not RedisClusterError:
+            raise
         raise RedisUnavailable(_describe(exc)) from exc
     except RuntimeError as exc:
         # A cluster client between two lives of its ``async with`` (see the module docstring).
@@ -270,8 +294,8 @@ class RedisConnection:
         self._built: _Built | None = None
         self._owner: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._entered = asyncio.Event()
         self._first_try = asyncio.Event()
+        self._slow_pings: set[asyncio.Task[bool]] = set()
 
     @property
     def url(self) -> str:
@@ -324,7 +348,11 @@ class RedisConnection:
         task = asyncio.ensure_future(self._ping())
         bound = self._connect_timeout_s + 2 * self._socket_timeout_s
         done, _ = await asyncio.wait({task}, timeout=bound)
-        return task in done and task.result()
+        if task in done:
+            return task.result()
+        self._slow_pings.add(task)  # keep a reference until it ends by itself
+        task.add_done_callback(self._slow_pings.discard)
+        return False
 
     async def _ping(self) -> bool:
         try:
@@ -350,16 +378,20 @@ class RedisConnection:
             )
             return _Built(coredis.Redis(connection_pool=pool, decode_responses=True, retry_policy=_FastRetryPolicy()))
         if target.kind == "sentinel":
-            sentinel = coredis.Sentinel(list(target.nodes), decode_responses=True, **timeouts)
+            sentinel = coredis.Sentinel(
+                [TCPLocation(host, port) for host, port in target.nodes],
+                sentinel_kwargs={**timeouts, "connection_pool_cls": _Pool},
+                decode_responses=True,
+                retry_policy=_FastRetryPolicy(),
+                **timeouts,
+            )
             primary = sentinel.primary_for(
                 target.service,
                 connection_pool_class=_SentinelPool,
                 db=target.db,
                 username=target.username,
                 password=target.password,
-                **timeouts,
             )
-            primary.retry_policy = _FastRetryPolicy()
             return _Built(primary, sentinel)
         cluster = coredis.RedisCluster(
             startup_nodes=[Node(host=host, port=port) for host, port in target.nodes],
@@ -383,7 +415,6 @@ class RedisConnection:
         while not self._stopping.is_set():
             try:
                 async with built.entered():
-                    self._entered.set()
                     self._first_try.set()
                     delay = _BACKOFF_MIN_S
                     await self._stopping.wait()
@@ -395,8 +426,6 @@ class RedisConnection:
                     _describe(exc),
                     delay,
                 )
-            finally:
-                self._entered.clear()
             self._first_try.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)

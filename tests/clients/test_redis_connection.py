@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -247,3 +248,31 @@ async def test_callers_cancelled_while_dialing_do_not_exhaust_the_pool(proxy: Pr
         assert await asyncio.wait_for(conn.client.echo("still here"), 2) == "still here"
     finally:
         await conn.stop()
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis+sentinel://127.0.0.1:{port}/mymaster/0",
+        pytest.param(
+            "redis+cluster://127.0.0.1:{port}",
+            # coredis's cluster discovery dials outside the pool, and a failed dial leaves its
+            # buffers unclosed (a ResourceWarning at collection, harmless otherwise).
+            marks=pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+            id="cluster",
+        ),
+    ],
+)
+async def test_sentinel_and_cluster_forms_start_and_stop_with_nothing_listening(template: str) -> None:
+    # No sentinel or cluster runs here: this checks the wiring and the degraded start only.
+    conn = RedisConnection(template.format(port=free_port()), socket_timeout_s=0.2, connect_timeout_s=0.2)
+    started = time.monotonic()
+    await conn.start()
+    try:
+        assert time.monotonic() - started < 1.0
+        assert await conn.ping() is False
+        with pytest.raises(RedisUnavailable), redis_errors():
+            await conn.client.get("anything")
+    finally:
+        await conn.stop()
+        gc.collect()  # let any unclosed-buffer warning fire here, under this test's filter
