@@ -1,1 +1,78 @@
-"""The built-in `users` plugin."""
+"""The built-in `users` plugin: the user models and the business rules around them, as hooks.
+
+- transform_request: a body's `email` is trimmed and lower-cased before validation.
+- check_request: `roles` and `is_active` (UserCreate, UserPatch bodies) are for admins only.
+- transform_upstream: a `password` becomes `password_hash` (argon2id) before it is sent;
+  new users get their defaults, and a self-registered one is always a plain active user.
+- transform_response: user records, alone or in a page, keep only the public User fields.
+- startup: TURNSTILE_ADMIN_EMAIL/PASSWORD name an admin that must exist (app/admin.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from app.admin import ensure_admin
+from app.hookspecs import hookimpl
+from app.keys import Actor, data_service_key, settings_key
+from app.passwords import PasswordHasher, hasher_for
+from app.pipeline.config import PipelineConfig
+from app.settings import Settings
+from plugins.users import rules
+from plugins.users.models import MODELS
+
+log = logging.getLogger("turnstile.users")
+
+
+@functools.lru_cache(maxsize=4)
+def _hasher(settings: Settings) -> PasswordHasher:
+    # One hasher per settings object (frozen, so hashable), not one per request.
+    return hasher_for(settings)
+
+
+@hookimpl
+def register_models() -> list[type[Any]]:
+    return list(MODELS)
+
+
+@hookimpl
+def transform_request(request: web.Request, pipeline: PipelineConfig, body: dict[str, Any]) -> dict[str, Any] | None:
+    return rules.with_normalised_email(body)
+
+
+@hookimpl
+def check_request(
+    request: web.Request, pipeline: PipelineConfig, actor: Actor | None, body: dict[str, Any] | None
+) -> None:
+    rules.check_admin_fields(pipeline.body, actor, body)
+
+
+@hookimpl
+async def transform_upstream(
+    request: web.Request, pipeline: PipelineConfig, payload: dict[str, Any]
+) -> dict[str, Any] | None:
+    out = rules.with_defaults(pipeline.body, payload)
+    password = out.pop("password", None)
+    if isinstance(password, str):
+        out["password_hash"] = await _hasher(request.app[settings_key]).hash(password)
+    return out
+
+
+@hookimpl
+def transform_response(request: web.Request, pipeline: PipelineConfig, data: Any) -> Any:
+    return rules.public_data(data)
+
+
+@hookimpl
+async def startup(app: web.Application) -> None:
+    settings = app[settings_key]
+    if not (settings.admin_email and settings.admin_password):
+        return
+    outcome = await ensure_admin(
+        app[data_service_key], _hasher(settings), settings.admin_email, settings.admin_password
+    )
+    log.info("admin from TURNSTILE_ADMIN_EMAIL: %s", outcome)

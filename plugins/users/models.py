@@ -1,0 +1,132 @@
+"""The user models: request bodies validated against their OpenAPI schema, and the public shapes.
+
+`User` is the only user shape that leaves the service (contract §4): no password, no hash.
+"""
+
+# schema_field returns an attrs field definition, not a shared mutable default.
+# ruff: noqa: RUF009
+
+from __future__ import annotations
+
+import datetime
+from typing import Any, Final
+
+import attrs
+
+from app.models.schema import schema_field
+
+# Deliberately loose (RFC 5321 addresses are more varied than any regex): one @, no spaces,
+# a dot in the domain. Bodies are trimmed and lower-cased before they are checked.
+EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
+EMAIL_MAX: Final = 254  # RFC 5321's limit on a path, less the angle brackets
+PASSWORD_MIN: Final = 8
+PASSWORD_MAX: Final = 128
+FULL_NAME_MAX: Final = 200
+ROLE_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
+
+
+def _email(**kwargs: Any) -> Any:
+    return schema_field(
+        description="Email address; trimmed and lower-cased.",
+        pattern=EMAIL_PATTERN,
+        maxLength=EMAIL_MAX,
+        example="ada@example.com",
+        **kwargs,
+    )
+
+
+def _password(**kwargs: Any) -> Any:
+    return schema_field(
+        description=f"Password, {PASSWORD_MIN} to {PASSWORD_MAX} characters; stored only as an argon2id hash.",
+        minLength=PASSWORD_MIN,
+        maxLength=PASSWORD_MAX,
+        **kwargs,
+    )
+
+
+def _full_name(**kwargs: Any) -> Any:
+    return schema_field(
+        description=f"Display name, at most {FULL_NAME_MAX} characters.", maxLength=FULL_NAME_MAX, **kwargs
+    )
+
+
+def _roles(**kwargs: Any) -> Any:
+    return schema_field(
+        description='Roles; "admin" may manage every user. Admins only may set them.',
+        example=["user"],
+        items={"type": "string", "pattern": ROLE_PATTERN},
+        maxItems=64,
+        **kwargs,
+    )
+
+
+def _is_active(**kwargs: Any) -> Any:
+    return schema_field(description="A disabled user cannot log in. Admins only may set it.", **kwargs)
+
+
+@attrs.frozen(kw_only=True)
+class User:
+    """A user as the service shows it (never with a password or its hash)."""
+
+    id: int = schema_field(description="The user's id.", example=1)
+    email: str = schema_field(description="Email address, lower-case.", example="ada@example.com")
+    full_name: str | None = schema_field(description="Display name.")
+    is_active: bool = schema_field(description="Whether the user may log in.")
+    roles: list[str] = schema_field(description="Roles.", example=["user"])
+    created_at: datetime.datetime = schema_field(description="When the user was created (RFC 3339).")
+    updated_at: datetime.datetime = schema_field(description="When the user last changed (RFC 3339).")
+
+
+PUBLIC_FIELDS: Final = frozenset(field.name for field in attrs.fields(User))
+
+
+@attrs.frozen(kw_only=True)
+class UserPage:
+    """One page of users."""
+
+    items: list[User] = schema_field(description="The users on this page.")
+    total: int = schema_field(description="How many users there are in all.")
+    limit: int = schema_field(description="The page size asked for.")
+    offset: int = schema_field(description="How many users come before this page.")
+
+
+@attrs.frozen(kw_only=True)
+class UserRegister:
+    """Self-registration: a new user with roles ["user"], active."""
+
+    email: str = _email()
+    password: str = _password()
+    full_name: str | None = _full_name(default=None)
+
+
+@attrs.frozen(kw_only=True)
+class UserCreate:
+    """A user created by an admin."""
+
+    email: str = _email()
+    password: str = _password()
+    full_name: str | None = _full_name(default=None)
+    roles: list[str] | None = _roles(default=None, nullable=False)
+    is_active: bool | None = _is_active(default=None, nullable=False)
+
+
+@attrs.frozen(kw_only=True)
+class UserPatch:
+    """A change to a user: only the fields sent change."""
+
+    email: str | None = _email(default=None, nullable=False)
+    password: str | None = _password(default=None, nullable=False)
+    full_name: str | None = _full_name(default=None)
+    roles: list[str] | None = _roles(default=None, nullable=False)
+    is_active: bool | None = _is_active(default=None, nullable=False)
+
+
+@attrs.frozen(kw_only=True)
+class Pagination:
+    """Query parameters of a list."""
+
+    limit: int = schema_field(default=50, description="Page size, 1-500 (default 50).", minimum=1, maximum=500)
+    offset: int = schema_field(default=0, description="Users to skip (default 0).", minimum=0)
+
+
+MODELS: Final = (User, UserPage, UserRegister, UserCreate, UserPatch, Pagination)
