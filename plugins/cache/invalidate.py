@@ -1,0 +1,102 @@
+"""The `cache-invalidate` step: drop cache keys once a write succeeded, or an event says so."""
+
+from __future__ import annotations
+
+from typing import final
+
+import attrs
+from aiohttp import web
+from prometheus_client import Counter
+
+from app.clients.cache import CacheBackend
+from app.keys import cache_backend_key
+from app.models.events import Event
+from app.pipeline.config import template_placeholders
+from app.pipeline.types import RESERVED_PLACEHOLDERS, BuildContext, Handler, MessageHandler, SubscriptionContext
+from plugins.cache.config import CacheInvalidateConfig
+from plugins.cache.outage import BACKEND_ERRORS, outage_log
+from plugins.data_fetch.template import Template
+
+CACHE_INVALIDATIONS = Counter(
+    "turnstile_cache_invalidations_total",
+    "Cache invalidations by pipeline or subscription and result (ok, failed)",
+    ["pipeline", "result"],
+)
+
+
+@final
+@attrs.frozen
+class CacheInvalidateStep:
+    """After a 2xx answer, delete the keys. A backend failure is logged and counted; the write stands."""
+
+    keys: tuple[Template, ...]
+    cache: CacheBackend
+    ok: Counter
+    failed: Counter
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if 200 <= response.status < 300:
+            try:
+                await self.cache.delete(*(key.for_request(request) for key in self.keys))
+            except BACKEND_ERRORS as exc:
+                self.failed.inc()
+                outage_log.warning("invalidating", exc)
+            else:
+                self.ok.inc()
+        return response
+
+
+@final
+@attrs.frozen
+class CacheInvalidateMessageStep:
+    """In a subscription: templates name fields of ``event.data``; a failure fails the message (retry)."""
+
+    keys: tuple[Template, ...]
+    cache: CacheBackend
+    ok: Counter
+    failed: Counter
+
+    async def __call__(self, event: Event, handler: MessageHandler) -> None:
+        await handler(event)
+        try:
+            keys = [key.for_data(event.data) for key in self.keys]
+            await self.cache.delete(*keys)
+        except Exception:
+            self.failed.inc()
+            raise
+        self.ok.inc()
+
+
+def _check_placeholders(config: CacheInvalidateConfig, context: BuildContext) -> None:
+    # The core checks only `str` template fields; a list of templates is checked here.
+    params = set(context.pipeline.route.params) | RESERVED_PLACEHOLDERS
+    for key in config.keys:
+        for name in template_placeholders(key):
+            if name not in params:
+                msg = (
+                    f"pipeline {context.pipeline.name!r} (cache-invalidate): keys: placeholder {{{name}}} "
+                    f"names no route parameter (route has: {', '.join(context.pipeline.route.params) or 'none'})"
+                )
+                raise ValueError(msg)
+
+
+def build(config: CacheInvalidateConfig, context: BuildContext) -> CacheInvalidateStep:
+    _check_placeholders(config, context)
+    name = context.pipeline.name
+    return CacheInvalidateStep(
+        keys=tuple(Template(key) for key in config.keys),
+        cache=context.app[cache_backend_key],
+        ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
+        failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),
+    )
+
+
+def build_for_message(config: CacheInvalidateConfig, context: SubscriptionContext) -> CacheInvalidateMessageStep:
+    name = context.subscription
+    return CacheInvalidateMessageStep(
+        keys=tuple(Template(key) for key in config.keys),
+        cache=context.app[cache_backend_key],
+        ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
+        failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),
+    )

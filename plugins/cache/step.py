@@ -1,0 +1,184 @@
+"""The `cache` step: cache-aside around the rest of the chain (contract §8).
+
+Headers on every answer: ``X-Cache: HIT|MISS|BYPASS`` and an RFC 9211 ``Cache-Status``:
+
+- ``turnstile; hit``: answered from the cache (no ``ttl``: the remaining lifetime would cost a
+  second round trip to Redis per hit).
+- ``turnstile; fwd=uri-miss; fwd-status=200; stored``: no entry for the key; the rest of the
+  chain answered and the answer was stored (``stored`` is absent when it was not: non-200/404
+  statuses, a disabled ``not_found_ttl_s``, or a failed write). ``collapsed`` is added when
+  this request waited for another request's identical fetch instead of making its own.
+- ``turnstile; fwd=bypass; fwd-status=200; detail=unavailable``: the backend is down or slow;
+  answered by the rest of the chain without the cache (``fail_open``).
+
+A remembered 404 is a hit too: ``turnstile; hit`` on a problem+json 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final, final
+
+import attrs
+from aiohttp import web
+from multidict import CIMultiDict
+from prometheus_client import Counter
+
+from app.clients.cache import CacheBackend
+from app.clients.singleflight import SingleFlight
+from app.errors import NotFound, ProblemError, ServiceUnavailable
+from app.keys import cache_backend_key
+from app.pipeline.docs import OperationDoc
+from app.pipeline.types import BuildContext, Handler
+from plugins.cache.config import CacheConfig
+from plugins.cache.outage import BACKEND_ERRORS, outage_log
+from plugins.data_fetch.template import Template
+
+CACHE_REQUESTS = Counter(
+    "turnstile_cache_requests_total", "Requests through a cache step by result", ["pipeline", "result"]
+)
+
+JSON: Final = "application/json"
+# Stored for a remembered 404. Not JSON, so no stored body can ever equal it.
+NOT_FOUND_MARKER: Final = b"\x00turnstile:404"
+HIT_HEADERS: Final = {"X-Cache": "HIT", "Cache-Status": "turnstile; hit"}
+# Headers of the leader's answer that a collapsed follower must not copy.
+_NOT_SHARED: Final = frozenset({"content-length", "x-request-id", "date", "server"})
+
+
+@final
+@attrs.frozen
+class _Fetched:
+    """What the rest of the chain answered for one (possibly shared) miss."""
+
+    leader: web.Request
+    response: web.StreamResponse | None
+    problem: ProblemError | None
+    body: bytes | None  # None: not shareable (a streamed answer, or a problem)
+    shared_headers: tuple[tuple[str, str], ...]
+    stored: bool
+
+
+@final
+@attrs.frozen
+class CacheStep:
+    config: CacheConfig
+    key: Template
+    cache: CacheBackend
+    flight: SingleFlight[str, _Fetched]
+    hits: Counter
+    misses: Counter
+    bypasses: Counter
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = self.key.for_request(request)
+        try:
+            cached = await self.cache.get(key)
+        except BACKEND_ERRORS as exc:
+            outage_log.warning("reading", exc)
+            self.bypasses.inc()
+            if not self.config.fail_open:
+                msg = "The cache is unavailable."
+                raise ServiceUnavailable(msg) from exc
+            return await self._forward(request, handler, key, store=False)
+        if cached is None:
+            self.misses.inc()
+            return await self._forward(request, handler, key, store=True)
+        self.hits.inc()
+        if cached == NOT_FOUND_MARKER:
+            raise NotFound("not found", headers=HIT_HEADERS)
+        return web.Response(body=cached, content_type=JSON, headers=HIT_HEADERS)
+
+    async def _forward(self, request: web.Request, handler: Handler, key: str, *, store: bool) -> web.StreamResponse:
+        """Run the rest of the chain once per key at a time; every waiter gets its own answer."""
+        fetched = await self.flight.do(key, lambda: self._fetch(request, handler, key, store=store))
+        leader = fetched.leader is request
+        x_cache = "MISS" if store else "BYPASS"
+        if fetched.problem is not None:
+            # Each waiter raises its own copy: the headers differ, and one exception object
+            # raised in many tasks would share (and overwrite) one traceback.
+            raise _copy_with_headers(fetched.problem, {
+                "X-Cache": x_cache,
+                "Cache-Status": _status(fetched.problem.status, fetched.stored, leader=leader, store=store),
+            })
+        if leader:
+            assert fetched.response is not None
+            response = fetched.response
+        elif fetched.body is None:
+            response = await handler(request)  # the leader's answer cannot be replayed
+        else:
+            assert fetched.response is not None
+            response = web.Response(
+                status=fetched.response.status, body=fetched.body, headers=CIMultiDict(fetched.shared_headers)
+            )
+        response.headers["X-Cache"] = x_cache
+        response.headers["Cache-Status"] = _status(response.status, fetched.stored, leader=leader, store=store)
+        return response
+
+    async def _fetch(self, request: web.Request, handler: Handler, key: str, *, store: bool) -> _Fetched:
+        try:
+            response = await handler(request)
+        except ProblemError as problem:
+            stored = False
+            if store and problem.status == 404 and self.config.not_found_ttl_s > 0:
+                stored = await self._store(key, NOT_FOUND_MARKER, self.config.not_found_ttl_s)
+            return _Fetched(request, None, problem, None, (), stored)
+        body = response.body if isinstance(response, web.Response) else None
+        if not isinstance(body, bytes):
+            return _Fetched(request, response, None, None, (), stored=False)
+        stored = False
+        if store and response.status == 200:
+            stored = await self._store(key, body, self.config.ttl_s)
+        return _Fetched(request, response, None, body, _shareable(response.headers.items()), stored)
+
+    async def _store(self, key: str, value: bytes, ttl_s: int) -> bool:
+        try:
+            await self.cache.set(key, value, ttl_s)
+        except BACKEND_ERRORS as exc:
+            outage_log.warning("storing", exc)
+            return False
+        return True
+
+
+def _copy_with_headers(problem: ProblemError, headers: dict[str, str]) -> ProblemError:
+    # Not copy.copy: that re-runs __init__ with `args`, which some subclasses do not accept.
+    clone = problem.__class__.__new__(problem.__class__)
+    clone.__dict__.update(problem.__dict__)
+    clone.args = problem.args
+    clone.headers = {**problem.headers, **headers}
+    return clone
+
+
+def _shareable(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    return tuple((name, value) for name, value in headers if name.lower() not in _NOT_SHARED)
+
+
+def _status(status: int, stored: bool, *, leader: bool, store: bool) -> str:
+    if not store:
+        return f"turnstile; fwd=bypass; fwd-status={status}; detail=unavailable"
+    value = f"turnstile; fwd=uri-miss; fwd-status={status}"
+    if stored:
+        value += "; stored"
+    if not leader:
+        value += "; collapsed"
+    return value
+
+
+def build(config: CacheConfig, context: BuildContext) -> CacheStep:
+    pipeline = context.pipeline.name
+    return CacheStep(
+        config=config,
+        key=Template(config.key),
+        cache=context.app[cache_backend_key],
+        flight=SingleFlight(),
+        hits=CACHE_REQUESTS.labels(pipeline=pipeline, result="hit"),
+        misses=CACHE_REQUESTS.labels(pipeline=pipeline, result="miss"),
+        bypasses=CACHE_REQUESTS.labels(pipeline=pipeline, result="bypass"),
+    )
+
+
+def document(config: CacheConfig, doc: OperationDoc) -> None:
+    doc.header(200, "X-Cache", "HIT (from the cache), MISS (fetched, then stored) or BYPASS (cache unavailable)")
+    doc.header(
+        200, "Cache-Status", "RFC 9211, e.g. `turnstile; hit` or `turnstile; fwd=uri-miss; fwd-status=200; stored`"
+    )

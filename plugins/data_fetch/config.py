@@ -1,0 +1,46 @@
+"""The `data-fetch` step's settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen
+from attrs.validators import and_, ge, le
+
+from app.pipeline.types import template_field
+from plugins.data_fetch.template import check_template
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _check_call(inst: object, attribute: Any, value: str) -> None:
+    method, _, path = value.partition(" ")
+    if method not in METHODS or not path.startswith("/") or " " in path:
+        msg = f"call must be 'METHOD /path' with METHOD one of {', '.join(METHODS)}, got {value!r}"
+        raise ValueError(msg)
+    check_template(inst, attribute, path)
+
+
+@frozen(kw_only=True)
+class DataFetchConfig:
+    """`{ use = "data-fetch", call = "GET /api/v1/users/{id}", status = 200, response = "User" }`
+
+    call: the data-service call, ``METHOD /path``; the path is a template over the route
+        parameters and ``{actor}`` (the authenticated user's id). The validated request body,
+        if any, is sent as JSON (after `transform_upstream`), the validated query parameters
+        as the query string.
+    status: the status to answer with on success (2xx); 204 answers with an empty body.
+    response: name of the response model, for the OpenAPI document only.
+    """
+
+    call: str = template_field(validator=_check_call)
+    status: int = field(default=200, validator=and_(ge(200), le(299)))
+    response: str | None = None
+
+    @property
+    def method(self) -> str:
+        return self.call.partition(" ")[0]
+
+    @property
+    def path(self) -> str:
+        return self.call.partition(" ")[2]

@@ -1,0 +1,105 @@
+"""The `data-fetch` step: call the data service and answer with what it returned."""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+import attrs
+import orjson
+import pluggy
+from aiohttp import web
+
+from app.clients.dataservice import DataService
+from app.keys import body_key, data_service_key, payload_key, plugin_manager_key, query_key, request_id_key
+from app.pipeline.config import PipelineConfig
+from app.pipeline.docs import OperationDoc, model_ref
+from app.pipeline.types import BuildContext, Handler
+from app.plugins import call_chain
+from plugins.data_fetch.config import DataFetchConfig
+from plugins.data_fetch.template import Template
+
+JSON = "application/json"
+_WRITES = frozenset({"POST", "PUT", "PATCH"})
+
+
+@final
+@attrs.frozen
+class DataFetchStep:
+    """Terminal: sends the request on to the data service and answers `status` with its data.
+
+    Upstream failures are `ProblemError`s raised by the client; they pass through to the
+    error middleware (404, 409, 502, 503 with Retry-After, 504).
+    """
+
+    method: str
+    path: Template
+    status: int
+    client: DataService
+    pipeline: PipelineConfig
+    # None when no plugin implements the hook: checked once here, not per request.
+    transform_upstream: pluggy.HookCaller | None
+    transform_response: pluggy.HookCaller | None
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        body = request.get(body_key)
+        if body is not None and self.transform_upstream is not None:
+            body = await call_chain(self.transform_upstream, "payload", body, request=request, pipeline=self.pipeline)
+        query = request.get(query_key)
+        reply = await self.client.request(
+            self.method,
+            self.path.for_request(request),
+            json=body,
+            params=None if query is None else _params(query),
+            request_id=request.get(request_id_key),
+        )
+        if self.status == 204:
+            return web.Response(status=204)
+        data = reply.data
+        if data is not None and self.transform_response is not None:
+            data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline)
+        response = web.Response(status=self.status, body=orjson.dumps(data), content_type=JSON)
+        response[payload_key] = data
+        return response
+
+
+def _params(query: dict[str, Any]) -> dict[str, str | int]:
+    """Validated query values as the client sends them: None dropped, booleans as JSON words."""
+    params: dict[str, str | int] = {}
+    for name, value in query.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            params[name] = "true" if value else "false"
+        elif isinstance(value, int | str):
+            params[name] = value
+        else:
+            params[name] = str(value)
+    return params
+
+
+def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
+    hook = context.app[plugin_manager_key].hook
+    return DataFetchStep(
+        method=config.method,
+        path=Template(config.path, quote=True, safe=context.pipeline.route.int_params),
+        status=config.status,
+        client=context.app[data_service_key],
+        pipeline=context.pipeline,
+        transform_upstream=hook.transform_upstream if hook.transform_upstream.get_hookimpls() else None,
+        transform_response=hook.transform_response if hook.transform_response.get_hookimpls() else None,
+    )
+
+
+def document(config: DataFetchConfig, doc: OperationDoc) -> None:
+    description = "Success" if config.status != 204 else "Done; no content"
+    schema = model_ref(config.response) if config.response and config.status != 204 else None
+    doc.respond(config.status, description, schema=schema)
+    # The terminal step owns the success description; a wrapper documented first may have
+    # created the response only to hang its headers on it.
+    doc.responses[str(config.status)]["description"] = description
+    doc.problem(404, "Not found")
+    if config.method in _WRITES:
+        doc.problem(409, "Conflicts with the stored state")
+    doc.problem(502, "The data service gave an unusable answer")
+    doc.problem(503, "The data service is unreachable or paused", headers={"Retry-After": "Seconds to wait"})
+    doc.problem(504, "The data service did not answer in time")
