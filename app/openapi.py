@@ -162,7 +162,10 @@ class _Spec:
 
 def setup_openapi(app: web.Application, document: dict[str, Any]) -> None:
     """Serve `document` at /api/docs/swagger.json and the Swagger UI at /api/docs."""
-    api = AiohttpApiSpec(url=SPEC_PATH, swagger_path=DOCS_PATH, static_path=f"{DOCS_PATH}/static")
+    api = AiohttpApiSpec(
+        url=SPEC_PATH, swagger_path=DOCS_PATH, static_path=f"{DOCS_PATH}/static",
+        title=document["info"]["title"], version=document["info"]["version"],
+    )
     api.spec = _Spec(document)
     api.register(app, in_place=True)
 

@@ -1,0 +1,167 @@
+"""Each CLI command as a user runs it: a real process, its exit code and its output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from openapi_spec_validator import validate
+
+from tests.app.conftest import CORE_PIPELINES
+from tests.services import ROOT
+
+BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users"
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RABBITMQ_URL", "DATA_SERVICE_URL")}
+    env.update(
+        TURNSTILE_PLUGINS="tests.fixtures.sample_plugin",
+        TURNSTILE_DISABLE_PLUGINS=BUILT_INS,
+        PIPELINES_FILE=str(CORE_PIPELINES),
+        TURNSTILE_VAR_DIR=str(tmp_path / "var"),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def run(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args], capture_output=True, text=True, timeout=60,
+        env=cli_env(tmp_path, **env), cwd=ROOT, check=False,
+    )
+
+
+def test_check_accepts_a_good_file(tmp_path: Path) -> None:
+    result = run(tmp_path, "check", str(CORE_PIPELINES))
+    assert result.returncode == 0, result.stderr
+    assert "OK (5 pipelines" in result.stdout
+
+
+def test_check_reports_every_error_with_file_and_line(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text(
+        '[[pipelines]]\nname = "a"\nroute = "GET /a"\nsteps = [{ use = "nope" }, { use = "echo", x = 1 }]\n'
+    )
+    result = run(tmp_path, "check", str(broken))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{broken}:4: pipeline 'a', step 1: unknown step type 'nope' (known: answer, boom, echo, sleep, tag)",
+        f"{broken}:4: pipeline 'a', step 2 (echo): x: unknown setting 'x'",
+    ]
+
+
+def test_check_refuses_bad_settings_with_one_line_each(tmp_path: Path) -> None:
+    result = run(tmp_path, "check", PORT="nope", LOG_LEVEL="LOUD")
+    assert result.returncode == 2
+    assert "PORT='nope': expected a port number 1-65535" in result.stderr
+    assert "LOG_LEVEL='LOUD'" in result.stderr
+
+
+def test_routes_lists_steps_with_their_lines(tmp_path: Path) -> None:
+    result = run(tmp_path, "routes")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if "echo_widget" in line)
+    assert line.split()[:3] == ["POST", "/widgets/{slot}", "echo_widget"]
+    assert f"tag@{CORE_PIPELINES}:10 -> tag@{CORE_PIPELINES}:11 -> echo@{CORE_PIPELINES}:12" in line
+
+
+def test_plugins_lists_hooks_and_step_types(tmp_path: Path) -> None:
+    result = run(tmp_path, "plugins")
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("tests.fixtures.sample_plugin"))
+    assert "check_request" in line
+    assert "answer,boom,echo,sleep,tag" in line
+    assert "Widget" in line
+    assert any(line.startswith("auth") and "(disabled)" in line for line in result.stdout.splitlines())
+
+
+def test_openapi_prints_a_valid_document(tmp_path: Path) -> None:
+    result = run(tmp_path, "openapi")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    validate(doc)
+    assert "/widgets/{slot}" in doc["paths"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=cli_env(tmp_path, TURNSTILE_DRAIN_SECONDS="1"), cwd=ROOT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                break
+        except OSError:
+            time.sleep(0.1)
+    yield proc, base
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+async def test_serve_answers_health_docs_and_problem_404(server: tuple[subprocess.Popen[str], str]) -> None:
+    _proc, base = server
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/healthz") as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/api/docs") as resp:
+            assert resp.status == 200
+        async with http.get(f"{base}/missing", headers={"X-Request-ID": "cli-1"}) as resp:
+            assert resp.status == 404
+            assert resp.content_type == "application/problem+json"
+            assert (await resp.json(content_type=None))["request_id"] == "cli-1"
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_drains_and_in_flight_request_completes(server: tuple[subprocess.Popen[str], str]) -> None:
+    proc, base = server
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/readyz") as resp:
+            assert resp.status == 200
+        slow = asyncio.ensure_future(http.get(f"{base}/slow"))
+        await asyncio.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        async with http.get(f"{base}/readyz") as resp:
+            assert resp.status == 503
+            assert (await resp.json())["status"] == "draining"
+        resp = await slow
+        assert resp.status == 200
+        resp.release()
+    assert await asyncio.to_thread(proc.wait, 20) == 0
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    assert "draining" in output
+    assert "GET /slow 200 pipeline=slow" in output
+
+
+def test_workers_need_external_state(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", "--workers", "2")
+    assert result.returncode == 2
+    assert "--workers 2 needs DATA_SERVICE_URL and REDIS_URL" in result.stderr

@@ -1,0 +1,135 @@
+"""The engine through real HTTP: step order, answering at once, every error status the core owns."""
+
+from __future__ import annotations
+
+import io
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+Client = TestClient[web.Request, web.Application]
+PROBLEM = "application/problem+json"
+
+
+async def assert_problem(resp: web.StreamResponse | object, status: int) -> dict[str, object]:
+    from aiohttp import ClientResponse
+
+    assert isinstance(resp, ClientResponse)
+    assert resp.status == status
+    assert resp.content_type == PROBLEM
+    body = await resp.json(content_type=PROBLEM)
+    assert body["status"] == status
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    assert set(body) >= {"type", "title", "status", "detail", "request_id"}
+    return dict(body)
+
+
+async def test_steps_run_outermost_first_and_unwind_in_reverse(client: Client) -> None:
+    resp = await client.post("/widgets/3", json={"name": "w", "size": 2})
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["trail"] == ["in:a", "in:b"]
+    assert resp.headers["X-Trail"] == "out:b,out:a"
+    assert body["params"] == {"slot": "3"}
+    assert body["body"] == {"name": "w", "size": 2}
+
+
+async def test_transform_request_hook_runs_before_validation(client: Client) -> None:
+    resp = await client.post("/widgets/1", json={"name": "  padded  ", "size": 1})
+    assert (await resp.json())["body"]["name"] == "padded"
+
+
+async def test_a_step_can_answer_at_once(client: Client) -> None:
+    resp = await client.get("/teapot")
+    assert resp.status == 418
+    assert await resp.json() == {"answered": "at once"}
+    assert resp.headers["X-Trail"] == "out:outer"
+
+
+async def test_business_rule_rejects_a_request(client: Client) -> None:
+    resp = await client.post("/widgets/1", json={"name": "x@rival.example", "size": 1})
+    body = await assert_problem(resp, 403)
+    assert body["detail"] == "Widgets from rival.example are not accepted."
+
+
+async def test_failing_hook_is_a_500_not_a_hang(client: Client) -> None:
+    resp = await client.post("/widgets/1", json={"name": "explode", "size": 1})
+    body = await assert_problem(resp, 500)
+    assert "bug" not in str(body)
+
+
+async def test_500_carries_nothing_internal(client: Client) -> None:
+    resp = await client.get("/broken")
+    body = await assert_problem(resp, 500)
+    text = str(body)
+    assert "secret" not in text
+    assert "/srv" not in text
+    assert "Traceback" not in text
+
+
+async def test_malformed_json_is_400(client: Client) -> None:
+    resp = await client.post("/widgets/1", data=b"{not json", headers={"Content-Type": "application/json"})
+    await assert_problem(resp, 400)
+
+
+async def test_unknown_path_is_404_with_request_id(client: Client) -> None:
+    resp = await client.get("/nowhere", headers={"X-Request-ID": "trace-404"})
+    body = await assert_problem(resp, 404)
+    assert body["request_id"] == "trace-404"
+
+
+async def test_non_matching_int_parameter_is_404(client: Client) -> None:
+    resp = await client.post("/widgets/abc", json={"name": "w", "size": 1})
+    await assert_problem(resp, 404)
+
+
+async def test_wrong_method_is_405_with_allow(client: Client) -> None:
+    resp = await client.delete("/things/x")
+    await assert_problem(resp, 405)
+    assert "GET" in resp.headers["Allow"]
+
+
+async def test_body_over_one_mib_is_413(client: Client) -> None:
+    big = b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'", "size": 1}'
+    resp = await client.post("/widgets/1", data=io.BytesIO(big), headers={"Content-Type": "application/json"})
+    await assert_problem(resp, 413)
+
+
+async def test_wrong_content_type_is_415(client: Client) -> None:
+    resp = await client.post("/widgets/1", data=b"name=w", headers={"Content-Type": "text/plain"})
+    await assert_problem(resp, 415)
+
+
+async def test_invalid_fields_are_422_one_entry_each(client: Client) -> None:
+    resp = await client.post("/widgets/1", json={"name": 5, "size": 0, "colour": "red", "tags": ["a", 7]})
+    body = await assert_problem(resp, 422)
+    errors = {tuple(e["loc"]): e["msg"] for e in body["errors"]}  # type: ignore[attr-defined]
+    assert errors == {
+        ("body", "name"): "expected a string",
+        ("body", "size"): "must be at least 1",
+        ("body", "colour"): "unknown field",
+        ("body", "tags", 1): "expected a string",
+    }
+
+
+async def test_missing_fields_are_422(client: Client) -> None:
+    resp = await client.post("/widgets/1", json={})
+    body = await assert_problem(resp, 422)
+    assert [e["loc"] for e in body["errors"]] == [["body", "name"], ["body", "size"]]  # type: ignore[attr-defined]
+
+
+async def test_request_id_is_accepted_when_safe(client: Client) -> None:
+    resp = await client.get("/things/a", headers={"X-Request-ID": "abc-123_X.y"})
+    assert resp.headers["X-Request-ID"] == "abc-123_X.y"
+
+
+async def test_request_id_is_generated_when_absent(client: Client) -> None:
+    resp = await client.get("/things/a")
+    assert len(resp.headers["X-Request-ID"]) >= 16
+
+
+async def test_unsafe_request_id_is_replaced(client: Client) -> None:
+    for unsafe in ("has space", "x" * 129, "semi;colon", "ünïcode"):
+        resp = await client.get("/things/a", headers={"X-Request-ID": unsafe})
+        assert resp.headers["X-Request-ID"] != unsafe
+        assert len(resp.headers["X-Request-ID"]) >= 16

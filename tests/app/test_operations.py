@@ -1,0 +1,76 @@
+"""Health, readiness, metrics, the OpenAPI document and the Swagger UI."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from openapi_spec_validator import validate
+
+from app.keys import readiness_key
+from app.readiness import Phase
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def test_healthz(client: Client) -> None:
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_each_dependency(client: Client) -> None:
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"data_service", "redis", "rabbitmq"}
+    assert body["checks"]["redis"] == "embedded"
+
+
+async def test_readyz_is_503_while_starting_and_draining(client: Client) -> None:
+    readiness = client.app[readiness_key]
+    for phase in (Phase.STARTING, Phase.DRAINING):
+        readiness.phase = phase
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        assert (await resp.json())["status"] == phase.value
+    readiness.phase = Phase.READY
+
+
+async def test_metrics_count_requests_per_pipeline_and_status(client: Client) -> None:
+    await client.get("/things/a")
+    await client.get("/nowhere")
+    text = await (await client.get("/metrics")).text()
+    assert 'turnstile_requests_total{method="GET",pipeline="get_thing",status="200"}' in text
+    assert 'turnstile_requests_total{method="GET",pipeline="none",status="404"}' in text
+    assert 'turnstile_request_seconds_bucket{le="0.001",pipeline="get_thing",status="200"}' in text
+    assert 'turnstile_step_seconds_count{pipeline="get_thing",step="1:echo"}' in text
+
+
+async def test_openapi_document_is_valid_and_complete(client: Client) -> None:
+    resp = await client.get("/api/docs/swagger.json")
+    assert resp.status == 200
+    doc = await resp.json()
+    validate(doc)
+    assert doc["openapi"].startswith("3.0")
+    paths = doc["paths"]
+    assert {"/widgets/{slot}", "/things/{name}", "/healthz", "/readyz", "/metrics", "/api/docs"} <= set(paths)
+    post = paths["/widgets/{slot}"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Widget"}
+    assert {"201", "400", "404", "413", "415", "422", "500"} <= set(post["responses"])
+    assert post["responses"]["422"]["content"]["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
+    assert post["parameters"][0] == {"name": "slot", "in": "path", "required": True, "schema": {"type": "integer"}}
+    widget = doc["components"]["schemas"]["Widget"]
+    assert widget["required"] == ["name", "size"]
+    assert widget["additionalProperties"] is False
+
+
+async def test_swagger_ui_is_served_offline(client: Client) -> None:
+    resp = await client.get("/api/docs")
+    assert resp.status == 200
+    html = await resp.text()
+    assert "swagger-ui-bundle.js" in html
+    assert "http://" not in html
+    assert "https://" not in html
+    asset = await client.get("/api/docs/static/swagger-ui-bundle.js")
+    assert asset.status == 200

@@ -1,0 +1,154 @@
+"""pipelines.toml checking: every error collected and reported with its exact FILE:LINE."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.pipeline.config import PipelineFileError
+from app.pipeline.registry import load_checked
+from app.plugins import make_plugin_manager
+from tests.app.conftest import CORE_PIPELINES
+from tests.fixtures import sample_plugin
+
+
+def check(tmp_path: Path, text: str) -> list[str]:
+    path = tmp_path / "pipelines.toml"
+    path.write_text(text)
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin])
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, pm)
+    prefix = f"{path}:"
+    assert all(str(e).startswith(prefix) for e in info.value.errors)
+    return [str(e)[len(str(path)) + 1 :] for e in info.value.errors]
+
+
+def test_the_core_fixture_file_is_valid() -> None:
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin])
+    _registry, pipelines = load_checked(CORE_PIPELINES, pm)
+    assert [p.name for p in pipelines.pipelines][:2] == ["echo_widget", "get_thing"]
+    assert [s.line for s in pipelines.pipelines[0].steps] == [10, 11, 12]
+
+
+def test_toml_syntax_error_has_its_line(tmp_path: Path) -> None:
+    assert check(tmp_path, '[[pipelines]]\nname = "a"\nroute = "GET /a\n') == [
+        "3: TOML syntax error: Illegal character '\\n'"
+    ]
+
+
+def test_unknown_step_type(tmp_path: Path) -> None:
+    errors = check(tmp_path, """
+[[pipelines]]
+name = "a"
+route = "GET /a"
+steps = [
+  { use = "tag", name = "x" },
+  { use = "ecko" },
+]
+""")
+    assert errors == [
+        "7: pipeline 'a', step 2: unknown step type 'ecko' (known: answer, boom, echo, sleep, tag)"
+    ]
+
+
+def test_unknown_missing_and_ill_typed_settings_all_reported(tmp_path: Path) -> None:
+    errors = check(tmp_path, """
+[[pipelines]]
+name = "a"
+route = "GET /a"
+steps = [
+  { use = "tag" },
+  { use = "sleep", seconds = "2" },
+  { use = "echo", status = 200, colour = "red" },
+]
+""")
+    assert errors == [
+        "6: pipeline 'a', step 1 (tag): name: required setting missing",
+        "7: pipeline 'a', step 2 (sleep): seconds: expected a number, got '2'",
+        "8: pipeline 'a', step 3 (echo): colour: unknown setting 'colour'",
+    ]
+
+
+def test_bad_route(tmp_path: Path) -> None:
+    errors = check(tmp_path, '[[pipelines]]\nname = "a"\nroute = "FETCH /a"\nsteps = [{ use = "echo" }]\n')
+    assert errors == ["3: pipeline 'a': bad route 'FETCH /a': method must be one of GET, POST, PUT, PATCH, DELETE"]
+    errors = check(tmp_path, '[[pipelines]]\nname = "a"\nroute = "GET a/{id"\nsteps = [{ use = "echo" }]\n')
+    assert errors[0].startswith("3: pipeline 'a': bad route 'GET a/{id'")
+
+
+def test_duplicate_route(tmp_path: Path) -> None:
+    errors = check(tmp_path, """
+[[pipelines]]
+name = "a"
+route = "GET /x/{id}"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "b"
+route = "GET /x/{other}"
+steps = [{ use = "echo" }]
+""")
+    assert errors == ["9: pipeline 'b': duplicate route GET /x/{other} (also pipeline 'a' at line 2)"]
+
+
+def test_placeholder_naming_no_route_parameter(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text('[[pipelines]]\nname = "a"\nroute = "GET /x/{id}"\nsteps = [{ use = "tmpl", key = "k:{uid}" }]\n')
+    import attrs
+
+    from app import StepKind, StepType, hookimpl, template_field
+
+    @attrs.frozen
+    class TmplConfig:
+        key: str = template_field()
+
+    class TemplatePlugin:
+        @hookimpl
+        def register_steps(self) -> list[StepType[TmplConfig]]:
+            return [StepType(name="tmpl", config_cls=TmplConfig, kind=StepKind.TERMINAL, build=lambda c, x: None)]  # type: ignore[arg-type, return-value]
+
+    pm = make_plugin_manager(entrypoints=False, extra=[TemplatePlugin()])
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, pm)
+    assert [str(e) for e in info.value.errors] == [
+        f"{path}:4: pipeline 'a', step 1 (tmpl): key: placeholder {{uid}} names no route parameter (route has: id)"
+    ]
+
+
+def test_unregistered_body_model(tmp_path: Path) -> None:
+    errors = check(
+        tmp_path, '[[pipelines]]\nname = "a"\nroute = "POST /a"\nbody = "Gadget"\nsteps = [{ use = "echo" }]\n'
+    )
+    assert errors == ["4: pipeline 'a': body model 'Gadget' is not registered (known: Widget)"]
+
+
+def test_last_step_must_answer(tmp_path: Path) -> None:
+    errors = check(tmp_path, '[[pipelines]]\nname = "a"\nroute = "GET /a"\nsteps = [{ use = "tag", name = "t" }]\n')
+    assert errors == [
+        "4: pipeline 'a': the last step (tag) passes the request on, but nothing follows it: "
+        "end with a step that answers (e.g. data-fetch)"
+    ]
+
+
+def test_errors_of_several_pipelines_are_all_collected(tmp_path: Path) -> None:
+    errors = check(tmp_path, """
+[[pipelines]]
+name = "a"
+route = "GET /a"
+steps = [{ use = "nope" }]
+
+[[pipelines]]
+name = "b"
+route = "GET b"
+steps = [{ use = "echo", status = true }]
+""")
+    assert [e.split(":")[0] for e in errors] == ["5", "9", "10"]
+
+
+def test_missing_pipeline_keys(tmp_path: Path) -> None:
+    errors = check(tmp_path, '[[pipelines]]\nname = "a"\n')
+    assert errors == [
+        "1: pipelines[0].route: required setting missing",
+        "1: pipelines[0].steps: required setting missing",
+    ]
