@@ -176,14 +176,18 @@ class AmqpPublisher:
             return
         self._stopping = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"amqp-publisher:{self.exchange}")
+        await self._update_depth()
 
     async def stop(self, flush_deadline_s: float = DEFAULT_FLUSH_DEADLINE_S) -> None:
-        task, self._task = self._task, None
+        task = self._task
         if task is None:
             return
-        self._flush_until = asyncio.get_running_loop().time() + flush_deadline_s
-        if self._stopping is not None and not self._stopping.done():
+        assert self._stopping is not None
+        if not self._stopping.done():
+            self._flush_until = asyncio.get_running_loop().time() + flush_deadline_s
             self._stopping.set_result(None)
+        # Until the actor is done, `publish` keeps using the mailbox, so events published during
+        # the flush stay behind the ones already queued.
         try:
             await asyncio.wait_for(asyncio.shield(task), flush_deadline_s + 2.0)
         except TimeoutError:
@@ -192,6 +196,8 @@ class AmqpPublisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             await self._outbox_mailbox()
+        finally:
+            self._task = None
 
     async def publish(
         self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S

@@ -13,7 +13,8 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from prometheus_client import REGISTRY
 
 from app.clients.amqp import AmqpPublisher, LogFilePublisher
-from app.clients.outbox import FileOutbox
+from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
+from app.clients.redis import RedisConnection
 from app.models.events import Event
 from tests.services import start_service, stop_service
 
@@ -26,7 +27,7 @@ def published(outcome: str) -> float:
     return REGISTRY.get_sample_value("turnstile_events_published_total", {"outcome": outcome}) or 0.0
 
 
-def make_publisher(url: str, exchange: str, outbox: FileOutbox) -> AmqpPublisher:
+def make_publisher(url: str, exchange: str, outbox: Outbox) -> AmqpPublisher:
     return AmqpPublisher(url, exchange, outbox, reconnect_base_s=0.1, reconnect_max_s=1.0, connect_timeout_s=2.0)
 
 
@@ -153,18 +154,36 @@ async def test_outage_outboxes_quickly_then_delivers_in_order(amqp_url: str, uni
     assert [Event.from_json(body or b"") for body in bodies] == events
 
 
+@pytest.fixture(params=["file", "redis"])
+async def make_outbox(
+    request: pytest.FixtureRequest, tmp_path: Path, unique: str
+) -> AsyncIterator[Callable[[], Outbox]]:
+    """Opens the same durable outbox again each call, as a restarted process would."""
+    if request.param == "file":
+        yield lambda: FileOutbox(tmp_path)
+        return
+    connection = RedisConnection(request.getfixturevalue("redis_url"))
+    await connection.start()
+    key = f"test:outbox:{unique}"
+    try:
+        yield lambda: RedisOutbox(connection, key=key)
+    finally:
+        await connection.client.delete([key])
+        await connection.stop()
+
+
 async def test_events_left_at_stop_stay_in_the_outbox_for_the_next_publisher(
-    amqp_url: str, unique: str, tmp_path: Path
+    amqp_url: str, unique: str, make_outbox: Callable[[], Outbox]
 ) -> None:
     exchange = f"test.{unique}"
     events = [Event.create("user.created", {"id": i}, f"req-{i}") for i in range(3)]
-    cut_off = make_publisher(UNREACHABLE_URL, exchange, FileOutbox(tmp_path))
+    cut_off = make_publisher(UNREACHABLE_URL, exchange, make_outbox())
     await cut_off.start()
     for event in events:
         assert await cut_off.publish(event, confirm_deadline_s=DEADLINE_S) == "outboxed"
     await cut_off.stop(0.5)
 
-    reopened = FileOutbox(tmp_path)
+    reopened = make_outbox()
     assert await reopened.peek(10) == events
 
     async with capture(amqp_url, exchange) as received:
@@ -235,7 +254,7 @@ async def test_log_file_publisher_writes_json_lines(tmp_path: Path) -> None:
     assert [Event.from_json(line) for line in path.read_bytes().splitlines()] == events
 
 
-async def _empty(outbox: FileOutbox) -> bool:
+async def _empty(outbox: Outbox) -> bool:
     return await outbox.depth() == 0
 
 
