@@ -1,1 +1,36 @@
-"""The built-in `auth` plugin."""
+"""The built-in `auth` plugin: bearer tokens (JWT), login, refresh rotation, logout, revocation.
+
+Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
+also in subscriptions). Models: LoginRequest, RefreshRequest, TokenPair.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.hookspecs import hookimpl
+from app.pipeline.types import StepKind, StepType
+from plugins.auth import grants, revoke, step
+from plugins.auth.config import AuthConfig, LoginConfig, LogoutConfig, RefreshConfig, RevokeTokensConfig
+from plugins.auth.models import LoginRequest, RefreshRequest, TokenPair
+
+
+@hookimpl
+def register_steps() -> list[StepType[Any]]:
+    return [
+        StepType(name="auth", config_cls=AuthConfig, build=step.build, kind=StepKind.GUARD,
+                 document=step.document),
+        StepType(name="login", config_cls=LoginConfig, build=grants.build_login, kind=StepKind.TERMINAL,
+                 document=grants.document_login),
+        StepType(name="refresh", config_cls=RefreshConfig, build=grants.build_refresh, kind=StepKind.TERMINAL,
+                 document=grants.document_refresh),
+        StepType(name="logout", config_cls=LogoutConfig, build=grants.build_logout, kind=StepKind.TERMINAL,
+                 document=grants.document_logout),
+        StepType(name="revoke-tokens", config_cls=RevokeTokensConfig, build=revoke.build,
+                 kind=StepKind.WRAPPER, document=revoke.document, build_for_message=revoke.build_for_message),
+    ]
+
+
+@hookimpl
+def register_models() -> list[type[Any]]:
+    return [LoginRequest, RefreshRequest, TokenPair]

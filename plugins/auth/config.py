@@ -1,0 +1,69 @@
+"""What pipelines.toml may say to each step type of the auth plugin."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from app.pipeline.types import template_field
+
+ALLOW_CHOICES: Final = ("anyone", "authenticated", "admin", "self")
+
+
+def _check_allow(_inst: object, _attr: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+    if not value:
+        msg = f"must name at least one of {', '.join(ALLOW_CHOICES)}"
+        raise ValueError(msg)
+    for item in value:
+        if item not in ALLOW_CHOICES:
+            msg = f"unknown {item!r}: expected any of {', '.join(ALLOW_CHOICES)}"
+            raise ValueError(msg)
+
+
+@attrs.frozen(kw_only=True)
+class AuthConfig:
+    """`{ use = "auth", allow = ["self", "admin"], self_param = "id" }`
+
+    allow: who may pass; any one match is enough. "anyone": also anonymous callers (the
+      actor is set when a valid token comes along); "authenticated": any valid access
+      token; "admin": the "admin" role; "self": the route parameter `self_param` equals
+      the caller's user id.
+    self_param: the route parameter holding a user id, for "self".
+    """
+
+    allow: tuple[str, ...] = attrs.field(default=("authenticated",), validator=_check_allow)
+    self_param: str = "id"
+
+
+@attrs.frozen(kw_only=True)
+class LoginConfig:
+    """`{ use = "login" }` (body `LoginRequest`): email and password → a token pair.
+
+    rehash: when the stored hash was made with older argon2 costs, store a new one.
+    """
+
+    rehash: bool = True
+
+
+@attrs.frozen(kw_only=True)
+class RefreshConfig:
+    """`{ use = "refresh" }` (body `RefreshRequest`): a refresh token → a new pair (rotation)."""
+
+
+@attrs.frozen(kw_only=True)
+class LogoutConfig:
+    """`{ use = "logout" }` (body `RefreshRequest`, after `auth`): revoke the token's family → 204."""
+
+
+@attrs.frozen(kw_only=True)
+class RevokeTokensConfig:
+    """`{ use = "revoke-tokens", user = "{id}" }`
+
+    user: template naming the user whose tokens die: over the route parameters in a
+      pipeline (after a DELETE, or a body that sets `is_active` to false or carries
+      `password` or `roles`, once the rest of the chain answered 2xx); over the event's
+      `data` in a subscription (on `user.deleted`, and `user.updated` with `is_active` false).
+    """
+
+    user: str = template_field()

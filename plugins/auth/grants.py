@@ -1,0 +1,196 @@
+"""The token endpoints: `login` (credentials → pair), `refresh` (rotation) and `logout`.
+
+Each is a TERMINAL step reading the validated body from `request[body_key]`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final, final
+
+import attrs
+from aiohttp import web
+
+from app.clients.dataservice import DataService
+from app.errors import Forbidden, NotFound, ProblemError
+from app.keys import actor_key, body_key, data_service_key, request_id_key
+from app.pipeline.docs import OperationDoc, model_ref
+from app.pipeline.types import BuildContext, Handler
+from plugins.auth.config import LoginConfig, LogoutConfig, RefreshConfig
+from plugins.auth.services import AuthServices, services_for, store_errors
+from plugins.auth.step import unauthorized
+from plugins.auth.store import Rotation
+from plugins.auth.tokens import REFRESH, Claims, TokenError
+
+log = logging.getLogger("turnstile.auth")
+
+BAD_CREDENTIALS: Final = "Incorrect email or password."
+_NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
+
+
+async def issue_pair(services: AuthServices, user_id: int, roles: tuple[str, ...]) -> web.Response:
+    """A 200 with a new access token and the first refresh token of a new family."""
+    refresh = services.tokens.issue_refresh(user_id, roles)
+    assert refresh.claims.family is not None
+    with store_errors():
+        await services.store.start_family(refresh.claims.family, refresh.claims.jti, services.tokens.refresh_ttl_s)
+    return _pair_response(services, user_id, roles, refresh.token)
+
+
+def _pair_response(services: AuthServices, user_id: int, roles: tuple[str, ...], refresh_token: str) -> web.Response:
+    access = services.tokens.issue_access(user_id, roles)
+    body = {
+        "access_token": access.token, "refresh_token": refresh_token,
+        "token_type": "bearer", "expires_in": services.tokens.access_ttl_s,
+    }
+    return web.json_response(body, headers=_NO_STORE)
+
+
+def _roles(user: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(r) for r in user.get("roles", ()))
+
+
+@final
+@attrs.frozen
+class LoginStep:
+    config: LoginConfig
+    services: AuthServices
+    data: DataService
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        body = request[body_key]
+        email, password = str(body["email"]).strip().lower(), str(body["password"])
+        request_id = request.get(request_id_key)
+        reply = await self.data.request(
+            "GET", "/api/v1/users", params={"email": email, "limit": 1}, request_id=request_id
+        )
+        items = reply.data.get("items") if isinstance(reply.data, dict) else None
+        user: dict[str, Any] | None = items[0] if items else None
+        if user is None:
+            await self.services.hasher.verify_dummy(password)
+            raise unauthorized(BAD_CREDENTIALS, error="invalid_grant")
+        password_hash = str(user.get("password_hash", ""))
+        if not await self.services.hasher.verify(password_hash, password):
+            raise unauthorized(BAD_CREDENTIALS, error="invalid_grant")
+        if not user.get("is_active", False):
+            msg = "This account is disabled."
+            raise Forbidden(msg)
+        if self.config.rehash and self.services.hasher.needs_rehash(password_hash):
+            await self._rehash(int(user["id"]), password, request_id)
+        return await issue_pair(self.services, int(user["id"]), _roles(user))
+
+    async def _rehash(self, user_id: int, password: str, request_id: str | None) -> None:
+        new_hash = await self.services.hasher.hash(password)
+        try:
+            await self.data.request(
+                "PATCH", f"/api/v1/users/{user_id}", json={"password_hash": new_hash}, request_id=request_id
+            )
+        except ProblemError as exc:
+            # The login itself is fine; the next one tries again.
+            log.warning("rehash of user %s failed: %s", user_id, exc.detail)
+
+
+@final
+@attrs.frozen
+class RefreshStep:
+    config: RefreshConfig
+    services: AuthServices
+    data: DataService
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        claims = verify_refresh(self.services, request[body_key]["refresh_token"])
+        assert claims.family is not None
+        await self.services.check_not_revoked(claims)
+        user = await self._current_user(claims, request.get(request_id_key))
+        roles = _roles(user)
+        new = self.services.tokens.issue_refresh(claims.user_id, roles, claims.family)
+        with store_errors():
+            rotation = await self.services.store.rotate(
+                claims.family, claims.jti, new.claims.jti, self.services.tokens.refresh_ttl_s
+            )
+        if rotation is Rotation.REUSED:
+            log.warning("refresh token reused for user %s: token family revoked", claims.user_id)
+            msg = "The refresh token was already used; every token of its session is revoked."
+            raise unauthorized(msg)
+        if rotation is Rotation.UNKNOWN:
+            msg = "The refresh token has been revoked."
+            raise unauthorized(msg)
+        return _pair_response(self.services, claims.user_id, roles, new.token)
+
+    async def _current_user(self, claims: Claims, request_id: str | None) -> dict[str, Any]:
+        """The user as the data service has it now; 401 (and the family revoked) when gone or disabled."""
+        assert claims.family is not None
+        try:
+            reply = await self.data.request("GET", f"/api/v1/users/{claims.user_id}", request_id=request_id)
+        except NotFound:
+            reply = None
+        if reply is None or not isinstance(reply.data, dict) or not reply.data.get("is_active", False):
+            with store_errors():
+                await self.services.store.revoke_family(claims.family)
+            msg = "The account no longer exists or is disabled."
+            raise unauthorized(msg)
+        return reply.data
+
+
+def verify_refresh(services: AuthServices, token: str) -> Claims:
+    try:
+        return services.tokens.verify(token, REFRESH)
+    except TokenError:
+        msg = "The refresh token is invalid or has expired."
+        raise unauthorized(msg) from None
+
+
+@final
+@attrs.frozen
+class LogoutStep:
+    config: LogoutConfig
+    services: AuthServices
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        actor = request.get(actor_key)
+        if actor is None:
+            msg = "A bearer token is required."
+            raise unauthorized(msg, error=None)
+        claims = verify_refresh(self.services, request[body_key]["refresh_token"])
+        if claims.user_id != actor.user_id or claims.family is None:
+            msg = "The refresh token is not yours."
+            raise unauthorized(msg)
+        with store_errors():
+            await self.services.store.revoke_family(claims.family)
+        return web.Response(status=204)
+
+
+def build_login(config: LoginConfig, ctx: BuildContext) -> LoginStep:
+    return LoginStep(config, services_for(ctx.app), ctx.app[data_service_key])
+
+
+def build_refresh(config: RefreshConfig, ctx: BuildContext) -> RefreshStep:
+    return RefreshStep(config, services_for(ctx.app), ctx.app[data_service_key])
+
+
+def build_logout(config: LogoutConfig, ctx: BuildContext) -> LogoutStep:
+    return LogoutStep(config, services_for(ctx.app))
+
+
+_CHALLENGE: Final = {"WWW-Authenticate": "The bearer challenge."}
+_RETRY: Final = {"Retry-After": "Seconds to wait."}
+
+
+def document_login(config: LoginConfig, doc: OperationDoc) -> None:
+    doc.respond(200, "An access token and a refresh token", schema=model_ref("TokenPair"))
+    doc.problem(401, "Incorrect email or password (the same answer for both)", headers=_CHALLENGE)
+    doc.problem(403, "The account is disabled")
+    doc.problem(503, "The data service or token state is unavailable", headers=_RETRY)
+
+
+def document_refresh(config: RefreshConfig, doc: OperationDoc) -> None:
+    doc.respond(200, "A new pair; the presented refresh token is spent", schema=model_ref("TokenPair"))
+    doc.problem(401, "Invalid, expired, revoked or reused refresh token (reuse revokes its family)",
+                headers=_CHALLENGE)
+    doc.problem(503, "The data service or token state is unavailable", headers=_RETRY)
+
+
+def document_logout(config: LogoutConfig, doc: OperationDoc) -> None:
+    doc.respond(204, "Logged out: the refresh token's family is revoked")
+    doc.problem(401, "Invalid refresh token, or not the caller's", headers=_CHALLENGE)
+    doc.problem(503, "Token state is unavailable", headers=_RETRY)

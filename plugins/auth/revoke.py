@@ -1,0 +1,108 @@
+"""The `revoke-tokens` wrapper: after a change that must end a user's sessions, end them.
+
+In a pipeline it acts after the rest of the chain answered 2xx: on DELETE, or when the
+validated body sets `is_active` to false or carries `password` or `roles` (whether or not
+they differ from the stored ones: the step cannot see those, so it errs on the safe side).
+In a subscription it acts on `user.deleted`, and on `user.updated` with `is_active` false.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections.abc import Mapping
+from typing import Any, Final, final
+
+import attrs
+from aiohttp import web
+
+from app.errors import ServiceUnavailable
+from app.keys import actor_key, body_key
+from app.models.events import Event
+from app.pipeline.docs import OperationDoc
+from app.pipeline.types import BuildContext, Handler, MessageHandler, SubscriptionContext
+from plugins.auth.config import RevokeTokensConfig
+from plugins.auth.services import AuthServices, services_for
+from plugins.auth.store import TokenStore
+
+log = logging.getLogger("turnstile.auth")
+
+_SESSION_FIELDS: Final = ("password", "roles")
+_FORMATTER: Final = string.Formatter()
+
+
+def user_id_from(template: str, values: Mapping[str, Any]) -> int | None:
+    """The user id `template` names over `values`, or None when it is not a whole number."""
+    try:
+        text = _FORMATTER.vformat(template, (), values)
+    except (KeyError, AttributeError, IndexError, ValueError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def ends_sessions(method: str, body: Mapping[str, Any] | None) -> bool:
+    if method == "DELETE":
+        return True
+    if body is None:
+        return False
+    return body.get("is_active") is False or any(name in body for name in _SESSION_FIELDS)
+
+
+async def revoke(store: TokenStore, user_id: int) -> None:
+    try:
+        await store.revoke_user(user_id)
+    except Exception:
+        log.exception("could not revoke the tokens of user %s", user_id)
+        raise
+
+
+@final
+@attrs.frozen
+class RevokeTokensStep:
+    config: RevokeTokensConfig
+    services: AuthServices
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if not 200 <= response.status < 300 or not ends_sessions(request.method, request.get(body_key)):
+            return response
+        values: dict[str, Any] = dict(request.match_info)
+        actor = request.get(actor_key)
+        if actor is not None:
+            values["actor"] = actor.user_id
+        user_id = user_id_from(self.config.user, values)
+        if user_id is None:
+            return response
+        try:
+            await revoke(self.services.store, user_id)
+        except Exception:
+            msg = "The change was saved, but the user's tokens could not be revoked; retry."
+            raise ServiceUnavailable(msg) from None
+        return response
+
+
+@final
+@attrs.frozen
+class RevokeTokensMessageStep:
+    config: RevokeTokensConfig
+    services: AuthServices
+
+    async def __call__(self, event: Event, handler: MessageHandler) -> None:
+        if event.type == "user.deleted" or (event.type == "user.updated" and event.data.get("is_active") is False):
+            user_id = user_id_from(self.config.user, event.data)
+            if user_id is not None:
+                await revoke(self.services.store, user_id)  # raising makes the message retry
+        await handler(event)
+
+
+def build(config: RevokeTokensConfig, ctx: BuildContext) -> RevokeTokensStep:
+    return RevokeTokensStep(config, services_for(ctx.app))
+
+
+def build_for_message(config: RevokeTokensConfig, ctx: SubscriptionContext) -> RevokeTokensMessageStep:
+    return RevokeTokensMessageStep(config, services_for(ctx.app))
+
+
+def document(config: RevokeTokensConfig, doc: OperationDoc) -> None:
+    doc.problem(503, "The change was saved but the user's tokens could not be revoked",
+                headers={"Retry-After": "Seconds to wait."})

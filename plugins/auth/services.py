@@ -1,0 +1,73 @@
+"""The auth plugin's shared objects, made once per app at build time and shared by its steps.
+
+One `AuthServices` per app (a plugin-private AppKey), so every step of every pipeline sees
+the same verified-token cache and, without Redis, the same in-memory token store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Final
+
+import attrs
+from aiohttp import web
+
+from app.clients.redis import RedisUnavailable
+from app.errors import ServiceUnavailable, Unauthorized
+from app.keys import redis_key, settings_key
+from app.passwords import PasswordHasher, hasher_for
+from plugins.auth.store import MemoryTokenStore, RedisTokenStore, TokenStore
+from plugins.auth.tokens import Claims, Tokens, tokens_for
+
+STORE_RETRY_AFTER_S: Final = 2
+
+
+@attrs.frozen
+class AuthServices:
+    tokens: Tokens
+    store: TokenStore
+    hasher: PasswordHasher
+
+    async def check_not_revoked(self, claims: Claims) -> None:
+        """Raise 401 when the user's tokens were revoked at or after this one was issued."""
+        with store_errors():
+            cutoff = await self.store.revoked_until(claims.user_id)
+        if cutoff is not None and claims.iat <= cutoff:
+            msg = "The token has been revoked."
+            raise Unauthorized(msg)
+
+
+_services_key: Final[web.AppKey[AuthServices]] = web.AppKey("auth_services")
+
+
+def make_services(app: web.Application) -> AuthServices:
+    settings = app[settings_key]
+    revocation_ttl_s = max(settings.access_token_ttl_s, settings.refresh_token_ttl_s)
+    redis = app.get(redis_key)
+    store: TokenStore = (
+        RedisTokenStore(redis, revocation_ttl_s=revocation_ttl_s)
+        if redis is not None
+        else MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
+    )
+    return AuthServices(tokens_for(settings), store, hasher_for(settings))
+
+
+def services_for(app: web.Application) -> AuthServices:
+    """This app's AuthServices, made on first use (at build time, never per request)."""
+    services = app.get(_services_key)
+    if services is None:
+        services = make_services(app)
+        if not app.frozen:
+            app[_services_key] = services
+    return services
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Redis down → 503: token state is never guessed (a revoked token must not pass)."""
+    try:
+        yield
+    except RedisUnavailable:
+        msg = "Token state is unavailable; try again shortly."
+        raise ServiceUnavailable(msg, retry_after_s=STORE_RETRY_AFTER_S) from None

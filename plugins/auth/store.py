@@ -1,0 +1,161 @@
+"""Token state every instance shares: refresh-token families and per-user revocation.
+
+Redis when the service has one (`RedisTokenStore`), process memory otherwise
+(`MemoryTokenStore`, the embedded default for one process).
+
+- A family is the chain of refresh tokens one login starts. It records the jti of its
+  current token; refreshing must present exactly that jti and moves it on (rotation).
+  Presenting an older jti means the token was stolen or replayed: the whole family is
+  revoked. Logout revokes the family too.
+- `revoke_user` records a cut-off time: every token of that user issued at or before it is
+  dead (access tokens included), which is how a deleted, disabled or re-passworded user's
+  tokens stop working at once.
+
+Failure: when Redis is down every method raises `RedisUnavailable`; the steps answer 503
+(fail closed), since a revoked token must never pass because Redis could not be asked.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from app.clients.redis import RedisConnection, redis_errors
+
+
+class Rotation(enum.Enum):
+    """What presenting a refresh token to its family did."""
+
+    ROTATED = "rotated"  # it was the current one; the new jti is current now
+    REUSED = "reused"  # an older one: the family is revoked
+    UNKNOWN = "unknown"  # no such family: expired, logged out or revoked before
+
+
+class TokenStore(Protocol):
+    """Refresh-token families and per-user revocation cut-offs."""
+
+    async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
+        """Record `jti` as the current token of a new family that lives `ttl_s` seconds."""
+
+    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+        """Make `new_jti` current when `presented` is; revoke the family when it is an older one."""
+
+    async def revoke_family(self, family: str) -> None: ...
+
+    async def revoke_user(self, user_id: int) -> None:
+        """Every token of `user_id` issued until now is dead."""
+
+    async def revoked_until(self, user_id: int) -> float | None:
+        """The cut-off of `user_id`: tokens with ``iat`` at or before it are dead (None: none)."""
+
+
+class MemoryTokenStore:
+    """The embedded store: one process's memory, entries dropped when they expire."""
+
+    def __init__(self, *, revocation_ttl_s: int, clock: Callable[[], float] = time.time) -> None:
+        self._families: dict[str, tuple[str, float]] = {}
+        self._revoked: dict[int, tuple[float, float]] = {}
+        self._revocation_ttl_s = revocation_ttl_s
+        self._clock = clock
+
+    async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
+        self._prune()
+        self._families[family] = (jti, self._clock() + ttl_s)
+
+    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+        entry = self._families.get(family)
+        if entry is None or entry[1] <= self._clock():
+            self._families.pop(family, None)
+            return Rotation.UNKNOWN
+        if entry[0] != presented:
+            del self._families[family]
+            return Rotation.REUSED
+        self._families[family] = (new_jti, self._clock() + ttl_s)
+        return Rotation.ROTATED
+
+    async def revoke_family(self, family: str) -> None:
+        self._families.pop(family, None)
+
+    async def revoke_user(self, user_id: int) -> None:
+        now = self._clock()
+        self._revoked[user_id] = (now, now + self._revocation_ttl_s)
+
+    async def revoked_until(self, user_id: int) -> float | None:
+        entry = self._revoked.get(user_id)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock():
+            del self._revoked[user_id]
+            return None
+        return entry[0]
+
+    def _prune(self) -> None:
+        now = self._clock()
+        for family in [f for f, (_, expires) in self._families.items() if expires <= now]:
+            del self._families[family]
+
+
+# KEYS[1] family; ARGV[1] presented jti, ARGV[2] new jti, ARGV[3] ttl.
+# Atomic, so two instances refreshing the same token cannot both rotate it.
+_ROTATE: Final = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+return -1
+"""
+_ROTATIONS: Final = {1: Rotation.ROTATED, -1: Rotation.REUSED, 0: Rotation.UNKNOWN}
+
+
+class RedisTokenStore:
+    """The shared store: one Redis key per family (its current jti) and per revoked user.
+
+    Keys: ``{prefix}fam:{family}`` and ``{prefix}revoked:{user_id}`` (a cut-off as text),
+    each with a TTL after which it no longer matters.
+    """
+
+    def __init__(
+        self, redis: RedisConnection, *, revocation_ttl_s: int, prefix: str = "turnstile:auth:",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis
+        self._revocation_ttl_s = revocation_ttl_s
+        self._prefix = prefix
+        self._clock = clock
+
+    async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
+        with redis_errors():
+            await self._redis.client.set(self._family(family), jti, ex=ttl_s)
+
+    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+        with redis_errors():
+            result = await self._redis.client.eval(
+                _ROTATE, keys=[self._family(family)], args=[presented, new_jti, ttl_s]
+            )
+        return _ROTATIONS.get(result, Rotation.UNKNOWN) if isinstance(result, int) else Rotation.UNKNOWN
+
+    async def revoke_family(self, family: str) -> None:
+        with redis_errors():
+            await self._redis.client.delete([self._family(family)])
+
+    async def revoke_user(self, user_id: int) -> None:
+        with redis_errors():
+            await self._redis.client.set(
+                self._revoked(user_id), repr(self._clock()), ex=self._revocation_ttl_s
+            )
+
+    async def revoked_until(self, user_id: int) -> float | None:
+        with redis_errors():
+            value = await self._redis.client.get(self._revoked(user_id))
+        return None if value is None else float(value)
+
+    def _family(self, family: str) -> str:
+        return f"{self._prefix}fam:{family}"
+
+    def _revoked(self, user_id: int) -> str:
+        return f"{self._prefix}revoked:{user_id}"
