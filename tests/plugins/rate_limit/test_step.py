@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
+from pytest_aiohttp import AiohttpClient
+
+from app.clients.redis import RedisConnection
+from app.keys import redis_key
+from app.middlewares.errors import error_middleware
+from app.pipeline.config import PipelineConfig, parse_route
+from app.pipeline.docs import OperationDoc
+from app.pipeline.types import BuildContext
+from plugins.rate_limit import document
+from plugins.rate_limit.config import RateLimitConfig
+from plugins.rate_limit.step import build, limiter_key
+from tests.services import start_service, stop_service
+
+PIPELINE = PipelineConfig(name="login", route=parse_route("POST /login"), steps=())
+MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+async def _inner(request: web.Request) -> web.Response:
+    # What the body validation after the guard does: read the body again.
+    if request.content_type == "application/json":
+        seen: Any = await request.json()
+    else:
+        seen = dict(await request.post())
+    return web.json_response({"seen": seen})
+
+
+def make_app(config: RateLimitConfig, redis: RedisConnection | None) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[redis_key] = redis
+    step = build(config, BuildContext(app, PIPELINE))
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await step(request, _inner)
+
+    app.router.add_post("/login", route)
+    return app
+
+
+@pytest.fixture(params=["redis", "memory"])
+def make_client(request: pytest.FixtureRequest, aiohttp_client: AiohttpClient) -> MakeClient:
+    redis: RedisConnection | None = request.getfixturevalue("redis_connection") if request.param == "redis" else None
+
+    async def make(**settings: Any) -> TestClient[web.Request, web.Application]:
+        return await aiohttp_client(make_app(RateLimitConfig(**settings), redis))
+
+    return make
+
+
+async def test_requests_past_the_limit_get_429_with_retry_after(make_client: MakeClient, unique: str) -> None:
+    client = await make_client(name=f"ip-{unique}", limit=2, window_s=30)
+    assert [(await client.post("/login", json={})).status for _ in range(2)] == [200, 200]
+    refused = await client.post("/login", json={})
+    assert refused.status == 429
+    assert refused.content_type == "application/problem+json"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 30
+    body = await refused.json()
+    assert body["status"] == 429
+    assert body["type"].endswith("/too-many-requests")
+
+
+async def test_per_email_counts_one_address_however_written(make_client: MakeClient, unique: str) -> None:
+    client = await make_client(name=f"email-{unique}", per="body.email", limit=2, window_s=30)
+    for email in ("ada@example.com", "  Ada@Example.COM "):
+        resp = await client.post("/login", json={"email": email, "password": "x"})
+        assert resp.status == 200
+        assert (await resp.json())["seen"]["email"] == email  # the body still reaches what follows
+    assert (await client.post("/login", json={"email": "ADA@example.com"})).status == 429
+    assert (await client.post("/login", json={"email": "bob@example.com"})).status == 200
+
+
+async def test_per_email_reads_the_oauth2_form_username(make_client: MakeClient, unique: str) -> None:
+    client = await make_client(name=f"email-{unique}", per="body.email", limit=1, window_s=30)
+    first = await client.post("/login", data={"username": "Ada@example.com", "password": "x"})
+    assert first.status == 200
+    assert (await first.json())["seen"] == {"username": "Ada@example.com", "password": "x"}
+    assert (await client.post("/login", json={"email": "ada@example.com"})).status == 429
+    assert (await client.post("/login", data={"username": "ada@example.com"})).status == 429
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b'{"password": "x"}', "application/json"),
+        (b'{"email": 5}', "application/json"),
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b"email=ada@example.com", "text/plain"),
+    ],
+)
+async def test_per_email_skips_bodies_without_the_field(
+    make_client: MakeClient, unique: str, body: bytes, content_type: str
+) -> None:
+    client = await make_client(name=f"email-{unique}", per="body.email", limit=1, window_s=30)
+    for _ in range(3):
+        resp = await client.post("/login", data=body, headers={"Content-Type": content_type})
+        assert resp.status != 429
+
+
+async def test_x_forwarded_for_is_ignored_unless_trusted(make_client: MakeClient, unique: str) -> None:
+    client = await make_client(name=f"ip-{unique}", limit=1, window_s=30)
+    assert (await client.post("/login", json={}, headers={"X-Forwarded-For": "203.0.113.1"})).status == 200
+    assert (await client.post("/login", json={}, headers={"X-Forwarded-For": "203.0.113.2"})).status == 429
+
+
+async def test_trusted_x_forwarded_for_keys_on_the_last_hop(make_client: MakeClient, unique: str) -> None:
+    client = await make_client(name=f"ip-{unique}", limit=1, window_s=30, trust_forwarded=True)
+    headers = {"X-Forwarded-For": "198.51.100.7, 203.0.113.1"}
+    assert (await client.post("/login", json={}, headers=headers)).status == 200
+    # The client can forge the first hops but not the one our proxy appended.
+    headers = {"X-Forwarded-For": "198.51.100.8, 203.0.113.1"}
+    assert (await client.post("/login", json={}, headers=headers)).status == 429
+    headers = {"X-Forwarded-For": "203.0.113.2"}
+    assert (await client.post("/login", json={}, headers=headers)).status == 200
+
+
+async def test_redis_keys_hold_no_raw_email(
+    aiohttp_client: AiohttpClient, redis_connection: RedisConnection, unique: str
+) -> None:
+    name = f"email-{unique}"
+    config = RateLimitConfig(name=name, per="body.email", limit=5, window_s=30)
+    client = await aiohttp_client(make_app(config, redis_connection))
+    await client.post("/login", json={"email": "Ada@Example.com"})
+    keys = [key async for key in redis_connection.client.scan_iter(match=f"turnstile:rl:{name}:*")]
+    assert keys == [limiter_key(name, "ada@example.com")]
+    assert "ada" not in keys[0]
+
+
+def _fail_open_count(name: str) -> float:
+    return REGISTRY.get_sample_value("turnstile_rate_limit_fail_open_total", {"limiter": name}) or 0.0
+
+
+async def test_requests_pass_while_redis_is_down(
+    aiohttp_client: AiohttpClient, redis_connection: RedisConnection, unique: str
+) -> None:
+    name = f"ip-{unique}"
+    client = await aiohttp_client(make_app(RateLimitConfig(name=name, limit=1, window_s=30), redis_connection))
+    assert (await client.post("/login", json={})).status == 200
+    await stop_service("redis")
+    try:
+        assert [(await client.post("/login", json={})).status for _ in range(3)] == [200, 200, 200]
+        assert _fail_open_count(name) == 3
+    finally:
+        await start_service("redis")
+    # Limiting resumes by itself once Redis is back (a fresh server: the count starts again).
+    statuses: list[int] = []
+    for _ in range(100):
+        statuses.append((await client.post("/login", json={})).status)
+        if statuses[-1] == 429:
+            break
+        await asyncio.sleep(0.1)
+    assert statuses[-1] == 429
+
+
+def test_document_adds_a_429_with_retry_after() -> None:
+    doc = OperationDoc(PIPELINE)
+    document(RateLimitConfig(name="login-email", per="body.email", limit=5, window_s=60), doc)
+    response = doc.to_dict()["responses"]["429"]
+    assert "5 per 60 s per `email`" in response["description"]
+    assert "Retry-After" in response["headers"]
