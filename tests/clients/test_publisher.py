@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiormq
 import orjson
@@ -252,6 +254,85 @@ async def test_log_file_publisher_writes_json_lines(tmp_path: Path) -> None:
     assert publisher.state == "embedded"
     assert await publisher.ready()
     assert [Event.from_json(line) for line in path.read_bytes().splitlines()] == events
+
+
+class FreezableProxy:
+    """A TCP proxy to the broker that can hold every byte (a broker that stops answering)."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or 5672)
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> FreezableProxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"amqp://guest:guest@127.0.0.1:{port}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._flowing.set()
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        self._writers += [writer, up_writer]
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._tasks.add(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await source.read(65536):
+                await self._flowing.wait()
+                sink.write(data)
+                await sink.drain()
+        sink.close()
+
+
+async def test_a_late_confirm_empties_the_outbox_without_a_duplicate(
+    amqp_url: str, unique: str, tmp_path: Path
+) -> None:
+    exchange = f"test.{unique}"
+    outbox = FileOutbox(tmp_path)
+    events = [Event.create("user.updated", {"id": i}, f"req-{i}") for i in range(2)]
+    async with FreezableProxy(amqp_url) as proxy, capture(amqp_url, exchange) as received:
+        publisher = make_publisher(proxy.url, exchange, outbox)
+        await publisher.start()
+        try:
+            await eventually(publisher.ready, 5, "publisher connected")
+            proxy.freeze()
+            for event in events:
+                started = time.monotonic()
+                assert await publisher.publish(event, confirm_deadline_s=DEADLINE_S) == "outboxed"
+                assert time.monotonic() - started < DEADLINE_S + SLACK_S
+            assert await outbox.depth() == 2
+            proxy.thaw()
+
+            await eventually(lambda: _empty(outbox), 5, "outbox drained")
+            await asyncio.sleep(0.3)
+            got = [Event.from_json(received.get_nowait().body) for _ in range(received.qsize())]
+        finally:
+            await publisher.stop(1.0)
+
+    # Each was sent once: the late confirm of the held publish removed its outbox entry, no re-send.
+    assert got == events
 
 
 async def _empty(outbox: Outbox) -> bool:
