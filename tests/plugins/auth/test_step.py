@@ -1,0 +1,303 @@
+"""The auth plugin's steps on a small app: real data service, memory token store."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import jwt
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+import plugins.auth
+from app.hookspecs import hookimpl
+from app.keys import actor_key
+from app.main import create_app
+from app.passwords import PasswordHasher
+from app.pipeline.types import Handler, StepKind, StepType
+from app.plugins import make_plugin_manager
+from plugins.auth.services import services_for
+from plugins.auth.tokens import Tokens
+from tests.plugins.auth.conftest import SECRET, cheap_settings, create_user
+
+Client = TestClient[web.Request, web.Application]
+
+PIPELINES = """
+[[pipelines]]
+name = "me"
+route = "GET /me"
+steps = [{ use = "auth", allow = ["authenticated"] }, { use = "echo" }]
+
+[[pipelines]]
+name = "admin_only"
+route = "GET /admin"
+steps = [{ use = "auth", allow = ["admin"] }, { use = "echo" }]
+
+[[pipelines]]
+name = "get_user"
+route = "GET /users/{id}"
+steps = [{ use = "auth", allow = ["self", "admin"] }, { use = "echo" }]
+
+[[pipelines]]
+name = "open"
+route = "GET /open"
+steps = [{ use = "auth", allow = ["anyone"] }, { use = "echo" }]
+
+[[pipelines]]
+name = "delete_user"
+route = "DELETE /users/{id}"
+steps = [{ use = "auth", allow = ["admin"] }, { use = "revoke-tokens", user = "{id}" }, { use = "echo" }]
+
+[[pipelines]]
+name = "login"
+route = "POST /login"
+body = "LoginRequest"
+steps = [{ use = "login" }]
+
+[[pipelines]]
+name = "refresh"
+route = "POST /refresh"
+body = "RefreshRequest"
+steps = [{ use = "refresh" }]
+
+[[pipelines]]
+name = "logout"
+route = "POST /logout"
+body = "RefreshRequest"
+steps = [{ use = "auth", allow = ["authenticated"] }, { use = "logout" }]
+"""
+
+
+@attrs.frozen
+class EchoConfig:
+    pass
+
+
+async def _echo(request: web.Request, handler: Handler) -> web.StreamResponse:
+    actor = request.get(actor_key)
+    return web.json_response({"actor": None if actor is None else actor.user_id})
+
+
+class EchoPlugin:
+    @hookimpl
+    def register_steps(self) -> list[StepType[Any]]:
+        return [StepType(name="echo", config_cls=EchoConfig, build=lambda _c, _x: _echo, kind=StepKind.TERMINAL)]
+
+
+@attrs.frozen
+class World:
+    client: Client
+    tokens: Tokens
+    hasher: PasswordHasher
+    dataservice: str
+    alice: int  # user, password "alice password"
+    root: int  # admin, password "root password"
+
+    async def login(self, email: str, password: str) -> dict[str, Any]:
+        resp = await self.client.post("/login", json={"email": email, "password": password})
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def world(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice_url: str) -> World:
+    pipelines = tmp_path / "pipelines.toml"
+    pipelines.write_text(PIPELINES)
+    settings = cheap_settings(tmp_path, pipelines_file=pipelines, data_service_url=dataservice_url)
+    pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
+    client = await aiohttp_client(create_app(settings, pm=pm))
+    services = services_for(client.app)
+    alice = await create_user(dataservice_url, services.hasher, "alice@example.com", "alice password")
+    root = await create_user(dataservice_url, services.hasher, "root@example.com", "root password",
+                             roles=["user", "admin"])
+    return World(client, services.tokens, services.hasher, dataservice_url, alice, root)
+
+
+def forged(settings_changes: dict[str, Any], user_id: int = 1) -> str:
+    kwargs: dict[str, Any] = {
+        "algorithm": "HS256", "signing_key": SECRET, "verify_key": SECRET, "issuer": "turnstile",
+        "audience": "turnstile-api", "access_ttl_s": 900, "refresh_ttl_s": 3600,
+    }
+    kwargs.update(settings_changes)
+    return Tokens(**kwargs).issue_access(user_id, ("user",)).token
+
+
+# --- auth ------------------------------------------------------------------------------------
+async def test_missing_token_is_401_with_challenge(world: World) -> None:
+    resp = await world.client.get("/me")
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    assert resp.content_type == "application/problem+json"
+
+
+@pytest.mark.parametrize("case", ["garbage", "expired", "tampered", "alg_none", "wrong_aud", "wrong_iss",
+                                  "wrong_secret", "refresh_as_access"])
+async def test_bad_tokens_are_401(world: World, case: str) -> None:
+    good = world.tokens.issue_access(world.alice, ("user",)).token
+    header, payload, signature = good.split(".")
+    tokens = {
+        "garbage": "not.a.jwt",
+        "expired": forged({"clock": lambda: time.time() - 10_000}, world.alice),
+        "tampered": ".".join([header, _b64(json.loads(_unb64(payload)) | {"roles": ["admin"]}), signature]),
+        "alg_none": jwt.encode({**jwt.decode(good, options={"verify_signature": False})}, "", algorithm="none"),
+        "wrong_aud": forged({"audience": "someone-else"}, world.alice),
+        "wrong_iss": forged({"issuer": "someone-else"}, world.alice),
+        "wrong_secret": forged({"signing_key": "x" * 48}, world.alice),
+        "refresh_as_access": world.tokens.issue_refresh(world.alice, ("user",)).token,
+    }
+    resp = await world.client.get("/me", headers=bearer(tokens[case]))
+    assert resp.status == 401
+    assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+async def test_valid_token_sets_actor(world: World) -> None:
+    token = world.tokens.issue_access(world.alice, ("user",)).token
+    for _ in range(2):  # the second time from the verified-token cache
+        resp = await world.client.get("/me", headers=bearer(token))
+        assert resp.status == 200
+        assert await resp.json() == {"actor": world.alice}
+
+
+async def test_role_required_is_403(world: World) -> None:
+    user = world.tokens.issue_access(world.alice, ("user",)).token
+    admin = world.tokens.issue_access(world.root, ("user", "admin")).token
+    assert (await world.client.get("/admin", headers=bearer(user))).status == 403
+    assert (await world.client.get("/admin", headers=bearer(admin))).status == 200
+
+
+async def test_self_matches_only_own_id(world: World) -> None:
+    token = world.tokens.issue_access(world.alice, ("user",)).token
+    assert (await world.client.get(f"/users/{world.alice}", headers=bearer(token))).status == 200
+    assert (await world.client.get(f"/users/{world.root}", headers=bearer(token))).status == 403
+    admin = world.tokens.issue_access(world.root, ("admin",)).token
+    assert (await world.client.get(f"/users/{world.alice}", headers=bearer(admin))).status == 200
+
+
+async def test_anyone_passes_anonymous_and_sets_actor_when_token_valid(world: World) -> None:
+    assert await (await world.client.get("/open")).json() == {"actor": None}
+    assert await (await world.client.get("/open", headers=bearer("junk"))).json() == {"actor": None}
+    token = world.tokens.issue_access(world.alice, ("user",)).token
+    assert await (await world.client.get("/open", headers=bearer(token))).json() == {"actor": world.alice}
+
+
+# --- login -----------------------------------------------------------------------------------
+async def test_login_json_answers_a_token_pair(world: World) -> None:
+    pair = await world.login("  Alice@Example.COM ", "alice password")
+    assert set(pair) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert pair["token_type"] == "bearer"
+    assert pair["expires_in"] == 900
+    resp = await world.client.get("/me", headers=bearer(pair["access_token"]))
+    assert await resp.json() == {"actor": world.alice}
+
+
+async def test_login_accepts_the_oauth2_form(world: World) -> None:
+    resp = await world.client.post("/login", data={"username": "alice@example.com", "password": "alice password"})
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_unknown_email_and_wrong_password_answer_the_same(world: World) -> None:
+    unknown = await world.client.post("/login", json={"email": "nobody@example.com", "password": "alice password"})
+    wrong = await world.client.post("/login", json={"email": "alice@example.com", "password": "wrong password"})
+    assert unknown.status == wrong.status == 401
+    first, second = await unknown.json(), await wrong.json()
+    first.pop("request_id"), second.pop("request_id")
+    assert first == second
+    assert unknown.headers["WWW-Authenticate"] == wrong.headers["WWW-Authenticate"]
+
+
+async def test_disabled_user_cannot_log_in(world: World) -> None:
+    await create_user(world.dataservice, world.hasher, "off@example.com", "off password", is_active=False)
+    resp = await world.client.post("/login", json={"email": "off@example.com", "password": "off password"})
+    assert resp.status == 403
+
+
+async def test_login_rehashes_an_outdated_hash(world: World) -> None:
+    old = await PasswordHasher(time_cost=2, memory_kib=8, parallelism=1).hash("old password")
+    user_id = await create_user(world.dataservice, world.hasher, "old@example.com", "", password_hash=old)
+    await world.login("old@example.com", "old password")
+    async with world.client.session.get(f"{world.dataservice}/api/v1/users/{user_id}") as resp:
+        stored = (await resp.json())["password_hash"]
+    assert stored != old
+    assert not world.hasher.needs_rehash(stored)
+    await world.login("old@example.com", "old password")
+
+
+# --- refresh and logout ----------------------------------------------------------------------
+async def test_refresh_rotates_and_reuse_revokes_the_family(world: World) -> None:
+    first = await world.login("alice@example.com", "alice password")
+    resp = await world.client.post("/refresh", json={"refresh_token": first["refresh_token"]})
+    assert resp.status == 200
+    second = await resp.json()
+    assert second["refresh_token"] != first["refresh_token"]
+    assert (await world.client.get("/me", headers=bearer(second["access_token"]))).status == 200
+    reused = await world.client.post("/refresh", json={"refresh_token": first["refresh_token"]})
+    assert reused.status == 401
+    # The thief's replay also killed the legitimate holder's newer token.
+    assert (await world.client.post("/refresh", json={"refresh_token": second["refresh_token"]})).status == 401
+
+
+async def test_refresh_with_an_access_token_is_401(world: World) -> None:
+    pair = await world.login("alice@example.com", "alice password")
+    resp = await world.client.post("/refresh", json={"refresh_token": pair["access_token"]})
+    assert resp.status == 401
+
+
+async def test_refresh_of_a_disabled_user_is_401(world: World) -> None:
+    pair = await world.login("alice@example.com", "alice password")
+    async with world.client.session.patch(
+        f"{world.dataservice}/api/v1/users/{world.alice}", json={"is_active": False}
+    ) as resp:
+        assert resp.status == 200
+    assert (await world.client.post("/refresh", json={"refresh_token": pair["refresh_token"]})).status == 401
+
+
+async def test_logout_then_refresh_is_401(world: World) -> None:
+    pair = await world.login("alice@example.com", "alice password")
+    resp = await world.client.post("/logout", json={"refresh_token": pair["refresh_token"]},
+                                   headers=bearer(pair["access_token"]))
+    assert resp.status == 204
+    assert (await world.client.post("/refresh", json={"refresh_token": pair["refresh_token"]})).status == 401
+
+
+async def test_logout_needs_a_bearer_and_the_callers_own_token(world: World) -> None:
+    alice = await world.login("alice@example.com", "alice password")
+    root = await world.login("root@example.com", "root password")
+    body = {"refresh_token": alice["refresh_token"]}
+    assert (await world.client.post("/logout", json=body)).status == 401
+    assert (await world.client.post("/logout", json=body, headers=bearer(root["access_token"]))).status == 401
+    assert (await world.client.post("/refresh", json=body)).status == 200
+
+
+# --- revoke-tokens ---------------------------------------------------------------------------
+async def test_revoke_tokens_kills_existing_access_and_refresh_tokens(world: World) -> None:
+    alice = await world.login("alice@example.com", "alice password")
+    assert (await world.client.get("/me", headers=bearer(alice["access_token"]))).status == 200
+    admin = await world.login("root@example.com", "root password")
+    resp = await world.client.delete(f"/users/{world.alice}", headers=bearer(admin["access_token"]))
+    assert resp.status == 200
+    assert (await world.client.get("/me", headers=bearer(alice["access_token"]))).status == 401
+    assert (await world.client.post("/refresh", json={"refresh_token": alice["refresh_token"]})).status == 401
+    assert (await world.client.get("/me", headers=bearer(admin["access_token"]))).status == 200
+    again = await world.login("alice@example.com", "alice password")  # a new login works at once
+    assert (await world.client.get("/me", headers=bearer(again["access_token"]))).status == 200
+
