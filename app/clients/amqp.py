@@ -78,9 +78,7 @@ class Publisher(Protocol):
     async def stop(self, flush_deadline_s: float = DEFAULT_FLUSH_DEADLINE_S) -> None:
         """Flush what can be flushed within the deadline; what is left stays in the outbox."""
 
-    async def publish(
-        self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S
-    ) -> PublishOutcome:
+    async def publish(self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S) -> PublishOutcome:
         """Hand `event` over; never raises for a broker problem (see the module docstring)."""
 
     async def ready(self) -> bool:
@@ -199,9 +197,7 @@ class AmqpPublisher:
         finally:
             self._task = None
 
-    async def publish(
-        self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S
-    ) -> PublishOutcome:
+    async def publish(self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S) -> PublishOutcome:
         if self._task is None or self._task.done():
             # Not started or stopping: nobody would publish it, so it waits in the outbox.
             return await self._store(event)
@@ -403,7 +399,10 @@ class AmqpPublisher:
         except aiormq.exceptions.PublishError as exc:
             log.warning(
                 "event %s (%s) is unroutable on exchange %s: no queue is bound; not retried: %s",
-                event.id, event.type, self.exchange, exc,
+                event.id,
+                event.type,
+                self.exchange,
+                exc,
                 extra={"request_id": event.request_id},
             )
             EVENTS_PUBLISHED.labels("unroutable").inc()
@@ -556,9 +555,7 @@ class LogFilePublisher:
     async def stop(self, flush_deadline_s: float = DEFAULT_FLUSH_DEADLINE_S) -> None:
         """Nothing to flush: every `publish` returns only after its line is written."""
 
-    async def publish(
-        self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S
-    ) -> PublishOutcome:
+    async def publish(self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S) -> PublishOutcome:
         line = event.to_json() + b"\n"
         async with self._lock:
             await asyncio.to_thread(self._append, line)

@@ -235,7 +235,9 @@ class Consumer:
         except EventDecodeError as exc:
             log.error(
                 "consumer %s: dead-lettering a message that is not an event (message_id %s): %s",
-                self.queue, message.header.properties.message_id, exc,
+                self.queue,
+                message.header.properties.message_id,
+                exc,
             )
             await message.channel.basic_reject(tag, requeue=False)
             EVENTS_CONSUMED.labels(self.queue, "dead_lettered").inc()
@@ -246,7 +248,11 @@ class Consumer:
         except Exception:  # a handler's failure of any kind is what retries are for
             log.exception(
                 "consumer %s: handler failed for event %s (%s), attempt %d of %d",
-                self.queue, event.id, event.type, retries + 1, self._max_retries + 1,
+                self.queue,
+                event.id,
+                event.type,
+                retries + 1,
+                self._max_retries + 1,
                 extra={"request_id": event.request_id},
             )
             await self._retry_or_dead_letter(message, tag, retries)

@@ -62,8 +62,7 @@ def test_amqp_properties_follow_the_contract() -> None:
         b'{"id": "x", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "request_id": "r", "data": []}',
         b'{"id": "x", "type": "t", "occurred_at": "yesterday", "request_id": "r", "data": {}}',
         b'{"id": "x", "type": "t", "occurred_at": "2026-01-01T00:00:00", "request_id": "r", "data": {}}',
-        b'{"id": "x", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "request_id": "r", "data": {},'
-        b' "extra": 1}',
+        b'{"id": "x", "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "request_id": "r", "data": {}, "extra": 1}',
         b'{"id": 5, "type": "t", "occurred_at": "2026-01-01T00:00:00Z", "request_id": "r", "data": {}}',
     ],
 )

@@ -28,9 +28,7 @@ async def redis_connection(redis_url: str) -> AsyncIterator[RedisConnection]:
 
 
 @pytest.fixture(params=["file", "redis"])
-async def make_outbox(
-    request: pytest.FixtureRequest, tmp_path: Path, unique: str
-) -> AsyncIterator[OutboxFactory]:
+async def make_outbox(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> AsyncIterator[OutboxFactory]:
     """A factory, so a test can open a second instance on the same storage."""
     if request.param == "file":
         yield lambda: FileOutbox(tmp_path / "var")
@@ -116,9 +114,7 @@ async def test_file_outbox_is_one_json_line_per_event(tmp_path: Path) -> None:
     assert [Event.from_json(line) for line in lines] == [events[0], events[2]]
 
 
-async def test_redis_outbox_moves_an_unreadable_entry_aside(
-    redis_connection: RedisConnection, unique: str
-) -> None:
+async def test_redis_outbox_moves_an_unreadable_entry_aside(redis_connection: RedisConnection, unique: str) -> None:
     key = f"test:outbox:{unique}"
     outbox = RedisOutbox(redis_connection, key=key)
     client = redis_connection.client

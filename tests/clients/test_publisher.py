@@ -66,9 +66,7 @@ async def eventually(check: Callable[[], Awaitable[bool]], within_s: float, what
         await asyncio.sleep(0.1)
 
 
-async def test_published_event_arrives_with_the_contract_properties(
-    amqp_url: str, unique: str, tmp_path: Path
-) -> None:
+async def test_published_event_arrives_with_the_contract_properties(amqp_url: str, unique: str, tmp_path: Path) -> None:
     exchange = f"test.{unique}"
     publisher = make_publisher(amqp_url, exchange, FileOutbox(tmp_path))
     async with capture(amqp_url, exchange) as received:
