@@ -18,7 +18,7 @@ def _check_call(inst: object, attribute: Any, value: str) -> None:
     if method not in METHODS or not path.startswith("/") or " " in path:
         msg = f"call must be 'METHOD /path' with METHOD one of {', '.join(METHODS)}, got {value!r}"
         raise ValueError(msg)
-    check_template(inst, attribute, path)
+    check_template(inst, attribute, path)  # the path part only: the method is no template
 
 
 @frozen(kw_only=True)

@@ -37,7 +37,7 @@ def check_template(_inst: object, attribute: Any, value: str) -> None:
     try:
         parse_template(value)
     except ValueError as exc:
-        msg = f"bad template {value!r}: {exc}"
+        msg = f"{attribute.name}: bad template {value!r}: {exc}"
         raise ValueError(msg) from exc
 
 

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.converter import converter, format_path, iter_errors
+from plugins.data_fetch.config import DataFetchConfig
+
+
+def errors_of(settings: dict[str, Any]) -> list[str]:
+    try:
+        converter.structure(settings, DataFetchConfig)
+    except Exception as exc:  # cattrs raises groups
+        # attrs validators run in __init__, so their errors carry no path: the message names the field.
+        return [f"{format_path(path)}: {message}" if path else message for path, message in iter_errors(exc)]
+    return []
+
+
+def test_minimal_config_answers_200() -> None:
+    config = converter.structure({"call": "GET /api/v1/users/{id}"}, DataFetchConfig)
+
+    assert (config.method, config.path, config.status, config.response) == ("GET", "/api/v1/users/{id}", 200, None)
+
+
+def test_full_config() -> None:
+    config = converter.structure(
+        {"call": "POST /api/v1/users/", "status": 201, "response": "User"}, DataFetchConfig
+    )
+
+    assert (config.method, config.status, config.response) == ("POST", 201, "User")
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, ["call: required setting missing"]),
+        ({"call": "FETCH /x"}, ["call must be 'METHOD /path' with METHOD one of GET, POST, PUT, PATCH, "
+                                "DELETE, got 'FETCH /x'"]),
+        ({"call": "GET users"}, ["call must be 'METHOD /path' with METHOD one of GET, POST, PUT, PATCH, "
+                                 "DELETE, got 'GET users'"]),
+        ({"call": "GET /u/{id:int}"}, ["call: bad template '/u/{id:int}': placeholder {id:int} must be a bare "
+                                       "name such as {id}"]),
+        ({"call": "GET /u/{id}", "status": 500}, ["'status' must be <= 299: 500"]),
+        ({"call": "GET /u/{id}", "status": "200"}, ["status: expected an integer, got '200'"]),
+        ({"call": "GET /u/{id}", "cache": True}, ["cache: unknown setting 'cache'"]),
+    ],
+)
+def test_bad_config_is_reported_per_field(settings: dict[str, Any], expected: list[str]) -> None:
+    assert errors_of(settings) == expected
