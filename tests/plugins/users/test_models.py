@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.models.schema import schema_of
+from app.models.validation import SchemaValidator
+from plugins.users.models import Pagination, UserCreate, UserPatch, UserRegister
+
+
+def bad_fields(model: type[Any], value: dict[str, Any]) -> list[tuple[str | int, ...]]:
+    return [error.loc for error in SchemaValidator(schema_of(model)).errors(value)]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"email": "ada@example.com", "password": "correct horse"},
+        {"email": "ada@example.com", "password": "12345678", "full_name": None},
+        {"email": "ada@example.com", "password": "x" * 128, "full_name": "x" * 200},
+    ],
+)
+def test_register_accepts(body: dict[str, Any]) -> None:
+    assert bad_fields(UserRegister, body) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "ada@example.com", "password": "1234567"}, "password"),
+        ({"email": "ada@example.com", "password": "x" * 129}, "password"),
+        ({"email": "ada@example.com", "password": "12345678", "full_name": "x" * 201}, "full_name"),
+        ({"email": "not an email", "password": "12345678"}, "email"),
+        ({"email": "ada@localhost", "password": "12345678"}, "email"),
+        ({"email": "ada@example.com", "password": "12345678", "roles": ["admin"]}, "roles"),
+    ],
+)
+def test_register_refuses(body: dict[str, Any], field: str) -> None:
+    assert any(field in loc for loc in bad_fields(UserRegister, body))
+
+
+def test_create_takes_roles_and_is_active() -> None:
+    body = {"email": "ada@example.com", "password": "12345678", "roles": ["admin", "user"], "is_active": False}
+    assert bad_fields(UserCreate, body) == []
+
+
+def test_patch_fields_are_all_optional_and_only_full_name_is_nullable() -> None:
+    assert bad_fields(UserPatch, {}) == []
+    assert bad_fields(UserPatch, {"full_name": None}) == []
+    for field in ("email", "password", "roles", "is_active"):
+        assert bad_fields(UserPatch, {field: None}) != [], field
+
+
+@pytest.mark.parametrize(
+    ("query", "ok"),
+    [
+        ({}, True),
+        ({"limit": 1, "offset": 0}, True),
+        ({"limit": 500}, True),
+        ({"limit": 0}, False),
+        ({"limit": 501}, False),
+        ({"offset": -1}, False),
+    ],
+)
+def test_pagination_bounds(query: dict[str, Any], ok: bool) -> None:
+    assert (bad_fields(Pagination, query) == []) is ok
