@@ -15,6 +15,7 @@ from app.middlewares.request_id import request_id_middleware
 from app.openapi import build_document, setup_openapi
 from app.pipeline.registry import load_checked
 from app.pipeline.routes import setup_pipeline_routes
+from app.pipeline.subscriptions import setup_subscriptions
 from app.plugins import make_plugin_manager
 from app.readiness import Readiness
 from app.settings import Settings
@@ -50,6 +51,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
 
     setup_clients(app, settings)
     setup_pipeline_routes(app, pipelines, pm, registry.models)
+    setup_subscriptions(app)
     setup_health_routes(app)
     app.router.add_get("/metrics", metrics_handler, name="metrics", allow_head=False)
     setup_openapi(app, build_document(pipelines, registry.models))

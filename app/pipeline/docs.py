@@ -28,6 +28,8 @@ class OperationDoc:
     responses: dict[str, dict[str, Any]] = attrs.Factory(dict)
     security: list[dict[str, list[str]]] | None = None
     parameters: list[dict[str, Any]] = attrs.Factory(list)
+    # Sentences steps add to the operation's description (e.g. the event it publishes).
+    pipeline_notes: list[str] = attrs.Factory(list)
 
     def respond(
         self, status: int, description: str, *, schema: dict[str, Any] | None = None,
@@ -78,8 +80,9 @@ class OperationDoc:
             ] + self.parameters,
             "responses": dict(sorted(self.responses.items())),
         }
-        if pipeline.description:
-            operation["description"] = pipeline.description
+        description = " ".join(filter(None, [pipeline.description, *self.pipeline_notes]))
+        if description:
+            operation["description"] = description
         if self.security is not None:
             operation["security"] = self.security
         if not operation["parameters"]:

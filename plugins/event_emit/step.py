@@ -1,0 +1,67 @@
+"""The event-emit step: after a successful answer, a domain event to the publisher."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pluggy
+from aiohttp import web
+
+from app.clients.amqp import Publisher
+from app.keys import payload_key, plugin_manager_key, publisher_key, request_id_key, settings_key
+from app.models.events import Event
+from app.pipeline.config import PipelineConfig
+from app.pipeline.docs import OperationDoc
+from app.pipeline.types import BuildContext, Handler
+from app.plugins import call_chain
+from plugins.event_emit.config import EventEmitConfig
+
+
+@attrs.frozen
+class EventEmitStep:
+    config: EventEmitConfig
+    pipeline: PipelineConfig
+    publisher: Publisher
+    hooks: pluggy.HookRelay
+    has_enrichers: bool
+    confirm_deadline_s: float
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if not 200 <= response.status < 300:
+            return response
+        body = Event.create(self.config.event, self._data(request, response), request[request_id_key]).to_dict()
+        if self.has_enrichers:
+            enriched = await call_chain(
+                self.hooks.enrich_event, "event", body, request=request, pipeline=self.pipeline
+            )
+            if enriched is False:
+                return response
+            body = enriched
+        await self.publisher.publish(Event.from_dict(body), confirm_deadline_s=self.confirm_deadline_s)
+        return response
+
+    def _data(self, request: web.Request, response: web.StreamResponse) -> dict[str, Any]:
+        payload = response.get(payload_key)
+        if isinstance(payload, dict):
+            return payload
+        int_params = self.pipeline.route.int_params
+        return {k: int(v) if k in int_params else v for k, v in request.match_info.items()}
+
+
+def build(config: EventEmitConfig, ctx: BuildContext) -> EventEmitStep:
+    pm: pluggy.PluginManager = ctx.app[plugin_manager_key]
+    return EventEmitStep(
+        config=config,
+        pipeline=ctx.pipeline,
+        publisher=ctx.app[publisher_key],
+        hooks=pm.hook,
+        has_enrichers=bool(pm.hook.enrich_event.get_hookimpls()),
+        confirm_deadline_s=ctx.app[settings_key].event_confirm_deadline_s,
+    )
+
+
+def document(config: EventEmitConfig, doc: OperationDoc) -> None:
+    note = f"Publishes `{config.event}` on success."
+    doc.pipeline_notes.append(note)
