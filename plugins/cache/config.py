@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NewType
 
 from attrs import field, frozen
-from attrs.validators import deep_iterable, ge, gt, min_len
+from attrs.validators import ge, gt
 
+from app.converter import converter
 from app.pipeline.types import template_field
 from plugins.data_fetch.template import check_template
+
+
+# cattrs would structure `keys = "user:{id}"` into a tuple of characters; this type refuses it.
+KeyTemplates = NewType("KeyTemplates", tuple[str, ...])
+
+
+def _structure_key_templates(value: Any, _type: Any) -> KeyTemplates:
+    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
+        msg = f"expected a list of key templates such as [\"user:{{id}}\"], got {value!r}"
+        raise TypeError(msg)
+    return KeyTemplates(tuple(value))
+
+
+converter.register_structure_hook(KeyTemplates, _structure_key_templates)
+
+
+def _check_keys(inst: object, attribute: Any, value: KeyTemplates) -> None:
+    if not value:
+        msg = "keys: name at least one key"
+        raise ValueError(msg)
+    for key in value:
+        check_template(inst, attribute, key)
 
 
 def _not_longer_than_ttl(inst: CacheConfig, _attribute: Any, value: int) -> None:
@@ -44,4 +67,4 @@ class CacheInvalidateConfig:
         ``data``, e.g. ``{id}`` is ``event.data["id"]``).
     """
 
-    keys: tuple[str, ...] = field(validator=[min_len(1), deep_iterable(check_template)])
+    keys: KeyTemplates = field(validator=_check_keys)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.converter import converter, format_path, iter_errors
+from plugins.cache.config import CacheConfig, CacheInvalidateConfig
+
+
+def errors_of(settings: dict[str, Any], cls: type[Any]) -> list[str]:
+    try:
+        converter.structure(settings, cls)
+    except Exception as exc:  # cattrs raises groups
+        # attrs validators run in __init__, so their errors carry no path: the message names the field.
+        return [f"{format_path(path)}: {message}" if path else message for path, message in iter_errors(exc)]
+    return []
+
+
+def test_cache_defaults() -> None:
+    config = converter.structure({"key": "user:{id}"}, CacheConfig)
+
+    assert config == CacheConfig(key="user:{id}", ttl_s=3600, not_found_ttl_s=30, fail_open=True)
+
+
+def test_invalidate_keys_become_a_tuple() -> None:
+    config = converter.structure({"keys": ["user:{id}", "users:list"]}, CacheInvalidateConfig)
+
+    assert config.keys == ("user:{id}", "users:list")
+
+    assert converter.structure({"keys": ["user:{id}"]}, CacheInvalidateConfig).keys == ("user:{id}",)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, ["key: required setting missing"]),
+        ({"key": "u:{id}", "ttl_s": 0}, ["'ttl_s' must be > 0: 0"]),
+        ({"key": "u:{id}", "ttl_s": 10, "not_found_ttl_s": 60}, ["not_found_ttl_s (60) must not exceed ttl_s (10)"]),
+        ({"key": "u:{id}", "not_found_ttl_s": -1}, ["'not_found_ttl_s' must be >= 0: -1"]),
+        ({"key": "u:{id}", "fail_open": "yes"}, ["fail_open: expected true or false, got 'yes'"]),
+        ({"key": "u:{id.x}"}, ["key: bad template 'u:{id.x}': placeholder {id.x} must be a bare name such as {id}"]),
+        ({"key": "u:{id}", "ttl": 5}, ["ttl: unknown setting 'ttl'"]),
+    ],
+)
+def test_bad_cache_config(settings: dict[str, Any], expected: list[str]) -> None:
+    assert errors_of(settings, CacheConfig) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, ["keys: required setting missing"]),
+        ({"keys": []}, ["keys: name at least one key"]),
+        ({"keys": "user:{id}"}, ["keys: expected a list of key templates such as [\"user:{id}\"], got 'user:{id}'"]),
+        ({"keys": ["u:{"]}, ["keys: bad template 'u:{': Single '{' encountered in format string"]),
+    ],
+)
+def test_bad_invalidate_config(settings: dict[str, Any], expected: list[str]) -> None:
+    assert errors_of(settings, CacheInvalidateConfig) == expected
