@@ -11,7 +11,6 @@ from app.converter import converter
 from app.pipeline.types import template_field
 from plugins.data_fetch.template import check_template
 
-
 # cattrs would structure `keys = "user:{id}"` into a tuple of characters; this type refuses it.
 KeyTemplates = NewType("KeyTemplates", tuple[str, ...])
 
