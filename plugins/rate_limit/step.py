@@ -133,7 +133,21 @@ async def body_value(request: web.Request, field: str) -> str | None:
     return value.strip().lower() or None
 
 
+# One in-memory counter per app, shared by every rate-limit step: keys carry the limiter's
+# name, so two steps with the same name share their counts, as they do in Redis.
+memory_counter_key = web.AppKey("rate_limit_memory_counter", MemoryWindowCounter)
+
+
+def _memory_counter(app: web.Application) -> MemoryWindowCounter:
+    counter = app.get(memory_counter_key)
+    if counter is None:
+        counter = MemoryWindowCounter()
+        if not app.frozen:  # routes are built before the app starts; a frozen app keeps its state
+            app[memory_counter_key] = counter
+    return counter
+
+
 def build(config: RateLimitConfig, context: BuildContext) -> RateLimitStep:
     redis = context.app.get(redis_key)
-    counter: WindowCounter = RedisWindowCounter(redis) if redis is not None else MemoryWindowCounter()
+    counter: WindowCounter = RedisWindowCounter(redis) if redis is not None else _memory_counter(context.app)
     return RateLimitStep(config, counter)

@@ -167,3 +167,22 @@ def test_document_adds_a_429_with_retry_after() -> None:
     response = doc.to_dict()["responses"]["429"]
     assert "5 per 60 s per `email`" in response["description"]
     assert "Retry-After" in response["headers"]
+
+
+async def test_steps_with_one_name_share_one_count_in_memory(aiohttp_client: AiohttpClient) -> None:
+    app = web.Application(middlewares=[error_middleware])
+    app[redis_key] = None
+    config = RateLimitConfig(name="login-ip", limit=1, window_s=30)
+    steps = [build(config, BuildContext(app, PIPELINE)) for _ in range(2)]
+
+    async def first(request: web.Request) -> web.StreamResponse:
+        return await steps[0](request, _inner)
+
+    async def second(request: web.Request) -> web.StreamResponse:
+        return await steps[1](request, _inner)
+
+    app.router.add_post("/a", first)
+    app.router.add_post("/b", second)
+    client = await aiohttp_client(app)
+    assert (await client.post("/a", json={})).status == 200
+    assert (await client.post("/b", json={})).status == 429
