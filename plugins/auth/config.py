@@ -12,12 +12,18 @@ ALLOW_CHOICES: Final = ("anyone", "authenticated", "admin", "self")
 
 
 def _check_allow(_inst: object, _attr: attrs.Attribute[tuple[str, ...]], value: tuple[str, ...]) -> None:
+    # cattrs reports a validator's error without the field's path, so the message names it.
+    choices = ", ".join(ALLOW_CHOICES)
     if not value:
-        msg = f"must name at least one of {', '.join(ALLOW_CHOICES)}"
+        msg = f"allow: must name at least one of {choices}"
+        raise ValueError(msg)
+    if len(value) > 1 and all(len(item) == 1 for item in value):
+        # A bare string was given: cattrs iterates it into characters.
+        msg = f'allow: expected a list such as ["{"".join(value)}"], got a string'
         raise ValueError(msg)
     for item in value:
         if item not in ALLOW_CHOICES:
-            msg = f"unknown {item!r}: expected any of {', '.join(ALLOW_CHOICES)}"
+            msg = f"allow: unknown {item!r}: expected any of {choices}"
             raise ValueError(msg)
 
 
