@@ -66,7 +66,7 @@ class FakeUpstream:
     calls: int = 0
     delay_s: float = 0.0
     status: int = 200
-    body: bytes = b'{"id": 7, "email": "a@example.com"}'
+    body: bytes = b'{"id":7,"email":"a@example.com"}'  # compact: as orjson writes it back
     content_type: str = "application/json"
     seen: list[dict[str, Any]] = attrs.Factory(list)
 

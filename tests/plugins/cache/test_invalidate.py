@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from app.clients.cache import CacheUnavailable, MemoryCache
+from app.keys import cache_backend_key
+from app.models.events import Event
+from app.pipeline.types import SubscriptionContext
+from plugins.cache.config import CacheInvalidateConfig, KeyTemplates
+from plugins.cache.invalidate import build_for_message
+
+
+class DownCache:
+    name = "redis"
+
+    async def get(self, key: str) -> bytes | None:
+        raise CacheUnavailable("down")
+
+    async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        raise CacheUnavailable("down")
+
+    async def delete(self, *keys: str) -> None:
+        raise CacheUnavailable("down")
+
+
+async def nothing_else(event: Event) -> None:
+    return None
+
+
+async def test_event_data_fills_the_keys() -> None:
+    cache = MemoryCache()
+    await cache.set("user:7", b"{}", 60)
+    await cache.set("user:8", b"{}", 60)
+    step = build_for_message(
+        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(cache), "invalidate_users")
+    )
+
+    await step(Event.create("user.updated", {"id": 7, "email": "a@example.com"}, "req-1"), nothing_else)
+
+    assert await cache.get("user:7") is None
+    assert await cache.get("user:8") == b"{}"
+
+
+async def test_event_without_the_field_fails_the_message() -> None:
+    step = build_for_message(
+        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(MemoryCache()), "s")
+    )
+
+    with pytest.raises(KeyError):
+        await step(Event.create("user.updated", {"email": "a@example.com"}, "req-1"), nothing_else)
+
+
+async def test_cache_down_fails_the_message_so_it_is_retried() -> None:
+    step = build_for_message(
+        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(DownCache()), "s")
+    )
+
+    with pytest.raises(CacheUnavailable):
+        await step(Event.create("user.deleted", {"id": 7}, "req-1"), nothing_else)
+
+
+def _app(cache: MemoryCache | DownCache) -> web.Application:
+    app = web.Application()
+    app[cache_backend_key] = cache
+    return app

@@ -1,0 +1,229 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+
+from tests.plugins.data_fetch.apps import FakeUpstream, make_client, start_fake
+from tests.services import start_service, stop_service
+
+PIPELINES = """
+[[pipelines]]
+name = "get_NAME"
+route = "GET /things/{id}"
+steps = [
+  { use = "cache", key = "PREFIX:thing:{id}", ttl_s = 60, not_found_ttl_s = NOT_FOUND_TTL },
+  { use = "data-fetch", call = "GET /api/v1/things/{id}" },
+]
+
+[[pipelines]]
+name = "strict_NAME"
+route = "GET /strict/{id}"
+steps = [
+  { use = "cache", key = "PREFIX:strict:{id}", ttl_s = 60, fail_open = false },
+  { use = "data-fetch", call = "GET /api/v1/things/{id}" },
+]
+
+[[pipelines]]
+name = "update_NAME"
+route = "PATCH /things/{id}"
+steps = [
+  { use = "cache-invalidate", keys = ["PREFIX:thing:{id}"] },
+  { use = "data-fetch", call = "PATCH /api/v1/things/{id}" },
+]
+"""
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache_redis_url(request: pytest.FixtureRequest) -> str | None:
+    return None if request.param == "memory" else str(request.getfixturevalue("redis_url"))
+
+
+async def cache_client(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str, *,
+    fake: FakeUpstream, redis_url: str | None, not_found_ttl_s: int = 1,
+) -> Client:
+    pipelines = (
+        PIPELINES.replace("PREFIX", f"test:{unique}").replace("NAME", f"t{unique}")
+        .replace("NOT_FOUND_TTL", str(not_found_ttl_s))
+    )
+    url = await start_fake(aiohttp_server, fake)
+    return await make_client(aiohttp_client, tmp_path, pipelines, data_service_url=url, redis_url=redis_url)
+
+
+def counted(unique: str, result: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "turnstile_cache_requests_total", {"pipeline": f"get_t{unique}", "result": result}
+    )
+    return value or 0.0
+
+
+async def test_miss_then_hit(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    fake = FakeUpstream(body=b'{"id": 7, "name": "seven"}')
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
+
+    miss = await client.get("/things/7")
+    assert miss.status == 200
+    assert miss.headers["X-Cache"] == "MISS"
+    assert miss.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"
+    assert await miss.json() == {"id": 7, "name": "seven"}
+
+    hit = await client.get("/things/7")
+    assert hit.status == 200
+    assert hit.headers["X-Cache"] == "HIT"
+    assert hit.headers["Cache-Status"] == "turnstile; hit"
+    assert hit.content_type == "application/json"
+    assert await hit.json() == {"id": 7, "name": "seven"}
+    assert "X-Request-ID" in hit.headers
+
+    assert fake.calls == 1
+    assert (counted(unique, "miss"), counted(unique, "hit"), counted(unique, "bypass")) == (1, 1, 0)
+
+
+async def test_concurrent_misses_on_one_key_make_one_upstream_call(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    fake = FakeUpstream(delay_s=0.2)
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
+
+    responses = await asyncio.gather(*(client.get("/things/7") for _ in range(50)))
+
+    assert fake.calls == 1
+    assert [r.status for r in responses] == [200] * 50
+    bodies = {await r.read() for r in responses}
+    assert bodies == {fake.body}
+    assert {r.headers["X-Cache"] for r in responses} == {"MISS"}
+    collapsed = [r for r in responses if r.headers["Cache-Status"].endswith("; collapsed")]
+    assert len(collapsed) == 49
+    assert len({r.headers["X-Request-ID"] for r in responses}) == 50
+
+
+async def test_not_found_is_cached_only_briefly(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    fake = FakeUpstream(status=404, body=b'{"detail": "no such thing"}', content_type="application/problem+json")
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
+
+    first = await client.get("/things/7")
+    assert first.status == 404
+    assert first.headers["X-Cache"] == "MISS"
+    assert first.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=404; stored"
+    second = await client.get("/things/7")
+    assert second.status == 404
+    assert second.content_type == "application/problem+json"
+    assert second.headers["X-Cache"] == "HIT"
+    assert fake.calls == 1
+
+    fake.status, fake.content_type, fake.body = 200, "application/json", b'{"id":7}'
+    await asyncio.sleep(1.1)  # not_found_ttl_s = 1, far below ttl_s
+    created = await client.get("/things/7")
+    assert created.status == 200
+    assert created.headers["X-Cache"] == "MISS"
+    assert fake.calls == 2
+
+
+async def test_not_found_ttl_zero_disables_negative_caching(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str
+) -> None:
+    fake = FakeUpstream(status=404, body=b"{}", content_type="application/problem+json")
+    client = await cache_client(
+        aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=None, not_found_ttl_s=0
+    )
+
+    for _ in range(2):
+        response = await client.get("/things/7")
+        assert response.status == 404
+        assert response.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=404"
+    assert fake.calls == 2
+
+
+async def test_upstream_errors_are_not_cached(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str
+) -> None:
+    fake = FakeUpstream(status=500, body=b"boom", content_type="text/plain")
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=None)
+
+    for _ in range(2):
+        response = await client.get("/things/7")
+        assert response.status == 502
+        assert response.headers["X-Cache"] == "MISS"
+    assert fake.calls == 2
+
+
+async def test_invalidate_deletes_after_success_only(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    fake = FakeUpstream()
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
+    await client.get("/things/7")
+    assert (await client.get("/things/7")).headers["X-Cache"] == "HIT"
+
+    fake.status, fake.content_type, fake.body = 409, "application/problem+json", b'{"detail": "taken"}'
+    failed = await client.patch("/things/7")
+    assert failed.status == 409
+    fake.status, fake.content_type, fake.body = 200, "application/json", b'{"id":7}'
+    assert (await client.get("/things/7")).headers["X-Cache"] == "HIT"
+
+    updated = await client.patch("/things/7")
+    assert updated.status == 200
+    after = await client.get("/things/7")
+    assert after.headers["X-Cache"] == "MISS"
+    assert await after.read() == b'{"id":7}'
+
+
+async def test_cache_bypasses_when_redis_down_and_recovers_by_itself(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str, redis_url: str
+) -> None:
+    fake = FakeUpstream()
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=redis_url)
+    assert (await client.get("/things/7")).headers["X-Cache"] == "MISS"
+
+    await stop_service("redis")
+    try:
+        bypass = await client.get("/things/7")
+        assert bypass.status == 200
+        assert bypass.headers["X-Cache"] == "BYPASS"
+        assert bypass.headers["Cache-Status"] == "turnstile; fwd=bypass; fwd-status=200; detail=unavailable"
+        assert await bypass.read() == fake.body
+        assert (await client.get("/strict/7")).status == 503
+        assert (await client.patch("/things/7")).status == 200  # the write stands
+        assert counted(unique, "bypass") == 1
+    finally:
+        await start_service("redis")
+
+    deadline = time.monotonic() + 10
+    seen = []
+    while time.monotonic() < deadline:
+        response = await client.get("/things/7")
+        assert response.status == 200
+        seen.append(response.headers["X-Cache"])
+        if seen[-1] == "HIT":
+            break
+        await asyncio.sleep(0.1)
+    assert seen[-1] == "HIT", seen
+
+
+async def test_document_adds_cache_headers_to_the_success_response(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str
+) -> None:
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=FakeUpstream(), redis_url=None)
+
+    document = await (await client.get("/api/docs/swagger.json")).json()
+
+    ok = document["paths"]["/things/{id}"]["get"]["responses"]["200"]
+    assert ok["description"] == "Success"
+    assert {"X-Cache", "Cache-Status"} <= set(ok["headers"])
