@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--pipelines", type=Path)
 
+    admin = commands.add_parser("create-admin", help="create or promote an admin")
+    admin.add_argument("--email", required=True)
+
     dataservice = commands.add_parser("dataservice", help="run the reference data service")
     dataservice.add_argument("--host", default="127.0.0.1")
     dataservice.add_argument("--port", type=int, default=8081)
@@ -142,6 +145,12 @@ def _cmd_openapi(args: argparse.Namespace, settings: Settings, argv: list[str]) 
     return 0
 
 
+def _cmd_create_admin(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+    from app.admin import create_admin_command  # noqa: PLC0415  # talks to the data service
+
+    return create_admin_command(settings, args.email)
+
+
 def _cmd_dataservice(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
     from app.dataservice import run_dataservice  # noqa: PLC0415
     from app.logs import setup_logging  # noqa: PLC0415
@@ -163,6 +172,7 @@ _COMMANDS = {
     "routes": _cmd_routes,
     "plugins": _cmd_plugins,
     "openapi": _cmd_openapi,
+    "create-admin": _cmd_create_admin,
     "dataservice": _cmd_dataservice,
 }
 

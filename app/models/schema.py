@@ -49,6 +49,8 @@ def schema_of(cls: type[Any]) -> dict[str, Any]:
         properties[field.name] = prop
         if field.default is attrs.NOTHING:
             required.append(field.name)
+        elif isinstance(field.default, str | int | float | bool):
+            prop.setdefault("default", field.default)
     schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
     if required:
         schema["required"] = required
