@@ -1,4 +1,4 @@
-"""The auth plugin's steps on a small app: real data service, memory token store."""
+"""The auth plugin's steps on a small app: a real data service, the memory and the Redis token store."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 import plugins.auth
+from app.errors import Conflict
 from app.hookspecs import hookimpl
-from app.keys import actor_key
+from app.keys import actor_key, body_key
 from app.main import create_app
+from app.models.events import Event
+from app.models.schema import schema_field
 from app.passwords import PasswordHasher
-from app.pipeline.types import Handler, StepKind, StepType
+from app.pipeline.types import Handler, StepKind, StepType, SubscriptionContext
 from app.plugins import make_plugin_manager
 from plugins.auth.services import services_for
 from plugins.auth.tokens import Tokens
@@ -55,6 +58,12 @@ route = "DELETE /users/{id}"
 steps = [{ use = "auth", allow = ["admin"] }, { use = "revoke-tokens", user = "{id}" }, { use = "echo" }]
 
 [[pipelines]]
+name = "patch_user"
+route = "PATCH /users/{id}"
+body = "UserPatch"
+steps = [{ use = "auth", allow = ["self", "admin"] }, { use = "revoke-tokens", user = "{id}" }, { use = "echo" }]
+
+[[pipelines]]
 name = "login"
 route = "POST /login"
 body = "LoginRequest"
@@ -79,7 +88,18 @@ class EchoConfig:
     pass
 
 
+@attrs.frozen(kw_only=True)
+class UserPatch:
+    full_name: str = schema_field(description="name", default="")
+    password: str = schema_field(description="password", default="")
+    roles: list[str] = schema_field(description="roles", factory=list)
+    is_active: bool = schema_field(description="active", default=True)
+    fail: bool = schema_field(description="answer 409 instead", default=False)
+
+
 async def _echo(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.get(body_key, {}).get("fail"):
+        raise Conflict
     actor = request.get(actor_key)
     return web.json_response({"actor": None if actor is None else actor.user_id})
 
@@ -88,6 +108,10 @@ class EchoPlugin:
     @hookimpl
     def register_steps(self) -> list[StepType[Any]]:
         return [StepType(name="echo", config_cls=EchoConfig, build=lambda _c, _x: _echo, kind=StepKind.TERMINAL)]
+
+    @hookimpl
+    def register_models(self) -> list[type[Any]]:
+        return [UserPatch]
 
 
 @attrs.frozen
@@ -110,11 +134,15 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def world(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice_url: str) -> World:
+@pytest.fixture(params=["memory", "redis"])
+async def world(
+    request: pytest.FixtureRequest, aiohttp_client: AiohttpClient, tmp_path: Path, dataservice_url: str
+) -> World:
     pipelines = tmp_path / "pipelines.toml"
     pipelines.write_text(PIPELINES)
-    settings = cheap_settings(tmp_path, pipelines_file=pipelines, data_service_url=dataservice_url)
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    settings = cheap_settings(tmp_path, pipelines_file=pipelines, data_service_url=dataservice_url,
+                              redis_url=redis_url)
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
     client = await aiohttp_client(create_app(settings, pm=pm))
     services = services_for(client.app)
@@ -301,3 +329,58 @@ async def test_revoke_tokens_kills_existing_access_and_refresh_tokens(world: Wor
     again = await world.login("alice@example.com", "alice password")  # a new login works at once
     assert (await world.client.get("/me", headers=bearer(again["access_token"]))).status == 200
 
+
+
+@pytest.mark.parametrize(
+    ("body", "revoked"),
+    [
+        ({"is_active": False}, True), ({"password": "new password"}, True), ({"roles": ["user"]}, True),
+        ({"full_name": "Ada"}, False), ({"is_active": True}, False), ({"password": "x", "fail": True}, False),
+    ],
+)
+async def test_revoke_tokens_after_a_patch(world: World, body: dict[str, Any], revoked: bool) -> None:
+    alice = await world.login("alice@example.com", "alice password")
+    resp = await world.client.patch(f"/users/{world.alice}", json=body, headers=bearer(alice["access_token"]))
+    assert resp.status == (409 if body.get("fail") else 200)
+    after = await world.client.get("/me", headers=bearer(alice["access_token"]))
+    assert after.status == (401 if revoked else 200)
+
+
+async def test_revoke_tokens_on_user_events(world: World) -> None:
+    step_type = next(t for t in plugins.auth.register_steps() if t.name == "revoke-tokens")
+    assert step_type.build_for_message is not None
+    config = step_type.config_cls(user="{id}")
+    step = step_type.build_for_message(config, SubscriptionContext(world.client.app, "user_sessions"))
+    seen: list[str] = []
+
+    async def rest(event: Event) -> None:
+        seen.append(event.type)
+
+    def event(kind: str, **data: Any) -> Event:
+        return Event(id="e", type=kind, occurred_at="2026-11-28T00:00:00Z", request_id="r", data=data)
+
+    alice = await world.login("alice@example.com", "alice password")
+    root = await world.login("root@example.com", "root password")
+    await step(event("user.updated", id=world.alice, is_active=True), rest)
+    await step(event("user.created", id=world.root, is_active=True), rest)
+    assert (await world.client.get("/me", headers=bearer(alice["access_token"]))).status == 200
+    await step(event("user.updated", id=world.alice, is_active=False), rest)
+    await step(event("user.deleted", id=world.root), rest)
+    assert (await world.client.get("/me", headers=bearer(alice["access_token"]))).status == 401
+    assert (await world.client.get("/me", headers=bearer(root["access_token"]))).status == 401
+    assert seen == ["user.updated", "user.created", "user.updated", "user.deleted"]
+
+
+async def test_token_state_down_is_503(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice_url: str) -> None:
+    pipelines = tmp_path / "pipelines.toml"
+    pipelines.write_text(PIPELINES)
+    settings = cheap_settings(tmp_path, pipelines_file=pipelines, data_service_url=dataservice_url,
+                              redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+    pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
+    client = await aiohttp_client(create_app(settings, pm=pm))
+    token = services_for(client.app).tokens.issue_access(1, ("user",)).token
+    for path in ("/me", "/open"):
+        resp = await client.get(path, headers=bearer(token))
+        assert resp.status == 503
+        assert "Retry-After" in resp.headers
+    assert (await client.get("/me")).status == 401  # no token: nothing to look up
