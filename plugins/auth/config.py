@@ -35,7 +35,10 @@ class AuthConfig:
       actor is set when a valid token comes along); "authenticated": any valid access
       token; "admin": the "admin" role; "self": the route parameter `self_param` equals
       the caller's user id.
-    self_param: the route parameter holding a user id, for "self".
+    self_param: the route parameter holding a user id, for "self" (the route must have it).
+
+    A presented token is checked against the revocation list (Redis) on every request; when
+    Redis is down the answer is 503, also under "anyone": a token is never half-trusted.
     """
 
     allow: tuple[str, ...] = attrs.field(default=("authenticated",), validator=_check_allow)

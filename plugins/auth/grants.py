@@ -68,10 +68,10 @@ class LoginStep:
         user: dict[str, Any] | None = items[0] if items else None
         if user is None:
             await self.services.hasher.verify_dummy(password)
-            raise unauthorized(BAD_CREDENTIALS, error="invalid_grant")
+            raise unauthorized(BAD_CREDENTIALS, error=None)
         password_hash = str(user.get("password_hash", ""))
         if not await self.services.hasher.verify(password_hash, password):
-            raise unauthorized(BAD_CREDENTIALS, error="invalid_grant")
+            raise unauthorized(BAD_CREDENTIALS, error=None)
         if not user.get("is_active", False):
             msg = "This account is disabled."
             raise Forbidden(msg)

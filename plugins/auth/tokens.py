@@ -13,6 +13,7 @@ each is verified once per process; revocation is checked by the caller on every 
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -119,7 +120,9 @@ class Tokens:
         return claims
 
     def _issue(self, user_id: int, roles: tuple[str, ...], kind: str, ttl_s: int, family: str | None) -> Issued:
-        now = round(self._clock(), 3)
+        # Rounded down: iat never lies later than the real issue time, so a token made just
+        # before a revocation is never taken for one made after it.
+        now = math.floor(self._clock() * 1000) / 1000
         payload: dict[str, Any] = {
             "sub": str(user_id), "roles": list(roles), "iat": now, "exp": int(now) + ttl_s,
             "jti": uuid.uuid4().hex, "iss": self.issuer, "aud": self.audience, "type": kind,

@@ -384,3 +384,27 @@ async def test_token_state_down_is_503(aiohttp_client: AiohttpClient, tmp_path: 
         assert resp.status == 503
         assert "Retry-After" in resp.headers
     assert (await client.get("/me")).status == 401  # no token: nothing to look up
+
+
+async def test_openapi_shows_what_the_steps_add(world: World) -> None:
+    document = await (await world.client.get("/api/docs/swagger.json")).json()
+    paths = document["paths"]
+    me = paths["/me"]["get"]
+    assert me["security"]
+    assert "WWW-Authenticate" in me["responses"]["401"]["headers"]
+    assert "403" in paths["/admin"]["get"]["responses"]
+    assert "security" not in paths["/open"]["get"]
+    login = paths["/login"]["post"]["responses"]
+    assert login["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/TokenPair"}
+    assert {"401", "403"} <= set(login)
+    assert "204" in paths["/logout"]["post"]["responses"]
+    assert {"LoginRequest", "RefreshRequest", "TokenPair"} <= set(document["components"]["schemas"])
+
+
+def test_self_needs_the_route_parameter(tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines.toml"
+    pipelines.write_text('[[pipelines]]\nname = "me"\nroute = "GET /me"\n'
+                         'steps = [{ use = "auth", allow = ["self"] }, { use = "echo" }]\n')
+    pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
+    with pytest.raises(ValueError, match=r"auth allows 'self' but the route has no \{id\} parameter"):
+        create_app(cheap_settings(tmp_path, pipelines_file=pipelines), pm=pm)
