@@ -12,6 +12,9 @@ Headers on every answer: ``X-Cache: HIT|MISS|BYPASS`` and an RFC 9211 ``Cache-St
   answered by the rest of the chain without the cache (``fail_open``).
 
 A remembered 404 is a hit too: ``turnstile; hit`` on a problem+json 404.
+
+A hit answers the stored bytes without parsing them, so it carries no ``payload_key``; a
+miss (and every collapsed waiter) carries the data-fetch step's payload.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from prometheus_client import Counter
 from app.clients.cache import CacheBackend
 from app.clients.singleflight import SingleFlight
 from app.errors import NotFound, ProblemError, ServiceUnavailable
-from app.keys import cache_backend_key
+from app.keys import cache_backend_key, payload_key
 from app.pipeline.docs import OperationDoc
 from app.pipeline.types import BuildContext, Handler
 from plugins.cache.config import CacheConfig
@@ -111,6 +114,8 @@ class CacheStep:
             response = web.Response(
                 status=fetched.response.status, body=fetched.body, headers=CIMultiDict(fetched.shared_headers)
             )
+            if payload_key in fetched.response:
+                response[payload_key] = fetched.response[payload_key]  # shared, read-only by contract
         response.headers["X-Cache"] = x_cache
         response.headers["Cache-Status"] = _status(response.status, fetched.stored, leader=leader, store=store)
         return response

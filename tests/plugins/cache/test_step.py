@@ -10,7 +10,12 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
-from tests.plugins.data_fetch.apps import FakeUpstream, make_client, start_fake
+import plugins.cache
+import plugins.data_fetch
+from app.main import create_app
+from app.plugins import make_plugin_manager
+from app.settings import Settings
+from tests.plugins.data_fetch.apps import FakeUpstream, make_client, start_fake, write_pipelines
 from tests.services import start_service, stop_service
 
 PIPELINES = """
@@ -227,3 +232,20 @@ async def test_document_adds_cache_headers_to_the_success_response(
     ok = document["paths"]["/things/{id}"]["get"]["responses"]["200"]
     assert ok["description"] == "Success"
     assert {"X-Cache", "Cache-Status"} <= set(ok["headers"])
+
+
+async def test_invalidate_key_naming_no_route_param_refuses_to_start(tmp_path: Path) -> None:
+    pipelines = """
+[[pipelines]]
+name = "update_thing"
+route = "PATCH /things/{id}"
+steps = [
+  { use = "cache-invalidate", keys = ["thing:{name}"] },
+  { use = "data-fetch", call = "PATCH /api/v1/things/{id}" },
+]
+"""
+    settings = Settings(pipelines_file=write_pipelines(tmp_path, pipelines), data_service_url="http://127.0.0.1:1")
+    pm = make_plugin_manager(entrypoints=False, extra=[plugins.cache, plugins.data_fetch])
+
+    with pytest.raises(ValueError, match=r"placeholder \{name\} names no route parameter \(route has: id\)"):
+        create_app(settings, pm=pm)
