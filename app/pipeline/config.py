@@ -297,20 +297,27 @@ class _Loader:
     ) -> None:
         for field in attrs.fields(step_type.config_cls):
             value = getattr(config, field.name)
-            if not field.metadata.get("template") or not isinstance(value, str):
+            if not field.metadata.get("template"):
                 continue
-            try:
-                names = template_placeholders(value)
-            except ValueError as exc:
-                self.error((*where, field.name), f"{label}: {field.name}: bad template {value!r}: {exc}")
-                continue
-            for name in names:
-                if name not in params and name not in RESERVED_PLACEHOLDERS:
-                    have = ", ".join(sorted(params)) or "none"
-                    self.error(
-                        (*where, field.name),
-                        f"{label}: {field.name}: placeholder {{{name}}} names no route parameter (route has: {have})",
-                    )
+            templates = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+            for template in templates:
+                self.check_template(where, label, field.name, template, params)
+
+    def check_template(
+        self, where: tuple[str | int, ...], label: str, name: str, template: str, params: set[str]
+    ) -> None:
+        try:
+            names = template_placeholders(template)
+        except ValueError as exc:
+            self.error((*where, name), f"{label}: {name}: bad template {template!r}: {exc}")
+            return
+        for placeholder in names:
+            if placeholder not in params and placeholder not in RESERVED_PLACEHOLDERS:
+                have = ", ".join(sorted(params)) or "none"
+                self.error(
+                    (*where, name),
+                    f"{label}: {name}: placeholder {{{placeholder}}} names no route parameter (route has: {have})",
+                )
 
     def check_order(self, where: tuple[str | int, ...], label: str, steps: list[ConfiguredStep]) -> None:
         for i, step in enumerate(steps):

@@ -8,8 +8,8 @@ from attrs import field, frozen
 from attrs.validators import ge, gt
 
 from app.converter import converter
+from app.pipeline.template import check_template
 from app.pipeline.types import template_field
-from plugins.data_fetch.template import check_template
 
 # cattrs would structure `keys = "user:{id}"` into a tuple of characters; this type refuses it.
 KeyTemplates = NewType("KeyTemplates", tuple[str, ...])
@@ -66,4 +66,4 @@ class CacheInvalidateConfig:
         ``data``, e.g. ``{id}`` is ``event.data["id"]``).
     """
 
-    keys: KeyTemplates = field(validator=_check_keys)
+    keys: KeyTemplates = template_field(validator=_check_keys)

@@ -12,10 +12,10 @@ from app.clients.cache import CacheBackend
 from app.keys import cache_backend_key
 from app.models.events import Event
 from app.pipeline.config import template_placeholders
+from app.pipeline.template import Template
 from app.pipeline.types import RESERVED_PLACEHOLDERS, BuildContext, Handler, MessageHandler, SubscriptionContext
 from plugins.cache.config import CacheInvalidateConfig
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
-from plugins.data_fetch.template import Template
 
 CACHE_INVALIDATIONS = Counter(
     "turnstile_cache_invalidations_total",

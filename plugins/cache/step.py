@@ -32,10 +32,10 @@ from app.clients.singleflight import SingleFlight
 from app.errors import NotFound, ProblemError, ServiceUnavailable
 from app.keys import cache_backend_key, payload_key
 from app.pipeline.docs import OperationDoc
+from app.pipeline.template import Template
 from app.pipeline.types import BuildContext, Handler
 from plugins.cache.config import CacheConfig
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
-from plugins.data_fetch.template import Template
 
 CACHE_REQUESTS = Counter(
     "turnstile_cache_requests_total", "Requests through a cache step by result", ["pipeline", "result"]

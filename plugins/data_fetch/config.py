@@ -7,8 +7,8 @@ from typing import Any
 from attrs import field, frozen
 from attrs.validators import and_, ge, le
 
+from app.pipeline.template import check_template
 from app.pipeline.types import template_field
-from plugins.data_fetch.template import check_template
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

@@ -13,10 +13,10 @@ from app.clients.dataservice import DataService
 from app.keys import body_key, data_service_key, payload_key, plugin_manager_key, query_key, request_id_key
 from app.pipeline.config import PipelineConfig
 from app.pipeline.docs import OperationDoc, model_ref
+from app.pipeline.template import Template
 from app.pipeline.types import BuildContext, Handler
 from app.plugins import call_chain
 from plugins.data_fetch.config import DataFetchConfig
-from plugins.data_fetch.template import Template
 
 JSON = "application/json"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +59,22 @@ def test_bad_cache_config(settings: dict[str, Any], expected: list[str]) -> None
 )
 def test_bad_invalidate_config(settings: dict[str, Any], expected: list[str]) -> None:
     assert errors_of(settings, CacheInvalidateConfig) == expected
+
+
+def test_invalidate_key_placeholder_is_checked_with_its_line(tmp_path: Path) -> None:
+    from app.pipeline.config import PipelineFileError
+    from app.pipeline.registry import load_checked
+    from app.plugins import make_plugin_manager
+
+    path = tmp_path / "pipelines.toml"
+    path.write_text(
+        '[[pipelines]]\nname = "a"\nroute = "PATCH /u/{id}"\nsteps = [\n'
+        '  { use = "cache-invalidate", keys = ["user:{id}", "x:{uid}"] },\n'
+        '  { use = "data-fetch", call = "GET /u/{id}" },\n]\n'
+    )
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, make_plugin_manager())
+    assert [str(e) for e in info.value.errors] == [
+        f"{path}:5: pipeline 'a', step 1 (cache-invalidate): keys: placeholder {{uid}} names no route parameter "
+        "(route has: id)"
+    ]

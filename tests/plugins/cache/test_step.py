@@ -13,6 +13,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 import plugins.cache
 import plugins.data_fetch
 from app.main import create_app
+from app.pipeline.config import PipelineFileError
 from app.plugins import make_plugin_manager
 from app.settings import Settings
 from tests.plugins.data_fetch.apps import FakeUpstream, make_client, start_fake, write_pipelines
@@ -247,5 +248,5 @@ steps = [
     settings = Settings(pipelines_file=write_pipelines(tmp_path, pipelines), data_service_url="http://127.0.0.1:1")
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.cache, plugins.data_fetch])
 
-    with pytest.raises(ValueError, match=r"placeholder \{name\} names no route parameter \(route has: id\)"):
+    with pytest.raises(PipelineFileError, match=r"placeholder \{name\} names no route parameter \(route has: id\)"):
         create_app(settings, pm=pm)
