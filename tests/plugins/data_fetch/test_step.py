@@ -15,7 +15,7 @@ from app.errors import InternalError
 from app.hookspecs import hookimpl
 from app.keys import Actor, actor_key
 from app.pipeline.config import PipelineConfig
-from plugins.data_fetch.template import Template
+from app.pipeline.template import Template
 from tests.plugins.data_fetch.apps import FakeUpstream, make_client, start_fake, unused_port_url
 
 USERS = """
