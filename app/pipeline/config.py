@@ -19,7 +19,7 @@ import attrs
 
 from app.converter import converter, format_path, iter_errors
 from app.pipeline.locate import PositionIndex
-from app.pipeline.types import RESERVED_PLACEHOLDERS, StepKind, StepType
+from app.pipeline.types import RESERVED_PLACEHOLDERS, CheckContext, StepKind, StepType
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _ROUTE = re.compile(r"^(?P<method>[A-Z]+) (?P<path>/\S*)$")
@@ -290,6 +290,10 @@ class _Loader:
             return None
         if params is not None:
             self.check_templates(where, label, step_type, config, params)
+            if step_type.check is not None:
+                context = CheckContext(frozenset(params), frozenset(self.models))
+                for problem in step_type.check(config, context):
+                    self.error(where, f"{label}: {problem}")
         return ConfiguredStep(step_type, config, self.positions.line_of(where))
 
     def check_templates(

@@ -6,7 +6,7 @@ Plugin authors build against these names (re-exported from `app`).
 from __future__ import annotations
 
 import enum
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import attrs
@@ -68,6 +68,14 @@ class BuildContext:
 
 
 @attrs.frozen
+class CheckContext:
+    """What `StepType.check` may look at: the route's parameters and the registered models."""
+
+    route_params: frozenset[str]
+    models: frozenset[str]
+
+
+@attrs.frozen
 class SubscriptionContext:
     """What `StepType.build_for_message` may use: the app and the subscription's name."""
 
@@ -89,6 +97,9 @@ class StepType(Generic[ConfigT]):
       security, headers).
     build_for_message: when set, the step may also stand in a subscription; its templates
       then name fields of the event's ``data`` instead of route parameters.
+    check: cross-field rules over the config and its pipeline (Kong's custom_validator),
+      run by `turnstile check` and at start-up; each problem it returns is reported at the
+      step's line.
     """
 
     name: str
@@ -97,6 +108,7 @@ class StepType(Generic[ConfigT]):
     kind: StepKind = StepKind.WRAPPER
     document: Callable[[ConfigT, OperationDoc], None] | None = None
     build_for_message: Callable[[ConfigT, SubscriptionContext], MessageStep] | None = None
+    check: Callable[[ConfigT, CheckContext], Iterable[str]] | None = None
 
 
 RESERVED_PLACEHOLDERS = frozenset({"actor"})

@@ -19,7 +19,7 @@ from plugins.auth.models import LoginRequest, RefreshRequest, TokenPair
 def register_steps() -> list[StepType[Any]]:
     return [
         StepType(name="auth", config_cls=AuthConfig, build=step.build, kind=StepKind.GUARD,
-                 document=step.document),
+                 document=step.document, check=step.check),
         StepType(name="login", config_cls=LoginConfig, build=grants.build_login, kind=StepKind.TERMINAL,
                  document=grants.document_login),
         StepType(name="refresh", config_cls=RefreshConfig, build=grants.build_refresh, kind=StepKind.TERMINAL,

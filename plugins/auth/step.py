@@ -10,7 +10,7 @@ from aiohttp import web
 from app.errors import Forbidden, Unauthorized
 from app.keys import Actor, actor_key
 from app.pipeline.docs import OperationDoc
-from app.pipeline.types import BuildContext, Handler
+from app.pipeline.types import BuildContext, CheckContext, Handler
 from plugins.auth.config import AuthConfig
 from plugins.auth.services import AuthServices, services_for
 from plugins.auth.tokens import ACCESS, TokenError
@@ -81,12 +81,14 @@ class AuthStep:
         return "self" in allow and request.match_info.get(self.config.self_param) == str(actor.user_id)
 
 
+def check(config: AuthConfig, ctx: CheckContext) -> list[str]:
+    """"self" needs the route parameter that holds the user id."""
+    if "self" in config.allow and config.self_param not in ctx.route_params:
+        return [f"allows 'self' but the route has no {{{config.self_param}}} parameter (set self_param)"]
+    return []
+
+
 def build(config: AuthConfig, ctx: BuildContext) -> AuthStep:
-    """Raises ValueError when "self" is allowed but the route has no `self_param` parameter."""
-    if "self" in config.allow and config.self_param not in ctx.pipeline.route.params:
-        msg = (f"pipeline {ctx.pipeline.name!r}: auth allows 'self' but the route has no "
-               f"{{{config.self_param}}} parameter (set self_param)")
-        raise ValueError(msg)
     return AuthStep(config, services_for(ctx.app))
 
 

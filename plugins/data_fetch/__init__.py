@@ -7,11 +7,12 @@ from typing import Any
 from app.hookspecs import hookimpl
 from app.pipeline.types import StepKind, StepType
 from plugins.data_fetch.config import DataFetchConfig
-from plugins.data_fetch.step import build, document
+from plugins.data_fetch.step import build, check, document
 
 
 @hookimpl
 def register_steps() -> list[StepType[Any]]:
     return [
-        StepType(name="data-fetch", config_cls=DataFetchConfig, build=build, kind=StepKind.TERMINAL, document=document)
+        StepType(name="data-fetch", config_cls=DataFetchConfig, build=build, kind=StepKind.TERMINAL,
+                 document=document, check=check)
     ]

@@ -14,7 +14,7 @@ from app.keys import body_key, data_service_key, payload_key, plugin_manager_key
 from app.pipeline.config import PipelineConfig
 from app.pipeline.docs import OperationDoc, model_ref
 from app.pipeline.template import Template
-from app.pipeline.types import BuildContext, Handler
+from app.pipeline.types import BuildContext, CheckContext, Handler
 from app.plugins import call_chain
 from plugins.data_fetch.config import DataFetchConfig
 
@@ -88,6 +88,14 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         transform_upstream=hook.transform_upstream if hook.transform_upstream.get_hookimpls() else None,
         transform_response=hook.transform_response if hook.transform_response.get_hookimpls() else None,
     )
+
+
+def check(config: DataFetchConfig, ctx: CheckContext) -> list[str]:
+    """The documented response model must exist, or the OpenAPI document would dangle."""
+    if config.response is not None and config.response not in ctx.models:
+        known = ", ".join(sorted(ctx.models)) or "none"
+        return [f"response: model {config.response!r} is not registered (known: {known})"]
+    return []
 
 
 def document(config: DataFetchConfig, doc: OperationDoc) -> None:

@@ -23,6 +23,7 @@ from app.main import create_app
 from app.models.events import Event
 from app.models.schema import schema_field
 from app.passwords import PasswordHasher
+from app.pipeline.config import PipelineFileError
 from app.pipeline.types import Handler, StepKind, StepType, SubscriptionContext
 from app.plugins import make_plugin_manager
 from plugins.auth.services import services_for
@@ -406,5 +407,9 @@ def test_self_needs_the_route_parameter(tmp_path: Path) -> None:
     pipelines.write_text('[[pipelines]]\nname = "me"\nroute = "GET /me"\n'
                          'steps = [{ use = "auth", allow = ["self"] }, { use = "echo" }]\n')
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
-    with pytest.raises(ValueError, match=r"auth allows 'self' but the route has no \{id\} parameter"):
+    with pytest.raises(PipelineFileError) as info:
         create_app(cheap_settings(tmp_path, pipelines_file=pipelines), pm=pm)
+    assert [str(e) for e in info.value.errors] == [
+        f"{pipelines}:4: pipeline 'me', step 1 (auth): allows 'self' but the route has no {{id}} parameter "
+        "(set self_param)"
+    ]

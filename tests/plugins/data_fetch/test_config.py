@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,3 +49,19 @@ def test_full_config() -> None:
 )
 def test_bad_config_is_reported_per_field(settings: dict[str, Any], expected: list[str]) -> None:
     assert errors_of(settings) == expected
+
+
+def test_unregistered_response_model_is_reported_with_its_line(tmp_path: Path) -> None:
+    from app.pipeline.config import PipelineFileError
+    from app.pipeline.registry import load_checked
+    from app.plugins import make_plugin_manager
+
+    path = tmp_path / "pipelines.toml"
+    path.write_text('[[pipelines]]\nname = "a"\nroute = "GET /a"\nsteps = [\n'
+                    '  { use = "data-fetch", call = "GET /a", response = "Nope" },\n]\n')
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, make_plugin_manager())
+    assert len(info.value.errors) == 1
+    assert str(info.value.errors[0]).startswith(
+        f"{path}:5: pipeline 'a', step 1 (data-fetch): response: model 'Nope' is not registered (known: "
+    )
