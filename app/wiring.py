@@ -8,7 +8,10 @@ Which checks make the service not ready, and why:
 - redis: "down" → still ready: the cache bypasses, token state and rate limits fail as
   documented, the outbox falls back; taking every pod out would turn a degraded service
   into an outage.
-- rabbitmq: "down" → still ready: events wait in the durable outbox.
+- rabbitmq: the publisher's state ("connected", "connecting", ...) → still ready: events
+  wait in the durable outbox.
+- outbox: how many events wait for the broker ("empty", "3 waiting", "unknown") → still
+  ready: a full outbox is the broker's outage, not this pod's.
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ def setup_clients(app: web.Application, settings: Settings) -> None:
         RedisCache(redis, prefix="turnstile:") if redis else MemoryCache(max_entries=settings.cache_max_entries)
     )
     app[cache_backend_key] = cache
-    app[publisher_key] = _make_publisher(settings, redis)
+    outbox = _make_outbox(settings, redis)
+    app[publisher_key] = _make_publisher(settings, outbox)
 
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(data_service_ctx)
@@ -61,12 +65,19 @@ def setup_clients(app: web.Application, settings: Settings) -> None:
     readiness.add_check("data_service", _data_service_check(app[data_service_key], settings))
     readiness.add_check("redis", _redis_check(redis))
     readiness.add_check("rabbitmq", _publisher_check(app[publisher_key]))
+    if outbox is not None:
+        readiness.add_check("outbox", _outbox_check(outbox))
 
 
-def _make_publisher(settings: Settings, redis: RedisConnection | None) -> Publisher:
+def _make_outbox(settings: Settings, redis: RedisConnection | None) -> Outbox | None:
     if settings.rabbitmq_url is None:
+        return None  # embedded: events are written at once, nothing ever waits
+    return RedisOutbox(redis) if redis else FileOutbox(settings.var_dir)
+
+
+def _make_publisher(settings: Settings, outbox: Outbox | None) -> Publisher:
+    if settings.rabbitmq_url is None or outbox is None:
         return LogFilePublisher(settings.var_dir / "events.jsonl")
-    outbox: Outbox = RedisOutbox(redis) if redis else FileOutbox(settings.var_dir)
     return AmqpPublisher(settings.rabbitmq_url, settings.events_exchange, outbox)
 
 
@@ -120,6 +131,17 @@ def _redis_check(redis: RedisConnection | None) -> Check:
         if redis is None:
             return "embedded", True
         return ("ok" if await redis.ping() else "down"), True
+
+    return check
+
+
+def _outbox_check(outbox: Outbox) -> Check:
+    async def check() -> tuple[str, bool]:
+        try:
+            depth = await outbox.depth()
+        except Exception:  # the outbox's own store (Redis, disk) is what failed
+            return "unknown", True
+        return ("empty" if depth == 0 else f"{depth} waiting"), True
 
     return check
 
