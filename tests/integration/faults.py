@@ -1,0 +1,112 @@
+"""A fault-injecting HTTP proxy to put between Turnstile and the reference data service.
+
+`FaultProxy` forwards every request to the data service while its mode is ``pass``, and
+otherwise misbehaves the way a real upstream does:
+
+- ``slow``: holds the request longer than the client's total timeout, then forwards it;
+- ``garbage``: answers 200 with a body that is not JSON;
+- ``error500``: answers 500;
+- ``down``: `go_down()` closes the listener and every open connection (connection refused),
+  `come_back()` listens again on the same port.
+
+`calls` counts the requests that reached the proxy, so a test can tell a request the circuit
+breaker refused (no call) from one that went out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Literal
+
+import aiohttp
+from aiohttp import web
+
+Mode = Literal["pass", "slow", "garbage", "error500"]
+
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
+    "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
+})
+
+
+class FaultProxy:
+    """Forwards to `upstream` (a base URL) with a switchable fault; start it with `await start()`.
+
+    Args:
+        upstream: the data service's base URL, e.g. ``http://127.0.0.1:54321``.
+        slow_s: how long ``slow`` holds a request; set it above the client's total timeout.
+    """
+
+    def __init__(self, upstream: str, *, slow_s: float = 2.0) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.slow_s = slow_s
+        self.mode: Mode = "pass"
+        self.calls = 0
+        self.port = 0
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._released = asyncio.Event()  # set on close, so held `slow` requests end at once
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession()
+        await self._listen()
+
+    async def close(self) -> None:
+        self._released.set()
+        await self._stop_listening()
+        if self._session is not None:
+            await self._session.close()
+
+    async def go_down(self) -> None:
+        """Refuse connections: the listener and every kept-alive connection are closed."""
+        await self._stop_listening()
+
+    async def come_back(self) -> None:
+        """Listen again on the same port."""
+        await self._listen()
+
+    async def _listen(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True)
+        await site.start()
+        self.port = runner.addresses[0][1]
+        self._runner = runner
+
+    async def _stop_listening(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.calls += 1
+        match self.mode:
+            case "garbage":
+                return web.Response(status=200, text="<html>upstream proxy error page</html>", content_type="text/html")
+            case "error500":
+                return web.json_response({"detail": "database is locked"}, status=500)
+            case "slow":
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._released.wait(), self.slow_s)
+        return await self._forward(request)
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        assert self._session is not None  # started
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        async with self._session.request(
+            request.method,
+            self.upstream + request.rel_url.path_qs,
+            headers=headers,
+            data=await request.read(),
+            allow_redirects=False,
+        ) as upstream:
+            body = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            return web.Response(status=upstream.status, body=body, headers=out)

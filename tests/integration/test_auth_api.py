@@ -1,0 +1,305 @@
+"""The token endpoints and bearer checks of contract §4 through real HTTP.
+
+Token state (refresh families, revocation) and login throttling run twice: on the embedded
+stores and on the real Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from aiohttp import ClientResponse
+
+from tests.integration.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    JWT_SECRET,
+    Client,
+    StackFactory,
+    admin_headers,
+    bearer,
+    login,
+    register,
+)
+
+LOGIN = "/api/v1/auth/login"
+REFRESH = "/api/v1/auth/refresh"
+LOGOUT = "/api/v1/auth/logout"
+ME = "/api/v1/auth/me"
+PASSWORD = "correct-horse-1"
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id"}
+
+
+async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
+    """`resp` is an RFC 9457 problem of `status`, with the headers contract §5 asks for."""
+    text = await resp.text()
+    assert resp.status == status, text
+    assert resp.content_type == "application/problem+json"
+    body: dict[str, Any] = orjson.loads(text)
+    assert body.keys() >= PROBLEM_FIELDS
+    assert body["status"] == status
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    if status == 401:
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    if status in (429, 503):
+        assert int(resp.headers["Retry-After"]) >= 1
+    return body
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def token_state(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Stack overrides: the in-process token store and counters, or the real Redis."""
+    if request.param == "redis":
+        return {"redis_url": request.getfixturevalue("redis_db")}
+    return {}
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    """Valid access-token claims for user 1 (the admin), with `changes` (None drops a claim)."""
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "sub": "1", "roles": ["admin"], "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex,
+        "iss": "turnstile", "aud": "turnstile-api", "type": "access",
+    }
+    payload.update(changes)
+    return {k: v for k, v in payload.items() if v is not None}
+
+
+def forge(secret: str = JWT_SECRET, **changes: Any) -> str:
+    """An HS256 token over `claims(**changes)`, signed with the service's secret by default."""
+    return jwt.encode(claims(**changes), secret, algorithm="HS256")
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+
+def unsigned() -> str:
+    """Valid claims under ``alg: none`` with no signature."""
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims())}."
+
+
+def tampered(token: str) -> str:
+    """`token` with one character of its signature changed."""
+    head, payload, sig = token.split(".")
+    swapped = "A" if sig[3] != "A" else "B"
+    return f"{head}.{payload}.{sig[:3]}{swapped}{sig[4:]}"
+
+
+async def refresh(client: Client, token: str) -> ClientResponse:
+    return await client.post(REFRESH, json={"refresh_token": token})
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+async def test_login_json_and_oauth2_form_give_a_bearer_pair(stack: StackFactory) -> None:
+    client = await stack()
+    user = await register(client, "ann@example.com")
+    for resp in (
+        await client.post(LOGIN, json={"email": " Ann@Example.com ", "password": PASSWORD}),
+        await client.post(LOGIN, data={"username": "ann@example.com", "password": PASSWORD}),
+    ):
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["Cache-Control"] == "no-store"
+        pair = await resp.json()
+        assert set(pair) == {"access_token", "refresh_token", "token_type", "expires_in"}
+        assert pair["token_type"] == "bearer"
+        assert pair["expires_in"] == 900
+        me = await client.get(ME, headers=bearer(pair))
+        assert me.status == 200
+        assert (await me.json())["id"] == user["id"]
+
+
+async def test_login_answers_unknown_email_and_wrong_password_alike(stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, "ann@example.com")
+    unknown = await client.post(LOGIN, json={"email": "nobody@example.com", "password": PASSWORD})
+    wrong = await client.post(LOGIN, json={"email": "ann@example.com", "password": "wrong-password"})
+    bodies = [await assert_problem(resp, 401) for resp in (unknown, wrong)]
+    for body in bodies:
+        del body["request_id"]
+    assert bodies[0] == bodies[1]
+    assert unknown.headers["WWW-Authenticate"] == wrong.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_login_of_a_disabled_user_is_403(stack: StackFactory) -> None:
+    client = await stack()
+    resp = await client.post(
+        "/api/v1/users", headers=await admin_headers(client),
+        json={"email": "off@example.com", "password": PASSWORD, "is_active": False},
+    )
+    assert resp.status == 201, await resp.text()
+    await assert_problem(await client.post(LOGIN, json={"email": "off@example.com", "password": PASSWORD}), 403)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"email": "ann@example.com"}, {"password": PASSWORD}, {"email": 5, "password": PASSWORD}, {}],
+    ids=["no-password", "no-email", "email-not-a-string", "empty"],
+)
+async def test_login_with_a_bad_body_is_422(stack: StackFactory, body: dict[str, Any]) -> None:
+    client = await stack()
+    problem = await assert_problem(await client.post(LOGIN, json=body), 422)
+    assert problem["errors"]
+
+
+async def test_login_is_throttled_per_email(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    client = await stack(**token_state)
+    await register(client, "ann@example.com")
+    for _ in range(5):
+        await assert_problem(await client.post(LOGIN, json={"email": "ann@example.com", "password": "nope-nope"}), 401)
+    # The right password no longer helps, however the email is spelled, nor does the form.
+    throttled = await client.post(LOGIN, json={"email": " ANN@example.com", "password": PASSWORD})
+    await assert_problem(throttled, 429)
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 300
+    form = await client.post(LOGIN, data={"username": "ann@example.com", "password": PASSWORD})
+    await assert_problem(form, 429)
+    # Another account from the same client is not locked out.
+    assert (await client.post(LOGIN, json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})).status == 200
+
+
+async def test_login_is_throttled_per_client(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    client = await stack(**token_state)
+    for n in range(30):
+        resp = await client.post(LOGIN, json={"email": f"u{n}@example.com", "password": "nope-nope"})
+        await assert_problem(resp, 401)
+    throttled = await client.post(LOGIN, json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+    await assert_problem(throttled, 429)
+    assert 1 <= int(throttled.headers["Retry-After"]) <= 300
+
+
+# --- refresh and logout ----------------------------------------------------------------------
+
+
+async def test_refresh_rotates_and_reuse_revokes_the_family(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    client = await stack(**token_state)
+    await register(client, "ann@example.com")
+    first = await login(client, "ann@example.com", PASSWORD)
+    resp = await refresh(client, first["refresh_token"])
+    assert resp.status == 200, await resp.text()
+    second = await resp.json()
+    assert set(second) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    assert second["refresh_token"] != first["refresh_token"]
+    assert (await client.get(ME, headers=bearer(second))).status == 200
+    # The spent token comes back: a replay, so the whole family dies, the newest token too.
+    await assert_problem(await refresh(client, first["refresh_token"]), 401)
+    await assert_problem(await refresh(client, second["refresh_token"]), 401)
+    # Another session of the same user lives on.
+    other = await login(client, "ann@example.com", PASSWORD)
+    assert (await refresh(client, other["refresh_token"])).status == 200
+
+
+@pytest.mark.parametrize("token", ["not-a-jwt", ""], ids=["garbage", "empty"])
+async def test_refresh_with_a_bad_token_is_401_or_422(stack: StackFactory, token: str) -> None:
+    client = await stack()
+    resp = await refresh(client, token)
+    await assert_problem(resp, 422 if token == "" else 401)
+
+
+async def test_an_access_token_cannot_refresh(stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    await assert_problem(await refresh(client, tokens["access_token"]), 401)
+
+
+async def test_logout_spends_the_refresh_token(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    client = await stack(**token_state)
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    resp = await client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]}, headers=bearer(tokens))
+    assert resp.status == 204, await resp.text()
+    await assert_problem(await refresh(client, tokens["refresh_token"]), 401)
+
+
+async def test_logout_needs_a_bearer_and_the_callers_own_token(stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    no_bearer = await client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]})
+    await assert_problem(no_bearer, 401)
+    assert no_bearer.headers["WWW-Authenticate"] == "Bearer"
+    admin = await admin_headers(client)
+    await assert_problem(await client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]}, headers=admin), 401)
+    assert (await refresh(client, tokens["refresh_token"])).status == 200
+
+
+# --- me and bearer tokens --------------------------------------------------------------------
+
+
+async def test_me_answers_the_caller_and_401_without_a_token(stack: StackFactory) -> None:
+    client = await stack()
+    user = await register(client, "ann@example.com", full_name="Ann")
+    me = await client.get(ME, headers=bearer(await login(client, "ann@example.com", PASSWORD)))
+    assert me.status == 200
+    assert await me.json() == user
+    missing = await client.get(ME)
+    await assert_problem(missing, 401)
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    await assert_problem(await client.get(ME, headers={"Authorization": "Basic YWRtaW46eA=="}), 401)
+
+
+BAD_TOKENS: dict[str, Callable[[], str]] = {
+    "expired": lambda: forge(iat=int(time.time()) - 3600, exp=int(time.time()) - 60),
+    "tampered": lambda: tampered(forge()),
+    "other-secret": lambda: forge("another-secret-of-at-least-32-bytes!!"),
+    "alg-none": unsigned,
+    "wrong-audience": lambda: forge(aud="someone-else"),
+    "wrong-issuer": lambda: forge(iss="evil"),
+    "no-type": lambda: forge(type=None),
+    "garbage": lambda: "abc.def.ghi",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_TOKENS))
+async def test_a_bad_bearer_token_is_401(stack: StackFactory, kind: str) -> None:
+    client = await stack()
+    # The forged tokens name user 1, the admin: only the flaw under test stands in the way.
+    assert (await client.get(ME, headers={"Authorization": f"Bearer {forge()}"})).status == 200
+    resp = await client.get(ME, headers={"Authorization": f"Bearer {BAD_TOKENS[kind]()}"})
+    await assert_problem(resp, 401)
+    assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    await assert_problem(await client.get("/api/v1/users", headers={"Authorization": f"Bearer {BAD_TOKENS[kind]()}"}),
+                         401)
+
+
+async def test_a_refresh_token_is_no_bearer(stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    await assert_problem(await client.get(ME, headers={"Authorization": f"Bearer {tokens['refresh_token']}"}), 401)
+
+
+async def test_a_deleted_users_tokens_die_at_once(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    client = await stack(**token_state)
+    user = await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    assert (await client.get(ME, headers=bearer(tokens))).status == 200
+    deleted = await client.delete(f"/api/v1/users/{user['id']}", headers=await admin_headers(client))
+    assert deleted.status == 204
+    await assert_problem(await client.get(ME, headers=bearer(tokens)), 401)
+    await assert_problem(await client.get(f"/api/v1/users/{user['id']}", headers=bearer(tokens)), 401)
+    await assert_problem(await refresh(client, tokens["refresh_token"]), 401)
+
+
+async def test_a_disabled_users_tokens_die_at_once(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    client = await stack(**token_state)
+    user = await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    assert (await client.get(ME, headers=bearer(tokens))).status == 200
+    patched = await client.patch(
+        f"/api/v1/users/{user['id']}", json={"is_active": False}, headers=await admin_headers(client)
+    )
+    assert patched.status == 200, await patched.text()
+    assert (await patched.json())["is_active"] is False
+    await assert_problem(await client.get(ME, headers=bearer(tokens)), 401)
+    await assert_problem(await refresh(client, tokens["refresh_token"]), 401)
+    await assert_problem(await client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD}), 403)
