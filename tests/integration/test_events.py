@@ -1,0 +1,236 @@
+"""Domain events of the default pipelines on the real RabbitMQ (contract §9): the contract's
+body and properties, the durable outbox through a broker outage, and across a shutdown."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import coredis
+import pytest
+from aiormq.abc import DeliveredMessage
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.clients.outbox import DEFAULT_REDIS_KEY
+from tests.integration.amqp_capture import DurableCapture, body_of, capture, eventually, next_message, remove_topology
+from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
+from tests.services import start_service, stop_service
+
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+PUBLIC_USER_KEYS = {"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"}
+ANSWER_WITHIN_S = 2.0  # the confirm deadline (0.5 s) and the reply slack, with room for a busy machine
+
+
+@pytest.fixture
+async def broker(amqp_url: str, unique: str) -> AsyncIterator[str]:
+    """The broker URL; removes what the test's service and captures left there.
+
+    Request it before `stack`, so that its teardown runs after the service has stopped.
+    """
+    yield amqp_url
+    queue = f"test.{unique}.user-changes"
+    await remove_topology(
+        amqp_url,
+        queues=[queue, f"{queue}.dead", f"test.{unique}.capture"],
+        exchanges=[f"test.{unique}", f"test.{unique}.dlx"],
+    )
+
+
+async def metric(client: Client, name: str, **labels: str) -> float | None:
+    """The value of one sample of `/metrics`, or None when it is absent."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+async def rabbitmq_state(client: Client) -> str:
+    response = await client.get("/readyz")
+    state: str = (await response.json())["checks"]["rabbitmq"]
+    return state
+
+
+async def wait_connected(client: Client, within_s: float = 60) -> None:
+    async def connected() -> bool:
+        return await rabbitmq_state(client) == "connected"
+
+    await eventually(connected, within_s, "the publisher connected to RabbitMQ")
+
+
+async def wait_disconnected(client: Client) -> None:
+    async def gone() -> bool:
+        return await rabbitmq_state(client) in {"connecting", "disconnected"}
+
+    await eventually(gone, 15, "the publisher noticed that RabbitMQ is gone")
+
+
+def assert_contract_event(
+    message: DeliveredMessage, event_type: str, request_id: str, data: dict[str, Any]
+) -> dict[str, Any]:
+    body = body_of(message)
+    assert set(body) == {"id", "type", "occurred_at", "request_id", "data"}
+    assert str(uuid.UUID(body["id"])) == body["id"]
+    assert body["type"] == event_type
+    assert message.routing_key == event_type
+    assert RFC3339.match(body["occurred_at"]), body["occurred_at"]
+    assert body["request_id"] == request_id
+    assert body["data"] == data
+    assert "password_hash" not in message.body.decode()
+    props = message.header.properties
+    assert props.message_id == body["id"]
+    assert props.content_type == "application/json"
+    assert props.delivery_mode == 2
+    assert props.app_id == "turnstile"
+    assert props.headers is not None
+    assert props.headers["x-request-id"] == request_id
+    assert isinstance(props.timestamp, datetime)
+    occurred = datetime.fromisoformat(body["occurred_at"])
+    assert abs(props.timestamp.replace(tzinfo=occurred.tzinfo) - occurred) < timedelta(seconds=1)
+    return body
+
+
+def rid(name: str) -> dict[str, str]:
+    return {"X-Request-ID": f"{name}-{uuid.uuid4().hex[:8]}"}
+
+
+async def create_user(client: Client, admin: dict[str, str], email: str, request_id: dict[str, str]) -> dict[str, Any]:
+    started = time.monotonic()
+    response = await client.post(
+        "/api/v1/users", json={"email": email, "password": "correct-horse-1"}, headers={**admin, **request_id}
+    )
+    assert response.status == 201, await response.text()
+    assert time.monotonic() - started < ANSWER_WITHIN_S
+    assert response.headers["X-Request-ID"] == request_id["X-Request-ID"]
+    user: dict[str, Any] = await response.json()
+    return user
+
+
+async def test_user_writes_publish_contract_events(
+    broker: str, stack: StackFactory, redis_db: str, unique: str
+) -> None:
+    client = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    async with capture(broker, f"test.{unique}", routing_key="user.*") as received:
+        registered_rid = rid("register")
+        registered = await client.post(
+            "/api/v1/auth/register",
+            json={"email": "reg@example.com", "password": "correct-horse-1"},
+            headers=registered_rid,
+        )
+        assert registered.status == 201
+        created_rid, updated_rid, deleted_rid = rid("create"), rid("update"), rid("delete")
+        created = await create_user(client, admin, "ann@example.com", created_rid)
+        patched = await client.patch(
+            f"/api/v1/users/{created['id']}", json={"full_name": "Ann B"}, headers={**admin, **updated_rid}
+        )
+        assert patched.status == 200
+        removed = await client.delete(f"/api/v1/users/{created['id']}", headers={**admin, **deleted_rid})
+        assert removed.status == 204
+
+        messages = [await next_message(received) for _ in range(4)]
+
+    user = await registered.json()
+    assert set(user) == PUBLIC_USER_KEYS
+    assert_contract_event(messages[0], "user.created", registered_rid["X-Request-ID"], user)
+    assert_contract_event(messages[1], "user.created", created_rid["X-Request-ID"], created)
+    assert_contract_event(messages[2], "user.updated", updated_rid["X-Request-ID"], await patched.json())
+    assert (await patched.json())["full_name"] == "Ann B"
+    deleted = assert_contract_event(messages[3], "user.deleted", deleted_rid["X-Request-ID"], {"id": created["id"]})
+    assert len({body_of(m)["id"] for m in messages}) == 4
+    assert deleted["data"]["id"] == created["id"]
+    assert received.empty()
+
+
+async def test_a_failed_write_publishes_nothing(broker: str, stack: StackFactory, redis_db: str, unique: str) -> None:
+    client = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    user = await register(client, "ann@example.com")
+    async with capture(broker, f"test.{unique}") as received:
+        taken = await client.post("/api/v1/users", json={"email": user["email"], "password": "x" * 8}, headers=admin)
+        invalid = await client.patch(f"/api/v1/users/{user['id']}", json={"full_name": 5}, headers=admin)
+        missing = await client.delete("/api/v1/users/999999", headers=admin)
+        sentinel = await client.post("/api/v1/auth/register", json={"email": "z@example.com", "password": "x" * 8})
+
+        first = await next_message(received)
+
+    assert (taken.status, invalid.status, missing.status, sentinel.status) == (409, 422, 404, 201)
+    assert body_of(first)["data"]["email"] == "z@example.com"  # nothing came before it
+
+
+@pytest.mark.timeout(120)
+async def test_events_wait_in_the_outbox_while_rabbitmq_is_down_and_arrive_in_order(
+    broker: str, stack: StackFactory, redis_db: str, unique: str
+) -> None:
+    captured = DurableCapture(broker, f"test.{unique}", f"test.{unique}.capture", routing_key="user.created")
+    await captured.declare()  # durable: still bound when the outbox drains after the restart
+    client = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+
+    await stop_service("rabbitmq")
+    try:
+        await wait_disconnected(client)
+        request_ids = [rid(f"outage{i}") for i in range(3)]
+        users = [await create_user(client, admin, f"u{i}@example.com", r) for i, r in enumerate(request_ids)]
+        ready = await client.get("/readyz")
+        assert ready.status == 200  # events wait in the outbox; the service still takes traffic
+        assert (await ready.json())["checks"]["rabbitmq"] in {"connecting", "disconnected"}
+        depth = await metric(client, "turnstile_outbox_depth")
+        assert depth is not None
+        assert depth >= 3
+    finally:
+        await start_service("rabbitmq")
+
+    async def drained() -> bool:
+        return await metric(client, "turnstile_outbox_depth") == 0
+
+    await eventually(drained, 60, "the outbox drained after RabbitMQ returned")
+    await wait_connected(client, within_s=10)
+    messages = await captured.take(3, within_s=10)
+    for message, user, request_id in zip(messages, users, request_ids, strict=True):
+        assert_contract_event(message, "user.created", request_id["X-Request-ID"], user)
+    assert await captured.depth() == 0
+
+
+@pytest.mark.timeout(120)
+async def test_events_left_at_shutdown_are_delivered_by_the_next_start(
+    broker: str, stack: StackFactory, redis_db: str, unique: str
+) -> None:
+    captured = DurableCapture(broker, f"test.{unique}", f"test.{unique}.capture", routing_key="user.created")
+    await captured.declare()
+    first = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    await wait_connected(first)
+    admin = await admin_headers(first)
+
+    await stop_service("rabbitmq")
+    try:
+        await wait_disconnected(first)
+        request_id = rid("before-shutdown")
+        user = await create_user(first, admin, "ann@example.com", request_id)
+        await first.close()
+        outbox: coredis.Redis[str] = coredis.Redis.from_url(redis_db, decode_responses=True)
+        async with outbox:
+            assert await outbox.llen(DEFAULT_REDIS_KEY) == 1
+    finally:
+        await start_service("rabbitmq")
+
+    second = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    (message,) = await captured.take(1, within_s=60)
+    assert_contract_event(message, "user.created", request_id["X-Request-ID"], user)
+
+    async def drained() -> bool:
+        return await metric(second, "turnstile_outbox_depth") == 0
+
+    await eventually(drained, 10, "the outbox emptied")
+    assert await captured.depth() == 0
+    me = await second.get("/api/v1/auth/me", headers=bearer(await login(second, "ann@example.com", "correct-horse-1")))
+    assert (await me.json())["id"] == user["id"]
