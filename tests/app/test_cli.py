@@ -165,3 +165,42 @@ def test_workers_need_external_state(tmp_path: Path) -> None:
     result = run(tmp_path, "serve", "--workers", "2")
     assert result.returncode == 2
     assert "--workers 2 needs DATA_SERVICE_URL and REDIS_URL" in result.stderr
+
+
+@pytest.mark.timeout(90)
+async def test_workers_share_the_port_and_stop_together(tmp_path: Path, redis_url: str) -> None:
+    data_port, port = free_port(), free_port()
+    env = cli_env(tmp_path, REDIS_URL=redis_url, DATA_SERVICE_URL=f"http://127.0.0.1:{data_port}",
+                  TURNSTILE_DRAIN_SECONDS="0.2")
+    data = subprocess.Popen(
+        [sys.executable, "-m", "app", "dataservice", "--port", str(data_port), "--db", str(tmp_path / "d.sqlite3")],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    workers = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert time.monotonic() < deadline, "workers did not become ready"
+                await asyncio.sleep(0.2)
+            for _ in range(20):
+                async with http.get(f"http://127.0.0.1:{port}/things/x") as resp:
+                    assert resp.status == 200
+        children = subprocess.run(["pgrep", "-P", str(workers.pid)], capture_output=True, text=True, check=False)
+        assert len(children.stdout.split()) == 2
+        workers.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(workers.wait, 30) == 0
+    finally:
+        for proc in (workers, data):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)

@@ -1,0 +1,74 @@
+"""Settings from the environment: typed, one message per bad variable, the production guard."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.settings import SettingsError, load_settings
+
+SECRET = "s" * 40
+
+
+def problems(environ: dict[str, str]) -> list[str]:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ)
+    return info.value.problems
+
+
+def test_embedded_defaults_with_a_dev_secret() -> None:
+    settings = load_settings({})
+    assert settings.port == 8080
+    assert settings.data_service_url is None
+    assert settings.jwt_secret_is_dev
+    assert len(settings.jwt_secret) >= 32
+    assert settings.log_format == "text"
+    assert len(settings.embedded_defaults()) == 4
+
+
+def test_every_bad_variable_gets_its_own_message() -> None:
+    assert problems({
+        "PORT": "99999", "LOG_LEVEL": "LOUD", "REDIS_URL": "http://x", "TURNSTILE_TRACE_HOOKS": "maybe",
+        "JWT_SECRET": "short", "DATA_SERVICE_TIMEOUT_S": "-1",
+    }) == [
+        "PORT='99999': expected a port number 1-65535",
+        "LOG_LEVEL='LOUD': expected one of CRITICAL, ERROR, WARNING, INFO, DEBUG",
+        "DATA_SERVICE_TIMEOUT_S='-1': expected a positive number of seconds",
+        "REDIS_URL: expected a URL of scheme redis/rediss/redis+cluster/rediss+cluster/redis+sentinel, got 'http://x'",
+        "TURNSTILE_TRACE_HOOKS='maybe': expected 1/0, true/false, yes/no",
+        "JWT_SECRET: must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)",
+    ]
+
+
+def test_production_refuses_embedded_defaults_and_dev_secrets() -> None:
+    assert problems({"TURNSTILE_ENV": "production"}) == [
+        "DATA_SERVICE_URL: required when TURNSTILE_ENV=production (no embedded defaults)",
+        "REDIS_URL: required when TURNSTILE_ENV=production (no embedded defaults)",
+        "RABBITMQ_URL: required when TURNSTILE_ENV=production (no embedded defaults)",
+        "JWT_SECRET or JWT_SECRET_FILE: required when TURNSTILE_ENV=production",
+    ]
+
+
+def test_production_with_everything_set(tmp_path: Path) -> None:
+    secret_file = tmp_path / "jwt"
+    secret_file.write_text(SECRET + "\n")
+    settings = load_settings({
+        "TURNSTILE_ENV": "production", "DATA_SERVICE_URL": "http://data:8081", "REDIS_URL": "redis://r:6379/0",
+        "RABBITMQ_URL": "amqp://u:p@mq:5672/", "JWT_SECRET_FILE": str(secret_file),
+    })
+    assert settings.production
+    assert settings.jwt_secret == SECRET
+    assert settings.log_format == "json"
+    assert settings.embedded_defaults() == []
+
+
+def test_password_in_a_bad_url_is_not_echoed() -> None:
+    [problem] = problems({"RABBITMQ_URL": "http://user:hunter2@mq/"})
+    assert "hunter2" not in problem
+
+
+def test_plugin_lists() -> None:
+    settings = load_settings({"TURNSTILE_DISABLE_PLUGINS": "auth, cache", "TURNSTILE_PLUGINS": "a.b,c"})
+    assert settings.disabled_plugins == ("auth", "cache")
+    assert settings.extra_plugins == ("a.b", "c")
