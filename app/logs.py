@@ -50,3 +50,6 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     # aiohttp's own access log would be a second line per request; ours carries the pipeline.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # coredis logs every reconnect attempt at INFO (and tracebacks at ERROR) during a Redis
+    # outage; our clients already log the outage once, with its consequence.
+    logging.getLogger("coredis").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
