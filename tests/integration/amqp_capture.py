@@ -1,5 +1,6 @@
-"""Broker-side helpers for the integration tests: watch what the service publishes, publish
-as another producer would, read dead letters, and poll with a deadline.
+"""Helpers for the integration tests of events and subscriptions: watch what the service
+publishes, publish as another producer would, read dead letters, clean the broker up, read
+`/metrics` and `/readyz`, empty the tests' Redis database, and poll with a deadline.
 
 Two ways to capture events:
 - `capture()`: an exclusive auto-delete queue bound to the test's exchange, consumed at once
@@ -18,10 +19,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiormq
+import coredis
 import orjson
 import pytest
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.conftest import Client, redis_db_url
 
 POLL_S = 0.1
 
@@ -150,6 +155,57 @@ async def remove_topology(url: str, *, queues: list[str], exchanges: list[str]) 
             await channel.queue_delete(queue)
         for exchange in exchanges:
             await channel.exchange_delete(exchange)
+
+
+async def remove_test_topology(url: str, unique: str) -> None:
+    """What a test's service (its subscription queue, dead letters, exchanges) and captures left."""
+    queue = f"test.{unique}.user-changes"
+    await remove_topology(
+        url,
+        queues=[queue, f"{queue}.dead", f"test.{unique}.capture"],
+        exchanges=[f"test.{unique}", f"test.{unique}.dlx"],
+    )
+
+
+async def metric(client: Client, name: str, **labels: str) -> float | None:
+    """The value of one sample of `/metrics`, or None when it is absent."""
+    response = await client.get("/metrics")
+    assert response.status == 200
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+async def rabbitmq_state(client: Client) -> str:
+    response = await client.get("/readyz")
+    state: str = (await response.json())["checks"]["rabbitmq"]
+    return state
+
+
+async def wait_connected(client: Client, within_s: float = 60) -> None:
+    async def connected() -> bool:
+        return await rabbitmq_state(client) == "connected"
+
+    await eventually(connected, within_s, "the publisher connected to RabbitMQ")
+
+
+async def wait_disconnected(client: Client) -> None:
+    async def gone() -> bool:
+        return await rabbitmq_state(client) in {"connecting", "disconnected"}
+
+    await eventually(gone, 15, "the publisher noticed that RabbitMQ is gone")
+
+
+async def fresh_redis_db(request: pytest.FixtureRequest) -> str:
+    """What the `redis_db` fixture gives, for a test whose parameter decides if it needs Redis
+    (an async fixture cannot be fetched with getfixturevalue from a running loop)."""
+    url = redis_db_url(request.getfixturevalue("redis_url"))
+    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with redis:
+        await redis.flushdb()
+    return url
 
 
 def body_of(message: DeliveredMessage) -> dict[str, Any]:

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
 
-from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, redis_db_url, register
+from tests.integration.amqp_capture import fresh_redis_db
+from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
 from tests.services import start_service, stop_service
 
 PASSWORD = "correct-horse-1"
@@ -72,16 +73,6 @@ async def cached_stack(request: pytest.FixtureRequest, stack: StackFactory) -> C
     if request.param == "memory":
         return await stack()
     return await stack(redis_url=await fresh_redis_db(request))
-
-
-async def fresh_redis_db(request: pytest.FixtureRequest) -> str:
-    """What the `redis_db` fixture gives, for a test whose parameter decides if it needs Redis
-    (an async fixture cannot be fetched with getfixturevalue from a running loop)."""
-    url = redis_db_url(request.getfixturevalue("redis_url"))
-    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with redis:
-        await redis.flushdb()
-    return url
 
 
 async def get_user(client: Client, user_id: int, headers: dict[str, str]) -> aiohttp.ClientResponse:

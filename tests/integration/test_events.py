@@ -13,10 +13,19 @@ from typing import Any
 import coredis
 import pytest
 from aiormq.abc import DeliveredMessage
-from prometheus_client.parser import text_string_to_metric_families
 
 from app.clients.outbox import DEFAULT_REDIS_KEY
-from tests.integration.amqp_capture import DurableCapture, body_of, capture, eventually, next_message, remove_topology
+from tests.integration.amqp_capture import (
+    DurableCapture,
+    body_of,
+    capture,
+    eventually,
+    metric,
+    next_message,
+    remove_test_topology,
+    wait_connected,
+    wait_disconnected,
+)
 from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
 from tests.services import start_service, stop_service
 
@@ -27,48 +36,9 @@ ANSWER_WITHIN_S = 2.0  # the confirm deadline (0.5 s) and the reply slack, with 
 
 @pytest.fixture
 async def broker(amqp_url: str, unique: str) -> AsyncIterator[str]:
-    """The broker URL; removes what the test's service and captures left there.
-
-    Request it before `stack`, so that its teardown runs after the service has stopped.
-    """
+    """The broker URL; request it before `stack` so its cleanup runs after the service stopped."""
     yield amqp_url
-    queue = f"test.{unique}.user-changes"
-    await remove_topology(
-        amqp_url,
-        queues=[queue, f"{queue}.dead", f"test.{unique}.capture"],
-        exchanges=[f"test.{unique}", f"test.{unique}.dlx"],
-    )
-
-
-async def metric(client: Client, name: str, **labels: str) -> float | None:
-    """The value of one sample of `/metrics`, or None when it is absent."""
-    response = await client.get("/metrics")
-    assert response.status == 200
-    for family in text_string_to_metric_families(await response.text()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return None
-
-
-async def rabbitmq_state(client: Client) -> str:
-    response = await client.get("/readyz")
-    state: str = (await response.json())["checks"]["rabbitmq"]
-    return state
-
-
-async def wait_connected(client: Client, within_s: float = 60) -> None:
-    async def connected() -> bool:
-        return await rabbitmq_state(client) == "connected"
-
-    await eventually(connected, within_s, "the publisher connected to RabbitMQ")
-
-
-async def wait_disconnected(client: Client) -> None:
-    async def gone() -> bool:
-        return await rabbitmq_state(client) in {"connecting", "disconnected"}
-
-    await eventually(gone, 15, "the publisher noticed that RabbitMQ is gone")
+    await remove_test_topology(amqp_url, unique)
 
 
 def assert_contract_event(

@@ -1,0 +1,206 @@
+"""The default `user_changes` subscription on the real RabbitMQ (contract §9, reactive side):
+another producer's events invalidate the cache and revoke tokens; poison messages end in the
+dead-letter queue; and /metrics reports the cache, the events and the consumers."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+
+from app.clients.consumer import RETRIES_HEADER
+from tests.integration.amqp_capture import (
+    capture,
+    eventually,
+    fresh_redis_db,
+    has_consumer,
+    metric,
+    next_message,
+    publish,
+    remove_test_topology,
+    take_from,
+    wait_connected,
+)
+from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
+
+PASSWORD = "correct-horse-1"
+MAX_RETRIES = 3  # pipelines.toml: user_changes.max_retries
+
+
+@pytest.fixture
+async def broker(amqp_url: str, unique: str) -> AsyncIterator[str]:
+    """The broker URL; request it before `stack` so its cleanup runs after the service stopped."""
+    yield amqp_url
+    await remove_test_topology(amqp_url, unique)
+
+
+async def subscribed_stack(stack: StackFactory, broker: str, unique: str, redis_url: str | None) -> Client:
+    """The service with its publisher connected and its subscription consuming."""
+    client = await stack(redis_url=redis_url, rabbitmq_url=broker)
+    await wait_connected(client)
+    queue = subscription_queue(unique)
+
+    async def consuming() -> bool:
+        return await has_consumer(broker, queue)
+
+    await eventually(consuming, 30, f"a consumer on {queue}")
+    return client
+
+
+def subscription_queue(unique: str) -> str:
+    return f"test.{unique}.user-changes"
+
+
+def foreign_event(event_type: str, data: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """An event as another producer would publish it: the contract's body and properties."""
+    event_id = str(uuid.uuid4())
+    request_id = f"elsewhere-{event_id[:8]}"
+    body = {
+        "id": event_id,
+        "type": event_type,
+        "occurred_at": "2026-11-28T07:00:00.000000Z",
+        "request_id": request_id,
+        "data": data,
+    }
+    properties = {
+        "message_id": event_id,
+        "content_type": "application/json",
+        "app_id": "another-service",
+        "headers": {"x-request-id": request_id},
+    }
+    return orjson.dumps(body), properties
+
+
+async def publish_foreign(broker: str, unique: str, event_type: str, data: dict[str, Any]) -> str:
+    body, properties = foreign_event(event_type, data)
+    await publish(broker, f"test.{unique}", event_type, body, **properties)
+    message_id: str = properties["message_id"]
+    return message_id
+
+
+async def x_cache(client: Client, user_id: int, headers: dict[str, str]) -> str:
+    response = await client.get(f"/api/v1/users/{user_id}", headers=headers)
+    assert response.status == 200, await response.text()
+    return response.headers["X-Cache"]
+
+
+@pytest.mark.parametrize("cache", ["memory", "redis"])
+async def test_update_from_another_producer_invalidates_the_cache(
+    broker: str, stack: StackFactory, unique: str, cache: str, request: pytest.FixtureRequest
+) -> None:
+    redis_url = await fresh_redis_db(request) if cache == "redis" else None
+    client = await subscribed_stack(stack, broker, unique, redis_url)
+    user = await register(client, "ann@example.com", PASSWORD)
+    headers = bearer(await login(client, "ann@example.com", PASSWORD))
+    assert await x_cache(client, user["id"], headers) == "MISS"
+    assert await x_cache(client, user["id"], headers) == "HIT"
+
+    await publish_foreign(broker, unique, "user.updated", {**user, "full_name": "Changed elsewhere"})
+
+    async def invalidated() -> bool:
+        return await x_cache(client, user["id"], headers) == "MISS"
+
+    await eventually(invalidated, 10, "the cached user invalidated by the foreign user.updated")
+    assert await x_cache(client, user["id"], headers) == "HIT"
+    me = await client.get("/api/v1/auth/me", headers=headers)
+    assert me.status == 200  # an update that keeps the user active leaves the tokens alone
+
+
+async def test_delete_from_another_producer_revokes_the_users_tokens(
+    broker: str, stack: StackFactory, unique: str, redis_db: str
+) -> None:
+    client = await subscribed_stack(stack, broker, unique, redis_db)
+    user = await register(client, "ann@example.com", PASSWORD)
+    bystander = await register(client, "bob@example.com", PASSWORD)
+    headers = bearer(await login(client, "ann@example.com", PASSWORD))
+    bystander_headers = bearer(await login(client, "bob@example.com", PASSWORD))
+    assert (await client.get("/api/v1/auth/me", headers=headers)).status == 200
+
+    await publish_foreign(broker, unique, "user.deleted", {"id": user["id"]})
+
+    async def revoked() -> bool:
+        return (await client.get("/api/v1/auth/me", headers=headers)).status == 401
+
+    await eventually(revoked, 10, "the deleted user's access token refused")
+    assert (await client.get(f"/api/v1/users/{user['id']}", headers=headers)).status == 401
+    assert (await client.get("/api/v1/auth/me", headers=bystander_headers)).status == 200
+    assert bystander["id"] != user["id"]
+
+
+async def test_poison_messages_end_in_the_dead_letter_queue(
+    broker: str, stack: StackFactory, unique: str, redis_db: str
+) -> None:
+    client = await subscribed_stack(stack, broker, unique, redis_db)
+    queue = subscription_queue(unique)
+    not_json_id = f"not-json-{uuid.uuid4().hex[:8]}"
+    await publish(broker, f"test.{unique}", "user.updated", b"{not json", message_id=not_json_id)
+    failing_id = await publish_foreign(broker, unique, "user.updated", {"email": "no-id@example.com"})
+
+    dead = {m.header.properties.message_id: m for m in await take_from(broker, f"{queue}.dead", 2, within_s=20)}
+
+    assert set(dead) == {not_json_id, failing_id}
+    assert dead[not_json_id].body == b"{not json"
+    not_json_headers = dead[not_json_id].header.properties.headers or {}
+    assert RETRIES_HEADER not in not_json_headers  # not an event: dead-lettered at once, never retried
+    failing_headers = dead[failing_id].header.properties.headers or {}
+    assert failing_headers[RETRIES_HEADER] == MAX_RETRIES  # seen 1 + 3 times, then dead-lettered
+    assert orjson.loads(dead[failing_id].body)["data"] == {"email": "no-id@example.com"}
+    for message in dead.values():
+        deaths: Any = (message.header.properties.headers or {})["x-death"]
+        assert [(d["queue"], d["reason"]) for d in deaths] == [(queue, "rejected")]
+    assert await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="dead_lettered") == 2
+    assert await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="retried") == MAX_RETRIES
+
+    # The subscription goes on with the next good message.
+    await publish_foreign(broker, unique, "user.updated", {"id": 1})
+
+    async def acked() -> bool:
+        return await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="acked") == 1
+
+    await eventually(acked, 10, "a good message acked after the poison ones")
+
+
+async def test_metrics_report_cache_events_outbox_and_consumers(
+    broker: str, stack: StackFactory, unique: str, redis_db: str
+) -> None:
+    client = await subscribed_stack(stack, broker, unique, redis_db)
+    queue = subscription_queue(unique)
+
+    async def cache_count(result: str) -> float:
+        return await metric(client, "turnstile_cache_requests_total", pipeline="get_user", result=result) or 0.0
+
+    before = {result: await cache_count(result) for result in ("hit", "miss", "bypass")}
+    confirmed_before = await metric(client, "turnstile_events_published_total", outcome="confirmed") or 0.0
+    admin = await admin_headers(client)
+    async with capture(broker, f"test.{unique}", routing_key="user.created") as received:  # routable: confirmed
+        user = await register(client, "ann@example.com", PASSWORD)
+        created = await client.post(
+            "/api/v1/users", json={"email": "bob@example.com", "password": PASSWORD}, headers=admin
+        )
+        assert created.status == 201
+        await next_message(received)
+        await next_message(received)
+    headers = bearer(await login(client, "ann@example.com", PASSWORD))
+    assert await x_cache(client, user["id"], headers) == "MISS"
+    assert await x_cache(client, user["id"], headers) == "HIT"
+    await publish_foreign(broker, unique, "user.updated", {"id": user["id"]})
+
+    async def consumed() -> bool:
+        return await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="acked") == 1
+
+    await eventually(consumed, 10, "the foreign event acked")
+
+    assert await cache_count("hit") >= before["hit"] + 1
+    assert await cache_count("miss") >= before["miss"] + 1
+    assert await metric(client, "turnstile_cache_requests_total", pipeline="get_user", result="bypass") is not None
+    confirmed = await metric(client, "turnstile_events_published_total", outcome="confirmed")
+    assert confirmed is not None
+    assert confirmed >= confirmed_before + 2  # register and create
+    assert await metric(client, "turnstile_outbox_depth") == 0
+    assert await metric(client, "turnstile_publisher_connected") == 1
+    for outcome in ("retried", "dead_lettered"):
+        assert not await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome=outcome)
+    assert (await metric(client, "turnstile_cache_invalidations_total", pipeline="user_changes", result="ok") or 0) >= 1
