@@ -1,0 +1,1 @@
+"""Turnstile's benchmark: the pipeline against a hand-written baseline (docs/performance.md)."""

@@ -1,0 +1,53 @@
+-- Shared by every scenario script: counts statuses per thread and, when wrk is done,
+-- prints one line "BENCH_JSON {...}" that bench/wrk.py parses.
+local M = {}
+local threads = {}
+
+statuses = {}
+
+function M.setup(thread)
+  table.insert(threads, thread)
+end
+
+function M.response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+local function percentile(latency, p)
+  return latency:percentile(p)
+end
+
+function M.done(summary, latency, requests)
+  local counts, extra = {}, {}
+  for _, thread in ipairs(threads) do
+    local s = thread:get("statuses")
+    for status, n in pairs(s) do
+      counts[tostring(status)] = (counts[tostring(status)] or 0) + n
+    end
+    local last = thread:get("last_id")
+    if last then table.insert(extra, last) end
+  end
+  local parts = {}
+  for status, n in pairs(counts) do
+    table.insert(parts, string.format('"%s": %d', status, n))
+  end
+  local last_ids = {}
+  for _, id in ipairs(extra) do table.insert(last_ids, tostring(id)) end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, ' ..
+    '"max_us": %d, "errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+    '"statuses": {%s}, "last_ids": [%s]}\n',
+    summary.requests, summary.duration, percentile(latency, 50), percentile(latency, 90),
+    percentile(latency, 99), latency.max, e.connect, e.read, e.write, e.status, e.timeout,
+    table.concat(parts, ", "), table.concat(last_ids, ", ")))
+end
+
+-- Installs setup/response/done as the script's wrk callbacks.
+function M.install()
+  setup = M.setup
+  response = M.response
+  done = M.done
+end
+
+return M
