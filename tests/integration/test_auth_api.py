@@ -6,6 +6,7 @@ stores and on the real Redis.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -195,6 +196,16 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(stack: StackFactory,
     # Another session of the same user lives on.
     other = await login(client, "ann@example.com", PASSWORD)
     assert (await refresh(client, other["refresh_token"])).status == 200
+
+
+async def test_racing_refreshes_of_one_token_let_one_through(
+    stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    client = await stack(**token_state)
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    answers = await asyncio.gather(*(refresh(client, tokens["refresh_token"]) for _ in range(2)))
+    assert sorted(resp.status for resp in answers) == [200, 401]
 
 
 @pytest.mark.parametrize("token", ["not-a-jwt", ""], ids=["garbage", "empty"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import orjson
@@ -105,6 +106,10 @@ async def test_register_reports_every_bad_field_and_refuses_other_bodies(stack: 
         await client.post(REGISTER, data=b"{not json", headers={"Content-Type": "application/json"}), 400
     )
     await assert_problem(await client.post(REGISTER, data=b"email=a", headers={"Content-Type": "text/plain"}), 415)
+    too_large = b'{"email": "a@example.com", "password": "' + b"x" * (1024 * 1024) + b'"}'
+    await assert_problem(
+        await client.post(REGISTER, data=io.BytesIO(too_large), headers={"Content-Type": "application/json"}), 413
+    )
 
 
 # --- POST /users ------------------------------------------------------------------------------
@@ -330,6 +335,14 @@ async def test_unknown_route_and_method_are_problems(stack: StackFactory) -> Non
     client = await stack()
     await assert_problem(await client.get("/api/v1/nothing-here"), 404)
     await assert_problem(await client.put(REGISTER, json={}), 405)
+
+
+async def test_errors_carry_the_callers_request_id_when_it_is_valid(stack: StackFactory) -> None:
+    client = await stack()
+    kept = await client.get(f"{USERS}/1", headers={"X-Request-ID": "trace-1.a_B"})
+    assert (await assert_problem(kept, 401))["request_id"] == "trace-1.a_B"
+    replaced = await client.get(f"{USERS}/1", headers={"X-Request-ID": "not valid!"})
+    assert (await assert_problem(replaced, 401))["request_id"] not in ("", "not valid!")
 
 
 async def test_swagger_ui_is_served(stack: StackFactory) -> None:
