@@ -52,4 +52,7 @@ def setup_logging(level: str, fmt: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # coredis logs every reconnect attempt at INFO (and tracebacks at ERROR) during a Redis
     # outage; our clients already log the outage once, with its consequence.
+    # The SQLite driver logs every query's parameters at DEBUG, password hashes included:
+    # never let it below INFO, whatever LOG_LEVEL says (contract §4: no hash in any log line).
+    logging.getLogger("aiosqlite").setLevel(logging.INFO)
     logging.getLogger("coredis").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)

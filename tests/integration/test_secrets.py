@@ -138,12 +138,6 @@ async def test_no_secret_in_redis(stack: StackFactory, debug_logs: pytest.LogCap
     assert leaks(stored) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: with LOG_LEVEL=DEBUG the embedded data service's SQLite driver (aiosqlite) logs "
-    "every query's parameters, password_hash included; its logger is never capped (app/logs.py caps only "
-    "aiohttp.access)",
-)
 async def test_no_hash_in_the_embedded_data_services_debug_log(
     stack: StackFactory, debug_logs: pytest.LogCaptureFixture
 ) -> None:
