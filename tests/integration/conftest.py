@@ -14,8 +14,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import coredis
+import orjson
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.pytest_plugin import AiohttpClient
 from aiohttp.test_utils import TestClient
 
@@ -79,6 +80,25 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
 
 
 StackFactory = Callable[..., Awaitable[Client]]
+
+PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id"}
+
+
+async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
+    """`resp` is an RFC 9457 problem of `status`, with the headers contract §5 asks for."""
+    text = await resp.text()
+    assert resp.status == status, text
+    assert resp.content_type == "application/problem+json"
+    body: dict[str, Any] = orjson.loads(text)
+    assert body.keys() >= PROBLEM_FIELDS
+    assert body["status"] == status
+    assert body["request_id"] == resp.headers["X-Request-ID"]
+    assert "127.0.0.1" not in text  # no upstream address reaches a client
+    if status == 401:
+        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    if status in (429, 503):
+        assert int(resp.headers["Retry-After"]) >= 1
+    return body
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from tests.integration.conftest import (
     Client,
     StackFactory,
     admin_headers,
+    assert_problem,
     bearer,
     login,
     register,
@@ -35,23 +36,8 @@ REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
 ME = "/api/v1/auth/me"
 PASSWORD = "correct-horse-1"
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id"}
 
 
-async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
-    """`resp` is an RFC 9457 problem of `status`, with the headers contract §5 asks for."""
-    text = await resp.text()
-    assert resp.status == status, text
-    assert resp.content_type == "application/problem+json"
-    body: dict[str, Any] = orjson.loads(text)
-    assert body.keys() >= PROBLEM_FIELDS
-    assert body["status"] == status
-    assert body["request_id"] == resp.headers["X-Request-ID"]
-    if status == 401:
-        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-    if status in (429, 503):
-        assert int(resp.headers["Retry-After"]) >= 1
-    return body
 
 
 @pytest.fixture(params=["embedded", "redis"])

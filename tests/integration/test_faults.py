@@ -8,11 +8,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp import ClientResponse
 
-from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
+from tests.integration.conftest import Client, StackFactory, admin_headers, assert_problem, bearer, login, register
 from tests.integration.faults import FaultProxy, Mode
 
 ME = "/api/v1/auth/me"
@@ -22,18 +20,6 @@ COOLDOWN_S = 1.0
 RECOVERY_BOUND_S = 10.0  # contract §7: 200 again within 10 s of the data service's return
 
 
-async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
-    """`resp` is an RFC 9457 problem of `status`; a 503 says when to come back."""
-    text = await resp.text()
-    assert resp.status == status, text
-    assert resp.content_type == "application/problem+json"
-    body: dict[str, Any] = orjson.loads(text)
-    assert body.keys() >= {"type", "title", "status", "detail", "request_id"}
-    assert body["status"] == status
-    assert "127.0.0.1" not in text  # no upstream address reaches a client
-    if status == 503:
-        assert int(resp.headers["Retry-After"]) >= 1
-    return body
 
 
 @pytest.fixture

@@ -5,33 +5,18 @@ from __future__ import annotations
 import io
 from typing import Any
 
-import orjson
 import pytest
-from aiohttp import ClientResponse
 from openapi_spec_validator import validate
 
-from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
+from tests.integration.conftest import Client, StackFactory, admin_headers, assert_problem, bearer, login, register
 
 REGISTER = "/api/v1/auth/register"
 USERS = "/api/v1/users"
 PASSWORD = "correct-horse-1"
 PROBLEM = "application/problem+json"
-PROBLEM_FIELDS = {"type", "title", "status", "detail", "request_id"}
 USER_FIELDS = {"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"}
 
 
-async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
-    """`resp` is an RFC 9457 problem of `status`, with the headers contract §5 asks for."""
-    text = await resp.text()
-    assert resp.status == status, text
-    assert resp.content_type == PROBLEM
-    body: dict[str, Any] = orjson.loads(text)
-    assert body.keys() >= PROBLEM_FIELDS
-    assert body["status"] == status
-    assert body["request_id"] == resp.headers["X-Request-ID"]
-    if status == 401:
-        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-    return body
 
 
 def assert_user(data: dict[str, Any]) -> None:
