@@ -26,8 +26,10 @@ from app.dataservice.store import UserStore, utc_now
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SERVICES: Final = ROOT / "scripts" / "services.sh"
-# Its own database, so a run never touches the tests' keys (and can flush what it wrote).
-REDIS_URL: Final = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
+# Its own Redis server (started through scripts/services.sh on another port), so outage tests
+# that stop the shared one cannot break a run, and a run never touches the tests' keys.
+REDIS_PORT: Final = os.environ.get("BENCH_REDIS_PORT", "6390")
+REDIS_URL: Final = f"redis://127.0.0.1:{REDIS_PORT}/0"
 RABBITMQ_URL: Final = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 EXCHANGE: Final = "bench.users"
 EVENTS_QUEUE: Final = "bench.events"
@@ -49,8 +51,12 @@ def free_port() -> int:
         return port
 
 
-def services(action: str, which: str) -> None:
-    subprocess.run(["bash", str(SERVICES), action, which], check=True, timeout=180)
+def services(action: str, which: str, env: Mapping[str, str] | None = None) -> None:
+    subprocess.run(["bash", str(SERVICES), action, which], check=True, timeout=180, env={**os.environ, **(env or {})})
+
+
+def redis_env(workdir: Path) -> dict[str, str]:
+    return {"TURNSTILE_REDIS_PORT": REDIS_PORT, "TURNSTILE_SERVICES_DIR": str(workdir / "services")}
 
 
 def bench_pipelines(path: Path) -> Path:
@@ -206,9 +212,11 @@ class Stack:
         self.secret = secrets.token_urlsafe(48)
         self.seeded = seed
         self.servers: list[Server] = []
+        self.own_redis = False
 
     def start(self) -> None:
-        services("start", "redis")
+        services("start", "redis", redis_env(self.workdir))
+        self.own_redis = True
         services("start", "rabbitmq")
         flush_redis()
         amqp("setup")
@@ -265,8 +273,9 @@ class Stack:
             server.stop()
         with contextlib.suppress(Exception):
             amqp("teardown")
-        with contextlib.suppress(Exception):
-            flush_redis()
+        if self.own_redis:
+            with contextlib.suppress(Exception):
+                services("stop", "redis", redis_env(self.workdir))
 
 
 @contextlib.contextmanager
