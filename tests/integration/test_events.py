@@ -26,11 +26,12 @@ from tests.integration.amqp_capture import (
     wait_connected,
     wait_disconnected,
 )
-from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
+from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, redis_db_url, register
 from tests.services import start_service, stop_service
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 PUBLIC_USER_KEYS = {"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"}
+OUTBOX_REDIS_DB = 13
 ANSWER_WITHIN_S = 2.0  # the confirm deadline (0.5 s) and the reply slack, with room for a busy machine
 
 
@@ -39,6 +40,18 @@ async def broker(amqp_url: str, unique: str) -> AsyncIterator[str]:
     """The broker URL; request it before `stack` so its cleanup runs after the service stopped."""
     yield amqp_url
     await remove_test_topology(amqp_url, unique)
+
+
+@pytest.fixture
+async def outbox_redis_db(redis_url: str) -> str:
+    """An emptied Redis database of this module's own: the outbox must outlive the app for the
+    whole outage, and other modules' tests (run at the same time while developing) empty
+    INTEGRATION_REDIS_DB whenever they start."""
+    url = redis_db_url(redis_url, OUTBOX_REDIS_DB)
+    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    async with redis:
+        await redis.flushdb()
+    return url
 
 
 def assert_contract_event(
@@ -138,11 +151,11 @@ async def test_a_failed_write_publishes_nothing(broker: str, stack: StackFactory
 
 @pytest.mark.timeout(120)
 async def test_events_wait_in_the_outbox_while_rabbitmq_is_down_and_arrive_in_order(
-    broker: str, stack: StackFactory, redis_db: str, unique: str
+    broker: str, stack: StackFactory, unique: str
 ) -> None:
     captured = DurableCapture(broker, f"test.{unique}", f"test.{unique}.capture", routing_key="user.created")
     await captured.declare()  # durable: still bound when the outbox drains after the restart
-    client = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    client = await stack(rabbitmq_url=broker)  # no Redis: the file outbox (the Redis one: the next test)
     await wait_connected(client)
     admin = await admin_headers(client)
 
@@ -173,8 +186,9 @@ async def test_events_wait_in_the_outbox_while_rabbitmq_is_down_and_arrive_in_or
 
 @pytest.mark.timeout(120)
 async def test_events_left_at_shutdown_are_delivered_by_the_next_start(
-    broker: str, stack: StackFactory, redis_db: str, unique: str
+    broker: str, stack: StackFactory, outbox_redis_db: str, unique: str
 ) -> None:
+    redis_db = outbox_redis_db
     captured = DurableCapture(broker, f"test.{unique}", f"test.{unique}.capture", routing_key="user.created")
     await captured.declare()
     first = await stack(redis_url=redis_db, rabbitmq_url=broker)
