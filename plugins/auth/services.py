@@ -7,17 +7,20 @@ the same verified-token cache and, without Redis, the same in-memory token store
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Final
 
 import attrs
 from aiohttp import web
+from prometheus_client import Counter
 
 from app.clients.redis import RedisUnavailable
 from app.errors import ServiceUnavailable, Unauthorized
 from app.keys import redis_key, settings_key
+from app.outage import OutageLog
 from app.passwords import PasswordHasher, hasher_for
-from plugins.auth.store import MemoryTokenStore, RedisTokenStore, TokenStore
+from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
 from plugins.auth.tokens import Claims, Tokens, tokens_for
 
 STORE_RETRY_AFTER_S: Final = 2
@@ -30,7 +33,11 @@ class AuthServices:
     hasher: PasswordHasher
 
     async def check_not_revoked(self, claims: Claims) -> None:
-        """Raise 401 when the user's tokens were revoked at or after this one was issued."""
+        """Raise 401 when the user's tokens were revoked at or after this one was issued.
+
+        With Redis down the mirrored store answers from this process's own record (see
+        `MirroredTokenStore`), so this raises 503 only for the memory store's impossibilities.
+        """
         with store_errors():
             cutoff = await self.store.revoked_until(claims.user_id)
         if cutoff is not None and claims.iat <= cutoff:
@@ -45,12 +52,24 @@ def make_services(app: web.Application) -> AuthServices:
     settings = app[settings_key]
     revocation_ttl_s = max(settings.access_token_ttl_s, settings.refresh_token_ttl_s)
     redis = app.get(redis_key)
-    store: TokenStore = (
-        RedisTokenStore(redis, revocation_ttl_s=revocation_ttl_s)
-        if redis is not None
-        else MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
-    )
+    local = MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
+    store: TokenStore = local
+    if redis is not None:
+        remote = RedisTokenStore(redis, revocation_ttl_s=revocation_ttl_s)
+        store = MirroredTokenStore(remote, local, on_fallback=_count_fallback)
     return AuthServices(tokens_for(settings), store, hasher_for(settings))
+
+
+REVOCATION_FALLBACKS = Counter(
+    "turnstile_auth_revocation_fallbacks_total",
+    "Access checks answered from the process-local revocation mirror because Redis was down",
+)
+_outage_log = OutageLog(logging.getLogger("turnstile.auth"), "token state (Redis)")
+
+
+def _count_fallback() -> None:
+    REVOCATION_FALLBACKS.inc()
+    _outage_log.warning("checking revocations (answered from this process's own record)")
 
 
 def services_for(app: web.Application) -> AuthServices:

@@ -11,8 +11,11 @@ Redis when the service has one (`RedisTokenStore`), process memory otherwise
   dead (access tokens included), which is how a deleted, disabled or re-passworded user's
   tokens stop working at once.
 
-Failure: when Redis is down every method raises `RedisUnavailable`; the steps answer 503
-(fail closed), since a revoked token must never pass because Redis could not be asked.
+Failure: when Redis is down every method of `RedisTokenStore` raises `RedisUnavailable`.
+Logins, refreshes and logouts then answer 503: families are never guessed. The per-request
+access check instead goes through `MirroredTokenStore`, which answers from this process's
+own record of revocations (see there), so reads keep working during a Redis outage as
+contract §8 asks.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from app.clients.redis import RedisConnection, redis_errors
+from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 
 
 class Rotation(enum.Enum):
@@ -79,8 +82,13 @@ class MemoryTokenStore:
         self._families.pop(family, None)
 
     async def revoke_user(self, user_id: int) -> None:
-        now = self._clock()
-        self._revoked[user_id] = (now, now + self._revocation_ttl_s)
+        self.remember(user_id, self._clock())
+
+    def remember(self, user_id: int, cutoff: float) -> None:
+        """Record a cut-off made elsewhere (the later one wins)."""
+        previous = self._revoked.get(user_id)
+        if previous is None or previous[0] < cutoff:
+            self._revoked[user_id] = (cutoff, self._clock() + self._revocation_ttl_s)
 
     async def revoked_until(self, user_id: int) -> float | None:
         entry = self._revoked.get(user_id)
@@ -159,3 +167,44 @@ class RedisTokenStore:
 
     def _revoked(self, user_id: int) -> str:
         return f"{self._prefix}revoked:{user_id}"
+
+
+class MirroredTokenStore:
+    """The Redis store, with a process-local mirror of user revocations for a Redis outage.
+
+    Every cut-off this process makes, hears of (the `user_changes` subscription delivers other
+    producers' deletions and deactivations) or reads from Redis is kept locally too. While
+    Redis is down the access check answers from that mirror instead of refusing every request:
+    the contract wants reads to keep working then. What it cannot know is a revocation another
+    instance made while both Redis and RabbitMQ were out of reach; that window is bounded by
+    the access token's lifetime (15 minutes by default). Families stay strict: rotation and
+    logout need Redis and answer 503 without it.
+    """
+
+    def __init__(self, remote: RedisTokenStore, local: MemoryTokenStore, *, on_fallback: Callable[[], None]) -> None:
+        self.remote = remote
+        self.local = local
+        self._on_fallback = on_fallback
+
+    async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
+        await self.remote.start_family(family, jti, ttl_s)
+
+    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+        return await self.remote.rotate(family, presented, new_jti, ttl_s)
+
+    async def revoke_family(self, family: str) -> None:
+        await self.remote.revoke_family(family)
+
+    async def revoke_user(self, user_id: int) -> None:
+        await self.local.revoke_user(user_id)  # first: it holds even when Redis is down
+        await self.remote.revoke_user(user_id)
+
+    async def revoked_until(self, user_id: int) -> float | None:
+        try:
+            cutoff = await self.remote.revoked_until(user_id)
+        except RedisUnavailable:
+            self._on_fallback()
+            return await self.local.revoked_until(user_id)
+        if cutoff is not None:
+            self.local.remember(user_id, cutoff)
+        return cutoff

@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 import plugins.auth
+from app.clients.redis import RedisUnavailable
 from app.errors import Conflict
 from app.hookspecs import hookimpl
 from app.keys import actor_key, body_key
@@ -372,19 +373,29 @@ async def test_revoke_tokens_on_user_events(world: World) -> None:
     assert seen == ["user.updated", "user.created", "user.updated", "user.deleted"]
 
 
-async def test_token_state_down_is_503(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice_url: str) -> None:
+async def test_redis_down_access_checks_use_this_process_record(
+    aiohttp_client: AiohttpClient, tmp_path: Path, dataservice_url: str
+) -> None:
     pipelines = tmp_path / "pipelines.toml"
     pipelines.write_text(PIPELINES)
     settings = cheap_settings(tmp_path, pipelines_file=pipelines, data_service_url=dataservice_url,
                               redis_url="redis://127.0.0.1:1/0")  # nothing listens there
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
     client = await aiohttp_client(create_app(settings, pm=pm))
-    token = services_for(client.app).tokens.issue_access(1, ("user",)).token
+    services = services_for(client.app)
+    kept = services.tokens.issue_access(1, ("user",)).token
+    revoked = services.tokens.issue_access(2, ("user",)).token
+    with pytest.raises(RedisUnavailable):
+        await services.store.revoke_user(2)  # Redis refuses, this process remembers
     for path in ("/me", "/open"):
-        resp = await client.get(path, headers=bearer(token))
-        assert resp.status == 503
-        assert "Retry-After" in resp.headers
-    assert (await client.get("/me")).status == 401  # no token: nothing to look up
+        assert (await client.get(path, headers=bearer(kept))).status == 200
+    assert (await client.get("/me", headers=bearer(revoked))).status == 401
+    assert (await client.get("/me")).status == 401  # no token at all
+    # Families are never guessed: a logout needs Redis.
+    refresh = services.tokens.issue_refresh(1, ("user",)).token
+    logout = await client.post("/logout", json={"refresh_token": refresh}, headers=bearer(kept))
+    assert logout.status == 503
+    assert "Retry-After" in logout.headers
 
 
 async def test_openapi_shows_what_the_steps_add(world: World) -> None:
