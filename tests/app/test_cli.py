@@ -204,3 +204,17 @@ async def test_workers_share_the_port_and_stop_together(tmp_path: Path, redis_ur
             if proc.poll() is None:
                 proc.kill()
             proc.wait(10)
+
+
+def test_serve_refuses_to_start_on_a_broken_pipelines_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text('[[pipelines]]\nname = "a"\nroute = "GET /a"\nsteps = [{ use = "nope" }]\n')
+    result = run(tmp_path, "serve", "--port", str(free_port()), "--pipelines", str(broken))
+    assert result.returncode == 1
+    assert f"{broken}:4: pipeline 'a', step 1: unknown step type 'nope'" in result.stderr
+
+
+def test_serve_refuses_production_without_its_services(tmp_path: Path) -> None:
+    result = run(tmp_path, "serve", TURNSTILE_ENV="production")
+    assert result.returncode == 2
+    assert "turnstile: REDIS_URL: required when TURNSTILE_ENV=production" in result.stderr
