@@ -17,7 +17,7 @@ from typing import Any, Final
 
 import attrs
 
-from bench import wrk
+from bench import profile, wrk
 from bench.stack import ADMIN_EMAIL, ADMIN_PASSWORD, Stack, call, running_stack
 
 LOGIN_EMAIL: Final = "bench-login@bench.example.com"
@@ -45,6 +45,7 @@ class Options:
     # seconds, or no request would finish within the run.
     slow_duration: float
     slow_connections: int
+    profile: Path | None = None  # py-spy samples of the cached read go here
 
 
 FULL: Final = Options(duration=10, warmup=3, rounds=2, rss_requests=200_000, seed=100_000,
@@ -69,9 +70,19 @@ def measure(run: Callable[[float], wrk.Result], opts: Options, *, warmup: float 
 def cached_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[Row]:
     """Turnstile and the baseline in alternating rounds; each keeps its best round."""
     best: dict[str, wrk.Result] = {}
-    for _ in range(opts.rounds):
+    for index in range(opts.rounds):
         for name, server in (("turnstile", stack.turnstile), ("baseline", stack.baseline)):
-            result = measure(lambda s, url=server.url: wrk.run(url, "get_cached", [str(user_id), token], s), opts)
+            def run(seconds: float, url: str = server.url) -> wrk.Result:
+                return wrk.run(url, "get_cached", [str(user_id), token], seconds)
+
+            run(opts.warmup)
+            if opts.profile is not None and index == 0:
+                out = opts.profile / f"cached-{name}.txt"
+                with profile.sampled(server.pid, opts.duration, out):
+                    result = run(opts.duration)
+                (opts.profile / f"cached-{name}-top.txt").write_text(profile.summary(out))
+            else:
+                result = run(opts.duration)
             server.settle()
             if name not in best or result.rps > best[name].rps:
                 best[name] = result
@@ -183,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="alternating Turnstile/baseline rounds of the cached read")
     parser.add_argument("--rss-requests", type=int, help="cached reads between the two RSS readings")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--profile", type=Path, help="py-spy the first cached round of each server into this folder")
     args = parser.parse_args(argv)
     if not wrk.installed():
         parser.error("wrk and taskset are needed: apt-get install -y wrk util-linux")
@@ -202,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  [{'PASS' if ok else 'MISS'}] {text}")
     if args.json:
         args.json.write_text(json.dumps({
-            "options": attrs.asdict(opts),
+            "options": attrs.asdict(opts, value_serializer=lambda _i, _a, v: str(v) if isinstance(v, Path) else v),
             "rows": [{"scenario": r.scenario, "target": r.target, "rps": r.result.rps, "p50_ms": r.result.p50_ms,
                       "p99_ms": r.result.p99_ms, "requests": r.result.requests, "statuses": r.result.statuses,
                       "non_2xx": r.result.non_2xx, "socket_errors": r.result.socket_errors, "ratio": r.ratio}
