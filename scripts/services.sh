@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs (Debian) and starts or stops the Redis and RabbitMQ servers the tests and the
-# benchmark need, on loopback, without systemd.
+# benchmark need, on loopback, without systemd; `install` also brings wrk for the benchmark.
 #   scripts/services.sh start|stop|restart redis|rabbitmq|all
 #   scripts/services.sh install
 # State lives under ${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}.
@@ -19,6 +19,7 @@ install() {
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
+  command -v wrk >/dev/null || missing+=(wrk)  # the benchmark's load generator
   if ((${#missing[@]})); then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -34,12 +34,12 @@ PY
 
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export RABBITMQ_URL=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/}
+# Installs only what is missing (redis-server, rabbitmq-server, wrk): a no-op when present.
+bash scripts/services.sh install
 # shellcheck disable=SC2046
-if ! reachable $(hostport "$REDIS_URL" 6379) || ! reachable $(hostport "$RABBITMQ_URL" 5672); then
-  bash scripts/services.sh install
-  reachable $(hostport "$REDIS_URL" 6379) || bash scripts/services.sh start redis
-  reachable $(hostport "$RABBITMQ_URL" 5672) || bash scripts/services.sh start rabbitmq
-fi
+reachable $(hostport "$REDIS_URL" 6379) || bash scripts/services.sh start redis
+# shellcheck disable=SC2046
+reachable $(hostport "$RABBITMQ_URL" 5672) || bash scripts/services.sh start rabbitmq
 
 echo "== ruff"
 .venv/bin/ruff check .
