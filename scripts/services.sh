@@ -2,7 +2,7 @@
 # Installs (Debian) and starts or stops the Redis and RabbitMQ servers the tests and the
 # benchmark need, on loopback, without systemd; `install` also brings wrk for the benchmark.
 #   scripts/services.sh start|stop|restart redis|rabbitmq|all
-#   scripts/services.sh install
+#   scripts/services.sh install [redis] [rabbitmq] [wrk]
 # State lives under ${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}.
 set -euo pipefail
 
@@ -15,11 +15,16 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install() {
-  local missing=()
-  command -v redis-server >/dev/null || missing+=(redis-server)
-  command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server)
-  command -v wrk >/dev/null || missing+=(wrk)  # the benchmark's load generator
+install() {  # [redis] [rabbitmq] [wrk]: what to make sure of (default: all three)
+  local wanted=("$@") missing=()
+  ((${#wanted[@]})) || wanted=(redis rabbitmq wrk)
+  for w in "${wanted[@]}"; do
+    case $w in
+      redis) command -v redis-server >/dev/null || missing+=(redis-server) ;;
+      rabbitmq) command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server) ;;
+      wrk) command -v wrk >/dev/null || missing+=(wrk) ;;  # the benchmark's load generator
+    esac
+  done
   if ((${#missing[@]})); then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -65,7 +70,7 @@ stop_rabbitmq() {
 
 what=${2:-all}
 case "${1:-}" in
-  install) install ;;
+  install) shift; install "$@" ;;
   start|stop)
     for s in $([ "$what" = all ] && echo redis rabbitmq || echo "$what"); do "$1_$s"; done ;;
   restart)
