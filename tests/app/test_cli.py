@@ -218,3 +218,14 @@ def test_serve_refuses_production_without_its_services(tmp_path: Path) -> None:
     result = run(tmp_path, "serve", TURNSTILE_ENV="production")
     assert result.returncode == 2
     assert "turnstile: REDIS_URL: required when TURNSTILE_ENV=production" in result.stderr
+
+
+def test_create_admin_creates_then_is_idempotent(tmp_path: Path) -> None:
+    env = {"TURNSTILE_ADMIN_PASSWORD": "boss-password-1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8",
+           "ARGON2_PARALLELISM": "1"}
+    first = run(tmp_path, "create-admin", "--email", "Boss@Example.com", **env)
+    assert first.returncode == 0, first.stderr
+    assert "created" in first.stdout
+    again = run(tmp_path, "create-admin", "--email", "boss@example.com", **env)
+    assert again.returncode == 0, again.stderr
+    assert "unchanged" in again.stdout
