@@ -42,7 +42,11 @@ class BodyReader:
                 msg = "The request body is not valid JSON."
                 raise MalformedRequest(msg) from None
         if self.form_fields is not None and content_type in FORM_CONTENT_TYPES:
-            form = await request.post()
+            try:
+                form = await request.post()
+            except (ValueError, UnicodeDecodeError):  # aiohttp's words for a broken form
+                msg = "The form body cannot be read."
+                raise MalformedRequest(msg) from None
             return {self.form_fields.get(k, k): v for k, v in form.items() if isinstance(v, str)}
         accepted = "application/json" + (" or a form" if self.form_fields is not None else "")
         msg = f"The request body must be {accepted}."

@@ -300,3 +300,18 @@ async def test_a_disabled_users_tokens_die_at_once(stack: StackFactory, token_st
     await assert_problem(await client.get(ME, headers=bearer(tokens)), 401)
     await assert_problem(await refresh(client, tokens["refresh_token"]), 401)
     await assert_problem(await client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD}), 403)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data; boundary=xyz", b"garbage"),
+        ("multipart/form-data", b"garbage"),
+        ("application/x-www-form-urlencoded", b"username=\xff\xfe&password=x"),
+    ],
+)
+async def test_a_broken_form_is_400_not_500(stack: StackFactory, content_type: str, body: bytes) -> None:
+    client = await stack()
+    resp = await client.post("/api/v1/auth/login", data=body, headers={"Content-Type": content_type})
+    problem = await assert_problem(resp, 400)
+    assert problem["detail"] == "The form body cannot be read."
