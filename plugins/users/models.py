@@ -126,7 +126,8 @@ class Pagination:
     """Query parameters of a list."""
 
     limit: int = schema_field(default=50, description="Page size, 1-500 (default 50).", minimum=1, maximum=500)
-    offset: int = schema_field(default=0, description="Users to skip (default 0).", minimum=0)
+    # The bound is SQLite's largest row id: any offset the data service can take.
+    offset: int = schema_field(default=0, description="Users to skip (default 0).", minimum=0, maximum=2**63 - 1)
 
 
 MODELS: Final = (User, UserPage, UserRegister, UserCreate, UserPatch, Pagination)
