@@ -1,0 +1,123 @@
+"""The event-emit step on a small app: what it publishes, when, and what hooks do to it.
+
+The embedded publisher writes each event to `var/events.jsonl`, which these tests read; the
+RabbitMQ path is covered end to end in tests/integration/test_events.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+import plugins.event_emit
+from app import hookimpl
+from app.converter import converter, iter_errors
+from app.main import create_app
+from app.plugins import make_plugin_manager
+from app.settings import load_settings
+from plugins.event_emit.config import EventEmitConfig
+from tests.fixtures import sample_plugin
+
+Client = TestClient[web.Request, web.Application]
+
+PIPELINES = """
+[[pipelines]]
+name = "make_widget"
+route = "POST /widgets/{slot:int}"
+body = "Widget"
+steps = [{ use = "event-emit", event = "widget.created" }, { use = "echo", status = 201 }]
+
+[[pipelines]]
+name = "drop_widget"
+route = "DELETE /widgets/{slot:int}"
+steps = [{ use = "event-emit", event = "widget.deleted" }, { use = "answer", status = 204 }, { use = "echo" }]
+
+[[pipelines]]
+name = "refused"
+route = "POST /refused"
+steps = [{ use = "event-emit", event = "widget.created" }, { use = "answer", status = 418 }, { use = "echo" }]
+"""
+
+
+class Enricher:
+    @hookimpl
+    def enrich_event(self, request: Any, pipeline: Any, event: dict[str, Any]) -> dict[str, Any] | bool | None:
+        if event["data"].get("body", {}).get("name") == "secret":
+            return False
+        return {**event, "data": {**event["data"], "team": "widgets"}}
+
+
+async def start(aiohttp_client: AiohttpClient, tmp_path: Path, *extra: object) -> tuple[Client, Path]:
+    pipelines = tmp_path / "pipelines.toml"
+    pipelines.write_text(PIPELINES)
+    settings = attrs.evolve(load_settings({}), pipelines_file=pipelines, var_dir=tmp_path / "var")
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, plugins.event_emit, *extra])
+    return await aiohttp_client(create_app(settings, pm=pm)), tmp_path / "var" / "events.jsonl"
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+async def test_a_success_publishes_the_answer_as_the_event(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    client, log = await start(aiohttp_client, tmp_path)
+    resp = await client.post("/widgets/4", json={"name": "w", "size": 1}, headers={"X-Request-ID": "ev-1"})
+    assert resp.status == 201
+    [event] = events(log)
+    assert event["type"] == "widget.created"
+    assert event["request_id"] == "ev-1"
+    assert event["data"] == await resp.json()
+    assert set(event) == {"id", "type", "occurred_at", "request_id", "data"}
+
+
+async def test_an_answer_without_body_publishes_the_route_parameters(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    client, log = await start(aiohttp_client, tmp_path)
+    assert (await client.delete("/widgets/9")).status == 204
+    [event] = events(log)
+    assert event["type"] == "widget.deleted"
+    assert event["data"] == {"slot": 9}
+
+
+async def test_a_failure_publishes_nothing(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    client, log = await start(aiohttp_client, tmp_path)
+    assert (await client.post("/refused")).status == 418
+    assert (await client.post("/widgets/1", json={"name": 5})).status == 422
+    assert events(log) == []
+
+
+async def test_enrich_event_can_change_or_suppress(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
+    client, log = await start(aiohttp_client, tmp_path, Enricher())
+    await client.post("/widgets/1", json={"name": "w", "size": 1})
+    await client.post("/widgets/2", json={"name": "secret", "size": 1})
+    [event] = events(log)
+    assert event["data"]["team"] == "widgets"
+    assert event["data"]["params"] == {"slot": "1"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"event": "user.created"}, None),
+        ({"event": "created"}, "event must be a dotted routing key such as 'user.created', got 'created'"),
+        ({"event": 5}, "event: expected a string, got 5"),
+        ({}, "event: required setting missing"),
+    ],
+)
+def test_config(settings: dict[str, Any], expected: str | None) -> None:
+    try:
+        config = converter.structure(settings, EventEmitConfig)
+    except Exception as exc:
+        messages = [f"{'.'.join(map(str, path))}: {msg}" if path else msg for path, msg in iter_errors(exc)]
+        assert expected in messages
+        return
+    assert expected is None
+    assert config.event == settings["event"]
