@@ -17,25 +17,42 @@ from app.errors import (
     ValidationFailed,
 )
 from app.hookspecs import hookimpl
-from app.keys import Actor, actor_key, body_key, payload_key, request_id_key
-from app.pipeline.types import BuildContext, Handler, MessageStep, Step, StepKind, StepType, template_field
+from app.keys import Actor, actor_key, body_key, payload_key, query_key, request_id_key
+from app.models.schema import schema_field
+from app.pipeline.docs import OperationDoc
+from app.pipeline.types import (
+    BuildContext,
+    CheckContext,
+    Handler,
+    MessageHandler,
+    MessageStep,
+    Step,
+    StepKind,
+    StepType,
+    SubscriptionContext,
+    template_field,
+)
 
 __all__ = [
     "Actor",
     "BadGateway",
     "BuildContext",
+    "CheckContext",
     "Conflict",
     "FieldError",
     "Forbidden",
     "GatewayTimeout",
     "Handler",
+    "MessageHandler",
     "MessageStep",
     "NotFound",
+    "OperationDoc",
     "ProblemError",
     "ServiceUnavailable",
     "Step",
     "StepKind",
     "StepType",
+    "SubscriptionContext",
     "TooManyRequests",
     "Unauthorized",
     "ValidationFailed",
@@ -43,6 +60,8 @@ __all__ = [
     "body_key",
     "hookimpl",
     "payload_key",
+    "query_key",
     "request_id_key",
+    "schema_field",
     "template_field",
 ]
