@@ -53,6 +53,7 @@ class Settings:
     breaker_cooldown_s: float = 5.0
 
     redis_url: str | None = None
+    redis_client_tracking: bool = True
     cache_max_entries: int = 10_000
 
     rabbitmq_url: str | None = None
@@ -207,6 +208,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "breaker_failures": r.get("BREAKER_FAILURES", _positive_int, 5, "a positive whole number"),
         "breaker_cooldown_s": r.get("BREAKER_COOLDOWN_S", _positive_float, 5.0, "a positive number"),
         "redis_url": r.url("REDIS_URL", REDIS_SCHEMES),
+        "redis_client_tracking": r.get("REDIS_CLIENT_TRACKING", _flag, True, "1/0, true/false, yes/no"),
         "cache_max_entries": r.get("CACHE_MAX_ENTRIES", _positive_int, 10_000, "a positive whole number"),
         "rabbitmq_url": r.url("RABBITMQ_URL", ("amqp", "amqps")),
         "events_exchange": r.raw("EVENTS_EXCHANGE") or "users",

@@ -35,11 +35,22 @@ log = logging.getLogger("turnstile.wiring")
 # Where the embedded data service is reached; the real port is set when it listens.
 _EMBEDDED_PLACEHOLDER_URL = "http://127.0.0.1"
 PUBLISHER_FLUSH_DEADLINE_S = 5.0
+# Keys read on every cached GET, kept in process memory while Redis's invalidation pushes flow
+# (app/clients/tracking.py): the default cache key `user:{id}` and the revocation cut-offs.
+MIRRORED_PREFIXES = ("turnstile:user:", "turnstile:auth:revoked:")
 
 
 def setup_clients(app: web.Application, settings: Settings) -> None:
     """Create every client and register its start/stop and its readiness check."""
-    redis = RedisConnection(settings.redis_url) if settings.redis_url else None
+    redis = (
+        RedisConnection(
+            settings.redis_url,
+            mirror_prefixes=MIRRORED_PREFIXES if settings.redis_client_tracking else (),
+            mirror_max_entries=settings.cache_max_entries,
+        )
+        if settings.redis_url
+        else None
+    )
     app[redis_key] = redis
     app[data_service_key] = DataServiceClient(
         DataServiceOptions(

@@ -64,12 +64,12 @@ class RedisCache:
         self._prefix = prefix
 
     async def get(self, key: str) -> bytes | None:
-        client = self._connection.client
         try:
-            with redis_errors(), client.decoding(False) as raw:
-                return await raw.get(self._prefix + key)
+            with redis_errors():
+                value: bytes | None = await self._connection.get(self._prefix + key, decode=False)
         except RedisUnavailable as exc:
             raise CacheUnavailable(str(exc)) from exc
+        return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         _check_ttl(ttl_s)
@@ -80,15 +80,20 @@ class RedisCache:
                 await self._connection.client.set(self._prefix + key, value, px=ttl_ms)
         except RedisUnavailable as exc:
             raise CacheUnavailable(str(exc)) from exc
+        finally:
+            self._connection.invalidate_local(self._prefix + key)
 
     async def delete(self, *keys: str) -> None:
         if not keys:
             return
+        full = [self._prefix + key for key in keys]
         try:
             with redis_errors():
-                await self._connection.client.delete([self._prefix + key for key in keys])
+                await self._connection.client.delete(full)
         except RedisUnavailable as exc:
             raise CacheUnavailable(str(exc)) from exc
+        finally:
+            self._connection.invalidate_local(*full)
 
 
 @final

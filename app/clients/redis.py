@@ -3,7 +3,9 @@
 `RedisConnection(url)` owns a single coredis client. `start()` never fails because Redis is
 down: the service boots degraded and the same object recovers when Redis comes back.
 Callers use `connection.client` and wrap commands in `redis_errors()` to get one exception
-type, `RedisUnavailable`, for "Redis is down or too slow".
+type, `RedisUnavailable`, for "Redis is down or too slow". Keys read on every request go
+through `connection.get`, which answers from a `LocalMirror` (app/clients/tracking.py) when
+the connection was built with `mirror_prefixes` and Redis's invalidation pushes are flowing.
 
 URL forms (`REDIS_URL`):
 
@@ -59,6 +61,8 @@ from coredis.exceptions import (
 from coredis.pool import ConnectionPool, SentinelConnectionPool
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 from coredis.typing import Node
+
+from app.clients.tracking import MISSING, LocalMirror, close_buffers
 
 log = logging.getLogger(__name__)
 
@@ -134,14 +138,6 @@ class _FastRetryPolicy(ConstantRetryPolicy):
 _dialing: contextvars.ContextVar[BaseConnection | None] = contextvars.ContextVar(
     "turnstile_redis_dialing", default=None
 )
-_CONNECTION_BUFFERS: Final = (
-    "_push_message_buffer_in",
-    "_push_message_buffer_out",
-    "_streamed_message_buffer_in",
-    "_streamed_message_buffer_out",
-    "_write_buffer_in",
-    "_write_buffer_out",
-)
 
 
 class _RepairingPoolMixin(ConnectionPool[Any]):
@@ -165,8 +161,7 @@ class _RepairingPoolMixin(ConnectionPool[Any]):
         except BaseException as exc:
             connection = _dialing.get()
             if connection is not None:
-                for name in _CONNECTION_BUFFERS:
-                    getattr(connection, name).close()  # idempotent when run() closed them already
+                close_buffers(connection)
                 # coredis itself returns the slot when dialing fails with a RedisError.
                 if not isinstance(exc, coredis.exceptions.RedisError):
                     with contextlib.suppress(Exception):
@@ -283,7 +278,15 @@ class RedisConnection:
     at worst (a server that accepts but hangs), and within milliseconds when the server refuses.
     """
 
-    def __init__(self, url: str, *, socket_timeout_s: float = 0.5, connect_timeout_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 0.5,
+        connect_timeout_s: float = 0.5,
+        mirror_prefixes: tuple[str, ...] = (),
+        mirror_max_entries: int = 10_000,
+    ) -> None:
         if socket_timeout_s <= 0 or connect_timeout_s <= 0:
             msg = "Redis timeouts must be positive"
             raise ValueError(msg)
@@ -296,10 +299,49 @@ class RedisConnection:
         self._stopping = asyncio.Event()
         self._first_try = asyncio.Event()
         self._slow_pings: set[asyncio.Task[bool]] = set()
+        # Not for a cluster: its keys live on many nodes, each needing its own tracking connection.
+        self.mirror: LocalMirror | None = (
+            LocalMirror(mirror_prefixes, max_entries=mirror_max_entries, check_primary=self._target.kind == "sentinel")
+            if mirror_prefixes and self._target.kind != "cluster"
+            else None
+        )
 
     @property
     def url(self) -> str:
         return self._url
+
+    async def get(self, key: str, *, decode: bool = True) -> Any:
+        """GET `key` (``str``, or ``bytes`` when not `decode`), from the local mirror when it can.
+
+        Raises coredis's errors like the client does (wrap it in `redis_errors()`). Whoever
+        writes a mirrored key through this connection calls `invalidate_local` after the write.
+        """
+        mirror = self.mirror
+        ticket = None
+        if mirror is not None:
+            entry = mirror.lookup(key)
+            if entry is not MISSING and entry[0] is decode:
+                return entry[1]
+            ticket = mirror.begin(key)
+        client = self.client
+        try:
+            if decode:
+                value: Any = await client.get(key)
+            else:
+                with client.decoding(False) as raw:
+                    value = await raw.get(key)
+        except BaseException:
+            if mirror is not None:
+                mirror.abandon(key, ticket)
+            raise
+        if mirror is not None:
+            mirror.complete(key, ticket, (decode, value))
+        return value
+
+    def invalidate_local(self, *keys: str) -> None:
+        """Drop this process's copies of `keys` (it has just written them)."""
+        if self.mirror is not None:
+            self.mirror.invalidate(*keys)
 
     @property
     def client(self) -> coredis.Redis[str]:
@@ -409,6 +451,22 @@ class RedisConnection:
 
     # --- the owner task -----------------------------------------------------------------------
 
+    async def _hold(self, built: _Built) -> None:
+        """Wait for stop, keeping the mirror's tracking connection meanwhile."""
+        if self.mirror is None:
+            await self._stopping.wait()
+            return
+        tracker = asyncio.create_task(
+            self.mirror.run(built.client.connection_pool, timeout_s=self._connect_timeout_s + self._socket_timeout_s),
+            name="redis-mirror-tracking",
+        )
+        try:
+            await self._stopping.wait()
+        finally:
+            tracker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tracker
+
     async def _own(self, built: _Built) -> None:
         """Hold the client's ``async with`` until stop; re-enter with backoff if it dies."""
         delay = _BACKOFF_MIN_S
@@ -417,7 +475,7 @@ class RedisConnection:
                 async with built.entered():
                     self._first_try.set()
                     delay = _BACKOFF_MIN_S
-                    await self._stopping.wait()
+                    await self._hold(built)
                 return
             except Exception as exc:  # the owner must outlive whatever ends the client's context
                 log.warning(

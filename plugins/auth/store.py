@@ -152,14 +152,16 @@ class RedisTokenStore:
             await self._redis.client.delete([self._family(family)])
 
     async def revoke_user(self, user_id: int) -> None:
-        with redis_errors():
-            await self._redis.client.set(
-                self._revoked(user_id), repr(self._clock()), ex=self._revocation_ttl_s
-            )
+        key = self._revoked(user_id)
+        try:
+            with redis_errors():
+                await self._redis.client.set(key, repr(self._clock()), ex=self._revocation_ttl_s)
+        finally:
+            self._redis.invalidate_local(key)
 
     async def revoked_until(self, user_id: int) -> float | None:
         with redis_errors():
-            value = await self._redis.client.get(self._revoked(user_id))
+            value = await self._redis.get(self._revoked(user_id))
         return None if value is None else float(value)
 
     def _family(self, family: str) -> str:

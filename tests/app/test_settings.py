@@ -72,3 +72,10 @@ def test_plugin_lists() -> None:
     settings = load_settings({"TURNSTILE_DISABLE_PLUGINS": "auth, cache", "TURNSTILE_PLUGINS": "a.b,c"})
     assert settings.disabled_plugins == ("auth", "cache")
     assert settings.extra_plugins == ("a.b", "c")
+
+
+def test_redis_client_tracking_is_on_unless_turned_off() -> None:
+    assert load_settings({}).redis_client_tracking is True
+    assert load_settings({"REDIS_CLIENT_TRACKING": "0"}).redis_client_tracking is False
+    with pytest.raises(SettingsError, match="REDIS_CLIENT_TRACKING"):
+        load_settings({"REDIS_CLIENT_TRACKING": "maybe"})
