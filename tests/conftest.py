@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
 
+from app.clients.redis import RedisConnection
 from tests.services import RABBITMQ_URL, REDIS_URL, require
 
 
@@ -21,3 +23,14 @@ def amqp_url() -> str:
 def unique() -> str:
     """A short random name to isolate a test's keys, queues and exchanges."""
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+async def redis_connection(redis_url: str) -> AsyncIterator[RedisConnection]:
+    """A started RedisConnection to the real Redis, stopped after the test."""
+    connection = RedisConnection(redis_url)
+    await connection.start()
+    try:
+        yield connection
+    finally:
+        await connection.stop()

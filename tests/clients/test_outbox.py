@@ -17,14 +17,6 @@ def make_events(n: int) -> list[Event]:
     return [Event.create("user.updated", {"id": i}, f"req-{i}") for i in range(n)]
 
 
-@pytest.fixture
-async def redis_connection(redis_url: str) -> AsyncIterator[RedisConnection]:
-    connection = RedisConnection(redis_url)
-    await connection.start()
-    try:
-        yield connection
-    finally:
-        await connection.stop()
 
 
 @pytest.fixture(params=["file", "redis"])
