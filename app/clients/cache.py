@@ -11,7 +11,9 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, Protocol, final
+from typing import Final, Literal, Protocol, final
+
+from coredis import PureToken
 
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 
@@ -32,7 +34,14 @@ class CacheBackend(Protocol):
         ...
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
-        """Store `value` for `ttl_s` seconds (> 0). Raises CacheUnavailable."""
+        """Store `value` for `ttl_s` seconds (> 0), replacing any value. Raises CacheUnavailable."""
+        ...
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Store `value` for `ttl_s` seconds (> 0) only if `key` holds nothing; True if stored.
+
+        Atomic: of two adds racing on one key, one stores. Raises CacheUnavailable.
+        """
         ...
 
     async def delete(self, *keys: str) -> None:
@@ -72,16 +81,24 @@ class RedisCache:
         return value
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
+        await self._set(key, value, ttl_s, only_if_absent=False)
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        return await self._set(key, value, ttl_s, only_if_absent=True)
+
+    async def _set(self, key: str, value: bytes, ttl_s: float, *, only_if_absent: bool) -> bool:
         _check_ttl(ttl_s)
         # PX keeps sub-second TTLs exact; rounding up keeps a tiny TTL from meaning "no expiry".
         ttl_ms = max(_MIN_REDIS_TTL_MS, math.ceil(ttl_s * 1000))
+        condition: Literal[PureToken.NX] | None = PureToken.NX if only_if_absent else None
         try:
             with redis_errors():
-                await self._connection.client.set(self._prefix + key, value, px=ttl_ms)
+                stored = await self._connection.client.set(self._prefix + key, value, px=ttl_ms, condition=condition)
         except RedisUnavailable as exc:
             raise CacheUnavailable(str(exc)) from exc
         finally:
             self._connection.invalidate_local(self._prefix + key)
+        return bool(stored)  # SET answers nil when NX refused it
 
     async def delete(self, *keys: str) -> None:
         if not keys:
@@ -127,6 +144,13 @@ class MemoryCache:
             return None
         self._entries.move_to_end(key)
         return value
+
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        _check_ttl(ttl_s)
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl_s)
+        return True
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         _check_ttl(ttl_s)

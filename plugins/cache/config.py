@@ -59,11 +59,20 @@ class CacheConfig:
 
 @frozen(kw_only=True)
 class CacheInvalidateConfig:
-    """`{ use = "cache-invalidate", keys = ["user:{id}"] }`
+    """`{ use = "cache-invalidate", keys = ["user:{id}"], tombstone_ttl_s = 30 }`
 
-    keys: cache keys to delete after the rest of the chain answered 2xx; templates over the
-        route parameters and ``{actor}`` (in a subscription: over fields of the event's
+    keys: cache keys to invalidate after the rest of the chain answered 2xx; templates over
+        the route parameters and ``{actor}`` (in a subscription: over fields of the event's
         ``data``, e.g. ``{id}`` is ``event.data["id"]``).
+    tombstone_ttl_s: each key is overwritten with a tombstone for this many seconds (> 0)
+        rather than deleted. A `cache` read that finds it is a miss and stores nothing, and a
+        read that missed before the write cannot store the old answer it fetched: its fill is
+        add-if-absent. So it must outlast the longest fill, from the data-service call to the
+        store: with the default data-service settings (5 s per attempt, 2 retries, at most
+        0.15 s of backoff, a Redis write of ~1.5 s at worst) about 17 s; 30 s leaves a margin.
+        Raise it with ``DATA_SERVICE_TIMEOUT_S`` or ``DATA_SERVICE_RETRIES``. The cost: for
+        this long after a write the key is not cached.
     """
 
     keys: KeyTemplates = template_field(validator=_check_keys)
+    tombstone_ttl_s: int = field(default=30, validator=gt(0))

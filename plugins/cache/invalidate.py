@@ -1,4 +1,9 @@
-"""The `cache-invalidate` step: drop cache keys once a write succeeded, or an event says so."""
+"""The `cache-invalidate` step: tombstone cache keys once a write succeeded, or an event says so.
+
+A plain delete loses a race: a read that missed before the write, and fetched the old record,
+would store it after the delete for the full TTL. A tombstone (`markers.TOMBSTONE`, for
+`tombstone_ttl_s`) makes that read's add-if-absent store fail; see `CacheInvalidateConfig`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from app.pipeline.config import template_placeholders
 from app.pipeline.template import Template
 from app.pipeline.types import RESERVED_PLACEHOLDERS, BuildContext, Handler, MessageHandler, SubscriptionContext
 from plugins.cache.config import CacheInvalidateConfig
+from plugins.cache.markers import TOMBSTONE
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
 
 CACHE_INVALIDATIONS = Counter(
@@ -27,10 +33,11 @@ CACHE_INVALIDATIONS = Counter(
 @final
 @attrs.frozen
 class CacheInvalidateStep:
-    """After a 2xx answer, delete the keys. A backend failure is logged and counted; the write stands."""
+    """After a 2xx answer, tombstone the keys. A backend failure is logged and counted; the write stands."""
 
     keys: tuple[Template, ...]
     cache: CacheBackend
+    tombstone_ttl_s: int
     ok: Counter
     failed: Counter
 
@@ -38,7 +45,7 @@ class CacheInvalidateStep:
         response = await handler(request)
         if 200 <= response.status < 300:
             try:
-                await self.cache.delete(*(key.for_request(request) for key in self.keys))
+                await _tombstone(self.cache, [key.for_request(request) for key in self.keys], self.tombstone_ttl_s)
             except BACKEND_ERRORS as exc:
                 self.failed.inc()
                 outage_log.warning("invalidating", exc)
@@ -54,6 +61,7 @@ class CacheInvalidateMessageStep:
 
     keys: tuple[Template, ...]
     cache: CacheBackend
+    tombstone_ttl_s: int
     ok: Counter
     failed: Counter
 
@@ -61,11 +69,17 @@ class CacheInvalidateMessageStep:
         await handler(event)
         try:
             keys = [key.for_data(event.data) for key in self.keys]
-            await self.cache.delete(*keys)
+            await _tombstone(self.cache, keys, self.tombstone_ttl_s)
         except Exception:
             self.failed.inc()
             raise
         self.ok.inc()
+
+
+async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int) -> None:
+    # One SET per key: there is no multi-key SET with a TTL, and a step names one or two keys.
+    for key in keys:
+        await cache.set(key, TOMBSTONE, ttl_s)
 
 
 def _check_placeholders(config: CacheInvalidateConfig, context: BuildContext) -> None:
@@ -87,6 +101,7 @@ def build(config: CacheInvalidateConfig, context: BuildContext) -> CacheInvalida
     return CacheInvalidateStep(
         keys=tuple(Template(key) for key in config.keys),
         cache=context.app[cache_backend_key],
+        tombstone_ttl_s=config.tombstone_ttl_s,
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
         failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),
     )
@@ -97,6 +112,7 @@ def build_for_message(config: CacheInvalidateConfig, context: SubscriptionContex
     return CacheInvalidateMessageStep(
         keys=tuple(Template(key) for key in config.keys),
         cache=context.app[cache_backend_key],
+        tombstone_ttl_s=config.tombstone_ttl_s,
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
         failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),
     )

@@ -6,12 +6,15 @@ Headers on every answer: ``X-Cache: HIT|MISS|BYPASS`` and an RFC 9211 ``Cache-St
   second round trip to Redis per hit).
 - ``turnstile; fwd=uri-miss; fwd-status=200; stored``: no entry for the key; the rest of the
   chain answered and the answer was stored (``stored`` is absent when it was not: non-200/404
-  statuses, a disabled ``not_found_ttl_s``, or a failed write). ``collapsed`` is added when
+  statuses, a disabled ``not_found_ttl_s``, a failed write, a key that ``cache-invalidate``
+  tombstoned meanwhile, or a read that found the tombstone itself). ``collapsed`` is added when
   this request waited for another request's identical fetch instead of making its own.
 - ``turnstile; fwd=bypass; fwd-status=200; detail=unavailable``: the backend is down or slow;
   answered by the rest of the chain without the cache (``fail_open``).
 
-A remembered 404 is a hit too: ``turnstile; hit`` on a problem+json 404.
+A remembered 404 is a hit too: ``turnstile; hit`` on a problem+json 404. A tombstone (see
+`plugins.cache.invalidate`) is a miss that is not stored. Fills are add-if-absent, so a fill
+never overwrites a tombstone, nor another instance's fill.
 
 A hit answers the stored bytes without parsing them, so it carries no ``payload_key``; a
 miss (and every collapsed waiter) carries the data-fetch step's payload.
@@ -20,7 +23,7 @@ miss (and every collapsed waiter) carries the data-fetch step's payload.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final, final
+from typing import Final, Literal, final
 
 import attrs
 from aiohttp import web
@@ -35,6 +38,7 @@ from app.pipeline.docs import OperationDoc
 from app.pipeline.template import Template
 from app.pipeline.types import BuildContext, Handler
 from plugins.cache.config import CacheConfig
+from plugins.cache.markers import NOT_FOUND_MARKER, TOMBSTONE
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
 
 CACHE_REQUESTS = Counter(
@@ -42,8 +46,7 @@ CACHE_REQUESTS = Counter(
 )
 
 JSON: Final = "application/json"
-# Stored for a remembered 404. Not JSON, so no stored body can ever equal it.
-NOT_FOUND_MARKER: Final = b"\x00turnstile:404"
+XCache = Literal["MISS", "BYPASS"]  # what a forwarded answer's X-Cache says
 HIT_HEADERS: Final = {"X-Cache": "HIT", "Cache-Status": "turnstile; hit"}
 # Headers of the leader's answer that a collapsed follower must not copy.
 _NOT_SHARED: Final = frozenset({"content-length", "x-request-id", "date", "server"})
@@ -83,26 +86,27 @@ class CacheStep:
             if not self.config.fail_open:
                 msg = "The cache is unavailable."
                 raise ServiceUnavailable(msg) from exc
-            return await self._forward(request, handler, key, store=False)
-        if cached is None:
+            return await self._forward(request, handler, key, x_cache="BYPASS", store=False)
+        if cached is None or cached == TOMBSTONE:
             self.misses.inc()
-            return await self._forward(request, handler, key, store=True)
+            return await self._forward(request, handler, key, x_cache="MISS", store=cached is None)
         self.hits.inc()
         if cached == NOT_FOUND_MARKER:
             raise NotFound("not found", headers=HIT_HEADERS)
         return web.Response(body=cached, content_type=JSON, headers=HIT_HEADERS)
 
-    async def _forward(self, request: web.Request, handler: Handler, key: str, *, store: bool) -> web.StreamResponse:
+    async def _forward(
+        self, request: web.Request, handler: Handler, key: str, *, x_cache: XCache, store: bool
+    ) -> web.StreamResponse:
         """Run the rest of the chain once per key at a time; every waiter gets its own answer."""
         fetched = await self.flight.do(key, lambda: self._fetch(request, handler, key, store=store))
         leader = fetched.leader is request
-        x_cache = "MISS" if store else "BYPASS"
         if fetched.problem is not None:
             # Each waiter raises its own copy: the headers differ, and one exception object
             # raised in many tasks would share (and overwrite) one traceback.
             raise _copy_with_headers(fetched.problem, {
                 "X-Cache": x_cache,
-                "Cache-Status": _status(fetched.problem.status, fetched.stored, leader=leader, store=store),
+                "Cache-Status": _status(fetched.problem.status, fetched.stored, leader=leader, x_cache=x_cache),
             })
         if leader:
             assert fetched.response is not None
@@ -117,7 +121,7 @@ class CacheStep:
             if payload_key in fetched.response:
                 response[payload_key] = fetched.response[payload_key]  # shared, read-only by contract
         response.headers["X-Cache"] = x_cache
-        response.headers["Cache-Status"] = _status(response.status, fetched.stored, leader=leader, store=store)
+        response.headers["Cache-Status"] = _status(response.status, fetched.stored, leader=leader, x_cache=x_cache)
         return response
 
     async def _fetch(self, request: web.Request, handler: Handler, key: str, *, store: bool) -> _Fetched:
@@ -137,12 +141,13 @@ class CacheStep:
         return _Fetched(request, response, None, body, _shareable(response.headers.items()), stored)
 
     async def _store(self, key: str, value: bytes, ttl_s: int) -> bool:
+        # Add, never overwrite: a tombstone written since this request missed means its answer
+        # may predate the write (and another instance's fill is as fresh as this one).
         try:
-            await self.cache.set(key, value, ttl_s)
+            return await self.cache.add(key, value, ttl_s)
         except BACKEND_ERRORS as exc:
             outage_log.warning("storing", exc)
             return False
-        return True
 
 
 def _copy_with_headers(problem: ProblemError, headers: dict[str, str]) -> ProblemError:
@@ -158,8 +163,8 @@ def _shareable(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...
     return tuple((name, value) for name, value in headers if name.lower() not in _NOT_SHARED)
 
 
-def _status(status: int, stored: bool, *, leader: bool, store: bool) -> str:
-    if not store:
+def _status(status: int, stored: bool, *, leader: bool, x_cache: XCache) -> str:
+    if x_cache == "BYPASS":
         return f"turnstile; fwd=bypass; fwd-status={status}; detail=unavailable"
     value = f"turnstile; fwd=uri-miss; fwd-status={status}"
     if stored:
@@ -183,7 +188,11 @@ def build(config: CacheConfig, context: BuildContext) -> CacheStep:
 
 
 def document(config: CacheConfig, doc: OperationDoc) -> None:
-    doc.header(200, "X-Cache", "HIT (from the cache), MISS (fetched, then stored) or BYPASS (cache unavailable)")
+    doc.header(
+        200,
+        "X-Cache",
+        "HIT (from the cache), MISS (fetched; stored unless just invalidated) or BYPASS (cache unavailable)",
+    )
     doc.header(
         200, "Cache-Status", "RFC 9211, e.g. `turnstile; hit` or `turnstile; fwd=uri-miss; fwd-status=200; stored`"
     )

@@ -74,6 +74,24 @@ async def test_set_overwrites_and_delete_drops_keys(backend: CacheBackend) -> No
     assert await backend.get("b") is None
 
 
+async def test_add_stores_only_when_the_key_holds_nothing(backend: CacheBackend) -> None:
+    assert await backend.add("k", b"first", ttl_s=60) is True
+    assert await backend.add("k", b"second", ttl_s=60) is False
+    assert await backend.get("k") == b"first"
+
+    await backend.set("k", b"replaced", ttl_s=60)
+    assert await backend.add("k", b"third", ttl_s=60) is False
+    assert await backend.get("k") == b"replaced"
+
+
+async def test_add_stores_again_once_the_entry_expired(backend: CacheBackend) -> None:
+    await backend.set("k", b"old", ttl_s=0.15)
+    await asyncio.sleep(0.3)
+
+    assert await backend.add("k", b"new", ttl_s=60) is True
+    assert await backend.get("k") == b"new"
+
+
 async def test_entries_expire_after_their_ttl(backend: CacheBackend) -> None:
     await backend.set("short", b"x", ttl_s=0.15)
     await backend.set("long", b"y", ttl_s=60)
@@ -89,6 +107,8 @@ async def test_entries_expire_after_their_ttl(backend: CacheBackend) -> None:
 async def test_non_positive_or_infinite_ttl_is_refused(backend: CacheBackend, ttl_s: float) -> None:
     with pytest.raises(ValueError, match="TTL"):
         await backend.set("k", b"v", ttl_s=ttl_s)
+    with pytest.raises(ValueError, match="TTL"):
+        await backend.add("k", b"v", ttl_s=ttl_s)
 
 
 async def test_backends_name_themselves(redis_connection: RedisConnection) -> None:
@@ -156,7 +176,7 @@ async def test_redis_cache_is_unavailable_while_redis_is_stopped_then_recovers(
     await cache.set("k", b"before", ttl_s=60)
     try:
         await stop_service("redis")
-        for call in (cache.get("k"), cache.set("k", b"x", ttl_s=60), cache.delete("k")):
+        for call in (cache.get("k"), cache.set("k", b"x", ttl_s=60), cache.add("k", b"x", ttl_s=60), cache.delete("k")):
             started = time.monotonic()
             with pytest.raises(CacheUnavailable):
                 await call

@@ -12,6 +12,7 @@ from app.clients.cache import RedisCache
 from app.clients.redis import RedisConnection
 from app.clients.tracking import MISSING, LocalMirror
 from plugins.auth.store import RedisTokenStore
+from plugins.cache.markers import TOMBSTONE
 from tests.clients.test_redis_connection import Proxy
 
 
@@ -140,6 +141,22 @@ async def test_own_writes_drop_the_copy_at_once(mirrored: RedisConnection, prefi
     await cache.set("user:1", b"new", 60)
     assert await cache.get("user:1") == b"new"
     await cache.delete("user:1")
+
+
+async def test_another_instances_tombstone_replaces_the_mirrored_copy(
+    mirrored: RedisConnection, other: RedisConnection, prefix: str
+) -> None:
+    reader, writer = RedisCache(mirrored, prefix=prefix), RedisCache(other, prefix=prefix)
+    await writer.set("user:2", b"old", 60)
+    assert await reader.get("user:2") == b"old"
+    assert await reader.get("user:2") == b"old"  # now from memory
+
+    await writer.set("user:2", TOMBSTONE, 5)  # cache-invalidate on another instance
+
+    assert await until(lambda: mirrored.mirror is not None and len(mirrored.mirror) == 0, within_s=1.0)
+    assert await reader.get("user:2") == TOMBSTONE
+    assert await reader.add("user:2", b"old", 60) is False  # a late fill of the old record
+    assert await reader.get("user:2") == TOMBSTONE
 
 
 async def test_a_flush_drops_every_copy(mirrored: RedisConnection, other: RedisConnection, prefix: str) -> None:

@@ -107,16 +107,17 @@ async def test_patch_invalidates_and_delete_makes_it_404(cached_stack: Client) -
 
     patched = await cached_stack.patch(f"/api/v1/users/{user['id']}", json={"full_name": "Bob B"}, headers=headers)
     assert patched.status == 200
-    after_patch = await get_user(cached_stack, user["id"], headers)
-    assert_miss(after_patch)
-    assert (await after_patch.json())["full_name"] == "Bob B"
-    assert_hit(await get_user(cached_stack, user["id"], headers))
+    # The key holds a tombstone for tombstone_ttl_s (30 s): reads miss and store nothing.
+    for _ in range(2):
+        after_patch = await get_user(cached_stack, user["id"], headers)
+        assert_miss(after_patch, stored=False)
+        assert (await after_patch.json())["full_name"] == "Bob B"
 
     admin = await admin_headers(cached_stack)
     assert (await cached_stack.delete(f"/api/v1/users/{user['id']}", headers=admin)).status == 204
     gone = await get_user(cached_stack, user["id"], admin)
     assert gone.status == 404
-    assert_miss(gone, status=404)
+    assert_miss(gone, status=404, stored=False)
 
 
 async def test_auth_runs_before_the_cache(cached_stack: Client) -> None:
@@ -193,6 +194,51 @@ async def test_fifty_concurrent_misses_make_one_data_service_call(
     assert len({r.headers["X-Request-ID"] for r in responses}) == 50
     assert_hit(await get_user(client, user["id"], headers))
     assert counting.calls[read] == 1
+
+
+class HoldingProxy(CountingProxy):
+    """Forwards like CountingProxy; once `armed`, holds the next user read's answer until `release`."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(target)
+        self.armed = False
+        self.read_answered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        response = await super()._forward(request)
+        if self.armed and request.method == "GET" and re.fullmatch(r"/api/v1/users/\d+", request.path):
+            self.armed = False
+            self.read_answered.set()  # the data service has answered (the old record)
+            await self.release.wait()
+        return response
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_read_racing_a_patch_does_not_cache_the_old_record(
+    backend: str, stack: StackFactory, aiohttp_server: AiohttpServer, dataservice: str, request: pytest.FixtureRequest
+) -> None:
+    holding = HoldingProxy(dataservice)
+    server = await aiohttp_server(holding.app)
+    overrides: dict[str, Any] = {"data_service_url": str(server.make_url("/")).rstrip("/")}
+    if backend == "redis":
+        overrides["redis_url"] = await fresh_redis_db(request)
+    client = await stack(**overrides)
+    user, headers = await user_with_token(client, "ann@example.com")
+    holding.armed = True
+
+    slow_read = asyncio.create_task(get_user(client, user["id"], headers))
+    await asyncio.wait_for(holding.read_answered.wait(), 10)
+    patched = await client.patch(f"/api/v1/users/{user['id']}", json={"full_name": "Ann New"}, headers=headers)
+    assert patched.status == 200  # committed upstream, then cache-invalidate ran
+    holding.release.set()
+    raced = await slow_read  # the old record arrives after the invalidation
+
+    assert (await raced.json())["full_name"] == user["full_name"]
+    assert_miss(raced, stored=False)  # its add-if-absent met the tombstone
+    after = await get_user(client, user["id"], headers)
+    assert_miss(after, stored=False)
+    assert (await after.json())["full_name"] == "Ann New"
 
 
 async def test_not_found_is_not_cached_for_the_full_ttl(stack: StackFactory, redis_db: str) -> None:

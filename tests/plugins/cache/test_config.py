@@ -32,6 +32,13 @@ def test_invalidate_keys_become_a_tuple() -> None:
     assert converter.structure({"keys": ["user:{id}"]}, CacheInvalidateConfig).keys == ("user:{id}",)
 
 
+def test_invalidate_tombstone_outlasts_the_longest_default_fill() -> None:
+    config = converter.structure({"keys": ["user:{id}"]}, CacheInvalidateConfig)
+
+    # 3 attempts of 5 s, 0.15 s of backoff, a 1.5 s Redis write: the tombstone must outlive them.
+    assert config.tombstone_ttl_s == 30
+
+
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
@@ -55,6 +62,7 @@ def test_bad_cache_config(settings: dict[str, Any], expected: list[str]) -> None
         ({"keys": []}, ["keys: name at least one key"]),
         ({"keys": "user:{id}"}, ["keys: expected a list of key templates such as [\"user:{id}\"], got 'user:{id}'"]),
         ({"keys": ["u:{"]}, ["keys: bad template 'u:{': Single '{' encountered in format string"]),
+        ({"keys": ["u:{id}"], "tombstone_ttl_s": 0}, ["'tombstone_ttl_s' must be > 0: 0"]),
     ],
 )
 def test_bad_invalidate_config(settings: dict[str, Any], expected: list[str]) -> None:

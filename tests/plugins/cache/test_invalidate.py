@@ -9,6 +9,7 @@ from app.models.events import Event
 from app.pipeline.types import SubscriptionContext
 from plugins.cache.config import CacheInvalidateConfig, KeyTemplates
 from plugins.cache.invalidate import build_for_message
+from plugins.cache.markers import TOMBSTONE
 
 
 class DownCache:
@@ -20,6 +21,9 @@ class DownCache:
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         raise CacheUnavailable("down")
 
+    async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
+        raise CacheUnavailable("down")
+
     async def delete(self, *keys: str) -> None:
         raise CacheUnavailable("down")
 
@@ -28,17 +32,17 @@ async def nothing_else(event: Event) -> None:
     return None
 
 
-async def test_event_data_fills_the_keys() -> None:
+async def test_event_data_fills_the_keys_which_get_a_tombstone() -> None:
     cache = MemoryCache()
     await cache.set("user:7", b"{}", 60)
     await cache.set("user:8", b"{}", 60)
-    step = build_for_message(
-        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(cache), "invalidate_users")
-    )
+    config = CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",)), tombstone_ttl_s=5)
+    step = build_for_message(config, SubscriptionContext(_app(cache), "invalidate_users"))
 
     await step(Event.create("user.updated", {"id": 7, "email": "a@example.com"}, "req-1"), nothing_else)
 
-    assert await cache.get("user:7") is None
+    assert await cache.get("user:7") == TOMBSTONE
+    assert await cache.add("user:7", b"old", 60) is False  # a fill racing the event cannot store
     assert await cache.get("user:8") == b"{}"
 
 

@@ -40,7 +40,7 @@ steps = [
 name = "update_NAME"
 route = "PATCH /things/{id}"
 steps = [
-  { use = "cache-invalidate", keys = ["PREFIX:thing:{id}"] },
+  { use = "cache-invalidate", keys = ["PREFIX:thing:{id}"], tombstone_ttl_s = 1 },
   { use = "data-fetch", call = "PATCH /api/v1/things/{id}" },
 ]
 """
@@ -169,7 +169,7 @@ async def test_upstream_errors_are_not_cached(
     assert fake.calls == 2
 
 
-async def test_invalidate_deletes_after_success_only(
+async def test_invalidate_tombstones_after_success_only(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
     cache_redis_url: str | None,
 ) -> None:
@@ -189,6 +189,86 @@ async def test_invalidate_deletes_after_success_only(
     after = await client.get("/things/7")
     assert after.headers["X-Cache"] == "MISS"
     assert await after.read() == b'{"id":7}'
+
+
+class RacingUpstream:
+    """A data service whose GETs read the record on arrival, then wait for `release` to answer."""
+
+    def __init__(self) -> None:
+        self.record = b'{"id":7,"name":"old"}'
+        self.get_arrived = asyncio.Event()
+        self.release = asyncio.Event()
+        self.hold_next_get = True
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.method == "PATCH":
+            self.record = b'{"id":7,"name":"new"}'
+            return web.json_response(body=self.record)
+        snapshot = self.record
+        if self.hold_next_get:
+            self.hold_next_get = False
+            self.get_arrived.set()
+            await self.release.wait()
+        return web.json_response(body=snapshot)
+
+
+async def racing_client(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str, *,
+    upstream: RacingUpstream, redis_url: str | None,
+) -> Client:
+    pipelines = (
+        PIPELINES.replace("PREFIX", f"test:{unique}").replace("NAME", f"t{unique}").replace("NOT_FOUND_TTL", "1")
+    )
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", upstream.handle)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("")).rstrip("/")
+    return await make_client(aiohttp_client, tmp_path, pipelines, data_service_url=url, redis_url=redis_url)
+
+
+async def test_a_fill_racing_a_write_does_not_cache_the_old_record(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    upstream = RacingUpstream()
+    client = await racing_client(
+        aiohttp_client, aiohttp_server, tmp_path, unique, upstream=upstream, redis_url=cache_redis_url
+    )
+
+    slow_read = asyncio.create_task(client.get("/things/7"))  # misses, then reads the old record
+    await asyncio.wait_for(upstream.get_arrived.wait(), 5)
+    assert (await client.patch("/things/7")).status == 200  # commits, then invalidates
+    upstream.release.set()
+    raced = await slow_read
+
+    assert await raced.json() == {"id": 7, "name": "old"}  # as of when it was read
+    assert raced.headers["X-Cache"] == "MISS"
+    assert raced.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200"  # refused: not stored
+    after = await client.get("/things/7")
+    assert after.headers["X-Cache"] == "MISS"
+    assert await after.json() == {"id": 7, "name": "new"}
+
+
+async def test_a_tombstone_reads_as_a_miss_that_is_not_stored_until_it_expires(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    fake = FakeUpstream(body=b'{"id":7}')
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
+    assert (await client.patch("/things/7")).status == 200
+
+    for _ in range(2):
+        tombstoned = await client.get("/things/7")
+        assert tombstoned.status == 200
+        assert tombstoned.headers["X-Cache"] == "MISS"
+        assert tombstoned.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200"
+        assert await tombstoned.read() == b'{"id":7}'
+
+    await asyncio.sleep(1.1)  # tombstone_ttl_s = 1
+    resumed = await client.get("/things/7")
+    assert resumed.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"
+    assert (await client.get("/things/7")).headers["X-Cache"] == "HIT"
+    assert fake.calls == 1 + 2 + 1  # the PATCH, the two tombstoned reads, the refill
 
 
 async def test_cache_bypasses_when_redis_down_and_recovers_by_itself(
