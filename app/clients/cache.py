@@ -11,13 +11,22 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final, Literal, Protocol, final
+from typing import Any, Final, Literal, Protocol, final
 
 from coredis import PureToken
+from coredis.commands.script import Script
 
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 
 _MIN_REDIS_TTL_MS: Final = 1
+# Compare-and-set in one round trip: store ARGV[2] for ARGV[3] ms only if the key holds ARGV[1].
+_REPLACE_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 
 
 class CacheUnavailable(Exception):
@@ -41,6 +50,14 @@ class CacheBackend(Protocol):
         """Store `value` for `ttl_s` seconds (> 0) only if `key` holds nothing; True if stored.
 
         Atomic: of two adds racing on one key, one stores. Raises CacheUnavailable.
+        """
+        ...
+
+    async def replace(self, key: str, expected: bytes, value: bytes, ttl_s: float) -> bool:
+        """Store `value` for `ttl_s` seconds (> 0) only if `key` holds exactly `expected`; True if stored.
+
+        Atomic (compare-and-set): a key that expired or changed meanwhile is left alone.
+        Raises CacheUnavailable.
         """
         ...
 
@@ -71,6 +88,8 @@ class RedisCache:
     def __init__(self, connection: RedisConnection, *, prefix: str = "") -> None:
         self._connection = connection
         self._prefix = prefix
+        # Registered once: it runs by EVALSHA and is loaded again only if the server lost it.
+        self._replace_script: Script[str] = Script(script=_REPLACE_SCRIPT)
 
     async def get(self, key: str) -> bytes | None:
         try:
@@ -99,6 +118,21 @@ class RedisCache:
         finally:
             self._connection.invalidate_local(self._prefix + key)
         return bool(stored)  # SET answers nil when NX refused it
+
+    async def replace(self, key: str, expected: bytes, value: bytes, ttl_s: float) -> bool:
+        _check_ttl(ttl_s)
+        ttl_ms = max(_MIN_REDIS_TTL_MS, math.ceil(ttl_s * 1000))
+        try:
+            with redis_errors():
+                # The client is read per call: it is only valid while the connection is started.
+                reply: Any = await self._replace_script(
+                    keys=[self._prefix + key], args=[expected, value, ttl_ms], client=self._connection.client
+                )
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        finally:
+            self._connection.invalidate_local(self._prefix + key)
+        return int(reply) == 1
 
     async def delete(self, *keys: str) -> None:
         if not keys:
@@ -148,6 +182,13 @@ class MemoryCache:
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
         _check_ttl(ttl_s)
         if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl_s)
+        return True
+
+    async def replace(self, key: str, expected: bytes, value: bytes, ttl_s: float) -> bool:
+        _check_ttl(ttl_s)
+        if await self.get(key) != expected:  # an expired entry reads as None
             return False
         await self.set(key, value, ttl_s)
         return True

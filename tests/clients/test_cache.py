@@ -92,6 +92,34 @@ async def test_add_stores_again_once_the_entry_expired(backend: CacheBackend) ->
     assert await backend.get("k") == b"new"
 
 
+async def test_replace_stores_only_when_the_key_holds_exactly_the_expected_value(backend: CacheBackend) -> None:
+    await backend.set("k", b"\x00tombstone:1", ttl_s=60)
+
+    assert await backend.replace("k", b"\x00tombstone:0", b"stale", ttl_s=60) is False  # mismatch
+    assert await backend.get("k") == b"\x00tombstone:1"
+    assert await backend.replace("k", b"\x00tombstone:1", b"fresh", ttl_s=60) is True  # match
+    assert await backend.get("k") == b"fresh"
+    assert await backend.replace("k", b"\x00tombstone:1", b"again", ttl_s=60) is False  # no longer holds it
+    assert await backend.get("k") == b"fresh"
+    assert await backend.replace("absent", b"\x00tombstone:1", b"x", ttl_s=60) is False
+    assert await backend.get("absent") is None
+
+
+async def test_replace_gives_the_new_value_its_own_ttl(backend: CacheBackend) -> None:
+    await backend.set("k", b"t", ttl_s=60)
+    assert await backend.replace("k", b"t", b"short", ttl_s=0.15) is True
+    await asyncio.sleep(0.3)
+    assert await backend.get("k") is None
+
+
+async def test_replace_refuses_an_expired_key(backend: CacheBackend) -> None:
+    await backend.set("k", b"t", ttl_s=0.15)
+    await asyncio.sleep(0.3)
+
+    assert await backend.replace("k", b"t", b"late", ttl_s=60) is False
+    assert await backend.get("k") is None
+
+
 async def test_entries_expire_after_their_ttl(backend: CacheBackend) -> None:
     await backend.set("short", b"x", ttl_s=0.15)
     await backend.set("long", b"y", ttl_s=60)
@@ -109,6 +137,8 @@ async def test_non_positive_or_infinite_ttl_is_refused(backend: CacheBackend, tt
         await backend.set("k", b"v", ttl_s=ttl_s)
     with pytest.raises(ValueError, match="TTL"):
         await backend.add("k", b"v", ttl_s=ttl_s)
+    with pytest.raises(ValueError, match="TTL"):
+        await backend.replace("k", b"v", b"w", ttl_s=ttl_s)
 
 
 async def test_backends_name_themselves(redis_connection: RedisConnection) -> None:
@@ -174,9 +204,16 @@ async def test_redis_cache_is_unavailable_while_redis_is_stopped_then_recovers(
 ) -> None:
     cache = RedisCache(redis_connection, prefix=prefix)
     await cache.set("k", b"before", ttl_s=60)
+    assert await cache.replace("k", b"before", b"before", ttl_s=60) is True  # the server now has the script
     try:
         await stop_service("redis")
-        for call in (cache.get("k"), cache.set("k", b"x", ttl_s=60), cache.add("k", b"x", ttl_s=60), cache.delete("k")):
+        for call in (
+            cache.get("k"),
+            cache.set("k", b"x", ttl_s=60),
+            cache.add("k", b"x", ttl_s=60),
+            cache.replace("k", b"before", b"x", ttl_s=60),
+            cache.delete("k"),
+        ):
             started = time.monotonic()
             with pytest.raises(CacheUnavailable):
                 await call
@@ -193,4 +230,7 @@ async def test_redis_cache_is_unavailable_while_redis_is_stopped_then_recovers(
             assert time.monotonic() < deadline, "the cache did not come back"
             await asyncio.sleep(0.05)
     assert await cache.get("k") == b"after"
+    # The restarted server lost its script cache: replace loads the script again.
+    assert await cache.replace("k", b"after", b"replaced", ttl_s=60) is True
+    assert await cache.get("k") == b"replaced"
     await cache.delete("k")

@@ -24,6 +24,9 @@ class DownCache:
     async def add(self, key: str, value: bytes, ttl_s: float) -> bool:
         raise CacheUnavailable("down")
 
+    async def replace(self, key: str, expected: bytes, value: bytes, ttl_s: float) -> bool:
+        raise CacheUnavailable("down")
+
     async def delete(self, *keys: str) -> None:
         raise CacheUnavailable("down")
 
