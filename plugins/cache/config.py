@@ -64,14 +64,15 @@ class CacheInvalidateConfig:
     keys: cache keys to invalidate after the rest of the chain answered 2xx; templates over
         the route parameters and ``{actor}`` (in a subscription: over fields of the event's
         ``data``, e.g. ``{id}`` is ``event.data["id"]``).
-    tombstone_ttl_s: each key is overwritten with a tombstone for this many seconds (> 0)
-        rather than deleted. A `cache` read that finds it is a miss and stores nothing, and a
-        read that missed before the write cannot store the old answer it fetched: its fill is
-        add-if-absent. So it must outlast the longest fill, from the data-service call to the
+    tombstone_ttl_s: each key is overwritten with a unique tombstone for at most this many
+        seconds (> 0) rather than deleted. The next `cache` read that finds it is a miss whose
+        answer replaces it (compare-and-set), so caching resumes at once; the TTL only bounds
+        how long a tombstone sits when no read comes. A read that missed before the write
+        cannot store the old answer it fetched while the tombstone lives (its fill is
+        add-if-absent), so it must outlast the longest fill, from the data-service call to the
         store: with the default data-service settings (5 s per attempt, 2 retries, at most
         0.15 s of backoff, a Redis write of ~1.5 s at worst) about 17 s; 30 s leaves a margin.
-        Raise it with ``DATA_SERVICE_TIMEOUT_S`` or ``DATA_SERVICE_RETRIES``. The cost: for
-        this long after a write the key is not cached.
+        Raise it with ``DATA_SERVICE_TIMEOUT_S`` or ``DATA_SERVICE_RETRIES``.
     """
 
     keys: KeyTemplates = template_field(validator=_check_keys)

@@ -1,8 +1,9 @@
 """The `cache-invalidate` step: tombstone cache keys once a write succeeded, or an event says so.
 
 A plain delete loses a race: a read that missed before the write, and fetched the old record,
-would store it after the delete for the full TTL. A tombstone (`markers.TOMBSTONE`, for
-`tombstone_ttl_s`) makes that read's add-if-absent store fail; see `CacheInvalidateConfig`.
+would store it after the delete for the full TTL. A unique tombstone (`markers.new_tombstone`,
+for at most `tombstone_ttl_s`) makes that read's store fail, while a read that starts after it
+may replace it; see `plugins.cache.markers` and `CacheInvalidateConfig`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from app.pipeline.config import template_placeholders
 from app.pipeline.template import Template
 from app.pipeline.types import RESERVED_PLACEHOLDERS, BuildContext, Handler, MessageHandler, SubscriptionContext
 from plugins.cache.config import CacheInvalidateConfig
-from plugins.cache.markers import TOMBSTONE
+from plugins.cache.markers import new_tombstone
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
 
 CACHE_INVALIDATIONS = Counter(
@@ -78,8 +79,9 @@ class CacheInvalidateMessageStep:
 
 async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int) -> None:
     # One SET per key: there is no multi-key SET with a TTL, and a step names one or two keys.
+    # A fresh tombstone per key and write, so a fill that saw an older one cannot replace it.
     for key in keys:
-        await cache.set(key, TOMBSTONE, ttl_s)
+        await cache.set(key, new_tombstone(), ttl_s)
 
 
 def _check_placeholders(config: CacheInvalidateConfig, context: BuildContext) -> None:

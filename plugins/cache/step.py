@@ -6,15 +6,17 @@ Headers on every answer: ``X-Cache: HIT|MISS|BYPASS`` and an RFC 9211 ``Cache-St
   second round trip to Redis per hit).
 - ``turnstile; fwd=uri-miss; fwd-status=200; stored``: no entry for the key; the rest of the
   chain answered and the answer was stored (``stored`` is absent when it was not: non-200/404
-  statuses, a disabled ``not_found_ttl_s``, a failed write, a key that ``cache-invalidate``
-  tombstoned meanwhile, or a read that found the tombstone itself). ``collapsed`` is added when
+  statuses, a disabled ``not_found_ttl_s``, a failed write, or a key that changed since this
+  request read it, e.g. ``cache-invalidate`` tombstoned it meanwhile). ``collapsed`` is added when
   this request waited for another request's identical fetch instead of making its own.
 - ``turnstile; fwd=bypass; fwd-status=200; detail=unavailable``: the backend is down or slow;
   answered by the rest of the chain without the cache (``fail_open``).
 
 A remembered 404 is a hit too: ``turnstile; hit`` on a problem+json 404. A tombstone (see
-`plugins.cache.invalidate`) is a miss that is not stored. Fills are add-if-absent, so a fill
-never overwrites a tombstone, nor another instance's fill.
+`plugins.cache.markers`) is a miss. A fill is conditional on what its read found: after an empty
+key it is add-if-absent, so it never overwrites a tombstone written since (its answer may
+predate that write), nor another instance's fill; after tombstone T it replaces T only if the
+key still holds exactly T (the read began after that write, so its answer is fresh).
 
 A hit answers the stored bytes without parsing them, so it carries no ``payload_key``; a
 miss (and every collapsed waiter) carries the data-fetch step's payload.
@@ -38,7 +40,7 @@ from app.pipeline.docs import OperationDoc
 from app.pipeline.template import Template
 from app.pipeline.types import BuildContext, Handler
 from plugins.cache.config import CacheConfig
-from plugins.cache.markers import NOT_FOUND_MARKER, TOMBSTONE
+from plugins.cache.markers import NOT_FOUND_MARKER, is_tombstone
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
 
 CACHE_REQUESTS = Counter(
@@ -71,7 +73,9 @@ class CacheStep:
     config: CacheConfig
     key: Template
     cache: CacheBackend
-    flight: SingleFlight[str, _Fetched]
+    # Keyed by (cache key, what the read found): a fill's store depends on it, and a read that
+    # found a tombstone must not take the answer of a fetch that may have begun before the write.
+    flight: SingleFlight[tuple[str, bytes | None], _Fetched]
     hits: Counter
     misses: Counter
     bypasses: Counter
@@ -86,20 +90,23 @@ class CacheStep:
             if not self.config.fail_open:
                 msg = "The cache is unavailable."
                 raise ServiceUnavailable(msg) from exc
-            return await self._forward(request, handler, key, x_cache="BYPASS", store=False)
-        if cached is None or cached == TOMBSTONE:
+            return await self._forward(request, handler, key, None, x_cache="BYPASS", store=False)
+        if cached is None or is_tombstone(cached):
             self.misses.inc()
-            return await self._forward(request, handler, key, x_cache="MISS", store=cached is None)
+            return await self._forward(request, handler, key, cached, x_cache="MISS", store=True)
         self.hits.inc()
         if cached == NOT_FOUND_MARKER:
             raise NotFound("not found", headers=HIT_HEADERS)
         return web.Response(body=cached, content_type=JSON, headers=HIT_HEADERS)
 
     async def _forward(
-        self, request: web.Request, handler: Handler, key: str, *, x_cache: XCache, store: bool
+        self, request: web.Request, handler: Handler, key: str, seen: bytes | None, *, x_cache: XCache, store: bool
     ) -> web.StreamResponse:
-        """Run the rest of the chain once per key at a time; every waiter gets its own answer."""
-        fetched = await self.flight.do(key, lambda: self._fetch(request, handler, key, store=store))
+        """Run the rest of the chain once per key (and `seen`) at a time; every waiter gets its own answer.
+
+        `seen`: what the cache held when this request read it, None or a tombstone.
+        """
+        fetched = await self.flight.do((key, seen), lambda: self._fetch(request, handler, key, seen, store=store))
         leader = fetched.leader is request
         if fetched.problem is not None:
             # Each waiter raises its own copy: the headers differ, and one exception object
@@ -124,27 +131,33 @@ class CacheStep:
         response.headers["Cache-Status"] = _status(response.status, fetched.stored, leader=leader, x_cache=x_cache)
         return response
 
-    async def _fetch(self, request: web.Request, handler: Handler, key: str, *, store: bool) -> _Fetched:
+    async def _fetch(
+        self, request: web.Request, handler: Handler, key: str, seen: bytes | None, *, store: bool
+    ) -> _Fetched:
         try:
             response = await handler(request)
         except ProblemError as problem:
             stored = False
             if store and problem.status == 404 and self.config.not_found_ttl_s > 0:
-                stored = await self._store(key, NOT_FOUND_MARKER, self.config.not_found_ttl_s)
+                stored = await self._store(key, seen, NOT_FOUND_MARKER, self.config.not_found_ttl_s)
             return _Fetched(request, None, problem, None, (), stored)
         body = response.body if isinstance(response, web.Response) else None
         if not isinstance(body, bytes):
             return _Fetched(request, response, None, None, (), stored=False)
         stored = False
         if store and response.status == 200:
-            stored = await self._store(key, body, self.config.ttl_s)
+            stored = await self._store(key, seen, body, self.config.ttl_s)
         return _Fetched(request, response, None, body, _shareable(response.headers.items()), stored)
 
-    async def _store(self, key: str, value: bytes, ttl_s: int) -> bool:
-        # Add, never overwrite: a tombstone written since this request missed means its answer
-        # may predate the write (and another instance's fill is as fresh as this one).
+    async def _store(self, key: str, seen: bytes | None, value: bytes, ttl_s: int) -> bool:
+        # Found nothing: add, never overwrite. A tombstone written since this request read means
+        # its answer may predate the write (and another instance's fill is as fresh as this one).
+        # Found tombstone T: replace T only. A newer tombstone means a newer write; a stored
+        # answer means another fill, as fresh as this one, won.
         try:
-            return await self.cache.add(key, value, ttl_s)
+            if seen is None:
+                return await self.cache.add(key, value, ttl_s)
+            return await self.cache.replace(key, seen, value, ttl_s)
         except BACKEND_ERRORS as exc:
             outage_log.warning("storing", exc)
             return False
@@ -191,7 +204,7 @@ def document(config: CacheConfig, doc: OperationDoc) -> None:
     doc.header(
         200,
         "X-Cache",
-        "HIT (from the cache), MISS (fetched; stored unless just invalidated) or BYPASS (cache unavailable)",
+        "HIT (from the cache), MISS (fetched; stored unless the key changed meanwhile) or BYPASS (cache unavailable)",
     )
     doc.header(
         200, "Cache-Status", "RFC 9211, e.g. `turnstile; hit` or `turnstile; fwd=uri-miss; fwd-status=200; stored`"

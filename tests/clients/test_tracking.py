@@ -12,7 +12,7 @@ from app.clients.cache import RedisCache
 from app.clients.redis import RedisConnection
 from app.clients.tracking import MISSING, LocalMirror
 from plugins.auth.store import RedisTokenStore
-from plugins.cache.markers import TOMBSTONE
+from plugins.cache.markers import new_tombstone
 from tests.clients.test_redis_connection import Proxy
 
 
@@ -151,12 +151,13 @@ async def test_another_instances_tombstone_replaces_the_mirrored_copy(
     assert await reader.get("user:2") == b"old"
     assert await reader.get("user:2") == b"old"  # now from memory
 
-    await writer.set("user:2", TOMBSTONE, 5)  # cache-invalidate on another instance
+    tombstone = new_tombstone()
+    await writer.set("user:2", tombstone, 5)  # cache-invalidate on another instance
 
     assert await until(lambda: mirrored.mirror is not None and len(mirrored.mirror) == 0, within_s=1.0)
-    assert await reader.get("user:2") == TOMBSTONE
+    assert await reader.get("user:2") == tombstone
     assert await reader.add("user:2", b"old", 60) is False  # a late fill of the old record
-    assert await reader.get("user:2") == TOMBSTONE
+    assert await reader.get("user:2") == tombstone
 
 
 async def test_a_flush_drops_every_copy(mirrored: RedisConnection, other: RedisConnection, prefix: str) -> None:
@@ -302,3 +303,18 @@ async def test_a_node_that_is_not_the_primary_is_not_trusted(redis_url: str, pre
             await checked._check(Replica())
     finally:
         await connection.stop()
+
+
+async def test_own_replace_drops_the_copy_at_once(mirrored: RedisConnection, prefix: str) -> None:
+    cache = RedisCache(mirrored, prefix=prefix)
+    tombstone = new_tombstone()
+    await cache.set("user:3", tombstone, 60)
+    assert await cache.get("user:3") == tombstone
+    assert await cache.get("user:3") == tombstone  # now from memory
+    assert mirrored.mirror is not None
+    assert len(mirrored.mirror) == 1
+
+    assert await cache.replace("user:3", tombstone, b"fresh", 60) is True
+    assert len(mirrored.mirror) == 0
+    assert await cache.get("user:3") == b"fresh"  # no wait for the push
+    await cache.delete("user:3")

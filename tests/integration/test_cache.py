@@ -107,17 +107,18 @@ async def test_patch_invalidates_and_delete_makes_it_404(cached_stack: Client) -
 
     patched = await cached_stack.patch(f"/api/v1/users/{user['id']}", json={"full_name": "Bob B"}, headers=headers)
     assert patched.status == 200
-    # The key holds a tombstone for tombstone_ttl_s (30 s): reads miss and store nothing.
-    for _ in range(2):
-        after_patch = await get_user(cached_stack, user["id"], headers)
-        assert_miss(after_patch, stored=False)
-        assert (await after_patch.json())["full_name"] == "Bob B"
+    after_patch = await get_user(cached_stack, user["id"], headers)
+    assert_miss(after_patch)  # found the tombstone; its answer replaced it
+    assert (await after_patch.json())["full_name"] == "Bob B"
+    cached = await get_user(cached_stack, user["id"], headers)
+    assert_hit(cached)
+    assert (await cached.json())["full_name"] == "Bob B"
 
     admin = await admin_headers(cached_stack)
     assert (await cached_stack.delete(f"/api/v1/users/{user['id']}", headers=admin)).status == 204
     gone = await get_user(cached_stack, user["id"], admin)
     assert gone.status == 404
-    assert_miss(gone, status=404, stored=False)
+    assert_miss(gone, status=404)  # the 404 marker replaced the tombstone
 
 
 async def test_auth_runs_before_the_cache(cached_stack: Client) -> None:
@@ -237,8 +238,11 @@ async def test_a_read_racing_a_patch_does_not_cache_the_old_record(
     assert (await raced.json())["full_name"] == user["full_name"]
     assert_miss(raced, stored=False)  # its add-if-absent met the tombstone
     after = await get_user(client, user["id"], headers)
-    assert_miss(after, stored=False)
+    assert_miss(after)  # found the tombstone; its fresh answer replaced it
     assert (await after.json())["full_name"] == "Ann New"
+    cached = await get_user(client, user["id"], headers)
+    assert_hit(cached)
+    assert (await cached.json())["full_name"] == "Ann New"
 
 
 async def test_not_found_is_not_cached_for_the_full_ttl(stack: StackFactory, redis_db: str) -> None:

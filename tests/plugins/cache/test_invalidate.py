@@ -9,7 +9,7 @@ from app.models.events import Event
 from app.pipeline.types import SubscriptionContext
 from plugins.cache.config import CacheInvalidateConfig, KeyTemplates
 from plugins.cache.invalidate import build_for_message
-from plugins.cache.markers import TOMBSTONE
+from plugins.cache.markers import is_tombstone
 
 
 class DownCache:
@@ -44,9 +44,17 @@ async def test_event_data_fills_the_keys_which_get_a_tombstone() -> None:
 
     await step(Event.create("user.updated", {"id": 7, "email": "a@example.com"}, "req-1"), nothing_else)
 
-    assert await cache.get("user:7") == TOMBSTONE
+    first = await cache.get("user:7")
+    assert first is not None
+    assert is_tombstone(first)
     assert await cache.add("user:7", b"old", 60) is False  # a fill racing the event cannot store
     assert await cache.get("user:8") == b"{}"
+
+    await step(Event.create("user.updated", {"id": 7, "email": "b@example.com"}, "req-2"), nothing_else)
+    second = await cache.get("user:7")
+    assert is_tombstone(second)
+    assert second != first  # unique per invalidation
+    assert await cache.replace("user:7", first, b"old", 60) is False  # a fill that saw the older one
 
 
 async def test_event_without_the_field_fails_the_message() -> None:

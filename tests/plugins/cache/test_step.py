@@ -188,7 +188,11 @@ async def test_invalidate_tombstones_after_success_only(
     assert updated.status == 200
     after = await client.get("/things/7")
     assert after.headers["X-Cache"] == "MISS"
+    assert after.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"  # replaced the tombstone
     assert await after.read() == b'{"id":7}'
+    again = await client.get("/things/7")
+    assert again.headers["X-Cache"] == "HIT"
+    assert await again.read() == b'{"id":7}'
 
 
 class RacingUpstream:
@@ -218,6 +222,7 @@ async def racing_client(
 ) -> Client:
     pipelines = (
         PIPELINES.replace("PREFIX", f"test:{unique}").replace("NAME", f"t{unique}").replace("NOT_FOUND_TTL", "1")
+        .replace("tombstone_ttl_s = 1", "tombstone_ttl_s = 30")  # no tombstone expires mid-test
     )
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", upstream.handle)
@@ -246,10 +251,105 @@ async def test_a_fill_racing_a_write_does_not_cache_the_old_record(
     assert raced.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200"  # refused: not stored
     after = await client.get("/things/7")
     assert after.headers["X-Cache"] == "MISS"
+    assert after.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"
     assert await after.json() == {"id": 7, "name": "new"}
+    cached = await client.get("/things/7")
+    assert cached.headers["X-Cache"] == "HIT"
+    assert await cached.json() == {"id": 7, "name": "new"}
 
 
-async def test_a_tombstone_reads_as_a_miss_that_is_not_stored_until_it_expires(
+async def test_a_fill_that_saw_an_older_tombstone_cannot_replace_a_newer_one(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    upstream = RacingUpstream()
+    client = await racing_client(
+        aiohttp_client, aiohttp_server, tmp_path, unique, upstream=upstream, redis_url=cache_redis_url
+    )
+    assert (await client.patch("/things/7")).status == 200  # tombstone T0
+    upstream.record = b'{"id":7,"name":"old"}'  # as if the first write had set "old"
+
+    slow_read = asyncio.create_task(client.get("/things/7"))  # finds T0, then reads "old"
+    await asyncio.wait_for(upstream.get_arrived.wait(), 5)
+    assert (await client.patch("/things/7")).status == 200  # commits "new", then tombstone T1
+    upstream.release.set()
+    raced = await slow_read
+
+    assert await raced.json() == {"id": 7, "name": "old"}
+    assert raced.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200"  # its T0 is gone: not stored
+    after = await client.get("/things/7")  # still T1: a miss, which now replaces T1
+    assert after.headers["X-Cache"] == "MISS"
+    assert after.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"
+    assert await after.json() == {"id": 7, "name": "new"}
+    assert (await client.get("/things/7")).headers["X-Cache"] == "HIT"
+
+
+async def test_a_read_after_a_write_does_not_share_a_fetch_that_began_before_it(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    upstream = RacingUpstream()
+    client = await racing_client(
+        aiohttp_client, aiohttp_server, tmp_path, unique, upstream=upstream, redis_url=cache_redis_url
+    )
+    slow_read = asyncio.create_task(client.get("/things/7"))  # found nothing, reads "old", held
+    await asyncio.wait_for(upstream.get_arrived.wait(), 5)
+    assert (await client.patch("/things/7")).status == 200
+
+    fresh = await client.get("/things/7")  # finds the tombstone: its own fetch, not the held one
+    assert await fresh.json() == {"id": 7, "name": "new"}
+    assert fresh.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"
+    upstream.release.set()
+    raced = await slow_read
+    assert await raced.json() == {"id": 7, "name": "old"}
+    assert raced.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200"  # the key is taken
+
+    cached = await client.get("/things/7")
+    assert cached.headers["X-Cache"] == "HIT"
+    assert await cached.json() == {"id": 7, "name": "new"}
+
+
+async def test_a_tombstone_reads_as_a_miss_whose_answer_replaces_it(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    fake = FakeUpstream(body=b'{"id":7}', delay_s=0.2)
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
+    assert (await client.patch("/things/7")).status == 200
+
+    responses = await asyncio.gather(*(client.get("/things/7") for _ in range(10)))
+
+    assert fake.calls == 1 + 1  # the PATCH, one shared fetch
+    assert {r.headers["X-Cache"] for r in responses} == {"MISS"}
+    statuses = sorted(r.headers["Cache-Status"] for r in responses)
+    assert statuses == ["turnstile; fwd=uri-miss; fwd-status=200; stored"] + [
+        "turnstile; fwd=uri-miss; fwd-status=200; stored; collapsed"
+    ] * 9
+    assert {await r.read() for r in responses} == {b'{"id":7}'}
+    hit = await client.get("/things/7")
+    assert hit.headers["X-Cache"] == "HIT"
+    assert fake.calls == 2
+    assert (counted(unique, "miss"), counted(unique, "hit")) == (10, 1)
+
+
+async def test_a_not_found_answer_replaces_a_tombstone_with_the_404_marker(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    fake = FakeUpstream()
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
+    assert (await client.patch("/things/7")).status == 200
+    fake.status, fake.content_type, fake.body = 404, "application/problem+json", b'{"detail": "gone"}'
+
+    first = await client.get("/things/7")
+    assert first.status == 404
+    assert first.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=404; stored"
+    second = await client.get("/things/7")
+    assert second.status == 404
+    assert second.headers["X-Cache"] == "HIT"
+
+
+async def test_a_tombstone_that_no_read_replaces_expires(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
     cache_redis_url: str | None,
 ) -> None:
@@ -257,18 +357,10 @@ async def test_a_tombstone_reads_as_a_miss_that_is_not_stored_until_it_expires(
     client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake, redis_url=cache_redis_url)
     assert (await client.patch("/things/7")).status == 200
 
-    for _ in range(2):
-        tombstoned = await client.get("/things/7")
-        assert tombstoned.status == 200
-        assert tombstoned.headers["X-Cache"] == "MISS"
-        assert tombstoned.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200"
-        assert await tombstoned.read() == b'{"id":7}'
-
     await asyncio.sleep(1.1)  # tombstone_ttl_s = 1
-    resumed = await client.get("/things/7")
+    resumed = await client.get("/things/7")  # an empty key: add-if-absent
     assert resumed.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"
     assert (await client.get("/things/7")).headers["X-Cache"] == "HIT"
-    assert fake.calls == 1 + 2 + 1  # the PATCH, the two tombstoned reads, the refill
 
 
 async def test_cache_bypasses_when_redis_down_and_recovers_by_itself(
