@@ -65,6 +65,9 @@ class Consumer:
         handler: awaited once per attempt; raising means "failed, retry".
         prefetch: unacked messages in flight (and so handlers running) at once.
         max_retries: retries after the first failure before the message is dead-lettered.
+        retry_delay_s: the wait before the first retry; it doubles for each next one (capped at
+            `retry_delay_max_s`, with jitter), so a dependency that is down for a moment (Redis
+            restarting) is ridden out instead of burning every retry at once. 0: no wait.
         stop_grace_s: how long `stop()` lets running handlers finish before it closes the
             channel (unfinished messages are then redelivered).
     """
@@ -79,6 +82,8 @@ class Consumer:
         handler: EventHandler,
         prefetch: int = 16,
         max_retries: int = 3,
+        retry_delay_s: float = 1.0,
+        retry_delay_max_s: float = 30.0,
         connect_timeout_s: float = 5.0,
         reconnect_base_s: float = 0.5,
         reconnect_max_s: float = 30.0,
@@ -91,6 +96,8 @@ class Consumer:
         self._handler = handler
         self._prefetch = prefetch
         self._max_retries = max_retries
+        self._retry_delay_s = retry_delay_s
+        self._retry_delay_max_s = retry_delay_max_s
         self._connect_timeout_s = connect_timeout_s
         self._reconnect_base_s = reconnect_base_s
         self._reconnect_max_s = reconnect_max_s
@@ -265,6 +272,10 @@ class Consumer:
             await message.channel.basic_reject(tag, requeue=False)
             EVENTS_CONSUMED.labels(self.queue, "dead_lettered").inc()
             return
+        if self._retry_delay_s > 0:
+            # Equal jitter: at least half the exponential wait, so the retries really span it.
+            ceiling = min(self._retry_delay_max_s, self._retry_delay_s * 2.0 ** min(retries, 32))
+            await asyncio.sleep(ceiling / 2 + backoff_s(0, base_s=ceiling / 2, max_s=ceiling / 2))
         await message.channel.basic_publish(
             message.body,
             exchange="",

@@ -47,8 +47,9 @@ class RawSubscription:
     queue: str
     bindings: list[str]
     steps: list[dict[str, Any]]
-    prefetch: int = 16
-    max_retries: int = 3
+    prefetch: int = attrs.field(default=16, validator=attrs.validators.gt(0))
+    max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    retry_delay_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +117,7 @@ class SubscriptionConfig:
     steps: tuple[ConfiguredStep, ...]
     prefetch: int = 16
     max_retries: int = 3
+    retry_delay_s: float = 1.0
     line: int = 0
 
 
@@ -244,7 +246,8 @@ class _Loader:
             return None
         return SubscriptionConfig(
             name=raw.name, queue=raw.queue, bindings=tuple(raw.bindings), steps=steps,
-            prefetch=raw.prefetch, max_retries=raw.max_retries, line=self.positions.line_of(where),
+            prefetch=raw.prefetch, max_retries=raw.max_retries, retry_delay_s=raw.retry_delay_s,
+            line=self.positions.line_of(where),
         )
 
     def steps(

@@ -56,7 +56,7 @@ def setup_subscriptions(app: web.Application) -> None:
         consumers.append(Consumer(
             settings.rabbitmq_url, exchange=settings.events_exchange, queue=subscription.queue,
             bindings=subscription.bindings, handler=handler, prefetch=subscription.prefetch,
-            max_retries=subscription.max_retries,
+            max_retries=subscription.max_retries, retry_delay_s=subscription.retry_delay_s,
         ))
     app[consumers_key] = consumers
     app.cleanup_ctx.append(subscriptions_ctx)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import aiormq
@@ -76,7 +77,9 @@ async def running(consumer: Consumer, url: str) -> AsyncIterator[Consumer]:
             await channel.exchange_delete(consumer.dead_letter_exchange)
 
 
-def make_consumer(url: str, unique: str, handler: Callable[[Event], Awaitable[None]]) -> Consumer:
+def make_consumer(
+    url: str, unique: str, handler: Callable[[Event], Awaitable[None]], *, retry_delay_s: float = 0
+) -> Consumer:
     return Consumer(
         url,
         exchange=f"test.{unique}",
@@ -84,6 +87,7 @@ def make_consumer(url: str, unique: str, handler: Callable[[Event], Awaitable[No
         bindings=["user.updated", "user.deleted"],
         handler=handler,
         max_retries=MAX_RETRIES,
+        retry_delay_s=retry_delay_s,
         reconnect_base_s=0.1,
         reconnect_max_s=1.0,
         stop_grace_s=1.0,
@@ -159,6 +163,25 @@ async def test_handler_that_recovers_gets_the_event_acked(amqp_url: str, unique:
         assert await depth(amqp_url, consumer.dead_letter_queue) == 0
 
 
+async def test_retries_wait_longer_each_time(amqp_url: str, unique: str) -> None:
+    """Each retry waits at least half its doubling ceiling (equal jitter): a lower bound only."""
+    seen_at: list[float] = []
+
+    async def handler(event: Event) -> None:
+        seen_at.append(time.monotonic())
+        if len(seen_at) < 3:
+            msg = "dependency restarting"
+            raise RuntimeError(msg)
+
+    event = Event.create("user.updated", {"id": 8}, "req-8")
+    async with running(make_consumer(amqp_url, unique, handler, retry_delay_s=0.2), amqp_url) as consumer:
+        await send(amqp_url, consumer.exchange, "user.updated", event.to_json(), event)
+        await eventually(lambda: _has(seen_at, 3), 10, "third attempt")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(seen_at)]
+    assert gaps[0] >= 0.1
+    assert gaps[1] >= 0.2
+
+
 async def test_garbage_body_is_dead_lettered_at_once(amqp_url: str, unique: str) -> None:
     seen: list[Event] = []
 
@@ -207,7 +230,7 @@ async def _is_not(consumer: Consumer, state: str) -> bool:
     return consumer.state != state
 
 
-async def _has(items: list[Event], n: int) -> bool:
+async def _has(items: Sequence[object], n: int) -> bool:
     return len(items) >= n
 
 
