@@ -50,6 +50,17 @@ class ProblemError(Exception):
         self.errors = tuple(errors)
         super().__init__(self.detail)
 
+    def with_headers(self, headers: Mapping[str, str]) -> ProblemError:
+        """A copy of this problem with more headers (for answering several requests with it).
+
+        Not `copy.copy`: that re-runs ``__init__`` with `args`, which subclasses do not accept.
+        """
+        clone = self.__class__.__new__(self.__class__)
+        clone.__dict__.update(self.__dict__)
+        clone.args = self.args
+        clone.headers = {**self.headers, **headers}
+        return clone
+
     @property
     def type(self) -> str:
         return PROBLEM_TYPE_BASE + self.slug

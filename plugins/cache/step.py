@@ -111,7 +111,7 @@ class CacheStep:
         if fetched.problem is not None:
             # Each waiter raises its own copy: the headers differ, and one exception object
             # raised in many tasks would share (and overwrite) one traceback.
-            raise _copy_with_headers(fetched.problem, {
+            raise fetched.problem.with_headers({
                 "X-Cache": x_cache,
                 "Cache-Status": _status(fetched.problem.status, fetched.stored, leader=leader, x_cache=x_cache),
             })
@@ -161,15 +161,6 @@ class CacheStep:
         except BACKEND_ERRORS as exc:
             outage_log.warning("storing", exc)
             return False
-
-
-def _copy_with_headers(problem: ProblemError, headers: dict[str, str]) -> ProblemError:
-    # Not copy.copy: that re-runs __init__ with `args`, which some subclasses do not accept.
-    clone = problem.__class__.__new__(problem.__class__)
-    clone.__dict__.update(problem.__dict__)
-    clone.args = problem.args
-    clone.headers = {**problem.headers, **headers}
-    return clone
 
 
 def _shareable(headers: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
