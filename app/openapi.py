@@ -92,9 +92,12 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
     operation = doc.to_dict()
     if pipeline.body:
         content: dict[str, Any] = {"application/json": {"schema": model_ref(pipeline.body)}}
-        form_fields = getattr(models[pipeline.body], "form_fields", None)
-        if form_fields:
-            content["application/x-www-form-urlencoded"] = {"schema": _form_schema(models[pipeline.body], form_fields)}
+        model = models[pipeline.body]
+        form_model, form_fields = getattr(model, "form_model", None), getattr(model, "form_fields", None)
+        if form_model is not None:
+            content["application/x-www-form-urlencoded"] = {"schema": model_ref(form_model.__name__)}
+        elif form_fields:
+            content["application/x-www-form-urlencoded"] = {"schema": _form_schema(model, form_fields)}
         operation["requestBody"] = {"required": True, "content": content}
         for status, text in ((400, "Malformed JSON"), (413, "Body over 1 MiB"),
                              (415, "Wrong content type"), (422, "Invalid fields")):

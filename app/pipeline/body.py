@@ -22,14 +22,19 @@ FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data"
 class BodyReader:
     """Reads the body a pipeline's model describes.
 
-    A model class may declare ``form_fields: ClassVar[dict[str, str]]`` (form field →
-    model field) to accept HTML/OAuth2 forms as well as JSON, e.g. ``{"username": "email"}``.
+    A model class may also accept HTML/OAuth2 forms by declaring ``form_model:
+    ClassVar[type]`` (an attrs model the form is validated against first, with its own
+    field names in the errors) and ``form_fields: ClassVar[dict[str, str]]`` (form field →
+    body field, e.g. ``{"username": "email", "password": "password"}``): only those fields
+    of a valid form become the body, which is then validated like a JSON one.
     """
 
     def __init__(self, model: type[Any]) -> None:
         self.model = model
         self.validator = SchemaValidator(schema_of(model))
         self.form_fields: Mapping[str, str] | None = getattr(model, "form_fields", None)
+        form_model = getattr(model, "form_model", None)
+        self.form_validator = SchemaValidator(schema_of(form_model)) if form_model is not None else None
 
     async def read(self, request: web.Request) -> Any:
         """The raw JSON value of the body (not yet validated)."""
@@ -47,10 +52,25 @@ class BodyReader:
             except (ValueError, UnicodeDecodeError):  # aiohttp's words for a broken form
                 msg = "The form body cannot be read."
                 raise MalformedRequest(msg) from None
-            return {self.form_fields.get(k, k): v for k, v in form.items() if isinstance(v, str)}
+            return self._from_form(form)
         accepted = "application/json" + (" or a form" if self.form_fields is not None else "")
         msg = f"The request body must be {accepted}."
         raise UnsupportedMediaType(msg)
+
+    def _from_form(self, form: Mapping[str, Any]) -> dict[str, Any]:
+        assert self.form_fields is not None
+        # A field sent twice is refused, never resolved by order: a limiter or a rule that
+        # read the first value must see the same one the step acts on.
+        fields: dict[str, Any] = {}
+        for name, value in form.items():
+            fields[name] = [fields[name], value] if name in fields else value
+        if self.form_validator is not None:
+            errors = self.form_validator.errors(fields)
+            if errors:
+                msg = "The form is not valid."
+                raise ValidationFailed(msg, errors=errors)
+            return {self.form_fields[k]: v for k, v in fields.items() if k in self.form_fields}
+        return {self.form_fields.get(k, k): v for k, v in fields.items()}
 
     def validate(self, value: Any) -> dict[str, Any]:
         errors = self.validator.errors(value)

@@ -1,7 +1,9 @@
 """PipelineConfig → one composed handler, once, at start-up (like aiohttp's _build_middlewares).
 
 Steps are listed outermost first, so the chain is built in reverse: each step gets the
-already-built rest of the chain as its `handler`. The rules gate goes after the guards.
+already-built rest of the chain as its `handler`. The rules gate goes after the last guard,
+wherever wrappers stand: body validation and the `check_request` hooks never run before
+authentication (a wrapper listed before `auth`, an audit step say, still runs first).
 """
 
 from __future__ import annotations
@@ -45,11 +47,11 @@ def build_pipeline(
     """The request handler for one pipeline: its steps composed around the rules gate."""
     context = BuildContext(app, pipeline)
     chain: list[tuple[str, Step]] = []
-    gate_placed = False
+    guards = [i for i, configured in enumerate(pipeline.steps) if configured.kind is StepKind.GUARD]
+    gate_at = guards[-1] + 1 if guards else 0
     for index, configured in enumerate(pipeline.steps, start=1):
-        if configured.type.kind is not StepKind.GUARD and not gate_placed:
+        if index - 1 == gate_at:
             chain.append(("rules", make_gate(pipeline, pm, models)))
-            gate_placed = True
         chain.append((f"{index}:{configured.type.name}", configured.type.build(configured.config, context)))
     handler: Handler = _end_of_chain
     for label, step in reversed(chain):

@@ -95,6 +95,10 @@ class ConfiguredStep:
     config: Any
     line: int
 
+    @property
+    def kind(self) -> StepKind:
+        return self.type.kind_for(self.config)
+
 
 @attrs.frozen(kw_only=True)
 class PipelineConfig:
@@ -329,10 +333,10 @@ class _Loader:
     def check_order(self, where: tuple[str | int, ...], label: str, steps: list[ConfiguredStep]) -> None:
         for i, step in enumerate(steps):
             last = i == len(steps) - 1
-            if step.type.kind is StepKind.TERMINAL and not last:
+            if step.kind is StepKind.TERMINAL and not last:
                 self.error((*where, i), f"{label}, step {i + 1} ({step.type.name}): answers the request, "
                            "so it must be the last step")
-            if last and step.type.kind is not StepKind.TERMINAL:
+            if last and step.kind is not StepKind.TERMINAL:
                 self.error((*where, i), f"{label}: the last step ({step.type.name}) passes the request on, "
                            "but nothing follows it: end with a step that answers (e.g. data-fetch)")
 

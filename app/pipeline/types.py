@@ -93,6 +93,9 @@ class StepType(Generic[ConfigT]):
       time: each ``{placeholder}`` must name a route parameter.
     build: turns a validated config into the callable step, once, at start-up.
     kind: where the step may stand (see StepKind).
+    kind_of: when where a step stands depends on its settings, says so per config (e.g. a
+      rate limit keyed on the validated body is a WRAPPER after the rules gate, one keyed
+      on the client a GUARD before it); `kind` otherwise.
     document: adds what the step means to the route's OpenAPI operation (responses,
       security, headers).
     build_for_message: when set, the step may also stand in a subscription; its templates
@@ -106,9 +109,15 @@ class StepType(Generic[ConfigT]):
     config_cls: type[ConfigT]
     build: Callable[[ConfigT, BuildContext], Step]
     kind: StepKind = StepKind.WRAPPER
+    kind_of: Callable[[ConfigT], StepKind] | None = None
     document: Callable[[ConfigT, OperationDoc], None] | None = None
     build_for_message: Callable[[ConfigT, SubscriptionContext], MessageStep] | None = None
     check: Callable[[ConfigT, CheckContext], Iterable[str]] | None = None
+
+
+    def kind_for(self, config: ConfigT) -> StepKind:
+        """Where a step of this type with `config` stands."""
+        return self.kind if self.kind_of is None else self.kind_of(config)
 
 
 RESERVED_PLACEHOLDERS = frozenset({"actor"})

@@ -1,7 +1,7 @@
 """The built-in `auth` plugin: bearer tokens (JWT), login, refresh rotation, logout, revocation.
 
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
-also in subscriptions). Models: LoginRequest, RefreshRequest, TokenPair.
+also in subscriptions). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from app.hookspecs import hookimpl
 from app.pipeline.types import StepKind, StepType
 from plugins.auth import grants, revoke, step
 from plugins.auth.config import AuthConfig, LoginConfig, LogoutConfig, RefreshConfig, RevokeTokensConfig
-from plugins.auth.models import LoginRequest, RefreshRequest, TokenPair
+from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, TokenPair
 
 
 @hookimpl
@@ -33,4 +33,4 @@ def register_steps() -> list[StepType[Any]]:
 
 @hookimpl
 def register_models() -> list[type[Any]]:
-    return [LoginRequest, RefreshRequest, TokenPair]
+    return [LoginForm, LoginRequest, RefreshRequest, TokenPair]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import attrs
 
@@ -10,10 +10,33 @@ from app.models.schema import schema_field
 
 
 @attrs.frozen(kw_only=True)
-class LoginRequest:
-    """Credentials: JSON, or the OAuth2 password form (`username` is the email)."""
+class LoginForm:
+    """The OAuth2 resource owner password credentials grant (RFC 6749 §4.3.2), as Swagger UI's
+    Authorize button and OAuth2 client libraries send it; `username` is the email.
 
-    form_fields: ClassVar[dict[str, str]] = {"username": "email"}
+    `scope`, `client_id` and `client_secret` are accepted and ignored: every token has the
+    user's roles, and the API has no registered clients.
+    """
+
+    grant_type: Literal["password"] = schema_field(description="Always `password`.", example="password")
+    username: str = schema_field(description="The account's email (trimmed, case-insensitive).",
+                                 minLength=1, maxLength=320, example="ada@example.com")
+    password: str = schema_field(description="The account's password.", minLength=1, maxLength=128)
+    scope: str | None = schema_field(default=None, nullable=False, maxLength=1024,
+                                     description="Space-separated scopes (ignored).")
+    client_id: str | None = schema_field(default=None, nullable=False, maxLength=256,
+                                         description="The client's id (ignored).")
+    client_secret: str | None = schema_field(default=None, nullable=False, maxLength=256,
+                                             description="The client's secret (ignored).")
+
+
+@attrs.frozen(kw_only=True)
+class LoginRequest:
+    """Credentials: JSON, or the OAuth2 password form (`LoginForm`; its `username` is the email)."""
+
+    # The form is checked against LoginForm, then these of its fields become the body.
+    form_model: ClassVar[type[LoginForm]] = LoginForm
+    form_fields: ClassVar[dict[str, str]] = {"username": "email", "password": "password"}
 
     email: str = schema_field(description="The account's email (trimmed, case-insensitive).",
                               minLength=1, maxLength=320, example="ada@example.com")

@@ -1,4 +1,4 @@
-"""The built-in `rate-limit` plugin: a GUARD step limiting requests per client or per body field."""
+"""The built-in `rate-limit` plugin: limits requests, or failed ones, per client, caller or body field."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from typing import Any
 from app.hookspecs import hookimpl
 from app.pipeline.docs import OperationDoc
 from app.pipeline.types import StepKind, StepType
-from plugins.rate_limit.config import RateLimitConfig
+from plugins.rate_limit.config import RateLimitConfig, kind_of
 from plugins.rate_limit.step import build
 
 
 def document(config: RateLimitConfig, doc: OperationDoc) -> None:
-    what = "client address" if config.body_field is None else f"`{config.body_field}`"
+    words = {"client": "client address", "actor": "caller"}
+    what = " and ".join(words.get(part, f"`{part.removeprefix('body.')}`") for part in config.parts)
+    counted = "requests" if config.count == "requests" else "failed attempts"
     doc.problem(
         429,
-        f"Too many requests: more than {config.limit} per {config.window_s} s per {what}",
+        f"Too many {counted}: more than {config.limit} per {config.window_s} s per {what}",
         headers={"Retry-After": "Seconds until the limit lets this caller through again"},
     )
 
@@ -23,5 +25,6 @@ def document(config: RateLimitConfig, doc: OperationDoc) -> None:
 @hookimpl
 def register_steps() -> list[StepType[Any]]:
     return [
-        StepType(name="rate-limit", config_cls=RateLimitConfig, build=build, kind=StepKind.GUARD, document=document)
+        StepType(name="rate-limit", config_cls=RateLimitConfig, build=build, kind=StepKind.GUARD, kind_of=kind_of,
+                 document=document)
     ]

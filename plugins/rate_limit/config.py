@@ -8,8 +8,13 @@ from typing import Any
 import attrs
 from attrs.validators import gt
 
+from app.pipeline.types import StepKind
+
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_PER = re.compile(r"^(client|body\.[A-Za-z_][A-Za-z0-9_]*)$")
+_PART = r"(client|actor|body\.[A-Za-z_][A-Za-z0-9_]*)"
+_PER = re.compile(rf"^{_PART}(\+{_PART})*$")
+# The answers a `count = "failures"` limiter counts: a refused credential or permission.
+FAILURE_STATUSES = frozenset({401, 403})
 
 
 def _check_name(_inst: Any, _attr: attrs.Attribute[str], value: str) -> None:
@@ -20,36 +25,55 @@ def _check_name(_inst: Any, _attr: attrs.Attribute[str], value: str) -> None:
 
 def _check_per(_inst: Any, _attr: attrs.Attribute[str], value: str) -> None:
     if not _PER.match(value):
-        msg = f'per must be "client" or "body.<field>", got {value!r}'
+        msg = f'per must be "client", "actor", "body.<field>" or several joined by "+", got {value!r}'
+        raise ValueError(msg)
+
+
+def _check_count(_inst: Any, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in ("requests", "failures"):
+        msg = f'count must be "requests" or "failures", got {value!r}'
         raise ValueError(msg)
 
 
 @attrs.frozen(kw_only=True)
 class RateLimitConfig:
-    """`{ use = "rate-limit", name = "login-email", per = "body.email", limit = 5, window_s = 60 }`
+    """`{ use = "rate-limit", name = "login-client", per = "client", limit = 30, window_s = 300 }`
 
     name: the limiter's name; steps with the same name share one counter per key
-      (Redis keys ``turnstile:rl:<name>:<hash of the value>``).
-    per: what is counted. ``"client"``: the client's address. ``"body.<field>"``: that field
-      of the request body (JSON, or a form; for ``body.email`` a form's ``username`` counts
-      too, as in the OAuth2 password form). String values are trimmed and lower-cased. A
-      request without the field, or whose body does not parse, is not counted: the body
-      validation after the guards answers it with 400/415/422.
-    limit: requests allowed per key in one window; the next one gets 429 with Retry-After.
+      (Redis keys ``turnstile:rl:<name>:<hash of the key>``).
+    per: what is counted, one key per distinct value. ``"client"``: the client's address
+      (the socket's peer, or with TRUSTED_PROXIES the rightmost address of X-Forwarded-For
+      that is not a trusted proxy). ``"actor"``: the authenticated caller's user id (after
+      `auth`). ``"body.<field>"``: that field of the request body *as validated and
+      normalised* (so an email counts once however it is spelled, and a form's `username`
+      is the email it stands for). Join parts with ``+`` to count their combination, e.g.
+      ``"client+body.email"``. A limiter keyed on the body stands after the rules gate
+      (body validation and the `check_request` hooks), so it must come after every guard;
+      a request without one of its parts (no actor, a body field absent) is not counted.
+    count: ``"requests"`` counts every request; ``"failures"`` counts only answers 401 and
+      403 (a refused password, say): each request holds a hit while it runs, so a burst of
+      parallel guesses cannot overshoot the limit, and gives it back when it succeeds.
+    limit: hits allowed per key in one window; the next request gets 429 with Retry-After.
     window_s: the window's length in seconds (a fixed window that starts at a key's first hit).
-    trust_forwarded: with ``per = "client"``, take the address from the last
-      ``X-Forwarded-For`` hop (the one the trusted proxy in front of us added) instead of
-      the socket's peer. Leave false unless a proxy you control always sets the header:
-      otherwise any client can pick its own key.
     """
 
     name: str = attrs.field(validator=_check_name)
     limit: int = attrs.field(validator=gt(0))
     window_s: int = attrs.field(validator=gt(0))
     per: str = attrs.field(default="client", validator=_check_per)
-    trust_forwarded: bool = False
+    count: str = attrs.field(default="requests", validator=_check_count)
 
     @property
-    def body_field(self) -> str | None:
-        """The body field counted, or None when counting clients."""
-        return self.per.removeprefix("body.") if self.per.startswith("body.") else None
+    def parts(self) -> tuple[str, ...]:
+        """The parts of the key, e.g. ``("client", "body.email")``."""
+        return tuple(self.per.split("+"))
+
+    @property
+    def body_fields(self) -> tuple[str, ...]:
+        """The body fields the key is made of."""
+        return tuple(part.removeprefix("body.") for part in self.parts if part.startswith("body."))
+
+
+def kind_of(config: RateLimitConfig) -> StepKind:
+    """A GUARD (before body validation) unless its key needs the validated body."""
+    return StepKind.WRAPPER if config.body_fields else StepKind.GUARD

@@ -33,6 +33,12 @@ if ttl < 0 then
 end
 return {count, ttl}
 """
+# Give back one hit, never below zero and never creating a key (the window may have ended).
+_REFUND_SCRIPT: Final = """
+local count = tonumber(redis.call('GET', KEYS[1]) or '0')
+if count > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+"""
 
 
 class WindowCounter(Protocol):
@@ -48,6 +54,10 @@ class WindowCounter(Protocol):
         """
         ...
 
+    async def refund(self, key: str) -> None:
+        """Take back one hit of the current window (a no-op when the window has ended)."""
+        ...
+
 
 @final
 class RedisWindowCounter:
@@ -58,6 +68,7 @@ class RedisWindowCounter:
     def __init__(self, connection: RedisConnection) -> None:
         self._connection = connection
         self._script: Script[str] = Script(script=_HIT_SCRIPT)
+        self._refund: Script[str] = Script(script=_REFUND_SCRIPT)
 
     async def hit(self, key: str, window_ms: int) -> tuple[int, int]:
         with redis_errors():
@@ -65,6 +76,10 @@ class RedisWindowCounter:
             reply: Any = await self._script(keys=[key], args=[window_ms], client=self._connection.client)
         count, ttl_ms = reply
         return int(count), int(ttl_ms)
+
+    async def refund(self, key: str) -> None:
+        with redis_errors():
+            await self._refund(keys=[key], args=[], client=self._connection.client)
 
 
 @final
@@ -98,3 +113,8 @@ class MemoryWindowCounter:
         while len(self._windows) > self._max_keys:
             self._windows.popitem(last=False)
         return count, max(0, round((ends_at - now) * 1000))
+
+    async def refund(self, key: str) -> None:
+        entry = self._windows.get(key)
+        if entry is not None and entry[0] > 0 and entry[1] > self._clock():
+            self._windows[key] = (entry[0] - 1, entry[1])

@@ -1,10 +1,15 @@
-"""The `rate-limit` step: counts requests per client or per body field; 429 past the limit.
+"""The `rate-limit` step: counts requests (or failed ones) per client, caller or body field; 429 past the limit.
 
 When Redis is configured the counters live there (shared by every replica); otherwise in
 this process. When Redis cannot be reached the step **fails open**: the request goes on, a
 warning is logged once per outage and `turnstile_rate_limit_fail_open_total` counts it. A
 limiter is defence in depth; failing closed would turn a Redis blip into an outage of login
 for everyone, and argon2's cost still bounds how fast passwords can be tried meanwhile.
+
+Keys are made from what the request *is* once validated: the client address the core
+resolved (trusted proxies included), the authenticated actor, and fields of the validated,
+normalised body. A key read from the raw body would let a client count one value while the
+step after it acts on another.
 """
 
 from __future__ import annotations
@@ -12,26 +17,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Any
 
 import attrs
-import orjson
 from aiohttp import web
 from prometheus_client import Counter
 
 from app.clients.redis import RedisUnavailable
-from app.errors import TooManyRequests
-from app.keys import redis_key
-from app.pipeline.body import FORM_CONTENT_TYPES
+from app.errors import InternalError, ProblemError, TooManyRequests
+from app.keys import actor_key, body_key, redis_key
 from app.pipeline.types import BuildContext, Handler
-from plugins.rate_limit.config import RateLimitConfig
+from plugins.rate_limit.config import FAILURE_STATUSES, RateLimitConfig
 from plugins.rate_limit.counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 
 log = logging.getLogger("turnstile.rate_limit")
 
 KEY_PREFIX = "turnstile:rl:"
-# The OAuth2 password form (RFC 6749 §4.3.2) calls the login email `username`.
-FORM_ALIASES = {"email": "username"}
 
 REJECTED = Counter("turnstile_rate_limit_rejected_total", "Requests refused with 429, per limiter", ["limiter"])
 FAIL_OPEN = Counter(
@@ -55,29 +55,48 @@ class RateLimitStep:
     _outage: _Outage = attrs.field(factory=_Outage)
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        value = await self.value_of(request)
-        if value is not None:
-            await self.count(value)
-        return await handler(request)
+        value = self.value_of(request)
+        if value is None:
+            return await handler(request)
+        counted = await self.count(value)
+        if self.config.count == "requests" or not counted:
+            return await handler(request)
+        # count = "failures": the hit taken above is held while the request runs and given
+        # back when it did not fail, so parallel guesses cannot overshoot the limit.
+        failed = True
+        try:
+            response = await handler(request)
+            failed = response.status in FAILURE_STATUSES
+            return response
+        except ProblemError as exc:
+            failed = exc.status in FAILURE_STATUSES
+            raise
+        finally:
+            if not failed:
+                await self.refund(value)
 
-    async def value_of(self, request: web.Request) -> str | None:
+    def value_of(self, request: web.Request) -> str | None:
         """What this limiter counts for `request`, or None to leave the request uncounted."""
-        field = self.config.body_field
-        if field is None:
-            return client_address(request, trust_forwarded=self.config.trust_forwarded)
-        return await body_value(request, field)
+        values = []
+        for part in self.config.parts:
+            value = _part_value(request, part)
+            if value is None:
+                return None
+            values.append(value)
+        return "\x00".join(values)
 
-    async def count(self, value: str) -> None:
-        """Count one hit for `value`. Raises TooManyRequests past the limit."""
+    async def count(self, value: str) -> bool:
+        """Count one hit for `value`; False when Redis was down (fail open).
+
+        Raises:
+            TooManyRequests: past the limit.
+        """
         name = self.config.name
         try:
             hits, left_ms = await self.counter.hit(limiter_key(name, value), self.config.window_s * 1000)
         except RedisUnavailable as exc:
-            FAIL_OPEN.labels(name).inc()
-            if not self._outage.down:
-                self._outage.down = True
-                log.warning("rate limiter %s: Redis unreachable, letting requests through (%s)", name, exc)
-            return
+            self._failed_open(exc)
+            return False
         if self._outage.down:
             self._outage.down = False
             log.info("rate limiter %s: Redis reachable again, limiting resumed", name)
@@ -86,6 +105,20 @@ class RateLimitStep:
             retry_after_s = max(1, math.ceil(left_ms / 1000))
             msg = f"Too many attempts; try again in {retry_after_s} s."
             raise TooManyRequests(msg, retry_after_s=retry_after_s)
+        return True
+
+    async def refund(self, value: str) -> None:
+        """Give back a hit held by a request that did not fail."""
+        try:
+            await self.counter.refund(limiter_key(self.config.name, value))
+        except RedisUnavailable as exc:
+            self._failed_open(exc)
+
+    def _failed_open(self, exc: Exception) -> None:
+        FAIL_OPEN.labels(self.config.name).inc()
+        if not self._outage.down:
+            self._outage.down = True
+            log.warning("rate limiter %s: Redis unreachable, letting requests through (%s)", self.config.name, exc)
 
 
 def limiter_key(name: str, value: str) -> str:
@@ -94,44 +127,26 @@ def limiter_key(name: str, value: str) -> str:
     return f"{KEY_PREFIX}{name}:{digest}"
 
 
-def client_address(request: web.Request, *, trust_forwarded: bool) -> str:
-    if trust_forwarded:
-        hops = [hop.strip() for line in request.headers.getall("X-Forwarded-For", []) for hop in line.split(",")]
-        hops = [hop for hop in hops if hop]
-        if hops:
-            # The last hop is the one our own proxy added; earlier ones are the client's word.
-            return hops[-1]
+def _part_value(request: web.Request, part: str) -> str | None:
+    if part == "client":
+        return client_address(request)
+    if part == "actor":
+        actor = request.get(actor_key)
+        return None if actor is None else str(actor.user_id)
+    body = request.get(body_key)
+    if body is None:
+        # The rules gate sets the body before any non-guard step, so this is a pipeline that
+        # names a body field without declaring a body model.
+        msg = f"rate-limit keyed on {part} in a pipeline without a request body"
+        raise InternalError(msg)
+    value = body.get(part.removeprefix("body."))
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def client_address(request: web.Request) -> str:
     return request.remote or "unknown"
-
-
-async def body_value(request: web.Request, field: str) -> str | None:
-    """`field` of the raw request body (JSON object or form), normalised; None when absent.
-
-    The guard runs before body validation, so the body is read here (aiohttp caches it for
-    the validation after); a body that does not parse is left to that validation to refuse.
-    """
-    content_type = request.content_type
-    value: Any
-    if content_type == "application/json" or content_type.endswith("+json"):
-        try:
-            data = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return None
-        value = data.get(field) if isinstance(data, dict) else None
-    elif content_type in FORM_CONTENT_TYPES:
-        try:
-            form = await request.post()
-        except ValueError:
-            return None
-        value = form.get(field)
-        if value is None and field in FORM_ALIASES:
-            value = form.get(FORM_ALIASES[field])
-    else:
-        return None
-    if not isinstance(value, str):
-        return None
-    return value.strip().lower() or None
-
 
 # One in-memory counter per app, shared by every rate-limit step: keys carry the limiter's
 # name, so two steps with the same name share their counts, as they do in Redis.

@@ -92,7 +92,7 @@ async def test_login_json_and_oauth2_form_give_a_bearer_pair(stack: StackFactory
     user = await register(client, "ann@example.com")
     for resp in (
         await client.post(LOGIN, json={"email": " Ann@Example.com ", "password": PASSWORD}),
-        await client.post(LOGIN, data={"username": "ann@example.com", "password": PASSWORD}),
+        await client.post(LOGIN, data={"grant_type": "password", "username": "ann@example.com", "password": PASSWORD}),
     ):
         assert resp.status == 200, await resp.text()
         assert resp.headers["Cache-Control"] == "no-store"
@@ -147,10 +147,73 @@ async def test_login_is_throttled_per_email(stack: StackFactory, token_state: di
     throttled = await client.post(LOGIN, json={"email": " ANN@example.com", "password": PASSWORD})
     await assert_problem(throttled, 429)
     assert 1 <= int(throttled.headers["Retry-After"]) <= 300
-    form = await client.post(LOGIN, data={"username": "ann@example.com", "password": PASSWORD})
-    await assert_problem(form, 429)
+    form = {"grant_type": "password", "username": "ann@example.com", "password": PASSWORD}
+    await assert_problem(await client.post(LOGIN, data=form), 429)
     # Another account from the same client is not locked out.
     assert (await client.post(LOGIN, json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})).status == 200
+
+
+async def test_swagger_uis_authorize_form_logs_in(stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, "ann@example.com")
+    # What Swagger UI's Authorize button sends for the OAuth2 password flow.
+    form = {"grant_type": "password", "username": "ann@example.com", "password": PASSWORD, "scope": "",
+            "client_id": "swagger-ui", "client_secret": ""}
+    resp = await client.post(LOGIN, data=form)
+    assert resp.status == 200, await resp.text()
+    assert (await client.get(ME, headers=bearer(await resp.json()))).status == 200
+
+
+@pytest.mark.parametrize(
+    ("form", "loc"),
+    [
+        ({"grant_type": "client_credentials", "username": "ann@example.com", "password": PASSWORD}, "grant_type"),
+        ({"username": "ann@example.com", "password": PASSWORD}, "grant_type"),
+        ({"grant_type": "password", "username": "ann@example.com", "email": "ann@example.com",
+          "password": PASSWORD}, "email"),
+        ({"grant_type": "password", "password": PASSWORD}, "username"),
+    ],
+    ids=["other-grant", "no-grant", "email-and-username", "no-username"],
+)
+async def test_a_form_outside_the_password_grant_is_422(stack: StackFactory, form: dict[str, str], loc: str) -> None:
+    client = await stack()
+    await register(client, "ann@example.com")
+    problem = await assert_problem(await client.post(LOGIN, data=form), 422)
+    assert ["body", loc] in [error["loc"] for error in problem["errors"]]
+
+
+async def test_a_field_sent_twice_is_422_not_the_last_one_wins(stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, "ann@example.com")
+    body = f"grant_type=password&username=decoy@example.com&username=ann@example.com&password={PASSWORD}"
+    resp = await client.post(LOGIN, data=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    await assert_problem(resp, 422)
+
+
+async def test_the_email_limiter_counts_the_email_the_login_checks(
+    stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    client = await stack(**token_state)
+    await register(client, "ann@example.com")
+    # The attack: a decoy in `email` for the limiter, the victim in `username` for the login.
+    for n in range(8):
+        form = {"grant_type": "password", "email": f"decoy{n}@example.com", "username": "ann@example.com",
+                "password": f"guess-{n}-xx"}
+        await assert_problem(await client.post(LOGIN, data=form), 422)
+    for n in range(5):
+        form = {"grant_type": "password", "username": "ANN@example.com", "password": f"guess-{n}-xx"}
+        await assert_problem(await client.post(LOGIN, data=form), 401)
+    await assert_problem(await client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD}), 429)
+
+
+async def test_successful_logins_do_not_count_as_failures(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    client = await stack(**token_state)
+    await register(client, "ann@example.com")
+    for _ in range(8):
+        await login(client, "ann@example.com", PASSWORD)
+    for _ in range(4):
+        await assert_problem(await client.post(LOGIN, json={"email": "ann@example.com", "password": "nope-nope"}), 401)
+    await login(client, "ann@example.com", PASSWORD)
 
 
 async def test_login_is_throttled_per_client(stack: StackFactory, token_state: dict[str, Any]) -> None:

@@ -24,6 +24,11 @@ SHORT = "Sh0rt!x"
 SECRETS = (FIRST, SECOND, WRONG, CREATED, SHORT, ADMIN_PASSWORD)
 
 
+def grant(username: str, password: str) -> dict[str, str]:
+    """The OAuth2 password grant form."""
+    return {"grant_type": "password", "username": username, "password": password}
+
+
 class Recorder:
     """Sends requests through a client and keeps every answer's headers and body as text."""
 
@@ -53,10 +58,10 @@ async def user_journey(call: Recorder) -> int:
     tokens = await (await call("POST", "/api/v1/auth/login", 200,
                                json={"email": "ann@example.com", "password": FIRST})).json()
     await call("POST", "/api/v1/auth/login", 401, json={"email": "ann@example.com", "password": WRONG})
-    await call("POST", "/api/v1/auth/login", 401, data={"username": "nobody@example.com", "password": WRONG})
+    await call("POST", "/api/v1/auth/login", 401, data=grant("nobody@example.com", WRONG))
     await call("PATCH", f"/api/v1/users/{ann['id']}", 200, json={"password": SECOND}, headers=bearer(tokens))
     await call("POST", "/api/v1/auth/login", 401, json={"email": "ann@example.com", "password": FIRST})
-    await call("POST", "/api/v1/auth/login", 200, data={"username": "ann@example.com", "password": SECOND})
+    await call("POST", "/api/v1/auth/login", 200, data=grant("ann@example.com", SECOND))
     admin = bearer(await (await call("POST", "/api/v1/auth/login", 200,
                                      json={"email": "admin@example.com", "password": ADMIN_PASSWORD})).json())
     created = await (await call("POST", "/api/v1/users", 201, headers=admin,

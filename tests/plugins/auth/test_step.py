@@ -240,7 +240,8 @@ async def test_login_json_answers_a_token_pair(world: World) -> None:
 
 
 async def test_login_accepts_the_oauth2_form(world: World) -> None:
-    resp = await world.client.post("/login", data={"username": "alice@example.com", "password": "alice password"})
+    resp = await world.client.post("/login", data={"grant_type": "password", "username": "alice@example.com",
+                                                         "password": "alice password"})
     assert resp.status == 200
     assert resp.headers["Cache-Control"] == "no-store"
 

@@ -5,7 +5,8 @@ from typing import Any
 import pytest
 
 from app.converter import converter, iter_errors
-from plugins.rate_limit.config import RateLimitConfig
+from app.pipeline.types import StepKind
+from plugins.rate_limit.config import RateLimitConfig, kind_of
 
 
 def errors_of(settings: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -16,20 +17,25 @@ def errors_of(settings: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str
 
 def test_per_client_is_the_default() -> None:
     config = converter.structure({"name": "login-ip", "limit": 20, "window_s": 60}, RateLimitConfig)
-    assert config == RateLimitConfig(name="login-ip", limit=20, window_s=60, per="client", trust_forwarded=False)
-    assert config.body_field is None
+    assert config == RateLimitConfig(name="login-ip", limit=20, window_s=60, per="client", count="requests")
+    assert config.body_fields == ()
+    assert kind_of(config) is StepKind.GUARD
 
 
-def test_per_body_field_names_the_field() -> None:
+def test_per_body_field_names_the_field_and_stands_after_the_gate() -> None:
     config = converter.structure(
-        {"name": "login-email", "per": "body.email", "limit": 5, "window_s": 60}, RateLimitConfig
+        {"name": "login-email", "per": "client+body.email", "count": "failures", "limit": 5, "window_s": 60},
+        RateLimitConfig,
     )
-    assert config.body_field == "email"
+    assert config.parts == ("client", "body.email")
+    assert config.body_fields == ("email",)
+    assert kind_of(config) is StepKind.WRAPPER
 
 
-def test_trust_forwarded_is_accepted() -> None:
-    config = converter.structure({"name": "ip", "limit": 5, "window_s": 60, "trust_forwarded": True}, RateLimitConfig)
-    assert config.trust_forwarded is True
+def test_trust_forwarded_is_gone_for_trusted_proxies() -> None:
+    assert errors_of({"name": "ip", "limit": 5, "window_s": 60, "trust_forwarded": True}) == [
+        (("trust_forwarded",), "unknown setting 'trust_forwarded'")
+    ]
 
 
 def test_unknown_setting_is_refused() -> None:
@@ -54,11 +60,15 @@ def test_a_string_limit_is_refused() -> None:
         ({"name": "x", "limit": 5, "window_s": -1}, "'window_s' must be > 0: -1"),
         (
             {"name": "x", "limit": 5, "window_s": 60, "per": "header.x"},
-            'per must be "client" or "body.<field>", got \'header.x\'',
+            'per must be "client", "actor", "body.<field>" or several joined by "+", got \'header.x\'',
         ),
         (
             {"name": "x", "limit": 5, "window_s": 60, "per": "body."},
-            'per must be "client" or "body.<field>", got \'body.\'',
+            'per must be "client", "actor", "body.<field>" or several joined by "+", got \'body.\'',
+        ),
+        (
+            {"name": "x", "limit": 5, "window_s": 60, "count": "all"},
+            "count must be \"requests\" or \"failures\", got 'all'",
         ),
         (
             {"name": "Login Email", "limit": 5, "window_s": 60},
