@@ -20,7 +20,7 @@ from plugins.auth.config import LoginConfig, LogoutConfig, RefreshConfig
 from plugins.auth.services import AuthServices, services_for, store_errors
 from plugins.auth.step import unauthorized
 from plugins.auth.store import Rotation
-from plugins.auth.tokens import REFRESH, Claims, TokenError
+from plugins.auth.tokens import REFRESH, Claims, Issued, TokenError
 
 log = logging.getLogger("turnstile.auth")
 
@@ -28,19 +28,19 @@ BAD_CREDENTIALS: Final = "Incorrect email or password."
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}  # RFC 6749 §5.1
 
 
-async def issue_pair(services: AuthServices, user_id: int, roles: tuple[str, ...]) -> web.Response:
-    """A 200 with a new access token and the first refresh token of a new family."""
-    refresh = services.tokens.issue_refresh(user_id, roles)
-    assert refresh.claims.family is not None
-    with store_errors():
-        await services.store.start_family(refresh.claims.family, refresh.claims.jti, services.tokens.refresh_ttl_s)
-    return _pair_response(services, user_id, roles, refresh.token)
+async def issue_pair(services: AuthServices, user_id: int, roles: tuple[str, ...], issued_at: float) -> web.Response:
+    """A 200 with the first access and refresh tokens of a new session.
+
+    issued_at: when the user record was read (before the password was checked), so a change
+    to the account that lands meanwhile kills these tokens instead of being outlived by them.
+    """
+    access, refresh = await services.start_session(user_id, roles, issued_at)
+    return _pair_response(services, access, refresh)
 
 
-def _pair_response(services: AuthServices, user_id: int, roles: tuple[str, ...], refresh_token: str) -> web.Response:
-    access = services.tokens.issue_access(user_id, roles)
+def _pair_response(services: AuthServices, access: Issued, refresh: Issued) -> web.Response:
     body = {
-        "access_token": access.token, "refresh_token": refresh_token,
+        "access_token": access.token, "refresh_token": refresh.token,
         "token_type": "bearer", "expires_in": services.tokens.access_ttl_s,
     }
     return web.json_response(body, headers=_NO_STORE)
@@ -61,6 +61,7 @@ class LoginStep:
         body = request[body_key]
         email, password = str(body["email"]).strip().lower(), str(body["password"])
         request_id = request.get(request_id_key)
+        issued_at = self.services.tokens.now()  # before the read: see issue_pair
         reply = await self.data.request(
             "GET", "/api/v1/users", params={"email": email, "limit": 1}, request_id=request_id
         )
@@ -77,7 +78,7 @@ class LoginStep:
             raise Forbidden(msg)
         if self.config.rehash and self.services.hasher.needs_rehash(password_hash):
             await self._rehash(int(user["id"]), password, request_id)
-        return await issue_pair(self.services, int(user["id"]), _roles(user))
+        return await issue_pair(self.services, int(user["id"]), _roles(user), issued_at)
 
     async def _rehash(self, user_id: int, password: str, request_id: str | None) -> None:
         new_hash = await self.services.hasher.hash(password)
@@ -99,11 +100,12 @@ class RefreshStep:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         claims = verify_refresh(self.services, request[body_key]["refresh_token"])
-        assert claims.family is not None
         await self.services.check_not_revoked(claims)
+        tokens = self.services.tokens
+        issued_at = tokens.now()  # before the read, as for a login
         user = await self._current_user(claims, request.get(request_id_key))
         roles = _roles(user)
-        new = self.services.tokens.issue_refresh(claims.user_id, roles, claims.family)
+        new = tokens.issue_refresh(claims.user_id, roles, claims.family, issued_at=issued_at)
         with store_errors():
             rotation = await self.services.store.rotate(
                 claims.family, claims.jti, new.claims.jti, self.services.tokens.refresh_ttl_s
@@ -115,11 +117,12 @@ class RefreshStep:
         if rotation is Rotation.UNKNOWN:
             msg = "The refresh token has been revoked."
             raise unauthorized(msg)
-        return _pair_response(self.services, claims.user_id, roles, new.token)
+        await self.services.check_not_overtaken(claims.user_id, claims.family, issued_at)
+        access = tokens.issue_access(claims.user_id, roles, claims.family, issued_at=issued_at)
+        return _pair_response(self.services, access, new)
 
     async def _current_user(self, claims: Claims, request_id: str | None) -> dict[str, Any]:
         """The user as the data service has it now; 401 (and the family revoked) when gone or disabled."""
-        assert claims.family is not None
         try:
             reply = await self.data.request("GET", f"/api/v1/users/{claims.user_id}", request_id=request_id)
         except NotFound:
@@ -152,7 +155,7 @@ class LogoutStep:
             msg = "A bearer token is required."
             raise unauthorized(msg, error=None)
         claims = verify_refresh(self.services, request[body_key]["refresh_token"])
-        if claims.user_id != actor.user_id or claims.family is None:
+        if claims.user_id != actor.user_id:
             msg = "The refresh token is not yours."
             raise unauthorized(msg)
         with store_errors():

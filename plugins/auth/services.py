@@ -21,7 +21,7 @@ from app.keys import redis_key, settings_key
 from app.outage import OutageLog
 from app.passwords import PasswordHasher, hasher_for
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
-from plugins.auth.tokens import Claims, Tokens, tokens_for
+from plugins.auth.tokens import ACCESS, Claims, Issued, Tokens, tokens_for
 
 STORE_RETRY_AFTER_S: Final = 2
 
@@ -32,17 +32,48 @@ class AuthServices:
     store: TokenStore
     hasher: PasswordHasher
 
+    async def start_session(self, user_id: int, roles: tuple[str, ...], issued_at: float) -> tuple[Issued, Issued]:
+        """A new session (refresh-token family): its first access and refresh tokens.
+
+        issued_at: when the user record the claims come from was read (see `Tokens.issue_access`).
+
+        Raises:
+            Unauthorized: the user's tokens were revoked after `issued_at` (a password change,
+                a deactivation or a role change overlapped this login): the session is ended
+                at once rather than handed out.
+        """
+        refresh = self.tokens.issue_refresh(user_id, roles, issued_at=issued_at)
+        family = refresh.claims.family
+        with store_errors():
+            await self.store.start_family(family, refresh.claims.jti, self.tokens.refresh_ttl_s)
+        await self.check_not_overtaken(user_id, family, issued_at)
+        return self.tokens.issue_access(user_id, roles, family, issued_at=issued_at), refresh
+
+    async def check_not_overtaken(self, user_id: int, family: str, issued_at: float) -> None:
+        """401, ending `family`, when the user's tokens were revoked at or after `issued_at`."""
+        with store_errors():
+            cutoff = await self.store.revoked_until(user_id)
+            if cutoff is not None and issued_at <= cutoff:
+                await self.store.revoke_family(family)
+                msg = "The account changed while signing in; sign in again."
+                raise Unauthorized(msg)
+
     async def check_not_revoked(self, claims: Claims) -> None:
-        """Raise 401 when the user's tokens were revoked at or after this one was issued.
+        """Raise 401 when the user's tokens were revoked at or after this one was issued, or
+        (for an access token) when its session ended.
 
         With Redis down the mirrored store answers from this process's own record (see
         `MirroredTokenStore`), so this raises 503 only for the memory store's impossibilities.
         """
         with store_errors():
             cutoff = await self.store.revoked_until(claims.user_id)
-        if cutoff is not None and claims.iat <= cutoff:
-            msg = "The token has been revoked."
-            raise Unauthorized(msg)
+            if cutoff is not None and claims.iat <= cutoff:
+                msg = "The token has been revoked."
+                raise Unauthorized(msg)
+            # A refresh token's family is checked by the rotation itself.
+            if claims.type == ACCESS and not await self.store.family_alive(claims.family):
+                msg = "The session has ended."
+                raise Unauthorized(msg)
 
 
 _services_key: Final[web.AppKey[AuthServices]] = web.AppKey("auth_services")

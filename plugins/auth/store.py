@@ -7,6 +7,8 @@ Redis when the service has one (`RedisTokenStore`), process memory otherwise
   current token; refreshing must present exactly that jti and moves it on (rotation).
   Presenting an older jti means the token was stolen or replayed: the whole family is
   revoked. Logout revokes the family too.
+- An access token names its family (its session): it is accepted only while the family
+  lives, so a logout or a detected reuse ends the session's access tokens at once too.
 - `revoke_user` records a cut-off time: every token of that user issued at or before it is
   dead (access tokens included), which is how a deleted, disabled or re-passworded user's
   tokens stop working at once.
@@ -47,6 +49,9 @@ class TokenStore(Protocol):
 
     async def revoke_family(self, family: str) -> None: ...
 
+    async def family_alive(self, family: str) -> bool:
+        """Whether the session `family` still lives (not logged out, reused, revoked or expired)."""
+
     async def revoke_user(self, user_id: int) -> None:
         """Every token of `user_id` issued until now is dead."""
 
@@ -59,6 +64,9 @@ class MemoryTokenStore:
 
     def __init__(self, *, revocation_ttl_s: int, clock: Callable[[], float] = time.time) -> None:
         self._families: dict[str, tuple[str, float]] = {}
+        # Families this process saw end, kept as long as their tokens could live: the
+        # Redis-down fallback of `MirroredTokenStore` consults it.
+        self._ended: dict[str, float] = {}
         self._revoked: dict[int, tuple[float, float]] = {}
         self._revocation_ttl_s = revocation_ttl_s
         self._clock = clock
@@ -73,13 +81,30 @@ class MemoryTokenStore:
             self._families.pop(family, None)
             return Rotation.UNKNOWN
         if entry[0] != presented:
-            del self._families[family]
+            await self.revoke_family(family)
             return Rotation.REUSED
         self._families[family] = (new_jti, self._clock() + ttl_s)
         return Rotation.ROTATED
 
     async def revoke_family(self, family: str) -> None:
         self._families.pop(family, None)
+        self.remember_ended(family)
+
+    async def family_alive(self, family: str) -> bool:
+        entry = self._families.get(family)
+        return entry is not None and entry[1] > self._clock()
+
+    def remember_ended(self, family: str) -> None:
+        """Record that `family` ended (here or elsewhere)."""
+        self._ended[family] = self._clock() + self._revocation_ttl_s
+
+    def ended(self, family: str) -> bool:
+        """Whether this process knows `family` to have ended."""
+        expires = self._ended.get(family)
+        if expires is not None and expires <= self._clock():
+            del self._ended[family]
+            return False
+        return expires is not None
 
     async def revoke_user(self, user_id: int) -> None:
         self.remember(user_id, self._clock())
@@ -103,6 +128,8 @@ class MemoryTokenStore:
         now = self._clock()
         for family in [f for f, (_, expires) in self._families.items() if expires <= now]:
             del self._families[family]
+        for family in [f for f, expires in self._ended.items() if expires <= now]:
+            del self._ended[family]
 
 
 # KEYS[1] family; ARGV[1] presented jti, ARGV[2] new jti, ARGV[3] ttl.
@@ -136,20 +163,37 @@ class RedisTokenStore:
         self._prefix = prefix
         self._clock = clock
 
+    # Family keys are mirrored locally (the access check reads one per request), so each
+    # write also drops this process's copy at once instead of waiting for Redis's push.
+
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
-        with redis_errors():
-            await self._redis.client.set(self._family(family), jti, ex=ttl_s)
+        key = self._family(family)
+        try:
+            with redis_errors():
+                await self._redis.client.set(key, jti, ex=ttl_s)
+        finally:
+            self._redis.invalidate_local(key)
 
     async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
-        with redis_errors():
-            result = await self._redis.client.eval(
-                _ROTATE, keys=[self._family(family)], args=[presented, new_jti, ttl_s]
-            )
+        key = self._family(family)
+        try:
+            with redis_errors():
+                result = await self._redis.client.eval(_ROTATE, keys=[key], args=[presented, new_jti, ttl_s])
+        finally:
+            self._redis.invalidate_local(key)
         return _ROTATIONS.get(result, Rotation.UNKNOWN) if isinstance(result, int) else Rotation.UNKNOWN
 
     async def revoke_family(self, family: str) -> None:
+        key = self._family(family)
+        try:
+            with redis_errors():
+                await self._redis.client.delete([key])
+        finally:
+            self._redis.invalidate_local(key)
+
+    async def family_alive(self, family: str) -> bool:
         with redis_errors():
-            await self._redis.client.delete([self._family(family)])
+            return await self._redis.get(self._family(family)) is not None
 
     async def revoke_user(self, user_id: int) -> None:
         key = self._revoked(user_id)
@@ -192,10 +236,25 @@ class MirroredTokenStore:
         await self.remote.start_family(family, jti, ttl_s)
 
     async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
-        return await self.remote.rotate(family, presented, new_jti, ttl_s)
+        rotation = await self.remote.rotate(family, presented, new_jti, ttl_s)
+        if rotation is Rotation.REUSED:
+            self.local.remember_ended(family)
+        return rotation
 
     async def revoke_family(self, family: str) -> None:
+        self.local.remember_ended(family)  # first: it holds even when Redis is down
         await self.remote.revoke_family(family)
+
+    async def family_alive(self, family: str) -> bool:
+        try:
+            alive = await self.remote.family_alive(family)
+        except RedisUnavailable:
+            # Sessions live in Redis; without it only the ends this process saw are known.
+            self._on_fallback()
+            return not self.local.ended(family)
+        if not alive:
+            self.local.remember_ended(family)
+        return alive
 
     async def revoke_user(self, user_id: int) -> None:
         await self.local.revoke_user(user_id)  # first: it holds even when Redis is down

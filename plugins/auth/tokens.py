@@ -1,7 +1,8 @@
 """Issuing and verifying the service's JWTs (PyJWT), with the algorithm pinned from settings.
 
 Claims: ``sub`` (user id as text), ``roles``, ``exp``, ``iat``, ``jti``, ``iss``, ``aud``,
-``type`` (``access`` or ``refresh``); refresh tokens also carry ``fam``, their family id.
+``type`` (``access`` or ``refresh``) and ``fam``: the session (refresh-token family) the token
+belongs to, so ending a session ends its access tokens too.
 ``iat`` has millisecond precision (RFC 7519 NumericDate may be fractional) so that "tokens
 issued before T are dead" can tell a token made just after a revocation from one made
 just before it, in the same second.
@@ -27,7 +28,7 @@ from app.settings import Settings
 
 ACCESS: Final = "access"
 REFRESH: Final = "refresh"
-_REQUIRED: Final = ["sub", "roles", "exp", "iat", "jti", "iss", "aud", "type"]
+_REQUIRED: Final = ["sub", "roles", "exp", "iat", "jti", "iss", "aud", "type", "fam"]
 DEFAULT_CACHE_SIZE: Final = 4096
 
 
@@ -45,7 +46,7 @@ class Claims:
     type: str
     iat: float
     exp: float
-    family: str | None = None
+    family: str
 
 
 @attrs.frozen
@@ -91,12 +92,30 @@ class Tokens:
         self._cache: OrderedDict[str, Claims] = OrderedDict()
         self._clock = clock
 
-    def issue_access(self, user_id: int, roles: tuple[str, ...]) -> Issued:
-        return self._issue(user_id, roles, ACCESS, self.access_ttl_s, None)
+    def now(self) -> float:
+        """The current time as tokens record it (``iat``: milliseconds, rounded down).
 
-    def issue_refresh(self, user_id: int, roles: tuple[str, ...], family: str | None = None) -> Issued:
-        """A refresh token in `family` (a new family when None)."""
-        return self._issue(user_id, roles, REFRESH, self.refresh_ttl_s, family or uuid.uuid4().hex)
+        Rounded down: iat never lies later than the real issue time, so a token made just
+        before a revocation is never taken for one made after it.
+        """
+        return math.floor(self._clock() * 1000) / 1000
+
+    def issue_access(
+        self, user_id: int, roles: tuple[str, ...], family: str, *, issued_at: float | None = None
+    ) -> Issued:
+        """An access token of session `family`.
+
+        issued_at: the ``iat`` to record; pass the time the user record the token's claims
+          come from was read, so a revocation made after that read (a password change, a
+          deactivation) kills the token even when it is signed later.
+        """
+        return self._issue(user_id, roles, ACCESS, self.access_ttl_s, family, issued_at=issued_at)
+
+    def issue_refresh(
+        self, user_id: int, roles: tuple[str, ...], family: str | None = None, *, issued_at: float | None = None
+    ) -> Issued:
+        """A refresh token in `family` (a new family when None); `issued_at` as for access tokens."""
+        return self._issue(user_id, roles, REFRESH, self.refresh_ttl_s, family or uuid.uuid4().hex, issued_at=issued_at)
 
     def verify(self, token: str, expected_type: str) -> Claims:
         """The claims of a valid token of `expected_type`.
@@ -119,22 +138,19 @@ class Tokens:
                 self._cache.popitem(last=False)
         return claims
 
-    def _issue(self, user_id: int, roles: tuple[str, ...], kind: str, ttl_s: int, family: str | None) -> Issued:
-        # Rounded down: iat never lies later than the real issue time, so a token made just
-        # before a revocation is never taken for one made after it.
-        now = math.floor(self._clock() * 1000) / 1000
+    def _issue(
+        self, user_id: int, roles: tuple[str, ...], kind: str, ttl_s: int, family: str, *, issued_at: float | None
+    ) -> Issued:
+        now = self.now() if issued_at is None else issued_at
         payload: dict[str, Any] = {
             "sub": str(user_id), "roles": list(roles), "iat": now, "exp": int(now) + ttl_s,
-            "jti": uuid.uuid4().hex, "iss": self.issuer, "aud": self.audience, "type": kind,
+            "jti": uuid.uuid4().hex, "iss": self.issuer, "aud": self.audience, "type": kind, "fam": family,
         }
-        if family is not None:
-            payload["fam"] = family
         token = jwt.encode(payload, self._signing_key, algorithm=self.algorithm)
         claims = Claims(user_id, tuple(roles), payload["jti"], kind, now, payload["exp"], family)
         return Issued(token, claims)
 
     def _decode(self, token: str, expected_type: str) -> Claims:
-        required = [*_REQUIRED, "fam"] if expected_type == REFRESH else _REQUIRED
         try:
             payload = jwt.decode(
                 token,
@@ -143,7 +159,7 @@ class Tokens:
                 audience=self.audience,
                 issuer=self.issuer,
                 # exp is checked below against the injectable clock.
-                options={"require": required, "verify_exp": False},
+                options={"require": _REQUIRED, "verify_exp": False},
             )
         except jwt.PyJWTError as exc:
             raise TokenError(str(exc)) from None
@@ -168,7 +184,7 @@ def _claims(payload: dict[str, Any], expected_type: str) -> Claims:
     if not (isinstance(roles, list) and all(isinstance(r, str) for r in roles)):
         msg = "malformed roles claim"
         raise TokenError(msg)
-    if fam is not None and not isinstance(fam, str):
+    if not (isinstance(fam, str) and fam):
         msg = "malformed fam claim"
         raise TokenError(msg)
     return Claims(int(sub), tuple(roles), jti, expected_type, float(payload["iat"]), float(payload["exp"]), fam)

@@ -68,9 +68,9 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
 
 
-def unsigned() -> str:
+def unsigned(fam: str) -> str:
     """Valid claims under ``alg: none`` with no signature."""
-    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims())}."
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims(fam=fam))}."
 
 
 def tampered(token: str) -> str:
@@ -307,28 +307,33 @@ async def test_me_answers_the_caller_and_401_without_a_token(stack: StackFactory
     await assert_problem(await client.get(ME, headers={"Authorization": "Basic YWRtaW46eA=="}), 401)
 
 
-BAD_TOKENS: dict[str, Callable[[], str]] = {
-    "expired": lambda: forge(iat=int(time.time()) - 3600, exp=int(time.time()) - 60),
-    "tampered": lambda: tampered(forge()),
-    "other-secret": lambda: forge("another-secret-of-at-least-32-bytes!!"),
+# Each is given the admin's live session, so only the flaw under test stands in the way.
+BAD_TOKENS: dict[str, Callable[[str], str]] = {
+    "expired": lambda fam: forge(fam=fam, iat=int(time.time()) - 3600, exp=int(time.time()) - 60),
+    "tampered": lambda fam: tampered(forge(fam=fam)),
+    "other-secret": lambda fam: forge("another-secret-of-at-least-32-bytes!!", fam=fam),
     "alg-none": unsigned,
-    "wrong-audience": lambda: forge(aud="someone-else"),
-    "wrong-issuer": lambda: forge(iss="evil"),
-    "no-type": lambda: forge(type=None),
-    "garbage": lambda: "abc.def.ghi",
+    "wrong-audience": lambda fam: forge(fam=fam, aud="someone-else"),
+    "wrong-issuer": lambda fam: forge(fam=fam, iss="evil"),
+    "no-type": lambda fam: forge(fam=fam, type=None),
+    "no-session": lambda fam: forge(),
+    "ended-session": lambda fam: forge(fam=uuid.uuid4().hex),
+    "garbage": lambda fam: "abc.def.ghi",
 }
 
 
 @pytest.mark.parametrize("kind", list(BAD_TOKENS))
 async def test_a_bad_bearer_token_is_401(stack: StackFactory, kind: str) -> None:
     client = await stack()
-    # The forged tokens name user 1, the admin: only the flaw under test stands in the way.
-    assert (await client.get(ME, headers={"Authorization": f"Bearer {forge()}"})).status == 200
-    resp = await client.get(ME, headers={"Authorization": f"Bearer {BAD_TOKENS[kind]()}"})
+    # The forged tokens name user 1, the admin, in the admin's own live session.
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    fam = jwt.decode(admin["access_token"], options={"verify_signature": False})["fam"]
+    assert (await client.get(ME, headers={"Authorization": f"Bearer {forge(fam=fam)}"})).status == 200
+    resp = await client.get(ME, headers={"Authorization": f"Bearer {BAD_TOKENS[kind](fam)}"})
     await assert_problem(resp, 401)
-    assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
-    await assert_problem(await client.get("/api/v1/users", headers={"Authorization": f"Bearer {BAD_TOKENS[kind]()}"}),
-                         401)
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    bad = {"Authorization": f"Bearer {BAD_TOKENS[kind](fam)}"}
+    await assert_problem(await client.get("/api/v1/users", headers=bad), 401)
 
 
 async def test_a_refresh_token_is_no_bearer(stack: StackFactory) -> None:

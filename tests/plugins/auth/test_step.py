@@ -27,7 +27,7 @@ from app.passwords import PasswordHasher
 from app.pipeline.config import PipelineFileError
 from app.pipeline.types import Handler, StepKind, StepType, SubscriptionContext
 from app.plugins import make_plugin_manager
-from plugins.auth.services import services_for
+from plugins.auth.services import AuthServices, services_for
 from plugins.auth.tokens import Tokens
 from tests.plugins.auth.conftest import SECRET, cheap_settings, create_user
 
@@ -125,6 +125,14 @@ class World:
     alice: int  # user, password "alice password"
     root: int  # admin, password "root password"
 
+    services: AuthServices
+
+    async def access(self, user_id: int, roles: tuple[str, ...]) -> str:
+        """The access token of a new session of `user_id` (as a login would start it)."""
+        access, _refresh = await self.services.start_session(user_id, roles, self.tokens.now())
+        token: str = access.token
+        return token
+
     async def login(self, email: str, password: str) -> dict[str, Any]:
         resp = await self.client.post("/login", json={"email": email, "password": password})
         assert resp.status == 200, await resp.text()
@@ -151,16 +159,16 @@ async def world(
     alice = await create_user(dataservice_url, services.hasher, "alice@example.com", "alice password")
     root = await create_user(dataservice_url, services.hasher, "root@example.com", "root password",
                              roles=["user", "admin"])
-    return World(client, services.tokens, services.hasher, dataservice_url, alice, root)
+    return World(client, services.tokens, services.hasher, dataservice_url, alice, root, services)
 
 
-def forged(settings_changes: dict[str, Any], user_id: int = 1) -> str:
+def forged(settings_changes: dict[str, Any], user_id: int, family: str) -> str:
     kwargs: dict[str, Any] = {
         "algorithm": "HS256", "signing_key": SECRET, "verify_key": SECRET, "issuer": "turnstile",
         "audience": "turnstile-api", "access_ttl_s": 900, "refresh_ttl_s": 3600,
     }
     kwargs.update(settings_changes)
-    return Tokens(**kwargs).issue_access(user_id, ("user",)).token
+    return Tokens(**kwargs).issue_access(user_id, ("user",), family).token
 
 
 # --- auth ------------------------------------------------------------------------------------
@@ -174,16 +182,17 @@ async def test_missing_token_is_401_with_challenge(world: World) -> None:
 @pytest.mark.parametrize("case", ["garbage", "expired", "tampered", "alg_none", "wrong_aud", "wrong_iss",
                                   "wrong_secret", "refresh_as_access"])
 async def test_bad_tokens_are_401(world: World, case: str) -> None:
-    good = world.tokens.issue_access(world.alice, ("user",)).token
+    good = await world.access(world.alice, ("user",))
+    family = str(jwt.decode(good, options={"verify_signature": False})["fam"])
     header, payload, signature = good.split(".")
     tokens = {
         "garbage": "not.a.jwt",
-        "expired": forged({"clock": lambda: time.time() - 10_000}, world.alice),
+        "expired": forged({"clock": lambda: time.time() - 10_000}, world.alice, family),
         "tampered": ".".join([header, _b64(json.loads(_unb64(payload)) | {"roles": ["admin"]}), signature]),
         "alg_none": jwt.encode({**jwt.decode(good, options={"verify_signature": False})}, "", algorithm="none"),
-        "wrong_aud": forged({"audience": "someone-else"}, world.alice),
-        "wrong_iss": forged({"issuer": "someone-else"}, world.alice),
-        "wrong_secret": forged({"signing_key": "x" * 48}, world.alice),
+        "wrong_aud": forged({"audience": "someone-else"}, world.alice, family),
+        "wrong_iss": forged({"issuer": "someone-else"}, world.alice, family),
+        "wrong_secret": forged({"signing_key": "x" * 48}, world.alice, family),
         "refresh_as_access": world.tokens.issue_refresh(world.alice, ("user",)).token,
     }
     resp = await world.client.get("/me", headers=bearer(tokens[case]))
@@ -200,7 +209,7 @@ def _unb64(text: str) -> bytes:
 
 
 async def test_valid_token_sets_actor(world: World) -> None:
-    token = world.tokens.issue_access(world.alice, ("user",)).token
+    token = await world.access(world.alice, ("user",))
     for _ in range(2):  # the second time from the verified-token cache
         resp = await world.client.get("/me", headers=bearer(token))
         assert resp.status == 200
@@ -208,24 +217,24 @@ async def test_valid_token_sets_actor(world: World) -> None:
 
 
 async def test_role_required_is_403(world: World) -> None:
-    user = world.tokens.issue_access(world.alice, ("user",)).token
-    admin = world.tokens.issue_access(world.root, ("user", "admin")).token
+    user = await world.access(world.alice, ("user",))
+    admin = await world.access(world.root, ("user", "admin"))
     assert (await world.client.get("/admin", headers=bearer(user))).status == 403
     assert (await world.client.get("/admin", headers=bearer(admin))).status == 200
 
 
 async def test_self_matches_only_own_id(world: World) -> None:
-    token = world.tokens.issue_access(world.alice, ("user",)).token
+    token = await world.access(world.alice, ("user",))
     assert (await world.client.get(f"/users/{world.alice}", headers=bearer(token))).status == 200
     assert (await world.client.get(f"/users/{world.root}", headers=bearer(token))).status == 403
-    admin = world.tokens.issue_access(world.root, ("admin",)).token
+    admin = await world.access(world.root, ("admin",))
     assert (await world.client.get(f"/users/{world.alice}", headers=bearer(admin))).status == 200
 
 
 async def test_anyone_passes_anonymous_and_sets_actor_when_token_valid(world: World) -> None:
     assert await (await world.client.get("/open")).json() == {"actor": None}
     assert await (await world.client.get("/open", headers=bearer("junk"))).json() == {"actor": None}
-    token = world.tokens.issue_access(world.alice, ("user",)).token
+    token = await world.access(world.alice, ("user",))
     assert await (await world.client.get("/open", headers=bearer(token))).json() == {"actor": world.alice}
 
 
@@ -384,8 +393,9 @@ async def test_redis_down_access_checks_use_this_process_record(
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
     client = await aiohttp_client(create_app(settings, pm=pm))
     services = services_for(client.app)
-    kept = services.tokens.issue_access(1, ("user",)).token
-    revoked = services.tokens.issue_access(2, ("user",)).token
+    # Sessions live in Redis: while it is down, only the ends this process saw are known.
+    kept = services.tokens.issue_access(1, ("user",), "session-1").token
+    revoked = services.tokens.issue_access(2, ("user",), "session-2").token
     with pytest.raises(RedisUnavailable):
         await services.store.revoke_user(2)  # Redis refuses, this process remembers
     for path in ("/me", "/open"):

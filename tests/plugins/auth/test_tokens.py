@@ -41,12 +41,12 @@ def _sign_hs256(payload: dict[str, Any], key: bytes) -> str:
 
 def test_issue_then_verify_access() -> None:
     tokens = hs_tokens()
-    issued = tokens.issue_access(7, ("user", "admin"))
+    issued = tokens.issue_access(7, ("user", "admin"), "fam-1")
     claims = tokens.verify(issued.token, ACCESS)
     assert (claims.user_id, claims.roles, claims.type) == (7, ("user", "admin"), "access")
-    assert claims.family is None
+    assert claims.family == "fam-1"  # the session it belongs to
     raw = jwt.decode(issued.token, SECRET, algorithms=["HS256"], audience="turnstile-api")
-    assert set(raw) == {"sub", "roles", "exp", "iat", "jti", "iss", "aud", "type"}
+    assert set(raw) == {"sub", "roles", "exp", "iat", "jti", "iss", "aud", "type", "fam"}
     assert raw["sub"] == "7"
 
 
@@ -54,7 +54,7 @@ def test_refresh_tokens_carry_their_family() -> None:
     tokens = hs_tokens()
     first = tokens.issue_refresh(7, ("user",))
     again = tokens.issue_refresh(7, ("user",), first.claims.family)
-    assert first.claims.family is not None
+    assert first.claims.family
     assert tokens.verify(again.token, REFRESH).family == first.claims.family
     assert first.claims.jti != again.claims.jti
 
@@ -64,11 +64,11 @@ def test_token_types_do_not_mix() -> None:
     with pytest.raises(TokenError):
         tokens.verify(tokens.issue_refresh(7, ()).token, ACCESS)
     with pytest.raises(TokenError):
-        tokens.verify(tokens.issue_access(7, ()).token, REFRESH)
+        tokens.verify(tokens.issue_access(7, (), "fam-1").token, REFRESH)
 
 
 def test_expired_token_is_refused() -> None:
-    old = hs_tokens(clock=lambda: time.time() - 1000).issue_access(7, ())
+    old = hs_tokens(clock=lambda: time.time() - 1000).issue_access(7, (), "fam-1")
     with pytest.raises(TokenError):
         hs_tokens().verify(old.token, ACCESS)
 
@@ -76,7 +76,7 @@ def test_expired_token_is_refused() -> None:
 def test_cached_token_still_expires() -> None:
     now = [time.time()]
     tokens = hs_tokens(clock=lambda: now[0])
-    issued = tokens.issue_access(7, ())
+    issued = tokens.issue_access(7, (), "fam-1")
     tokens.verify(issued.token, ACCESS)
     now[0] += 901
     with pytest.raises(TokenError):
@@ -86,13 +86,13 @@ def test_cached_token_still_expires() -> None:
 def test_cache_is_bounded() -> None:
     tokens = hs_tokens(cache_size=2)
     for _ in range(5):
-        tokens.verify(tokens.issue_access(7, ()).token, ACCESS)
+        tokens.verify(tokens.issue_access(7, (), "fam-1").token, ACCESS)
     assert len(tokens._cache) == 2
 
 
 def test_tampered_token_is_refused() -> None:
     tokens = hs_tokens()
-    head, body, sig = tokens.issue_access(7, ("user",)).token.split(".")
+    head, body, sig = tokens.issue_access(7, ("user",), "fam-1").token.split(".")
     payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     payload["roles"] = ["admin"]
     with pytest.raises(TokenError):
@@ -101,14 +101,14 @@ def test_tampered_token_is_refused() -> None:
 
 def test_alg_none_is_refused() -> None:
     tokens = hs_tokens()
-    payload = jwt.decode(tokens.issue_access(7, ()).token, options={"verify_signature": False})
+    payload = jwt.decode(tokens.issue_access(7, (), "fam-1").token, options={"verify_signature": False})
     with pytest.raises(TokenError):
         tokens.verify(jwt.encode(payload, "", algorithm="none"), ACCESS)
 
 
 @pytest.mark.parametrize("change", [{"audience": "other"}, {"issuer": "other"}, {"signing_key": "k" * 48}])
 def test_wrong_audience_issuer_or_key_is_refused(change: dict[str, Any]) -> None:
-    foreign = hs_tokens(**change).issue_access(7, ())
+    foreign = hs_tokens(**change).issue_access(7, (), "fam-1")
     with pytest.raises(TokenError):
         hs_tokens().verify(foreign.token, ACCESS)
 
@@ -140,9 +140,9 @@ def _key_settings(tmp_path: Path, algorithm: str, private: Any) -> Settings:
 def test_asymmetric_algorithms_from_key_files(tmp_path: Path, algorithm: str) -> None:
     private = rsa.generate_private_key(65537, 2048) if algorithm == "RS256" else ed25519.Ed25519PrivateKey.generate()
     tokens = tokens_for(_key_settings(tmp_path, algorithm, private))
-    assert tokens.verify(tokens.issue_access(3, ("user",)).token, ACCESS).user_id == 3
+    assert tokens.verify(tokens.issue_access(3, ("user",), "fam-1").token, ACCESS).user_id == 3
     with pytest.raises(TokenError):  # an HS256 token never passes an asymmetric verifier
-        tokens.verify(hs_tokens().issue_access(3, ()).token, ACCESS)
+        tokens.verify(hs_tokens().issue_access(3, (), "fam-1").token, ACCESS)
 
 
 def test_hmac_signed_with_the_public_key_is_refused(tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_hmac_signed_with_the_public_key_is_refused(tmp_path: Path) -> None:
     settings = _key_settings(tmp_path, "RS256", rsa.generate_private_key(65537, 2048))
     tokens = tokens_for(settings)
     assert settings.jwt_public_key_file is not None
-    payload = jwt.decode(tokens.issue_access(3, ()).token, options={"verify_signature": False})
+    payload = jwt.decode(tokens.issue_access(3, (), "fam-1").token, options={"verify_signature": False})
     payload["roles"] = ["admin"]
     forged = _sign_hs256(payload, settings.jwt_public_key_file.read_bytes())
     with pytest.raises(TokenError):
@@ -160,4 +160,4 @@ def test_hmac_signed_with_the_public_key_is_refused(tmp_path: Path) -> None:
 def test_hs256_from_settings(settings: Settings) -> None:
     tokens = tokens_for(settings)
     assert tokens.algorithm == "HS256"
-    assert tokens.verify(tokens.issue_access(1, ()).token, ACCESS).user_id == 1
+    assert tokens.verify(tokens.issue_access(1, (), "fam-1").token, ACCESS).user_id == 1
