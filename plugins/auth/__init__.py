@@ -1,7 +1,8 @@
 """The built-in `auth` plugin: bearer tokens (JWT), login, refresh rotation, logout, revocation.
 
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
-also in subscriptions). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair.
+also in subscriptions), `reauthenticate` (wrapper: `current_password` for one's own email or
+password). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair.
 """
 
 from __future__ import annotations
@@ -10,8 +11,15 @@ from typing import Any
 
 from app.hookspecs import hookimpl
 from app.pipeline.types import StepKind, StepType
-from plugins.auth import grants, revoke, step
-from plugins.auth.config import AuthConfig, LoginConfig, LogoutConfig, RefreshConfig, RevokeTokensConfig
+from plugins.auth import grants, reauth, revoke, step
+from plugins.auth.config import (
+    AuthConfig,
+    LoginConfig,
+    LogoutConfig,
+    ReauthenticateConfig,
+    RefreshConfig,
+    RevokeTokensConfig,
+)
 from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, TokenPair
 
 
@@ -28,6 +36,8 @@ def register_steps() -> list[StepType[Any]]:
                  document=grants.document_logout),
         StepType(name="revoke-tokens", config_cls=RevokeTokensConfig, build=revoke.build,
                  kind=StepKind.WRAPPER, document=revoke.document, build_for_message=revoke.build_for_message),
+        StepType(name="reauthenticate", config_cls=ReauthenticateConfig, build=reauth.build,
+                 kind=StepKind.WRAPPER, document=reauth.document),
     ]
 
 

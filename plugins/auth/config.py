@@ -76,3 +76,16 @@ class RevokeTokensConfig:
     """
 
     user: str = template_field()
+
+
+@attrs.frozen(kw_only=True)
+class ReauthenticateConfig:
+    """`{ use = "reauthenticate", user = "{id}", fields = ["email", "password"] }`
+
+    user: template naming the user the route changes (over the route parameters).
+    fields: the body fields whose change by the user themself needs `current_password`
+      in the body (checked against the stored hash; 422 when missing, 403 when wrong).
+    """
+
+    user: str = template_field()
+    fields: tuple[str, ...] = ("email", "password")

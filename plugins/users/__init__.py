@@ -56,6 +56,8 @@ async def transform_upstream(
     request: web.Request, pipeline: PipelineConfig, payload: dict[str, Any]
 ) -> dict[str, Any] | None:
     out = rules.with_defaults(pipeline.body, payload)
+    # Proof for the `reauthenticate` step, never data: dropped even where no such step stands.
+    out.pop("current_password", None)
     password = out.pop("password", None)
     if isinstance(password, str):
         out["password_hash"] = await _hasher(request.app[settings_key]).hash(password)

@@ -116,6 +116,10 @@ class UserPatch:
 
     email: str | None = _email(default=None, nullable=False)
     password: str | None = _password(default=None, nullable=False)
+    current_password: str | None = schema_field(
+        default=None, nullable=False, minLength=1, maxLength=PASSWORD_MAX,
+        description="The caller's current password: required when users change their own email or password.",
+    )
     full_name: str | None = _full_name(default=None)
     roles: list[str] | None = _roles(default=None, nullable=False)
     is_active: bool | None = _is_active(default=None, nullable=False)

@@ -59,7 +59,8 @@ async def user_journey(call: Recorder) -> int:
                                json={"email": "ann@example.com", "password": FIRST})).json()
     await call("POST", "/api/v1/auth/login", 401, json={"email": "ann@example.com", "password": WRONG})
     await call("POST", "/api/v1/auth/login", 401, data=grant("nobody@example.com", WRONG))
-    await call("PATCH", f"/api/v1/users/{ann['id']}", 200, json={"password": SECOND}, headers=bearer(tokens))
+    await call("PATCH", f"/api/v1/users/{ann['id']}", 200, json={"password": SECOND, "current_password": FIRST},
+               headers=bearer(tokens))
     await call("POST", "/api/v1/auth/login", 401, json={"email": "ann@example.com", "password": FIRST})
     await call("POST", "/api/v1/auth/login", 200, data=grant("ann@example.com", SECOND))
     admin = bearer(await (await call("POST", "/api/v1/auth/login", 200,

@@ -246,8 +246,8 @@ async def test_patch_failures(stack: StackFactory) -> None:
     await assert_problem(await client.patch(f"{USERS}/{ann['id']}", json={"full_name": "A"}), 401)
     await assert_problem(await client.patch(f"{USERS}/{bob['id']}", json={"full_name": "A"}, headers=headers), 403)
     await assert_problem(await client.patch(f"{USERS}/99999", json={"full_name": "A"}, headers=admin), 404)
-    await assert_problem(await client.patch(f"{USERS}/{ann['id']}", json={"email": "BOB@example.com"},
-                                            headers=headers), 409)
+    taken = {"email": "BOB@example.com", "current_password": PASSWORD}
+    await assert_problem(await client.patch(f"{USERS}/{ann['id']}", json=taken, headers=headers), 409)
     for body, field in (
         ({"email": "nope"}, "email"), ({"password": "short"}, "password"), ({"full_name": "x" * 201}, "full_name"),
         ({"nickname": "a"}, "nickname"), ({"email": None}, "email"), ({"roles": "admin"}, "roles"),
