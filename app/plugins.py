@@ -6,16 +6,19 @@ import importlib
 import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, final
 
 import pluggy
 
 from app import hookspecs
+from app.pipeline.config import PipelineConfig
+from app.redact import Redacted
 
 ENTRY_POINT_GROUP = "turnstile.plugins"
 
 log = logging.getLogger("turnstile.plugins")
-# Hook tracing has its own logger so TURNSTILE_TRACE_HOOKS can switch it on alone.
+# Hook tracing has its own logger so TURNSTILE_TRACE_HOOKS can switch it on alone. Every
+# argument and result it logs goes through app.redact: hooks see passwords, hashes and tokens.
 trace_log = logging.getLogger("turnstile.hooks")
 
 
@@ -58,7 +61,7 @@ def make_plugin_manager(
 
 
 def _before_hook(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
-    trace_log.info("hook %s -> %s", hook_name, [impl.plugin_name for impl in impls])
+    trace_log.info("hook %s -> %s with %r", hook_name, [impl.plugin_name for impl in impls], _arguments(kwargs))
 
 
 def _after_hook(
@@ -66,9 +69,28 @@ def _after_hook(
 ) -> None:
     exc = outcome.exception
     if exc is not None:
-        trace_log.info("hook %s raised %r", hook_name, exc)
+        trace_log.info("hook %s raised %r", hook_name, Redacted(exc))
     else:
-        trace_log.info("hook %s returned %r", hook_name, outcome.get_result())
+        trace_log.info("hook %s returned %r", hook_name, Redacted(outcome.get_result()))
+
+
+def _arguments(kwargs: Mapping[str, Any]) -> Redacted:
+    """A hook's arguments for a trace line: secrets masked, a pipeline shown by its name."""
+    return Redacted({
+        name: _PipelineName(value.name) if isinstance(value, PipelineConfig) else value
+        for name, value in kwargs.items()
+    })
+
+
+@final
+class _PipelineName:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<pipeline {self.name}>"
 
 
 async def await_maybe(value: Any) -> Any:
@@ -90,12 +112,17 @@ async def call_chain(hook: pluggy.HookCaller, value_name: str, value: Any, **kwa
     with False (used to suppress). Implementations run in pluggy's call order (the last
     registered first), one at a time, so each can be async.
     """
+    # Checked once, so that with tracing off the trace costs no more than this test.
+    traced = trace_log.isEnabledFor(logging.INFO)
     for impl in reversed(hook.get_hookimpls()):
         if impl.hookwrapper or impl.wrapper:
             continue
         args = {value_name: value, **kwargs}
+        if traced:
+            trace_log.info("hook %s [%s] with %r", hook.name, impl.plugin_name, _arguments(args))
         result = await await_maybe(impl.function(*(args[name] for name in impl.argnames)))
-        trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, result)
+        if traced:
+            trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, Redacted(result))
         if result is False:
             return False
         if result is not None:

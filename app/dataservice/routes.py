@@ -37,8 +37,10 @@ store_key: Final = web.AppKey("dataservice_store", UserStore)
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 _MAX_ROWID: Final = 2**63 - 1
+_MAX_ROWID_DIGITS: Final = len(str(_MAX_ROWID))
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
+_ID = re.compile(r"-?[0-9]+")
 
 
 # --- field checks: each returns what is wrong with a value, or None ----------------------------
@@ -107,13 +109,15 @@ def _checked_fields(body: dict[str, Any], *, required: tuple[str, ...]) -> dict[
 
 def _user_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not _INTEGER.fullmatch(raw):
+    if not _ID.fullmatch(raw):
         msg = "the user id must be an integer"
         raise ValidationFailed(msg, errors=[FieldError(("path", "id"), "must be an integer")])
-    user_id = int(raw)
-    if not 0 < user_id <= _MAX_ROWID:
-        raise _no_such_user(user_id)
-    return user_id
+    # Any integer outside the rowid range names no user. Its length is checked first: int()
+    # refuses strings of more than 4300 digits, and a path can be longer than that.
+    if len(raw) > _MAX_ROWID_DIGITS or not 0 < int(raw) <= _MAX_ROWID:
+        msg = "no user with this id"
+        raise NotFound(msg)
+    return int(raw)
 
 
 def _query_int(request: web.Request, name: str, default: int, maximum: int) -> int:

@@ -4,6 +4,7 @@ Steps are listed outermost first, so the chain is built in reverse: each step ge
 already-built rest of the chain as its `handler`. The rules gate goes after the last guard,
 wherever wrappers stand: body validation and the `check_request` hooks never run before
 authentication (a wrapper listed before `auth`, an audit step say, still runs first).
+Before the first step, ``{name:int}`` route values above the int64 range are a 404.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from aiohttp import web
 from app.errors import InternalError
 from app.keys import pipeline_key
 from app.metrics import STEP_SECONDS
-from app.pipeline.config import PipelineConfig
+from app.pipeline.config import PipelineConfig, int_param_in_range
 from app.pipeline.gate import make_gate
 from app.pipeline.types import BuildContext, Handler, Step, StepKind
 
@@ -57,9 +58,24 @@ def build_pipeline(
     for label, step in reversed(chain):
         handler = _link(step, handler, pipeline.name, label)
     inner = handler
+    int_params = tuple(sorted(pipeline.route.int_params))
 
     async def pipeline_handler(request: web.Request) -> web.StreamResponse:
+        if int_params:
+            _check_int_params(request, int_params)
         request[pipeline_key] = pipeline
         return await inner(request)
 
     return pipeline_handler
+
+
+def _check_int_params(request: web.Request, names: tuple[str, ...]) -> None:
+    """A 404 before any step runs when an ``{name:int}`` value is above the int64 range.
+
+    The router already refused every other spelling (`INT_PARAM_PATTERN`), so the request
+    is answered exactly as a path that matches no route would be: such a value names nothing.
+    """
+    match_info = request.match_info
+    for name in names:
+        if not int_param_in_range(match_info[name]):
+            raise web.HTTPNotFound

@@ -13,7 +13,7 @@ import string
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -59,9 +59,26 @@ class RawFile:
 
 
 # --- the validated result -------------------------------------------------------------------
+# An ``{name:int}`` route parameter (contract §4): a decimal int64 written one way only, in
+# ASCII digits without leading zeros, so two spellings never name one record (and never two
+# cache keys). The router matches the form (``\d`` would match any Unicode digit); the range,
+# which a regex says badly, is `int_param_in_range`'s job before any step runs.
+INT_PARAM_PATTERN: Final = "0|[1-9][0-9]{0,18}"
+INT_PARAM_MAX: Final = 2**63 - 1
+_INT_PARAM_MAX_TEXT: Final = str(INT_PARAM_MAX)
+
+
+def int_param_in_range(value: str) -> bool:
+    """`value` (matched by INT_PARAM_PATTERN) is at most INT_PARAM_MAX.
+
+    Only a 19-digit value can exceed it, and digit strings of one length compare as numbers.
+    """
+    return len(value) < len(_INT_PARAM_MAX_TEXT) or value <= _INT_PARAM_MAX_TEXT
+
+
 @attrs.frozen
 class Route:
-    """``METHOD /path/{param}``; a param written ``{id:int}`` matches digits only."""
+    """``METHOD /path/{param}``; a param written ``{id:int}`` matches a canonical int64 only."""
 
     method: str
     path: str
@@ -72,7 +89,7 @@ class Route:
     def router_path(self) -> str:
         """The path in aiohttp's syntax (typed params as regex)."""
         return _PARAM.sub(
-            lambda m: "{%s:\\d+}" % m.group(1).split(":")[0]  # noqa: UP031
+            lambda m: "{%s:%s}" % (m.group(1).split(":")[0], INT_PARAM_PATTERN)  # noqa: UP031
             if m.group(1).endswith(":int")
             else "{%s}" % m.group(1).split(":")[0],  # noqa: UP031
             self.path,

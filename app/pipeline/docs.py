@@ -11,11 +11,13 @@ from typing import Any
 import attrs
 
 from app.errors import PROBLEM_CONTENT_TYPE
-from app.pipeline.config import PipelineConfig
+from app.pipeline.config import INT_PARAM_MAX, PipelineConfig
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 BEARER_SCHEME = "bearerAuth"
 OAUTH2_SCHEME = "oauth2Password"
+# An ``{name:int}`` path parameter: any other spelling matches no route (a 404).
+_INT64 = {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT_PARAM_MAX}
 
 
 def model_ref(name: str) -> dict[str, str]:
@@ -74,7 +76,7 @@ class OperationDoc:
             "parameters": [
                 {
                     "name": param, "in": "path", "required": True,
-                    "schema": {"type": "integer"} if param in route.int_params else {"type": "string"},
+                    "schema": _INT64 if param in route.int_params else {"type": "string"},
                 }
                 for param in route.params
             ] + self.parameters,

@@ -1,6 +1,8 @@
 """The built-in `users` plugin: the user models and the business rules around them, as hooks.
 
-- transform_request: a body's `email` is trimmed and lower-cased before validation.
+- transform_request: a body's `email` is NFKC-normalised, trimmed and lower-cased before
+  validation. `normalise_email` is that rule, public for every other place that takes an
+  email (the login step, the per-email rate limit).
 - check_request: `roles` and `is_active` (UserCreate, UserPatch bodies) are for admins only.
 - transform_upstream: a `password` becomes `password_hash` (argon2id) before it is sent;
   new users get their defaults, and a self-registered one is always a plain active user.
@@ -24,6 +26,9 @@ from app.pipeline.config import PipelineConfig
 from app.settings import Settings
 from plugins.users import rules
 from plugins.users.models import MODELS
+from plugins.users.rules import normalise_email
+
+__all__ = ["normalise_email"]
 
 log = logging.getLogger("turnstile.users")
 

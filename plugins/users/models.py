@@ -16,7 +16,7 @@ import attrs
 from app.models.schema import schema_field
 
 # Deliberately loose (RFC 5321 addresses are more varied than any regex): one @, no spaces,
-# a dot in the domain. Bodies are trimmed and lower-cased before they are checked.
+# a dot in the domain. Bodies are NFKC-normalised, trimmed and lower-cased before they are checked.
 EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
 EMAIL_MAX: Final = 254  # RFC 5321's limit on a path, less the angle brackets
 PASSWORD_MIN: Final = 8
@@ -27,7 +27,7 @@ ROLE_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
 
 def _email(**kwargs: Any) -> Any:
     return schema_field(
-        description="Email address; trimmed and lower-cased.",
+        description="Email address; NFKC-normalised, trimmed and lower-cased.",
         pattern=EMAIL_PATTERN,
         maxLength=EMAIL_MAX,
         example="ada@example.com",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -18,11 +19,20 @@ ADMIN_FIELD_BODIES: Final = frozenset({"UserCreate", "UserPatch"})
 
 
 def normalise_email(email: str) -> str:
-    return email.strip().lower()
+    """The one spelling of an email address (contract §4): NFKC-normalised, trimmed, lower-cased.
+
+    Every place that stores, looks up or counts by an email uses this, so look-alikes
+    (full-width letters, an ideographic space around it) name one account. NFKC
+    comes first because it is what makes full-width letters ASCII capitals and an
+    ideographic space a plain one, for `strip` and `lower` to handle after it; in that
+    order the result is stable (normalising it again changes nothing), which
+    lower-casing before NFKC is not.
+    """
+    return unicodedata.normalize("NFKC", email).strip().lower()
 
 
 def with_normalised_email(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The body with its `email` trimmed and lower-cased, or None when there is nothing to do."""
+    """The body with its `email` normalised (`normalise_email`), or None when there is nothing to do."""
     email = body.get("email")
     if not isinstance(email, str) or email == normalise_email(email):
         return None

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from app.pipeline.config import PipelineFileError
+from app.pipeline.config import (
+    INT_PARAM_MAX,
+    INT_PARAM_PATTERN,
+    PipelineFileError,
+    int_param_in_range,
+    parse_route,
+)
 from app.pipeline.registry import load_checked
 from app.plugins import make_plugin_manager
 from tests.app.conftest import CORE_PIPELINES
@@ -152,3 +159,20 @@ def test_missing_pipeline_keys(tmp_path: Path) -> None:
         "1: pipelines[0].route: required setting missing",
         "1: pipelines[0].steps: required setting missing",
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "in_range"),
+    [("0", True), ("7", True), ("9" * 18, True), (str(2**63 - 1), True), ("1" + "0" * 18, True),
+     (str(2**63), False), ("9" * 19, False)],
+)
+def test_int_params_stop_at_the_int64_maximum(value: str, in_range: bool) -> None:
+    assert re.fullmatch(INT_PARAM_PATTERN, value)
+    assert int_param_in_range(value) is in_range
+    assert in_range is (int(value) <= INT_PARAM_MAX)
+
+
+@pytest.mark.parametrize("value", ["03", "00", "-1", "+1", "1_0", "\u0663", "\uff13", " 1", "1" * 20])
+def test_int_params_match_one_spelling_only(value: str) -> None:
+    assert re.fullmatch(INT_PARAM_PATTERN, value) is None
+    assert "{id:" + INT_PARAM_PATTERN + "}" in parse_route("GET /users/{id:int}").router_path

@@ -90,9 +90,13 @@ async def test_non_integer_id_is_a_problem(client: Client, user_id: str) -> None
     await problem(await client.get(f"/api/v1/users/{user_id}"), 422)
 
 
-@pytest.mark.parametrize("user_id", ["0", "-3", "99999999999999999999"])
-async def test_integer_id_out_of_range_is_404(client: Client, user_id: str) -> None:
-    await problem(await client.get(f"/api/v1/users/{user_id}"), 404)
+@pytest.mark.parametrize(
+    "user_id", ["0", "-3", str(2**63), "99999999999999999999", "9" * 26, "-" + "9" * 26, "1" * 5000]
+)
+@pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
+async def test_integer_id_out_of_range_is_404(client: Client, method: str, user_id: str) -> None:
+    body = {"full_name": "X"} if method == "PATCH" else None
+    await problem(await client.request(method, f"/api/v1/users/{user_id}", json=body), 404)
 
 
 async def test_list_filters_pages_and_counts(client: Client) -> None:

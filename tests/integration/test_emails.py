@@ -1,0 +1,53 @@
+"""Emails are NFKC-normalised, trimmed and lower-cased (contract §4), so a look-alike spelling
+(full-width letters, an ideographic space) names the same account everywhere the API takes an
+email: it cannot register a second account, it logs in, and it collides on a change."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import StackFactory, admin_headers, assert_problem, bearer, login, register
+
+REGISTER = "/api/v1/auth/register"
+PASSWORD = "correct-horse-1"
+# ann@example.com in full-width letters (U+FF41 is a full-width "a")
+FULL_WIDTH_ANN = "\uff41\uff4e\uff4e@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.\uff43\uff4f\uff4d"
+
+
+@pytest.mark.parametrize("email", [FULL_WIDTH_ANN, FULL_WIDTH_ANN.upper(), "\u3000Ann@Example.com\u3000"])
+async def test_a_look_alike_of_a_registered_email_is_409(stack: StackFactory, email: str) -> None:
+    client = await stack()
+    await register(client, "ann@example.com", PASSWORD)
+    await assert_problem(await client.post(REGISTER, json={"email": email, "password": PASSWORD}), 409)
+
+
+async def test_a_look_alike_is_stored_in_its_normal_form(stack: StackFactory) -> None:
+    client = await stack()
+    user = await register(client, "\uff22\uff2f\uff22@\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.\uff23\uff2f\uff2d")
+    assert user["email"] == "bob@example.com"
+    await assert_problem(await client.post(REGISTER, json={"email": "bob@example.com", "password": PASSWORD}), 409)
+
+
+async def test_a_look_alike_logs_in_as_the_same_user(stack: StackFactory) -> None:
+    client = await stack()
+    ann = await register(client, "ann@example.com", PASSWORD)
+    for tokens in (
+        await login(client, FULL_WIDTH_ANN, PASSWORD),
+        await login(client, "\u3000" + FULL_WIDTH_ANN.upper(), PASSWORD),
+    ):
+        me = await client.get("/api/v1/auth/me", headers=bearer(tokens))
+        assert (await me.json())["id"] == ann["id"]
+    form = await client.post("/api/v1/auth/login", data={"username": FULL_WIDTH_ANN, "password": PASSWORD})
+    assert form.status == 200, await form.text()
+
+
+async def test_changing_an_email_to_a_look_alike_of_another_is_409(stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, "ann@example.com", PASSWORD)
+    bob = await register(client, "bob@example.com", PASSWORD)
+    admin = await admin_headers(client)
+    path = f"/api/v1/users/{bob['id']}"
+    await assert_problem(await client.patch(path, json={"email": FULL_WIDTH_ANN}, headers=admin), 409)
+    changed = await client.patch(path, json={"email": "\uff43\uff41\uff52\uff4f\uff4c@example.com"}, headers=admin)
+    assert changed.status == 200, await changed.text()
+    assert (await changed.json())["email"] == "carol@example.com"
