@@ -18,6 +18,7 @@ from app.errors import (
 )
 from app.hookspecs import hookimpl
 from app.keys import Actor, actor_key, body_key, payload_key, query_key, request_id_key
+from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field
 from app.pipeline.docs import OperationDoc
 from app.pipeline.types import (
@@ -48,7 +49,9 @@ __all__ = [
     "NotFound",
     "OperationDoc",
     "ProblemError",
+    "Projection",
     "ServiceUnavailable",
+    "ShapeMismatch",
     "Step",
     "StepKind",
     "StepType",
@@ -60,6 +63,7 @@ __all__ = [
     "body_key",
     "hookimpl",
     "payload_key",
+    "projection_of",
     "query_key",
     "request_id_key",
     "schema_field",

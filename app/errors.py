@@ -6,14 +6,17 @@ is the only place that renders them and the only place that catches a bare ``Exc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
+from itertools import islice
+from typing import Any, Final
 
 import attrs
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://turnstile.dev/problems/"
+# Contract §4: a 422 lists at most this many errors, so a hostile body cannot make a huge answer.
+MAX_VALIDATION_ERRORS: Final = 50
 
 
 @attrs.frozen
@@ -116,7 +119,23 @@ class UnsupportedMediaType(ProblemError):
 
 
 class ValidationFailed(ProblemError):
+    """A 422 naming each bad field: at most `MAX_VALIDATION_ERRORS` of them. Given more, it
+    lists that many and its `detail` says that the rest were left out."""
+
     status, title, slug = 422, "Unprocessable Content", "validation-failed"
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        errors: Iterable[FieldError] = (),
+    ) -> None:
+        listed = tuple(islice(errors, MAX_VALIDATION_ERRORS + 1))
+        if len(listed) > MAX_VALIDATION_ERRORS:
+            listed = listed[:MAX_VALIDATION_ERRORS]
+            detail = f"{detail or self.title} Only the first {MAX_VALIDATION_ERRORS} errors found are listed."
+        super().__init__(detail, headers=headers, errors=listed)
 
 
 class TooManyRequests(ProblemError):

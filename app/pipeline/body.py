@@ -1,7 +1,11 @@
 """Reading a request's JSON body and query string into validated JSON, once, at start-up-built readers.
 
 400 malformed JSON, 413 over the size limit (aiohttp's client_max_size), 415 wrong content
-type, 422 with one entry per bad field.
+type, 422 with one entry per bad field (at most `app.errors.MAX_VALIDATION_ERRORS`).
+
+Sizes come first: `BodyReader.read` checks every array, map and string against its declared
+maximum as soon as the body is parsed, before `transform_request` hooks or any other rule see
+it (see `app.models.validation`).
 """
 
 from __future__ import annotations
@@ -37,7 +41,16 @@ class BodyReader:
         self.form_validator = SchemaValidator(schema_of(form_model)) if form_model is not None else None
 
     async def read(self, request: web.Request) -> Any:
-        """The raw JSON value of the body (not yet validated)."""
+        """The JSON value of the body, its sizes within the model's maxima (not yet validated
+        otherwise). Raises ValidationFailed naming each oversized field."""
+        value = await self._parse(request)
+        errors = self.validator.size_errors(value)
+        if errors:
+            msg = "The request body is not valid."
+            raise ValidationFailed(msg, errors=errors)
+        return value
+
+    async def _parse(self, request: web.Request) -> Any:
         content_type = request.content_type
         if content_type == "application/json" or content_type.endswith("+json"):
             raw = await request.read()

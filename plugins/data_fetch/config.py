@@ -30,7 +30,11 @@ class DataFetchConfig:
         if any, is sent as JSON (after `transform_upstream`), the validated query parameters
         as the query string.
     status: the status to answer with on success (2xx); 204 answers with an empty body.
-    response: name of the response model, for the OpenAPI document only.
+    response: name of the response model. The data service's answer is checked against it
+        (a missing field, a wrong type, a list where an object belongs: 502) and only the
+        model's fields are passed on, to `transform_response` hooks, the client, the cache
+        and events; fields it does not declare are dropped. Without it the answer is passed
+        on as it came. Also the success schema in the OpenAPI document.
     """
 
     call: str = template_field(validator=_check_call)

@@ -1,7 +1,8 @@
-"""The `data-fetch` step: call the data service and answer with what it returned."""
+"""The `data-fetch` step: call the data service, check its answer, and answer with it."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any, final
 
 import attrs
@@ -9,8 +10,17 @@ import orjson
 import pluggy
 from aiohttp import web
 
+from app import BadGateway, Projection, ShapeMismatch, projection_of
 from app.clients.dataservice import DataService
-from app.keys import body_key, data_service_key, payload_key, plugin_manager_key, query_key, request_id_key
+from app.keys import (
+    body_key,
+    data_service_key,
+    models_key,
+    payload_key,
+    plugin_manager_key,
+    query_key,
+    request_id_key,
+)
 from app.pipeline.config import PipelineConfig
 from app.pipeline.docs import OperationDoc, model_ref
 from app.pipeline.template import Template
@@ -20,6 +30,27 @@ from plugins.data_fetch.config import DataFetchConfig
 
 JSON = "application/json"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
+UNUSABLE_ANSWER = "the data service gave an answer this service could not use"
+
+log = logging.getLogger("turnstile.data_fetch")
+
+
+@final
+@attrs.frozen
+class AnswerCheck:
+    """The response model's projection (compiled once, at build time) and its name for the log."""
+
+    model: str
+    project: Projection
+
+    def __call__(self, data: Any, pipeline: str) -> Any:
+        """The answer with only the model's fields; BadGateway when it does not fit."""
+        try:
+            return self.project(data)
+        except ShapeMismatch as exc:
+            # The location and the rule only: the answer may carry a password hash.
+            log.warning("pipeline %s: the data service's answer does not fit %s: %s", pipeline, self.model, exc)
+            raise BadGateway(UNUSABLE_ANSWER) from None
 
 
 @final
@@ -28,7 +59,9 @@ class DataFetchStep:
     """Terminal: sends the request on to the data service and answers `status` with its data.
 
     Upstream failures are `ProblemError`s raised by the client; they pass through to the
-    error middleware (404, 409, 502, 503 with Retry-After, 504).
+    error middleware (404, 409, 502, 503 with Retry-After, 504). With a `response` model,
+    the answer is checked against it and only the model's fields go on (`projection`,
+    compiled once at build time): an answer that does not fit is a 502.
     """
 
     method: str
@@ -39,6 +72,8 @@ class DataFetchStep:
     # None when no plugin implements the hook: checked once here, not per request.
     transform_upstream: pluggy.HookCaller | None
     transform_response: pluggy.HookCaller | None
+    # None without a `response` model (or with status 204): the answer is passed on unchecked.
+    check_answer: AnswerCheck | None = None
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request.get(body_key)
@@ -55,6 +90,8 @@ class DataFetchStep:
         if self.status == 204:
             return web.Response(status=204)
         data = reply.data
+        if self.check_answer is not None:
+            data = self.check_answer(data, self.pipeline.name)
         if data is not None and self.transform_response is not None:
             data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline)
         response = web.Response(status=self.status, body=orjson.dumps(data), content_type=JSON)
@@ -87,7 +124,15 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         pipeline=context.pipeline,
         transform_upstream=hook.transform_upstream if hook.transform_upstream.get_hookimpls() else None,
         transform_response=hook.transform_response if hook.transform_response.get_hookimpls() else None,
+        check_answer=_answer_check(config, context),
     )
+
+
+def _answer_check(config: DataFetchConfig, context: BuildContext) -> AnswerCheck | None:
+    if config.response is None or config.status == 204:
+        return None
+    # `check` made sure the model is registered.
+    return AnswerCheck(config.response, projection_of(context.app[models_key][config.response]))
 
 
 def check(config: DataFetchConfig, ctx: CheckContext) -> list[str]:

@@ -23,6 +23,8 @@ PASSWORD_MIN: Final = 8
 PASSWORD_MAX: Final = 128
 FULL_NAME_MAX: Final = 200
 ROLE_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
+ROLE_MAX: Final = 64  # characters of one role, as ROLE_PATTERN says
+ROLES_MAX: Final = 64  # roles one user may hold
 
 
 def _email(**kwargs: Any) -> Any:
@@ -54,8 +56,8 @@ def _roles(**kwargs: Any) -> Any:
     return schema_field(
         description='Roles; "admin" may manage every user. Admins only may set them.',
         example=["user"],
-        items={"type": "string", "pattern": ROLE_PATTERN},
-        maxItems=64,
+        items={"type": "string", "pattern": ROLE_PATTERN, "maxLength": ROLE_MAX},
+        maxItems=ROLES_MAX,
         **kwargs,
     )
 

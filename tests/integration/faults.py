@@ -6,6 +6,10 @@ otherwise misbehaves the way a real upstream does:
 - ``slow``: holds the request longer than the client's total timeout, then forwards it;
 - ``garbage``: answers 200 with a body that is not JSON;
 - ``error500``: answers 500;
+- ``hello-world``, ``json-list``: answers 200 with ``{"hello": "world"}`` or ``[1, 2, 3]``;
+- ``missing-field``, ``wrong-type``, ``extra-fields``: forwards, then changes every user record
+  in the answer (alone, or each of a page's items): without ``created_at``, with ``is_active``
+  as the integer 1, or with fields the public User does not have (`EXTRA_FIELDS`);
 - ``down``: `go_down()` closes the listener and every open connection (connection refused),
   `come_back()` listens again on the same port.
 
@@ -17,13 +21,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Literal
+from typing import Any, Final, Literal
 
 import aiohttp
+import orjson
 from aiohttp import web
 
-Mode = Literal["pass", "slow", "garbage", "error500"]
+Mode = Literal[
+    "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields"
+]
+# What `extra-fields` adds to each record: fields a data service may well keep, and one it made up.
+EXTRA_FIELDS: Final = {
+    "sessions_revoked_at": "2026-11-30T12:00:00Z", "is_verified": True, "internal_note": "vip, do not email",
+}
 
+_RECORD_CHANGES: Final = frozenset({"missing-field", "wrong-type", "extra-fields"})
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
@@ -92,6 +104,10 @@ class FaultProxy:
                 return web.Response(status=200, text="<html>upstream proxy error page</html>", content_type="text/html")
             case "error500":
                 return web.json_response({"detail": "database is locked"}, status=500)
+            case "hello-world":
+                return web.json_response({"hello": "world"})
+            case "json-list":
+                return web.json_response([1, 2, 3])
             case "slow":
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._released.wait(), self.slow_s)
@@ -109,4 +125,22 @@ class FaultProxy:
         ) as upstream:
             body = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            if self.mode in _RECORD_CHANGES and upstream.content_type == "application/json":
+                body = orjson.dumps(_with_changed_records(orjson.loads(body), self.mode))
             return web.Response(status=upstream.status, body=body, headers=out)
+
+
+def _with_changed_records(answer: Any, mode: Mode) -> Any:
+    """The answer with each user record in it changed as `mode` says."""
+    if isinstance(answer, dict) and isinstance(answer.get("items"), list):
+        return {**answer, "items": [_with_changed_records(item, mode) for item in answer["items"]]}
+    if not isinstance(answer, dict) or "email" not in answer:
+        return answer
+    record = dict(answer)
+    if mode == "missing-field":
+        del record["created_at"]
+    elif mode == "wrong-type":
+        record["is_active"] = 1
+    elif mode == "extra-fields":
+        record.update(EXTRA_FIELDS)
+    return record

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -133,21 +134,86 @@ async def test_create_get_delete_through_the_real_data_service(
     assert (await gone.json())["status"] == 404
 
 
-async def test_without_hooks_the_upstream_data_is_answered_as_is(
+async def test_without_hooks_the_answer_keeps_only_the_response_models_fields(
     aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
 ) -> None:
-    fake = FakeUpstream(body=b'{"id": 7, "password_hash": "kept"}')
+    fake = FakeUpstream(body=b'{"id": 7, "password_hash": "dropped"}')
     client = await make_client(aiohttp_client, tmp_path, THING, data_service_url=await start_fake(aiohttp_server, fake),
                                extra=[ModelsOnly()])
 
     response = await client.get("/things/a%2Fb?limit=5&verbose=true", headers={"X-Request-ID": "req-123"})
 
     assert response.status == 200
-    assert await response.json() == {"id": 7, "password_hash": "kept"}
+    assert await response.json() == {"id": 7}
     assert fake.seen == [{
         "method": "GET", "path": "/api/v1/things/a%2Fb", "query": {"limit": "5", "verbose": "true"},
         "json": None, "request_id": "req-123",
     }]
+
+
+async def test_without_a_response_model_the_answer_is_passed_on_as_it_came(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    fake = FakeUpstream(body=b'{"id": "seven", "other": [1]}')
+    client = await make_client(aiohttp_client, tmp_path, THING.replace(', response = "Thing"', ""),
+                               data_service_url=await start_fake(aiohttp_server, fake), extra=[ModelsOnly()])
+
+    response = await client.get("/things/x")
+
+    assert response.status == 200
+    assert await response.json() == {"id": "seven", "other": [1]}
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'{"hello": "world"}', "id: missing required field"),
+        (b"[1, 2, 3]", "(the answer): expected a JSON object"),
+        (b'{"id": true, "secret": "s3cr3t-value"}', "id: expected an integer"),
+        (b'{"id": null}', "id: must not be null"),
+        (b"null", "(the answer): must not be null"),
+    ],
+    ids=["another-shape", "a-list", "bool-for-int", "null-field", "null-answer"],
+)
+async def test_an_answer_that_does_not_fit_the_model_is_502_and_one_warning(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, *,
+    caplog: pytest.LogCaptureFixture, body: bytes, problem: str,
+) -> None:
+    fake = FakeUpstream(body=body)
+    client = await make_client(aiohttp_client, tmp_path, THING, data_service_url=await start_fake(aiohttp_server, fake),
+                               extra=[ModelsOnly()])
+
+    with caplog.at_level(logging.WARNING, logger="turnstile.data_fetch"):
+        response = await client.get("/things/x")
+
+    assert response.status == 502
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["type"].endswith("/bad-gateway")
+    warnings = [r for r in caplog.records if r.name == "turnstile.data_fetch"]
+    assert [r.levelno for r in warnings] == [logging.WARNING]
+    assert warnings[0].getMessage() == f"pipeline get_thing: the data service's answer does not fit Thing: {problem}"
+    assert "s3cr3t" not in caplog.text
+
+
+async def test_the_check_runs_before_transform_response_hooks(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path
+) -> None:
+    seen: list[Any] = []
+
+    class Spy:
+        @hookimpl
+        def transform_response(self, request: web.Request, pipeline: PipelineConfig, data: Any) -> Any:
+            seen.append(data)
+            return {**data, "added_by_a_plugin": True}
+
+    fake = FakeUpstream(body=b'{"id": 7, "password_hash": "dropped"}')
+    client = await make_client(aiohttp_client, tmp_path, THING, data_service_url=await start_fake(aiohttp_server, fake),
+                               extra=[ModelsOnly(), Spy()])
+
+    response = await client.get("/things/x")
+
+    assert seen == [{"id": 7}]
+    assert await response.json() == {"id": 7, "added_by_a_plugin": True}
 
 
 async def test_route_params_are_percent_encoded_into_the_upstream_path(

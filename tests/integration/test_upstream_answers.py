@@ -1,0 +1,124 @@
+"""The data service's answers are checked against each pipeline's response model (contract §7):
+an answer of the wrong shape is a 502, fields the model does not declare never leave, not even
+into the cache. The real reference data service sits behind the fault proxy."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import coredis
+import orjson
+import pytest
+
+from plugins.users.models import User
+from tests.integration.conftest import Client, StackFactory, admin_headers, assert_problem, bearer, login, register
+from tests.integration.faults import EXTRA_FIELDS, FaultProxy, Mode
+
+PASSWORD = "correct-horse-1"
+PUBLIC_FIELDS = set(attrs.fields_dict(User))
+CACHE_PREFIX = "turnstile:"
+
+
+@pytest.fixture
+async def proxy(dataservice: str) -> AsyncIterator[FaultProxy]:
+    faulty = FaultProxy(dataservice)
+    await faulty.start()
+    yield faulty
+    await faulty.close()
+
+
+async def signed_in(stack: StackFactory, proxy: FaultProxy, **settings: Any) -> tuple[Client, int, dict[str, str]]:
+    """The service behind `proxy`, a registered user's id, and an admin's bearer headers."""
+    client = await stack(data_service_url=proxy.url, data_service_retries=0, breaker_failures=100, **settings)
+    user = await register(client, "ann@example.com", PASSWORD)
+    return client, int(user["id"]), await admin_headers(client)
+
+
+BAD_ANSWERS: list[Mode] = ["hello-world", "json-list", "missing-field", "wrong-type"]
+FIRST_PROBLEM = {
+    "hello-world": "id: missing required field",
+    "json-list": "(the answer): expected a JSON object",
+    "missing-field": "created_at: missing required field",
+    "wrong-type": "is_active: expected true or false",
+}
+
+
+@pytest.mark.parametrize("mode", BAD_ANSWERS)
+async def test_a_record_of_the_wrong_shape_is_a_502_logged_once_without_its_values(
+    stack: StackFactory, proxy: FaultProxy, caplog: pytest.LogCaptureFixture, mode: Mode
+) -> None:
+    client, user_id, admin = await signed_in(stack, proxy)
+    ann = bearer(await login(client, "ann@example.com", PASSWORD))
+    proxy.mode = mode
+
+    with caplog.at_level(logging.WARNING, logger="turnstile.data_fetch"):
+        for path, headers in ((f"/api/v1/users/{user_id}", admin), ("/api/v1/auth/me", ann)):
+            problem = await assert_problem(await client.get(path, headers=headers), 502)
+            assert problem["type"].endswith("/bad-gateway")
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "turnstile.data_fetch"]
+    assert lines == [
+        f"pipeline get_user: the data service's answer does not fit User: {FIRST_PROBLEM[mode]}",
+        f"pipeline me: the data service's answer does not fit User: {FIRST_PROBLEM[mode]}",
+    ]
+    assert "ann@example.com" not in caplog.text
+    assert "argon2" not in caplog.text
+    # Nothing was cached: the next good answer is a miss.
+    proxy.mode = "pass"
+    fresh = await client.get(f"/api/v1/users/{user_id}", headers=admin)
+    assert fresh.status == 200
+    assert fresh.headers["X-Cache"] == "MISS"
+
+
+@pytest.mark.parametrize("mode", BAD_ANSWERS)
+async def test_a_page_with_a_bad_record_is_a_502(stack: StackFactory, proxy: FaultProxy, mode: Mode) -> None:
+    client, _, admin = await signed_in(stack, proxy)
+    proxy.mode = mode
+
+    await assert_problem(await client.get("/api/v1/users", headers=admin), 502)
+
+
+async def test_a_write_whose_answer_does_not_fit_is_a_502(stack: StackFactory, proxy: FaultProxy) -> None:
+    client, user_id, admin = await signed_in(stack, proxy)
+    proxy.mode = "wrong-type"
+
+    await assert_problem(await client.patch(f"/api/v1/users/{user_id}", json={"full_name": "Ann"}, headers=admin), 502)
+    await assert_problem(await client.post("/api/v1/users", json={"email": "bob@example.com", "password": PASSWORD},
+                                           headers=admin), 502)
+
+
+async def test_fields_the_model_does_not_declare_are_dropped_everywhere(
+    stack: StackFactory, proxy: FaultProxy, redis_db: str
+) -> None:
+    client, user_id, admin = await signed_in(stack, proxy, redis_url=redis_db)
+    ann = bearer(await login(client, "ann@example.com", PASSWORD))
+    proxy.mode = "extra-fields"
+
+    answers = [
+        await (await client.get(f"/api/v1/users/{user_id}", headers=admin)).json(),
+        await (await client.get("/api/v1/auth/me", headers=ann)).json(),
+        await (await client.patch(f"/api/v1/users/{user_id}", json={"full_name": "Ann"}, headers=admin)).json(),
+        *(await (await client.get("/api/v1/users", headers=admin)).json())["items"],
+    ]
+
+    for answer in answers:
+        assert set(answer) == PUBLIC_FIELDS, answer
+    assert {"sessions_revoked_at", "internal_note", "password_hash"}.isdisjoint(PUBLIC_FIELDS)
+    # The cache entry holds the public record only.
+    fill = await client.get(f"/api/v1/users/{user_id}", headers=admin)
+    assert fill.headers["X-Cache"] == "MISS"  # the PATCH invalidated it
+    redis: coredis.Redis[bytes] = coredis.Redis.from_url(redis_db)
+    async with redis:
+        stored = await redis.get(f"{CACHE_PREFIX}user:{user_id}")
+    assert stored is not None
+    assert set(orjson.loads(stored)) == PUBLIC_FIELDS
+    for name, value in EXTRA_FIELDS.items():
+        if name not in PUBLIC_FIELDS:
+            assert name.encode() not in stored
+            assert str(value).encode() not in stored
+    hit = await client.get(f"/api/v1/users/{user_id}", headers=admin)
+    assert hit.headers["X-Cache"] == "HIT"
+    assert set(await hit.json()) == PUBLIC_FIELDS
