@@ -21,6 +21,7 @@ from plugins.auth.services import AuthServices, services_for, store_errors
 from plugins.auth.step import unauthorized
 from plugins.auth.store import Rotation
 from plugins.auth.tokens import REFRESH, Claims, Issued, TokenError
+from plugins.users import normalise_email
 
 log = logging.getLogger("turnstile.auth")
 
@@ -59,7 +60,7 @@ class LoginStep:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request[body_key]
-        email, password = str(body["email"]).strip().lower(), str(body["password"])
+        email, password = normalise_email(str(body["email"])), str(body["password"])
         request_id = request.get(request_id_key)
         issued_at = self.services.tokens.now()  # before the read: see issue_pair
         reply = await self.data.request(
