@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from app.keys import plugin_manager_key, readiness_key
-from app.plugins import await_maybe, call_all
+from app.plugins import call_all, call_impl, implementations
 from app.readiness import Phase
 
 log = logging.getLogger("turnstile.lifecycle")
@@ -24,8 +24,9 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     app[readiness_key].phase = Phase.READY
     yield
     app[readiness_key].phase = Phase.DRAINING
-    for impl in reversed(pm.hook.shutdown.get_hookimpls()):
+    # Every shutdown hook runs even when one fails: each plugin gets to close what it holds.
+    for impl in implementations(pm.hook.shutdown):
         try:
-            await await_maybe(impl.function(app))
+            await call_impl(pm.hook.shutdown, impl, {"app": app})
         except Exception:
             log.exception("shutdown hook of plugin %s failed", impl.plugin_name)

@@ -100,9 +100,44 @@ async def await_maybe(value: Any) -> Any:
     return value
 
 
+def implementations(hook: pluggy.HookCaller) -> list[pluggy.HookImpl]:
+    """The plain implementations of `hook` in pluggy's call order (the last registered first).
+
+    Wrappers are left out: a may-be-async hook never has them (see app/hookspecs.py).
+    """
+    return [impl for impl in reversed(hook.get_hookimpls()) if not (impl.hookwrapper or impl.wrapper)]
+
+
+def has_implementations(hook: pluggy.HookCaller) -> bool:
+    """Whether any plugin implements `hook`; ask at build time to skip a hook nobody uses."""
+    return bool(implementations(hook))
+
+
+async def call_impl(hook: pluggy.HookCaller, impl: pluggy.HookImpl, args: Mapping[str, Any]) -> Any:
+    """Call one implementation with the arguments it declares (pluggy lets an implementation
+    take fewer than the spec offers) and await its result when it is async; traced when on."""
+    traced = trace_log.isEnabledFor(logging.INFO)
+    if traced:
+        trace_log.info("hook %s [%s] with %r", hook.name, impl.plugin_name, _arguments(args))
+    result = await await_maybe(impl.function(*(args[name] for name in impl.argnames)))
+    if traced:
+        trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, Redacted(result))
+    return result
+
+
 async def call_all(hook: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
-    """Call every implementation (a may-be-async hook) and await each result in order."""
-    return [await await_maybe(result) for result in hook(**kwargs)]
+    """Call every implementation of a may-be-async hook, one after the other, each awaited
+    before the next starts; the non-None results in call order.
+
+    The first implementation to raise stops the call: none after it runs, and no coroutine
+    is left un-awaited.
+    """
+    results = []
+    for impl in implementations(hook):
+        result = await call_impl(hook, impl, kwargs)
+        if result is not None:
+            results.append(result)
+    return results
 
 
 async def call_chain(hook: pluggy.HookCaller, value_name: str, value: Any, **kwargs: Any) -> Any:
@@ -112,17 +147,8 @@ async def call_chain(hook: pluggy.HookCaller, value_name: str, value: Any, **kwa
     with False (used to suppress). Implementations run in pluggy's call order (the last
     registered first), one at a time, so each can be async.
     """
-    # Checked once, so that with tracing off the trace costs no more than this test.
-    traced = trace_log.isEnabledFor(logging.INFO)
-    for impl in reversed(hook.get_hookimpls()):
-        if impl.hookwrapper or impl.wrapper:
-            continue
-        args = {value_name: value, **kwargs}
-        if traced:
-            trace_log.info("hook %s [%s] with %r", hook.name, impl.plugin_name, _arguments(args))
-        result = await await_maybe(impl.function(*(args[name] for name in impl.argnames)))
-        if traced:
-            trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, Redacted(result))
+    for impl in implementations(hook):
+        result = await call_impl(hook, impl, {value_name: value, **kwargs})
         if result is False:
             return False
         if result is not None:

@@ -13,7 +13,7 @@ from app.keys import actor_key, body_key, query_key
 from app.pipeline.body import BodyReader, QueryReader
 from app.pipeline.config import PipelineConfig
 from app.pipeline.types import Handler
-from app.plugins import call_all, call_chain
+from app.plugins import call_all, call_chain, has_implementations
 
 
 @attrs.frozen
@@ -49,6 +49,6 @@ def make_gate(pipeline: PipelineConfig, pm: pluggy.PluginManager, models: dict[s
         hooks=pm.hook,
         body=BodyReader(models[pipeline.body]) if pipeline.body else None,
         query=QueryReader(models[pipeline.query]) if pipeline.query else None,
-        has_rules=bool(pm.hook.check_request.get_hookimpls()),
-        has_transforms=bool(pm.hook.transform_request.get_hookimpls()),
+        has_rules=has_implementations(pm.hook.check_request),
+        has_transforms=has_implementations(pm.hook.transform_request),
     )

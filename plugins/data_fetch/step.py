@@ -25,7 +25,7 @@ from app.pipeline.config import PipelineConfig
 from app.pipeline.docs import OperationDoc, model_ref
 from app.pipeline.template import Template
 from app.pipeline.types import BuildContext, CheckContext, Handler
-from app.plugins import call_chain
+from app.plugins import call_chain, has_implementations
 from plugins.data_fetch.config import DataFetchConfig
 
 JSON = "application/json"
@@ -122,8 +122,8 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         status=config.status,
         client=context.app[data_service_key],
         pipeline=context.pipeline,
-        transform_upstream=hook.transform_upstream if hook.transform_upstream.get_hookimpls() else None,
-        transform_response=hook.transform_response if hook.transform_response.get_hookimpls() else None,
+        transform_upstream=hook.transform_upstream if has_implementations(hook.transform_upstream) else None,
+        transform_response=hook.transform_response if has_implementations(hook.transform_response) else None,
         check_answer=_answer_check(config, context),
     )
 

@@ -14,7 +14,7 @@ from app.models.events import Event
 from app.pipeline.config import PipelineConfig
 from app.pipeline.docs import OperationDoc
 from app.pipeline.types import BuildContext, Handler
-from app.plugins import call_chain
+from app.plugins import call_chain, has_implementations
 from plugins.event_emit.config import EventEmitConfig
 
 
@@ -57,7 +57,7 @@ def build(config: EventEmitConfig, ctx: BuildContext) -> EventEmitStep:
         pipeline=ctx.pipeline,
         publisher=ctx.app[publisher_key],
         hooks=pm.hook,
-        has_enrichers=bool(pm.hook.enrich_event.get_hookimpls()),
+        has_enrichers=has_implementations(pm.hook.enrich_event),
         confirm_deadline_s=ctx.app[settings_key].event_confirm_deadline_s,
     )
 

@@ -1,0 +1,95 @@
+"""Calling may-be-async hooks: one implementation at a time, in order, stopping at the first
+failure with nothing left un-awaited; lifecycle hooks get the arguments they declare."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.hookspecs import hookimpl
+from app.main import create_app
+from app.plugins import call_all, has_implementations, make_plugin_manager
+from app.settings import Settings
+from tests.fixtures import sample_plugin
+
+
+class Recorder:
+    """Three check_request implementations registered in one plugin manager, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+
+def _plugins(recorder: Recorder, *, fail_in_middle: bool) -> list[object]:
+    class First:
+        @hookimpl
+        async def check_request(self, body: Any) -> None:
+            recorder.calls.append("first")
+
+    class Middle:
+        @hookimpl
+        async def check_request(self, body: Any) -> None:
+            recorder.calls.append("middle")
+            if fail_in_middle:
+                msg = "middle refuses"
+                raise ValueError(msg)
+
+    class Last:
+        @hookimpl
+        def check_request(self, body: Any) -> str:
+            recorder.calls.append("last (sync)")
+            return "last result"
+
+    # pluggy calls the last registered first.
+    return [Last(), Middle(), First()]
+
+
+async def test_call_all_awaits_each_in_order_and_keeps_non_none_results() -> None:
+    recorder = Recorder()
+    pm = make_plugin_manager(entrypoints=False, extra=_plugins(recorder, fail_in_middle=False))
+    results = await call_all(pm.hook.check_request, request=None, pipeline=None, actor=None, body={})
+    assert recorder.calls == ["first", "middle", "last (sync)"]
+    assert results == ["last result"]
+
+
+async def test_call_all_stops_at_the_first_failure_leaving_no_coroutine_unawaited() -> None:
+    # With filterwarnings=error, a coroutine never awaited would fail this test (RuntimeWarning),
+    # and a sync implementation after the failing one must not have run.
+    recorder = Recorder()
+    pm = make_plugin_manager(entrypoints=False, extra=_plugins(recorder, fail_in_middle=True))
+    with pytest.raises(ValueError, match="middle refuses"):
+        await call_all(pm.hook.check_request, request=None, pipeline=None, actor=None, body={})
+    assert recorder.calls == ["first", "middle"]
+
+
+def test_has_implementations_ignores_nothing_but_absence() -> None:
+    pm = make_plugin_manager(entrypoints=False, extra=[])
+    assert not has_implementations(pm.hook.check_request)
+    pm = make_plugin_manager(entrypoints=False, extra=_plugins(Recorder(), fail_in_middle=False))
+    assert has_implementations(pm.hook.check_request)
+
+
+async def test_startup_and_shutdown_hooks_get_only_the_arguments_they_declare(core_settings: Settings) -> None:
+    seen: list[str] = []
+
+    class NoArguments:
+        @hookimpl
+        async def startup(self) -> None:
+            seen.append("startup()")
+
+        @hookimpl
+        def shutdown(self) -> None:
+            seen.append("shutdown()")
+
+    class WithApp:
+        @hookimpl
+        def shutdown(self, app: web.Application) -> None:
+            seen.append(f"shutdown(app) {isinstance(app, web.Application)}")
+
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, NoArguments(), WithApp()])
+    async with TestClient(TestServer(create_app(core_settings, pm=pm))) as client:
+        assert (await client.get("/healthz")).status == 200
+    assert seen == ["startup()", "shutdown(app) True", "shutdown()"]
