@@ -8,6 +8,7 @@ and an `asyncio.Lock` keeps a page and its count from seeing different states.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -17,6 +18,10 @@ from typing import Any, Final, TypedDict, final
 import aiosqlite
 import attrs
 import orjson
+
+# aiosqlite logs every statement with its parameters at DEBUG: password hashes included. The
+# service's own DEBUG level must never write those, so this library stays at INFO.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 BUSY_TIMEOUT_MS: Final = 5000
 

@@ -37,7 +37,8 @@ async def test_a_look_alike_logs_in_as_the_same_user(stack: StackFactory) -> Non
     ):
         me = await client.get("/api/v1/auth/me", headers=bearer(tokens))
         assert (await me.json())["id"] == ann["id"]
-    form = await client.post("/api/v1/auth/login", data={"username": FULL_WIDTH_ANN, "password": PASSWORD})
+    form = await client.post("/api/v1/auth/login", data={"grant_type": "password", "username": FULL_WIDTH_ANN,
+                                                               "password": PASSWORD})
     assert form.status == 200, await form.text()
 
 

@@ -28,7 +28,8 @@ async def journey(client: Client) -> list[str]:
     new one, log out. Returns every token the service handed out."""
     ann = await ok(client, "POST", "/api/v1/auth/register", 201, json={"email": "ann@example.com", "password": FIRST})
     first = await ok(client, "POST", "/api/v1/auth/login", 200, json={"email": "ann@example.com", "password": FIRST})
-    form = await ok(client, "POST", "/api/v1/auth/login", 200, data={"username": "ann@example.com", "password": FIRST})
+    form = await ok(client, "POST", "/api/v1/auth/login", 200,
+                    data={"grant_type": "password", "username": "ann@example.com", "password": FIRST})
     refreshed = await ok(client, "POST", "/api/v1/auth/refresh", 200, json={"refresh_token": form["refresh_token"]})
     await ok(client, "GET", f"/api/v1/users/{ann['id']}", 200, headers=bearer(first))
     admin = await admin_headers(client)
