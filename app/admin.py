@@ -16,6 +16,7 @@ import asyncio
 import getpass
 import logging
 import os
+import secrets
 import sys
 import unicodedata
 from typing import Any, Literal
@@ -178,16 +179,19 @@ def _prompt_password() -> str | None:
 async def _create_admin(settings: Settings, email: str, password: str) -> AdminOutcome:
     runner = None
     base_url = settings.data_service_url
+    token = settings.data_service_token
     if base_url is None:
         from app.dataservice import start_dataservice  # noqa: PLC0415  # only when embedded
 
-        runner, base_url = await start_dataservice(settings.var_dir / "data.sqlite3")
+        token = secrets.token_urlsafe(32)  # this command's own, like the server's (app/wiring.py)
+        runner, base_url = await start_dataservice(settings.var_dir / "data.sqlite3", token=token)
     try:
         options = DataServiceOptions(
             base_url=base_url,
             connect_timeout_s=settings.data_service_connect_timeout_s,
             total_timeout_s=settings.data_service_timeout_s,
             retries=settings.data_service_retries,
+            token=token,
         )
         async with DataServiceClient(options) as client:
             return await ensure_admin(client, hasher_for(settings), email, password)
