@@ -32,6 +32,7 @@ from app.pipeline.types import (
     SubscriptionContext,
     template_field,
 )
+from app.proxies import client_address
 
 __all__ = [
     "Actor",
@@ -58,6 +59,7 @@ __all__ = [
     "ValidationFailed",
     "actor_key",
     "body_key",
+    "client_address",
     "hookimpl",
     "payload_key",
     "query_key",

@@ -17,6 +17,7 @@ from app.pipeline.registry import load_checked
 from app.pipeline.routes import setup_pipeline_routes
 from app.pipeline.subscriptions import setup_subscriptions
 from app.plugins import make_plugin_manager
+from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
 from app.settings import Settings
 from app.wiring import setup_clients
@@ -44,6 +45,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
         middlewares=[request_id_middleware, observe_middleware, error_middleware],
     )
     app[settings_key] = settings
+    app[trusted_proxies_key] = TrustedProxies(settings.trusted_proxies)
     app[plugin_manager_key] = pm
     app[pipelines_key] = pipelines
     app[models_key] = registry.models

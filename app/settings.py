@@ -6,6 +6,7 @@ production (`TURNSTILE_ENV=production`) embedded defaults and dev secrets are re
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -27,6 +28,8 @@ REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+se
 # RFC 6750 §2.1 b64token: what may follow "Bearer " in an Authorization header.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 DATA_SERVICE_TOKEN_MIN = 16
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(Exception):
@@ -82,6 +85,9 @@ class Settings:
 
     admin_email: str | None = None
     admin_password: str | None = attrs.field(repr=False, default=None)
+
+    # Proxies whose X-Forwarded-For is believed (app/proxies.py); empty: the header is ignored.
+    trusted_proxies: tuple[Network, ...] = ()
 
     drain_seconds: float = 10.0
     trace_hooks: bool = False
@@ -234,6 +240,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "argon2_parallelism": r.get("ARGON2_PARALLELISM", _positive_int, 4, "a positive whole number"),
         "admin_email": r.raw("TURNSTILE_ADMIN_EMAIL"),
         "admin_password": r.raw("TURNSTILE_ADMIN_PASSWORD"),
+        "trusted_proxies": _trusted_proxies(r),
         "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
         "disabled_plugins": tuple(
@@ -320,6 +327,23 @@ def _data_service_token(r: _Reader) -> str | None:
         r.problems.append(f"DATA_SERVICE_TOKEN: {problem}")
         return None
     return token.strip()
+
+
+def _trusted_proxies(r: _Reader) -> tuple[Network, ...]:
+    """TRUSTED_PROXIES: comma-separated CIDRs (a bare address is a /32 or /128)."""
+    networks: list[Network] = []
+    bad: list[str] = []
+    for entry in (r.raw("TRUSTED_PROXIES") or "").split(","):
+        if not entry.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip()))
+        except ValueError as exc:
+            bad.append(f"{entry.strip()!r} ({exc})")
+    if bad:
+        expected = "expected comma-separated networks such as 10.0.0.0/8"
+        r.problems.append(f"TRUSTED_PROXIES: {expected}, got {', '.join(bad)}")
+    return tuple(networks)
 
 
 def _production_problems(values: Mapping[str, Any], *, token_given: bool) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -103,6 +104,21 @@ def test_the_data_service_token_stays_out_of_repr() -> None:
     settings = load_settings({"DATA_SERVICE_TOKEN": TOKEN})
     assert settings.data_service_token == TOKEN
     assert TOKEN not in repr(settings)
+
+
+def test_trusted_proxies_are_parsed_into_networks() -> None:
+    assert load_settings({}).trusted_proxies == ()
+    settings = load_settings({"TRUSTED_PROXIES": " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,"})
+    assert settings.trusted_proxies == (
+        ip_network("10.0.0.0/8"), ip_network("192.168.1.7/32"), ip_network("fd00::/8"),
+    )
+
+
+def test_bad_trusted_proxies_are_one_message() -> None:
+    [problem] = problems({"TRUSTED_PROXIES": "10.0.0.0/8,10.1.2.3/8,ingress"})
+    assert problem.startswith("TRUSTED_PROXIES: expected comma-separated networks such as 10.0.0.0/8, got ")
+    assert "'10.1.2.3/8' (10.1.2.3/8 has host bits set)" in problem
+    assert "'ingress'" in problem
 
 
 def test_password_in_a_bad_url_is_not_echoed() -> None:
