@@ -148,6 +148,7 @@ async def test_the_command_takes_the_token_and_listens_on_loopback(process: tupl
             await assert_refused(resp)
         async with session.get(f"{url}/api/v1/users", headers=bearer(TOKEN)) as resp:
             assert resp.status == 200
+            assert resp.headers["Server"] == "turnstile"  # no software versions (contract §4)
 
 
 def test_the_command_refuses_an_unusable_token_file(tmp_path: Path) -> None:
