@@ -62,8 +62,8 @@ async def test_an_existing_account_is_not_promoted_at_start_up(
     assert await roles_of(again, "boss@example.com", OWN_PASSWORD) == ["user"]
     wrong = await again.post("/api/v1/auth/login", json={"email": "boss@example.com", "password": CONFIGURED_PASSWORD})
     await assert_problem(wrong, 401)  # the password is the account's own, not the configured one
-    assert [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING] == [WARNING]
-    assert "boss@example.com" not in caplog.text
+    said = [r.getMessage() for r in caplog.records if r.name == "turnstile.admin"]
+    assert said == [WARNING]
     assert CONFIGURED_PASSWORD not in caplog.text
 
 
