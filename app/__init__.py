@@ -33,6 +33,7 @@ from app.pipeline.types import (
     SubscriptionContext,
     template_field,
 )
+from app.proxies import client_address
 
 __all__ = [
     "Actor",
@@ -61,6 +62,7 @@ __all__ = [
     "ValidationFailed",
     "actor_key",
     "body_key",
+    "client_address",
     "hookimpl",
     "payload_key",
     "projection_of",

@@ -1,7 +1,13 @@
-"""Making sure an admin exists: at start-up (TURNSTILE_ADMIN_EMAIL/PASSWORD) and from the CLI.
+"""Admins: created at start-up (TURNSTILE_ADMIN_EMAIL/PASSWORD), created or promoted from the CLI.
 
 Both talk to the data service over HTTP like every other write, so the password is hashed
 here and only its argon2id hash is sent.
+
+The two paths differ on purpose (contract §3). Start-up only ever creates: an account that
+already has the configured email, whoever registered it and whatever its roles or state, is
+left exactly as it is, or anyone who registered that address before the variable was set
+would become admin at the next restart. Promoting an existing account is a deliberate act:
+`turnstile create-admin`.
 """
 
 from __future__ import annotations
@@ -10,7 +16,9 @@ import asyncio
 import getpass
 import logging
 import os
+import secrets
 import sys
+import unicodedata
 from typing import Any, Literal
 
 from app.clients.dataservice import DataService, DataServiceClient, DataServiceOptions
@@ -21,14 +29,59 @@ from app.settings import Settings
 log = logging.getLogger("turnstile.admin")
 
 AdminOutcome = Literal["created", "promoted", "unchanged"]
+StartupOutcome = Literal["created", "exists"]
 ADMIN_ROLES = ("admin", "user")
 PASSWORD_ENV = "TURNSTILE_ADMIN_PASSWORD"  # noqa: S105  # a variable name, not a password
 PASSWORD_MIN, PASSWORD_MAX = 8, 128
 _USERS = "/api/v1/users"
 
 
+def normalise_email(email: str) -> str:
+    """An email as the service stores it (contract §4): trimmed, NFKC-normalised, lower-cased."""
+    return unicodedata.normalize("NFKC", email.strip()).lower()
+
+
+async def create_admin_if_absent(
+    client: DataService, hasher: PasswordHasher, email: str, password: str
+) -> StartupOutcome:
+    """Create the admin `email` with `password` unless an account already has that email.
+
+    An existing account is never changed: not promoted, not re-enabled, its password kept.
+    The reason is logged (one line); `turnstile create-admin` promotes deliberately.
+
+    Returns:
+        "created", or "exists" (left untouched, including when another instance created it
+        between our lookup and our create).
+
+    Raises:
+        ProblemError: the data service failed (unreachable, timeout, bad answer).
+    """
+    email = normalise_email(email)
+    record = await _find(client, email)
+    if record is None:
+        try:
+            await _create(client, hasher, email, password)
+        except Conflict:
+            record = await _find(client, email)  # another replica, or a registration, won the race
+        else:
+            log.info("admin from TURNSTILE_ADMIN_EMAIL: created")
+            return "created"
+    _log_existing(record)
+    return "exists"
+
+
+def _log_existing(record: dict[str, Any] | None) -> None:
+    if record is not None and _is_active_admin(record):
+        log.info("admin from TURNSTILE_ADMIN_EMAIL: the account exists and is an active admin; left unchanged")
+        return
+    log.warning(
+        "admin from TURNSTILE_ADMIN_EMAIL not created: an account with that email exists; start-up never "
+        "promotes, re-enables or changes an account (use `turnstile create-admin` to promote it)"
+    )
+
+
 async def ensure_admin(client: DataService, hasher: PasswordHasher, email: str, password: str) -> AdminOutcome:
-    """Make the user `email` an active admin; idempotent.
+    """Make the user `email` an active admin (`turnstile create-admin`); idempotent.
 
     A missing user is created with roles ["admin", "user"] and `password`. An existing one
     is promoted (``admin`` added to its roles, made active) and keeps its own password: this
@@ -40,21 +93,13 @@ async def ensure_admin(client: DataService, hasher: PasswordHasher, email: str, 
     Raises:
         ProblemError: the data service failed (unreachable, timeout, bad answer).
     """
-    email = email.strip().lower()
+    email = normalise_email(email)
     for _attempt in range(2):
         record = await _find(client, email)
         if record is not None:
             return await _promote(client, record)
-        password_hash = await hasher.hash(password)
-        body = {
-            "email": email,
-            "password_hash": password_hash,
-            "full_name": None,
-            "roles": list(ADMIN_ROLES),
-            "is_active": True,
-        }
         try:
-            await client.request("POST", f"{_USERS}/", json=body)
+            await _create(client, hasher, email, password)
         except Conflict:
             continue  # another replica created it between our lookup and our create
         return "created"
@@ -68,10 +113,25 @@ async def _find(client: DataService, email: str) -> dict[str, Any] | None:
     return items[0] if items else None
 
 
+async def _create(client: DataService, hasher: PasswordHasher, email: str, password: str) -> None:
+    body = {
+        "email": email,
+        "password_hash": await hasher.hash(password),
+        "full_name": None,
+        "roles": list(ADMIN_ROLES),
+        "is_active": True,
+    }
+    await client.request("POST", f"{_USERS}/", json=body)
+
+
+def _is_active_admin(record: dict[str, Any]) -> bool:
+    return "admin" in (record.get("roles") or ()) and record.get("is_active") is True
+
+
 async def _promote(client: DataService, record: dict[str, Any]) -> AdminOutcome:
-    roles = list(record.get("roles") or [])
-    if "admin" in roles and record.get("is_active") is True:
+    if _is_active_admin(record):
         return "unchanged"
+    roles = list(record.get("roles") or [])
     if "admin" not in roles:
         roles.insert(0, "admin")
     await client.request("PATCH", f"{_USERS}/{record['id']}", json={"roles": roles, "is_active": True})
@@ -99,7 +159,7 @@ def create_admin_command(settings: Settings, email: str) -> int:
     except ProblemError as exc:
         sys.stderr.write(f"create-admin: the data service failed: {exc.detail}\n")
         return 1
-    sys.stdout.write(f"admin {email.strip().lower()}: {outcome}\n")
+    sys.stdout.write(f"admin {normalise_email(email)}: {outcome}\n")
     return 0
 
 
@@ -119,16 +179,19 @@ def _prompt_password() -> str | None:
 async def _create_admin(settings: Settings, email: str, password: str) -> AdminOutcome:
     runner = None
     base_url = settings.data_service_url
+    token = settings.data_service_token
     if base_url is None:
         from app.dataservice import start_dataservice  # noqa: PLC0415  # only when embedded
 
-        runner, base_url = await start_dataservice(settings.var_dir / "data.sqlite3")
+        token = secrets.token_urlsafe(32)  # this command's own, like the server's (app/wiring.py)
+        runner, base_url = await start_dataservice(settings.var_dir / "data.sqlite3", token=token)
     try:
         options = DataServiceOptions(
             base_url=base_url,
             connect_timeout_s=settings.data_service_connect_timeout_s,
             total_timeout_s=settings.data_service_timeout_s,
             retries=settings.data_service_retries,
+            token=token,
         )
         async with DataServiceClient(options) as client:
             return await ensure_admin(client, hasher_for(settings), email, password)

@@ -14,7 +14,7 @@ import attrs
 from app.main import make_settings_plugin_manager
 from app.pipeline.config import PipelineFileError
 from app.pipeline.registry import load_checked, make_registry
-from app.settings import Settings, SettingsError, load_settings
+from app.settings import Settings, SettingsError, load_settings, read_token_file
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,9 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     admin.add_argument("--email", required=True)
 
     dataservice = commands.add_parser("dataservice", help="run the reference data service")
-    dataservice.add_argument("--host", default="127.0.0.1")
+    dataservice.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     dataservice.add_argument("--port", type=int, default=8081)
     dataservice.add_argument("--db", default="var/data.sqlite3")
+    dataservice.add_argument(
+        "--token-file", type=Path,
+        help="file holding the bearer token every call must carry (default: DATA_SERVICE_TOKEN[_FILE])",
+    )
     return parser
 
 
@@ -156,7 +160,14 @@ def _cmd_dataservice(args: argparse.Namespace, settings: Settings, argv: list[st
     from app.logs import setup_logging  # noqa: PLC0415
 
     setup_logging(settings.log_level, settings.log_format)
-    run_dataservice(args.host, args.port, args.db)
+    token = settings.data_service_token
+    if args.token_file is not None:
+        try:
+            token = read_token_file(args.token_file)
+        except ValueError as exc:
+            print(f"turnstile: --token-file {args.token_file}: {exc}", file=sys.stderr)  # noqa: T201
+            return 2
+    run_dataservice(args.host, args.port, args.db, token=token)
     return 0
 
 

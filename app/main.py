@@ -10,6 +10,7 @@ from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_ke
 from app.lifecycle import lifecycle_ctx
 from app.metrics import metrics_handler
 from app.middlewares.errors import error_middleware
+from app.middlewares.headers import headers_middleware
 from app.middlewares.observe import observe_middleware
 from app.middlewares.request_id import request_id_middleware
 from app.openapi import build_document, setup_openapi
@@ -17,7 +18,9 @@ from app.pipeline.registry import load_checked
 from app.pipeline.routes import setup_pipeline_routes
 from app.pipeline.subscriptions import setup_subscriptions
 from app.plugins import make_plugin_manager
+from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
+from app.server_header import hide_server_version
 from app.settings import Settings
 from app.wiring import setup_clients
 
@@ -39,11 +42,13 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     pm = pm if pm is not None else make_settings_plugin_manager(settings)
     registry, pipelines = load_checked(settings.pipelines_file, pm)
 
+    hide_server_version()
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[request_id_middleware, observe_middleware, error_middleware],
+        middlewares=[request_id_middleware, observe_middleware, headers_middleware, error_middleware],
     )
     app[settings_key] = settings
+    app[trusted_proxies_key] = TrustedProxies(settings.trusted_proxies)
     app[plugin_manager_key] = pm
     app[pipelines_key] = pipelines
     app[models_key] = registry.models

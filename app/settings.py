@@ -6,8 +6,10 @@ production (`TURNSTILE_ENV=production`) embedded defaults and dev secrets are re
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import re
 import secrets
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -23,6 +25,11 @@ T = TypeVar("T")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "EdDSA")
 REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel")
+# RFC 6750 §2.1 b64token: what may follow "Bearer " in an Authorization header.
+_BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+DATA_SERVICE_TOKEN_MIN = 16
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(Exception):
@@ -46,6 +53,8 @@ class Settings:
     log_format: str = "text"
 
     data_service_url: str | None = None
+    # Sent as `Authorization: Bearer …` on every data-service call; None: send none.
+    data_service_token: str | None = attrs.field(repr=False, default=None)
     data_service_connect_timeout_s: float = 1.0
     data_service_timeout_s: float = 5.0
     data_service_retries: int = 2
@@ -76,6 +85,9 @@ class Settings:
 
     admin_email: str | None = None
     admin_password: str | None = attrs.field(repr=False, default=None)
+
+    # Proxies whose X-Forwarded-For is believed (app/proxies.py); empty: the header is ignored.
+    trusted_proxies: tuple[Network, ...] = ()
 
     drain_seconds: float = 10.0
     trace_hooks: bool = False
@@ -198,6 +210,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "log_level": r.choice("LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
         "log_format": r.choice("LOG_FORMAT", ("json", "text"), "json" if production else "text"),
         "data_service_url": r.url("DATA_SERVICE_URL", ("http", "https")),
+        "data_service_token": _data_service_token(r),
         "data_service_connect_timeout_s": r.get(
             "DATA_SERVICE_CONNECT_TIMEOUT_S", _positive_float, 1.0, "a positive number of seconds"
         ),
@@ -227,6 +240,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "argon2_parallelism": r.get("ARGON2_PARALLELISM", _positive_int, 4, "a positive whole number"),
         "admin_email": r.raw("TURNSTILE_ADMIN_EMAIL"),
         "admin_password": r.raw("TURNSTILE_ADMIN_PASSWORD"),
+        "trusted_proxies": _trusted_proxies(r),
         "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
         "disabled_plugins": tuple(
@@ -241,7 +255,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if values["jwt_algorithm"].startswith("HS") and 0 < len(values["jwt_secret"]) < 32:
         r.problems.append("JWT_SECRET: must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)")
     if production:
-        r.problems.extend(_production_problems(values))
+        token_given = r.raw("DATA_SERVICE_TOKEN") is not None or r.raw("DATA_SERVICE_TOKEN_FILE") is not None
+        r.problems.extend(_production_problems(values, token_given=token_given))
     if r.problems:
         raise SettingsError(r.problems)
     return Settings(**values)
@@ -269,7 +284,69 @@ def _jwt_key_settings(r: _Reader, algorithm: str) -> dict[str, Any]:
     return out
 
 
-def _production_problems(values: Mapping[str, Any]) -> list[str]:
+def check_bearer_token(token: str) -> str | None:
+    """What is wrong with `token` as a data-service token, or None when it will do."""
+    if not _BEARER_TOKEN.fullmatch(token):
+        return "expected a bearer token (letters, digits and -._~+/, optionally = at the end; RFC 6750)"
+    if len(token) < DATA_SERVICE_TOKEN_MIN:
+        return f"must be at least {DATA_SERVICE_TOKEN_MIN} characters"
+    return None
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token in the file at `path` (surrounding whitespace dropped).
+
+    Raises:
+        ValueError: the file cannot be read, or what it holds is not a usable token.
+    """
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        msg = f"cannot be read ({exc.strerror})"
+        raise ValueError(msg) from None
+    problem = check_bearer_token(token)
+    if problem is not None:
+        raise ValueError(problem)
+    return token
+
+
+def _data_service_token(r: _Reader) -> str | None:
+    """DATA_SERVICE_TOKEN_FILE (read once, here) or else DATA_SERVICE_TOKEN; the value is never echoed."""
+    path = r.raw("DATA_SERVICE_TOKEN_FILE")
+    if path is not None:
+        try:
+            return read_token_file(path)
+        except ValueError as exc:
+            r.problems.append(f"DATA_SERVICE_TOKEN_FILE={path!r}: {exc}")
+            return None
+    token = r.raw("DATA_SERVICE_TOKEN")
+    if token is None:
+        return None
+    problem = check_bearer_token(token.strip())
+    if problem is not None:
+        r.problems.append(f"DATA_SERVICE_TOKEN: {problem}")
+        return None
+    return token.strip()
+
+
+def _trusted_proxies(r: _Reader) -> tuple[Network, ...]:
+    """TRUSTED_PROXIES: comma-separated CIDRs (a bare address is a /32 or /128)."""
+    networks: list[Network] = []
+    bad: list[str] = []
+    for entry in (r.raw("TRUSTED_PROXIES") or "").split(","):
+        if not entry.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip()))
+        except ValueError as exc:
+            bad.append(f"{entry.strip()!r} ({exc})")
+    if bad:
+        expected = "expected comma-separated networks such as 10.0.0.0/8"
+        r.problems.append(f"TRUSTED_PROXIES: {expected}, got {', '.join(bad)}")
+    return tuple(networks)
+
+
+def _production_problems(values: Mapping[str, Any], *, token_given: bool) -> list[str]:
     problems = []
     for name, key in (("DATA_SERVICE_URL", "data_service_url"), ("REDIS_URL", "redis_url"),
                       ("RABBITMQ_URL", "rabbitmq_url")):
@@ -277,6 +354,11 @@ def _production_problems(values: Mapping[str, Any]) -> list[str]:
             problems.append(f"{name}: required when TURNSTILE_ENV=production (no embedded defaults)")
     if values["jwt_secret_is_dev"]:
         problems.append("JWT_SECRET or JWT_SECRET_FILE: required when TURNSTILE_ENV=production")
+    if values.get("data_service_url") is not None and not token_given:  # a bad one has its own message
+        problems.append(
+            "DATA_SERVICE_TOKEN or DATA_SERVICE_TOKEN_FILE: required with DATA_SERVICE_URL when "
+            "TURNSTILE_ENV=production (every data-service call must carry a credential)"
+        )
     return problems
 
 

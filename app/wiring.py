@@ -17,6 +17,7 @@ Which checks make the service not ready, and why:
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -61,6 +62,7 @@ def setup_clients(app: web.Application, settings: Settings) -> None:
             retries=settings.data_service_retries,
             breaker_failures=settings.breaker_failures,
             breaker_cooldown_s=settings.breaker_cooldown_s,
+            token=data_service_token(settings),
         )
     )
     cache: CacheBackend = (
@@ -79,6 +81,15 @@ def setup_clients(app: web.Application, settings: Settings) -> None:
     readiness.add_check("rabbitmq", _publisher_check(app[publisher_key]))
     if outbox is not None:
         readiness.add_check("outbox", _outbox_check(outbox))
+
+
+def data_service_token(settings: Settings) -> str | None:
+    """The credential for data-service calls: the configured one, or for the embedded data
+    service a fresh random token that only this process's client ever holds (its port is in
+    the log, so any local process could otherwise read every password hash through it)."""
+    if settings.data_service_url is None:
+        return secrets.token_urlsafe(32)
+    return settings.data_service_token
 
 
 def _make_outbox(settings: Settings, redis: RedisConnection | None) -> Outbox | None:
@@ -109,8 +120,8 @@ async def data_service_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.data_service_url is None:
         from app.dataservice import start_dataservice  # noqa: PLC0415  # embedded only
 
-        runner, url = await start_dataservice(settings.var_dir / "data.sqlite3")
-        log.info("embedded data service listening on %s", url)
+        runner, url = await start_dataservice(settings.var_dir / "data.sqlite3", token=client.options.token)
+        log.info("embedded data service listening on %s (bearer token required)", url)
         await client.start(base_url=url)
     else:
         await client.start()

@@ -210,6 +210,9 @@ class Stack:
     def __init__(self, workdir: Path, seed: int) -> None:
         self.workdir = workdir
         self.secret = secrets.token_urlsafe(48)
+        # The data service's credential, as production requires one: passed to it in a file
+        # (never on a command line, where `ps` shows it) and to Turnstile in its environment.
+        self.data_token = secrets.token_urlsafe(32)
         self.seeded = seed
         self.servers: list[Server] = []
         self.own_redis = False
@@ -222,9 +225,14 @@ class Stack:
         amqp("setup")
         db = self.workdir / "data.sqlite3"
         seed_users(db, self.seeded)
+        token_file = self.workdir / "data-service-token"
+        token_file.write_text(self.data_token)
+        token_file.chmod(0o600)
         python = sys.executable
         self.data = self._start(
-            "dataservice", [python, "-m", "app", "dataservice", "--port", str(free_port()), "--db", str(db)],
+            "dataservice",
+            [python, "-m", "app", "dataservice", "--port", str(free_port()), "--db", str(db),
+             "--token-file", str(token_file)],
             "/healthz",
         )
         self.turnstile = self._start("turnstile", [python, "-m", "app", "serve"], "/readyz", core=SERVER_CORE,
@@ -252,6 +260,7 @@ class Stack:
             "HOST": "127.0.0.1",
             "LOG_LEVEL": "INFO",
             "DATA_SERVICE_URL": self.data.url,
+            "DATA_SERVICE_TOKEN": self.data_token,
             "REDIS_URL": REDIS_URL,
             "RABBITMQ_URL": RABBITMQ_URL,
             "EVENTS_EXCHANGE": EXCHANGE,

@@ -1,6 +1,7 @@
 """The data-service client: one pooled ``aiohttp.ClientSession`` per process (contract §7).
 
-Every call carries connect and total timeouts; idempotent calls are retried on connection
+Every call carries the data service's credential (``Authorization: Bearer``, never logged),
+connect and total timeouts; idempotent calls are retried on connection
 errors and 502/503/504 with capped, fully jittered exponential backoff; all calls go through a
 circuit breaker. Outcomes become the `ProblemError`s of contract §5. Details a client must not
 see (URLs, exception text) go to the ``turnstile.dataservice`` log with the request id.
@@ -81,6 +82,8 @@ class DataServiceOptions:
     pool_limit: most connections open to the data service at once.
     keepalive_s: how long an idle pooled connection is kept; below the servers' idle timeouts
         (aiohttp and nginx: 75 s) so we never reuse a connection the server is closing.
+    token: sent as ``Authorization: Bearer <token>`` on every call (contract §7); None sends
+        no credential. Kept out of ``repr`` and of every log line.
     """
 
     base_url: str = attrs.field(validator=_check_base_url)
@@ -93,6 +96,7 @@ class DataServiceOptions:
     breaker_cooldown_s: float = attrs.field(default=5.0, validator=ge(0))
     pool_limit: int = attrs.field(default=100, validator=ge(1))
     keepalive_s: float = attrs.field(default=15.0, validator=gt(0))
+    token: str | None = attrs.field(default=None, repr=False)
 
 
 @attrs.frozen
@@ -172,11 +176,10 @@ class DataServiceClient:
         timeout = aiohttp.ClientTimeout(
             total=self.options.total_timeout_s, sock_connect=self.options.connect_timeout_s
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
-            headers={"Accept": "application/json", "User-Agent": "turnstile"},
-        )
+        headers = {"Accept": "application/json", "User-Agent": "turnstile"}
+        if self.options.token is not None:
+            headers["Authorization"] = f"Bearer {self.options.token}"
+        self._session = aiohttp.ClientSession(connector=connector, timeout=timeout, headers=headers)
 
     async def close(self) -> None:
         session, self._session = self._session, None
@@ -354,9 +357,12 @@ class DataServiceClient:
         return max(1, math.ceil(self._breaker.retry_after_s()))
 
     def _log_failure(self, call: _Call, what: str, exc: BaseException) -> None:
+        # The exception's text, never the exception itself: a ClientResponseError's repr holds
+        # the request's headers, and so the bearer token, and a handler may render args with repr.
         log.warning(
-            "data service %s: %s %s (request_id=%s): %r",
-            what, call.method, call.url, call.request_id, exc, extra={"request_id": call.request_id},
+            "data service %s: %s %s (request_id=%s): %s",
+            what, call.method, call.url, call.request_id, f"{type(exc).__name__}: {exc}",
+            extra={"request_id": call.request_id},
         )
 
     def _log_status(self, call: _Call, status: int, note: str, *, level: int = logging.WARNING) -> None:

@@ -1,11 +1,14 @@
 """The reference data service's app factory, and the two ways to run it.
 
 `start_dataservice` embeds it in the caller's event loop (`turnstile serve` without
-`DATA_SERVICE_URL`); `run_dataservice` runs it on its own (`turnstile dataservice`).
+`DATA_SERVICE_URL`, with a random per-process token only the in-process client knows);
+`run_dataservice` runs it on its own (`turnstile dataservice`, on 127.0.0.1 unless told
+otherwise, with the token an operator gives it).
 """
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -13,9 +16,14 @@ from pathlib import Path
 from typing import Final
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
+from app.dataservice.auth import bearer_token_middleware
 from app.dataservice.routes import request_middleware, setup_routes, store_key
 from app.dataservice.store import UserStore
+from app.server_header import hide_server_version
+
+log = logging.getLogger("turnstile.dataservice")
 
 db_path_key: Final = web.AppKey("dataservice_db_path", Path)
 
@@ -30,15 +38,21 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-def create_dataservice_app(db_path: str | Path) -> web.Application:
+def create_dataservice_app(db_path: str | Path, *, token: str | None = None) -> web.Application:
     """The data service as an aiohttp app on the SQLite file `db_path`.
 
     Args:
         db_path: the database file; its parent directory is created if missing.
+        token: when given, every call but `/healthz` must carry `Authorization: Bearer <token>`
+            (a 401 otherwise). None leaves the service open to whoever reaches its port.
     """
+    hide_server_version()
     path = Path(db_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    app = web.Application(middlewares=[request_middleware])
+    middlewares: list[Middleware] = [request_middleware]
+    if token is not None:
+        middlewares.append(bearer_token_middleware(token))  # inside: its 401 is rendered and logged
+    app = web.Application(middlewares=middlewares)
     app[db_path_key] = path
     app.cleanup_ctx.append(store_ctx)
     setup_routes(app)
@@ -51,15 +65,17 @@ def _base_url(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
 
 
 async def start_dataservice(
-    db_path: str | Path, host: str = "127.0.0.1", port: int = 0
+    db_path: str | Path, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None
 ) -> tuple[web.AppRunner, str]:
     """Start the data service in the running event loop.
+
+    `token`: the bearer token calls must carry (see `create_dataservice_app`).
 
     Returns:
         The runner (the caller owns it and calls `await runner.cleanup()`) and the base URL,
         e.g. `http://127.0.0.1:54321`, with the port actually bound (port 0 picks a free one).
     """
-    runner = web.AppRunner(create_dataservice_app(db_path), access_log=None)
+    runner = web.AppRunner(create_dataservice_app(db_path, token=token), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -76,17 +92,23 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return socket.create_server(address[:2], family=family)
 
 
-def run_dataservice(host: str, port: int, db_path: str) -> None:
+def run_dataservice(host: str, port: int, db_path: str, *, token: str | None = None) -> None:
     """Serve until SIGINT/SIGTERM, announcing the address in one line on stdout.
 
     The socket is bound here, before `web.run_app`, so the line names the real port even for
-    port 0 (aiohttp's own banner repeats the requested one).
+    port 0 (aiohttp's own banner repeats the requested one). The token is never printed.
     """
     sock = _listening_socket(host, port)
     url = _base_url(sock.getsockname())
+    if token is None:
+        log.warning(
+            "no token (--token-file, DATA_SERVICE_TOKEN or DATA_SERVICE_TOKEN_FILE): whoever reaches %s "
+            "can read and change every user", url,
+        )
 
     def announce(_banner: str) -> None:
-        sys.stdout.write(f"Turnstile reference data service listening on {url} (database {db_path})\n")
+        guarded = "bearer token required" if token is not None else "no token"
+        sys.stdout.write(f"Turnstile reference data service listening on {url} (database {db_path}; {guarded})\n")
         sys.stdout.flush()
 
-    web.run_app(create_dataservice_app(db_path), sock=sock, print=announce, access_log=None)
+    web.run_app(create_dataservice_app(db_path, token=token), sock=sock, print=announce, access_log=None)

@@ -1,1 +1,1 @@
-"""The app-wide middlewares, outermost first: request id, access log and metrics, errors."""
+"""The app-wide middlewares, outermost first: request id, access log and metrics, headers, errors."""

@@ -7,18 +7,18 @@
 - transform_upstream: a `password` becomes `password_hash` (argon2id) before it is sent;
   new users get their defaults, and a self-registered one is always a plain active user.
 - transform_response: user records, alone or in a page, keep only the public User fields.
-- startup: TURNSTILE_ADMIN_EMAIL/PASSWORD name an admin that must exist (app/admin.py).
+- startup: TURNSTILE_ADMIN_EMAIL/PASSWORD create that admin when no account has the email;
+  an existing account is never changed at start-up (app/admin.py).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from typing import Any
 
 from aiohttp import web
 
-from app.admin import ensure_admin
+from app.admin import create_admin_if_absent
 from app.hookspecs import hookimpl
 from app.keys import Actor, data_service_key, settings_key
 from app.passwords import PasswordHasher, hasher_for
@@ -29,8 +29,6 @@ from plugins.users.models import MODELS
 from plugins.users.rules import normalise_email
 
 __all__ = ["normalise_email"]
-
-log = logging.getLogger("turnstile.users")
 
 
 @functools.lru_cache(maxsize=4)
@@ -79,7 +77,7 @@ async def startup(app: web.Application) -> None:
     settings = app[settings_key]
     if not (settings.admin_email and settings.admin_password):
         return
-    outcome = await ensure_admin(
+    # Logs its own outcome: created, or why an existing account was left as it is.
+    await create_admin_if_absent(
         app[data_service_key], _hasher(settings), settings.admin_email, settings.admin_password
     )
-    log.info("admin from TURNSTILE_ADMIN_EMAIL: %s", outcome)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from app.settings import SettingsError, load_settings
 
 SECRET = "s" * 40
+TOKEN = "data-service-token-0123456789"  # a test credential
 
 
 def problems(environ: dict[str, str]) -> list[str]:
@@ -53,14 +55,70 @@ def test_production_refuses_embedded_defaults_and_dev_secrets() -> None:
 def test_production_with_everything_set(tmp_path: Path) -> None:
     secret_file = tmp_path / "jwt"
     secret_file.write_text(SECRET + "\n")
+    token_file = tmp_path / "data-service-token"
+    token_file.write_text(TOKEN + "\n")
     settings = load_settings({
         "TURNSTILE_ENV": "production", "DATA_SERVICE_URL": "http://data:8081", "REDIS_URL": "redis://r:6379/0",
         "RABBITMQ_URL": "amqp://u:p@mq:5672/", "JWT_SECRET_FILE": str(secret_file),
+        "DATA_SERVICE_TOKEN_FILE": str(token_file),
     })
     assert settings.production
     assert settings.jwt_secret == SECRET
+    assert settings.data_service_token == TOKEN
     assert settings.log_format == "json"
     assert settings.embedded_defaults() == []
+
+
+PRODUCTION = {
+    "TURNSTILE_ENV": "production", "DATA_SERVICE_URL": "http://data:8081", "REDIS_URL": "redis://r:6379/0",
+    "RABBITMQ_URL": "amqp://u:p@mq:5672/", "JWT_SECRET": SECRET,
+}
+
+
+def test_production_refuses_a_data_service_url_without_a_token() -> None:
+    assert problems(PRODUCTION) == [
+        "DATA_SERVICE_TOKEN or DATA_SERVICE_TOKEN_FILE: required with DATA_SERVICE_URL when TURNSTILE_ENV=production "
+        "(every data-service call must carry a credential)",
+    ]
+    assert load_settings({**PRODUCTION, "DATA_SERVICE_TOKEN": TOKEN}).data_service_token == TOKEN
+
+
+def test_development_may_call_a_data_service_without_a_token() -> None:
+    assert load_settings({"DATA_SERVICE_URL": "http://data:8081"}).data_service_token is None
+
+
+def test_a_bad_data_service_token_is_one_message_that_never_echoes_it(tmp_path: Path) -> None:
+    assert problems({**PRODUCTION, "DATA_SERVICE_TOKEN": "short-secret"}) == [
+        "DATA_SERVICE_TOKEN: must be at least 16 characters",
+    ]
+    [problem] = problems({"DATA_SERVICE_TOKEN": "has spaces in the middle of it"})
+    assert problem.startswith("DATA_SERVICE_TOKEN: expected a bearer token")
+    assert "spaces" not in problem
+    missing = tmp_path / "nowhere"
+    assert problems({"DATA_SERVICE_TOKEN_FILE": str(missing)}) == [
+        f"DATA_SERVICE_TOKEN_FILE={str(missing)!r}: cannot be read (No such file or directory)",
+    ]
+
+
+def test_the_data_service_token_stays_out_of_repr() -> None:
+    settings = load_settings({"DATA_SERVICE_TOKEN": TOKEN})
+    assert settings.data_service_token == TOKEN
+    assert TOKEN not in repr(settings)
+
+
+def test_trusted_proxies_are_parsed_into_networks() -> None:
+    assert load_settings({}).trusted_proxies == ()
+    settings = load_settings({"TRUSTED_PROXIES": " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,"})
+    assert settings.trusted_proxies == (
+        ip_network("10.0.0.0/8"), ip_network("192.168.1.7/32"), ip_network("fd00::/8"),
+    )
+
+
+def test_bad_trusted_proxies_are_one_message() -> None:
+    [problem] = problems({"TRUSTED_PROXIES": "10.0.0.0/8,10.1.2.3/8,ingress"})
+    assert problem.startswith("TRUSTED_PROXIES: expected comma-separated networks such as 10.0.0.0/8, got ")
+    assert "'10.1.2.3/8' (10.1.2.3/8 has host bits set)" in problem
+    assert "'ingress'" in problem
 
 
 def test_password_in_a_bad_url_is_not_echoed() -> None:

@@ -47,7 +47,7 @@ FULLNAME = f"{RELEASE}-turnstile"
 
 # What TURNSTILE_ENV=production cannot do without: the chart refuses to render without them.
 REQUIRED_VALUES: dict[str, Any] = {
-    "dataService": {"url": "http://users-data.apps.svc:8000"},
+    "dataService": {"url": "http://users-data.apps.svc:8000", "token": "users-data-token-0123456789"},
     "redis": {"url": "redis://redis.apps.svc:6379/0"},
     "rabbitmq": {"url": "amqp://turnstile:change-me@rabbitmq.apps.svc:5672/"},
 }

@@ -56,12 +56,13 @@ def test_generated_secret_holds_the_urls_and_a_strong_jwt_secret(
     minimal_manifests: list[Manifest], minimal_values: dict[str, Any]
 ) -> None:
     env = env_of(only(minimal_manifests, "Deployment"))
-    for name in ("REDIS_URL", "RABBITMQ_URL", "JWT_SECRET"):
+    for name in ("DATA_SERVICE_TOKEN", "REDIS_URL", "RABBITMQ_URL", "JWT_SECRET"):
         assert secret_ref(env, name) == (FULLNAME, name)
     secret = only(minimal_manifests, "Secret")
     assert secret["metadata"]["name"] == FULLNAME
     assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     data = decoded(secret)
+    assert data["DATA_SERVICE_TOKEN"] == minimal_values["dataService"]["token"]
     assert data["REDIS_URL"] == minimal_values["redis"]["url"]
     assert data["RABBITMQ_URL"] == minimal_values["rabbitmq"]["url"]
     assert len(data["JWT_SECRET"]) >= 64
@@ -78,6 +79,7 @@ def test_generated_jwt_secret_is_reused_from_the_cluster() -> None:
 
 def test_existing_secrets_are_referenced_by_name_and_key(full_manifests: list[Manifest]) -> None:
     env = env_of(only(full_manifests, "Deployment"))
+    assert secret_ref(env, "DATA_SERVICE_TOKEN") == ("turnstile-data-service", "token")
     assert secret_ref(env, "REDIS_URL") == ("turnstile-redis", "url")
     assert secret_ref(env, "RABBITMQ_URL") == ("turnstile-rabbitmq", "url")
     assert secret_ref(env, "JWT_SECRET") == ("turnstile-jwt", "secret")
@@ -101,8 +103,27 @@ def test_mixed_sources_put_only_the_inline_values_in_the_generated_secret(
     assert secret_ref(env, "REDIS_URL") == ("shared-redis", "REDIS_URL")
     assert secret_ref(env, "TURNSTILE_ADMIN_PASSWORD") == (FULLNAME, "TURNSTILE_ADMIN_PASSWORD")
     data = decoded(only(manifests, "Secret"))
-    assert set(data) == {"JWT_SECRET", "RABBITMQ_URL", "TURNSTILE_ADMIN_PASSWORD"}
+    assert set(data) == {"DATA_SERVICE_TOKEN", "JWT_SECRET", "RABBITMQ_URL", "TURNSTILE_ADMIN_PASSWORD"}
     assert data["TURNSTILE_ADMIN_PASSWORD"] == "correct horse battery"
+
+
+def test_a_data_service_without_a_token_is_refused(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    # TURNSTILE_ENV=production would refuse to start: fail at `helm install` instead.
+    with pytest.raises(HelmRenderError, match=r"dataService\.token or dataService\.existingSecret\.name"):
+        render(chart, merged(minimal_values, {"dataService": {"token": ""}}))
+
+
+def test_trusted_proxies_default_to_the_private_ranges_of_pod_networks(minimal_manifests: list[Manifest]) -> None:
+    env = env_of(only(minimal_manifests, "Deployment"))
+    assert env["TRUSTED_PROXIES"]["value"] == "10.0.0.0/8,172.16.0.0/12,192.168.0.0/16"
+
+
+def test_trusted_proxies_follow_the_value(
+    chart: Chart, minimal_values: dict[str, Any], full_manifests: list[Manifest]
+) -> None:
+    assert env_of(only(full_manifests, "Deployment"))["TRUSTED_PROXIES"]["value"] == "10.42.0.0/16,fd00:42::/64"
+    manifests = render(chart, merged(minimal_values, {"trustedProxies": []}))
+    assert "TRUSTED_PROXIES" not in env_of(only(manifests, "Deployment"))
 
 
 def test_an_admin_password_without_an_email_is_refused(chart: Chart, minimal_values: dict[str, Any]) -> None:

@@ -88,6 +88,10 @@ def test_every_value_in_values_yaml_has_a_comment() -> None:
         pytest.param({"rabbitmq": {"url": "redis://mq"}}, "/rabbitmq/url", id="amqp-url-scheme"),
         pytest.param({"redis": {"url": "rediss+sentinel://s:26379/main"}}, "/redis/url", id="unsupported-redis-form"),
         pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest-format"),
+        pytest.param({"dataService": {"token": "short"}}, "/dataService/token", id="short-data-service-token"),
+        pytest.param({"dataService": {"token": "has spaces in it, x"}}, "/dataService/token", id="token-charset"),
+        pytest.param({"trustedProxies": "10.0.0.0/8"}, "/trustedProxies", id="proxies-not-a-list"),
+        pytest.param({"trustedProxies": ["ingress-nginx"]}, "/trustedProxies/0", id="proxy-not-a-network"),
         pytest.param(
             {"ingress": {"hosts": [{"host": "a.example.com", "paths": []}]}},
             "/ingress/hosts/0/paths",

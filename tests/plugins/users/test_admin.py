@@ -7,7 +7,7 @@ import pytest
 from aiohttp import web
 
 import plugins.users
-from app.admin import create_admin_command, ensure_admin
+from app.admin import create_admin_command, create_admin_if_absent, ensure_admin, normalise_email
 from app.clients.dataservice import DataServiceClient, DataServiceOptions
 from app.dataservice import start_dataservice
 from app.keys import data_service_key, settings_key
@@ -53,6 +53,34 @@ async def test_ensure_admin_promotes_an_existing_user(data_service: DataServiceC
     assert record["is_active"] is True
     assert record["password_hash"] == own_hash  # promoting never resets a password
     assert await ensure_admin(data_service, hasher, "ada@example.com", "another password") == "unchanged"
+
+
+async def test_create_admin_if_absent_never_changes_an_existing_account(
+    data_service: DataServiceClient, hasher: PasswordHasher
+) -> None:
+    own_hash = await hasher.hash("their own password")
+    await data_service.request(
+        "POST",
+        "/api/v1/users/",
+        json={"email": "ada@example.com", "password_hash": own_hash, "roles": ["user"], "is_active": False},
+    )
+    before = await find(data_service, "ada@example.com")
+    assert await create_admin_if_absent(data_service, hasher, "\uff41da@Example.com ", "another password") == "exists"
+    assert await find(data_service, "ada@example.com") == before
+
+
+async def test_create_admin_if_absent_creates_a_missing_admin(
+    data_service: DataServiceClient, hasher: PasswordHasher
+) -> None:
+    assert await create_admin_if_absent(data_service, hasher, "Root@Example.com", "correct horse") == "created"
+    record = await find(data_service, "root@example.com")
+    assert record["roles"] == ["admin", "user"]
+    assert await create_admin_if_absent(data_service, hasher, "root@example.com", "other horse") == "exists"
+    assert await find(data_service, "root@example.com") == record
+
+
+def test_emails_are_trimmed_nfkc_normalised_and_lower_cased() -> None:
+    assert normalise_email("  \uff21\uff24\uff21@Example.COM\t") == "ada@example.com"
 
 
 async def test_startup_hook_ensures_the_configured_admin(

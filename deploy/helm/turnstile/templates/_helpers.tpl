@@ -105,7 +105,7 @@ Whether the generated Secret has anything to hold: "true" or "".
 */}}
 {{- define "turnstile.needsSecret" -}}
 {{- $v := .Values }}
-{{- if or (not $v.jwt.existingSecret.name) (not $v.redis.existingSecret.name) (not $v.rabbitmq.existingSecret.name) (and $v.admin.password (not $v.admin.existingSecret.name)) }}
+{{- if or (not $v.jwt.existingSecret.name) (not $v.dataService.existingSecret.name) (not $v.redis.existingSecret.name) (not $v.rabbitmq.existingSecret.name) (and $v.admin.password (not $v.admin.existingSecret.name)) }}
 {{- "true" }}
 {{- end }}
 {{- end }}
@@ -137,6 +137,9 @@ period too short for the drain.
 {{- if not $v.dataService.url }}
 {{- $missing = append $missing "dataService.url (DATA_SERVICE_URL)" }}
 {{- end }}
+{{- if not (or $v.dataService.token $v.dataService.existingSecret.name) }}
+{{- $missing = append $missing "dataService.token or dataService.existingSecret.name (DATA_SERVICE_TOKEN)" }}
+{{- end }}
 {{- if not (or $v.redis.url $v.redis.existingSecret.name) }}
 {{- $missing = append $missing "redis.url or redis.existingSecret.name (REDIS_URL)" }}
 {{- end }}
@@ -144,7 +147,7 @@ period too short for the drain.
 {{- $missing = append $missing "rabbitmq.url or rabbitmq.existingSecret.name (RABBITMQ_URL)" }}
 {{- end }}
 {{- if $missing }}
-{{- fail (printf "TURNSTILE_ENV=production refuses embedded defaults; set %s" (join ", " $missing)) }}
+{{- fail (printf "TURNSTILE_ENV=production refuses embedded defaults and an unauthenticated data service; set %s" (join ", " $missing)) }}
 {{- end }}
 {{- if and (or $v.admin.password $v.admin.existingSecret.name) (not $v.admin.email) }}
 {{- fail "admin.email is required when an admin password is given" }}

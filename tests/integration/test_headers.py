@@ -1,0 +1,131 @@
+"""Response headers a strict client and a scanner see (contract §4): answers that carry a user or
+a token are `Cache-Control: no-store`, and no response names the server's software versions."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import ClientResponse
+
+from tests.integration.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
+    StackFactory,
+    admin_headers,
+    bearer,
+)
+
+SERVER = "turnstile"
+LEAKY = ("aiohttp", "python", "cpython", "uvloop")
+
+
+def assert_anonymous(resp: ClientResponse, what: str) -> None:
+    """No header of `resp` names the software (or its version) behind it."""
+    assert resp.headers.get("Server") == SERVER, what
+    for name, value in resp.headers.items():
+        assert not any(word in value.lower() for word in LEAKY), f"{what}: {name}: {value}"
+
+
+async def raw_exchange(host: str, port: int, request: bytes) -> dict[str, str]:
+    """Send bytes no HTTP client would send; the answer's headers, lower-cased names."""
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    status, *lines = head.decode("latin-1").split("\r\n")
+    assert " 400 " in status, status
+    return {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+
+
+MALFORMED = (
+    b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+    b"NOT-HTTP\r\n\r\n",
+)
+
+
+async def test_pipeline_answers_with_users_or_tokens_are_no_store(stack: StackFactory) -> None:
+    client = await stack()
+    seen: list[tuple[str, ClientResponse]] = []
+
+    async def call(label: str, method: str, path: str, expect: int, **kwargs: Any) -> Any:
+        resp = await client.request(method, path, **kwargs)
+        assert resp.status == expect, f"{label}: {await resp.text()}"
+        seen.append((label, resp))
+        return await resp.json(content_type=None)
+
+    user = await call("register", "POST", "/api/v1/auth/register", 201,
+                      json={"email": "ann@example.com", "password": "correct-horse-1"})
+    tokens = await call("login", "POST", "/api/v1/auth/login", 200,
+                        json={"email": "ann@example.com", "password": "correct-horse-1"})
+    await call("login form", "POST", "/api/v1/auth/login", 200,
+               data={"username": "ann@example.com", "password": "correct-horse-1"})
+    tokens = await call("refresh", "POST", "/api/v1/auth/refresh", 200, json={"refresh_token": tokens["refresh_token"]})
+    await call("me", "GET", "/api/v1/auth/me", 200, headers=bearer(tokens))
+    await call("read, miss", "GET", f"/api/v1/users/{user['id']}", 200, headers=bearer(tokens))
+    await call("read, hit", "GET", f"/api/v1/users/{user['id']}", 200, headers=bearer(tokens))
+    assert seen[-1][1].headers["X-Cache"] == "HIT"
+    await call("patch", "PATCH", f"/api/v1/users/{user['id']}", 200, json={"full_name": "Ann"}, headers=bearer(tokens))
+    admin = await admin_headers(client)
+    await call("create", "POST", "/api/v1/users", 201, headers=admin,
+               json={"email": "bob@example.com", "password": "correct-horse-2"})
+    await call("list", "GET", "/api/v1/users", 200, headers=admin)
+    await call("read another, 403", "GET", f"/api/v1/users/{user['id'] + 1}", 403, headers=bearer(tokens))
+    await call("bad login, 401", "POST", "/api/v1/auth/login", 401,
+               json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD + "x"})
+    for label, resp in seen:
+        assert resp.headers.get("Cache-Control") == "no-store", label
+
+
+async def test_operational_answers_are_left_to_their_own_caching(stack: StackFactory) -> None:
+    client = await stack()
+    for path in ("/healthz", "/api/docs/swagger.json"):
+        resp = await client.get(path)
+        assert resp.status == 200, path
+        assert "Cache-Control" not in resp.headers, path
+
+
+async def test_no_answer_names_the_server_software(stack: StackFactory) -> None:
+    client = await stack()
+    admin = await admin_headers(client)
+    requests: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/healthz", {}),
+        ("GET", "/readyz", {}),
+        ("GET", "/metrics", {}),
+        ("GET", "/api/docs", {}),
+        ("GET", "/api/docs/swagger.json", {}),
+        ("GET", "/api/docs/static/swagger-ui.css", {}),
+        ("GET", "/no/such/route", {}),  # 404 from the router
+        ("DELETE", "/healthz", {}),  # 405 from the router
+        ("GET", "/api/v1/auth/me", {}),  # 401
+        ("POST", "/api/v1/auth/register", {"data": b"{", "headers": {"Content-Type": "application/json"}}),  # 400
+        ("POST", "/api/v1/auth/register", {"json": {"email": "x"}}),  # 422
+        ("GET", "/api/v1/users", {"headers": admin}),
+    ]
+    for method, path, kwargs in requests:
+        resp = await client.request(method, path, **kwargs)
+        await resp.read()
+        assert_anonymous(resp, f"{method} {path} -> {resp.status}")
+
+
+async def test_malformed_requests_answered_by_aiohttp_itself_name_no_version(stack: StackFactory) -> None:
+    client = await stack()
+    for request in MALFORMED:
+        headers = await raw_exchange(str(client.host), int(client.port or 0), request)
+        assert headers["server"] == SERVER, headers
+
+
+async def test_the_reference_data_service_names_no_version(dataservice: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        for path in ("/healthz", "/api/v1/users/1", "/nowhere"):
+            async with session.get(dataservice + path) as resp:
+                assert_anonymous(resp, path)
+    parts = urlsplit(dataservice)
+    for request in MALFORMED:
+        headers = await raw_exchange(str(parts.hostname), int(parts.port or 0), request)
+        assert headers["server"] == SERVER, headers

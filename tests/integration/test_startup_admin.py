@@ -1,0 +1,107 @@
+"""TURNSTILE_ADMIN_EMAIL/PASSWORD only create (contract §3): start-up never takes an account over.
+
+Attack written as a test: someone registers the address the operator will later configure as
+the admin (or that the admin renamed theirs away from); at the next restart that account must
+not become admin, must not be re-enabled, and keeps its own password. `turnstile create-admin`
+is the deliberate way to promote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import attrs
+import pytest
+
+from app.admin import create_admin_command
+from tests.integration.conftest import (
+    Client,
+    StackFactory,
+    admin_headers,
+    assert_problem,
+    bearer,
+    login,
+    make_settings,
+    register,
+)
+
+OWN_PASSWORD = "their-own-password-1"
+CONFIGURED_PASSWORD = "configured-admin-password-1"
+WARNING = (
+    "admin from TURNSTILE_ADMIN_EMAIL not created: an account with that email exists; start-up never "
+    "promotes, re-enables or changes an account (use `turnstile create-admin` to promote it)"
+)
+
+
+async def restart_with_admin(stack: StackFactory, before: Client, email: str) -> Client:
+    """Stop `before`, then start the service again with TURNSTILE_ADMIN_EMAIL=email."""
+    await before.close()
+    return await stack(admin_email=email, admin_password=CONFIGURED_PASSWORD)
+
+
+async def roles_of(client: Client, email: str, password: str) -> list[str]:
+    me = await client.get("/api/v1/auth/me", headers=bearer(await login(client, email, password)))
+    assert me.status == 200, await me.text()
+    roles: list[str] = (await me.json())["roles"]
+    return roles
+
+
+@pytest.mark.parametrize(
+    "configured", ["boss@example.com", " Boss@Example.COM ", "\uff42oss@example.com"],
+    ids=["same", "case-and-spaces", "full-width"],
+)
+async def test_an_existing_account_is_not_promoted_at_start_up(
+    stack: StackFactory, caplog: pytest.LogCaptureFixture, configured: str
+) -> None:
+    first = await stack()
+    await register(first, "boss@example.com", OWN_PASSWORD)
+    caplog.set_level(logging.INFO, logger="turnstile.admin")
+    again = await restart_with_admin(stack, first, configured)
+    assert await roles_of(again, "boss@example.com", OWN_PASSWORD) == ["user"]
+    wrong = await again.post("/api/v1/auth/login", json={"email": "boss@example.com", "password": CONFIGURED_PASSWORD})
+    await assert_problem(wrong, 401)  # the password is the account's own, not the configured one
+    said = [r.getMessage() for r in caplog.records if r.name == "turnstile.admin"]
+    assert said == [WARNING]
+    assert CONFIGURED_PASSWORD not in caplog.text
+
+
+async def test_a_disabled_account_stays_disabled(stack: StackFactory) -> None:
+    first = await stack()
+    user = await register(first, "boss@example.com", OWN_PASSWORD)
+    disabled = await first.patch(f"/api/v1/users/{user['id']}", json={"is_active": False},
+                                 headers=await admin_headers(first))
+    assert disabled.status == 200, await disabled.text()
+    again = await restart_with_admin(stack, first, "boss@example.com")
+    for password in (OWN_PASSWORD, CONFIGURED_PASSWORD):
+        resp = await again.post("/api/v1/auth/login", json={"email": "boss@example.com", "password": password})
+        assert resp.status in (401, 403), await resp.text()
+    stored = await again.get(f"/api/v1/users/{user['id']}", headers=await admin_headers(again))
+    assert (await stored.json())["is_active"] is False
+    assert (await stored.json())["roles"] == ["user"]
+
+
+async def test_a_missing_admin_is_created_once(stack: StackFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="turnstile.admin")
+    first = await stack(admin_email="root@example.com", admin_password=CONFIGURED_PASSWORD)
+    assert await roles_of(first, "root@example.com", CONFIGURED_PASSWORD) == ["admin", "user"]
+    again = await restart_with_admin(stack, first, "root@example.com")
+    assert await roles_of(again, "root@example.com", CONFIGURED_PASSWORD) == ["admin", "user"]
+    assert [r.getMessage() for r in caplog.records if r.name == "turnstile.admin"] == [
+        "admin from TURNSTILE_ADMIN_EMAIL: created",
+        "admin from TURNSTILE_ADMIN_EMAIL: the account exists and is an active admin; left unchanged",
+    ]
+
+
+async def test_create_admin_still_promotes(stack: StackFactory, dataservice: str, tmp_path: Path) -> None:
+    client = await stack()
+    user = await register(client, "boss@example.com", OWN_PASSWORD)
+    disabled = await client.patch(f"/api/v1/users/{user['id']}", json={"is_active": False},
+                                  headers=await admin_headers(client))
+    assert disabled.status == 200
+    settings = attrs.evolve(make_settings(tmp_path), data_service_url=dataservice, admin_password=CONFIGURED_PASSWORD)
+    # The command runs its own event loop, so it runs in a thread beside this one.
+    assert await asyncio.to_thread(create_admin_command, settings, "Boss@Example.com") == 0
+    # Promoted and re-enabled on purpose; the password is still the account's own.
+    assert await roles_of(client, "boss@example.com", OWN_PASSWORD) == ["admin", "user"]
