@@ -22,6 +22,7 @@ import attrs
 from aiohttp import web
 from prometheus_client import Counter
 
+from app import client_address
 from app.clients.redis import RedisUnavailable
 from app.errors import InternalError, ProblemError, TooManyRequests
 from app.keys import actor_key, body_key, redis_key
@@ -129,7 +130,7 @@ def limiter_key(name: str, value: str) -> str:
 
 def _part_value(request: web.Request, part: str) -> str | None:
     if part == "client":
-        return client_address(request)
+        return client_address(request) or "unknown"
     if part == "actor":
         actor = request.get(actor_key)
         return None if actor is None else str(actor.user_id)
@@ -143,10 +144,6 @@ def _part_value(request: web.Request, part: str) -> str | None:
     if value is None:
         return None
     return value if isinstance(value, str) else str(value)
-
-
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
 
 # One in-memory counter per app, shared by every rate-limit step: keys carry the limiter's
 # name, so two steps with the same name share their counts, as they do in Redis.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import time
 import uuid
 from collections.abc import Callable
@@ -204,6 +205,32 @@ async def test_the_email_limiter_counts_the_email_the_login_checks(
         form = {"grant_type": "password", "username": "ANN@example.com", "password": f"guess-{n}-xx"}
         await assert_problem(await client.post(LOGIN, data=form), 401)
     await assert_problem(await client.post(LOGIN, json={"email": "ann@example.com", "password": PASSWORD}), 429)
+
+
+async def test_one_client_cannot_lock_a_chosen_account_out(stack: StackFactory, token_state: dict[str, Any]) -> None:
+    # Behind a trusted proxy (the test client is 127.0.0.1), each X-Forwarded-For is a client.
+    client = await stack(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),), **token_state)
+    await register(client, "ann@example.com")
+    attacker, owner = {"X-Forwarded-For": "203.0.113.66"}, {"X-Forwarded-For": "198.51.100.7"}
+    wrong = {"email": "ann@example.com", "password": "nope-nope"}
+    for _ in range(5):
+        await assert_problem(await client.post(LOGIN, json=wrong, headers=attacker), 401)
+    await assert_problem(await client.post(LOGIN, json=wrong, headers=attacker), 429)
+    right = {"email": "ann@example.com", "password": PASSWORD}
+    assert (await client.post(LOGIN, json=right, headers=owner)).status == 200
+
+
+async def test_many_clients_guessing_one_account_meet_the_per_email_bound(
+    stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    client = await stack(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),), **token_state)
+    await register(client, "ann@example.com")
+    wrong = {"email": "ann@example.com", "password": "nope-nope"}
+    for n in range(20):  # four failures each from five addresses: under each one's own bound
+        resp = await client.post(LOGIN, json=wrong, headers={"X-Forwarded-For": f"203.0.113.{n // 4}"})
+        await assert_problem(resp, 401)
+    fresh = await client.post(LOGIN, json=wrong, headers={"X-Forwarded-For": "203.0.113.99"})
+    await assert_problem(fresh, 429)
 
 
 async def test_successful_logins_do_not_count_as_failures(stack: StackFactory, token_state: dict[str, Any]) -> None:
