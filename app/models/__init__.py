@@ -1,1 +1,2 @@
-"""Data shapes that cross the service boundary: events (users live in the data service)."""
+"""Data shapes that cross the service boundary: events, the schema of every model, request
+validation (`validation`) and the check of upstream answers (`projection`)."""
