@@ -64,7 +64,7 @@ async def test_pipeline_answers_with_users_or_tokens_are_no_store(stack: StackFa
     tokens = await call("login", "POST", "/api/v1/auth/login", 200,
                         json={"email": "ann@example.com", "password": "correct-horse-1"})
     await call("login form", "POST", "/api/v1/auth/login", 200,
-               data={"username": "ann@example.com", "password": "correct-horse-1"})
+               data={"grant_type": "password", "username": "ann@example.com", "password": "correct-horse-1"})
     tokens = await call("refresh", "POST", "/api/v1/auth/refresh", 200, json={"refresh_token": tokens["refresh_token"]})
     await call("me", "GET", "/api/v1/auth/me", 200, headers=bearer(tokens))
     await call("read, miss", "GET", f"/api/v1/users/{user['id']}", 200, headers=bearer(tokens))
