@@ -87,6 +87,8 @@ class MalformedRequest(ProblemError):
 
 
 class Unauthorized(ProblemError):
+    """401: no valid credentials. Add ``WWW-Authenticate`` (the auth plugin does)."""
+
     status, title, slug = 401, "Unauthorized", "unauthorized"
 
     def __init__(self, detail: str | None = None, *, error: str = "invalid_token") -> None:
@@ -95,10 +97,14 @@ class Unauthorized(ProblemError):
 
 
 class Forbidden(ProblemError):
+    """403: the caller is known but may not do this."""
+
     status, title, slug = 403, "Forbidden", "forbidden"
 
 
 class NotFound(ProblemError):
+    """404: no such resource (also what an id that names nothing answers)."""
+
     status, title, slug = 404, "Not Found", "not-found"
 
 
@@ -107,6 +113,8 @@ class MethodNotAllowed(ProblemError):
 
 
 class Conflict(ProblemError):
+    """409: the change conflicts with the stored state (e.g. an email already taken)."""
+
     status, title, slug = 409, "Conflict", "conflict"
 
 
@@ -139,6 +147,8 @@ class ValidationFailed(ProblemError):
 
 
 class TooManyRequests(ProblemError):
+    """429: a limit was reached; `retry_after_s` becomes ``Retry-After``."""
+
     status, title, slug = 429, "Too Many Requests", "too-many-requests"
 
     def __init__(self, detail: str | None = None, *, retry_after_s: int) -> None:
@@ -150,10 +160,14 @@ class InternalError(ProblemError):
 
 
 class BadGateway(ProblemError):
+    """502: an upstream answered something the service cannot use."""
+
     status, title, slug = 502, "Bad Gateway", "bad-gateway"
 
 
 class ServiceUnavailable(ProblemError):
+    """503: a dependency is unreachable or its circuit is open; ``Retry-After`` when known."""
+
     status, title, slug = 503, "Service Unavailable", "service-unavailable"
 
     def __init__(self, detail: str | None = None, *, retry_after_s: int = 1) -> None:
@@ -161,6 +175,8 @@ class ServiceUnavailable(ProblemError):
 
 
 class GatewayTimeout(ProblemError):
+    """504: an upstream did not answer in time."""
+
     status, title, slug = 504, "Gateway Timeout", "gateway-timeout"
 
 

@@ -24,9 +24,7 @@ import pluggy
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from app.keys import Actor
-    from app.pipeline.config import PipelineConfig
-    from app.pipeline.types import StepType
+    from app.pipeline.types import Actor, PipelineConfig, StepType
 
 PROJECT_NAME = "turnstile"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import pluggy
 from aiohttp import web
 
@@ -15,23 +14,9 @@ from app.clients.amqp import Publisher
 from app.clients.cache import CacheBackend
 from app.clients.dataservice import DataServiceClient
 from app.clients.redis import RedisConnection
-from app.pipeline.config import PipelineConfig, PipelineFile
+from app.pipeline.types import Actor, PipelineConfig, PipelineFile
 from app.readiness import Readiness
 from app.settings import Settings
-
-
-@attrs.frozen
-class Actor:
-    """The authenticated caller, set by the auth step."""
-
-    user_id: int
-    roles: tuple[str, ...]
-    token_id: str = ""
-
-    @property
-    def is_admin(self) -> bool:
-        return "admin" in self.roles
-
 
 # --- application --------------------------------------------------------------------------
 settings_key = web.AppKey("settings", Settings)

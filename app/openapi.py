@@ -16,8 +16,15 @@ from apispec import APISpec
 
 from app.errors import PROBLEM_CONTENT_TYPE
 from app.models.schema import schema_of
-from app.pipeline.config import PipelineConfig, PipelineFile
-from app.pipeline.docs import BEARER_SCHEME, OAUTH2_SCHEME, PROBLEM_REF, OperationDoc, model_ref
+from app.pipeline.types import (
+    BEARER_SCHEME,
+    OAUTH2_SCHEME,
+    PROBLEM_REF,
+    OperationDoc,
+    PipelineConfig,
+    PipelineFile,
+    model_ref,
+)
 
 OPENAPI_VERSION = "3.0.3"
 DOCS_PATH = "/api/docs"

@@ -11,7 +11,7 @@ from typing import Any, final
 import pluggy
 
 from app import hookspecs
-from app.pipeline.config import PipelineConfig
+from app.pipeline.types import PipelineConfig
 from app.redact import Redacted
 
 ENTRY_POINT_GROUP = "turnstile.plugins"

@@ -17,9 +17,8 @@ from aiohttp import web
 from app.errors import InternalError
 from app.keys import pipeline_key
 from app.metrics import STEP_SECONDS
-from app.pipeline.config import PipelineConfig, int_param_in_range
 from app.pipeline.gate import make_gate
-from app.pipeline.types import BuildContext, Handler, Step, StepKind
+from app.pipeline.types import BuildContext, Handler, PipelineConfig, Step, StepKind, int_param_in_range
 
 
 async def _end_of_chain(request: web.Request) -> web.StreamResponse:

@@ -9,21 +9,31 @@ and reported as ``FILE:LINE: message``; `turnstile check` and server start-up sh
 from __future__ import annotations
 
 import re
-import string
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
 from app.converter import converter, format_path, iter_errors
 from app.pipeline.locate import PositionIndex
-from app.pipeline.types import RESERVED_PLACEHOLDERS, CheckContext, StepKind, StepType
+from app.pipeline.template import template_placeholders
+from app.pipeline.types import (
+    RESERVED_PLACEHOLDERS,
+    ROUTE_PARAM,
+    CheckContext,
+    ConfiguredStep,
+    PipelineConfig,
+    PipelineFile,
+    Route,
+    StepKind,
+    StepType,
+    SubscriptionConfig,
+)
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _ROUTE = re.compile(r"^(?P<method>[A-Z]+) (?P<path>/\S*)$")
-_PARAM = re.compile(r"\{([^{}]*)\}")
 _PARAM_SPEC = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?::(?P<type>int|str))?$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -58,97 +68,6 @@ class RawFile:
     subscriptions: list[RawSubscription] = attrs.Factory(list)
 
 
-# --- the validated result -------------------------------------------------------------------
-# An ``{name:int}`` route parameter (contract §4): a decimal int64 written one way only, in
-# ASCII digits without leading zeros, so two spellings never name one record (and never two
-# cache keys). The router matches the form (``\d`` would match any Unicode digit); the range,
-# which a regex says badly, is `int_param_in_range`'s job before any step runs.
-INT_PARAM_PATTERN: Final = "0|[1-9][0-9]{0,18}"
-INT_PARAM_MAX: Final = 2**63 - 1
-_INT_PARAM_MAX_TEXT: Final = str(INT_PARAM_MAX)
-
-
-def int_param_in_range(value: str) -> bool:
-    """`value` (matched by INT_PARAM_PATTERN) is at most INT_PARAM_MAX.
-
-    Only a 19-digit value can exceed it, and digit strings of one length compare as numbers.
-    """
-    return len(value) < len(_INT_PARAM_MAX_TEXT) or value <= _INT_PARAM_MAX_TEXT
-
-
-@attrs.frozen
-class Route:
-    """``METHOD /path/{param}``; a param written ``{id:int}`` matches a canonical int64 only."""
-
-    method: str
-    path: str
-    params: tuple[str, ...]
-    int_params: frozenset[str] = frozenset()
-
-    @property
-    def router_path(self) -> str:
-        """The path in aiohttp's syntax (typed params as regex)."""
-        return _PARAM.sub(
-            lambda m: "{%s:%s}" % (m.group(1).split(":")[0], INT_PARAM_PATTERN)  # noqa: UP031
-            if m.group(1).endswith(":int")
-            else "{%s}" % m.group(1).split(":")[0],  # noqa: UP031
-            self.path,
-        )
-
-    @property
-    def plain_path(self) -> str:
-        """The path with bare ``{param}`` placeholders (OpenAPI's syntax)."""
-        return _PARAM.sub(lambda m: "{%s}" % m.group(1).split(":")[0], self.path)  # noqa: UP031
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.plain_path}"
-
-
-@attrs.frozen
-class ConfiguredStep:
-    """One step of a pipeline: its type, its validated config, and where it was written."""
-
-    type: StepType[Any]
-    config: Any
-    line: int
-
-    @property
-    def kind(self) -> StepKind:
-        return self.type.kind_for(self.config)
-
-
-@attrs.frozen(kw_only=True)
-class PipelineConfig:
-    name: str
-    route: Route
-    steps: tuple[ConfiguredStep, ...]
-    body: str | None = None
-    query: str | None = None
-    summary: str | None = None
-    description: str | None = None
-    tags: tuple[str, ...] = ()
-    line: int = 0
-
-
-@attrs.frozen(kw_only=True)
-class SubscriptionConfig:
-    name: str
-    queue: str
-    bindings: tuple[str, ...]
-    steps: tuple[ConfiguredStep, ...]
-    prefetch: int = 16
-    max_retries: int = 3
-    retry_delay_s: float = 1.0
-    line: int = 0
-
-
-@attrs.frozen
-class PipelineFile:
-    path: Path
-    pipelines: tuple[PipelineConfig, ...]
-    subscriptions: tuple[SubscriptionConfig, ...] = ()
-
-
 @attrs.frozen
 class ConfigError:
     file: str
@@ -180,7 +99,7 @@ def parse_route(text: str) -> Route:
         raise ValueError(msg)
     params: list[str] = []
     int_params = set()
-    for spec in _PARAM.findall(path):
+    for spec in ROUTE_PARAM.findall(path):
         param = _PARAM_SPEC.match(spec)
         if param is None:
             msg = f"bad route {text!r}: parameter {{{spec}}} must be {{name}} or {{name:int}}"
@@ -191,19 +110,10 @@ def parse_route(text: str) -> Route:
         params.append(param["name"])
         if param["type"] == "int":
             int_params.add(param["name"])
-    if "{" in _PARAM.sub("", path) or "}" in _PARAM.sub("", path):
+    if "{" in ROUTE_PARAM.sub("", path) or "}" in ROUTE_PARAM.sub("", path):
         msg = f"bad route {text!r}: unbalanced braces"
         raise ValueError(msg)
     return Route(method, path, tuple(params), frozenset(int_params))
-
-
-def template_placeholders(template: str) -> list[str]:
-    """The base names a ``{placeholder}`` template uses (``{actor.id}`` → ``actor``)."""
-    names = []
-    for _literal, field, _spec, _conv in string.Formatter().parse(template):
-        if field is not None:
-            names.append(re.split(r"[.\[]", field, maxsplit=1)[0])
-    return names
 
 
 class _Loader:
@@ -365,7 +275,7 @@ class _Loader:
         for index, pipeline in enumerate(pipelines):
             if pipeline is None:
                 continue
-            key = (pipeline.route.method, _PARAM.sub("{}", pipeline.route.path))
+            key = (pipeline.route.method, ROUTE_PARAM.sub("{}", pipeline.route.path))
             if key in seen_routes:
                 other = seen_routes[key]
                 self.error(("pipelines", index, "route"), f"pipeline {pipeline.name!r}: duplicate route "

@@ -11,8 +11,7 @@ from aiohttp import web
 
 from app.keys import actor_key, body_key, query_key
 from app.pipeline.body import BodyReader, QueryReader
-from app.pipeline.config import PipelineConfig
-from app.pipeline.types import Handler
+from app.pipeline.types import Handler, PipelineConfig
 from app.plugins import call_all, call_chain, has_implementations
 
 

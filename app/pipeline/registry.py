@@ -8,8 +8,8 @@ from typing import Any, cast
 import attrs
 import pluggy
 
-from app.pipeline.config import ConfigError, PipelineFile, PipelineFileError, load_pipelines
-from app.pipeline.types import StepType
+from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
+from app.pipeline.types import PipelineFile, StepType
 
 
 @attrs.frozen

@@ -6,7 +6,7 @@ import pluggy
 from aiohttp import web
 
 from app.pipeline.build import build_pipeline
-from app.pipeline.config import PipelineFile
+from app.pipeline.types import PipelineFile
 
 
 def setup_pipeline_routes(

@@ -16,8 +16,7 @@ from aiohttp import web
 from app.clients.consumer import Consumer
 from app.keys import pipelines_key, settings_key
 from app.models.events import Event
-from app.pipeline.config import SubscriptionConfig
-from app.pipeline.types import MessageHandler, MessageStep, SubscriptionContext
+from app.pipeline.types import MessageHandler, MessageStep, SubscriptionConfig, SubscriptionContext
 
 log = logging.getLogger("turnstile.subscriptions")
 

@@ -7,6 +7,7 @@ no attribute access, indexing, format specs or conversions, so filling one is a 
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from typing import Any, Final, final
@@ -15,7 +16,8 @@ from urllib.parse import quote
 from aiohttp import web
 
 from app.errors import InternalError
-from app.keys import Actor, actor_key
+from app.keys import actor_key
+from app.pipeline.types import Actor
 
 ACTOR: Final = "actor"
 
@@ -30,6 +32,15 @@ def parse_template(text: str) -> tuple[tuple[str, str | None], ...]:
             raise ValueError(msg)
         parts.append((literal, name))
     return tuple(parts)
+
+
+def template_placeholders(template: str) -> list[str]:
+    """The base names a ``{placeholder}`` template uses (``{actor.id}`` → ``actor``)."""
+    names = []
+    for _literal, field, _spec, _conv in string.Formatter().parse(template):
+        if field is not None:
+            names.append(re.split(r"[.\[]", field, maxsplit=1)[0])
+    return names
 
 
 def check_template(_inst: object, attribute: Any, value: str) -> None:

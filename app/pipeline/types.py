@@ -1,21 +1,40 @@
-"""What a step is, what a step type declares, and what a step may say about itself in the docs.
+"""What a step is, what a step type declares, what a validated pipeline is, and what a step
+may say about itself in the docs.
 
-Plugin authors build against these names (re-exported from `app`).
+Plugin authors build against these names (re-exported from `app`). This module imports
+nothing of the core but two leaves (the problem media type and the event model), so the
+names plugins build against never pull in the loader (app/pipeline/config.py), the engine
+or the clients.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from pathlib import Path
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import attrs
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from app.models.events import Event
-    from app.pipeline.config import PipelineConfig
-    from app.pipeline.docs import OperationDoc
+from app.errors import PROBLEM_CONTENT_TYPE
+from app.models.events import Event
+
+ROUTE_PARAM = re.compile(r"\{([^{}]*)\}")
+
+@attrs.frozen
+class Actor:
+    """The authenticated caller, set by the auth step."""
+
+    user_id: int
+    roles: tuple[str, ...]
+    token_id: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -131,3 +150,183 @@ def template_field(**kwargs: Any) -> Any:
     metadata = dict(kwargs.pop("metadata", {}))
     metadata["template"] = True
     return attrs.field(metadata=metadata, **kwargs)
+
+
+# --- the validated result -------------------------------------------------------------------
+# An ``{name:int}`` route parameter (contract §4): a decimal int64 written one way only, in
+# ASCII digits without leading zeros, so two spellings never name one record (and never two
+# cache keys). The router matches the form (``\d`` would match any Unicode digit); the range,
+# which a regex says badly, is `int_param_in_range`'s job before any step runs.
+INT_PARAM_PATTERN: Final = "0|[1-9][0-9]{0,18}"
+INT_PARAM_MAX: Final = 2**63 - 1
+_INT_PARAM_MAX_TEXT: Final = str(INT_PARAM_MAX)
+
+
+def int_param_in_range(value: str) -> bool:
+    """`value` (matched by INT_PARAM_PATTERN) is at most INT_PARAM_MAX.
+
+    Only a 19-digit value can exceed it, and digit strings of one length compare as numbers.
+    """
+    return len(value) < len(_INT_PARAM_MAX_TEXT) or value <= _INT_PARAM_MAX_TEXT
+
+
+@attrs.frozen
+class Route:
+    """``METHOD /path/{param}``; a param written ``{id:int}`` matches a canonical int64 only."""
+
+    method: str
+    path: str
+    params: tuple[str, ...]
+    int_params: frozenset[str] = frozenset()
+
+    @property
+    def router_path(self) -> str:
+        """The path in aiohttp's syntax (typed params as regex)."""
+        return ROUTE_PARAM.sub(
+            lambda m: "{%s:%s}" % (m.group(1).split(":")[0], INT_PARAM_PATTERN)  # noqa: UP031
+            if m.group(1).endswith(":int")
+            else "{%s}" % m.group(1).split(":")[0],  # noqa: UP031
+            self.path,
+        )
+
+    @property
+    def plain_path(self) -> str:
+        """The path with bare ``{param}`` placeholders (OpenAPI's syntax)."""
+        return ROUTE_PARAM.sub(lambda m: "{%s}" % m.group(1).split(":")[0], self.path)  # noqa: UP031
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.plain_path}"
+
+
+@attrs.frozen
+class ConfiguredStep:
+    """One step of a pipeline: its type, its validated config, and where it was written."""
+
+    type: StepType[Any]
+    config: Any
+    line: int
+
+    @property
+    def kind(self) -> StepKind:
+        return self.type.kind_for(self.config)
+
+
+@attrs.frozen(kw_only=True)
+class PipelineConfig:
+    """One validated `[[pipelines]]` table: a route, its optional body and query models, its
+    steps (outermost first) and the file line it starts at."""
+
+    name: str
+    route: Route
+    steps: tuple[ConfiguredStep, ...]
+    body: str | None = None
+    query: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    line: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class SubscriptionConfig:
+    """One validated `[[subscriptions]]` table: a queue bound to routing keys, and its steps."""
+
+    name: str
+    queue: str
+    bindings: tuple[str, ...]
+    steps: tuple[ConfiguredStep, ...]
+    prefetch: int = 16
+    max_retries: int = 3
+    retry_delay_s: float = 1.0
+    line: int = 0
+
+
+@attrs.frozen
+class PipelineFile:
+    path: Path
+    pipelines: tuple[PipelineConfig, ...]
+    subscriptions: tuple[SubscriptionConfig, ...] = ()
+
+
+# --- documentation ---------------------------------------------------------------------------
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+BEARER_SCHEME = "bearerAuth"
+OAUTH2_SCHEME = "oauth2Password"
+# An ``{name:int}`` path parameter: any other spelling matches no route (a 404).
+_INT64 = {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT_PARAM_MAX}
+
+
+def model_ref(name: str) -> dict[str, str]:
+    """A JSON reference to the registered model `name` in the OpenAPI document's components."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+@attrs.define
+class OperationDoc:
+    """The OpenAPI operation of one pipeline route, which each step's `document` callback adds to:
+    responses (`respond`, `problem`), headers, security, query parameters and notes."""
+
+    pipeline: PipelineConfig
+    responses: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    security: list[dict[str, list[str]]] | None = None
+    parameters: list[dict[str, Any]] = attrs.Factory(list)
+    # Sentences steps add to the operation's description (e.g. the event it publishes).
+    pipeline_notes: list[str] = attrs.Factory(list)
+
+    def respond(
+        self, status: int, description: str, *, schema: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """A success response (JSON when `schema` is given)."""
+        response: dict[str, Any] = self.responses.setdefault(str(status), {"description": description})
+        if schema is not None:
+            response["content"] = {"application/json": {"schema": schema}}
+        for name, text in (headers or {}).items():
+            self.header(status, name, text)
+
+    def problem(self, status: int, description: str, *, headers: dict[str, str] | None = None) -> None:
+        """An error response in problem+json."""
+        response = self.responses.setdefault(
+            str(status), {"description": description, "content": {PROBLEM_CONTENT_TYPE: {"schema": PROBLEM_REF}}}
+        )
+        if description not in response["description"]:
+            response["description"] += f"; {description}"
+        for name, text in (headers or {}).items():
+            self.header(status, name, text)
+
+    def header(self, status: int, name: str, description: str) -> None:
+        response = self.responses.setdefault(str(status), {"description": description})
+        response.setdefault("headers", {})[name] = {"description": description, "schema": {"type": "string"}}
+
+    def require_bearer(self) -> None:
+        self.security = [{BEARER_SCHEME: []}, {OAUTH2_SCHEME: []}]
+
+    def query_parameter(self, name: str, schema: dict[str, Any], description: str, *, required: bool) -> None:
+        self.parameters.append(
+            {"name": name, "in": "query", "required": required, "description": description, "schema": schema}
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        pipeline = self.pipeline
+        route = pipeline.route
+        operation: dict[str, Any] = {
+            "operationId": pipeline.name,
+            "summary": pipeline.summary or pipeline.name.replace("_", " "),
+            "tags": list(pipeline.tags) or ["default"],
+            "parameters": [
+                {
+                    "name": param, "in": "path", "required": True,
+                    "schema": _INT64 if param in route.int_params else {"type": "string"},
+                }
+                for param in route.params
+            ] + self.parameters,
+            "responses": dict(sorted(self.responses.items())),
+        }
+        description = " ".join(filter(None, [pipeline.description, *self.pipeline_notes]))
+        if description:
+            operation["description"] = description
+        if self.security is not None:
+            operation["security"] = self.security
+        if not operation["parameters"]:
+            del operation["parameters"]
+        return operation

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.hookspecs import hookimpl
-from app.pipeline.types import StepKind, StepType
+from app import StepKind, StepType, hookimpl
 from plugins.auth import grants, reauth, revoke, step
 from plugins.auth.config import (
     AuthConfig,

@@ -6,7 +6,7 @@ from typing import Final
 
 import attrs
 
-from app.pipeline.types import template_field
+from app import template_field
 
 ALLOW_CHOICES: Final = ("anyone", "authenticated", "admin", "self")
 

@@ -11,11 +11,20 @@ from typing import Any, Final, final
 import attrs
 from aiohttp import web
 
-from app.clients.dataservice import DataService
-from app.errors import Forbidden, NotFound, ProblemError
-from app.keys import actor_key, body_key, data_service_key, request_id_key
-from app.pipeline.docs import OperationDoc, model_ref
-from app.pipeline.types import BuildContext, Handler
+from app import (
+    BuildContext,
+    DataService,
+    Forbidden,
+    Handler,
+    NotFound,
+    OperationDoc,
+    ProblemError,
+    actor_key,
+    body_key,
+    data_service_key,
+    model_ref,
+    request_id_key,
+)
 from plugins.auth.config import LoginConfig, LogoutConfig, RefreshConfig
 from plugins.auth.services import AuthServices, services_for, store_errors
 from plugins.auth.step import unauthorized

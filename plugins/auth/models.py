@@ -6,7 +6,7 @@ from typing import ClassVar, Literal
 
 import attrs
 
-from app.models.schema import schema_field
+from app import schema_field
 
 
 @attrs.frozen(kw_only=True)

@@ -16,12 +16,20 @@ from typing import Final, final
 import attrs
 from aiohttp import web
 
-from app.clients.dataservice import DataService
-from app.errors import FieldError, Forbidden, ValidationFailed
-from app.keys import actor_key, body_key, data_service_key, request_id_key
-from app.pipeline.docs import OperationDoc
-from app.pipeline.template import Template
-from app.pipeline.types import BuildContext, Handler
+from app import (
+    BuildContext,
+    DataService,
+    FieldError,
+    Forbidden,
+    Handler,
+    OperationDoc,
+    Template,
+    ValidationFailed,
+    actor_key,
+    body_key,
+    data_service_key,
+    request_id_key,
+)
 from plugins.auth.config import ReauthenticateConfig
 from plugins.auth.services import AuthServices, services_for
 

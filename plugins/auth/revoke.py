@@ -16,11 +16,17 @@ from typing import Any, Final, final
 import attrs
 from aiohttp import web
 
-from app.errors import ServiceUnavailable
-from app.keys import actor_key, body_key
-from app.models.events import Event
-from app.pipeline.docs import OperationDoc
-from app.pipeline.types import BuildContext, Handler, MessageHandler, SubscriptionContext
+from app import (
+    BuildContext,
+    Event,
+    Handler,
+    MessageHandler,
+    OperationDoc,
+    ServiceUnavailable,
+    SubscriptionContext,
+    actor_key,
+    body_key,
+)
 from plugins.auth.config import RevokeTokensConfig
 from plugins.auth.services import AuthServices, services_for
 from plugins.auth.store import TokenStore

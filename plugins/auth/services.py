@@ -15,11 +15,16 @@ import attrs
 from aiohttp import web
 from prometheus_client import Counter
 
-from app.clients.redis import RedisUnavailable
-from app.errors import ServiceUnavailable, Unauthorized
-from app.keys import redis_key, settings_key
-from app.outage import OutageLog
-from app.passwords import PasswordHasher, hasher_for
+from app import (
+    OutageLog,
+    PasswordHasher,
+    RedisUnavailable,
+    ServiceUnavailable,
+    Unauthorized,
+    hasher_for,
+    redis_key,
+    settings_key,
+)
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
 from plugins.auth.tokens import ACCESS, Claims, Issued, Tokens, tokens_for
 

@@ -7,10 +7,7 @@ from typing import Final, final
 import attrs
 from aiohttp import web
 
-from app.errors import Forbidden, Unauthorized
-from app.keys import Actor, actor_key
-from app.pipeline.docs import OperationDoc
-from app.pipeline.types import BuildContext, CheckContext, Handler
+from app import Actor, BuildContext, CheckContext, Forbidden, Handler, OperationDoc, Unauthorized, actor_key
 from plugins.auth.config import AuthConfig
 from plugins.auth.services import AuthServices, services_for
 from plugins.auth.tokens import ACCESS, TokenError

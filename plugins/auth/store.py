@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
+from app import RedisConnection, RedisUnavailable, redis_errors
 
 
 class Rotation(enum.Enum):

@@ -24,7 +24,7 @@ from typing import Any, Final
 import attrs
 import jwt
 
-from app.settings import Settings
+from app import Settings
 
 ACCESS: Final = "access"
 REFRESH: Final = "refresh"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.hookspecs import hookimpl
-from app.pipeline.types import StepKind, StepType
+from app import StepKind, StepType, hookimpl
 from plugins.cache import invalidate, step
 from plugins.cache.config import CacheConfig, CacheInvalidateConfig
 

@@ -7,9 +7,7 @@ from typing import Any, NewType
 from attrs import field, frozen
 from attrs.validators import ge, gt
 
-from app.converter import converter
-from app.pipeline.template import check_template
-from app.pipeline.types import template_field
+from app import check_template, converter, template_field
 
 # cattrs would structure `keys = "user:{id}"` into a tuple of characters; this type refuses it.
 KeyTemplates = NewType("KeyTemplates", tuple[str, ...])

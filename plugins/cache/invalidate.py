@@ -14,12 +14,18 @@ import attrs
 from aiohttp import web
 from prometheus_client import Counter
 
-from app.clients.cache import CacheBackend
-from app.keys import cache_backend_key
-from app.models.events import Event
-from app.pipeline.config import template_placeholders
-from app.pipeline.template import Template
-from app.pipeline.types import RESERVED_PLACEHOLDERS, BuildContext, Handler, MessageHandler, SubscriptionContext
+from app import (
+    RESERVED_PLACEHOLDERS,
+    BuildContext,
+    CacheBackend,
+    Event,
+    Handler,
+    MessageHandler,
+    SubscriptionContext,
+    Template,
+    cache_backend_key,
+    template_placeholders,
+)
 from plugins.cache.config import CacheInvalidateConfig
 from plugins.cache.markers import new_tombstone
 from plugins.cache.outage import BACKEND_ERRORS, outage_log

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-from app.clients.cache import CacheUnavailable
-from app.outage import OutageLog
+from app import CacheUnavailable, OutageLog
 
 log = logging.getLogger("turnstile.cache")
 

@@ -32,13 +32,19 @@ from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import Counter
 
-from app.clients.cache import CacheBackend
-from app.clients.singleflight import SingleFlight
-from app.errors import NotFound, ProblemError, ServiceUnavailable
-from app.keys import cache_backend_key, payload_key
-from app.pipeline.docs import OperationDoc
-from app.pipeline.template import Template
-from app.pipeline.types import BuildContext, Handler
+from app import (
+    BuildContext,
+    CacheBackend,
+    Handler,
+    NotFound,
+    OperationDoc,
+    ProblemError,
+    ServiceUnavailable,
+    SingleFlight,
+    Template,
+    cache_backend_key,
+    payload_key,
+)
 from plugins.cache.config import CacheConfig
 from plugins.cache.markers import NOT_FOUND_MARKER, is_tombstone
 from plugins.cache.outage import BACKEND_ERRORS, outage_log

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.hookspecs import hookimpl
-from app.pipeline.types import StepKind, StepType
+from app import StepKind, StepType, hookimpl
 from plugins.data_fetch.config import DataFetchConfig
 from plugins.data_fetch.step import build, check, document
 

@@ -7,8 +7,7 @@ from typing import Any
 from attrs import field, frozen
 from attrs.validators import and_, ge, le
 
-from app.pipeline.template import check_template
-from app.pipeline.types import template_field
+from app import check_template, template_field
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

@@ -10,22 +10,29 @@ import orjson
 import pluggy
 from aiohttp import web
 
-from app import BadGateway, Projection, ShapeMismatch, projection_of
-from app.clients.dataservice import DataService
-from app.keys import (
+from app import (
+    BadGateway,
+    BuildContext,
+    CheckContext,
+    DataService,
+    Handler,
+    OperationDoc,
+    PipelineConfig,
+    Projection,
+    ShapeMismatch,
+    Template,
     body_key,
+    call_chain,
     data_service_key,
+    has_implementations,
+    model_ref,
     models_key,
     payload_key,
     plugin_manager_key,
+    projection_of,
     query_key,
     request_id_key,
 )
-from app.pipeline.config import PipelineConfig
-from app.pipeline.docs import OperationDoc, model_ref
-from app.pipeline.template import Template
-from app.pipeline.types import BuildContext, CheckContext, Handler
-from app.plugins import call_chain, has_implementations
 from plugins.data_fetch.config import DataFetchConfig
 
 JSON = "application/json"

@@ -8,13 +8,21 @@ import attrs
 import pluggy
 from aiohttp import web
 
-from app.clients.amqp import Publisher
-from app.keys import payload_key, plugin_manager_key, publisher_key, request_id_key, settings_key
-from app.models.events import Event
-from app.pipeline.config import PipelineConfig
-from app.pipeline.docs import OperationDoc
-from app.pipeline.types import BuildContext, Handler
-from app.plugins import call_chain, has_implementations
+from app import (
+    BuildContext,
+    Event,
+    Handler,
+    OperationDoc,
+    PipelineConfig,
+    Publisher,
+    call_chain,
+    has_implementations,
+    payload_key,
+    plugin_manager_key,
+    publisher_key,
+    request_id_key,
+    settings_key,
+)
 from plugins.event_emit.config import EventEmitConfig
 
 

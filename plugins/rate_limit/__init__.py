@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.hookspecs import hookimpl
-from app.pipeline.docs import OperationDoc
-from app.pipeline.types import StepKind, StepType
+from app import OperationDoc, StepKind, StepType, hookimpl
 from plugins.rate_limit.config import RateLimitConfig, kind_of
 from plugins.rate_limit.step import build
 

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 from attrs.validators import gt
 
-from app.pipeline.types import StepKind
+from app import StepKind
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _PART = r"(client|actor|body\.[A-Za-z_][A-Za-z0-9_]*)"

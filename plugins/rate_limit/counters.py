@@ -19,7 +19,7 @@ from typing import Any, Final, Protocol, final
 
 from coredis.commands.script import Script
 
-from app.clients.redis import RedisConnection, redis_errors
+from app import RedisConnection, redis_errors
 
 # INCR and the expiry in one script, so the counter can never be left without an expiry
 # (a crash between INCR and EXPIRE would lock a key out forever). A key found without a

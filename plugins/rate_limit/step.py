@@ -22,11 +22,18 @@ import attrs
 from aiohttp import web
 from prometheus_client import Counter
 
-from app import client_address
-from app.clients.redis import RedisUnavailable
-from app.errors import InternalError, ProblemError, TooManyRequests
-from app.keys import actor_key, body_key, redis_key
-from app.pipeline.types import BuildContext, Handler
+from app import (
+    BuildContext,
+    Handler,
+    InternalError,
+    ProblemError,
+    RedisUnavailable,
+    TooManyRequests,
+    actor_key,
+    body_key,
+    client_address,
+    redis_key,
+)
 from plugins.rate_limit.config import FAILURE_STATUSES, RateLimitConfig
 from plugins.rate_limit.counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 

@@ -18,12 +18,17 @@ from typing import Any
 
 from aiohttp import web
 
-from app.admin import create_admin_if_absent
-from app.hookspecs import hookimpl
-from app.keys import Actor, data_service_key, settings_key
-from app.passwords import PasswordHasher, hasher_for
-from app.pipeline.config import PipelineConfig
-from app.settings import Settings
+from app import (
+    Actor,
+    PasswordHasher,
+    PipelineConfig,
+    Settings,
+    create_admin_if_absent,
+    data_service_key,
+    hasher_for,
+    hookimpl,
+    settings_key,
+)
 from plugins.users import rules
 from plugins.users.models import MODELS
 from plugins.users.rules import normalise_email

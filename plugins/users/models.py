@@ -13,7 +13,7 @@ from typing import Any, Final
 
 import attrs
 
-from app.models.schema import schema_field
+from app import schema_field
 
 # Deliberately loose (RFC 5321 addresses are more varied than any regex): one @, no spaces,
 # a dot in the domain. Bodies are NFKC-normalised, trimmed and lower-cased before they are checked.

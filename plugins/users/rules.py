@@ -6,8 +6,7 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
-from app.errors import Forbidden
-from app.keys import Actor
+from app import Actor, Forbidden
 from plugins.users.models import PUBLIC_FIELDS
 
 DEFAULT_ROLES: Final = ("user",)

@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from app.pipeline.config import (
-    INT_PARAM_MAX,
-    INT_PARAM_PATTERN,
-    PipelineFileError,
-    int_param_in_range,
-    parse_route,
-)
+from app.pipeline.config import PipelineFileError, parse_route
 from app.pipeline.registry import load_checked
+from app.pipeline.types import INT_PARAM_MAX, INT_PARAM_PATTERN, int_param_in_range
 from app.plugins import make_plugin_manager
 from tests.app.conftest import CORE_PIPELINES
 from tests.fixtures import sample_plugin

@@ -14,9 +14,9 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from app.dataservice import start_dataservice
 from app.errors import InternalError
 from app.hookspecs import hookimpl
-from app.keys import Actor, actor_key
-from app.pipeline.config import PipelineConfig
+from app.keys import actor_key
 from app.pipeline.template import Template
+from app.pipeline.types import Actor, PipelineConfig
 from tests.plugins.data_fetch.apps import FakeUpstream, make_client, start_fake, unused_port_url
 
 USERS = """

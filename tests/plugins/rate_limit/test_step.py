@@ -12,11 +12,10 @@ from pytest_aiohttp import AiohttpClient
 
 from app.clients.redis import RedisConnection
 from app.errors import Unauthorized
-from app.keys import Actor, actor_key, body_key, redis_key
+from app.keys import actor_key, body_key, redis_key
 from app.middlewares.errors import error_middleware
-from app.pipeline.config import PipelineConfig, parse_route
-from app.pipeline.docs import OperationDoc
-from app.pipeline.types import BuildContext
+from app.pipeline.config import parse_route
+from app.pipeline.types import Actor, BuildContext, OperationDoc, PipelineConfig
 from plugins.rate_limit import document
 from plugins.rate_limit.config import RateLimitConfig
 from plugins.rate_limit.step import build, limiter_key

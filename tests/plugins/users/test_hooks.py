@@ -8,11 +8,12 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 from pytest_aiohttp import AiohttpClient
 
 import plugins.users
-from app.keys import Actor, actor_key, body_key, settings_key
+from app.keys import actor_key, body_key, settings_key
 from app.middlewares.errors import error_middleware
 from app.passwords import PasswordHasher
-from app.pipeline.config import PipelineConfig, parse_route
+from app.pipeline.config import parse_route
 from app.pipeline.gate import make_gate
+from app.pipeline.types import Actor, PipelineConfig
 from app.plugins import call_chain, make_plugin_manager
 from app.settings import Settings
 from plugins.users.models import MODELS
