@@ -53,6 +53,21 @@ def register_models() -> list[type[Any]]:
     """
 
 
+@hookspec
+def extend_models() -> dict[str, type[Any]]:
+    """Return fields to add to models other plugins registered: model name → an attrs class
+    whose fields (declared with `schema_field`) are added to that model.
+
+    The extended model is the one everything uses: the OpenAPI (and AsyncAPI) documents,
+    request-body validation, the check of upstream answers and of every answer before it
+    leaves (so the fields are kept there, in the cache and in events). A field the data
+    service does not supply needs a default and is filled by a `transform_response`
+    implementation. Runs once at load time, after `register_models`. Must be synchronous.
+    All implementations run; two plugins adding one field name, or a field the model has,
+    is an error, as is naming a model nobody registered.
+    """
+
+
 # --- lifecycle ----------------------------------------------------------------------------------
 @hookspec
 def startup(app: web.Application) -> Awaitable[None] | None:
@@ -117,9 +132,12 @@ def transform_response(
     """Rewrite the data a data-fetch step got from the data service before it is answered.
 
     Runs inside the data-fetch step on every successful upstream answer that has a body,
-    before outer steps (cache, event-emit) see it. Return the new data, or None to keep
-    it; each implementation sees the previous result. May be ``async def``. Example: strip
-    private fields.
+    after the answer was checked against the step's `response` model and before outer steps
+    (cache, event-emit) see it. Return the new data, or None to keep it; each implementation
+    sees the previous result. May be ``async def``. What the implementations return is
+    checked against the model again before it leaves: a field the model does not declare
+    (see `extend_models`) is dropped, a wrong type is a 500. Example: fill a field a plugin
+    added to the model.
     """
 
 

@@ -24,8 +24,9 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     app[readiness_key].phase = Phase.READY
     yield
     app[readiness_key].phase = Phase.DRAINING
-    # Every shutdown hook runs even when one fails: each plugin gets to close what it holds.
-    for impl in implementations(pm.hook.shutdown):
+    # In the reverse of the call order (the last plugin to start up shuts down first), and
+    # every one even when another fails: each plugin gets to close what it holds.
+    for impl in reversed(implementations(pm.hook.shutdown)):
         try:
             await call_impl(pm.hook.shutdown, impl, {"app": app})
         except Exception:

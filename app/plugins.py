@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,7 @@ from app.pipeline.types import PipelineConfig
 from app.redact import Redacted
 
 ENTRY_POINT_GROUP = "turnstile.plugins"
+DISTRIBUTION = "turnstile"
 
 log = logging.getLogger("turnstile.plugins")
 # Hook tracing has its own logger so TURNSTILE_TRACE_HOOKS can switch it on alone. Every
@@ -47,6 +49,10 @@ def make_plugin_manager(
     for name in disabled:
         pm.set_blocked(name)
     if entrypoints:
+        # The built-ins first, so that they are the first implementations called (see
+        # `implementations`); then every other installed plugin.
+        for name in _built_in_entry_points():
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
     for module in modules:
         if module not in disabled:
@@ -58,6 +64,15 @@ def make_plugin_manager(
     if trace:
         pm.add_hookcall_monitoring(_before_hook, _after_hook)
     return pm
+
+
+def _built_in_entry_points() -> list[str]:
+    """The entry-point names this package itself registers in the plugin group, in order."""
+    try:
+        dist = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return []
+    return [ep.name for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
 
 
 def _before_hook(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:
@@ -101,11 +116,17 @@ async def await_maybe(value: Any) -> Any:
 
 
 def implementations(hook: pluggy.HookCaller) -> list[pluggy.HookImpl]:
-    """The plain implementations of `hook` in pluggy's call order (the last registered first).
+    """The plain implementations of `hook` in Turnstile's call order.
 
-    Wrappers are left out: a may-be-async hook never has them (see app/hookspecs.py).
+    Plugins are called in the order they were loaded: the built-ins first, then installed
+    plugins, then TURNSTILE_PLUGINS modules, then plugins passed in by code, so a team's
+    rule sees what the built-ins made of a request. An implementation marked
+    ``@hookimpl(tryfirst=True)`` runs before all others, ``trylast=True`` after all others.
+    (pluggy itself calls the last registered first; `call_all` and `call_chain` use this
+    order instead.) Wrappers are left out: a may-be-async hook never has them.
     """
-    return [impl for impl in reversed(hook.get_hookimpls()) if not (impl.hookwrapper or impl.wrapper)]
+    plain = [impl for impl in hook.get_hookimpls() if not (impl.hookwrapper or impl.wrapper)]
+    return sorted(plain, key=lambda impl: 0 if impl.tryfirst else 2 if impl.trylast else 1)
 
 
 def has_implementations(hook: pluggy.HookCaller) -> bool:

@@ -8,6 +8,7 @@ from typing import Any, cast
 import attrs
 import pluggy
 
+from app.models.extend import ModelExtensionError, extend_model
 from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
 from app.pipeline.types import PipelineFile, StepType
 
@@ -21,7 +22,7 @@ class Registry:
 
 
 class RegistryError(Exception):
-    """Two plugins added the same step type or model name."""
+    """Two plugins added the same step type or model name, or a model extension does not apply."""
 
 
 def make_registry(pm: pluggy.PluginManager) -> Registry:
@@ -45,9 +46,28 @@ def make_registry(pm: pluggy.PluginManager) -> Registry:
                 problems.append(f"model {name!r} is added by both {origins['model:' + name]} and {impl.plugin_name}")
             models[name] = model
             origins["model:" + name] = impl.plugin_name
+    problems.extend(_extend_models(pm, models, origins))
     if problems:
         raise RegistryError("; ".join(problems))
     return Registry(steps, models, origins)
+
+
+def _extend_models(pm: pluggy.PluginManager, models: dict[str, type[Any]], origins: dict[str, str]) -> list[str]:
+    """Apply every `extend_models` implementation to `models` in place; the problems found."""
+    problems = []
+    for impl in pm.hook.extend_models.get_hookimpls():
+        extensions = cast("dict[str, type[Any]]", impl.function()) or {}
+        for name, extension in extensions.items():
+            if name not in models:
+                problems.append(f"{impl.plugin_name} extends model {name!r}, which no plugin registered")
+                continue
+            try:
+                models[name] = extend_model(models[name], extension)
+            except ModelExtensionError as exc:
+                problems.append(f"{impl.plugin_name}: {exc}")
+                continue
+            origins["model:" + name] += f" (extended by {impl.plugin_name})"
+    return problems
 
 
 def load_checked(path: Path, pm: pluggy.PluginManager) -> tuple[Registry, PipelineFile]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import attrs
 from aiohttp import web
 
 from app import (
@@ -27,6 +28,7 @@ from app import (
     data_service_key,
     hasher_for,
     hookimpl,
+    models_key,
     settings_key,
 )
 from plugins.users import rules
@@ -72,9 +74,20 @@ async def transform_upstream(
     return out
 
 
+_public_fields_of: dict[type[Any], frozenset[str]] = {}
+
+
+def _public_fields(user_model: type[Any]) -> frozenset[str]:
+    # The registered User, with the fields plugins added (extend_models): they are public too.
+    fields = _public_fields_of.get(user_model)
+    if fields is None:
+        fields = _public_fields_of[user_model] = frozenset(field.name for field in attrs.fields(user_model))
+    return fields
+
+
 @hookimpl
 def transform_response(request: web.Request, pipeline: PipelineConfig, data: Any) -> Any:
-    return rules.public_data(data)
+    return rules.public_data(data, _public_fields(request.app[models_key]["User"]))
 
 
 @hookimpl

@@ -65,12 +65,13 @@ def looks_like_user(data: Mapping[str, Any]) -> bool:
     return "password_hash" in data or ("id" in data and "email" in data)
 
 
-def public_user(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Only the fields of the public User shape: never `password_hash`, nor anything else."""
-    return {key: value for key, value in record.items() if key in PUBLIC_FIELDS}
+def public_user(record: Mapping[str, Any], fields: frozenset[str] = PUBLIC_FIELDS) -> dict[str, Any]:
+    """Only the fields of the public User shape (`fields`: the registered User model's, which
+    plugins may extend): never `password_hash`, nor anything else."""
+    return {key: value for key, value in record.items() if key in fields}
 
 
-def public_data(data: Any) -> Any:
+def public_data(data: Any, fields: frozenset[str] = PUBLIC_FIELDS) -> Any:
     """`data` with every user record in it (one, or each of a page's ``items``) made public."""
     if not isinstance(data, dict):
         return data
@@ -79,9 +80,10 @@ def public_data(data: Any) -> Any:
         return {
             **data,
             "items": [
-                public_user(item) if isinstance(item, dict) and looks_like_user(item) else item for item in items
+                public_user(item, fields) if isinstance(item, dict) and looks_like_user(item) else item
+                for item in items
             ],
         }
     if looks_like_user(data):
-        return public_user(data)
+        return public_user(data, fields)
     return data

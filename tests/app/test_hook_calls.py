@@ -43,8 +43,8 @@ def _plugins(recorder: Recorder, *, fail_in_middle: bool) -> list[object]:
             recorder.calls.append("last (sync)")
             return "last result"
 
-    # pluggy calls the last registered first.
-    return [Last(), Middle(), First()]
+    # Turnstile calls plugins in the order they were registered (pluggy alone would not).
+    return [First(), Middle(), Last()]
 
 
 async def test_call_all_awaits_each_in_order_and_keeps_non_none_results() -> None:
@@ -93,3 +93,33 @@ async def test_startup_and_shutdown_hooks_get_only_the_arguments_they_declare(co
     async with TestClient(TestServer(create_app(core_settings, pm=pm))) as client:
         assert (await client.get("/healthz")).status == 200
     assert seen == ["startup()", "shutdown(app) True", "shutdown()"]
+
+
+async def test_tryfirst_and_trylast_move_an_implementation() -> None:
+    calls: list[str] = []
+
+    class Late:
+        @hookimpl(trylast=True)
+        def check_request(self) -> None:
+            calls.append("late")
+
+    class Plain:
+        @hookimpl
+        def check_request(self) -> None:
+            calls.append("plain")
+
+    class Early:
+        @hookimpl(tryfirst=True)
+        def check_request(self) -> None:
+            calls.append("early")
+
+    pm = make_plugin_manager(entrypoints=False, extra=[Late(), Plain(), Early()])
+    await call_all(pm.hook.check_request, request=None, pipeline=None, actor=None, body={})
+    assert calls == ["early", "plain", "late"]
+
+
+def test_the_built_ins_are_loaded_first() -> None:
+    pm = make_plugin_manager(extra=[sample_plugin])
+    names = [name for name, _ in pm.list_name_plugin()]
+    built_ins = {"auth", "cache", "data-fetch", "event-emit", "rate-limit", "users"}
+    assert set(names[: len(built_ins)]) == built_ins

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 
 from app.dataservice import start_dataservice
 from app.main import create_app
+from app.plugins import make_plugin_manager
 from app.settings import Settings, load_settings
 from tests.services import ROOT
 
@@ -105,16 +106,19 @@ async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
 def stack(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice: str, unique: str) -> StackFactory:
     """Start the whole service: `await stack()` (embedded Redis and events), or
     `await stack(redis_url=redis_db, rabbitmq_url=amqp_url)` for the real servers; any
-    other Settings field can be overridden too. The exchange is unique to the test."""
+    other Settings field can be overridden too, and `plugins=(obj, ...)` registers team
+    plugins beside the installed ones. The exchange is unique to the test."""
 
-    async def start(**overrides: Any) -> Client:
+    async def start(*, plugins: tuple[object, ...] = (), **overrides: Any) -> Client:
         values: dict[str, Any] = {
             "data_service_url": dataservice,
             "pipelines_file": pipelines_for(tmp_path, unique),
             "events_exchange": f"test.{unique}",
         }
         values.update(overrides)
-        return await aiohttp_client(create_app(make_settings(tmp_path, **values)))
+        settings = make_settings(tmp_path, **values)
+        pm = make_plugin_manager(extra=plugins) if plugins else None
+        return await aiohttp_client(create_app(settings, pm=pm))
 
     return start
 
