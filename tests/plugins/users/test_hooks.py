@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 from pytest_aiohttp import AiohttpClient
 
 import plugins.users
-from app.keys import actor_key, body_key, settings_key
+from app.keys import actor_key, body_key, models_key, settings_key
 from app.middlewares.errors import error_middleware
 from app.passwords import PasswordHasher
 from app.pipeline.config import parse_route
@@ -49,6 +49,7 @@ async def gate_client(aiohttp_client: AiohttpClient, body: str) -> TestClient[we
 def mocked_request(settings: Settings) -> web.Request:
     app = web.Application()
     app[settings_key] = settings
+    app[models_key] = MODELS_BY_NAME
     return make_mocked_request("POST", "/users", app=app)
 
 
