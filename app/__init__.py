@@ -21,6 +21,7 @@ from app.keys import Actor, actor_key, body_key, payload_key, query_key, request
 from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field
 from app.pipeline.docs import OperationDoc
+from app.pipeline.event_docs import EventsDoc
 from app.pipeline.types import (
     BuildContext,
     CheckContext,
@@ -41,6 +42,7 @@ __all__ = [
     "BuildContext",
     "CheckContext",
     "Conflict",
+    "EventsDoc",
     "FieldError",
     "Forbidden",
     "GatewayTimeout",

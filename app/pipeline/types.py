@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from app.models.events import Event
     from app.pipeline.config import PipelineConfig
     from app.pipeline.docs import OperationDoc
+    from app.pipeline.event_docs import EventsDoc
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -98,6 +99,8 @@ class StepType(Generic[ConfigT]):
       on the client a GUARD before it); `kind` otherwise.
     document: adds what the step means to the route's OpenAPI operation (responses,
       security, headers).
+    document_events: says which events the step publishes and what their ``data`` holds
+      (`EventsDoc.publishes`), for the AsyncAPI document of the events.
     build_for_message: when set, the step may also stand in a subscription; its templates
       then name fields of the event's ``data`` instead of route parameters.
     check: cross-field rules over the config and its pipeline (Kong's custom_validator),
@@ -113,7 +116,7 @@ class StepType(Generic[ConfigT]):
     document: Callable[[ConfigT, OperationDoc], None] | None = None
     build_for_message: Callable[[ConfigT, SubscriptionContext], MessageStep] | None = None
     check: Callable[[ConfigT, CheckContext], Iterable[str]] | None = None
-
+    document_events: Callable[[ConfigT, EventsDoc], None] | None = None
 
     def kind_for(self, config: ConfigT) -> StepKind:
         """Where a step of this type with `config` stands."""

@@ -13,6 +13,7 @@ from app.keys import payload_key, plugin_manager_key, publisher_key, request_id_
 from app.models.events import Event
 from app.pipeline.config import PipelineConfig
 from app.pipeline.docs import OperationDoc
+from app.pipeline.event_docs import EventsDoc
 from app.pipeline.types import BuildContext, Handler
 from app.plugins import call_chain, has_implementations
 from plugins.event_emit.config import EventEmitConfig
@@ -65,3 +66,14 @@ def build(config: EventEmitConfig, ctx: BuildContext) -> EventEmitStep:
 def document(config: EventEmitConfig, doc: OperationDoc) -> None:
     note = f"Publishes `{config.event}` on success."
     doc.pipeline_notes.append(note)
+
+
+def document_events(config: EventEmitConfig, doc: EventsDoc) -> None:
+    # What `_data` sends: the route's answer, or its parameters when it answers without a body.
+    data = doc.response_schema()
+    source = "the route's answer"
+    if data is None:
+        data, source = doc.route_params_schema(), "the route's parameters (it answers without a body)"
+    doc.publishes(config.event, data=data, description=(
+        f"after a 2xx answer; data: {source}, as the `enrich_event` hooks leave it (they may also suppress it)"
+    ))
