@@ -1,4 +1,4 @@
-"""`turnstile` (and `python -m app`): serve, check, routes, plugins, openapi, create-admin, dataservice."""
+"""`turnstile` (and `python -m app`): serve, check, routes, plugins, openapi, asyncapi, create-admin, dataservice."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("plugins", help="installed plugins, their hooks and step types")
     openapi = commands.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--pipelines", type=Path)
+    asyncapi = commands.add_parser("asyncapi", help="print the AsyncAPI document of the events")
+    asyncapi.add_argument("--pipelines", type=Path)
 
     admin = commands.add_parser("create-admin", help="create or promote an admin")
     admin.add_argument("--email", required=True)
@@ -149,6 +151,16 @@ def _cmd_openapi(args: argparse.Namespace, settings: Settings, argv: list[str]) 
     return 0
 
 
+def _cmd_asyncapi(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+    from app.asyncapi import build_asyncapi  # noqa: PLC0415
+
+    pm = make_settings_plugin_manager(settings)
+    registry, pipelines = load_checked(settings.pipelines_file, pm)
+    document = build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange)
+    print(json.dumps(document, indent=2, ensure_ascii=False))  # noqa: T201
+    return 0
+
+
 def _cmd_create_admin(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
     from app.admin import create_admin_command  # noqa: PLC0415  # talks to the data service
 
@@ -183,6 +195,7 @@ _COMMANDS = {
     "routes": _cmd_routes,
     "plugins": _cmd_plugins,
     "openapi": _cmd_openapi,
+    "asyncapi": _cmd_asyncapi,
     "create-admin": _cmd_create_admin,
     "dataservice": _cmd_dataservice,
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pluggy
 from aiohttp import web
 
+from app.asyncapi import build_asyncapi, setup_asyncapi
 from app.health import setup_health_routes
 from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
 from app.lifecycle import lifecycle_ctx
@@ -60,5 +61,6 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     setup_health_routes(app)
     app.router.add_get("/metrics", metrics_handler, name="metrics", allow_head=False)
     setup_openapi(app, build_document(pipelines, registry.models))
+    setup_asyncapi(app, build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange))
     app.cleanup_ctx.append(lifecycle_ctx)
     return app

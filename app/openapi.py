@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp_apispec import AiohttpApiSpec
 from apispec import APISpec
 
+from app.asyncapi.page import ASYNCAPI_PATH, EVENTS_PAGE_PATH
 from app.errors import PROBLEM_CONTENT_TYPE
 from app.models.schema import schema_of
 from app.pipeline.types import (
@@ -153,6 +154,12 @@ def _operational_paths() -> dict[str, dict[str, Any]]:
             "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
         }),
         SPEC_PATH: ("openapi", "This document", {"200": _json("OpenAPI document", {"type": "object"})}),
+        ASYNCAPI_PATH: ("asyncapi", "The AsyncAPI 3.0 document of the events", {
+            "200": _json("AsyncAPI document", {"type": "object"}),
+        }),
+        EVENTS_PAGE_PATH: ("events_docs", "The events' documentation (the AsyncAPI document rendered)", {
+            "200": {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}},
+        }),
     }
     return {
         path: {"get": {"operationId": op_id, "summary": summary, "tags": ["operations"], "responses": responses}}

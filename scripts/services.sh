@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs (Debian) and starts or stops the Redis and RabbitMQ servers the tests and the
-# benchmark need, on loopback, without systemd; `install` also brings wrk for the benchmark.
+# benchmark need, on loopback, without systemd; `install` also brings wrk for the benchmark
+# and Chromium, in which the tests load the event documentation page headless.
 #   scripts/services.sh start|stop|restart redis|rabbitmq|all
-#   scripts/services.sh install [redis] [rabbitmq] [wrk]
+#   scripts/services.sh install [redis] [rabbitmq] [wrk] [chromium]
 # State lives under ${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}.
 set -euo pipefail
 
@@ -15,14 +16,15 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install() {  # [redis] [rabbitmq] [wrk]: what to make sure of (default: all three)
+install() {  # [redis] [rabbitmq] [wrk] [chromium]: what to make sure of (default: all four)
   local wanted=("$@") missing=()
-  ((${#wanted[@]})) || wanted=(redis rabbitmq wrk)
+  ((${#wanted[@]})) || wanted=(redis rabbitmq wrk chromium)
   for w in "${wanted[@]}"; do
     case $w in
       redis) command -v redis-server >/dev/null || missing+=(redis-server) ;;
       rabbitmq) command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server) ;;
       wrk) command -v wrk >/dev/null || missing+=(wrk) ;;  # the benchmark's load generator
+      chromium) command -v chromium >/dev/null || missing+=(chromium) ;;  # renders /api/docs/events
     esac
   done
   if ((${#missing[@]})); then

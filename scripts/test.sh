@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian machine with Python 3.11:
+# The whole test suite, from a fresh Debian machine with Python 3.11 and Node.js:
 # a virtualenv, the project with its dev extra, Redis and RabbitMQ (installed and started
-# unless REDIS_URL / RABBITMQ_URL point at reachable servers), then ruff, mypy and pytest.
+# unless REDIS_URL / RABBITMQ_URL point at reachable servers), Chromium and the AsyncAPI
+# parser (npm), then ruff, mypy and pytest.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,14 +36,21 @@ PY
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export RABBITMQ_URL=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/}
 # Install (Debian packages, only what is missing) and start the servers that are not reachable;
-# wrk drives the benchmark's quick run.
-need=(wrk)
+# wrk drives the benchmark's quick run, Chromium loads the events page.
+tools=(wrk chromium)
+servers=()
 # shellcheck disable=SC2046
-reachable $(hostport "$REDIS_URL" 6379) || need+=(redis)
+reachable $(hostport "$REDIS_URL" 6379) || servers+=(redis)
 # shellcheck disable=SC2046
-reachable $(hostport "$RABBITMQ_URL" 5672) || need+=(rabbitmq)
-bash scripts/services.sh install "${need[@]}"
-for service in "${need[@]:1}"; do bash scripts/services.sh start "$service"; done
+reachable $(hostport "$RABBITMQ_URL" 5672) || servers+=(rabbitmq)
+bash scripts/services.sh install "${tools[@]}" "${servers[@]}"
+for service in "${servers[@]}"; do bash scripts/services.sh start "$service"; done
+
+# The official AsyncAPI parser the tests check the events' document with (pinned by its lock
+# file; install scripts off: the parser needs none).
+if [ ! -d tests/asyncapi/node/node_modules ]; then
+  (cd tests/asyncapi/node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+fi
 
 echo "== ruff"
 .venv/bin/ruff check .

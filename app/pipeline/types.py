@@ -117,6 +117,8 @@ class StepType(Generic[ConfigT]):
       on the client a GUARD before it); `kind` otherwise.
     document: adds what the step means to the route's OpenAPI operation (responses,
       security, headers).
+    document_events: says which events the step publishes and what their ``data`` holds
+      (`EventsDoc.publishes`), for the AsyncAPI document of the events.
     build_for_message: when set, the step may also stand in a subscription; its templates
       then name fields of the event's ``data`` instead of route parameters.
     check: cross-field rules over the config and its pipeline (Kong's custom_validator),
@@ -132,7 +134,7 @@ class StepType(Generic[ConfigT]):
     document: Callable[[ConfigT, OperationDoc], None] | None = None
     build_for_message: Callable[[ConfigT, SubscriptionContext], MessageStep] | None = None
     check: Callable[[ConfigT, CheckContext], Iterable[str]] | None = None
-
+    document_events: Callable[[ConfigT, EventsDoc], None] | None = None
 
     def kind_for(self, config: ConfigT) -> StepKind:
         """Where a step of this type with `config` stands."""
@@ -330,3 +332,55 @@ class OperationDoc:
         if not operation["parameters"]:
             del operation["parameters"]
         return operation
+
+
+# --- documentation of events -----------------------------------------------------------------
+@attrs.frozen
+class PublishedEvent:
+    """One event type a pipeline publishes: its routing key, its ``data`` schema, a note."""
+
+    type: str
+    data: dict[str, Any]
+    description: str | None = None
+
+
+@attrs.define
+class EventsDoc:
+    """Filled by the `document_events` callbacks of one pipeline's steps.
+
+    pipeline: the pipeline being documented.
+    operation: its OpenAPI operation as its steps documented it, so a step can say its
+      event carries what the route answers (`response_schema`).
+    """
+
+    pipeline: PipelineConfig
+    operation: OperationDoc
+    published: list[PublishedEvent] = attrs.Factory(list)
+
+    def publishes(self, event_type: str, *, data: dict[str, Any] | str, description: str | None = None) -> None:
+        """The pipeline publishes `event_type` (its routing key); `data` is the schema of the
+        event's data, or the name of a registered model; `description` says when or what."""
+        schema = model_ref(data) if isinstance(data, str) else data
+        self.published.append(PublishedEvent(event_type, schema, description))
+
+    def response_schema(self) -> dict[str, Any] | None:
+        """The schema of the route's success answer (its first 2xx with a JSON body), if any."""
+        for status, response in sorted(self.operation.responses.items()):
+            if not status.startswith("2"):
+                continue
+            schema = response.get("content", {}).get("application/json", {}).get("schema")
+            if schema is not None:
+                return dict(schema)
+        return None
+
+    def route_params_schema(self) -> dict[str, Any]:
+        """An object of the route's parameters, e.g. ``{"id": 7}`` for ``/users/{id:int}``."""
+        route = self.pipeline.route
+        properties = {
+            name: {"type": "integer", "format": "int64"} if name in route.int_params else {"type": "string"}
+            for name in route.params
+        }
+        schema: dict[str, Any] = {"type": "object", "description": "The route's parameters.", "properties": properties}
+        if route.params:
+            schema["required"] = list(route.params)
+        return schema

@@ -6,9 +6,12 @@ from typing import Any
 
 from app import StepType, hookimpl
 from plugins.event_emit.config import EventEmitConfig
-from plugins.event_emit.step import build, document
+from plugins.event_emit.step import build, document, document_events
 
 
 @hookimpl
 def register_steps() -> list[StepType[Any]]:
-    return [StepType(name="event-emit", config_cls=EventEmitConfig, build=build, document=document)]
+    return [StepType(
+        name="event-emit", config_cls=EventEmitConfig, build=build, document=document,
+        document_events=document_events,
+    )]

@@ -11,6 +11,7 @@ from aiohttp import web
 from app import (
     BuildContext,
     Event,
+    EventsDoc,
     Handler,
     OperationDoc,
     PipelineConfig,
@@ -73,3 +74,14 @@ def build(config: EventEmitConfig, ctx: BuildContext) -> EventEmitStep:
 def document(config: EventEmitConfig, doc: OperationDoc) -> None:
     note = f"Publishes `{config.event}` on success."
     doc.pipeline_notes.append(note)
+
+
+def document_events(config: EventEmitConfig, doc: EventsDoc) -> None:
+    # What `_data` sends: the route's answer, or its parameters when it answers without a body.
+    data = doc.response_schema()
+    source = "the route's answer"
+    if data is None:
+        data, source = doc.route_params_schema(), "the route's parameters (it answers without a body)"
+    doc.publishes(config.event, data=data, description=(
+        f"after a 2xx answer; data: {source}, as the `enrich_event` hooks leave it (they may also suppress it)"
+    ))

@@ -1,0 +1,54 @@
+"""The events' docs on the wire: the AsyncAPI document and the page that renders it offline.
+
+The page is the vendored standalone bundle of the AsyncAPI React component (see
+app/static/asyncapi/README.md), served from the package like Swagger UI's assets: nothing
+comes from another host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from app.errors import NotFound
+
+ASYNCAPI_PATH: Final = "/api/docs/asyncapi.json"
+EVENTS_PAGE_PATH: Final = "/api/docs/events"
+ASSETS_PATH: Final = "/api/docs/events/assets"
+STATIC_DIR: Final = Path(__file__).parent.parent / "static" / "asyncapi"
+# Only what the page loads is served (not the README or the licence texts beside it), with
+# types fixed here rather than guessed from the host's MIME table, which varies.
+ASSETS: Final = {
+    "index.js": "text/javascript; charset=utf-8",
+    "page.js": "text/javascript; charset=utf-8",
+    "default.min.css": "text/css; charset=utf-8",
+    "page.css": "text/css; charset=utf-8",
+}
+
+
+def setup_asyncapi(app: web.Application, document: dict[str, Any]) -> None:
+    """Serve `document` at /api/docs/asyncapi.json and its rendered page at /api/docs/events."""
+    body = orjson.dumps(document)
+
+    async def asyncapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app.router.add_get(ASYNCAPI_PATH, asyncapi_json, name="asyncapi", allow_head=False)
+    app.router.add_get(EVENTS_PAGE_PATH, events_page, name="events_docs", allow_head=False)
+    app.router.add_get(f"{ASSETS_PATH}/{{name}}", events_asset, name="events_docs_asset", allow_head=False)
+
+
+async def events_page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "page.html", headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+async def events_asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["name"]
+    content_type = ASSETS.get(name)
+    if content_type is None:
+        msg = "No such asset of the events page"
+        raise NotFound(msg)
+    return web.FileResponse(STATIC_DIR / name, headers={"Content-Type": content_type})
