@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Python 3.11:
-# a virtualenv, the project with its dev extra, Redis and RabbitMQ (installed and started
-# unless REDIS_URL / RABBITMQ_URL point at reachable servers), then ruff, mypy and pytest.
+# a virtualenv, the project with its dev extra at the locked versions (constraints.txt), Redis
+# and RabbitMQ (installed and started unless REDIS_URL / RABBITMQ_URL point at reachable
+# servers), wrk and promtool, then ruff, mypy and pytest.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+# the versions in constraints.txt, the ones the image is built with (scripts/lock.sh)
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 
 reachable() {  # host port
   .venv/bin/python - "$1" "$2" <<'PY'
@@ -35,14 +37,15 @@ PY
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export RABBITMQ_URL=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/}
 # Install (Debian packages, only what is missing) and start the servers that are not reachable;
-# wrk drives the benchmark's quick run.
-need=(wrk)
+# wrk drives the benchmark's quick run, promtool checks and unit-tests the chart's alert rules.
+tools=(wrk promtool)
+servers=()
 # shellcheck disable=SC2046
-reachable $(hostport "$REDIS_URL" 6379) || need+=(redis)
+reachable $(hostport "$REDIS_URL" 6379) || servers+=(redis)
 # shellcheck disable=SC2046
-reachable $(hostport "$RABBITMQ_URL" 5672) || need+=(rabbitmq)
-bash scripts/services.sh install "${need[@]}"
-for service in "${need[@]:1}"; do bash scripts/services.sh start "$service"; done
+reachable $(hostport "$RABBITMQ_URL" 5672) || servers+=(rabbitmq)
+bash scripts/services.sh install "${tools[@]}" "${servers[@]}"
+for service in "${servers[@]}"; do bash scripts/services.sh start "$service"; done
 
 echo "== ruff"
 .venv/bin/ruff check .
