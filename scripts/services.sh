@@ -15,9 +15,9 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install() {  # [redis] [rabbitmq] [wrk] [promtool]: what to make sure of (default: all four)
+install() {  # [redis] [rabbitmq] [wrk] [promtool] [busybox]: what to make sure of (default: all)
   local wanted=("$@") missing=()
-  ((${#wanted[@]})) || wanted=(redis rabbitmq wrk promtool)
+  ((${#wanted[@]})) || wanted=(redis rabbitmq wrk promtool busybox)
   for w in "${wanted[@]}"; do
     case $w in
       redis) command -v redis-server >/dev/null || missing+=(redis-server) ;;
@@ -25,6 +25,7 @@ install() {  # [redis] [rabbitmq] [wrk] [promtool]: what to make sure of (defaul
       wrk) command -v wrk >/dev/null || missing+=(wrk) ;;  # the benchmark's load generator
       # checks and unit-tests the chart's alert rules (the server it comes with is not started)
       promtool) command -v promtool >/dev/null || missing+=(prometheus) ;;
+      busybox) command -v busybox >/dev/null || missing+=(busybox) ;;
     esac
   done
   if ((${#missing[@]})); then

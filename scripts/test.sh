@@ -2,7 +2,7 @@
 # The whole test suite, from a fresh Debian machine with Python 3.11:
 # a virtualenv, the project with its dev extra at the locked versions (constraints.txt), Redis
 # and RabbitMQ (installed and started unless REDIS_URL / RABBITMQ_URL point at reachable
-# servers), wrk and promtool, then ruff, mypy and pytest.
+# servers), wrk, promtool and busybox, then ruff, mypy and pytest.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,8 +37,9 @@ PY
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export RABBITMQ_URL=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/}
 # Install (Debian packages, only what is missing) and start the servers that are not reachable;
-# wrk drives the benchmark's quick run, promtool checks and unit-tests the chart's alert rules.
-tools=(wrk promtool)
+# wrk drives the benchmark's quick run, promtool checks and unit-tests the chart's alert rules,
+# busybox runs the chart's `helm test` script.
+tools=(wrk promtool busybox)
 servers=()
 # shellcheck disable=SC2046
 reachable $(hostport "$REDIS_URL" 6379) || servers+=(redis)

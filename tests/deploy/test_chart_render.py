@@ -283,7 +283,10 @@ def test_helm_test_pod_checks_readyz_through_the_service(minimal_manifests: list
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
     assert container["command"][:2] == ["sh", "-c"]
-    assert {"name": "READYZ_URL", "value": f"http://{FULLNAME}:80/readyz"} in container["env"]
+    assert {"name": "TURNSTILE_URL", "value": f"http://{FULLNAME}:80"} in container["env"]
+    script = container["command"][2]
+    assert '"$base/readyz"' in script
+    assert '"$base/api/v1/auth/login"' in script
     assert pod["spec"]["restartPolicy"] == "Never"
     # what the script does against a running service: tests/integration/test_helm_test_readyz.py
 
