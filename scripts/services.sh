@@ -16,15 +16,18 @@ export ERL_EPMD_ADDRESS=127.0.0.1
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install() {  # [redis] [rabbitmq] [wrk] [chromium]: what to make sure of (default: all four)
+install() {  # [redis] [rabbitmq] [wrk] [chromium] [promtool] [busybox]: what to make sure of (default: all)
   local wanted=("$@") missing=()
-  ((${#wanted[@]})) || wanted=(redis rabbitmq wrk chromium)
+  ((${#wanted[@]})) || wanted=(redis rabbitmq wrk chromium promtool busybox)
   for w in "${wanted[@]}"; do
     case $w in
       redis) command -v redis-server >/dev/null || missing+=(redis-server) ;;
       rabbitmq) command -v rabbitmq-server >/dev/null || missing+=(rabbitmq-server) ;;
       wrk) command -v wrk >/dev/null || missing+=(wrk) ;;  # the benchmark's load generator
       chromium) command -v chromium >/dev/null || missing+=(chromium) ;;  # renders /api/docs/events
+      # checks and unit-tests the chart's alert rules (the server it comes with is not started)
+      promtool) command -v promtool >/dev/null || missing+=(prometheus) ;;
+      busybox) command -v busybox >/dev/null || missing+=(busybox) ;;
     esac
   done
   if ((${#missing[@]})); then
@@ -77,5 +80,5 @@ case "${1:-}" in
     for s in $([ "$what" = all ] && echo redis rabbitmq || echo "$what"); do "$1_$s"; done ;;
   restart)
     for s in $([ "$what" = all ] && echo redis rabbitmq || echo "$what"); do "stop_$s"; "start_$s"; done ;;
-  *) echo "usage: $0 install | start|stop|restart [redis|rabbitmq|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 install [what…] | start|stop|restart [redis|rabbitmq|all]" >&2; exit 2 ;;
 esac

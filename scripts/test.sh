@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Python 3.11 and Node.js:
-# a virtualenv, the project with its dev extra, Redis and RabbitMQ (installed and started
-# unless REDIS_URL / RABBITMQ_URL point at reachable servers), Chromium and the AsyncAPI
-# parser (npm), then ruff, mypy and pytest.
+# a virtualenv, the project with its dev extra at the locked versions (constraints.txt), Redis
+# and RabbitMQ (installed and started unless REDIS_URL / RABBITMQ_URL point at reachable
+# servers), wrk, Chromium, promtool, busybox and the AsyncAPI parser (npm), then ruff, mypy
+# and pytest.
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+# the versions in constraints.txt, the ones the image is built with (scripts/lock.sh)
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
 
 reachable() {  # host port
   .venv/bin/python - "$1" "$2" <<'PY'
@@ -36,8 +38,9 @@ PY
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
 export RABBITMQ_URL=${RABBITMQ_URL:-amqp://guest:guest@127.0.0.1:5672/}
 # Install (Debian packages, only what is missing) and start the servers that are not reachable;
-# wrk drives the benchmark's quick run, Chromium loads the events page.
-tools=(wrk chromium)
+# wrk drives the benchmark's quick run, Chromium loads the events page, promtool checks and
+# unit-tests the chart's alert rules, busybox runs the chart's `helm test` script.
+tools=(wrk chromium promtool busybox)
 servers=()
 # shellcheck disable=SC2046
 reachable $(hostport "$REDIS_URL" 6379) || servers+=(redis)

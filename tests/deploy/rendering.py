@@ -50,6 +50,8 @@ REQUIRED_VALUES: dict[str, Any] = {
     "dataService": {"url": "http://users-data.apps.svc:8000", "token": "users-data-token-0123456789"},
     "redis": {"url": "redis://redis.apps.svc:6379/0"},
     "rabbitmq": {"url": "amqp://turnstile:change-me@rabbitmq.apps.svc:5672/"},
+    # `helm template` has no cluster to keep a generated key in: it must be given one
+    "jwt": {"secret": "jwt-secret-of-the-deploy-tests-0123456789"},
 }
 
 Manifest = dict[str, Any]

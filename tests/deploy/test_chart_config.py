@@ -21,7 +21,8 @@ from tests.deploy.rendering import (
     render,
 )
 
-CHECKSUM = "checksum/pipelines"
+CHECKSUM = "checksum/config"
+SECRET_CHECKSUM = "checksum/secret"
 
 
 def secret_ref(env: dict[str, dict[str, Any]], name: str) -> tuple[str, str]:
@@ -52,7 +53,7 @@ def test_environment_is_production_with_json_logs(minimal_manifests: list[Manife
     assert "TURNSTILE_ADMIN_PASSWORD" not in env
 
 
-def test_generated_secret_holds_the_urls_and_a_strong_jwt_secret(
+def test_generated_secret_holds_the_urls_and_the_given_jwt_secret(
     minimal_manifests: list[Manifest], minimal_values: dict[str, Any]
 ) -> None:
     env = env_of(only(minimal_manifests, "Deployment"))
@@ -65,16 +66,61 @@ def test_generated_secret_holds_the_urls_and_a_strong_jwt_secret(
     assert data["DATA_SERVICE_TOKEN"] == minimal_values["dataService"]["token"]
     assert data["REDIS_URL"] == minimal_values["redis"]["url"]
     assert data["RABBITMQ_URL"] == minimal_values["rabbitmq"]["url"]
-    assert len(data["JWT_SECRET"]) >= 64
+    assert data["JWT_SECRET"] == minimal_values["jwt"]["secret"]
     assert "TURNSTILE_ADMIN_PASSWORD" not in data
 
 
-def test_generated_jwt_secret_is_reused_from_the_cluster() -> None:
-    # `helm template` has no cluster, so lookup() returns nothing here; the template must ask
-    # for the release's own Secret and prefer what it holds over a fresh random value.
-    source = (CHART_DIR / "templates" / "secret.yaml").read_text()
-    assert 'lookup "v1" "Secret" .Release.Namespace $name' in source
-    assert 'dig "data" "JWT_SECRET" "" $existing | default (randAlphaNum 64 | b64enc)' in source
+def test_without_a_cluster_a_jwt_secret_is_required_not_made_up(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    # `helm template` (and GitOps tools built on it) cannot look up the key a live install keeps:
+    # a random one on every render would log every user out on every sync.
+    values = merged(minimal_values, {"jwt": {"secret": ""}})
+    with pytest.raises(HelmRenderError, match=r"jwt\.secret or jwt\.existingSecret\.name") as caught:
+        render(chart, values)
+    assert "helm template" in str(caught.value)
+
+
+def test_a_live_install_keeps_the_generated_jwt_secret_and_generates_only_once() -> None:
+    # lookup() answers nothing without a cluster, so this path is read from the template: the
+    # chart's own Secret is asked first, and a random key is made only where a live namespace
+    # shows (kube-root-ca.crt is in every namespace of a live cluster, never under helm template).
+    helpers = (CHART_DIR / "templates" / "_helpers.tpl").read_text()
+    source = helpers.split('define "turnstile.jwtSource"', 1)[1].split("{{- end }}\n\n", 1)[0]
+    kept = source.index('lookup "v1" "Secret" .Release.Namespace (include "turnstile.secretName" .)')
+    live = source.index('lookup "v1" "ConfigMap" .Release.Namespace "kube-root-ca.crt"')
+    assert kept < live < source.index('"generate"')
+    secret = (CHART_DIR / "templates" / "secret.yaml").read_text()
+    assert secret.count("randAlphaNum") == 1
+    assert '{{- else if eq $source "generate" }}\n{{- $jwt = randAlphaNum 64 | b64enc }}' in secret
+
+
+@pytest.mark.parametrize("values_fixture", ["minimal_values", "full_values"])
+def test_a_render_is_the_same_for_the_same_values(
+    chart: Chart, values_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    values: dict[str, Any] = request.getfixturevalue(values_fixture)
+    assert render(chart, values) == render(chart, values)
+
+
+def test_a_changed_secret_value_rolls_the_pods(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    before = pod_annotations(render(chart, minimal_values))[SECRET_CHECKSUM]
+    changes: list[dict[str, Any]] = [
+        {"redis": {"url": "redis://redis-2.apps.svc:6379/0"}},
+        {"rabbitmq": {"url": "amqps://turnstile:other@rabbitmq.apps.svc:5671/"}},
+        {"dataService": {"token": "another-users-data-token-9876543210"}},
+        {"jwt": {"secret": "a-rotated-jwt-secret-of-the-deploy-tests"}},
+        {"admin": {"email": "root@example.com", "password": "correct horse battery"}},
+        {"redis": {"existingSecret": {"name": "shared-redis", "key": "REDIS_URL"}}},
+    ]
+    for change in changes:
+        after = pod_annotations(render(chart, merged(minimal_values, change)))[SECRET_CHECKSUM]
+        assert after != before, f"{change} left checksum/secret unchanged"
+
+
+def test_a_change_outside_the_secrets_keeps_the_secret_checksum(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    before = pod_annotations(render(chart, minimal_values))
+    after = pod_annotations(render(chart, merged(minimal_values, {"logLevel": "DEBUG", "replicaCount": 5})))
+    assert after[SECRET_CHECKSUM] == before[SECRET_CHECKSUM]
+    assert after[CHECKSUM] == before[CHECKSUM]
 
 
 def test_existing_secrets_are_referenced_by_name_and_key(full_manifests: list[Manifest]) -> None:
@@ -104,6 +150,7 @@ def test_mixed_sources_put_only_the_inline_values_in_the_generated_secret(
     assert secret_ref(env, "TURNSTILE_ADMIN_PASSWORD") == (FULLNAME, "TURNSTILE_ADMIN_PASSWORD")
     data = decoded(only(manifests, "Secret"))
     assert set(data) == {"DATA_SERVICE_TOKEN", "JWT_SECRET", "RABBITMQ_URL", "TURNSTILE_ADMIN_PASSWORD"}
+    assert data["JWT_SECRET"] == minimal_values["jwt"]["secret"]
     assert data["TURNSTILE_ADMIN_PASSWORD"] == "correct horse battery"
 
 
@@ -163,7 +210,17 @@ def test_an_existing_config_map_replaces_the_charts(chart: Chart, minimal_values
     assert CHECKSUM not in pod_annotations(manifests)
 
 
-def test_pod_annotations_from_values_sit_beside_the_checksum(full_manifests: list[Manifest]) -> None:
+def test_pod_and_deployment_annotations_from_values_sit_beside_the_checksums(full_manifests: list[Manifest]) -> None:
     annotations = pod_annotations(full_manifests)
     assert annotations["example.com/team"] == "identity"
-    assert CHECKSUM in annotations
+    assert {CHECKSUM, SECRET_CHECKSUM} <= set(annotations)
+    assert only(full_manifests, "Deployment")["metadata"]["annotations"] == {"example.com/owner": "identity"}
+
+
+def test_extra_env_and_env_from_reach_the_container(full_manifests: list[Manifest]) -> None:
+    env = env_of(only(full_manifests, "Deployment"))
+    assert env["JWT_ALGORITHM"]["value"] == "RS256"
+    assert env["JWT_PRIVATE_KEY_FILE"]["value"] == "/etc/turnstile-keys/private.pem"
+    assert env["SMTP_URL"]["valueFrom"] == {"secretKeyRef": {"name": "turnstile-smtp", "key": "url"}}
+    container = only(full_manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"configMapRef": {"name": "turnstile-tuning"}}]

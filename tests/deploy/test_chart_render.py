@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.deploy.rendering import (
     CHART_DIR,
@@ -69,6 +71,7 @@ def test_minimal_values_render_the_default_resources(minimal_manifests: list[Man
         "ConfigMap",
         "Deployment",
         "HorizontalPodAutoscaler",
+        "NetworkPolicy",
         "Pod",
         "PodDisruptionBudget",
         "Secret",
@@ -78,7 +81,9 @@ def test_minimal_values_render_the_default_resources(minimal_manifests: list[Man
 
 
 def test_full_values_render_every_optional_resource(full_manifests: list[Manifest]) -> None:
-    assert {"Ingress", "NetworkPolicy", "ServiceMonitor"} <= kinds(full_manifests)
+    assert {"Ingress", "NetworkPolicy", "ServiceMonitor", "PrometheusRule"} <= kinds(full_manifests)
+    config_maps = [m["metadata"]["name"] for m in full_manifests if m["kind"] == "ConfigMap"]
+    assert f"{FULLNAME}-dashboard" in config_maps
     # every secret comes from an existing Secret, so the chart generates none
     assert "Secret" not in kinds(full_manifests)
 
@@ -156,6 +161,12 @@ def test_pdb_tolerates_one_pod_down_by_default(minimal_manifests: list[Manifest]
     assert only(minimal_manifests, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
 
 
+def test_pdb_lets_drains_evict_unready_pods(minimal_manifests: list[Manifest], full_manifests: list[Manifest]) -> None:
+    # an unreachable data service makes every pod unready; a drain must not stall on the budget
+    assert only(minimal_manifests, "PodDisruptionBudget")["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert only(full_manifests, "PodDisruptionBudget")["spec"]["unhealthyPodEvictionPolicy"] == "IfHealthyBudget"
+
+
 def test_service_forwards_to_the_named_http_port(minimal_manifests: list[Manifest]) -> None:
     service = only(minimal_manifests, "Service")
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
@@ -175,6 +186,44 @@ def test_ingress_exposes_only_the_api(full_manifests: list[Manifest]) -> None:
     assert ingress["spec"]["tls"][0]["secretName"] == "api-example-com-tls"
 
 
+def egress_ports(rule: dict[str, Any]) -> set[tuple[int, str]]:
+    return {(p["port"], p["protocol"]) for p in rule["ports"]}
+
+
+KUBE_DNS = [
+    {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }
+]
+
+
+def test_network_policy_is_on_by_default_and_restricts_egress(minimal_manifests: list[Manifest]) -> None:
+    policy = only(minimal_manifests, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == only(minimal_manifests, "Service")["spec"]["selector"]
+    dns, *rules = policy["spec"]["egress"]
+    # DNS goes to the cluster DNS pods only, never to any address on port 53
+    assert dns["to"] == KUBE_DNS
+    assert egress_ports(dns) == {(53, "UDP"), (53, "TCP")}
+    # Redis, RabbitMQ and the data service (its port from dataService.url), and nothing else
+    assert [egress_ports(rule) for rule in rules] == [
+        {(6379, "TCP"), (26379, "TCP")},
+        {(5672, "TCP"), (5671, "TCP")},
+        {(8000, "TCP")},
+    ]
+    assert all("to" not in rule for rule in rules)  # no peers given: those ports, any address
+    assert all(rule.get("ports") for rule in policy["spec"]["egress"]), "a rule without ports allows everything"
+
+
+@pytest.mark.parametrize(("url", "port"), [("https://users.example.com", 443), ("http://users-data", 80)])
+def test_the_data_service_port_follows_its_url(
+    chart: Chart, minimal_values: dict[str, Any], url: str, port: int
+) -> None:
+    policy = only(render(chart, merged(minimal_values, {"dataService": {"url": url}})), "NetworkPolicy")
+    assert egress_ports(policy["spec"]["egress"][3]) == {(port, "TCP")}
+
+
 def test_network_policy_admits_the_given_peers_and_the_test_pod(full_manifests: list[Manifest]) -> None:
     policy = only(full_manifests, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
@@ -184,15 +233,39 @@ def test_network_policy_admits_the_given_peers_and_the_test_pod(full_manifests: 
     selectors = [peer["podSelector"]["matchLabels"] for peer in rule["from"] if "podSelector" in peer]
     assert any(s.items() <= test_pod_labels.items() for s in selectors)
     assert len(rule["from"]) == 3
-    dns = policy["spec"]["egress"][-1]
-    assert {(p["port"], p["protocol"]) for p in dns["ports"]} == {(53, "UDP"), (53, "TCP")}
 
 
-def test_network_policy_leaves_egress_open_without_egress_rules(chart: Chart, minimal_values: dict[str, Any]) -> None:
-    manifests = render(chart, merged(minimal_values, {"networkPolicy": {"enabled": True}}))
-    policy = only(manifests, "NetworkPolicy")
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    assert "from" not in policy["spec"]["ingress"][0]
+def test_egress_goes_to_the_given_peers_and_to_smtp_and_otlp_once_configured(full_manifests: list[Manifest]) -> None:
+    # values-full.yaml sets SMTP_URL and OTEL_EXPORTER_OTLP_ENDPOINT in extraEnv, smtp/otlp.enabled false
+    dns, redis, rabbitmq, data, smtp, otlp, extra = only(full_manifests, "NetworkPolicy")["spec"]["egress"]
+    assert dns["to"] == KUBE_DNS
+    assert redis["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    assert egress_ports(redis) == {(6379, "TCP")}
+    assert rabbitmq["to"] == [{"ipBlock": {"cidr": "10.60.0.0/24"}}]
+    assert egress_ports(rabbitmq) == {(5671, "TCP")}
+    assert data["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "users-data"}
+    assert egress_ports(data) == {(8000, "TCP")}
+    assert smtp["to"] == [{"ipBlock": {"cidr": "192.0.2.25/32"}}]
+    assert egress_ports(smtp) == {(587, "TCP")}
+    assert "to" not in otlp
+    assert egress_ports(otlp) == {(4318, "TCP")}
+    assert extra["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+
+
+def test_smtp_and_otlp_stay_closed_until_configured(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    def ports(values: dict[str, Any]) -> list[set[tuple[int, str]]]:
+        return [egress_ports(rule) for rule in only(render(chart, values), "NetworkPolicy")["spec"]["egress"]]
+
+    assert len(ports(minimal_values)) == 4
+    enabled = merged(minimal_values, {"networkPolicy": {"egress": {"smtp": {"enabled": True}}}})
+    assert ports(enabled)[-1] == {(25, "TCP"), (465, "TCP"), (587, "TCP")}
+    tracing = merged(minimal_values, {"extraEnv": [{"name": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "value": "x"}]})
+    assert ports(tracing)[-1] == {(4317, "TCP"), (4318, "TCP")}
+
+
+def test_network_policy_can_be_turned_off(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    manifests = render(chart, merged(minimal_values, {"networkPolicy": {"enabled": False}}))
+    assert "NetworkPolicy" not in kinds(manifests)
 
 
 def test_service_monitor_scrapes_metrics_on_the_http_port(full_manifests: list[Manifest]) -> None:
@@ -205,12 +278,39 @@ def test_service_monitor_scrapes_metrics_on_the_http_port(full_manifests: list[M
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
 
 
-def test_helm_test_pod_calls_healthz_through_the_service(minimal_manifests: list[Manifest]) -> None:
+def test_helm_test_pod_checks_readyz_through_the_service(minimal_manifests: list[Manifest]) -> None:
     pod = only(minimal_manifests, "Pod")
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (container,) = pod["spec"]["containers"]
-    assert container["command"][-1] == f"http://{FULLNAME}:80/healthz"
+    assert container["command"][:2] == ["sh", "-c"]
+    assert {"name": "TURNSTILE_URL", "value": f"http://{FULLNAME}:80"} in container["env"]
+    script = container["command"][2]
+    assert '"$base/readyz"' in script
+    assert '"$base/api/v1/auth/login"' in script
     assert pod["spec"]["restartPolicy"] == "Never"
+    # what the script does against a running service: tests/integration/test_helm_test_readyz.py
+
+
+def test_prometheus_rule_ships_the_rule_file_with_labels_and_runbook_links(full_manifests: list[Manifest]) -> None:
+    rule = only(full_manifests, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    shipped = yaml.safe_load((CHART_DIR / "files" / "prometheus-rules.yaml").read_text())
+    assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in shipped["groups"]]
+    for group, shipped_group in zip(rule["spec"]["groups"], shipped["groups"], strict=True):
+        for alert, source in zip(group["rules"], shipped_group["rules"], strict=True):
+            assert alert["expr"] == source["expr"]
+            assert alert["labels"] == {**source["labels"], "team": "identity"}
+            anchor = source["alert"].lower()
+            assert alert["annotations"]["runbook_url"] == f"https://docs.example.com/turnstile/operations#{anchor}"
+
+
+def test_grafana_dashboard_config_map_carries_the_sidecar_label(full_manifests: list[Manifest]) -> None:
+    (config_map,) = [m for m in full_manifests if m["metadata"]["name"] == f"{FULLNAME}-dashboard"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "Identity"}
+    shipped = (CHART_DIR / "files" / "grafana-dashboard.json").read_text()
+    assert json.loads(config_map["data"]["turnstile.json"]) == json.loads(shipped)
 
 
 def test_notes_tell_how_to_check_the_rollout(chart: Chart, minimal_values: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ DOC = REPO_ROOT / "docs" / "deploy.md"
 VALUES = REPO_ROOT / "deploy" / "helm" / "turnstile" / "values.yaml"
 # Kubernetes objects passed through whole: the table documents the key, not their insides.
 WHOLE = {"updateStrategy", "autoscaling.behavior", "resources"}
+# Label maps: the keys are the labels themselves.
+WHOLE |= {"networkPolicy.dns.podLabels", "grafanaDashboard.labels"}
 
 
 def value_keys(values: dict[str, Any], prefix: str = "") -> Iterator[str]:

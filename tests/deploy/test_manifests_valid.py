@@ -16,7 +16,7 @@ kubernetes_validate = pytest.importorskip(
 # The oldest version the chart supports (Chart.yaml kubeVersion), and two newer ones.
 KUBERNETES_VERSIONS = ("1.29.0", "1.33.0", "1.37.0")
 # Custom resources: kubernetes-validate has no schema for them, and only warns.
-CUSTOM_KINDS = {"ServiceMonitor"}
+CUSTOM_KINDS = {"ServiceMonitor", "PrometheusRule"}
 
 
 def validate(manifest: Manifest, version: str) -> None:

@@ -41,7 +41,8 @@ def test_schema_accepts_every_redis_url_form_turnstile_reads(chart: Chart, url: 
 
 
 # Kubernetes objects passed through as they are: documented by the key that holds them.
-FREE_FORM = ("updateStrategy", "behavior", "resources", "hosts")
+# Label maps: the keys are the labels themselves.
+FREE_FORM = ("updateStrategy", "behavior", "resources", "hosts", "podLabels", "labels")
 
 
 def test_every_value_in_values_yaml_has_a_comment() -> None:
@@ -104,6 +105,31 @@ def test_every_value_in_values_yaml_has_a_comment() -> None:
         pytest.param({"probes": {"liveness": {"path": "/"}}}, "'path' not allowed", id="unknown-probe-key"),
         pytest.param({"serviceMonitor": {"enable": True}}, "'enable' not allowed", id="unknown-monitor-key"),
         pytest.param({"shutdown": {"grace": 60}}, "'grace' not allowed", id="unknown-shutdown-key"),
+        pytest.param({"jwt": {"secret": "too-short"}}, "/jwt/secret", id="short-jwt-secret"),
+        pytest.param({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory", id="memory-unparsable"),
+        pytest.param({"passwordHashing": {"concurrentHashes": -1}}, "/passwordHashing/concurrentHashes", id="hashes"),
+        pytest.param({"extraEnv": [{"name": "ARGON2_MEMORY_KIB", "value": "8"}]}, "/extraEnv/0/name", id="argon2-env"),
+        pytest.param({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, "/extraVolumes/0/name", id="volume-clash"),
+        pytest.param(
+            {"extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/turnstile/ca"}]},
+            "/extraVolumeMounts/0/mountPath",
+            id="mount-inside-the-pipelines-mount",
+        ),
+        pytest.param({"extraVolumeMounts": [{"name": "ca"}]}, "mountPath", id="mount-without-path"),
+        pytest.param(
+            {"networkPolicy": {"egress": {"redis": {"to": [], "ports": []}}}},
+            "/networkPolicy/egress/redis/ports",
+            id="redis-egress-without-ports-would-allow-all",
+        ),
+        pytest.param({"networkPolicy": {"egress": [{"to": []}]}}, "/networkPolicy/egress", id="old-egress-list"),
+        pytest.param({"networkPolicy": {"allowDns": True}}, "'allowDns' not allowed", id="dns-anywhere-gone"),
+        pytest.param(
+            {"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "Never"}},
+            "/podDisruptionBudget/unhealthyPodEvictionPolicy",
+            id="eviction-policy",
+        ),
+        pytest.param({"prometheusRule": {"runbookBaseUrl": "docs"}}, "/prometheusRule/runbookBaseUrl", id="runbook"),
+        pytest.param({"grafanaDashboard": {"labels": {"grafana_dashboard": 1}}}, "/grafanaDashboard/labels", id="lbl"),
     ],
 )
 def test_schema_refuses_bad_values(

@@ -128,8 +128,117 @@ generated one. Call with (dict "ctx" $ "env" "REDIS_URL" "ref" .Values.redis.exi
 {{- end }}
 
 {{/*
-Fail early on settings that TURNSTILE_ENV=production would refuse at start-up, and on a grace
-period too short for the drain.
+Where JWT_SECRET comes from: "existing" (jwt.existingSecret), "inline" (jwt.secret), "kept"
+(the chart's Secret in the cluster already holds one), "generate" (a first install into a live
+cluster), or "" when none applies: `helm template` has no cluster to look up or to keep a
+generated key in, so it must be given one; a random key on every render would log every user
+out on every sync. A live cluster is told from a render without one by the kube-root-ca.crt
+ConfigMap that Kubernetes puts in every namespace.
+*/}}
+{{- define "turnstile.jwtSource" -}}
+{{- $jwt := .Values.jwt }}
+{{- if $jwt.existingSecret.name }}
+{{- "existing" }}
+{{- else if $jwt.secret }}
+{{- "inline" }}
+{{- else }}
+{{- $own := lookup "v1" "Secret" .Release.Namespace (include "turnstile.secretName" .) | default dict }}
+{{- if dig "data" "JWT_SECRET" "" $own }}
+{{- "kept" }}
+{{- else if lookup "v1" "ConfigMap" .Release.Namespace "kube-root-ca.crt" }}
+{{- "generate" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+checksum/secret on the pod template: the SHA-256 of what the pods read from Secrets, so a
+changed URL, token or password rolls them on `helm upgrade`. It covers the values the chart
+puts in its own Secret and, for each existing Secret, the key's data as the cluster holds it
+(nothing under `helm template`, so a render stays the same for the same values). A JWT key
+the chart generated and keeps never changes, so it is left out: a `helm upgrade` does not
+roll pods because of it.
+*/}}
+{{- define "turnstile.secretChecksum" -}}
+{{- $v := .Values }}
+{{- $parts := dict }}
+{{- $sources := list
+  (list "DATA_SERVICE_TOKEN" $v.dataService.existingSecret $v.dataService.token)
+  (list "REDIS_URL" $v.redis.existingSecret $v.redis.url)
+  (list "RABBITMQ_URL" $v.rabbitmq.existingSecret $v.rabbitmq.url)
+  (list "JWT_SECRET" $v.jwt.existingSecret $v.jwt.secret)
+  (list "TURNSTILE_ADMIN_PASSWORD" $v.admin.existingSecret $v.admin.password) }}
+{{- range $sources }}
+{{- $env := index . 0 }}
+{{- $ref := index . 1 }}
+{{- if $ref.name }}
+{{- $found := lookup "v1" "Secret" $.Release.Namespace $ref.name | default dict }}
+{{- $_ := set $parts $env (dict "secret" $ref.name "key" $ref.key "data" (dig "data" $ref.key "" $found)) }}
+{{- else }}
+{{- $_ := set $parts $env (index . 2) }}
+{{- end }}
+{{- end }}
+{{- toJson $parts | sha256sum }}
+{{- end }}
+
+{{/*
+A memory quantity (384Mi, 1Gi, 512M, or bytes) in MiB, as a number in a string.
+*/}}
+{{- define "turnstile.mebibytes" -}}
+{{- $q := . }}
+{{- if not (kindIs "string" $q) }}
+{{- $q = printf "%.0f" (float64 $q) }}
+{{- end }}
+{{- $number := regexFind "^[0-9.]+" $q }}
+{{- $unit := trimPrefix $number $q }}
+{{- $factors := dict "" 1 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 }}
+{{- divf (mulf (float64 $number) (get $factors $unit)) 1048576 }}
+{{- end }}
+
+{{/*
+A CPU quantity (250m, 2, 1.5) in cores, as a number in a string.
+*/}}
+{{- define "turnstile.cores" -}}
+{{- $q := toString . }}
+{{- if hasSuffix "m" $q }}
+{{- divf (float64 (trimSuffix "m" $q)) 1000 }}
+{{- else }}
+{{- float64 $q }}
+{{- end }}
+{{- end }}
+
+{{/*
+The memory the container needs for its password hashes, in MiB: the baseline plus one argon2
+memory cost per hash that can run at once (passwordHashing.concurrentHashes, or the CPU limit
+rounded up: the service hashes on at most as many cores as it may use). Fails when neither
+says how many.
+*/}}
+{{- define "turnstile.hashingMemoryMiB" -}}
+{{- $h := .Values.passwordHashing }}
+{{- $hashes := int $h.concurrentHashes }}
+{{- if eq $hashes 0 }}
+{{- $cpu := dig "limits" "cpu" "" .Values.resources }}
+{{- if not $cpu }}
+{{- fail "passwordHashing.concurrentHashes: set it to the cores a pod may use (the node's, without a CPU limit) when resources.limits.cpu is unset: the memory limit is sized for that many argon2 hashes at once" }}
+{{- end }}
+{{- $hashes = int (ceil (float64 (include "turnstile.cores" $cpu))) }}
+{{- end }}
+{{- addf (float64 $h.baselineMemoryMiB) (mulf $hashes (divf $h.argon2MemoryKib 1024)) }}|{{ $hashes }}
+{{- end }}
+
+{{/*
+Seconds the pod needs after SIGTERM beyond its drain, from the service's shutdown bounds:
+in-flight requests get 5 s once the listener closes (IN_FLIGHT_GRACE_S), the event publisher
+flushes for 5 s and is given 2 s more before it is cancelled (PUBLISHER_FLUSH_DEADLINE_S),
+and closing the Redis, RabbitMQ and data-service connections is allowed 2 s.
+*/}}
+{{- define "turnstile.stopSecondsAfterDrain" -}}
+{{- add 5 5 2 2 }}
+{{- end }}
+
+{{/*
+Fail early on settings that TURNSTILE_ENV=production would refuse at start-up, on a grace
+period too short for the whole shutdown, and on memory too small for the password hashes.
 */}}
 {{- define "turnstile.validate" -}}
 {{- $v := .Values }}
@@ -146,14 +255,29 @@ period too short for the drain.
 {{- if not (or $v.rabbitmq.url $v.rabbitmq.existingSecret.name) }}
 {{- $missing = append $missing "rabbitmq.url or rabbitmq.existingSecret.name (RABBITMQ_URL)" }}
 {{- end }}
+{{- if not (include "turnstile.jwtSource" .) }}
+{{- $missing = append $missing "jwt.secret or jwt.existingSecret.name (JWT_SECRET: without a cluster to keep a generated key in, as under `helm template`, the chart cannot make one up)" }}
+{{- end }}
 {{- if $missing }}
 {{- fail (printf "TURNSTILE_ENV=production refuses embedded defaults and an unauthenticated data service; set %s" (join ", " $missing)) }}
 {{- end }}
 {{- if and (or $v.admin.password $v.admin.existingSecret.name) (not $v.admin.email) }}
 {{- fail "admin.email is required when an admin password is given" }}
 {{- end }}
-{{- $needed := add $v.shutdown.preStopSleepSeconds $v.shutdown.drainSeconds 5 }}
-{{- if le (int $v.shutdown.terminationGracePeriodSeconds) (int $needed) }}
-{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) must exceed preStopSleepSeconds + drainSeconds + 5 (%d)" (int $v.shutdown.terminationGracePeriodSeconds) (int $needed)) }}
+{{- $after := int (include "turnstile.stopSecondsAfterDrain" .) }}
+{{- $needed := add $v.shutdown.preStopSleepSeconds $v.shutdown.drainSeconds $after }}
+{{- if lt (int $v.shutdown.terminationGracePeriodSeconds) (int $needed) }}
+{{- fail (printf "shutdown.terminationGracePeriodSeconds (%d) must be at least preStopSleepSeconds (%d) + drainSeconds (%d) + %d (in-flight grace 5, event flush 5 + 2, closing 2) = %d" (int $v.shutdown.terminationGracePeriodSeconds) (int $v.shutdown.preStopSleepSeconds) (int $v.shutdown.drainSeconds) $after (int $needed)) }}
+{{- end }}
+{{- $requested := dig "requests" "memory" "" $v.resources }}
+{{- $limit := dig "limits" "memory" "" $v.resources }}
+{{- $limitMiB := float64 (include "turnstile.mebibytes" $limit) }}
+{{- if ne (float64 (include "turnstile.mebibytes" $requested)) $limitMiB }}
+{{- fail (printf "resources.requests.memory (%v) must equal resources.limits.memory (%v): a pod using more than it requested is the first the kernel kills under memory pressure" $requested $limit) }}
+{{- end }}
+{{- $hashing := split "|" (include "turnstile.hashingMemoryMiB" .) }}
+{{- $needMiB := float64 $hashing._0 }}
+{{- if lt $limitMiB $needMiB }}
+{{- fail (printf "resources.limits.memory (%v) is below what the password hashes need: passwordHashing.baselineMemoryMiB %v + %s concurrent hashes x %v KiB (argon2MemoryKib) = %.0f MiB" $limit $v.passwordHashing.baselineMemoryMiB $hashing._1 $v.passwordHashing.argon2MemoryKib $needMiB) }}
 {{- end }}
 {{- end }}

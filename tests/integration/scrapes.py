@@ -1,0 +1,244 @@
+"""Real /metrics scrapes of the running service under the conditions the alerts are for.
+
+A scenario starts the whole service (the `stack` fixture) in one condition (healthy, data service
+down, Redis down, broker down, a password-guessing client), scrapes /metrics, drives a burst of
+traffic, and scrapes again. `input_series` turns the two scrapes into `promtool test rules`
+input: every series the service exported, labelled as Prometheus labels a scraped pod, with the
+burst repeated every minute, as if the condition lasted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.keys import data_service_key
+from tests.app.test_cli import free_port
+from tests.integration.conftest import (
+    Client,
+    StackFactory,
+    admin_headers,
+    bearer,
+    login,
+    register,
+)
+
+# The labels Prometheus gives what it scrapes through the chart's ServiceMonitor.
+NAMESPACE = "apps"
+JOB = "shop-turnstile"
+PODS = ("shop-turnstile-7d9f-a", "shop-turnstile-7d9f-b")
+TARGET_LABELS = frozenset({"namespace", "job", "pod", "instance", "service", "container", "endpoint"})
+# Each promtool step is a minute of the condition: the scraped burst, once more.
+STEPS = 60
+
+Labels = frozenset[tuple[str, str]]
+
+
+@attrs.frozen
+class Sample:
+    name: str
+    labels: Labels
+    value: float
+    kind: str  # the family's type: counter, gauge, histogram, ...
+
+    def label(self, name: str) -> str | None:
+        return dict(self.labels).get(name)
+
+
+Scrape = dict[tuple[str, Labels], Sample]
+
+
+async def scrape(client: Client) -> Scrape:
+    """The service's /metrics, as it answers it, minus the `_created` timestamps and the circuit
+    breakers of other instances: the metrics live in one registry per process, and this test
+    process has run other instances before (with upstreams of their own), where a pod has one."""
+    resp = await client.get("/metrics")
+    assert resp.status == 200
+    upstreams = {client.app[data_service_key].name}
+    samples: Scrape = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for name, labels, value, *_ in family.samples:
+            if name.endswith("_created"):
+                continue
+            if name == "turnstile_circuit_state" and labels["upstream"] not in upstreams:
+                continue
+            sample = Sample(name, frozenset(labels.items()), float(value), family.type)
+            samples[(name, sample.labels)] = sample
+    return samples
+
+
+@attrs.frozen
+class Observed:
+    """Two scrapes of one service around a burst of traffic."""
+
+    before: Scrape
+    after: Scrape
+
+    def increase(self, name: str, **labels: str) -> float:
+        """How much the samples named `name` with these labels grew during the burst."""
+        wanted = set(labels.items())
+        return sum(
+            s.value - (self.before[key].value if key in self.before else 0.0)
+            for key, s in self.after.items()
+            if s.name == name and wanted <= s.labels
+        )
+
+
+def _values(start: float, step: float) -> str:
+    """promtool's expanding notation: `start`, then `step` more each minute."""
+    sign = "+" if step >= 0 else "-"
+    return f"{start:.6f}{sign}{abs(step):.6f}x{STEPS}"
+
+
+def _series(name: str, labels: Labels, pod: str) -> str:
+    target = {"namespace": NAMESPACE, "job": JOB, "pod": pod, "instance": f"{pod}:8080"}
+    pairs = sorted({**dict(labels), **target}.items())
+    inner = ", ".join(f'{key}="{value}"' for key, value in pairs)
+    return f"{name}{{{inner}}}"
+
+
+def input_series(observed: Observed) -> list[dict[str, str]]:
+    """promtool input for two pods in the scraped condition.
+
+    Counters (and histogram parts) grow by the burst each minute. Gauges hold their last value,
+    but for the outbox depth, whose growth is the condition itself: it grows by the burst's change
+    on the first pod, while the second pod, publishing nothing, keeps reporting what it saw
+    before (every pod reports the one shared list, but only when it looks).
+    """
+    out: list[dict[str, str]] = []
+    for key, sample in sorted(observed.after.items()):
+        start = observed.before[key].value if key in observed.before else 0.0
+        for pod in PODS:
+            if sample.kind == "gauge" and sample.name == "turnstile_outbox_depth":
+                values = _values(start, sample.value - start) if pod == PODS[0] else _values(start, 0)
+            elif sample.kind == "gauge":
+                values = _values(sample.value, 0)
+            else:
+                values = _values(start, sample.value - start)
+            out.append({"series": _series(sample.name, sample.labels, pod), "values": values})
+    return out
+
+
+# --- the scenarios ----------------------------------------------------------------------------
+
+Traffic = Callable[[Client], Awaitable[None]]
+
+
+async def _observe(client: Client, traffic: Traffic) -> Observed:
+    before = await scrape(client)
+    await traffic(client)
+    return Observed(before, await scrape(client))
+
+
+def closed_port_url(scheme: str, suffix: str = "") -> str:
+    """A URL where nothing listens: the dependency is down."""
+    return f"{scheme}127.0.0.1:{free_port()}{suffix}"
+
+
+async def healthy(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """Sign-ups, logins, cached reads, a change (its event consumed back), a wrong password, a 404."""
+
+    async def traffic(client: Client) -> None:
+        user = await register(client, "ann@example.com")
+        tokens = await login(client, "ann@example.com", "correct-horse-1")
+        await login(client, "ann@example.com", "correct-horse-1")
+        for _ in range(6):
+            resp = await client.get(f"/api/v1/users/{user['id']}", headers=bearer(tokens))
+            assert resp.status == 200, await resp.text()
+        change = {"full_name": "Ann Smith"}
+        resp = await client.patch(f"/api/v1/users/{user['id']}", json=change, headers=await admin_headers(client))
+        assert resp.status == 200, await resp.text()
+        resp = await client.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": "wrong-horse"})
+        assert resp.status == 401
+        assert (await client.get("/nowhere")).status == 404
+
+    client = await stack(**deps)
+    observed = await _observe(client, traffic)
+    # the subscription consumes the change's event back (briefly waited for)
+    for _ in range(50):
+        if observed.increase("turnstile_events_consumed_total", outcome="acked") > 0:
+            break
+        await asyncio.sleep(0.1)
+        observed = Observed(observed.before, await scrape(client))
+    return observed
+
+
+async def password_guessing(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """One client guessing one account's password: 401s, then 429s; its owner logged in first."""
+
+    async def traffic(client: Client) -> None:
+        await register(client, "bob@example.com")
+        await login(client, "bob@example.com", "correct-horse-1")
+        statuses = []
+        for n in range(20):
+            body = {"email": "bob@example.com", "password": f"guess-{n}"}
+            statuses.append((await client.post("/api/v1/auth/login", json=body)).status)
+        assert set(statuses) == {401, 429}, statuses
+
+    return await _observe(await stack(**deps), traffic)
+
+
+async def data_service_down(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """Sign-ups and logins while nothing answers at the data service's address."""
+
+    async def traffic(client: Client) -> None:
+        for n in range(8):
+            body = {"email": f"u{n}@example.com", "password": "correct-horse-1"}
+            resp = await client.post("/api/v1/auth/register", json=body)
+            assert resp.status == 503, await resp.text()
+            resp = await client.post("/api/v1/auth/login", json=body)
+            assert resp.status == 503, await resp.text()
+
+    down = {"data_service_url": closed_port_url("http://"), "admin_email": None, "admin_password": None}
+    return await _observe(await stack(**deps, **down), traffic)
+
+
+async def redis_down(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """A sign-up, cached reads and logins while nothing answers at Redis's address. The reader
+    logged in before the outage, on an instance that reached Redis; logins need Redis for their
+    sessions, so they answer 503."""
+    before_outage = await stack(**deps)
+    reader = await register(before_outage, "cy@example.com")
+    tokens = await login(before_outage, "cy@example.com", "correct-horse-1")
+
+    async def traffic(client: Client) -> None:
+        await register(client, "dan@example.com")
+        for _ in range(6):
+            resp = await client.get(f"/api/v1/users/{reader['id']}", headers=bearer(tokens))
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["X-Cache"] == "BYPASS"
+        body = {"email": "dan@example.com", "password": "correct-horse-1"}
+        assert (await client.post("/api/v1/auth/login", json=body)).status == 503
+
+    down = {"redis_url": closed_port_url("redis://", "/0")}
+    return await _observe(await stack(**{**deps, **down}), traffic)
+
+
+async def broker_down(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """Sign-ups while nothing answers at RabbitMQ's address: their events wait in the outbox."""
+
+    async def traffic(client: Client) -> None:
+        for n in range(5):
+            await register(client, f"dee{n}@example.com")
+
+    down = {"rabbitmq_url": closed_port_url("amqp://guest:guest@", "/")}
+    return await _observe(await stack(**{**deps, **down}), traffic)
+
+
+Scenario = Callable[[StackFactory, dict[str, Any]], Awaitable[Observed]]
+SCENARIOS: dict[str, Scenario] = {
+    "healthy": healthy,
+    "password-guessing": password_guessing,
+    "data-service-down": data_service_down,
+    "redis-down": redis_down,
+    "broker-down": broker_down,
+}
+
+
+async def observe(stack: StackFactory, scenario: str, redis_db: str, amqp_url: str) -> Observed:
+    """Run `scenario` against the real Redis and RabbitMQ (but for the one it takes down)."""
+    return await SCENARIOS[scenario](stack, {"redis_url": redis_db, "rabbitmq_url": amqp_url})
