@@ -10,6 +10,8 @@ Subscriptions are not reloaded: their consumers keep the steps they started with
 next restart (a consumer holds its queue, bindings and prefetch, and a message in flight must
 not change chains), and the log line says so when the file changed them. `/readyz` shows the
 digest of the file the routes came from; `turnstile_config_reloads_total{outcome}` counts.
+`app[pipelines_key]` stays the file the process started with (its subscriptions run); the
+file the routes came from is `app[routes_key].table.file`.
 """
 
 from __future__ import annotations
