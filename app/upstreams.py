@@ -122,8 +122,8 @@ class Upstreams:
 
     def _close_later(self, client: DataServiceClient, *, gone: bool) -> None:
         delay = max(_MIN_CLOSE_DELAY_S, longest_call_s(client.options))
-        log.info("upstream %s: replaced by the reload; its client closes in %.0f s, after the calls it may "
-                 "still be making", client.name, delay)
+        log.info("upstream %s: %s by the reload; its old client closes in %.0f s, after the calls it may "
+                 "still be making", client.name, "removed" if gone else "changed", delay)
 
         async def close() -> None:
             try:
