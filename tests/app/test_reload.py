@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient
 
 import plugins.cache
+from app import BuildContext, StepType, hookimpl
 from app.main import create_app
 from app.plugins import make_plugin_manager
 from app.reload import Outcome, reload_pipelines
@@ -229,3 +230,38 @@ async def test_subscriptions_are_kept_and_a_change_to_them_is_logged(
     assert len(lines) == 3
     assert lines[2] == (f"{running.path} changes its subscriptions: a reload keeps the running ones, "
                         "restart to apply them")
+
+
+@attrs.frozen(kw_only=True)
+class FragileConfig:
+    """`{ use = "fragile", fail = true }`: a step whose build fails (a plugin's bug)."""
+
+    fail: bool = False
+
+
+class FragilePlugin:
+    @hookimpl
+    def register_steps(self) -> list[StepType[Any]]:
+        def build(config: FragileConfig, ctx: BuildContext) -> Any:
+            if config.fail:
+                msg = "cannot build"
+                raise RuntimeError(msg)
+            return sample_plugin.TagStep(sample_plugin.TagConfig(name="fragile"))
+
+        return [StepType(name="fragile", config_cls=FragileConfig, build=build)]
+
+
+async def test_a_step_that_fails_to_build_changes_nothing(
+    aiohttp_client: AiohttpClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text(V1)
+    settings: Settings = attrs.evolve(load_settings({}), pipelines_file=path, var_dir=tmp_path / "var")
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, FragilePlugin()])
+    running = Running(await aiohttp_client(create_app(settings, pm=pm)), path)
+    broken = V2.replace('{ use = "tag", name = "v2" }', '{ use = "fragile", fail = true }', 1)
+    with caplog.at_level(logging.ERROR, logger="turnstile.reload"):
+        assert await running.reload(broken) is Outcome.INVALID
+    assert "reload refused: a step of" in caplog.text
+    assert await trail(running.client, "/things/a") == "out:v1"
+    assert (await running.client.get("/gadgets/7")).status == 404
