@@ -74,6 +74,7 @@ from app.pipeline.types import (
 from app.plugins import call_all, call_chain, has_implementations
 from app.proxies import client_address
 from app.settings import Settings
+from app.upstreams import Upstreams, upstreams_key
 
 __all__ = [
     "BEARER_SCHEME",
@@ -119,6 +120,7 @@ __all__ = [
     "Template",
     "TooManyRequests",
     "Unauthorized",
+    "Upstreams",
     "ValidationFailed",
     "actor_key",
     "body_key",
@@ -151,4 +153,5 @@ __all__ = [
     "settings_key",
     "template_field",
     "template_placeholders",
+    "upstreams_key",
 ]

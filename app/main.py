@@ -21,8 +21,10 @@ from app.pipeline.subscriptions import setup_subscriptions
 from app.plugins import make_plugin_manager
 from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
+from app.reload import setup_reload
 from app.server_header import hide_server_version
 from app.settings import Settings
+from app.upstreams import setup_upstreams
 from app.wiring import setup_clients
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -56,7 +58,9 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app[readiness_key] = Readiness()
 
     setup_clients(app, settings)
+    setup_upstreams(app, pipelines.upstreams)
     setup_pipeline_routes(app, pipelines, pm, registry.models)
+    setup_reload(app)
     setup_subscriptions(app)
     setup_health_routes(app)
     app.router.add_get("/metrics", metrics_handler, name="metrics", allow_head=False)

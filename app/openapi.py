@@ -140,6 +140,18 @@ def _operational_paths() -> dict[str, dict[str, Any]]:
         "properties": {
             "status": {"type": "string"},
             "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            "upstreams": {
+                "type": "object", "additionalProperties": {"type": "string", "enum": ["closed", "half_open", "open"]},
+                "description": "Each named upstream's circuit (absent when the file declares none)",
+            },
+            "pipelines": {
+                "type": "object",
+                "description": "The pipelines file the routes came from (a reload changes it)",
+                "properties": {
+                    "sha256": {"type": "string", "description": "First 12 hex digits of the file's SHA-256"},
+                    "loaded_at": {"type": "string", "format": "date-time"},
+                },
+            },
         },
     }
     ops: dict[str, tuple[str, str, dict[str, Any]]] = {
@@ -186,3 +198,12 @@ def setup_openapi(app: web.Application, document: dict[str, Any]) -> None:
     api.spec = _Spec(document)
     api.register(app, in_place=True)
 
+
+
+def replace_document(app: web.Application, document: dict[str, Any]) -> None:
+    """Serve `document` from now on (a reload). aiohttp-apispec's handler answers with the dict
+    it was given at set-up, which the frozen app holds, so that dict is refilled in place; it
+    happens without an await, so no request sees half of it."""
+    served: dict[str, Any] = app["swagger_dict"]
+    served.clear()
+    served.update(document)

@@ -1,4 +1,5 @@
-"""Running the server: one process, or N with SO_REUSEPORT; SIGTERM drains (contract §12).
+"""Running the server: one process, or N with SO_REUSEPORT; SIGTERM drains (contract §12),
+SIGHUP reloads the pipelines file (contract §10, app/reload.py).
 
 Drain: /readyz turns 503 while the listener stays open for the drain bound, so load
 balancers stop sending; then the listener closes, in-flight requests get up to
@@ -21,6 +22,7 @@ from aiohttp import web
 from app.keys import readiness_key
 from app.main import create_app
 from app.readiness import Phase
+from app.reload import reload_on_signal
 from app.settings import Settings
 
 log = logging.getLogger("turnstile.serve")
@@ -36,36 +38,48 @@ def use_fast_loop() -> None:
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    loop = asyncio.get_running_loop()
+    # Handled from the first moment: SIGHUP's default action ends the process, and a reload
+    # asked for during start-up runs once the server is up.
+    hangups = asyncio.Event()
+    loop.add_signal_handler(signal.SIGHUP, hangups.set)
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=IN_FLIGHT_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     await site.start()
     log.info("listening on http://%s:%s", settings.host, settings.port)
+    reloads = asyncio.create_task(reload_on_signal(app, hangups))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        reloads.cancel()  # no reload while draining
         app[readiness_key].phase = Phase.DRAINING
         log.info("draining for %.1fs: /readyz answers 503, requests are still served", settings.drain_seconds)
         await asyncio.sleep(settings.drain_seconds)
     finally:
+        reloads.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reloads
         await runner.cleanup()
         log.info("stopped")
 
 
 def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
-    """Start `workers` processes sharing the port through SO_REUSEPORT; forward signals."""
+    """Start `workers` processes sharing the port through SO_REUSEPORT; forward signals
+    (SIGTERM and SIGINT stop every worker, SIGHUP makes each reload the pipelines file)."""
     command = [sys.executable, "-m", "app", *argv, "--workers", "1", "--reuse-port"]
-    children = [subprocess.Popen(command) for _ in range(workers)]  # noqa: S603  # our own program
+    children: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
             child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    # Before the first worker starts: an early SIGHUP must not end this process (its default).
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    children.extend(subprocess.Popen(command) for _ in range(workers))  # noqa: S603  # our own program
     codes = [child.wait() for child in children]
     return max(codes, default=0)

@@ -36,18 +36,20 @@ OUTCOMES: tuple[Outcome, ...] = (
     "ok", "not_found", "conflict", "client_error", "bad_gateway", "timeout", "unavailable", "circuit_open"
 )
 
+# Labelled by upstream: "data_service", or the name of an `[upstreams.NAME]` table.
 CALLS = Counter(
     "turnstile_data_service_calls_total",
-    "Data-service calls by final outcome (one per call, however many attempts it took)",
-    ["outcome"],
+    "Upstream calls by final outcome (one per call, however many attempts it took)",
+    ["upstream", "outcome"],
 )
-for _outcome in OUTCOMES:
-    CALLS.labels(outcome=_outcome)  # export every outcome from the start, at 0
 CALL_SECONDS = Histogram(
     "turnstile_data_service_call_seconds",
-    "Duration of data-service calls, retries and backoff included (refused-by-circuit calls excluded)",
+    "Duration of upstream calls, retries and backoff included (refused-by-circuit calls excluded)",
+    ["upstream"],
 )
-RETRIES = Counter("turnstile_data_service_retries_total", "Extra attempts made by idempotent data-service calls")
+RETRIES = Counter(
+    "turnstile_data_service_retries_total", "Extra attempts made by idempotent upstream calls", ["upstream"]
+)
 CIRCUIT_STATE = Gauge(
     "turnstile_circuit_state", "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open", ["upstream"]
 )
@@ -147,9 +149,16 @@ class _Result:
 class DataServiceClient:
     """The data-service client. `start()` it in the running loop, `close()` it at shutdown."""
 
-    def __init__(self, options: DataServiceOptions, *, name: str = "data_service") -> None:
+    def __init__(
+        self, options: DataServiceOptions, *, name: str = "data_service", label: str = "the data service"
+    ) -> None:
+        """`name` labels metrics and log lines; `label` is how problem details name the service."""
         self.options = options
         self.name = name
+        self.label = label
+        self._calls = {outcome: CALLS.labels(upstream=name, outcome=outcome) for outcome in OUTCOMES}
+        self._call_seconds = CALL_SECONDS.labels(upstream=name)
+        self._retries = RETRIES.labels(upstream=name)
         self._base = options.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
         self._breaker = CircuitBreaker(
@@ -246,9 +255,9 @@ class DataServiceClient:
         session = self._require_session()
         started = time.perf_counter()
         result = await self._call(session, call)
-        CALLS.labels(outcome=result.outcome).inc()
+        self._calls[result.outcome].inc()
         if result.outcome != "circuit_open":
-            CALL_SECONDS.observe(time.perf_counter() - started)
+            self._call_seconds.observe(time.perf_counter() - started)
         self._publish_state()
         if result.reply is not None:
             return result.reply
@@ -265,11 +274,11 @@ class DataServiceClient:
         last: _Result | None = None
         for attempt in range(retries + 1):
             if last is not None:
-                RETRIES.inc()
+                self._retries.inc()
                 delay = backoff_s(attempt - 1, base_s=self.options.backoff_base_s, max_s=self.options.backoff_max_s)
                 log.info(
-                    "data service: retrying %s %s in %.3f s (request_id=%s)",
-                    call.method, call.path, delay, call.request_id, extra={"request_id": call.request_id},
+                    "%s: retrying %s %s in %.3f s (request_id=%s)",
+                    self.name, call.method, call.path, delay, call.request_id, extra={"request_id": call.request_id},
                 )
                 await asyncio.sleep(delay)
             permit = self._breaker.acquire()
@@ -343,15 +352,15 @@ class DataServiceClient:
             case "conflict":
                 return Conflict(result.detail or "conflict")
             case "timeout":
-                return GatewayTimeout("the data service did not answer in time")
+                return GatewayTimeout(f"{self.label} did not answer in time")
             case "unavailable":
-                return ServiceUnavailable("the data service is unreachable", retry_after_s=self._retry_after_s())
+                return ServiceUnavailable(f"{self.label} is unreachable", retry_after_s=self._retry_after_s())
             case "circuit_open":
                 return ServiceUnavailable(
-                    "the data service is failing; calls to it are paused", retry_after_s=self._retry_after_s()
+                    f"{self.label} is failing; calls to it are paused", retry_after_s=self._retry_after_s()
                 )
             case _:
-                return BadGateway("the data service gave an answer this service could not use")
+                return BadGateway(f"{self.label} gave an answer this service could not use")
 
     def _retry_after_s(self) -> int:
         return max(1, math.ceil(self._breaker.retry_after_s()))
@@ -360,8 +369,8 @@ class DataServiceClient:
         # The exception's text, never the exception itself: a ClientResponseError's repr holds
         # the request's headers, and so the bearer token, and a handler may render args with repr.
         log.warning(
-            "data service %s: %s %s (request_id=%s): %s",
-            what, call.method, call.url, call.request_id, f"{type(exc).__name__}: {exc}",
+            "%s %s: %s %s (request_id=%s): %s",
+            self.name, what, call.method, call.url, call.request_id, f"{type(exc).__name__}: {exc}",
             extra={"request_id": call.request_id},
         )
 
@@ -369,8 +378,8 @@ class DataServiceClient:
         # The URL without its query: `?email=` would put personal data in the log.
         log.log(
             level,
-            "data service answered %s %s with %d %s (request_id=%s)",
-            call.method, call.url, status, note, call.request_id, extra={"request_id": call.request_id},
+            "%s answered %s %s with %d %s (request_id=%s)",
+            self.name, call.method, call.url, status, note, call.request_id, extra={"request_id": call.request_id},
         )
 
     def _on_circuit_change(self, old: CircuitState, new: CircuitState) -> None:

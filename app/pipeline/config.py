@@ -8,6 +8,8 @@ and reported as ``FILE:LINE: message``; `turnstile check` and server start-up sh
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,6 +22,7 @@ from app.converter import converter, format_path, iter_errors
 from app.pipeline.locate import PositionIndex
 from app.pipeline.template import template_placeholders
 from app.pipeline.types import (
+    DATA_SERVICE,
     RESERVED_PLACEHOLDERS,
     ROUTE_PARAM,
     CheckContext,
@@ -30,7 +33,9 @@ from app.pipeline.types import (
     StepKind,
     StepType,
     SubscriptionConfig,
+    UpstreamConfig,
 )
+from app.pipeline.upstream_tables import RawUpstream, check_upstream
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _ROUTE = re.compile(r"^(?P<method>[A-Z]+) (?P<path>/\S*)$")
@@ -66,6 +71,7 @@ class RawSubscription:
 class RawFile:
     pipelines: list[RawPipeline] = attrs.Factory(list)
     subscriptions: list[RawSubscription] = attrs.Factory(list)
+    upstreams: dict[str, RawUpstream] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -118,13 +124,16 @@ def parse_route(text: str) -> Route:
 
 class _Loader:
     def __init__(
-        self, path: Path, text: str, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]]
+        self, path: Path, text: str, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]],
+        environ: Mapping[str, str],
     ) -> None:
         self.file = str(path)
         self.path = path
         self.positions = PositionIndex(text)
         self.step_types = steps
         self.models = models
+        self.environ = environ
+        self.upstream_names = frozenset({DATA_SERVICE})
         self.errors: list[ConfigError] = []
 
     def error(self, where: Sequence[str | int], message: str) -> None:
@@ -137,6 +146,9 @@ class _Loader:
             for where, message in iter_errors(exc):
                 self.error(where, f"{format_path(where)}: {message}")
             return PipelineFile(self.path, ())
+        # Every declared name is known to the steps, even one whose table has errors of its own.
+        self.upstream_names = frozenset({DATA_SERVICE, *raw.upstreams})
+        upstreams = [self.upstream(name, u) for name, u in raw.upstreams.items()]
         pipelines = [self.pipeline(i, p) for i, p in enumerate(raw.pipelines)]
         subscriptions = [self.subscription(i, s) for i, s in enumerate(raw.subscriptions)]
         self.check_unique(pipelines, subscriptions)
@@ -144,7 +156,14 @@ class _Loader:
             self.path,
             tuple(p for p in pipelines if p is not None),
             tuple(s for s in subscriptions if s is not None),
+            tuple(u for u in upstreams if u is not None),
         )
+
+    def upstream(self, name: str, raw: RawUpstream) -> UpstreamConfig | None:
+        upstream, problems = check_upstream(name, raw, self.environ, self.positions.line_of(("upstreams", name)))
+        for where, message in problems:
+            self.error(where, message)
+        return upstream
 
     def pipeline(self, index: int, raw: RawPipeline) -> PipelineConfig | None:
         where: tuple[str | int, ...] = ("pipelines", index)
@@ -225,7 +244,7 @@ class _Loader:
         if params is not None:
             self.check_templates(where, label, step_type, config, params)
             if step_type.check is not None:
-                context = CheckContext(frozenset(params), frozenset(self.models))
+                context = CheckContext(frozenset(params), frozenset(self.models), self.upstream_names)
                 for problem in step_type.check(config, context):
                     self.error(where, f"{label}: {problem}")
         return ConfiguredStep(step_type, config, self.positions.line_of(where))
@@ -299,29 +318,35 @@ _TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
 
 
 def load_pipelines(
-    path: Path, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]]
+    path: Path, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]],
+    environ: Mapping[str, str] | None = None,
 ) -> PipelineFile:
     """Read, parse and check a pipelines file.
+
+    Args:
+        environ: where the upstream tables' ``${VAR}``s are looked up (default: ``os.environ``).
 
     Raises:
         PipelineFileError: with every problem found, each as ``FILE:LINE: message``.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PipelineFileError([ConfigError(str(path), 0, f"cannot read the file: {exc}")]) from exc
     try:
-        data = tomllib.loads(text)
+        parsed = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_LINE.search(str(exc))
         line = int(match.group(1)) if match else 1
         message = _TOML_LINE.sub("", str(exc)).strip()
         raise PipelineFileError([ConfigError(str(path), line, f"TOML syntax error: {message}")]) from exc
-    loader = _Loader(path, text, steps, models)
-    result = loader.load(data)
+    loader = _Loader(path, text, steps, models, os.environ if environ is None else environ)
+    result = loader.load(parsed)
     if loader.errors:
         raise PipelineFileError(loader.errors)
-    return result
+    # The digest of the bytes read, so it names exactly the file these routes came from.
+    return attrs.evolve(result, sha256=hashlib.sha256(data).hexdigest())
 
 
 def iter_steps(file: PipelineFile) -> Iterator[tuple[PipelineConfig, ConfiguredStep]]:

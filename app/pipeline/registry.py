@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -70,8 +71,12 @@ def _extend_models(pm: pluggy.PluginManager, models: dict[str, type[Any]], origi
     return problems
 
 
-def load_checked(path: Path, pm: pluggy.PluginManager) -> tuple[Registry, PipelineFile]:
-    """The one function `turnstile check` and server start-up share.
+def load_checked(
+    path: Path, pm: pluggy.PluginManager, environ: Mapping[str, str] | None = None
+) -> tuple[Registry, PipelineFile]:
+    """The one function `turnstile check`, server start-up and a reload share.
+
+    `environ` is where upstream tables' ``${VAR}``s come from (default: ``os.environ``).
 
     Raises:
         PipelineFileError: every problem in the file (or a plugin clash), as FILE:LINE lines.
@@ -80,4 +85,4 @@ def load_checked(path: Path, pm: pluggy.PluginManager) -> tuple[Registry, Pipeli
         registry = make_registry(pm)
     except RegistryError as exc:
         raise PipelineFileError([ConfigError(str(path), 0, str(exc))]) from exc
-    return registry, load_pipelines(path, registry.steps, registry.models)
+    return registry, load_pipelines(path, registry.steps, registry.models, environ)

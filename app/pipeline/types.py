@@ -22,6 +22,9 @@ from app.errors import PROBLEM_CONTENT_TYPE
 from app.models.events import Event
 
 ROUTE_PARAM = re.compile(r"\{([^{}]*)\}")
+# The data service's name among the upstreams a step may call: configured from the environment
+# (DATA_SERVICE_URL), never by an `[upstreams.NAME]` table.
+DATA_SERVICE: Final = "data_service"
 
 @attrs.frozen
 class Actor:
@@ -92,6 +95,8 @@ class CheckContext:
 
     route_params: frozenset[str]
     models: frozenset[str]
+    # The HTTP services a step may call by name: DATA_SERVICE and each `[upstreams.NAME]`.
+    upstreams: frozenset[str] = frozenset({DATA_SERVICE})
 
 
 @attrs.frozen
@@ -243,11 +248,32 @@ class SubscriptionConfig:
     line: int = 0
 
 
+@attrs.frozen(kw_only=True)
+class UpstreamConfig:
+    """One validated `[upstreams.NAME]` table: an HTTP service besides the data service, with
+    its `${VAR}`s already taken from the environment (so `token` stays out of `repr`)."""
+
+    name: str
+    url: str
+    token: str | None = attrs.field(default=None, repr=False)
+    connect_timeout_s: float = 1.0
+    timeout_s: float = 5.0
+    retries: int = 2
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 5.0
+    pool_limit: int = 100
+    line: int = 0
+
+
 @attrs.frozen
 class PipelineFile:
+    """A whole validated pipelines file; `sha256` is the hex digest of the bytes it was read from."""
+
     path: Path
     pipelines: tuple[PipelineConfig, ...]
     subscriptions: tuple[SubscriptionConfig, ...] = ()
+    upstreams: tuple[UpstreamConfig, ...] = ()
+    sha256: str = ""
 
 
 # --- documentation ---------------------------------------------------------------------------

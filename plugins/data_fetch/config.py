@@ -24,21 +24,24 @@ def _check_call(inst: object, attribute: Any, value: str) -> None:
 class DataFetchConfig:
     """`{ use = "data-fetch", call = "GET /api/v1/users/{id}", status = 200, response = "User" }`
 
-    call: the data-service call, ``METHOD /path``; the path is a template over the route
+    call: the upstream call, ``METHOD /path``; the path is a template over the route
         parameters and ``{actor}`` (the authenticated user's id). The validated request body,
         if any, is sent as JSON (after `transform_upstream`), the validated query parameters
         as the query string.
     status: the status to answer with on success (2xx); 204 answers with an empty body.
-    response: name of the response model. The data service's answer is checked against it
+    response: name of the response model. The upstream's answer is checked against it
         (a missing field, a wrong type, a list where an object belongs: 502) and only the
         model's fields are passed on, to `transform_response` hooks, the client, the cache
         and events; fields it does not declare are dropped. Without it the answer is passed
         on as it came. Also the success schema in the OpenAPI document.
+    upstream: the service called: ``data_service`` (the default, set by DATA_SERVICE_URL) or
+        the NAME of an ``[upstreams.NAME]`` table of the same file.
     """
 
     call: str = template_field(validator=_check_call)
     status: int = field(default=200, validator=and_(ge(200), le(299)))
     response: str | None = None
+    upstream: str = "data_service"
 
     @property
     def method(self) -> str:

@@ -1,4 +1,4 @@
-"""The `data-fetch` step: call the data service, check its answer, and answer with it."""
+"""The `data-fetch` step: call the data service (or a named upstream), check its answer, and answer with it."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from app import (
     Template,
     body_key,
     call_chain,
-    data_service_key,
     has_implementations,
     model_ref,
     models_key,
@@ -33,12 +32,13 @@ from app import (
     projection_of,
     query_key,
     request_id_key,
+    upstreams_key,
 )
 from plugins.data_fetch.config import DataFetchConfig
 
 JSON = "application/json"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
-UNUSABLE_ANSWER = "the data service gave an answer this service could not use"
+DATA_SERVICE = "data_service"
 
 log = logging.getLogger("turnstile.data_fetch")
 
@@ -46,10 +46,12 @@ log = logging.getLogger("turnstile.data_fetch")
 @final
 @attrs.frozen
 class AnswerCheck:
-    """The response model's projection (compiled once, at build time) and its name for the log."""
+    """The response model's projection (compiled once, at build time), its name for the log,
+    and the upstream whose answers it checks."""
 
     model: str
     project: Projection
+    upstream: str = DATA_SERVICE
 
     def __call__(self, data: Any, pipeline: str) -> Any:
         """The answer with only the model's fields; BadGateway when it does not fit."""
@@ -57,8 +59,9 @@ class AnswerCheck:
             return self.project(data)
         except ShapeMismatch as exc:
             # The location and the rule only: the answer may carry a password hash.
-            log.warning("pipeline %s: the data service's answer does not fit %s: %s", pipeline, self.model, exc)
-            raise BadGateway(UNUSABLE_ANSWER) from None
+            source = "the data service's answer" if self.upstream == DATA_SERVICE else f"the answer of {self.upstream}"
+            log.warning("pipeline %s: %s does not fit %s: %s", pipeline, source, self.model, exc)
+            raise BadGateway(f"{_public_name(self.upstream)} gave an answer this service could not use") from None
 
     def final(self, data: Any, pipeline: str) -> Any:
         """The answer as `transform_response` hooks left it, with only the model's fields:
@@ -76,7 +79,7 @@ class AnswerCheck:
 @final
 @attrs.frozen
 class DataFetchStep:
-    """Terminal: sends the request on to the data service and answers `status` with its data.
+    """Terminal: sends the request on to its upstream and answers `status` with its data.
 
     Upstream failures are `ProblemError`s raised by the client; they pass through to the
     error middleware (404, 409, 502, 503 with Retry-After, 504). With a `response` model,
@@ -142,7 +145,7 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         method=config.method,
         path=Template(config.path, quote=True, safe=context.pipeline.route.int_params),
         status=config.status,
-        client=context.app[data_service_key],
+        client=context.app[upstreams_key].client(config.upstream),
         pipeline=context.pipeline,
         transform_upstream=hook.transform_upstream if has_implementations(hook.transform_upstream) else None,
         transform_response=hook.transform_response if has_implementations(hook.transform_response) else None,
@@ -154,15 +157,26 @@ def _answer_check(config: DataFetchConfig, context: BuildContext) -> AnswerCheck
     if config.response is None or config.status == 204:
         return None
     # `check` made sure the model is registered.
-    return AnswerCheck(config.response, projection_of(context.app[models_key][config.response]))
+    return AnswerCheck(config.response, projection_of(context.app[models_key][config.response]), config.upstream)
+
+
+def _public_name(upstream: str) -> str:
+    """How answers to clients name the service: a named upstream's name is configuration."""
+    return "the data service" if upstream == DATA_SERVICE else "an upstream service"
 
 
 def check(config: DataFetchConfig, ctx: CheckContext) -> list[str]:
-    """The documented response model must exist, or the OpenAPI document would dangle."""
+    """The documented response model must exist, or the OpenAPI document would dangle; the
+    upstream must be declared in the file."""
+    problems = []
     if config.response is not None and config.response not in ctx.models:
         known = ", ".join(sorted(ctx.models)) or "none"
-        return [f"response: model {config.response!r} is not registered (known: {known})"]
-    return []
+        problems.append(f"response: model {config.response!r} is not registered (known: {known})")
+    if config.upstream not in ctx.upstreams:
+        known = ", ".join(sorted(ctx.upstreams))
+        problems.append(f"upstream: {config.upstream!r} is not declared by an [upstreams.NAME] table "
+                        f"(known: {known})")
+    return problems
 
 
 def document(config: DataFetchConfig, doc: OperationDoc) -> None:
@@ -175,6 +189,7 @@ def document(config: DataFetchConfig, doc: OperationDoc) -> None:
     doc.problem(404, "Not found")
     if config.method in _WRITES:
         doc.problem(409, "Conflicts with the stored state")
-    doc.problem(502, "The data service gave an unusable answer")
-    doc.problem(503, "The data service is unreachable or paused", headers={"Retry-After": "Seconds to wait"})
-    doc.problem(504, "The data service did not answer in time")
+    service = _public_name(config.upstream).capitalize()
+    doc.problem(502, f"{service} gave an unusable answer")
+    doc.problem(503, f"{service} is unreachable or paused", headers={"Retry-After": "Seconds to wait"})
+    doc.problem(504, f"{service} did not answer in time")

@@ -123,8 +123,10 @@ async def make_client(base_url: str) -> AsyncIterator[ClientFactory]:
         await client.close()
 
 
-def calls(outcome: str) -> float:
-    return REGISTRY.get_sample_value("turnstile_data_service_calls_total", {"outcome": outcome}) or 0.0
+def calls(client: DataServiceClient, outcome: str) -> float:
+    """Calls counted for `client`'s upstream label (each test client has a name of its own)."""
+    labels = {"upstream": client.name, "outcome": outcome}
+    return REGISTRY.get_sample_value("turnstile_data_service_calls_total", labels) or 0.0
 
 
 def circuit_gauge(client: DataServiceClient) -> float | None:
@@ -194,11 +196,11 @@ async def test_other_4xx_is_our_fault_a_bad_gateway_and_logged(
     make_client: ClientFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     client = await make_client()
-    before = calls("client_error")
+    before = calls(client, "client_error")
     with pytest.raises(BadGateway) as caught:
         await client.request("POST", "/invalid", json={}, request_id="rid-422")
     assert "422" not in caught.value.detail
-    assert calls("client_error") == before + 1
+    assert calls(client, "client_error") == before + 1
     assert client.breaker_state == "closed"
     record = next(r for r in caplog.records if r.name == "turnstile.dataservice")
     assert "422" in record.getMessage()
@@ -262,23 +264,23 @@ async def test_slow_answer_beyond_the_total_timeout_is_a_gateway_timeout(
     make_client: ClientFactory, fake: FakeDataService
 ) -> None:
     client = await make_client(total_timeout_s=0.2)
-    before = calls("timeout")
+    before = calls(client, "timeout")
     with pytest.raises(GatewayTimeout) as caught:
         await client.request("GET", "/slow", request_id="rid-slow")
     assert "127.0.0.1" not in caught.value.detail
-    assert calls("timeout") == before + 1
+    assert calls(client, "timeout") == before + 1
     assert fake.hits["GET", "/slow"] == 1  # a timeout is not retried: it would multiply the wait
 
 
 async def test_closed_port_is_service_unavailable_with_retry_after(make_client: ClientFactory) -> None:
     port = closed_port()
     client = await make_client(f"http://127.0.0.1:{port}")
-    before = calls("unavailable")
+    before = calls(client, "unavailable")
     with pytest.raises(ServiceUnavailable) as caught:
         await client.request("GET", "/users/1")
     assert caught.value.headers["Retry-After"] == "1"
     assert str(port) not in caught.value.detail
-    assert calls("unavailable") == before + 1
+    assert calls(client, "unavailable") == before + 1
 
 
 async def test_get_is_retried_on_503_until_it_succeeds(make_client: ClientFactory, fake: FakeDataService) -> None:
@@ -317,12 +319,12 @@ async def test_breaker_opens_after_n_failures_and_stops_calling(
     assert not await client.ready()
     assert circuit_gauge(client) == 2
 
-    before = calls("circuit_open")
+    before = calls(client, "circuit_open")
     with pytest.raises(ServiceUnavailable) as caught:
         await client.request("GET", "/users/1")
     assert caught.value.headers["Retry-After"] == "30"
     assert fake.hits["GET", "/users/1"] == 3
-    assert calls("circuit_open") == before + 1
+    assert calls(client, "circuit_open") == before + 1
 
 
 async def test_4xx_answers_do_not_open_the_breaker(make_client: ClientFactory) -> None:
@@ -435,11 +437,12 @@ async def test_answers_again_within_the_cool_down_after_the_data_service_returns
 
 async def test_ok_outcome_and_latency_are_counted(make_client: ClientFactory) -> None:
     client = await make_client()
-    ok_before = calls("ok")
-    count_before = REGISTRY.get_sample_value("turnstile_data_service_call_seconds_count") or 0.0
+    ok_before = calls(client, "ok")
+    seconds = {"upstream": client.name}
+    count_before = REGISTRY.get_sample_value("turnstile_data_service_call_seconds_count", seconds) or 0.0
     await client.request("GET", "/users/1")
-    assert calls("ok") == ok_before + 1
-    assert REGISTRY.get_sample_value("turnstile_data_service_call_seconds_count") == count_before + 1
+    assert calls(client, "ok") == ok_before + 1
+    assert REGISTRY.get_sample_value("turnstile_data_service_call_seconds_count", seconds) == count_before + 1
 
 
 async def test_request_before_start_is_a_programming_error() -> None:
