@@ -25,6 +25,7 @@ from typing import Any, final
 from aiohttp import web
 from prometheus_client import Counter
 
+from app.asyncapi import build_asyncapi, replace_asyncapi
 from app.keys import models_key, pipelines_key, plugin_manager_key, settings_key
 from app.openapi import build_document, replace_document
 from app.pipeline.config import ConfigError, PipelineFileError
@@ -67,7 +68,7 @@ class Reloader:
         pm = app[plugin_manager_key]
         routes = app[routes_key]
         try:
-            _registry, file = load_checked(path, pm)
+            registry, file = load_checked(path, pm)
         except PipelineFileError as exc:
             _log_refused(routes.table, exc.errors)
             return Outcome.INVALID
@@ -76,6 +77,7 @@ class Reloader:
         try:
             table = build_routing_table(file, app, pm, app[models_key])
             document = build_document(file, app[models_key])
+            events_document = build_asyncapi(file, registry.models, exchange=app[settings_key].events_exchange)
         except Exception:  # a plugin's build() failed: the old routes are still whole
             upstreams.abort()
             log.exception("reload refused: a step of %s could not be built; still serving sha256 %s",
@@ -85,6 +87,7 @@ class Reloader:
         # The swap: nothing awaits from here to the end, so no request sees half of it.
         routes.table = table
         replace_document(app, document)
+        replace_asyncapi(app, events_document)
         _log_loaded(table, app[pipelines_key])
         return Outcome.OK
 

@@ -2,6 +2,6 @@
 pipelines and the models (`document`, `objects`), and the page that renders it (`page`)."""
 
 from app.asyncapi.document import build_asyncapi
-from app.asyncapi.page import setup_asyncapi
+from app.asyncapi.page import replace_asyncapi, setup_asyncapi
 
-__all__ = ["build_asyncapi", "setup_asyncapi"]
+__all__ = ["build_asyncapi", "replace_asyncapi", "setup_asyncapi"]

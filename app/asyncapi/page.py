@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
 import orjson
 from aiohttp import web
 
@@ -29,16 +30,31 @@ ASSETS: Final = {
 }
 
 
+@attrs.define
+class ServedAsyncApi:
+    """The AsyncAPI document as served, encoded once; a reload replaces `body` in one step."""
+
+    body: bytes
+
+
+served_asyncapi_key = web.AppKey("served_asyncapi", ServedAsyncApi)
+
+
 def setup_asyncapi(app: web.Application, document: dict[str, Any]) -> None:
     """Serve `document` at /api/docs/asyncapi.json and its rendered page at /api/docs/events."""
-    body = orjson.dumps(document)
+    served = app[served_asyncapi_key] = ServedAsyncApi(orjson.dumps(document))
 
     async def asyncapi_json(request: web.Request) -> web.Response:
-        return web.Response(body=body, content_type="application/json")
+        return web.Response(body=served.body, content_type="application/json")
 
     app.router.add_get(ASYNCAPI_PATH, asyncapi_json, name="asyncapi", allow_head=False)
     app.router.add_get(EVENTS_PAGE_PATH, events_page, name="events_docs", allow_head=False)
     app.router.add_get(f"{ASSETS_PATH}/{{name}}", events_asset, name="events_docs_asset", allow_head=False)
+
+
+def replace_asyncapi(app: web.Application, document: dict[str, Any]) -> None:
+    """Serve `document` from now on (a reload of the pipelines file)."""
+    app[served_asyncapi_key].body = orjson.dumps(document)
 
 
 async def events_page(request: web.Request) -> web.FileResponse:

@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from pytest_aiohttp import AiohttpClient
 
 import plugins.cache
+import plugins.event_emit
 from app import BuildContext, StepType, hookimpl
 from app.main import create_app
 from app.plugins import make_plugin_manager
@@ -85,7 +86,7 @@ async def running(aiohttp_client: AiohttpClient, tmp_path: Path) -> Running:
     path = tmp_path / "pipelines.toml"
     path.write_text(V1)
     settings: Settings = attrs.evolve(load_settings({}), pipelines_file=path, var_dir=tmp_path / "var")
-    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, plugins.cache])
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, plugins.cache, plugins.event_emit])
     return Running(await aiohttp_client(create_app(settings, pm=pm)), path)
 
 
@@ -133,6 +134,16 @@ async def test_openapi_describes_the_reloaded_routes(running: Running) -> None:
     assert {"/things/{name}", "/healthz", "/readyz", "/metrics"} <= set(after["paths"])
 
 
+async def test_the_events_document_follows_the_reloaded_routes(running: Running) -> None:
+    before = await (await running.client.get("/api/docs/asyncapi.json")).json()
+    assert "thing.seen" not in str(before["channels"])
+    emitting = V1.replace('steps = [{ use = "tag", name = "v1" }, { use = "echo" }]',
+                          'steps = [{ use = "event-emit", event = "thing.seen" }, { use = "echo" }]', 1)
+    assert await running.reload(emitting) is Outcome.OK
+    after = await (await running.client.get("/api/docs/asyncapi.json")).json()
+    assert "thing.seen" in str(after["channels"])
+
+
 async def test_405_and_its_allow_header_come_from_the_new_routes(running: Running) -> None:
     assert await running.reload(V1.replace("GET /things/{name}", "POST /things/{name}")) is Outcome.OK
     resp = await running.client.get("/things/a")
@@ -157,7 +168,7 @@ async def test_a_broken_file_changes_nothing_and_logs_its_errors(
     lines = [r.getMessage() for r in caplog.records if r.name == "turnstile.reload"]
     assert lines[0].startswith("reload refused: 1 error(s); still serving")
     assert lines[1] == (f"{running.path}:4: pipeline 'get_thing', step 1: unknown step type 'tga' "
-                        "(known: answer, boom, cache, cache-invalidate, echo, sleep, tag)")
+                        "(known: answer, boom, cache, cache-invalidate, echo, event-emit, sleep, tag)")
     assert await trail(client, "/things/a") == "out:v1"
     assert (await client.get("/gadgets/7")).status == 404
     after = await running.ready()
