@@ -22,6 +22,7 @@ from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
 from app.server_header import hide_server_version
 from app.settings import Settings
+from app.tracing import setup_tracing
 from app.wiring import setup_clients
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -55,6 +56,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     app[readiness_key] = Readiness()
 
     setup_clients(app, settings)
+    setup_tracing(app)  # before the routes: their step wrappers read what it decided
     setup_pipeline_routes(app, pipelines, pm, registry.models)
     setup_subscriptions(app)
     setup_health_routes(app)
