@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, final
 
 import attrs
@@ -101,7 +101,7 @@ def setup_tracing(app: web.Application) -> None:
     app.middlewares.insert(0, _request_id_attribute)
     app.middlewares.insert(0, _server_middleware(provider))
     app[publisher_key] = TracedPublisher(app[publisher_key], tracer, app[settings_key].events_exchange)
-    app.cleanup_ctx.append(_flush_at_cleanup)
+    app.on_cleanup.append(_flush_at_cleanup)  # after every cleanup context: their spans too
 
 
 def app_tracer(app: web.Application) -> Tracing | None:
@@ -114,7 +114,7 @@ def flush_traces(timeout_s: float = 5.0) -> bool:
 
     Blocking (the exporter is synchronous): call it from a thread. Without tracing, a no-op.
     """
-    if not tracing_requested() or _process_provider.cache_info().currsize == 0:
+    if _process_provider.cache_info().currsize == 0:  # tracing was never set up here
         return True
     return _process_provider().force_flush(int(timeout_s * 1000))
 
@@ -134,7 +134,7 @@ def traced_step(step: Step, tracer: Tracer, name: str) -> Step:
         with tracer.start_as_current_span(name, record_exception=False, set_status_on_exception=False) as span:
             try:
                 return await step(request, handler)
-            except ProblemError as exc:
+            except (ProblemError, web.HTTPException) as exc:
                 span.set_attribute("turnstile.problem.status", exc.status)
                 if exc.status >= 500:
                     span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
@@ -290,8 +290,7 @@ async def _request_id_attribute(request: web.Request, handler: Handler) -> web.S
             trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
 
 
-async def _flush_at_cleanup(_app: web.Application) -> AsyncIterator[None]:
-    yield
-    # The last requests' spans leave before the process does (the SDK's own exit hook would
-    # too, but not if the process is killed after its cleanup).
+async def _flush_at_cleanup(_app: web.Application) -> None:
+    # The last spans (the publisher's flush among them) leave before the process does; the
+    # SDK's exit hook would send them too, but not if the process is killed after its cleanup.
     await asyncio.to_thread(flush_traces)
