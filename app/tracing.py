@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final, final
 
@@ -51,8 +53,12 @@ from app.settings import SettingsError
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
 
+log = logging.getLogger("turnstile.tracing")
+
 DEFAULT_SERVICE_NAME: Final = "turnstile"
 REQUEST_ID_ATTRIBUTE: Final = "turnstile.request_id"
+# How long shutdown waits for the collector to take the last spans.
+END_DEADLINE_S: Final = 5.0
 _ENDPOINT_VARIABLES: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROTOCOL_VARIABLES: Final = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 _SHIPPED_PROTOCOL: Final = "http/protobuf"
@@ -101,7 +107,7 @@ def setup_tracing(app: web.Application) -> None:
     app.middlewares.insert(0, _request_id_attribute)
     app.middlewares.insert(0, _server_middleware(provider))
     app[publisher_key] = TracedPublisher(app[publisher_key], tracer, app[settings_key].events_exchange)
-    app.on_cleanup.append(_flush_at_cleanup)  # after every cleanup context: their spans too
+    app.on_cleanup.append(_end_at_cleanup)  # after every cleanup context: their spans go too
 
 
 def app_tracer(app: web.Application) -> Tracing | None:
@@ -109,14 +115,25 @@ def app_tracer(app: web.Application) -> Tracing | None:
     return app.get(tracing_key)
 
 
-def flush_traces(timeout_s: float = 5.0) -> bool:
-    """Export the spans that wait in the batch processor now; False when that timed out.
+async def end_tracing(deadline_s: float = END_DEADLINE_S) -> bool:
+    """Send the spans still queued, then stop exporting: the process is ending.
 
-    Blocking (the exporter is synchronous): call it from a thread. Without tracing, a no-op.
+    Waits at most `deadline_s` for the collector (the SDK's own flush has no bound, and its
+    shutdown waits 30 s); False when that was not enough, and what is left is dropped. Spans
+    made afterwards are dropped too. Without tracing, a no-op.
     """
     if _process_provider.cache_info().currsize == 0:  # tracing was never set up here
         return True
-    return _process_provider().force_flush(int(timeout_s * 1000))
+    provider = _process_provider()
+    done = threading.Event()
+
+    def shut_down() -> None:
+        provider.shutdown()
+        done.set()
+
+    # A daemon thread, so a collector that does not answer cannot hold the process's exit.
+    threading.Thread(target=shut_down, name="turnstile-end-tracing", daemon=True).start()
+    return await asyncio.to_thread(done.wait, deadline_s)
 
 
 # --- spans of the pipeline ------------------------------------------------------------------
@@ -290,7 +307,6 @@ async def _request_id_attribute(request: web.Request, handler: Handler) -> web.S
             trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
 
 
-async def _flush_at_cleanup(_app: web.Application) -> None:
-    # The last spans (the publisher's flush among them) leave before the process does; the
-    # SDK's exit hook would send them too, but not if the process is killed after its cleanup.
-    await asyncio.to_thread(flush_traces)
+async def _end_at_cleanup(_app: web.Application) -> None:
+    if not await end_tracing():
+        log.warning("the trace collector did not take the last spans within %.0f s; they are dropped", END_DEADLINE_S)

@@ -74,19 +74,6 @@ class RecordingProxy:
             return web.Response(status=upstream.status, body=body, headers=kept)
 
 
-@attrs.frozen
-class TracedService:
-    base_url: str
-    receiver: OtlpReceiver
-    proxy: RecordingProxy
-    pipelines_file: Path
-    exchange: str
-    queue: str
-
-
-ServiceFactory = Callable[..., Awaitable[TracedService]]
-
-
 def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """What an operator sets, tracing aside; OTEL_* of the test's own environment are dropped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "REDIS_", "RABBITMQ_", "SERVER_TIMING"))}
@@ -106,24 +93,52 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+class ServiceProcess:
+    """A running `turnstile serve`; `stop()` sends SIGTERM and says how long the exit took."""
+
+    def __init__(self, process: subprocess.Popen[bytes], base_url: str) -> None:
+        self.process = process
+        self.base_url = base_url
+
+    async def stop(self) -> float:
+        started = time.monotonic()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.process.wait, 60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait, 10)
+        return time.monotonic() - started
+
+
 @asynccontextmanager
-async def running(env: dict[str, str], log: Path) -> AsyncIterator[str]:
-    """`turnstile serve` with `env` until ready; SIGTERM and a wait at the end. Its base URL."""
+async def running(env: dict[str, str], log: Path) -> AsyncIterator[ServiceProcess]:
+    """`turnstile serve` with `env`, once it is ready; stopped at the end."""
     base = f"http://127.0.0.1:{env['PORT']}"
     with log.open("w") as out:
         process = subprocess.Popen(  # our own program
             [sys.executable, "-m", "app", "serve"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
+        service = ServiceProcess(process, base)
         try:
             await _wait_ready(base, process, log)
-            yield base
+            yield service
         finally:
-            process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(process.wait, 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait, 10)
+            await service.stop()
+
+
+@attrs.frozen
+class TracedService:
+    process: ServiceProcess
+    receiver: OtlpReceiver
+    proxy: RecordingProxy
+    pipelines_file: Path
+    exchange: str
+    queue: str
+
+
+ServiceFactory = Callable[..., Awaitable[TracedService]]
 
 
 async def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -162,21 +177,20 @@ async def traced_service(
     async with contextlib.AsyncExitStack() as services:
 
         async def start(**extra: str) -> TracedService:
-            env = service_env(
-                tmp_path,
-                PORT=str(free_port()),
-                PIPELINES_FILE=str(pipelines),
-                DATA_SERVICE_URL=str(upstream.make_url("")).rstrip("/"),
-                REDIS_URL=redis_db,
-                RABBITMQ_URL=amqp_url,
-                EVENTS_EXCHANGE=f"test.{unique}",
-                OTEL_EXPORTER_OTLP_ENDPOINT=str(collector.make_url("")).rstrip("/"),
-                OTEL_BSP_SCHEDULE_DELAY="100",
-                **extra,
-            )
-            base = await services.enter_async_context(running(env, tmp_path / "service.log"))
+            settings = {
+                "PORT": str(free_port()),
+                "PIPELINES_FILE": str(pipelines),
+                "DATA_SERVICE_URL": str(upstream.make_url("")).rstrip("/"),
+                "REDIS_URL": redis_db,
+                "RABBITMQ_URL": amqp_url,
+                "EVENTS_EXCHANGE": f"test.{unique}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": str(collector.make_url("")).rstrip("/"),
+                "OTEL_BSP_SCHEDULE_DELAY": "100",
+            }
+            env = service_env(tmp_path, **(settings | extra))
+            process = await services.enter_async_context(running(env, tmp_path / "service.log"))
             return TracedService(
-                base, receiver, proxy, pipelines, f"test.{unique}", f"test.{unique}.user-changes"
+                process, receiver, proxy, pipelines, f"test.{unique}", f"test.{unique}.user-changes"
             )
 
         yield start

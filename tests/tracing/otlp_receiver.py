@@ -56,10 +56,13 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.answering = True  # False: take requests and never answer, as a hung collector
         self.app = web.Application()
         self.app.router.add_post("/v1/traces", self._traces)
 
     async def _traces(self, request: web.Request) -> web.Response:
+        if not self.answering:
+            await asyncio.Event().wait()  # until the test's server closes
         body = await request.read()
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)

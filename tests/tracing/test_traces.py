@@ -101,7 +101,7 @@ async def test_a_cache_miss_is_one_trace_from_the_server_span_to_the_data_servic
     service = await ready_service(traced_service, amqp_url)
     lines = step_lines(service, "get_user")
     file = service.pipelines_file.name
-    async with aiohttp.ClientSession(base_url=service.base_url) as http:
+    async with aiohttp.ClientSession(base_url=service.process.base_url) as http:
         user, admin_token = await user_and_admin_token(http, "ann@example.com", unique)
         request_id = f"get-{unique}"
         status, headers, _ = await call(http, "GET", f"/api/v1/users/{user['id']}", request_id, admin_token)
@@ -156,7 +156,7 @@ async def test_a_cache_miss_is_one_trace_from_the_server_span_to_the_data_servic
 
     # Read twice more: by the third read every key it needs is in the local mirror, and a
     # mirror hit never leaves the process, so it makes no Redis span.
-    async with aiohttp.ClientSession(base_url=service.base_url) as http:
+    async with aiohttp.ClientSession(base_url=service.process.base_url) as http:
         for attempt in ("again", "mirrored"):
             status, headers, _ = await call(
                 http, "GET", f"/api/v1/users/{user['id']}", f"{attempt}-{unique}", admin_token
@@ -176,7 +176,7 @@ async def test_an_event_carries_the_trace_to_the_subscription_that_consumes_it(
     traced_service: ServiceFactory, amqp_url: str, unique: str
 ) -> None:
     service = await ready_service(traced_service, amqp_url)
-    async with aiohttp.ClientSession(base_url=service.base_url) as http:
+    async with aiohttp.ClientSession(base_url=service.process.base_url) as http:
         user, admin_token = await user_and_admin_token(http, "bob@example.com", unique)
         request_id = f"patch-{unique}"
         async with capture(amqp_url, service.exchange, "user.updated") as received:
