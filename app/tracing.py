@@ -145,9 +145,15 @@ def step_span_name(step_type: str, file_name: str, line: int) -> str:
 
 
 def traced_step(step: Step, tracer: Tracer, name: str) -> Step:
-    """`step` inside a span; a client error (a 4xx problem) is recorded, not marked as a failure."""
+    """`step` inside a span; a client error (a 4xx problem) is recorded, not marked as a failure.
+
+    A request the sampler left out (its server span does not record) gets no step spans at
+    all: they would record nothing either, and making them costs as much as a cached read.
+    """
 
     async def run(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not trace.get_current_span().is_recording():
+            return await step(request, handler)
         with tracer.start_as_current_span(name, record_exception=False, set_status_on_exception=False) as span:
             try:
                 return await step(request, handler)
