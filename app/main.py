@@ -25,6 +25,7 @@ from app.reload import setup_reload
 from app.server_header import hide_server_version
 from app.settings import Settings
 from app.upstreams import setup_upstreams
+from app.tracing import setup_tracing
 from app.wiring import setup_clients
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -59,6 +60,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
 
     setup_clients(app, settings)
     setup_upstreams(app, pipelines.upstreams)
+    setup_tracing(app)  # before the routes: their step wrappers read what it decided
     setup_pipeline_routes(app, pipelines, pm, registry.models)
     setup_reload(app)
     setup_subscriptions(app)

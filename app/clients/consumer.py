@@ -238,7 +238,7 @@ class Consumer:
         tag = message.delivery_tag
         assert tag is not None
         try:
-            event = Event.from_json(message.body)
+            event = Event.from_message(message.body, message.header.properties.headers)
         except EventDecodeError as exc:
             log.error(
                 "consumer %s: dead-lettering a message that is not an event (message_id %s): %s",

@@ -2,12 +2,14 @@
 
 The body is exactly ``{"id", "type", "occurred_at", "request_id", "data"}``; the AMQP
 properties that travel with it come from `Event.amqp_properties` so the publisher, the
-outbox replay and the tests agree on them.
+outbox replay and the tests agree on them. `Event.headers` carries what travels beside the
+body (the W3C trace context when tracing, contract §15).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, final
 
@@ -50,6 +52,9 @@ class Event:
     occurred_at: RFC 3339 UTC text, e.g. `2026-11-28T07:26:00.123456Z`.
     request_id: the `X-Request-ID` of the request that caused it (contract §6).
     data: the payload; for user events the public user object (never a password hash).
+    headers: more AMQP headers it is sent with, or arrived with: the trace context
+        (`traceparent`, `tracestate`) when tracing is on. Not part of the body, so not part of
+        equality, and not kept by the outbox (a replayed event starts no trace).
     """
 
     id: str
@@ -57,6 +62,7 @@ class Event:
     occurred_at: str
     request_id: str
     data: dict[str, Any]
+    headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
     @classmethod
     def create(cls, type: str, data: dict[str, Any], request_id: str) -> Event:
@@ -119,6 +125,14 @@ class Event:
             raise EventDecodeError(msg) from exc
         return cls.from_dict(raw)
 
+    @classmethod
+    def from_message(cls, body: bytes, headers: Mapping[str, object] | None) -> Event:
+        """An event as it arrived: the body checked as `from_json` does, and the text headers
+        it travelled with (so its trace can be continued); `x-request-id` is the body's own."""
+        event = cls.from_json(body)
+        carried = {k: v for k, v in (headers or {}).items() if isinstance(v, str) and k != REQUEST_ID_HEADER}
+        return attrs.evolve(event, headers=carried) if carried else event
+
     @property
     def timestamp(self) -> datetime:
         """`occurred_at` as an aware datetime (AMQP carries it with whole-second precision)."""
@@ -133,5 +147,5 @@ class Event:
             timestamp=self.timestamp,
             app_id=APP_ID,
             message_type=self.type,
-            headers={REQUEST_ID_HEADER: self.request_id},
+            headers={**self.headers, REQUEST_ID_HEADER: self.request_id},
         )

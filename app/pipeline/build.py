@@ -5,20 +5,39 @@ already-built rest of the chain as its `handler`. The rules gate goes after the 
 wherever wrappers stand: body validation and the `check_request` hooks never run before
 authentication (a wrapper listed before `auth`, an audit step say, still runs first).
 Before the first step, ``{name:int}`` route values above the int64 range are a 404.
+
+Each step is wrapped once, by `_link`: its latency histogram always; a span when tracing is
+on (app/tracing.py) and an entry of the Server-Timing header when that is on
+(app/server_timing.py). Both are decided here, at build time, so when they are off a
+request pays nothing for them.
 """
 
 from __future__ import annotations
 
 import time
 
+import attrs
 import pluggy
 from aiohttp import web
+from prometheus_client import Histogram
 
 from app.errors import InternalError
 from app.keys import pipeline_key
 from app.metrics import STEP_SECONDS
 from app.pipeline.gate import make_gate
-from app.pipeline.types import BuildContext, Handler, PipelineConfig, Step, StepKind, int_param_in_range
+from app.pipeline.types import (
+    BuildContext,
+    ConfiguredStep,
+    Handler,
+    PipelineConfig,
+    Step,
+    StepKind,
+    int_param_in_range,
+)
+from app.server_timing import entry_name, record, server_timing_on
+from app.tracing import Tracing, app_tracer, step_span_name, traced_step
+
+RULES = "rules"
 
 
 async def _end_of_chain(request: web.Request) -> web.StreamResponse:
@@ -28,8 +47,29 @@ async def _end_of_chain(request: web.Request) -> web.StreamResponse:
     raise InternalError(msg)
 
 
-def _link(step: Step, rest: Handler, pipeline: str, label: str) -> Handler:
-    timer = STEP_SECONDS.labels(pipeline, label)
+@attrs.frozen
+class _Link:
+    """One link of the chain: its metric label, its step and where the step was written."""
+
+    label: str
+    step: Step
+    configured: ConfiguredStep | None  # None for the rules gate
+
+
+def _link(
+    link: _Link, rest: Handler, pipeline: str, position: int, *, tracing: Tracing | None, timing: bool
+) -> Handler:
+    timer = STEP_SECONDS.labels(pipeline, link.label)
+    step = link.step
+    if tracing is not None:
+        name = (
+            step_span_name(link.configured.type.name, tracing.file_name, link.configured.line)
+            if link.configured is not None
+            else f"step {RULES}"
+        )
+        step = traced_step(step, tracing.tracer, name)
+    if timing:
+        return _timed(step, rest, timer, position, entry_name(link.label))
 
     async def run(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -41,21 +81,38 @@ def _link(step: Step, rest: Handler, pipeline: str, label: str) -> Handler:
     return run
 
 
+def _timed(step: Step, rest: Handler, timer: Histogram, position: int, entry: str) -> Handler:
+    """`_link`'s wrapper that also notes the step's time for the Server-Timing header."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            return await step(request, rest)
+        finally:
+            elapsed = time.perf_counter() - started
+            timer.observe(elapsed)
+            record(request, position, entry, elapsed)
+
+    return run
+
+
 def build_pipeline(
     pipeline: PipelineConfig, app: web.Application, pm: pluggy.PluginManager, models: dict[str, type]
 ) -> Handler:
     """The request handler for one pipeline: its steps composed around the rules gate."""
     context = BuildContext(app, pipeline)
-    chain: list[tuple[str, Step]] = []
+    chain: list[_Link] = []
     guards = [i for i, configured in enumerate(pipeline.steps) if configured.kind is StepKind.GUARD]
     gate_at = guards[-1] + 1 if guards else 0
     for index, configured in enumerate(pipeline.steps, start=1):
         if index - 1 == gate_at:
-            chain.append(("rules", make_gate(pipeline, pm, models)))
-        chain.append((f"{index}:{configured.type.name}", configured.type.build(configured.config, context)))
+            chain.append(_Link(RULES, make_gate(pipeline, pm, models), None))
+        step = configured.type.build(configured.config, context)
+        chain.append(_Link(f"{index}:{configured.type.name}", step, configured))
+    tracing, timing = app_tracer(app), server_timing_on(app)
     handler: Handler = _end_of_chain
-    for label, step in reversed(chain):
-        handler = _link(step, handler, pipeline.name, label)
+    for position in reversed(range(len(chain))):
+        handler = _link(chain[position], handler, pipeline.name, position, tracing=tracing, timing=timing)
     inner = handler
     int_params = tuple(sorted(pipeline.route.int_params))
 

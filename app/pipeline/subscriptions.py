@@ -17,6 +17,7 @@ from app.clients.consumer import Consumer
 from app.keys import pipelines_key, settings_key
 from app.models.events import Event
 from app.pipeline.types import MessageHandler, MessageStep, SubscriptionConfig, SubscriptionContext
+from app.tracing import traced_subscription
 
 log = logging.getLogger("turnstile.subscriptions")
 
@@ -49,7 +50,7 @@ def setup_subscriptions(app: web.Application) -> None:
     settings = app[settings_key]
     consumers = []
     for subscription in app[pipelines_key].subscriptions:
-        handler = build_subscription(subscription, app)
+        handler = traced_subscription(app, subscription, build_subscription(subscription, app))
         if settings.rabbitmq_url is None:
             continue
         consumers.append(Consumer(

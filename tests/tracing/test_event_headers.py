@@ -1,0 +1,31 @@
+"""An event's headers (contract §9: `x-request-id`, and `traceparent` when tracing) travel
+beside its body: sent with it, kept when it is consumed, never part of the body."""
+
+from __future__ import annotations
+
+import attrs
+
+from app.models.events import Event
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def event() -> Event:
+    return Event.create("user.updated", {"id": 7}, "req-1")
+
+
+def test_headers_are_sent_beside_the_body_and_the_request_id_is_the_body_s() -> None:
+    traced = attrs.evolve(event(), headers={"traceparent": TRACEPARENT, "x-request-id": "forged"})
+    properties = traced.amqp_properties()
+    assert properties.headers == {"traceparent": TRACEPARENT, "x-request-id": "req-1"}
+    assert "traceparent" not in traced.to_dict()
+    assert traced == attrs.evolve(traced, headers={})  # the event is its body
+
+
+def test_a_consumed_event_keeps_the_text_headers_it_came_with() -> None:
+    sent = event()
+    headers = {"x-request-id": "req-1", "traceparent": TRACEPARENT, "x-retries": 2, "x-death": [{"count": 1}]}
+    received = Event.from_message(sent.to_json(), headers)
+    assert received == sent
+    assert received.headers == {"traceparent": TRACEPARENT}
+    assert Event.from_message(sent.to_json(), None).headers == {}
