@@ -24,8 +24,8 @@ from app.readiness import Readiness
 from app.reload import setup_reload
 from app.server_header import hide_server_version
 from app.settings import Settings
-from app.upstreams import setup_upstreams
 from app.tracing import setup_tracing
+from app.upstreams import setup_upstreams
 from app.wiring import setup_clients
 
 MAX_BODY_BYTES = 1024 * 1024
