@@ -243,6 +243,8 @@ class SubscriptionConfig:
 
 @attrs.frozen
 class PipelineFile:
+    """A validated pipelines file: its pipelines and subscriptions, in file order."""
+
     path: Path
     pipelines: tuple[PipelineConfig, ...]
     subscriptions: tuple[SubscriptionConfig, ...] = ()

@@ -221,8 +221,9 @@ def test_serve_refuses_production_without_its_services(tmp_path: Path) -> None:
 
 
 def test_create_admin_creates_then_is_idempotent(tmp_path: Path) -> None:
+    # The users plugin adds the command; the auth plugin hashes the password.
     env = {"TURNSTILE_ADMIN_PASSWORD": "boss-password-1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8",
-           "ARGON2_PARALLELISM": "1"}
+           "ARGON2_PARALLELISM": "1", "TURNSTILE_DISABLE_PLUGINS": ""}
     first = run(tmp_path, "create-admin", "--email", "Boss@Example.com", **env)
     assert first.returncode == 0, first.stderr
     assert "created" in first.stdout
