@@ -87,6 +87,27 @@ def test_plugins_lists_hooks_and_step_types(tmp_path: Path) -> None:
     assert any(line.startswith("auth") and "(disabled)" in line for line in result.stdout.splitlines())
 
 
+def test_plugins_lists_each_plugins_settings_and_resources_never_a_secret(tmp_path: Path) -> None:
+    secret = "a-jwt-secret-nobody-may-see-0123456789"
+    result = run(tmp_path, "plugins", TURNSTILE_DISABLE_PLUGINS="", JWT_SECRET=secret,
+                 TURNSTILE_ADMIN_PASSWORD="an admin password")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[_row(rows, "JWT_SECRET")][:5] == ["auth", "JWT_SECRET", "or", "JWT_SECRET_FILE", "(secret)"]
+    assert rows[_row(rows, "JWT_ALGORITHM")][:5] == ["auth", "JWT_ALGORITHM", "HS256", "one", "of"]
+    assert rows[_row(rows, "ARGON2_TIME_COST")][:3] == ["auth", "ARGON2_TIME_COST", "3"]
+    assert rows[_row(rows, "TURNSTILE_ADMIN_EMAIL")][0] == "users"
+    assert rows[_row(rows, "password_hasher")][:3] == ["auth", "object", "password_hasher"]
+    assert rows[_row(rows, "cache_backend")][:3] == ["cache", "object", "cache_backend"]
+    assert rows[_row(rows, "create-admin")][:3] == ["users", "turnstile", "create-admin"]
+    assert secret not in result.stdout
+    assert "an admin password" not in result.stdout
+
+
+def _row(rows: list[list[str]], word: str) -> int:
+    return next(i for i, row in enumerate(rows) if word in row)
+
+
 def test_openapi_prints_a_valid_document(tmp_path: Path) -> None:
     result = run(tmp_path, "openapi")
     assert result.returncode == 0, result.stderr
