@@ -77,7 +77,7 @@ def test_routes_lists_steps_with_their_lines(tmp_path: Path) -> None:
     assert f"tag@{CORE_PIPELINES}:10 -> tag@{CORE_PIPELINES}:11 -> echo@{CORE_PIPELINES}:12" in line
 
 
-def test_plugins_lists_hooks_and_step_types(tmp_path: Path) -> None:
+def test_plugins_lists_hooks_step_types_and_offered_hook_specs(tmp_path: Path) -> None:
     result = run(tmp_path, "plugins")
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("tests.fixtures.sample_plugin"))
@@ -85,6 +85,10 @@ def test_plugins_lists_hooks_and_step_types(tmp_path: Path) -> None:
     assert "answer,boom,echo,sleep,tag" in line
     assert "Widget" in line
     assert any(line.startswith("auth") and "(disabled)" in line for line in result.stdout.splitlines())
+    # The hook the sample plugin offers other plugins, with the first line of its docstring.
+    spec = next(line for line in result.stdout.splitlines() if "echo_extras" in line)
+    assert spec.split()[:2] == ["tests.fixtures.sample_plugin", "echo_extras"]
+    assert "Return fields to add to the echo step's answer" in spec
 
 
 def test_plugins_lists_each_plugins_settings_and_resources_never_a_secret(tmp_path: Path) -> None:
