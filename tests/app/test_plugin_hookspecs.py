@@ -10,12 +10,11 @@ from typing import Any
 import pluggy
 import pytest
 from aiohttp import web
-from aiohttp.pytest_plugin import AiohttpClient
 
 from app import hookimpl
-from app.main import create_app
 from app.plugins import hookspec_names, make_plugin_manager, offered_hookspecs
-from app.settings import Settings
+from app.testing import StartService
+from tests.app.conftest import CORE_PIPELINES
 from tests.fixtures import sample_plugin
 
 
@@ -34,19 +33,15 @@ class Tagger:
         return {"tag": "t-1"}
 
 
-async def test_another_plugin_implements_a_plugins_hook(aiohttp_client: AiohttpClient, core_settings: Settings) -> None:
-    pm = make_plugin_manager(entrypoints=False, extra=[Stamper(), sample_plugin, Tagger()])
-    client = await aiohttp_client(create_app(core_settings, pm=pm))
-    answer = await (await client.get("/things/a")).json()
+async def test_another_plugin_implements_a_plugins_hook(turnstile: StartService) -> None:
+    service = await turnstile(CORE_PIPELINES, plugins=[Stamper(), sample_plugin, Tagger()], entrypoints=False)
+    answer = await (await service.client.get("/things/a")).json()
     assert (answer["stamped_by"], answer["path"], answer["tag"]) == ("stamper", "/things/a", "t-1")
 
 
-async def test_without_implementations_the_hook_costs_nothing(
-    aiohttp_client: AiohttpClient, core_settings: Settings
-) -> None:
-    client = await aiohttp_client(create_app(core_settings, pm=make_plugin_manager(entrypoints=False,
-                                                                                   extra=[sample_plugin])))
-    assert set(await (await client.get("/things/a")).json()) == {"params", "body", "trail", "actor"}
+async def test_without_implementations_the_hook_costs_nothing(turnstile: StartService) -> None:
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin], entrypoints=False)
+    assert set(await (await service.client.get("/things/a")).json()) == {"params", "body", "trail", "actor"}
 
 
 def test_an_implementation_that_does_not_fit_the_spec_is_refused() -> None:
