@@ -44,7 +44,7 @@ def setup_clients(app: web.Application, settings: Settings, *, mirrored: Iterabl
     while Redis's invalidation pushes flow (app/clients/tracking.py); the plugins name them
     (`register_mirrored_keys`), since the keys are theirs.
     """
-    prefixes = tuple(sorted(set(mirrored))) if settings.redis_client_tracking else ()
+    prefixes = _disjoint(mirrored) if settings.redis_client_tracking else ()
     redis = (
         RedisConnection(settings.redis_url, mirror_prefixes=prefixes, mirror_max_entries=settings.cache_max_entries)
         if settings.redis_url
@@ -74,6 +74,16 @@ def setup_clients(app: web.Application, settings: Settings, *, mirrored: Iterabl
     readiness.add_check("rabbitmq", _publisher_check(app[publisher_key]))
     if outbox is not None:
         readiness.add_check("outbox", _outbox_check(outbox))
+
+
+def _disjoint(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """The prefixes without those another one already covers (Redis refuses tracking two
+    prefixes of which one starts the other), sorted."""
+    kept: list[str] = []
+    for prefix in sorted(set(prefixes)):
+        if not any(prefix.startswith(shorter) for shorter in kept):
+            kept.append(prefix)
+    return tuple(kept)
 
 
 def data_service_token(settings: Settings) -> str | None:
