@@ -34,13 +34,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app.main import create_app
+from app.pipeline.config import PipelineFileError
 from app.plugins import make_plugin_manager
-from app.settings import load_settings
+from app.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from aiohttp.pytest_plugin import AiohttpClient
 
-__all__ = ["Service", "StartService", "turnstile"]
+# What starting a service may raise, for tests that expect it.
+__all__ = ["PipelineFileError", "Service", "SettingsError", "StartService", "turnstile"]
 
 
 @final

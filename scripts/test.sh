@@ -13,6 +13,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -e '.[dev]'
+# A team's plugin package (its own pyproject.toml), found through its entry point like any other.
+.venv/bin/python -m pip install -q -e examples/acme-plugin
 
 reachable() {  # host port
   .venv/bin/python - "$1" "$2" <<'PY'

@@ -21,13 +21,16 @@ from tests.app.conftest import CORE_PIPELINES
 from tests.services import ROOT
 
 BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users"
+# The core's commands run with the sample plugin alone: no built-in, nor the example team
+# plugin (examples/acme-plugin) the test command installs.
+INSTALLED = f"{BUILT_INS},acme"
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RABBITMQ_URL", "DATA_SERVICE_URL")}
     env.update(
         TURNSTILE_PLUGINS="tests.fixtures.sample_plugin",
-        TURNSTILE_DISABLE_PLUGINS=BUILT_INS,
+        TURNSTILE_DISABLE_PLUGINS=INSTALLED,
         PIPELINES_FILE=str(CORE_PIPELINES),
         TURNSTILE_VAR_DIR=str(tmp_path / "var"),
         PYTHONPATH=str(ROOT),
