@@ -121,7 +121,8 @@ def setup_app(app: web.Application, resources: Resources) -> None:
 # --- lifecycle ----------------------------------------------------------------------------------
 @hookspec
 def startup(app: web.Application) -> Awaitable[None] | None:
-    """Run once the app's clients are started, before the service reports ready.
+    """Run once the app's clients are started and every plugin's resources are open, before
+    the service reports ready.
 
     Return value ignored. May be ``async def``. All implementations run; one that raises
     stops the start-up.
@@ -130,7 +131,8 @@ def startup(app: web.Application) -> Awaitable[None] | None:
 
 @hookspec
 def shutdown(app: web.Application) -> Awaitable[None] | None:
-    """Run once on shutdown, after the last request drained, before clients close.
+    """Run once on shutdown, after the last request drained, before plugins' resources and
+    the clients close.
 
     Return value ignored. May be ``async def``. All implementations run; one that raises is
     logged and the others still run.

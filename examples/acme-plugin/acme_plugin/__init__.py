@@ -1,5 +1,6 @@
 """ACME's Turnstile plugin: an email-domain rule for registration, a support link in ACME's
-answers, a maintenance switch and an audit log, each off until its ACME_* variable is set.
+answers, a maintenance switch and an audit log. Installed, it changes nothing by itself: the
+rules act once their ACME_* variable is set, the steps where a pipeline uses them.
 
 Turnstile registers this module (entry point `acme`); the hook implementations live beside
 the feature they belong to and are gathered here.
