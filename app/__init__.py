@@ -5,12 +5,12 @@ imports from ``app`` and from nothing under it (a test holds the built-ins to th
 not exported here may change without notice. docs/plugins.md explains each group.
 """
 
-from app.admin import create_admin_if_absent
 from app.clients.amqp import Publisher
-from app.clients.cache import CacheBackend, CacheUnavailable
+from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
 from app.clients.dataservice import DataService
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 from app.clients.singleflight import SingleFlight
+from app.commands import Command, CommandContext
 from app.converter import converter
 from app.errors import (
     BadGateway,
@@ -28,11 +28,12 @@ from app.errors import (
 )
 from app.hookspecs import hookimpl, hookspec
 from app.keys import (
+    PasswordHasher,
     actor_key,
     body_key,
-    cache_backend_key,
     data_service_key,
     models_key,
+    password_hasher_key,
     payload_key,
     pipeline_key,
     plugin_manager_key,
@@ -47,7 +48,6 @@ from app.models.events import Event
 from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field, schema_of
 from app.outage import OutageLog
-from app.passwords import PasswordHasher, hasher_for
 from app.pipeline.template import Template, check_template, template_placeholders
 from app.pipeline.types import (
     BEARER_SCHEME,
@@ -62,6 +62,7 @@ from app.pipeline.types import (
     MessageStep,
     OperationDoc,
     PipelineConfig,
+    PipelineFile,
     Route,
     Step,
     StepKind,
@@ -71,8 +72,10 @@ from app.pipeline.types import (
     model_ref,
     template_field,
 )
+from app.plugin_settings import plugin_settings, positive_int, setting
 from app.plugins import call_all, call_chain, has_implementations
 from app.proxies import client_address
+from app.resources import Resources
 from app.settings import Settings
 from app.upstreams import Upstreams, upstreams_key
 
@@ -85,6 +88,8 @@ __all__ = [
     "CacheBackend",
     "CacheUnavailable",
     "CheckContext",
+    "Command",
+    "CommandContext",
     "ConfiguredStep",
     "Conflict",
     "DataService",
@@ -95,6 +100,7 @@ __all__ = [
     "GatewayTimeout",
     "Handler",
     "InternalError",
+    "MemoryCache",
     "MessageHandler",
     "MessageStep",
     "NotFound",
@@ -102,11 +108,14 @@ __all__ = [
     "OutageLog",
     "PasswordHasher",
     "PipelineConfig",
+    "PipelineFile",
     "ProblemError",
     "Projection",
     "Publisher",
+    "RedisCache",
     "RedisConnection",
     "RedisUnavailable",
+    "Resources",
     "Route",
     "ServiceUnavailable",
     "Settings",
@@ -124,23 +133,23 @@ __all__ = [
     "ValidationFailed",
     "actor_key",
     "body_key",
-    "cache_backend_key",
     "call_all",
     "call_chain",
     "check_template",
     "client_address",
     "converter",
-    "create_admin_if_absent",
     "data_service_key",
     "has_implementations",
-    "hasher_for",
     "hookimpl",
     "hookspec",
     "model_ref",
     "models_key",
+    "password_hasher_key",
     "payload_key",
     "pipeline_key",
     "plugin_manager_key",
+    "plugin_settings",
+    "positive_int",
     "projection_of",
     "publisher_key",
     "query_key",
@@ -150,6 +159,7 @@ __all__ = [
     "request_id_key",
     "schema_field",
     "schema_of",
+    "setting",
     "settings_key",
     "template_field",
     "template_placeholders",

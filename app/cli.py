@@ -1,48 +1,52 @@
-"""`turnstile` (and `python -m app`): serve, check, routes, plugins, openapi, asyncapi, create-admin, dataservice."""
+"""`turnstile` (and `python -m app`): serve, check, routes, plugins, openapi, asyncapi, dataservice,
+and the commands plugins add (the users plugin's create-admin)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import attrs
+import pluggy
 
-from app.main import make_settings_plugin_manager
+from app.commands import Command, CommandContext, plugin_commands
+from app.main import make_settings_plugin_manager, prepare_app
 from app.pipeline.config import PipelineFileError
 from app.pipeline.registry import load_checked, make_registry
-from app.settings import Settings, SettingsError, load_settings, read_token_file
+from app.plugin_settings import PluginSettings, describe, embedded_defaults, read_plugin_settings, registered_settings
+from app.plugins import hookspec_names, offered_hookspecs
+from app.resources import resources_key
+from app.settings import Settings, SettingsError, read_settings, read_token_file
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(commands: Sequence[tuple[str, Command]]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turnstile", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    subparsers = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the service")
+    serve = subparsers.add_parser("serve", help="run the service")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
     serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--pipelines", type=Path, help="pipelines file (default: PIPELINES_FILE)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
-    check = commands.add_parser("check", help="validate a pipelines file")
+    check = subparsers.add_parser("check", help="validate a pipelines file")
     check.add_argument("file", nargs="?", type=Path)
 
-    routes = commands.add_parser("routes", help="each route, its pipeline and its steps")
+    routes = subparsers.add_parser("routes", help="each route, its pipeline and its steps")
     routes.add_argument("--pipelines", type=Path)
-    commands.add_parser("plugins", help="installed plugins, their hooks and step types")
-    openapi = commands.add_parser("openapi", help="print the OpenAPI document")
+    subparsers.add_parser("plugins", help="installed plugins: hooks, step types, models, settings, resources")
+    openapi = subparsers.add_parser("openapi", help="print the OpenAPI document")
     openapi.add_argument("--pipelines", type=Path)
-    asyncapi = commands.add_parser("asyncapi", help="print the AsyncAPI document of the events")
+    asyncapi = subparsers.add_parser("asyncapi", help="print the AsyncAPI document of the events")
     asyncapi.add_argument("--pipelines", type=Path)
 
-    admin = commands.add_parser("create-admin", help="create or promote an admin")
-    admin.add_argument("--email", required=True)
-
-    dataservice = commands.add_parser("dataservice", help="run the reference data service")
+    dataservice = subparsers.add_parser("dataservice", help="run the reference data service")
     dataservice.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     dataservice.add_argument("--port", type=int, default=8081)
     dataservice.add_argument("--db", default="var/data.sqlite3")
@@ -50,11 +54,17 @@ def _parser() -> argparse.ArgumentParser:
         "--token-file", type=Path,
         help="file holding the bearer token every call must carry (default: DATA_SERVICE_TOKEN[_FILE])",
     )
+    for plugin, command in commands:
+        if command.name in subparsers.choices:
+            msg = f"plugin {plugin}: the command {command.name!r} exists already"
+            raise SettingsError([msg])
+        sub = subparsers.add_parser(command.name, help=command.help)
+        if command.arguments is not None:
+            command.arguments(sub)
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    settings = load_settings()
+def _with_arguments(settings: Settings, args: argparse.Namespace) -> Settings:
     changes = {}
     if getattr(args, "pipelines", None):
         changes["pipelines_file"] = args.pipelines
@@ -65,12 +75,32 @@ def _settings(args: argparse.Namespace) -> Settings:
     return attrs.evolve(settings, **changes)
 
 
+@attrs.frozen
+class _Loaded:
+    """What every command starts from: the core's settings, the plugins, their settings."""
+
+    settings: Settings
+    pm: pluggy.PluginManager
+    plugin_settings: PluginSettings
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+    # Settings come first (they name the plugins, and plugins add commands), but their
+    # problems are reported after the arguments are parsed, so `--help` always works.
+    settings, problems = read_settings()
+    pm = make_settings_plugin_manager(settings)
+    values, plugin_problems = read_plugin_settings(pm, settings.environ, production=settings.production)
     try:
-        settings = _settings(args)
-        return _COMMANDS[args.command](args, settings, argv)
+        commands = plugin_commands(pm)
+        args = _parser(commands).parse_args(argv)
+        if problems or plugin_problems:
+            raise SettingsError(problems + plugin_problems)
+        loaded = _Loaded(_with_arguments(settings, args), pm, values)
+        if args.command in _COMMANDS:
+            return _COMMANDS[args.command](args, loaded, argv)
+        command = next(command for _plugin, command in commands if command.name == args.command)
+        return command.run(args, CommandContext(loaded.settings, pm, lambda: prepare_app(loaded.settings, pm)))
     except SettingsError as exc:
         for problem in exc.problems:
             print(f"turnstile: {problem}", file=sys.stderr)  # noqa: T201
@@ -81,11 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _cmd_serve(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+def _cmd_serve(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     from app.logs import setup_logging  # noqa: PLC0415  # only the server needs logging set up
     from app.serve import run_workers, serve, use_fast_loop  # noqa: PLC0415
     from app.settings import announce_embedded_defaults  # noqa: PLC0415
 
+    settings = loaded.settings
     setup_logging(settings.log_level, settings.log_format)
     if args.workers > 1:
         missing = [name for name, value in (("DATA_SERVICE_URL", settings.data_service_url),
@@ -96,23 +127,22 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings, argv: list[str]) ->
             return 2
         rest = [a for i, a in enumerate(argv) if a != "--workers" and (i == 0 or argv[i - 1] != "--workers")]
         return run_workers(settings, [a for a in rest if not a.startswith("--workers=")], args.workers)
-    announce_embedded_defaults(settings)
+    announce_embedded_defaults(settings, embedded_defaults(loaded.plugin_settings))
     use_fast_loop()
     asyncio.run(serve(settings, reuse_port=args.reuse_port))
     return 0
 
 
-def _cmd_check(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
-    path = args.file or settings.pipelines_file
-    pm = make_settings_plugin_manager(settings)
-    _registry, pipelines = load_checked(path, pm)
+def _cmd_check(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
+    path = args.file or loaded.settings.pipelines_file
+    _registry, pipelines = load_checked(path, loaded.pm)
     print(f"{path}: OK ({len(pipelines.pipelines)} pipelines, {len(pipelines.subscriptions)} subscriptions)")  # noqa: T201
     return 0
 
 
-def _cmd_routes(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
-    pm = make_settings_plugin_manager(settings)
-    _registry, pipelines = load_checked(settings.pipelines_file, pm)
+def _cmd_routes(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
+    settings = loaded.settings
+    _registry, pipelines = load_checked(settings.pipelines_file, loaded.pm)
     rows: list[tuple[str, ...]] = [("METHOD", "PATH", "PIPELINE", "STEPS")]
     for p in pipelines.pipelines:
         steps = " -> ".join(f"{s.type.name}@{settings.pipelines_file}:{s.line}" for s in p.steps)
@@ -124,8 +154,8 @@ def _cmd_routes(args: argparse.Namespace, settings: Settings, argv: list[str]) -
     return 0
 
 
-def _cmd_plugins(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
-    pm = make_settings_plugin_manager(settings)
+def _cmd_plugins(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
+    pm = loaded.pm
     registry = make_registry(pm)
     rows: list[tuple[str, ...]] = [("PLUGIN", "HOOKS", "STEP TYPES", "MODELS")]
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
@@ -136,41 +166,72 @@ def _cmd_plugins(args: argparse.Namespace, settings: Settings, argv: list[str]) 
         models = sorted(key.split(":", 1)[1] for key, origin in registry.origins.items()
                         if origin == name and key.startswith("model:"))
         rows.append((name, ",".join(hooks) or "-", ",".join(steps) or "-", ",".join(models) or "-"))
-    for name in settings.disabled_plugins:
+    for name in loaded.settings.disabled_plugins:
         rows.append((name, "(disabled)", "-", "-"))
     _print_table(rows)
+    for table in (_settings_rows(pm), _resource_rows(loaded), _hookspec_rows(pm), _command_rows(pm)):
+        if len(table) > 1:
+            print()  # noqa: T201
+            _print_table(table)
     return 0
 
 
-def _cmd_openapi(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+def _settings_rows(pm: pluggy.PluginManager) -> list[tuple[str, ...]]:
+    """Each plugin's variables with their defaults; never a value, a secret's default neither."""
+    rows: list[tuple[str, ...]] = [("PLUGIN", "VARIABLE", "DEFAULT", "DESCRIPTION")]
+    for plugin, cls in sorted(registered_settings(pm), key=lambda item: item[0]):
+        for info in describe(cls):
+            variable = f"{info.variable} or {info.file_variable}" if info.file_variable else info.variable
+            rows.append((plugin, variable, info.default, info.description))
+    return rows
+
+
+def _resource_rows(loaded: _Loaded) -> list[tuple[str, ...]]:
+    """What each plugin's setup_app adds, from an app prepared without I/O."""
+    app = prepare_app(loaded.settings, loaded.pm)
+    rows: list[tuple[str, ...]] = [("PLUGIN", "KIND", "RESOURCE", "DESCRIPTION")]
+    for plugin, resources in sorted(app[resources_key].items()):
+        rows.extend((plugin, entry.kind, entry.name, entry.description or "-") for entry in resources.entries)
+    return rows
+
+
+def _hookspec_rows(pm: pluggy.PluginManager) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [("PLUGIN", "HOOK SPEC", "WHAT IT IS FOR")]
+    for plugin, holder in offered_hookspecs(pm):
+        for name in hookspec_names(holder):
+            doc = inspect.getdoc(getattr(holder, name)) or "-"
+            rows.append((plugin, name, doc.splitlines()[0]))
+    return rows
+
+
+def _command_rows(pm: pluggy.PluginManager) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = [("PLUGIN", "COMMAND", "WHAT IT DOES")]
+    rows.extend((plugin, f"turnstile {command.name}", command.help) for plugin, command in plugin_commands(pm))
+    return rows
+
+
+def _cmd_openapi(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     from app.openapi import build_document  # noqa: PLC0415
 
-    pm = make_settings_plugin_manager(settings)
-    registry, pipelines = load_checked(settings.pipelines_file, pm)
+    registry, pipelines = load_checked(loaded.settings.pipelines_file, loaded.pm)
     print(json.dumps(build_document(pipelines, registry.models), indent=2))  # noqa: T201
     return 0
 
 
-def _cmd_asyncapi(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+def _cmd_asyncapi(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     from app.asyncapi import build_asyncapi  # noqa: PLC0415
 
-    pm = make_settings_plugin_manager(settings)
-    registry, pipelines = load_checked(settings.pipelines_file, pm)
-    document = build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange)
+    registry, pipelines = load_checked(loaded.settings.pipelines_file, loaded.pm)
+    document = build_asyncapi(pipelines, registry.models, exchange=loaded.settings.events_exchange)
     print(json.dumps(document, indent=2, ensure_ascii=False))  # noqa: T201
     return 0
 
 
-def _cmd_create_admin(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
-    from app.admin import create_admin_command  # noqa: PLC0415  # talks to the data service
-
-    return create_admin_command(settings, args.email)
-
-
-def _cmd_dataservice(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+def _cmd_dataservice(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     from app.dataservice import run_dataservice  # noqa: PLC0415
     from app.logs import setup_logging  # noqa: PLC0415
 
+    settings = loaded.settings
     setup_logging(settings.log_level, settings.log_format)
     token = settings.data_service_token
     if args.token_file is not None:
@@ -189,14 +250,12 @@ def _print_table(rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())  # noqa: T201
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Callable[[argparse.Namespace, _Loaded, list[str]], int]] = {
     "serve": _cmd_serve,
     "check": _cmd_check,
     "routes": _cmd_routes,
     "plugins": _cmd_plugins,
     "openapi": _cmd_openapi,
     "asyncapi": _cmd_asyncapi,
-    "create-admin": _cmd_create_admin,
     "dataservice": _cmd_dataservice,
 }
-

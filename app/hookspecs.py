@@ -24,7 +24,9 @@ import pluggy
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from app.pipeline.types import Actor, PipelineConfig, StepType
+    from app.commands import Command
+    from app.pipeline.types import Actor, PipelineConfig, PipelineFile, StepType
+    from app.resources import Resources
 
 PROJECT_NAME = "turnstile"
 
@@ -68,10 +70,74 @@ def extend_models() -> dict[str, type[Any]]:
     """
 
 
+@hookspec
+def register_settings() -> list[type[Any]]:
+    """Return the attrs classes of this plugin's settings: environment variables under the
+    plugin's own prefix (each field made with `setting`, the class's ``env_prefix`` before
+    the field's name; see app/plugin_settings.py).
+
+    Runs once at start-up (and for every CLI command), before the app is built; the values
+    are read with the core's settings and every bad variable is one line of one report.
+    Read them with ``plugin_settings(app, TheClass)``. Must be synchronous. All
+    implementations run; two plugins claiming one variable is a problem of the report.
+    """
+
+
+@hookspec
+def register_hookspecs() -> list[object]:
+    """Return modules or classes holding ``@hookspec`` functions: hooks this plugin offers
+    other plugins (like pytest's ``pytest_addhooks``).
+
+    Runs once when the plugin manager is made, after every plugin is registered, so an
+    implementation is checked against its spec whatever the load order. Must be
+    synchronous. All implementations run. The offering plugin calls its hooks through the
+    app's plugin manager (``app[plugin_manager_key].hook.<name>``), with `call_all` or
+    `call_chain` for may-be-async ones.
+    """
+
+
+@hookspec
+def register_commands() -> list[Command]:
+    """Return `Command`s: ``turnstile`` subcommands this plugin adds (e.g. the users
+    plugin's ``create-admin``).
+
+    Runs once per CLI invocation, before the arguments are parsed. Must be synchronous. All
+    implementations run; a name already taken (by the core or another plugin) is an error.
+    """
+
+
+# --- building the app (start-up, before it freezes) --------------------------------------------
+@hookspec
+def register_mirrored_keys(app: web.Application, pipelines: PipelineFile) -> list[str]:
+    """Return Redis key prefixes this plugin reads on (nearly) every request, to be kept in
+    process memory while Redis's invalidation pushes flow (``REDIS_CLIENT_TRACKING``).
+
+    Runs once per app, before the clients are made: ``app`` holds the settings (core and
+    plugins') but no client yet. ``pipelines`` is the loaded pipelines file (empty for a
+    CLI command). Must be synchronous. All implementations run; every prefix returned is
+    mirrored. Name only keys that are read far more than written.
+    """
+
+
+@hookspec
+def setup_app(app: web.Application, resources: Resources) -> None:
+    """Add what this plugin holds for the app's lifetime: objects put in the app under
+    `AppKey`s, resources opened at start-up and closed at shutdown, readiness checks and
+    metrics, all through ``resources`` (so `turnstile plugins`, ``/readyz`` and
+    ``/metrics`` show them).
+
+    Runs once per app, after the core's clients are made and before the pipelines' steps
+    are built (so a step's ``build`` finds what was put in the app), before the app
+    freezes. No I/O here: open things in a cleanup context (`Resources.add`). Return value
+    ignored. Must be synchronous. All implementations run, in load order.
+    """
+
+
 # --- lifecycle ----------------------------------------------------------------------------------
 @hookspec
 def startup(app: web.Application) -> Awaitable[None] | None:
-    """Run once the app's clients are started, before the service reports ready.
+    """Run once the app's clients are started and every plugin's resources are open, before
+    the service reports ready.
 
     Return value ignored. May be ``async def``. All implementations run; one that raises
     stops the start-up.
@@ -80,7 +146,8 @@ def startup(app: web.Application) -> Awaitable[None] | None:
 
 @hookspec
 def shutdown(app: web.Application) -> Awaitable[None] | None:
-    """Run once on shutdown, after the last request drained, before clients close.
+    """Run once on shutdown, after the last request drained, before plugins' resources and
+    the clients close.
 
     Return value ignored. May be ``async def``. All implementations run; one that raises is
     logged and the others still run.

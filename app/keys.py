@@ -5,18 +5,32 @@ Plugin-private keys live in their plugin; the ones here are the shared vocabular
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import pluggy
 from aiohttp import web
 
 from app.clients.amqp import Publisher
-from app.clients.cache import CacheBackend
 from app.clients.dataservice import DataServiceClient
 from app.clients.redis import RedisConnection
 from app.pipeline.types import Actor, PipelineConfig, PipelineFile
 from app.readiness import Readiness
 from app.settings import Settings
+
+
+class PasswordHasher(Protocol):
+    """Password hashing, as the plugin that owns it (the built-in `auth`: argon2id) provides
+    it to others under `password_hasher_key` at start-up; both calls may take a while (run
+    off the event loop)."""
+
+    async def hash(self, password: str) -> str:
+        """The hash of `password`, in a form `verify` takes."""
+        ...
+
+    async def verify(self, password_hash: str, password: str) -> bool:
+        """Whether `password` matches `password_hash`; False also for a malformed hash."""
+        ...
+
 
 # --- application --------------------------------------------------------------------------
 settings_key = web.AppKey("settings", Settings)
@@ -27,8 +41,10 @@ models_key = web.AppKey("models", dict[str, type[Any]])
 # Clients, one of each per process (app/wiring.py makes them from the settings).
 data_service_key = web.AppKey("data_service", DataServiceClient)
 redis_key: web.AppKey[RedisConnection | None] = web.AppKey("redis")  # None: embedded, no Redis configured
-cache_backend_key = web.AppKey("cache_backend", CacheBackend)
 publisher_key = web.AppKey("publisher", Publisher)
+# Filled by the plugin that owns password hashing (the built-in auth plugin) in `setup_app`;
+# absent when no plugin does, and then nothing may store a password.
+password_hasher_key: web.AppKey[PasswordHasher] = web.AppKey("password_hasher")
 
 # --- request ------------------------------------------------------------------------------
 request_id_key = web.RequestKey("request_id", str)

@@ -1,7 +1,8 @@
 """Start-up and shutdown of the app itself: plugin hooks, then readiness.
 
-Registered after every client's cleanup_ctx, so the startup hooks run with clients up and
-the shutdown hooks run before they close.
+Registered after every client's cleanup_ctx and every plugin resource's (app/resources.py),
+so the startup hooks run with clients up and resources open, and the shutdown hooks run
+before any of them closes.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pluggy
 from aiohttp import web
 
@@ -18,12 +21,15 @@ from app.openapi import build_document, setup_openapi
 from app.pipeline.registry import load_checked
 from app.pipeline.routes import setup_pipeline_routes
 from app.pipeline.subscriptions import setup_subscriptions
+from app.pipeline.types import PipelineFile
+from app.plugin_settings import PluginSettings, read_plugin_settings, set_plugin_settings
 from app.plugins import make_plugin_manager
 from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
 from app.reload import setup_reload
+from app.resources import setup_plugin_resources
 from app.server_header import hide_server_version
-from app.settings import Settings
+from app.settings import Settings, SettingsError, read_settings
 from app.tracing import setup_tracing
 from app.upstreams import setup_upstreams
 from app.wiring import setup_clients
@@ -37,28 +43,78 @@ def make_settings_plugin_manager(settings: Settings) -> pluggy.PluginManager:
     )
 
 
-def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
-    """The whole service, built without I/O; clients start in the app's cleanup contexts.
+def load_configuration(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, pluggy.PluginManager, PluginSettings]:
+    """The core's settings, the plugin manager they name, and every plugin's settings, all
+    read from `environ` (default: os.environ) and checked together.
 
     Raises:
-        PipelineFileError: the pipelines file has errors (each as FILE:LINE: message).
+        SettingsError: one line per bad variable, the core's and every plugin's in one report
+            (the production requirements of each included).
     """
-    pm = pm if pm is not None else make_settings_plugin_manager(settings)
-    registry, pipelines = load_checked(settings.pipelines_file, pm)
+    settings, problems = read_settings(environ)
+    pm = make_settings_plugin_manager(settings)
+    values, plugin_problems = read_plugin_settings(pm, settings.environ, production=settings.production)
+    if problems or plugin_problems:
+        raise SettingsError(problems + plugin_problems)
+    return settings, pm, values
 
+
+def check_plugin_settings(settings: Settings, pm: pluggy.PluginManager) -> PluginSettings:
+    """The plugins' settings from the environment `settings` were read from.
+
+    Raises:
+        SettingsError: one line per bad variable.
+    """
+    values, problems = read_plugin_settings(pm, settings.environ, production=settings.production)
+    if problems:
+        raise SettingsError(problems)
+    return values
+
+
+def prepare_app(
+    settings: Settings,
+    pm: pluggy.PluginManager,
+    pipelines: PipelineFile | None = None,
+    models: dict[str, type[Any]] | None = None,
+) -> web.Application:
+    """The app before its pipelines are wired in: settings (the core's and the plugins'),
+    the core's clients and what every plugin's `setup_app` added. No I/O.
+
+    Raises:
+        SettingsError: a plugin's variables are wrong.
+    """
+    plugin_values = check_plugin_settings(settings, pm)
     hide_server_version()
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[request_id_middleware, observe_middleware, headers_middleware, error_middleware],
     )
     app[settings_key] = settings
+    set_plugin_settings(app, plugin_values)
     app[trusted_proxies_key] = TrustedProxies(settings.trusted_proxies)
     app[plugin_manager_key] = pm
-    app[pipelines_key] = pipelines
-    app[models_key] = registry.models
+    app[pipelines_key] = pipelines if pipelines is not None else PipelineFile(settings.pipelines_file, ())
+    app[models_key] = models if models is not None else {}
     app[readiness_key] = Readiness()
 
-    setup_clients(app, settings)
+    mirrored = pm.hook.register_mirrored_keys(app=app, pipelines=app[pipelines_key])
+    setup_clients(app, settings, mirrored=[prefix for prefixes in mirrored for prefix in prefixes])
+    setup_plugin_resources(app, pm)
+    return app
+
+
+def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:
+    """The whole service, built without I/O; clients start in the app's cleanup contexts.
+
+    Raises:
+        PipelineFileError: the pipelines file has errors (each as FILE:LINE: message).
+        SettingsError: a plugin's variables are wrong.
+    """
+    pm = pm if pm is not None else make_settings_plugin_manager(settings)
+    registry, pipelines = load_checked(settings.pipelines_file, pm)
+    app = prepare_app(settings, pm, pipelines, registry.models)
     setup_upstreams(app, pipelines.upstreams)
     setup_tracing(app)  # before the routes: their step wrappers read what it decided
     setup_pipeline_routes(app, pipelines, pm, registry.models)

@@ -6,8 +6,9 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import types
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, final
+from typing import Any, cast, final
 
 import pluggy
 
@@ -58,7 +59,10 @@ def make_plugin_manager(
         if module not in disabled:
             pm.register(importlib.import_module(module), name=module)
     for plugin in extra:
-        pm.register(plugin)
+        if not pm.is_registered(plugin):
+            pm.register(plugin)
+    for _plugin_name, holder in offered_hookspecs(pm):
+        pm.add_hookspecs(holder)
     pm.check_pending()
     trace_log.setLevel(logging.INFO if trace else logging.WARNING)
     if trace:
@@ -73,6 +77,24 @@ def _built_in_entry_points() -> list[str]:
     except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
         return []
     return [ep.name for ep in dist.entry_points if ep.group == ENTRY_POINT_GROUP]
+
+
+def offered_hookspecs(pm: pluggy.PluginManager) -> list[tuple[str, types.ModuleType | type]]:
+    """(plugin name, module or class of ``@hookspec`` functions) for every holder a plugin
+    offers other plugins through `register_hookspecs`, in load order."""
+    return [
+        (impl.plugin_name, holder)
+        for impl in pm.hook.register_hookspecs.get_hookimpls()
+        for holder in cast("Sequence[types.ModuleType | type]", impl.function() or ())
+    ]
+
+
+def hookspec_names(holder: object) -> list[str]:
+    """The names of the hook specs in a holder `register_hookspecs` returned."""
+    return sorted(
+        name for name in dir(holder)
+        if getattr(getattr(holder, name), f"{hookspecs.PROJECT_NAME}_spec", None) is not None
+    )
 
 
 def _before_hook(hook_name: str, impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]) -> None:

@@ -1,7 +1,9 @@
-"""Settings from the environment (12-factor), validated once at start-up into one frozen object.
+"""The core's settings from the environment (12-factor), validated once at start-up into one frozen object.
 
 Every bad variable gets its own message; `load_settings` raises them all at once. In
-production (`TURNSTILE_ENV=production`) embedded defaults and dev secrets are refused.
+production (`TURNSTILE_ENV=production`) embedded defaults are refused. Plugins own their
+own variables (app/plugin_settings.py); `app.main.load_configuration` reads both and reports
+every problem of either in one `SettingsError`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ import ipaddress
 import logging
 import os
 import re
-import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -23,7 +24,6 @@ log = logging.getLogger("turnstile.settings")
 T = TypeVar("T")
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "EdDSA")
 REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel")
 # RFC 6750 §2.1 b64token: what may follow "Bearer " in an Authorization header.
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
@@ -69,23 +69,6 @@ class Settings:
     events_exchange: str = "users"
     event_confirm_deadline_s: float = 0.5
 
-    jwt_secret: str = attrs.field(repr=False, default="")
-    jwt_secret_is_dev: bool = False
-    jwt_algorithm: str = "HS256"
-    jwt_private_key_file: Path | None = None
-    jwt_public_key_file: Path | None = None
-    jwt_issuer: str = "turnstile"
-    jwt_audience: str = "turnstile-api"
-    access_token_ttl_s: int = 900
-    refresh_token_ttl_s: int = 14 * 24 * 3600
-
-    argon2_time_cost: int = 3
-    argon2_memory_kib: int = 65536
-    argon2_parallelism: int = 4
-
-    admin_email: str | None = None
-    admin_password: str | None = attrs.field(repr=False, default=None)
-
     # Proxies whose X-Forwarded-For is believed (app/proxies.py); empty: the header is ignored.
     trusted_proxies: tuple[Network, ...] = ()
 
@@ -93,6 +76,9 @@ class Settings:
     trace_hooks: bool = False
     disabled_plugins: tuple[str, ...] = ()
     extra_plugins: tuple[str, ...] = ()
+    # The environment these settings were read from: plugins' settings are read from it too
+    # (app/plugin_settings.py), so a test's or a worker's environment is the one that counts.
+    environ: Mapping[str, str] = attrs.field(factory=dict, repr=False, eq=False)
 
     @property
     def production(self) -> bool:
@@ -107,8 +93,6 @@ class Settings:
             used.append("in-process memory cache and token store")
         if self.rabbitmq_url is None:
             used.append(f"events to the log and {self.var_dir / 'events.jsonl'}")
-        if self.jwt_secret_is_dev:
-            used.append("a random development JWT secret")
         return used
 
 
@@ -193,12 +177,23 @@ def _flag(value: str) -> bool:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from `environ` (default: os.environ).
+    """The core's settings from `environ` (default: os.environ).
 
     Raises:
         SettingsError: with one message per bad variable, the production guard's included.
     """
-    r = _Reader(os.environ if environ is None else environ)
+    settings, problems = read_settings(environ)
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+    """The core's settings from `environ` (default: os.environ), and one problem per bad
+    variable; a bad variable's setting keeps its default, so the rest can still be used (to
+    find the plugins whose own settings are read next, say)."""
+    environ = dict(os.environ if environ is None else environ)
+    r = _Reader(environ)
     env = r.choice("TURNSTILE_ENV", ("development", "production", "test"), "development")
     production = env == "production"
     values: dict[str, Any] = {
@@ -228,18 +223,6 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "event_confirm_deadline_s": r.get(
             "EVENT_CONFIRM_DEADLINE_S", _positive_float, 0.5, "a positive number of seconds"
         ),
-        "jwt_algorithm": r.choice("JWT_ALGORITHM", JWT_ALGORITHMS, "HS256", upper=True),
-        "jwt_issuer": r.raw("JWT_ISSUER") or "turnstile",
-        "jwt_audience": r.raw("JWT_AUDIENCE") or "turnstile-api",
-        "access_token_ttl_s": r.get("ACCESS_TOKEN_TTL_S", _positive_int, 900, "a positive whole number"),
-        "refresh_token_ttl_s": r.get(
-            "REFRESH_TOKEN_TTL_S", _positive_int, 14 * 24 * 3600, "a positive whole number"
-        ),
-        "argon2_time_cost": r.get("ARGON2_TIME_COST", _positive_int, 3, "a positive whole number"),
-        "argon2_memory_kib": r.get("ARGON2_MEMORY_KIB", _positive_int, 65536, "a positive whole number"),
-        "argon2_parallelism": r.get("ARGON2_PARALLELISM", _positive_int, 4, "a positive whole number"),
-        "admin_email": r.raw("TURNSTILE_ADMIN_EMAIL"),
-        "admin_password": r.raw("TURNSTILE_ADMIN_PASSWORD"),
         "trusted_proxies": _trusted_proxies(r),
         "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
@@ -251,37 +234,11 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     values["extra_plugins"] = tuple(
         name.strip() for name in (r.raw("TURNSTILE_PLUGINS") or "").split(",") if name.strip()
     )
-    values.update(_jwt_key_settings(r, values["jwt_algorithm"]))
-    if values["jwt_algorithm"].startswith("HS") and 0 < len(values["jwt_secret"]) < 32:
-        r.problems.append("JWT_SECRET: must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)")
+    values["environ"] = environ
     if production:
         token_given = r.raw("DATA_SERVICE_TOKEN") is not None or r.raw("DATA_SERVICE_TOKEN_FILE") is not None
         r.problems.extend(_production_problems(values, token_given=token_given))
-    if r.problems:
-        raise SettingsError(r.problems)
-    return Settings(**values)
-
-
-def _jwt_key_settings(r: _Reader, algorithm: str) -> dict[str, Any]:
-    secret = r.raw("JWT_SECRET")
-    secret_file = r.raw("JWT_SECRET_FILE")
-    if secret_file is not None:
-        try:
-            secret = Path(secret_file).read_text().strip()
-        except OSError as exc:
-            r.problems.append(f"JWT_SECRET_FILE={secret_file!r}: cannot be read ({exc.strerror})")
-    out: dict[str, Any] = {"jwt_secret": secret or "", "jwt_secret_is_dev": False}
-    if algorithm.startswith("HS"):
-        if not secret:
-            out.update(jwt_secret=secrets.token_urlsafe(48), jwt_secret_is_dev=True)
-        return out
-    for name, key in (("JWT_PRIVATE_KEY_FILE", "jwt_private_key_file"), ("JWT_PUBLIC_KEY_FILE", "jwt_public_key_file")):
-        path = r.raw(name)
-        if path is None or not Path(path).is_file():
-            r.problems.append(f"{name}: {algorithm} needs a readable key file")
-        else:
-            out[key] = Path(path)
-    return out
+    return Settings(**values), r.problems
 
 
 def check_bearer_token(token: str) -> str | None:
@@ -352,8 +309,6 @@ def _production_problems(values: Mapping[str, Any], *, token_given: bool) -> lis
                       ("RABBITMQ_URL", "rabbitmq_url")):
         if values.get(key) is None:
             problems.append(f"{name}: required when TURNSTILE_ENV=production (no embedded defaults)")
-    if values["jwt_secret_is_dev"]:
-        problems.append("JWT_SECRET or JWT_SECRET_FILE: required when TURNSTILE_ENV=production")
     if values.get("data_service_url") is not None and not token_given:  # a bad one has its own message
         problems.append(
             "DATA_SERVICE_TOKEN or DATA_SERVICE_TOKEN_FILE: required with DATA_SERVICE_URL when "
@@ -362,8 +317,9 @@ def _production_problems(values: Mapping[str, Any], *, token_given: bool) -> lis
     return problems
 
 
-def announce_embedded_defaults(settings: Settings) -> None:
-    """The one start-up log line naming every embedded default in use."""
-    used = settings.embedded_defaults()
+def announce_embedded_defaults(settings: Settings, more: Iterable[str] = ()) -> None:
+    """The one start-up log line naming every embedded default in use: the core's, and
+    `more` (what the plugins' settings name)."""
+    used = [*settings.embedded_defaults(), *more]
     if used:
         log.warning("embedded defaults in use (development only): %s", "; ".join(used))

@@ -1,4 +1,4 @@
-"""The clients a process holds (data service, Redis, cache, publisher), made from settings.
+"""The core's clients (data service, Redis, publisher), made from settings.
 
 Objects are created here without I/O, so steps can capture them at build time; each is
 started and stopped by a cleanup_ctx (in dependency order) and reports to /readyz.
@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
 from app.clients.amqp import AmqpPublisher, LogFilePublisher, Publisher
-from app.clients.cache import CacheBackend, MemoryCache, RedisCache
 from app.clients.dataservice import DataServiceClient, DataServiceOptions
 from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
 from app.clients.redis import RedisConnection
-from app.keys import cache_backend_key, data_service_key, publisher_key, readiness_key, redis_key, settings_key
+from app.keys import data_service_key, publisher_key, readiness_key, redis_key, settings_key
 from app.readiness import Check
 from app.settings import Settings
 
@@ -36,20 +35,18 @@ log = logging.getLogger("turnstile.wiring")
 # Where the embedded data service is reached; the real port is set when it listens.
 _EMBEDDED_PLACEHOLDER_URL = "http://127.0.0.1"
 PUBLISHER_FLUSH_DEADLINE_S = 5.0
-# Keys read on every cached GET, kept in process memory while Redis's invalidation pushes flow
-# (app/clients/tracking.py): the default cache key `user:{id}`, the revocation cut-offs and the
-# sessions (refresh-token families) that access tokens name.
-MIRRORED_PREFIXES = ("turnstile:user:", "turnstile:auth:revoked:", "turnstile:auth:fam:")
 
 
-def setup_clients(app: web.Application, settings: Settings) -> None:
-    """Create every client and register its start/stop and its readiness check."""
+def setup_clients(app: web.Application, settings: Settings, *, mirrored: Iterable[str] = ()) -> None:
+    """Create every client and register its start/stop and its readiness check.
+
+    mirrored: Redis key prefixes read on (nearly) every request, kept in process memory
+    while Redis's invalidation pushes flow (app/clients/tracking.py); the plugins name them
+    (`register_mirrored_keys`), since the keys are theirs.
+    """
+    prefixes = _disjoint(mirrored) if settings.redis_client_tracking else ()
     redis = (
-        RedisConnection(
-            settings.redis_url,
-            mirror_prefixes=MIRRORED_PREFIXES if settings.redis_client_tracking else (),
-            mirror_max_entries=settings.cache_max_entries,
-        )
+        RedisConnection(settings.redis_url, mirror_prefixes=prefixes, mirror_max_entries=settings.cache_max_entries)
         if settings.redis_url
         else None
     )
@@ -65,10 +62,6 @@ def setup_clients(app: web.Application, settings: Settings) -> None:
             token=data_service_token(settings),
         )
     )
-    cache: CacheBackend = (
-        RedisCache(redis, prefix="turnstile:") if redis else MemoryCache(max_entries=settings.cache_max_entries)
-    )
-    app[cache_backend_key] = cache
     outbox = _make_outbox(settings, redis)
     app[publisher_key] = _make_publisher(settings, outbox)
 
@@ -81,6 +74,16 @@ def setup_clients(app: web.Application, settings: Settings) -> None:
     readiness.add_check("rabbitmq", _publisher_check(app[publisher_key]))
     if outbox is not None:
         readiness.add_check("outbox", _outbox_check(outbox))
+
+
+def _disjoint(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """The prefixes without those another one already covers (Redis refuses tracking two
+    prefixes of which one starts the other), sorted."""
+    kept: list[str] = []
+    for prefix in sorted(set(prefixes)):
+        if not any(prefix.startswith(shorter) for shorter in kept):
+            kept.append(prefix)
+    return tuple(kept)
 
 
 def data_service_token(settings: Settings) -> str | None:

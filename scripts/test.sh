@@ -16,6 +16,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # the versions in constraints.txt, the ones the image is built with (scripts/lock.sh)
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+# A team's plugin package (its own pyproject.toml), found through its entry point like any other.
+.venv/bin/python -m pip install -q -c constraints.txt -e examples/acme-plugin
 
 reachable() {  # host port
   .venv/bin/python - "$1" "$2" <<'PY'

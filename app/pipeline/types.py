@@ -267,7 +267,8 @@ class UpstreamConfig:
 
 @attrs.frozen
 class PipelineFile:
-    """A whole validated pipelines file; `sha256` is the hex digest of the bytes it was read from."""
+    """A validated pipelines file: its pipelines, subscriptions and upstreams, in file order;
+    `sha256` is the hex digest of the bytes it was read from."""
 
     path: Path
     pipelines: tuple[PipelineConfig, ...]

@@ -2,14 +2,18 @@
 
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
 also in subscriptions), `reauthenticate` (wrapper: `current_password` for one's own email or
-password). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair.
+password). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair. Settings: JWT_*,
+ACCESS_TOKEN_TTL_S, REFRESH_TOKEN_TTL_S, ARGON2_* (plugins/auth/settings.py). It provides
+password hashing to other plugins (`password_hasher_key`) and mirrors its token-state keys.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from app import StepKind, StepType, hookimpl
+from aiohttp import web
+
+from app import PipelineFile, Resources, StepKind, StepType, hookimpl, password_hasher_key
 from plugins.auth import grants, reauth, revoke, step
 from plugins.auth.config import (
     AuthConfig,
@@ -20,6 +24,28 @@ from plugins.auth.config import (
     RevokeTokensConfig,
 )
 from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, TokenPair
+from plugins.auth.services import make_services, services_key
+from plugins.auth.settings import PasswordSettings, TokenSettings
+from plugins.auth.store import MIRRORED_PREFIXES
+
+
+@hookimpl
+def register_settings() -> list[type[Any]]:
+    return [TokenSettings, PasswordSettings]
+
+
+@hookimpl
+def register_mirrored_keys(app: web.Application, pipelines: PipelineFile) -> list[str]:
+    return list(MIRRORED_PREFIXES)
+
+
+@hookimpl
+def setup_app(app: web.Application, resources: Resources) -> None:
+    services = resources.provide(
+        services_key, make_services(app),
+        description="token signing and checks, and the token store (Redis when REDIS_URL is set, else memory)",
+    )
+    resources.provide(password_hasher_key, services.hasher, description="argon2id password hashing (ARGON2_*)")
 
 
 @hookimpl

@@ -26,7 +26,7 @@ from app import (
     request_id_key,
 )
 from plugins.auth.config import LoginConfig, LogoutConfig, RefreshConfig
-from plugins.auth.services import AuthServices, services_for, store_errors
+from plugins.auth.services import AuthServices, services_key, store_errors
 from plugins.auth.step import unauthorized
 from plugins.auth.store import Rotation
 from plugins.auth.tokens import REFRESH, Claims, Issued, TokenError
@@ -174,15 +174,15 @@ class LogoutStep:
 
 
 def build_login(config: LoginConfig, ctx: BuildContext) -> LoginStep:
-    return LoginStep(config, services_for(ctx.app), ctx.app[data_service_key])
+    return LoginStep(config, ctx.app[services_key], ctx.app[data_service_key])
 
 
 def build_refresh(config: RefreshConfig, ctx: BuildContext) -> RefreshStep:
-    return RefreshStep(config, services_for(ctx.app), ctx.app[data_service_key])
+    return RefreshStep(config, ctx.app[services_key], ctx.app[data_service_key])
 
 
 def build_logout(config: LogoutConfig, ctx: BuildContext) -> LogoutStep:
-    return LogoutStep(config, services_for(ctx.app))
+    return LogoutStep(config, ctx.app[services_key])
 
 
 _CHALLENGE: Final = {"WWW-Authenticate": "The bearer challenge."}

@@ -31,7 +31,7 @@ from app import (
     request_id_key,
 )
 from plugins.auth.config import ReauthenticateConfig
-from plugins.auth.services import AuthServices, services_for
+from plugins.auth.services import AuthServices, services_key
 
 CURRENT_PASSWORD: Final = "current_password"  # noqa: S105  # a field name, not a password
 
@@ -81,7 +81,7 @@ class ReauthenticateStep:
 
 def build(config: ReauthenticateConfig, ctx: BuildContext) -> ReauthenticateStep:
     user = Template(config.user, quote=True, safe=ctx.pipeline.route.int_params)
-    return ReauthenticateStep(config, services_for(ctx.app), ctx.app[data_service_key], user)
+    return ReauthenticateStep(config, ctx.app[services_key], ctx.app[data_service_key], user)
 
 
 def document(config: ReauthenticateConfig, doc: OperationDoc) -> None:

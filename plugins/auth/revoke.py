@@ -28,7 +28,7 @@ from app import (
     body_key,
 )
 from plugins.auth.config import RevokeTokensConfig
-from plugins.auth.services import AuthServices, services_for
+from plugins.auth.services import AuthServices, services_key
 from plugins.auth.store import TokenStore
 
 log = logging.getLogger("turnstile.auth")
@@ -102,11 +102,11 @@ class RevokeTokensMessageStep:
 
 
 def build(config: RevokeTokensConfig, ctx: BuildContext) -> RevokeTokensStep:
-    return RevokeTokensStep(config, services_for(ctx.app))
+    return RevokeTokensStep(config, ctx.app[services_key])
 
 
 def build_for_message(config: RevokeTokensConfig, ctx: SubscriptionContext) -> RevokeTokensMessageStep:
-    return RevokeTokensMessageStep(config, services_for(ctx.app))
+    return RevokeTokensMessageStep(config, ctx.app[services_key])
 
 
 def document(config: RevokeTokensConfig, doc: OperationDoc) -> None:

@@ -1,4 +1,4 @@
-"""The auth plugin's shared objects, made once per app at build time and shared by its steps.
+"""The auth plugin's shared objects, made once per app in its `setup_app` and shared by its steps.
 
 One `AuthServices` per app (a plugin-private AppKey), so every step of every pipeline sees
 the same verified-token cache and, without Redis, the same in-memory token store.
@@ -17,14 +17,14 @@ from prometheus_client import Counter
 
 from app import (
     OutageLog,
-    PasswordHasher,
     RedisUnavailable,
     ServiceUnavailable,
     Unauthorized,
-    hasher_for,
+    plugin_settings,
     redis_key,
-    settings_key,
 )
+from plugins.auth.passwords import Argon2Hasher, hasher_for
+from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
 from plugins.auth.tokens import ACCESS, Claims, Issued, Tokens, tokens_for
 
@@ -35,7 +35,7 @@ STORE_RETRY_AFTER_S: Final = 2
 class AuthServices:
     tokens: Tokens
     store: TokenStore
-    hasher: PasswordHasher
+    hasher: Argon2Hasher
 
     async def start_session(self, user_id: int, roles: tuple[str, ...], issued_at: float) -> tuple[Issued, Issued]:
         """A new session (refresh-token family): its first access and refresh tokens.
@@ -81,11 +81,12 @@ class AuthServices:
                 raise Unauthorized(msg)
 
 
-_services_key: Final[web.AppKey[AuthServices]] = web.AppKey("auth_services")
+services_key: Final[web.AppKey[AuthServices]] = web.AppKey("auth_services")
 
 
 def make_services(app: web.Application) -> AuthServices:
-    settings = app[settings_key]
+    """The app's AuthServices from the plugin's settings and the core's Redis (no I/O)."""
+    settings = plugin_settings(app, TokenSettings)
     revocation_ttl_s = max(settings.access_token_ttl_s, settings.refresh_token_ttl_s)
     redis = app.get(redis_key)
     local = MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
@@ -93,7 +94,7 @@ def make_services(app: web.Application) -> AuthServices:
     if redis is not None:
         remote = RedisTokenStore(redis, revocation_ttl_s=revocation_ttl_s)
         store = MirroredTokenStore(remote, local, on_fallback=_count_fallback)
-    return AuthServices(tokens_for(settings), store, hasher_for(settings))
+    return AuthServices(tokens_for(settings), store, hasher_for(plugin_settings(app, PasswordSettings)))
 
 
 REVOCATION_FALLBACKS = Counter(
@@ -106,16 +107,6 @@ _outage_log = OutageLog(logging.getLogger("turnstile.auth"), "token state (Redis
 def _count_fallback() -> None:
     REVOCATION_FALLBACKS.inc()
     _outage_log.warning("checking revocations (answered from this process's own record)")
-
-
-def services_for(app: web.Application) -> AuthServices:
-    """This app's AuthServices, made on first use (at build time, never per request)."""
-    services = app.get(_services_key)
-    if services is None:
-        services = make_services(app)
-        if not app.frozen:
-            app[_services_key] = services
-    return services
 
 
 @contextlib.contextmanager

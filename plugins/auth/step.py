@@ -9,7 +9,7 @@ from aiohttp import web
 
 from app import Actor, BuildContext, CheckContext, Forbidden, Handler, OperationDoc, Unauthorized, actor_key
 from plugins.auth.config import AuthConfig
-from plugins.auth.services import AuthServices, services_for
+from plugins.auth.services import AuthServices, services_key
 from plugins.auth.tokens import ACCESS, TokenError
 
 _BEARER: Final = "bearer "
@@ -86,7 +86,7 @@ def check(config: AuthConfig, ctx: CheckContext) -> list[str]:
 
 
 def build(config: AuthConfig, ctx: BuildContext) -> AuthStep:
-    return AuthStep(config, services_for(ctx.app))
+    return AuthStep(config, ctx.app[services_key])
 
 
 def document(config: AuthConfig, doc: OperationDoc) -> None:

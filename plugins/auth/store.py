@@ -147,6 +147,13 @@ return -1
 _ROTATIONS: Final = {1: Rotation.ROTATED, -1: Rotation.REUSED, 0: Rotation.UNKNOWN}
 
 
+# Redis keys: `{KEY_PREFIX}fam:{family}` and `{KEY_PREFIX}revoked:{user_id}`. Both are read on
+# every authenticated request, so this process mirrors them (the plugin's
+# `register_mirrored_keys`); every write through this store drops the local copy at once.
+KEY_PREFIX: Final = "turnstile:auth:"
+MIRRORED_PREFIXES: Final = (f"{KEY_PREFIX}revoked:", f"{KEY_PREFIX}fam:")
+
+
 class RedisTokenStore:
     """The shared store: one Redis key per family (its current jti) and per revoked user.
 
@@ -155,7 +162,7 @@ class RedisTokenStore:
     """
 
     def __init__(
-        self, redis: RedisConnection, *, revocation_ttl_s: int, prefix: str = "turnstile:auth:",
+        self, redis: RedisConnection, *, revocation_ttl_s: int, prefix: str = KEY_PREFIX,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis

@@ -15,6 +15,7 @@ each is verified once per process; revocation is checked by the caller on every 
 from __future__ import annotations
 
 import math
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -24,7 +25,7 @@ from typing import Any, Final
 import attrs
 import jwt
 
-from app import Settings
+from plugins.auth.settings import TokenSettings
 
 ACCESS: Final = "access"
 REFRESH: Final = "refresh"
@@ -190,24 +191,28 @@ def _claims(payload: dict[str, Any], expected_type: str) -> Claims:
     return Claims(int(sub), tuple(roles), jti, expected_type, float(payload["iat"]), float(payload["exp"]), fam)
 
 
-def tokens_for(settings: Settings) -> Tokens:
-    """The token service `settings` describe: an HMAC secret, or PEM key files for RS256/EdDSA."""
+def tokens_for(settings: TokenSettings) -> Tokens:
+    """The token service `settings` describe: an HMAC secret, or PEM key files for RS256/EdDSA.
+
+    Without JWT_SECRET (development only: production refuses it) the secret is a random one,
+    so tokens live as long as this process.
+    """
     signing: str | bytes
     verifying: str | bytes
-    if settings.jwt_algorithm.startswith("HS"):
-        signing = verifying = settings.jwt_secret
+    if settings.hmac:
+        signing = verifying = settings.secret or secrets.token_urlsafe(48)
     else:
-        if settings.jwt_private_key_file is None or settings.jwt_public_key_file is None:
-            msg = f"{settings.jwt_algorithm} needs JWT_PRIVATE_KEY_FILE and JWT_PUBLIC_KEY_FILE"
+        if settings.private_key_file is None or settings.public_key_file is None:
+            msg = f"{settings.algorithm} needs JWT_PRIVATE_KEY_FILE and JWT_PUBLIC_KEY_FILE"
             raise ValueError(msg)
-        signing = settings.jwt_private_key_file.read_bytes()
-        verifying = settings.jwt_public_key_file.read_bytes()
+        signing = settings.private_key_file.read_bytes()
+        verifying = settings.public_key_file.read_bytes()
     return Tokens(
-        algorithm=settings.jwt_algorithm,
+        algorithm=settings.algorithm,
         signing_key=signing,
         verify_key=verifying,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
+        issuer=settings.issuer,
+        audience=settings.audience,
         access_ttl_s=settings.access_token_ttl_s,
         refresh_ttl_s=settings.refresh_token_ttl_s,
     )

@@ -1,12 +1,28 @@
-"""The built-in `cache` plugin: the `cache` and `cache-invalidate` steps."""
+"""The built-in `cache` plugin: the `cache` and `cache-invalidate` steps, and their backend."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from app import StepKind, StepType, hookimpl
+from aiohttp import web
+
+from app import PipelineFile, Resources, StepKind, StepType, hookimpl
 from plugins.cache import invalidate, step
+from plugins.cache.backend import cache_backend_key, make_backend, mirrored_prefixes
 from plugins.cache.config import CacheConfig, CacheInvalidateConfig
+
+
+@hookimpl
+def register_mirrored_keys(app: web.Application, pipelines: PipelineFile) -> list[str]:
+    return sorted(set(mirrored_prefixes(pipelines)))
+
+
+@hookimpl
+def setup_app(app: web.Application, resources: Resources) -> None:
+    resources.provide(
+        cache_backend_key, make_backend(app),
+        description="the cache's store: Redis under turnstile: when REDIS_URL is set, else memory (CACHE_MAX_ENTRIES)",
+    )
 
 
 @hookimpl

@@ -23,9 +23,9 @@ from app import (
     MessageHandler,
     SubscriptionContext,
     Template,
-    cache_backend_key,
     template_placeholders,
 )
+from plugins.cache.backend import cache_backend_key
 from plugins.cache.config import CacheInvalidateConfig
 from plugins.cache.markers import new_tombstone
 from plugins.cache.outage import BACKEND_ERRORS, outage_log

@@ -42,9 +42,9 @@ from app import (
     ServiceUnavailable,
     SingleFlight,
     Template,
-    cache_backend_key,
     payload_key,
 )
+from plugins.cache.backend import cache_backend_key
 from plugins.cache.config import CacheConfig
 from plugins.cache.markers import NOT_FOUND_MARKER, is_tombstone
 from plugins.cache.outage import BACKEND_ERRORS, outage_log

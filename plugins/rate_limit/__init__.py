@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import OperationDoc, StepKind, StepType, hookimpl
+from aiohttp import web
+
+from app import OperationDoc, Resources, StepKind, StepType, hookimpl
 from plugins.rate_limit.config import RateLimitConfig, kind_of
-from plugins.rate_limit.step import build
+from plugins.rate_limit.step import build, counter_key, make_counter
 
 
 def document(config: RateLimitConfig, doc: OperationDoc) -> None:
@@ -26,3 +28,11 @@ def register_steps() -> list[StepType[Any]]:
         StepType(name="rate-limit", config_cls=RateLimitConfig, build=build, kind=StepKind.GUARD, kind_of=kind_of,
                  document=document)
     ]
+
+
+@hookimpl
+def setup_app(app: web.Application, resources: Resources) -> None:
+    resources.provide(
+        counter_key, make_counter(app),
+        description="window counters: in Redis under turnstile:rl: when REDIS_URL is set, else in memory",
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from typing import Final
 
 import attrs
 from aiohttp import web
@@ -152,21 +153,16 @@ def _part_value(request: web.Request, part: str) -> str | None:
         return None
     return value if isinstance(value, str) else str(value)
 
-# One in-memory counter per app, shared by every rate-limit step: keys carry the limiter's
-# name, so two steps with the same name share their counts, as they do in Redis.
-memory_counter_key = web.AppKey("rate_limit_memory_counter", MemoryWindowCounter)
+# One counter per app (the plugin's `setup_app` provides it), shared by every rate-limit step:
+# keys carry the limiter's name, so two steps with the same name share their counts.
+counter_key: Final[web.AppKey[WindowCounter]] = web.AppKey("rate_limit_counter")
 
 
-def _memory_counter(app: web.Application) -> MemoryWindowCounter:
-    counter = app.get(memory_counter_key)
-    if counter is None:
-        counter = MemoryWindowCounter()
-        if not app.frozen:  # routes are built before the app starts; a frozen app keeps its state
-            app[memory_counter_key] = counter
-    return counter
+def make_counter(app: web.Application) -> WindowCounter:
+    """Counters in Redis (shared by every replica) when the core has a connection, else here."""
+    redis = app[redis_key]
+    return RedisWindowCounter(redis) if redis is not None else MemoryWindowCounter()
 
 
 def build(config: RateLimitConfig, context: BuildContext) -> RateLimitStep:
-    redis = context.app.get(redis_key)
-    counter: WindowCounter = RedisWindowCounter(redis) if redis is not None else _memory_counter(context.app)
-    return RateLimitStep(config, counter)
+    return RateLimitStep(config, context.app[counter_key])

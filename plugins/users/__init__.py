@@ -7,13 +7,16 @@
 - transform_upstream: a `password` becomes `password_hash` (argon2id) before it is sent;
   new users get their defaults, and a self-registered one is always a plain active user.
 - transform_response: user records, alone or in a page, keep only the public User fields.
-- startup: TURNSTILE_ADMIN_EMAIL/PASSWORD create that admin when no account has the email;
-  an existing account is never changed at start-up (app/admin.py).
+- startup: TURNSTILE_ADMIN_EMAIL/PASSWORD (this plugin's settings) create that admin when no
+  account has the email; an existing account is never changed at start-up (admin.py).
+- register_commands: `turnstile create-admin --email E` creates or promotes an admin.
+
+Passwords are hashed with the hasher the app provides (`password_hasher_key`, the auth
+plugin's argon2id); without one a password is never sent anywhere: the request fails.
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import attrs
@@ -21,27 +24,31 @@ from aiohttp import web
 
 from app import (
     Actor,
-    PasswordHasher,
+    Command,
+    InternalError,
     PipelineConfig,
-    Settings,
-    create_admin_if_absent,
     data_service_key,
-    hasher_for,
     hookimpl,
     models_key,
-    settings_key,
+    password_hasher_key,
+    plugin_settings,
 )
 from plugins.users import rules
+from plugins.users.admin import CREATE_ADMIN, AdminSettings, create_admin_if_absent
 from plugins.users.models import MODELS
 from plugins.users.rules import normalise_email
 
 __all__ = ["normalise_email"]
 
 
-@functools.lru_cache(maxsize=4)
-def _hasher(settings: Settings) -> PasswordHasher:
-    # One hasher per settings object (frozen, so hashable), not one per request.
-    return hasher_for(settings)
+@hookimpl
+def register_settings() -> list[type[Any]]:
+    return [AdminSettings]
+
+
+@hookimpl
+def register_commands() -> list[Command]:
+    return [CREATE_ADMIN]
 
 
 @hookimpl
@@ -70,7 +77,11 @@ async def transform_upstream(
     out.pop("current_password", None)
     password = out.pop("password", None)
     if isinstance(password, str):
-        out["password_hash"] = await _hasher(request.app[settings_key]).hash(password)
+        hasher = request.app.get(password_hasher_key)
+        if hasher is None:
+            msg = "no plugin hashes passwords (the auth plugin is disabled)"
+            raise InternalError(msg)
+        out["password_hash"] = await hasher.hash(password)
     return out
 
 
@@ -92,10 +103,12 @@ def transform_response(request: web.Request, pipeline: PipelineConfig, data: Any
 
 @hookimpl
 async def startup(app: web.Application) -> None:
-    settings = app[settings_key]
-    if not (settings.admin_email and settings.admin_password):
+    admin = plugin_settings(app, AdminSettings)
+    if not (admin.email and admin.password):
         return
+    hasher = app.get(password_hasher_key)
+    if hasher is None:
+        msg = "TURNSTILE_ADMIN_EMAIL is set but no plugin hashes passwords (the auth plugin is disabled)"
+        raise RuntimeError(msg)
     # Logs its own outcome: created, or why an existing account was left as it is.
-    await create_admin_if_absent(
-        app[data_service_key], _hasher(settings), settings.admin_email, settings.admin_password
-    )
+    await create_admin_if_absent(app[data_service_key], hasher, admin.email, admin.password)

@@ -16,7 +16,7 @@ import plugins.auth
 from app.main import create_app
 from app.plugins import make_plugin_manager
 from app.settings import Settings
-from plugins.auth.services import services_for
+from plugins.auth.services import services_key
 from tests.fixtures import sample_plugin
 
 Client = TestClient[web.Request, web.Application]
@@ -45,7 +45,7 @@ async def client(aiohttp_client: AiohttpClient, core_settings: Settings, tmp_pat
 
 
 async def _token(client: Client) -> str:
-    services = services_for(client.app)
+    services = client.app[services_key]
     access, _refresh = await services.start_session(7, ("user",), services.tokens.now())
     token: str = access.token
     return token

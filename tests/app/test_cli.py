@@ -21,13 +21,16 @@ from tests.app.conftest import CORE_PIPELINES
 from tests.services import ROOT
 
 BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users"
+# The core's commands run with the sample plugin alone: no built-in, nor the example team
+# plugin (examples/acme-plugin) the test command installs.
+INSTALLED = f"{BUILT_INS},acme"
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RABBITMQ_URL", "DATA_SERVICE_URL")}
     env.update(
         TURNSTILE_PLUGINS="tests.fixtures.sample_plugin",
-        TURNSTILE_DISABLE_PLUGINS=BUILT_INS,
+        TURNSTILE_DISABLE_PLUGINS=INSTALLED,
         PIPELINES_FILE=str(CORE_PIPELINES),
         TURNSTILE_VAR_DIR=str(tmp_path / "var"),
         PYTHONPATH=str(ROOT),
@@ -77,7 +80,7 @@ def test_routes_lists_steps_with_their_lines(tmp_path: Path) -> None:
     assert f"tag@{CORE_PIPELINES}:10 -> tag@{CORE_PIPELINES}:11 -> echo@{CORE_PIPELINES}:12" in line
 
 
-def test_plugins_lists_hooks_and_step_types(tmp_path: Path) -> None:
+def test_plugins_lists_hooks_step_types_and_offered_hook_specs(tmp_path: Path) -> None:
     result = run(tmp_path, "plugins")
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("tests.fixtures.sample_plugin"))
@@ -85,6 +88,31 @@ def test_plugins_lists_hooks_and_step_types(tmp_path: Path) -> None:
     assert "answer,boom,echo,sleep,tag" in line
     assert "Widget" in line
     assert any(line.startswith("auth") and "(disabled)" in line for line in result.stdout.splitlines())
+    # The hook the sample plugin offers other plugins, with the first line of its docstring.
+    spec = next(line for line in result.stdout.splitlines() if "echo_extras" in line)
+    assert spec.split()[:2] == ["tests.fixtures.sample_plugin", "echo_extras"]
+    assert "Return fields to add to the echo step's answer" in spec
+
+
+def test_plugins_lists_each_plugins_settings_and_resources_never_a_secret(tmp_path: Path) -> None:
+    secret = "a-jwt-secret-nobody-may-see-0123456789"
+    result = run(tmp_path, "plugins", TURNSTILE_DISABLE_PLUGINS="", JWT_SECRET=secret,
+                 TURNSTILE_ADMIN_PASSWORD="an admin password")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert rows[_row(rows, "JWT_SECRET")][:5] == ["auth", "JWT_SECRET", "or", "JWT_SECRET_FILE", "(secret)"]
+    assert rows[_row(rows, "JWT_ALGORITHM")][:5] == ["auth", "JWT_ALGORITHM", "HS256", "one", "of"]
+    assert rows[_row(rows, "ARGON2_TIME_COST")][:3] == ["auth", "ARGON2_TIME_COST", "3"]
+    assert rows[_row(rows, "TURNSTILE_ADMIN_EMAIL")][0] == "users"
+    assert rows[_row(rows, "password_hasher")][:3] == ["auth", "object", "password_hasher"]
+    assert rows[_row(rows, "cache_backend")][:3] == ["cache", "object", "cache_backend"]
+    assert rows[_row(rows, "create-admin")][:3] == ["users", "turnstile", "create-admin"]
+    assert secret not in result.stdout
+    assert "an admin password" not in result.stdout
+
+
+def _row(rows: list[list[str]], word: str) -> int:
+    return next(i for i, row in enumerate(rows) if word in row)
 
 
 def test_openapi_prints_a_valid_document(tmp_path: Path) -> None:
@@ -221,8 +249,9 @@ def test_serve_refuses_production_without_its_services(tmp_path: Path) -> None:
 
 
 def test_create_admin_creates_then_is_idempotent(tmp_path: Path) -> None:
+    # The users plugin adds the command; the auth plugin hashes the password.
     env = {"TURNSTILE_ADMIN_PASSWORD": "boss-password-1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8",
-           "ARGON2_PARALLELISM": "1"}
+           "ARGON2_PARALLELISM": "1", "TURNSTILE_DISABLE_PLUGINS": ""}
     first = run(tmp_path, "create-admin", "--email", "Boss@Example.com", **env)
     assert first.returncode == 0, first.stderr
     assert "created" in first.stdout

@@ -1,4 +1,5 @@
-"""Every hook spec says when it runs, what it may return, and whether it may be async."""
+"""Every hook spec says when it runs, what it may return, and whether it may be async: the
+core's, and those each installed plugin (and the sample team plugin) offers other plugins."""
 
 from __future__ import annotations
 
@@ -7,16 +8,28 @@ import inspect
 import pytest
 
 from app import hookspecs
+from app.plugins import hookspec_names, make_plugin_manager, offered_hookspecs
+from tests.fixtures import sample_plugin
 
-SPECS = [
+CORE_SPECS = [
     (name, fn)
     for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
     if hasattr(fn, "turnstile_spec")
 ]
+OFFERED_SPECS = [
+    (f"{plugin}:{name}", getattr(holder, name))
+    for plugin, holder in offered_hookspecs(make_plugin_manager(extra=[sample_plugin]))
+    for name in hookspec_names(holder)
+]
+SPECS = CORE_SPECS + OFFERED_SPECS
+
+
+def test_plugins_offered_hook_specs_are_covered() -> None:
+    assert "tests.fixtures.sample_plugin:echo_extras" in {name for name, _ in OFFERED_SPECS}
 
 
 def test_there_are_hook_specs() -> None:
-    assert {name for name, _ in SPECS} >= {
+    assert {name for name, _ in CORE_SPECS} >= {
         "register_steps", "register_models", "startup", "shutdown", "transform_request",
         "check_request", "transform_upstream", "transform_response", "enrich_event",
     }

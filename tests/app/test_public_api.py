@@ -13,7 +13,8 @@ import pytest
 import app
 from tests.services import ROOT
 
-PLUGIN_ROOTS = (ROOT / "plugins",)
+ACME_ROOT = ROOT / "examples" / "acme-plugin"
+PLUGIN_ROOTS = (ROOT / "plugins", ACME_ROOT / "acme_plugin")
 CORE_ROOT = ROOT / "app"
 
 
@@ -38,6 +39,16 @@ def test_built_in_plugins_import_only_the_public_api() -> None:
         for path in _python_files(*PLUGIN_ROOTS)
         for line, module in _imports(path)
         if module.startswith("app.")
+    ]
+    assert private == []
+
+
+def test_a_teams_plugin_tests_import_only_the_public_api_and_the_test_kit() -> None:
+    private = [
+        f"{path.relative_to(ROOT)}:{line}: imports {module}"
+        for path in _python_files(ACME_ROOT / "tests")
+        for line, module in _imports(path)
+        if module.startswith("app.") and module != "app.testing"
     ]
     assert private == []
 

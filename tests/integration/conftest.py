@@ -7,7 +7,7 @@ own (INTEGRATION_REDIS_DB), and its own exchange and subscription queue names.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -65,8 +65,10 @@ def pipelines_for(tmp_path: Path, unique: str) -> Path:
     return path
 
 
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings as an operator would set them, with cheap argon2 costs and a fixed secret."""
+def make_settings(tmp_path: Path, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings as an operator would set them, with cheap argon2 costs and a fixed secret;
+    `env` changes variables (plugins' included: an empty value unsets one), `overrides` the
+    core's fields."""
     base = load_settings({
         "JWT_SECRET": JWT_SECRET,
         "ARGON2_TIME_COST": "1",
@@ -74,6 +76,7 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
         "ARGON2_PARALLELISM": "1",
         "TURNSTILE_ADMIN_EMAIL": ADMIN_EMAIL,
         "TURNSTILE_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        **(env or {}),
     })
     values: dict[str, Any] = {"pipelines_file": DEFAULT_PIPELINES, "var_dir": tmp_path / "var"}
     values.update(overrides)
@@ -106,17 +109,20 @@ async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
 def stack(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice: str, unique: str) -> StackFactory:
     """Start the whole service: `await stack()` (embedded Redis and events), or
     `await stack(redis_url=redis_db, rabbitmq_url=amqp_url)` for the real servers; any
-    other Settings field can be overridden too, and `plugins=(obj, ...)` registers team
-    plugins beside the installed ones. The exchange is unique to the test."""
+    other Settings field can be overridden too, `env={...}` changes variables (the plugins'
+    own, say), and `plugins=(obj, ...)` registers team plugins beside the installed ones. The
+    exchange is unique to the test."""
 
-    async def start(*, plugins: tuple[object, ...] = (), **overrides: Any) -> Client:
+    async def start(
+        env: Mapping[str, str] | None = None, *, plugins: tuple[object, ...] = (), **overrides: Any
+    ) -> Client:
         values: dict[str, Any] = {
             "data_service_url": dataservice,
             "pipelines_file": pipelines_for(tmp_path, unique),
             "events_exchange": f"test.{unique}",
         }
         values.update(overrides)
-        settings = make_settings(tmp_path, **values)
+        settings = make_settings(tmp_path, env, **values)
         pm = make_plugin_manager(extra=plugins) if plugins else None
         return await aiohttp_client(create_app(settings, pm=pm))
 

@@ -32,6 +32,9 @@ from tests.integration.test_secrets import Recorder, user_journey
 TOKEN = "integration-data-service-token-7"  # a test credential
 EMBEDDED_LINE = "embedded data service listening on "
 
+# No start-up admin: its creation would fail first, against these data services.
+NO_ADMIN = {"TURNSTILE_ADMIN_EMAIL": "", "TURNSTILE_ADMIN_PASSWORD": ""}
+
 
 def formatted(records: list[logging.LogRecord]) -> str:
     """Every record as the production JSON formatter writes it (extras included), with its args."""
@@ -95,7 +98,7 @@ async def test_the_service_works_end_to_end_with_a_token(
 async def test_a_missing_token_is_a_502_for_the_client_and_an_error_for_the_operator(
     stack: StackFactory, guarded_dataservice: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = await stack(data_service_url=guarded_dataservice, admin_email=None, admin_password=None)
+    client = await stack(data_service_url=guarded_dataservice, env=NO_ADMIN)
     resp = await client.post("/api/v1/auth/register", json={"email": "ann@example.com", "password": "correct-horse-1"})
     await assert_problem(resp, 502)
     [error] = [r for r in caplog.records if r.name == "turnstile.dataservice" and r.levelno == logging.ERROR]
@@ -119,8 +122,8 @@ async def test_the_token_is_not_logged_when_the_data_service_answers_garbage(
     try:
         caplog.set_level(logging.DEBUG)
         client = await stack(
-            data_service_url=f"http://127.0.0.1:{port}", data_service_token=TOKEN, admin_email=None,
-            admin_password=None,
+            data_service_url=f"http://127.0.0.1:{port}", data_service_token=TOKEN,
+            env=NO_ADMIN,
         )
         resp = await client.post("/api/v1/auth/register", json={"email": "ann@example.com", "password": "pw-123456789"})
         await assert_problem(resp, 502)

@@ -12,18 +12,17 @@ import asyncio
 import logging
 from pathlib import Path
 
-import attrs
 import pytest
 
-from app.admin import create_admin_command
+from app.cli import main
 from tests.integration.conftest import (
+    JWT_SECRET,
     Client,
     StackFactory,
     admin_headers,
     assert_problem,
     bearer,
     login,
-    make_settings,
     register,
 )
 
@@ -38,7 +37,7 @@ WARNING = (
 async def restart_with_admin(stack: StackFactory, before: Client, email: str) -> Client:
     """Stop `before`, then start the service again with TURNSTILE_ADMIN_EMAIL=email."""
     await before.close()
-    return await stack(admin_email=email, admin_password=CONFIGURED_PASSWORD)
+    return await stack(env={"TURNSTILE_ADMIN_EMAIL": email, "TURNSTILE_ADMIN_PASSWORD": CONFIGURED_PASSWORD})
 
 
 async def roles_of(client: Client, email: str, password: str) -> list[str]:
@@ -85,7 +84,8 @@ async def test_a_disabled_account_stays_disabled(stack: StackFactory) -> None:
 
 async def test_a_missing_admin_is_created_once(stack: StackFactory, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="turnstile.admin")
-    first = await stack(admin_email="root@example.com", admin_password=CONFIGURED_PASSWORD)
+    first = await stack(env={"TURNSTILE_ADMIN_EMAIL": "root@example.com",
+                             "TURNSTILE_ADMIN_PASSWORD": CONFIGURED_PASSWORD})
     assert await roles_of(first, "root@example.com", CONFIGURED_PASSWORD) == ["admin", "user"]
     again = await restart_with_admin(stack, first, "root@example.com")
     assert await roles_of(again, "root@example.com", CONFIGURED_PASSWORD) == ["admin", "user"]
@@ -95,14 +95,19 @@ async def test_a_missing_admin_is_created_once(stack: StackFactory, caplog: pyte
     ]
 
 
-async def test_create_admin_still_promotes(stack: StackFactory, dataservice: str, tmp_path: Path) -> None:
+async def test_create_admin_still_promotes(
+    stack: StackFactory, dataservice: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client = await stack()
     user = await register(client, "boss@example.com", OWN_PASSWORD)
     disabled = await client.patch(f"/api/v1/users/{user['id']}", json={"is_active": False},
                                   headers=await admin_headers(client))
     assert disabled.status == 200
-    settings = attrs.evolve(make_settings(tmp_path), data_service_url=dataservice, admin_password=CONFIGURED_PASSWORD)
-    # The command runs its own event loop, so it runs in a thread beside this one.
-    assert await asyncio.to_thread(create_admin_command, settings, "Boss@Example.com") == 0
+    for name, value in {"DATA_SERVICE_URL": dataservice, "TURNSTILE_ADMIN_PASSWORD": CONFIGURED_PASSWORD,
+                        "JWT_SECRET": JWT_SECRET, "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8"}.items():
+        monkeypatch.setenv(name, value)
+    # `turnstile create-admin` (the users plugin's command) runs its own event loop, so it runs
+    # in a thread beside this one.
+    assert await asyncio.to_thread(main, ["create-admin", "--email", "Boss@Example.com"]) == 0
     # Promoted and re-enabled on purpose; the password is still the account's own.
     assert await roles_of(client, "boss@example.com", OWN_PASSWORD) == ["admin", "user"]

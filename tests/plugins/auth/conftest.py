@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -9,17 +9,19 @@ import attrs
 import pytest
 
 from app.dataservice.main import start_dataservice
-from app.passwords import PasswordHasher, hasher_for
 from app.settings import Settings, load_settings
+from plugins.auth.passwords import Argon2Hasher
+from plugins.auth.settings import TokenSettings
 
 SECRET = "s" * 48
+# The auth plugin's variables as a test sets them: a fixed secret, argon2's cheapest costs
+# (the tests check what is hashed, not how hard).
+CHEAP_ENV = {"JWT_SECRET": SECRET, "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8", "ARGON2_PARALLELISM": "1"}
 
 
-def cheap_settings(tmp_path: Path, **changes: Any) -> Settings:
-    base = attrs.evolve(
-        load_settings({}), env="test", var_dir=tmp_path / "var", jwt_secret=SECRET, jwt_secret_is_dev=False,
-        argon2_time_cost=1, argon2_memory_kib=8, argon2_parallelism=1,
-    )
+def cheap_settings(tmp_path: Path, env: Mapping[str, str] | None = None, **changes: Any) -> Settings:
+    """Settings from CHEAP_ENV (and `env`), with core fields changed as `changes` say."""
+    base = attrs.evolve(load_settings({**CHEAP_ENV, **(env or {})}), env="test", var_dir=tmp_path / "var")
     return attrs.evolve(base, **changes)
 
 
@@ -29,8 +31,13 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def hasher(settings: Settings) -> PasswordHasher:
-    return hasher_for(settings)
+def token_settings() -> TokenSettings:
+    return TokenSettings(secret=SECRET)
+
+
+@pytest.fixture
+def hasher() -> Argon2Hasher:
+    return Argon2Hasher(time_cost=1, memory_kib=8, parallelism=1)
 
 
 @pytest.fixture
@@ -43,7 +50,7 @@ async def dataservice_url(tmp_path: Path) -> AsyncIterator[str]:
 
 
 async def create_user(
-    url: str, hasher: PasswordHasher, email: str, password: str, *, roles: list[str] | None = None,
+    url: str, hasher: Argon2Hasher, email: str, password: str, *, roles: list[str] | None = None,
     is_active: bool = True, password_hash: str | None = None,
 ) -> int:
     body = {

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from app.passwords import PasswordHasher
+from plugins.auth.passwords import Argon2Hasher as PasswordHasher
 
 
 async def test_hash_then_verify(hasher: PasswordHasher) -> None:

@@ -23,11 +23,11 @@ from app.keys import actor_key, body_key
 from app.main import create_app
 from app.models.events import Event
 from app.models.schema import schema_field
-from app.passwords import PasswordHasher
 from app.pipeline.config import PipelineFileError
 from app.pipeline.types import Handler, StepKind, StepType, SubscriptionContext
 from app.plugins import make_plugin_manager
-from plugins.auth.services import AuthServices, services_for
+from plugins.auth.passwords import Argon2Hasher
+from plugins.auth.services import AuthServices, services_key
 from plugins.auth.tokens import Tokens
 from tests.plugins.auth.conftest import SECRET, cheap_settings, create_user
 
@@ -120,7 +120,7 @@ class EchoPlugin:
 class World:
     client: Client
     tokens: Tokens
-    hasher: PasswordHasher
+    hasher: Argon2Hasher
     dataservice: str
     alice: int  # user, password "alice password"
     root: int  # admin, password "root password"
@@ -155,7 +155,7 @@ async def world(
                               redis_url=redis_url)
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
     client = await aiohttp_client(create_app(settings, pm=pm))
-    services = services_for(client.app)
+    services = client.app[services_key]
     alice = await create_user(dataservice_url, services.hasher, "alice@example.com", "alice password")
     root = await create_user(dataservice_url, services.hasher, "root@example.com", "root password",
                              roles=["user", "admin"])
@@ -272,7 +272,7 @@ async def test_disabled_user_cannot_log_in(world: World) -> None:
 
 
 async def test_login_rehashes_an_outdated_hash(world: World) -> None:
-    old = await PasswordHasher(time_cost=2, memory_kib=8, parallelism=1).hash("old password")
+    old = await Argon2Hasher(time_cost=2, memory_kib=8, parallelism=1).hash("old password")
     user_id = await create_user(world.dataservice, world.hasher, "old@example.com", "", password_hash=old)
     await world.login("old@example.com", "old password")
     async with world.client.session.get(f"{world.dataservice}/api/v1/users/{user_id}") as resp:
@@ -392,7 +392,7 @@ async def test_redis_down_access_checks_use_this_process_record(
                               redis_url="redis://127.0.0.1:1/0")  # nothing listens there
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
     client = await aiohttp_client(create_app(settings, pm=pm))
-    services = services_for(client.app)
+    services = client.app[services_key]
     # Sessions live in Redis: while it is down, only the ends this process saw are known.
     kept = services.tokens.issue_access(1, ("user",), "session-1").token
     revoked = services.tokens.issue_access(2, ("user",), "session-2").token

@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from app.settings import Settings
+from plugins.auth.settings import TokenSettings
 from plugins.auth.tokens import ACCESS, REFRESH, TokenError, Tokens, tokens_for
-from tests.plugins.auth.conftest import SECRET, cheap_settings
+from tests.plugins.auth.conftest import SECRET
 
 
 def hs_tokens(**changes: Any) -> Tokens:
@@ -130,10 +130,9 @@ def _write_keys(tmp_path: Path, private: Any) -> tuple[Path, Path]:
     return priv, pub
 
 
-def _key_settings(tmp_path: Path, algorithm: str, private: Any) -> Settings:
+def _key_settings(tmp_path: Path, algorithm: str, private: Any) -> TokenSettings:
     priv, pub = _write_keys(tmp_path, private)
-    return cheap_settings(tmp_path, jwt_algorithm=algorithm, jwt_private_key_file=priv, jwt_public_key_file=pub,
-                          jwt_secret="")
+    return TokenSettings(algorithm=algorithm, private_key_file=priv, public_key_file=pub)
 
 
 @pytest.mark.parametrize("algorithm", ["RS256", "EdDSA"])
@@ -149,15 +148,15 @@ def test_hmac_signed_with_the_public_key_is_refused(tmp_path: Path) -> None:
     """Algorithm confusion: the attacker knows the RSA public key and signs HS256 with it."""
     settings = _key_settings(tmp_path, "RS256", rsa.generate_private_key(65537, 2048))
     tokens = tokens_for(settings)
-    assert settings.jwt_public_key_file is not None
+    assert settings.public_key_file is not None
     payload = jwt.decode(tokens.issue_access(3, (), "fam-1").token, options={"verify_signature": False})
     payload["roles"] = ["admin"]
-    forged = _sign_hs256(payload, settings.jwt_public_key_file.read_bytes())
+    forged = _sign_hs256(payload, settings.public_key_file.read_bytes())
     with pytest.raises(TokenError):
         tokens.verify(forged, ACCESS)
 
 
-def test_hs256_from_settings(settings: Settings) -> None:
-    tokens = tokens_for(settings)
+def test_hs256_from_settings(token_settings: TokenSettings) -> None:
+    tokens = tokens_for(token_settings)
     assert tokens.algorithm == "HS256"
     assert tokens.verify(tokens.issue_access(1, (), "fam-1").token, ACCESS).user_id == 1

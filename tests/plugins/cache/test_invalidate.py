@@ -4,9 +4,9 @@ import pytest
 from aiohttp import web
 
 from app.clients.cache import CacheUnavailable, MemoryCache
-from app.keys import cache_backend_key
 from app.models.events import Event
 from app.pipeline.types import SubscriptionContext
+from plugins.cache.backend import cache_backend_key
 from plugins.cache.config import CacheInvalidateConfig, KeyTemplates
 from plugins.cache.invalidate import build_for_message
 from plugins.cache.markers import is_tombstone

@@ -1,31 +1,21 @@
-"""The event-emit step on a small app: what it publishes, when, and what hooks do to it.
+"""The event-emit step, run by the test kit: what it publishes, when, and what hooks do to it.
 
-The embedded publisher writes each event to `var/events.jsonl`, which these tests read; the
-RabbitMQ path is covered end to end in tests/integration/test_events.py.
+The embedded publisher writes each event to `var/events.jsonl`, which `Service.events()` reads;
+the RabbitMQ path is covered end to end in tests/integration/test_events.py.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
-from pytest_aiohttp import AiohttpClient
 
 import plugins.event_emit
 from app import hookimpl
 from app.converter import converter, iter_errors
-from app.main import create_app
-from app.plugins import make_plugin_manager
-from app.settings import load_settings
+from app.testing import Service, StartService
 from plugins.event_emit.config import EventEmitConfig
 from tests.fixtures import sample_plugin
-
-Client = TestClient[web.Request, web.Application]
 
 PIPELINES = """
 [[pipelines]]
@@ -54,51 +44,41 @@ class Enricher:
         return {**event, "data": {**event["data"], "team": "widgets"}}
 
 
-async def start(aiohttp_client: AiohttpClient, tmp_path: Path, *extra: object) -> tuple[Client, Path]:
-    pipelines = tmp_path / "pipelines.toml"
-    pipelines.write_text(PIPELINES)
-    settings = attrs.evolve(load_settings({}), pipelines_file=pipelines, var_dir=tmp_path / "var")
-    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, plugins.event_emit, *extra])
-    return await aiohttp_client(create_app(settings, pm=pm)), tmp_path / "var" / "events.jsonl"
+async def start(turnstile: StartService, *extra: object) -> Service:
+    return await turnstile(PIPELINES, plugins=[sample_plugin, plugins.event_emit, *extra], entrypoints=False)
 
 
-def events(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-async def test_a_success_publishes_the_answer_as_the_event(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
-    client, log = await start(aiohttp_client, tmp_path)
-    resp = await client.post("/widgets/4", json={"name": "w", "size": 1}, headers={"X-Request-ID": "ev-1"})
+async def test_a_success_publishes_the_answer_as_the_event(turnstile: StartService) -> None:
+    service = await start(turnstile)
+    resp = await service.client.post("/widgets/4", json={"name": "w", "size": 1}, headers={"X-Request-ID": "ev-1"})
     assert resp.status == 201
-    [event] = events(log)
+    [event] = service.events()
     assert event["type"] == "widget.created"
     assert event["request_id"] == "ev-1"
     assert event["data"] == await resp.json()
     assert set(event) == {"id", "type", "occurred_at", "request_id", "data"}
 
 
-async def test_an_answer_without_body_publishes_the_route_parameters(
-    aiohttp_client: AiohttpClient, tmp_path: Path
-) -> None:
-    client, log = await start(aiohttp_client, tmp_path)
-    assert (await client.delete("/widgets/9")).status == 204
-    [event] = events(log)
+async def test_an_answer_without_body_publishes_the_route_parameters(turnstile: StartService) -> None:
+    service = await start(turnstile)
+    assert (await service.client.delete("/widgets/9")).status == 204
+    [event] = service.events()
     assert event["type"] == "widget.deleted"
     assert event["data"] == {"slot": 9}
 
 
-async def test_a_failure_publishes_nothing(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
-    client, log = await start(aiohttp_client, tmp_path)
-    assert (await client.post("/refused")).status == 418
-    assert (await client.post("/widgets/1", json={"name": 5})).status == 422
-    assert events(log) == []
+async def test_a_failure_publishes_nothing(turnstile: StartService) -> None:
+    service = await start(turnstile)
+    assert (await service.client.post("/refused")).status == 418
+    assert (await service.client.post("/widgets/1", json={"name": 5})).status == 422
+    assert service.events() == []
 
 
-async def test_enrich_event_can_change_or_suppress(aiohttp_client: AiohttpClient, tmp_path: Path) -> None:
-    client, log = await start(aiohttp_client, tmp_path, Enricher())
-    await client.post("/widgets/1", json={"name": "w", "size": 1})
-    await client.post("/widgets/2", json={"name": "secret", "size": 1})
-    [event] = events(log)
+async def test_enrich_event_can_change_or_suppress(turnstile: StartService) -> None:
+    service = await start(turnstile, Enricher())
+    await service.client.post("/widgets/1", json={"name": "w", "size": 1})
+    await service.client.post("/widgets/2", json={"name": "secret", "size": 1})
+    [event] = service.events()
     assert event["data"]["team"] == "widgets"
     assert event["data"]["params"] == {"slot": "1"}
 

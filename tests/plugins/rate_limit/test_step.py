@@ -18,7 +18,7 @@ from app.pipeline.config import parse_route
 from app.pipeline.types import Actor, BuildContext, OperationDoc, PipelineConfig
 from plugins.rate_limit import document
 from plugins.rate_limit.config import RateLimitConfig
-from plugins.rate_limit.step import build, limiter_key
+from plugins.rate_limit.step import build, counter_key, limiter_key, make_counter
 from tests.services import start_service, stop_service
 
 PIPELINE = PipelineConfig(name="login", route=parse_route("POST /login"), steps=())
@@ -38,6 +38,7 @@ async def _inner(request: web.Request) -> web.Response:
 def make_app(config: RateLimitConfig, redis: RedisConnection | None) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[redis_key] = redis
+    app[counter_key] = make_counter(app)
     step = build(config, BuildContext(app, PIPELINE))
 
     async def route(request: web.Request) -> web.StreamResponse:
@@ -194,6 +195,7 @@ def test_document_adds_a_429_with_retry_after() -> None:
 async def test_steps_with_one_name_share_one_count_in_memory(aiohttp_client: AiohttpClient) -> None:
     app = web.Application(middlewares=[error_middleware])
     app[redis_key] = None
+    app[counter_key] = make_counter(app)
     config = RateLimitConfig(name="login-ip", limit=1, window_s=30)
     steps = [build(config, BuildContext(app, PIPELINE)) for _ in range(2)]
 

@@ -7,19 +7,19 @@ import pytest
 
 from app.clients.dataservice import DataServiceClient, DataServiceOptions
 from app.dataservice import start_dataservice
-from app.passwords import PasswordHasher, hasher_for
 from app.settings import Settings
+from plugins.auth.passwords import Argon2Hasher
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # argon2's cheapest parameters: the tests check what is hashed, not how hard.
-    return Settings(var_dir=tmp_path / "var", argon2_time_cost=1, argon2_memory_kib=8, argon2_parallelism=1)
+    return Settings(var_dir=tmp_path / "var")
 
 
 @pytest.fixture
-def hasher(settings: Settings) -> PasswordHasher:
-    return hasher_for(settings)
+def hasher() -> Argon2Hasher:
+    # argon2's cheapest parameters: the tests check what is hashed, not how hard.
+    return Argon2Hasher(time_cost=1, memory_kib=8, parallelism=1)
 
 
 @pytest.fixture

@@ -1,18 +1,44 @@
 from __future__ import annotations
 
+import argparse
 import asyncio
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
 import plugins.users
-from app.admin import create_admin_command, create_admin_if_absent, ensure_admin, normalise_email
 from app.clients.dataservice import DataServiceClient, DataServiceOptions
+from app.commands import CommandContext
 from app.dataservice import start_dataservice
-from app.keys import data_service_key, settings_key
-from app.passwords import PasswordHasher
-from app.settings import Settings
+from app.keys import data_service_key
+from app.main import load_configuration, prepare_app
+from plugins.auth.passwords import Argon2Hasher as PasswordHasher
+from plugins.users.admin import CREATE_ADMIN, create_admin_if_absent, ensure_admin
+from plugins.users.rules import normalise_email
+
+CHEAP = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8", "ARGON2_PARALLELISM": "1"}
+
+
+def context(tmp_path: Path, **env: str) -> CommandContext:
+    """What `turnstile create-admin` gets, from an environment of cheap argon2 costs and `env`."""
+    settings, pm, _values = load_configuration({**CHEAP, "TURNSTILE_VAR_DIR": str(tmp_path / "var"), **env})
+    return CommandContext(settings, pm, lambda: prepare_app(settings, pm))
+
+
+def create_admin(tmp_path: Path, email: str, **env: str) -> int:
+    """`turnstile create-admin --email <email>` as the users plugin runs it."""
+    return CREATE_ADMIN.run(argparse.Namespace(command="create-admin", email=email), context(tmp_path, **env))
+
+
+def started_app(tmp_path: Path, data_service: DataServiceClient, env: Mapping[str, str]) -> web.Application:
+    """An app as prepared for start-up (plugin settings, the auth plugin's hasher), whose data
+    service is the test's."""
+    ctx = context(tmp_path, **env)
+    app = ctx.app
+    app[data_service_key] = data_service
+    return app
 
 
 async def find(client: DataServiceClient, email: str) -> dict[str, object]:
@@ -83,81 +109,75 @@ def test_emails_are_trimmed_nfkc_normalised_and_lower_cased() -> None:
     assert normalise_email("  \uff21\uff24\uff21@Example.COM\t") == "ada@example.com"
 
 
-async def test_startup_hook_ensures_the_configured_admin(
-    data_service: DataServiceClient, settings: Settings, tmp_path: Path
-) -> None:
-    app = web.Application()
-    app[settings_key] = Settings(
-        var_dir=tmp_path,
-        argon2_time_cost=1,
-        argon2_memory_kib=8,
-        argon2_parallelism=1,
-        admin_email="root@example.com",
-        admin_password="correct horse",
-    )
-    app[data_service_key] = data_service
+async def test_startup_hook_ensures_the_configured_admin(data_service: DataServiceClient, tmp_path: Path) -> None:
+    env = {"TURNSTILE_ADMIN_EMAIL": "root@example.com", "TURNSTILE_ADMIN_PASSWORD": "correct horse"}
+    app = started_app(tmp_path, data_service, env)
     await plugins.users.startup(app)
     await plugins.users.startup(app)
     assert (await find(data_service, "root@example.com"))["roles"] == ["admin", "user"]
 
 
+async def test_the_admin_password_may_come_from_a_file(data_service: DataServiceClient, tmp_path: Path) -> None:
+    secret = tmp_path / "admin-password"
+    secret.write_text("correct horse\n")
+    env = {"TURNSTILE_ADMIN_EMAIL": "root@example.com", "TURNSTILE_ADMIN_PASSWORD_FILE": str(secret)}
+    await plugins.users.startup(started_app(tmp_path, data_service, env))
+    record = await find(data_service, "root@example.com")
+    hasher = PasswordHasher(time_cost=1, memory_kib=8, parallelism=1)
+    assert await hasher.verify(str(record["password_hash"]), "correct horse")
+
+
 async def test_startup_hook_does_nothing_without_both_settings(
-    data_service: DataServiceClient, settings: Settings
+    data_service: DataServiceClient, tmp_path: Path
 ) -> None:
-    app = web.Application()
-    app[settings_key] = settings
-    app[data_service_key] = data_service
+    app = started_app(tmp_path, data_service, {"TURNSTILE_ADMIN_EMAIL": "root@example.com"})
     await plugins.users.startup(app)
     reply = await data_service.request("GET", "/api/v1/users")
     assert reply.data["total"] == 0
 
 
 def test_create_admin_command_uses_the_embedded_data_service(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("TURNSTILE_ADMIN_PASSWORD", "correct horse")
-    assert create_admin_command(settings, "Root@example.com") == 0
-    assert create_admin_command(settings, "root@example.com") == 0
+    assert create_admin(tmp_path, "Root@example.com", TURNSTILE_ADMIN_PASSWORD="correct horse") == 0
+    assert create_admin(tmp_path, "root@example.com", TURNSTILE_ADMIN_PASSWORD="correct horse") == 0
     out = capsys.readouterr().out
     assert out.splitlines() == ["admin root@example.com: created", "admin root@example.com: unchanged"]
     assert "correct horse" not in out
-    assert (settings.var_dir / "data.sqlite3").is_file()
+    assert (tmp_path / "var" / "data.sqlite3").is_file()
 
 
-async def test_create_admin_command_talks_to_data_service_url(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_create_admin_command_talks_to_data_service_url(tmp_path: Path) -> None:
     runner, base_url = await start_dataservice(tmp_path / "remote.sqlite3")
     try:
-        remote = Settings(
-            var_dir=tmp_path / "unused",
-            data_service_url=base_url,
-            argon2_time_cost=1,
-            argon2_memory_kib=8,
-            argon2_parallelism=1,
-            admin_password="correct horse",
-        )
         # The command runs its own event loop, so it runs in a thread beside this one.
-        assert await asyncio.to_thread(create_admin_command, remote, "root@example.com") == 0
+        code = await asyncio.to_thread(
+            create_admin, tmp_path, "root@example.com", DATA_SERVICE_URL=base_url,
+            TURNSTILE_ADMIN_PASSWORD="correct horse",
+        )
+        assert code == 0
         async with DataServiceClient(DataServiceOptions(base_url=base_url)) as client:
             assert (await find(client, "root@example.com"))["roles"] == ["admin", "user"]
-        assert not (tmp_path / "unused").exists()
+        assert not (tmp_path / "var").exists()
     finally:
         await runner.cleanup()
 
 
-def test_create_admin_command_refuses_a_short_password(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("TURNSTILE_ADMIN_PASSWORD", "short")
-    assert create_admin_command(settings, "root@example.com") == 2
+def test_create_admin_command_refuses_a_short_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert create_admin(tmp_path, "root@example.com", TURNSTILE_ADMIN_PASSWORD="short") == 2
     assert "8 to 128" in capsys.readouterr().err
 
 
-def test_create_admin_command_prompts_when_no_password_is_set(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("TURNSTILE_ADMIN_PASSWORD", raising=False)
+def test_create_admin_command_prompts_when_no_password_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     answers = iter(["correct horse", "correct horse"])
     monkeypatch.setattr("getpass.getpass", lambda _prompt="": next(answers))
-    assert create_admin_command(settings, "root@example.com") == 0
+    assert create_admin(tmp_path, "root@example.com") == 0
+
+
+def test_create_admin_command_needs_a_password_hasher(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the auth plugin disabled nothing hashes passwords: the command refuses, sends nothing."""
+    code = create_admin(tmp_path, "root@example.com", TURNSTILE_ADMIN_PASSWORD="correct horse",
+                        TURNSTILE_DISABLE_PLUGINS="auth")
+    assert code == 2
+    assert "no plugin hashes passwords" in capsys.readouterr().err
+    assert not (tmp_path / "var" / "data.sqlite3").exists()

@@ -8,14 +8,14 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 from pytest_aiohttp import AiohttpClient
 
 import plugins.users
-from app.keys import actor_key, body_key, models_key, settings_key
+from app.errors import InternalError
+from app.keys import actor_key, body_key, models_key, password_hasher_key
 from app.middlewares.errors import error_middleware
-from app.passwords import PasswordHasher
 from app.pipeline.config import parse_route
 from app.pipeline.gate import make_gate
 from app.pipeline.types import Actor, PipelineConfig
 from app.plugins import call_chain, make_plugin_manager
-from app.settings import Settings
+from plugins.auth.passwords import Argon2Hasher
 from plugins.users.models import MODELS
 
 MODELS_BY_NAME: dict[str, type] = {model.__name__: model for model in MODELS}
@@ -46,10 +46,12 @@ async def gate_client(aiohttp_client: AiohttpClient, body: str) -> TestClient[we
     return await aiohttp_client(app)
 
 
-def mocked_request(settings: Settings) -> web.Request:
+def mocked_request(hasher: Argon2Hasher | None) -> web.Request:
+    """A request of an app where `hasher` is the password hasher a plugin provided (or none is)."""
     app = web.Application()
-    app[settings_key] = settings
     app[models_key] = MODELS_BY_NAME
+    if hasher is not None:
+        app[password_hasher_key] = hasher
     return make_mocked_request("POST", "/users", app=app)
 
 
@@ -86,23 +88,29 @@ async def test_a_user_may_patch_their_own_name(aiohttp_client: AiohttpClient) ->
     assert resp.status == 200
 
 
-async def upstream(settings: Settings, body: str | None, payload: dict[str, Any]) -> Any:
+async def upstream(hasher: Argon2Hasher | None, body: str | None, payload: dict[str, Any]) -> Any:
     return await call_chain(
-        PM.hook.transform_upstream, "payload", payload, request=mocked_request(settings), pipeline=pipeline(body)
+        PM.hook.transform_upstream, "payload", payload, request=mocked_request(hasher), pipeline=pipeline(body)
     )
 
 
-async def test_password_is_replaced_by_its_hash(settings: Settings, hasher: PasswordHasher) -> None:
-    sent = await upstream(settings, "UserPatch", {"password": "correct horse"})
+async def test_password_is_replaced_by_its_hash(hasher: Argon2Hasher) -> None:
+    sent = await upstream(hasher, "UserPatch", {"password": "correct horse"})
     assert set(sent) == {"password_hash"}
     assert sent["password_hash"].startswith("$argon2id$")
     assert await hasher.verify(sent["password_hash"], "correct horse")
     assert "correct horse" not in repr(sent)
 
 
-async def test_register_gets_defaults_and_can_never_choose_roles(settings: Settings) -> None:
+async def test_without_a_password_hasher_no_password_is_ever_sent() -> None:
+    """The auth plugin provides hashing; with it disabled a password is refused, never passed on."""
+    with pytest.raises(InternalError):
+        await upstream(None, "UserPatch", {"password": "correct horse"})
+
+
+async def test_register_gets_defaults_and_can_never_choose_roles(hasher: Argon2Hasher) -> None:
     sent = await upstream(
-        settings,
+        hasher,
         "UserRegister",
         {"email": "ada@example.com", "password": "correct horse", "roles": ["admin"], "is_active": False},
     )
@@ -112,9 +120,9 @@ async def test_register_gets_defaults_and_can_never_choose_roles(settings: Setti
     assert "password" not in sent
 
 
-async def test_create_keeps_what_the_admin_chose(settings: Settings) -> None:
+async def test_create_keeps_what_the_admin_chose(hasher: Argon2Hasher) -> None:
     sent = await upstream(
-        settings,
+        hasher,
         "UserCreate",
         {
             "email": "ada@example.com",
@@ -125,12 +133,12 @@ async def test_create_keeps_what_the_admin_chose(settings: Settings) -> None:
         },
     )
     assert (sent["roles"], sent["is_active"], sent["full_name"]) == (["admin"], False, "Ada")
-    defaults = await upstream(settings, "UserCreate", {"email": "bob@example.com", "password": "correct horse"})
+    defaults = await upstream(hasher, "UserCreate", {"email": "bob@example.com", "password": "correct horse"})
     assert (defaults["roles"], defaults["is_active"], defaults["full_name"]) == (["user"], True, None)
 
 
-async def test_a_payload_without_password_is_left_alone(settings: Settings) -> None:
-    assert await upstream(settings, "UserPatch", {"full_name": "Ada"}) == {"full_name": "Ada"}
+async def test_a_payload_without_password_is_left_alone(hasher: Argon2Hasher) -> None:
+    assert await upstream(hasher, "UserPatch", {"full_name": "Ada"}) == {"full_name": "Ada"}
 
 
 RECORD = {
@@ -147,29 +155,29 @@ RECORD = {
 PUBLIC = {key: value for key, value in RECORD.items() if key not in ("password_hash", "internal_note")}
 
 
-async def response(settings: Settings, data: Any) -> Any:
+async def response(hasher: Argon2Hasher, data: Any) -> Any:
     return await call_chain(
         PM.hook.transform_response,
         "data",
         data,
-        request=mocked_request(settings),
+        request=mocked_request(hasher),
         pipeline=pipeline(None, "GET /users"),
     )
 
 
-async def test_hash_is_stripped_from_a_record(settings: Settings) -> None:
-    assert await response(settings, dict(RECORD)) == PUBLIC
+async def test_hash_is_stripped_from_a_record(hasher: Argon2Hasher) -> None:
+    assert await response(hasher, dict(RECORD)) == PUBLIC
 
 
-async def test_hash_is_stripped_from_each_item_of_a_page(settings: Settings) -> None:
+async def test_hash_is_stripped_from_each_item_of_a_page(hasher: Argon2Hasher) -> None:
     page = {"items": [dict(RECORD), {**RECORD, "id": 2}], "total": 2, "limit": 50, "offset": 0}
-    out = await response(settings, page)
+    out = await response(hasher, page)
     assert out == {"items": [PUBLIC, {**PUBLIC, "id": 2}], "total": 2, "limit": 50, "offset": 0}
 
 
-async def test_other_data_passes_unchanged(settings: Settings) -> None:
-    assert await response(settings, {"status": "ok"}) == {"status": "ok"}
-    assert await response(settings, [1, 2]) == [1, 2]
+async def test_other_data_passes_unchanged(hasher: Argon2Hasher) -> None:
+    assert await response(hasher, {"status": "ok"}) == {"status": "ok"}
+    assert await response(hasher, [1, 2]) == [1, 2]
 
 
 def test_registers_its_models() -> None:

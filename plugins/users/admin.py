@@ -1,7 +1,8 @@
-"""Admins: created at start-up (TURNSTILE_ADMIN_EMAIL/PASSWORD), created or promoted from the CLI.
+"""Admins: created at start-up (TURNSTILE_ADMIN_EMAIL/PASSWORD), created or promoted from the CLI
+(`turnstile create-admin`, a command this plugin adds).
 
 Both talk to the data service over HTTP like every other write, so the password is hashed
-here and only its argon2id hash is sent.
+here (with the hasher the app provides, `password_hasher_key`) and only its hash is sent.
 
 The two paths differ on purpose (contract §3). Start-up only ever creates: an account that
 already has the configured email, whoever registered it and whatever its roles or state, is
@@ -12,33 +13,51 @@ would become admin at the next restart. Promoting an existing account is a delib
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import getpass
 import logging
-import os
-import secrets
 import sys
-import unicodedata
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from app.clients.dataservice import DataService, DataServiceClient, DataServiceOptions
-from app.errors import Conflict, ProblemError
-from app.passwords import PasswordHasher, hasher_for
-from app.settings import Settings
+import attrs
+
+from app import (
+    Command,
+    CommandContext,
+    Conflict,
+    DataService,
+    PasswordHasher,
+    ProblemError,
+    password_hasher_key,
+    plugin_settings,
+    setting,
+)
+from plugins.users.models import PASSWORD_MAX, PASSWORD_MIN
+from plugins.users.rules import normalise_email
 
 log = logging.getLogger("turnstile.admin")
 
 AdminOutcome = Literal["created", "promoted", "unchanged"]
 StartupOutcome = Literal["created", "exists"]
 ADMIN_ROLES = ("admin", "user")
-PASSWORD_ENV = "TURNSTILE_ADMIN_PASSWORD"  # noqa: S105  # a variable name, not a password
-PASSWORD_MIN, PASSWORD_MAX = 8, 128
 _USERS = "/api/v1/users"
 
 
-def normalise_email(email: str) -> str:
-    """An email as the service stores it (contract §4): trimmed, NFKC-normalised, lower-cased."""
-    return unicodedata.normalize("NFKC", email.strip()).lower()
+@attrs.frozen(kw_only=True)
+class AdminSettings:
+    """The start-up admin (contract §3), and `turnstile create-admin`'s password."""
+
+    env_prefix: ClassVar[str] = "TURNSTILE_ADMIN_"
+
+    email: str | None = setting(
+        default=None,
+        description="with TURNSTILE_ADMIN_PASSWORD: created at start-up when no account has this email "
+        "(an existing account is never changed at start-up)",
+    )
+    password: str | None = setting(
+        default=None, secret=True, description="the start-up admin's password; create-admin's too",
+    )
 
 
 async def create_admin_if_absent(
@@ -138,14 +157,23 @@ async def _promote(client: DataService, record: dict[str, Any]) -> AdminOutcome:
     return "promoted"
 
 
-def create_admin_command(settings: Settings, email: str) -> int:
+def _create_admin_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--email", required=True)
+
+
+def create_admin_command(args: argparse.Namespace, context: CommandContext) -> int:
     """`turnstile create-admin --email E`: create or promote that admin; the exit status.
 
-    The password comes from TURNSTILE_ADMIN_PASSWORD, else from a prompt (asked twice).
-    Without DATA_SERVICE_URL the embedded data service is started on its SQLite file for
-    the duration of the command. Exit status: 0 done, 1 the data service failed, 2 bad input.
+    The password comes from TURNSTILE_ADMIN_PASSWORD (or _FILE), else from a prompt (asked
+    twice). Without DATA_SERVICE_URL the embedded data service is started on its SQLite file
+    for the duration of the command. Exit status: 0 done, 1 the data service failed, 2 bad input.
     """
-    password = settings.admin_password or os.environ.get(PASSWORD_ENV) or _prompt_password()
+    email: str = args.email
+    hasher = context.app.get(password_hasher_key)
+    if hasher is None:
+        sys.stderr.write("create-admin: no plugin hashes passwords (is the auth plugin disabled?)\n")
+        return 2
+    password = plugin_settings(context.app, AdminSettings).password or _prompt_password()
     if password is None:
         return 2
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
@@ -155,12 +183,17 @@ def create_admin_command(settings: Settings, email: str) -> int:
         sys.stderr.write("create-admin: --email must be an email address\n")
         return 2
     try:
-        outcome = asyncio.run(_create_admin(settings, email, password))
+        outcome = asyncio.run(_create_admin(context, hasher, email, password))
     except ProblemError as exc:
         sys.stderr.write(f"create-admin: the data service failed: {exc.detail}\n")
         return 1
     sys.stdout.write(f"admin {normalise_email(email)}: {outcome}\n")
     return 0
+
+
+CREATE_ADMIN = Command(
+    name="create-admin", help="create or promote an admin", run=create_admin_command, arguments=_create_admin_arguments,
+)
 
 
 def _prompt_password() -> str | None:
@@ -176,25 +209,6 @@ def _prompt_password() -> str | None:
     return first
 
 
-async def _create_admin(settings: Settings, email: str, password: str) -> AdminOutcome:
-    runner = None
-    base_url = settings.data_service_url
-    token = settings.data_service_token
-    if base_url is None:
-        from app.dataservice import start_dataservice  # noqa: PLC0415  # only when embedded
-
-        token = secrets.token_urlsafe(32)  # this command's own, like the server's (app/wiring.py)
-        runner, base_url = await start_dataservice(settings.var_dir / "data.sqlite3", token=token)
-    try:
-        options = DataServiceOptions(
-            base_url=base_url,
-            connect_timeout_s=settings.data_service_connect_timeout_s,
-            total_timeout_s=settings.data_service_timeout_s,
-            retries=settings.data_service_retries,
-            token=token,
-        )
-        async with DataServiceClient(options) as client:
-            return await ensure_admin(client, hasher_for(settings), email, password)
-    finally:
-        if runner is not None:
-            await runner.cleanup()
+async def _create_admin(context: CommandContext, hasher: PasswordHasher, email: str, password: str) -> AdminOutcome:
+    async with context.data_service() as client:
+        return await ensure_admin(client, hasher, email, password)

@@ -1,4 +1,5 @@
-"""Password hashing with argon2id, off the event loop.
+"""Password hashing with argon2id, off the event loop; the auth plugin provides it to every
+plugin under `password_hasher_key` (the users plugin hashes with it before a write).
 
 argon2 at production cost takes ~90 ms of CPU per hash. argon2-cffi releases the GIL while
 it hashes, so running it in a worker thread keeps the loop serving other requests.
@@ -12,14 +13,14 @@ from typing import Final
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from app.settings import Settings
+from plugins.auth.settings import PasswordSettings
 
 _HASH_LEN: Final = 32
 _SALT_LEN: Final = 16
 
 
-class PasswordHasher:
-    """argon2id with the costs from Settings; `hash` and `verify` run in a worker thread.
+class Argon2Hasher:
+    """argon2id with the costs from PasswordSettings; `hash` and `verify` run in a worker thread.
 
     Args:
         time_cost: iterations. memory_kib: memory per hash in KiB. parallelism: lanes.
@@ -64,10 +65,6 @@ class PasswordHasher:
             return False
 
 
-def hasher_for(settings: Settings) -> PasswordHasher:
+def hasher_for(settings: PasswordSettings) -> Argon2Hasher:
     """The hasher with the argon2 costs `settings` names."""
-    return PasswordHasher(
-        time_cost=settings.argon2_time_cost,
-        memory_kib=settings.argon2_memory_kib,
-        parallelism=settings.argon2_parallelism,
-    )
+    return Argon2Hasher(time_cost=settings.time_cost, memory_kib=settings.memory_kib, parallelism=settings.parallelism)

@@ -1,0 +1,92 @@
+"""`turnstile` subcommands added by plugins (the `register_commands` hook).
+
+A plugin's command gets the parsed arguments and a `CommandContext`: the settings, the app
+as `create_app` prepares it before its pipelines (plugin settings and every plugin's
+`setup_app` applied, nothing started), and a data-service client for the command's duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast, final
+
+import attrs
+import pluggy
+from aiohttp import web
+
+from app.clients.dataservice import DataService, DataServiceClient, DataServiceOptions
+from app.settings import Settings
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Command:
+    """A ``turnstile`` subcommand a plugin adds through `register_commands`.
+
+    name: what follows ``turnstile`` (e.g. "create-admin").
+    help: one line for ``turnstile --help``.
+    run: does the work and returns the exit status (0 done, 1 failed, 2 bad input).
+    arguments: adds the command's options to its `argparse.ArgumentParser`.
+    """
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, CommandContext], int]
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+
+
+@final
+class CommandContext:
+    """What a plugin's command may use besides its arguments."""
+
+    def __init__(self, settings: Settings, pm: pluggy.PluginManager, prepare: Callable[[], web.Application]) -> None:
+        self.settings = settings
+        self.pm = pm
+        self._prepare = prepare
+
+    @functools.cached_property
+    def app(self) -> web.Application:
+        """The app as `create_app` prepares it before its pipelines: settings, plugin
+        settings, the core's clients and what every plugin's `setup_app` provided (a password
+        hasher, say). Made on first use; never started, so it does no I/O."""
+        return self._prepare()
+
+    @contextlib.asynccontextmanager
+    async def data_service(self) -> AsyncIterator[DataService]:
+        """A started data-service client for the block: ``DATA_SERVICE_URL``'s, or without
+        it the embedded data service, run on its SQLite file for as long as the block lasts
+        (with a token of its own, as the server's)."""
+        settings = self.settings
+        runner = None
+        base_url, token = settings.data_service_url, settings.data_service_token
+        if base_url is None:
+            from app.dataservice import start_dataservice  # noqa: PLC0415  # only when embedded
+
+            token = secrets.token_urlsafe(32)
+            runner, base_url = await start_dataservice(settings.var_dir / "data.sqlite3", token=token)
+        options = DataServiceOptions(
+            base_url=base_url,
+            connect_timeout_s=settings.data_service_connect_timeout_s,
+            total_timeout_s=settings.data_service_timeout_s,
+            retries=settings.data_service_retries,
+            token=token,
+        )
+        try:
+            async with DataServiceClient(options) as client:
+                yield client
+        finally:
+            if runner is not None:
+                await runner.cleanup()
+
+
+def plugin_commands(pm: pluggy.PluginManager) -> list[tuple[str, Command]]:
+    """(plugin name, command) for every command a plugin adds, in load order."""
+    return [
+        (impl.plugin_name, command)
+        for impl in pm.hook.register_commands.get_hookimpls()
+        for command in cast("Sequence[Command]", impl.function() or ())
+    ]
