@@ -2,17 +2,18 @@
 plugin under `password_hasher_key` (the users plugin hashes with it before a write).
 
 argon2 at production cost takes ~90 ms of CPU per hash. argon2-cffi releases the GIL while
-it hashes, so running it in a worker thread keeps the loop serving other requests.
+it hashes, so running it on worker threads keeps the loop serving other requests; how many run
+at once, and how many may wait, is bounded (`HashingGate`: 503 past it).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Final
 
 import argon2
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from plugins.auth.hashing_gate import HashingGate, usable_cores
 from plugins.auth.settings import PasswordSettings
 
 _HASH_LEN: Final = 32
@@ -20,13 +21,17 @@ _SALT_LEN: Final = 16
 
 
 class Argon2Hasher:
-    """argon2id with the costs from PasswordSettings; `hash` and `verify` run in a worker thread.
+    """argon2id with the costs from PasswordSettings; `hash` and `verify` run through `gate`.
 
     Args:
         time_cost: iterations. memory_kib: memory per hash in KiB. parallelism: lanes.
+        gate: the bounded hashing threads (503 when full); by default as many as the process
+            may use cores, with twice as many waiting.
     """
 
-    def __init__(self, *, time_cost: int, memory_kib: int, parallelism: int) -> None:
+    def __init__(
+        self, *, time_cost: int, memory_kib: int, parallelism: int, gate: HashingGate | None = None
+    ) -> None:
         self._hasher = argon2.PasswordHasher(
             time_cost=time_cost,
             memory_cost=memory_kib,
@@ -36,14 +41,18 @@ class Argon2Hasher:
             type=argon2.Type.ID,
         )
         self._dummy: str | None = None
+        if gate is None:
+            workers = usable_cores()
+            gate = HashingGate(workers=workers, queue=2 * workers)
+        self.gate = gate
 
     async def hash(self, password: str) -> str:
         """The argon2id hash of `password` (PHC string format)."""
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return await self.gate.run(self._hasher.hash, password)
 
     async def verify(self, password_hash: str, password: str) -> bool:
         """Whether `password` matches `password_hash`; False also for a malformed hash."""
-        return await asyncio.to_thread(self._verify, password_hash, password)
+        return await self.gate.run(self._verify, password_hash, password)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend one verification on a hash nobody has, so an unknown account costs what a known one does."""
@@ -66,5 +75,8 @@ class Argon2Hasher:
 
 
 def hasher_for(settings: PasswordSettings) -> Argon2Hasher:
-    """The hasher with the argon2 costs `settings` names."""
-    return Argon2Hasher(time_cost=settings.time_cost, memory_kib=settings.memory_kib, parallelism=settings.parallelism)
+    """The hasher with the argon2 costs and the hashing bound `settings` name."""
+    workers = settings.max_concurrent or usable_cores()
+    gate = HashingGate(workers=workers, queue=settings.queue if settings.queue is not None else 2 * workers)
+    return Argon2Hasher(time_cost=settings.time_cost, memory_kib=settings.memory_kib,
+                        parallelism=settings.parallelism, gate=gate)

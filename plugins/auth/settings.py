@@ -18,6 +18,17 @@ ALGORITHMS: Final = ("HS256", "HS384", "HS512", "RS256", "EdDSA")
 HMAC_SECRET_MIN_BYTES: Final = 32  # RFC 7518 §3.2: a key at least as long as the hash
 
 
+def _non_negative_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        msg = "a whole number, 0 or more"
+        raise ValueError(msg)
+    return number
+
+
 def _algorithm(value: str) -> str:
     canonical = {name.upper(): name for name in ALGORITHMS}.get(value.strip().upper())
     if canonical is None:
@@ -79,4 +90,12 @@ class PasswordSettings:
 
     time_cost: int = setting(default=3, parse=positive_int, description="argon2id iterations")
     memory_kib: int = setting(default=65536, parse=positive_int, description="argon2id memory per hash, KiB")
+    max_concurrent: int = setting(
+        default=0, parse=_non_negative_int,
+        description="hashes run at once (0: the cores the process may use, its CPU quota applied)",
+    )
+    queue: int | None = setting(
+        default=None, parse=_non_negative_int,
+        description="hashes that may wait for a free core before the next is a 503 (default: twice max_concurrent)",
+    )
     parallelism: int = setting(default=4, parse=positive_int, description="argon2id lanes")

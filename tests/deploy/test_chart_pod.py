@@ -167,6 +167,10 @@ def test_memory_request_equals_a_limit_that_holds_every_concurrent_hash(
     env = {entry["name"]: entry.get("value") for entry in container["env"]}
     # the cost the chart sizes for is the one the service is told to use
     assert int(env["ARGON2_MEMORY_KIB"]) == values["passwordHashing"]["argon2MemoryKib"]
+    # and it never runs more hashes at once than the memory was sized for
+    hashing = values["passwordHashing"]
+    assert int(env["ARGON2_MAX_CONCURRENT"]) == (
+        hashing["concurrentHashes"] or math.ceil(cores(resources["limits"]["cpu"])))
     assert mebibytes(resources["limits"]["memory"]) >= hashing_memory_needed(values, resources)
 
 

@@ -109,6 +109,8 @@ def test_every_value_in_values_yaml_has_a_comment() -> None:
         pytest.param({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory", id="memory-unparsable"),
         pytest.param({"passwordHashing": {"concurrentHashes": -1}}, "/passwordHashing/concurrentHashes", id="hashes"),
         pytest.param({"extraEnv": [{"name": "ARGON2_MEMORY_KIB", "value": "8"}]}, "/extraEnv/0/name", id="argon2-env"),
+        pytest.param({"extraEnv": [{"name": "ARGON2_MAX_CONCURRENT", "value": "8"}]}, "/extraEnv/0/name",
+                     id="argon2-concurrency-env"),
         pytest.param({"extraVolumes": [{"name": "tmp", "emptyDir": {}}]}, "/extraVolumes/0/name", id="volume-clash"),
         pytest.param(
             {"extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/turnstile/ca"}]},

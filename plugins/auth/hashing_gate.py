@@ -1,0 +1,78 @@
+"""How many password hashes run at once (contract §12): at most as many as the process may use
+cores, a short queue behind them, and past it a 503 with Retry-After.
+
+argon2id at production cost is ~90 ms of CPU and 64 MiB per hash. Unbounded, a login storm
+queues requests for seconds and every hash holds its memory at once (a pod sized for a few
+is OOM-killed); bounded, a storm answers 503 quickly and other routes keep their speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Final, TypeVar
+
+from prometheus_client import Counter, Gauge
+
+from app import ServiceUnavailable
+
+T = TypeVar("T")
+
+CPU_MAX: Final = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
+RETRY_AFTER_S: Final = 1
+
+HASHES_IN_FLIGHT = Gauge(
+    "turnstile_password_hashes_in_flight", "Password hashes and checks running or queued in this process"
+)
+HASHES_REFUSED = Counter(
+    "turnstile_password_hashes_refused_total",
+    "Password hashes and checks refused with 503 because the hashing queue was full",
+)
+
+
+def usable_cores(cpu_max: Path = CPU_MAX) -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a
+    container's CPU limit, rounded up), at least 1."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return max(1, cores)
+    if quota != "max" and int(period) > 0:
+        cores = min(cores, math.ceil(int(quota) / int(period)))
+    return max(1, cores)
+
+
+class HashingGate:
+    """Runs blocking hash calls on `workers` threads with at most `queue` more waiting.
+
+    A call beyond that is refused at once with 503 and ``Retry-After``: a client retrying a
+    second later is better served than one whose request waits for seconds behind a storm.
+    """
+
+    def __init__(self, *, workers: int, queue: int) -> None:
+        self.workers = workers
+        self.queue = queue
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._admitted = 0
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` on a hashing thread. Raises ServiceUnavailable when the queue is full."""
+        if self._admitted >= self.workers + self.queue:
+            HASHES_REFUSED.inc()
+            msg = "Too many password checks at once; try again in a moment."
+            raise ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S)
+        self._admitted += 1
+        HASHES_IN_FLIGHT.inc()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        finally:
+            self._admitted -= 1
+            HASHES_IN_FLIGHT.dec()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,47 @@
+"""Bounded password hashing (contract §12): at most `workers` hashes at once, `queue` more
+waiting, and past that a 503 with Retry-After at once instead of a wait of seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from app import ServiceUnavailable
+from plugins.auth.hashing_gate import HashingGate, usable_cores
+
+
+async def test_past_the_workers_and_the_queue_a_call_is_refused_at_once() -> None:
+    gate = HashingGate(workers=1, queue=1)
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocking(n: int) -> int:
+        started.set()
+        release.wait(5)
+        return n
+
+    running = asyncio.create_task(gate.run(blocking, 1))
+    await asyncio.to_thread(started.wait, 5)
+    waiting = asyncio.create_task(gate.run(blocking, 2))
+    await asyncio.sleep(0)  # admitted: it waits for the one worker
+    with pytest.raises(ServiceUnavailable) as refused:
+        await gate.run(blocking, 3)
+    assert refused.value.headers["Retry-After"] == "1"
+    release.set()
+    assert list(await asyncio.gather(running, waiting)) == [1, 2]
+    assert await gate.run(lambda: 4) == 4  # room again once they finished
+    gate.close()
+
+
+@pytest.mark.parametrize(
+    ("cpu_max", "limit"),
+    [("max 100000\n", None), ("150000 100000\n", 2), ("50000 100000\n", 1), ("garbage", None)],
+)
+def test_usable_cores_respect_the_cgroup_cpu_quota(tmp_path: Path, cpu_max: str, limit: int | None) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    affinity = usable_cores(tmp_path / "absent")
+    assert usable_cores(path) == (affinity if limit is None else min(affinity, limit))
