@@ -14,7 +14,7 @@ REGISTER = "/api/v1/auth/register"
 USERS = "/api/v1/users"
 PASSWORD = "correct-horse-1"
 PROBLEM = "application/problem+json"
-USER_FIELDS = {"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"}
+USER_FIELDS = {"id", "email", "full_name", "is_active", "is_verified", "roles", "created_at", "updated_at"}
 
 
 
