@@ -72,7 +72,7 @@ from app.pipeline.types import (
 )
 from app.plugins import call_all, call_chain, has_implementations
 from app.proxies import client_address
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 
 __all__ = [
     "BEARER_SCHEME",
@@ -107,6 +107,7 @@ __all__ = [
     "Route",
     "ServiceUnavailable",
     "Settings",
+    "SettingsError",
     "ShapeMismatch",
     "SingleFlight",
     "Step",
