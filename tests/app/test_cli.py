@@ -20,7 +20,7 @@ from openapi_spec_validator import validate
 from tests.app.conftest import CORE_PIPELINES
 from tests.services import ROOT
 
-BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users,mail"
+BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users,mail,accounts"
 
 
 def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
