@@ -2,7 +2,8 @@
 
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
 also in subscriptions), `reauthenticate` (wrapper: `current_password` for one's own email or
-password). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair.
+password), `sessions` and `end-session` (terminal: a user's own sessions). Models: LoginForm,
+LoginRequest, RefreshRequest, TokenPair, Session, SessionList.
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from app import StepKind, StepType, hookimpl
-from plugins.auth import grants, reauth, revoke, step
+from plugins.auth import grants, reauth, revoke, session_steps, step
 from plugins.auth.config import (
     AuthConfig,
+    EndSessionConfig,
     LoginConfig,
     LogoutConfig,
     ReauthenticateConfig,
     RefreshConfig,
     RevokeTokensConfig,
+    SessionsConfig,
 )
-from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, TokenPair
+from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, Session, SessionList, TokenPair
 
 
 @hookimpl
@@ -37,9 +40,14 @@ def register_steps() -> list[StepType[Any]]:
                  kind=StepKind.WRAPPER, document=revoke.document, build_for_message=revoke.build_for_message),
         StepType(name="reauthenticate", config_cls=ReauthenticateConfig, build=reauth.build,
                  kind=StepKind.WRAPPER, document=reauth.document),
+        StepType(name="sessions", config_cls=SessionsConfig, build=session_steps.build_sessions,
+                 kind=StepKind.TERMINAL, document=session_steps.document_sessions),
+        StepType(name="end-session", config_cls=EndSessionConfig, build=session_steps.build_end_session,
+                 kind=StepKind.TERMINAL, document=session_steps.document_end_session,
+                 check=session_steps.check_end_session),
     ]
 
 
 @hookimpl
 def register_models() -> list[type[Any]]:
-    return [LoginForm, LoginRequest, RefreshRequest, TokenPair]
+    return [LoginForm, LoginRequest, RefreshRequest, TokenPair, Session, SessionList]

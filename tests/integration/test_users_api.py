@@ -349,6 +349,8 @@ DOCUMENTED: list[tuple[str, str, str | None, str, set[str], bool]] = [
     ("post", "/api/v1/auth/verify", "VerifyRequest", "200", {"400", "422", "429"}, False),
     ("post", "/api/v1/auth/forgot-password", "EmailRequest", "202", {"422", "429"}, False),
     ("post", "/api/v1/auth/reset-password", "ResetPasswordRequest", "204", {"400", "422", "429"}, False),
+    ("get", "/api/v1/auth/sessions", None, "200", {"401"}, True),
+    ("delete", "/api/v1/auth/sessions/{id}", None, "204", {"401", "404"}, True),
     ("post", "/api/v1/users", "UserCreate", "201", {"401", "403", "409", "422"}, True),
     ("get", "/api/v1/users", None, "200", {"401", "403", "422"}, True),
     ("get", "/api/v1/users/{id}", None, "200", {"401", "403", "404"}, True),
