@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, Final, final
 
 import attrs
 from aiohttp import web
 
 from app import (
+    BadGateway,
     BuildContext,
     CheckContext,
     Handler,
@@ -50,7 +52,7 @@ class InvalidToken(ProblemError):
 
 
 @contextlib.contextmanager
-def _token_state() -> Any:
+def _token_state() -> Iterator[None]:
     try:
         yield
     except RedisUnavailable:
@@ -93,9 +95,9 @@ class Redeemer:
             "PATCH", f"/api/v1/users/{user_id}", json=changes, request_id=request.get(request_id_key)
         )
         if not isinstance(reply.data, dict):
-            reply_type = type(reply.data).__name__
-            log.warning("the data service answered a PATCH with a %s, not a user", reply_type)
-            return {}
+            log.warning("the data service answered a PATCH with a %s, not a user", type(reply.data).__name__)
+            msg = "the data service gave an answer this service could not use"
+            raise BadGateway(msg)
         return reply.data
 
 
@@ -141,7 +143,7 @@ class ResetPasswordStep:
         auth = self.redeemer.accounts.auth
         password_hash = await auth.hasher.hash(str(request[body_key]["password"]))
         changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
-        await self.cache.invalidate(changed or {"id": record.user_id})
+        await self.cache.invalidate(changed)
         try:
             await auth.store.revoke_user(record.user_id)
         except Exception:

@@ -39,6 +39,9 @@ TEMPLATE_FOR: Final = {VERIFY: "verify-email", RESET: "reset-password"}
 LINK_PATH_FOR: Final = {VERIFY: "/verify-email", RESET: "/reset-password"}
 VARIABLES: Final = frozenset({"link", "token", "email", "expires_in", "public_url"})
 STOP_DEADLINE_S: Final = 5.0
+# Work after answers that may wait at once (each a data-service look-up, then a mail): past it,
+# new work is dropped and logged, so a flood from many clients cannot pile up tasks.
+MAX_PENDING: Final = 1000
 
 
 def lifetime_in_words(seconds: int) -> str:
@@ -79,6 +82,10 @@ class Accounts:
 
     def after_answer(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run `work` once the request is answered; its failure is logged, never raised."""
+        if len(self._tasks) >= MAX_PENDING:
+            work.close()
+            self.mailer.count_unqueued(what, f"{len(self._tasks)} earlier ones are still being prepared")
+            return
         task = asyncio.create_task(self._guarded(work, what))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -70,6 +70,11 @@ class Mailer:
             return False
         return self._queue.submit(message, mail.kind)
 
+    def count_unqueued(self, kind: str, why: str) -> None:
+        """Count (as `queue_full`) and log a mail its sender gave up on before it could be queued."""
+        FAILED.labels(reason="queue_full").inc()
+        log.error("mail %s dropped: %s", kind, why)
+
     async def start(self, settings: MailSettings) -> None:
         self._settings = settings
         sender: Sender

@@ -345,3 +345,17 @@ async def test_metrics_count_what_was_queued_and_sent(inbox: SmtpInbox, stack: S
     await verification_token(inbox, ANN)
     await eventually(lambda: _above(client, "turnstile_mail_sent_total", before[1]), 5, "the mail counted as sent")
     assert [await metric(client, name) for name in names] == [value + 1 for value in before]
+
+
+async def test_a_flood_of_mail_requests_is_dropped_and_counted_not_piled_up(
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await stack()
+    await register(client, ANN)
+    await verification_token(inbox, ANN)
+    monkeypatch.setattr("plugins.accounts.service.MAX_PENDING", 0)  # as if 1,000 were still waiting
+    dropped = await metric(client, "turnstile_mail_failed_total", reason="queue_full") or 0.0
+    assert (await client.post(FORGOT, json={"email": ANN})).status == 202
+    assert await metric(client, "turnstile_mail_failed_total", reason="queue_full") == dropped + 1
+    await asyncio.sleep(0.3)
+    assert inbox.received.empty()
