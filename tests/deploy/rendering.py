@@ -50,6 +50,11 @@ REQUIRED_VALUES: dict[str, Any] = {
     "dataService": {"url": "http://users-data.apps.svc:8000", "token": "users-data-token-0123456789"},
     "redis": {"url": "redis://redis.apps.svc:6379/0"},
     "rabbitmq": {"url": "amqp://turnstile:change-me@rabbitmq.apps.svc:5672/"},
+    "mail": {
+        "smtpUrl": "smtp+starttls://turnstile:mail-password@smtp.apps.svc:587",
+        "from": "Shop <no-reply@shop.example.com>",
+        "publicUrl": "https://shop.example.com",
+    },
 }
 
 Manifest = dict[str, Any]

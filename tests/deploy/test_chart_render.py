@@ -60,7 +60,7 @@ def test_default_values_refuse_to_render_naming_every_missing_setting(
     with pytest.raises(HelmRenderError) as caught:
         render(chart, {})
     message = str(caught.value)
-    for setting in ("dataService.url", "redis.url", "rabbitmq.url"):
+    for setting in ("dataService.url", "redis.url", "rabbitmq.url", "mail.smtpUrl", "mail.from", "mail.publicUrl"):
         assert setting in message
 
 
