@@ -75,10 +75,15 @@ class Accounts:
         self.templates = self.mailer.templates(TEMPLATE_FOR.values(), TEMPLATES_DIR, VARIABLES)
 
     async def stop(self) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=STOP_DEADLINE_S)
-        for task in list(self._tasks):
+        if not self._tasks:
+            return
+        await asyncio.wait(set(self._tasks), timeout=STOP_DEADLINE_S)
+        late = list(self._tasks)
+        for task in late:
             task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        if late:
+            log.warning("%d mail(s) not prepared at shutdown: their look-up did not finish in time", len(late))
 
     def after_answer(self, work: Coroutine[Any, Any, None], what: str) -> None:
         """Run `work` once the request is answered; its failure is logged, never raised."""

@@ -98,7 +98,7 @@ class AuthStep:
             msg = "The account no longer exists."
             raise unauthorized(msg) from None
         if not isinstance(reply.data, dict) or reply.data.get("is_verified") is not True:
-            msg = "Verify your email address first (POST /api/v1/auth/verify/request sends a new link)."
+            msg = "Verify your email address first: follow the link in the verification mail."
             raise Forbidden(msg)
 
     def permits(self, actor: Actor, request: web.Request) -> bool:

@@ -85,6 +85,9 @@ class Mailer:
         else:
             sender = SmtpSender(settings.smtp)
             log.info("mail goes through %s:%d (%s)", settings.smtp.host, settings.smtp.port, settings.smtp.security)
+            if settings.smtp.password is not None and settings.smtp.security == "plain":
+                log.warning("SMTP_URL is smtp:// with a password: it crosses the network in the clear "
+                            "(use smtp+starttls:// or smtps:// unless the server is on this host)")
         self._queue = MailQueue(
             sender, size=settings.queue_size, max_attempts=settings.max_attempts,
             retry_delay_s=settings.retry_delay_s,
