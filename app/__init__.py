@@ -76,7 +76,7 @@ from app.plugin_settings import plugin_settings, positive_int, setting
 from app.plugins import call_all, call_chain, has_implementations
 from app.proxies import client_address
 from app.resources import Resources
-from app.settings import Settings
+from app.settings import Settings, SettingsError
 from app.upstreams import Upstreams, upstreams_key
 
 __all__ = [
@@ -119,6 +119,7 @@ __all__ = [
     "Route",
     "ServiceUnavailable",
     "Settings",
+    "SettingsError",
     "ShapeMismatch",
     "SingleFlight",
     "Step",

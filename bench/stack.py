@@ -270,6 +270,10 @@ class Stack:
             "TURNSTILE_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "PIPELINES_FILE": str(bench_pipelines(self.workdir / "pipelines.toml")),
             "TURNSTILE_VAR_DIR": str(self.workdir / "var"),
+            # Production wants a real mail server; no scenario sends mail (none registers).
+            "SMTP_URL": "smtp://127.0.0.1:25",
+            "MAIL_FROM": "Bench <bench@localhost>",
+            "PUBLIC_URL": "http://127.0.0.1",
         }
 
     def login(self, email: str, password: str) -> str:

@@ -76,6 +76,7 @@ _FIELDS: Final[dict[str, Callable[[object], str | None]]] = {
     "full_name": _text(1000, nullable=True, empty=True),
     "roles": _roles,
     "is_active": _boolean,
+    "is_verified": _boolean,
 }
 _REQUIRED: Final = ("email", "password_hash")
 

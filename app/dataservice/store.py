@@ -35,15 +35,20 @@ CREATE TABLE IF NOT EXISTS users (
     full_name     TEXT,
     roles         TEXT    NOT NULL DEFAULT '[]',
     is_active     INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
+    is_verified   INTEGER NOT NULL DEFAULT 0 CHECK (is_verified IN (0, 1)),
     created_at    TEXT    NOT NULL,
     updated_at    TEXT    NOT NULL
 ) STRICT
 """
-_MUTABLE: Final = ("email", "password_hash", "full_name", "roles", "is_active")
+# Databases made before a column existed get it added at open (`_ADDED_COLUMNS`).
+_ADDED_COLUMNS: Final = {
+    "is_verified": "ALTER TABLE users ADD COLUMN is_verified INTEGER NOT NULL DEFAULT 0 CHECK (is_verified IN (0, 1))",
+}
+_MUTABLE: Final = ("email", "password_hash", "full_name", "roles", "is_active", "is_verified")
 _INSERT: Final = """
-INSERT INTO users (email, password_hash, full_name, roles, is_active, created_at, updated_at)
-VALUES (:email, :password_hash, :full_name, :roles, :is_active, :now, :now)
-RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at
+INSERT INTO users (email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at)
+VALUES (:email, :password_hash, :full_name, :roles, :is_active, :is_verified, :now, :now)
+RETURNING id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at
 """
 # One fixed statement for every PATCH: `set_<column>` says whether that column changes, so
 # setting full_name to NULL differs from leaving it alone, and no SQL is built from input.
@@ -54,17 +59,18 @@ UPDATE users SET
     full_name     = IIF(:set_full_name, :full_name, full_name),
     roles         = IIF(:set_roles, :roles, roles),
     is_active     = IIF(:set_is_active, :is_active, is_active),
+    is_verified   = IIF(:set_is_verified, :is_verified, is_verified),
     updated_at    = :now
 WHERE id = :id
-RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at
+RETURNING id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at
 """
 _GET: Final = """
-SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at FROM users
+SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at FROM users
 WHERE id = :id
 """
 _COUNT: Final = "SELECT COUNT(*) FROM users WHERE (:email IS NULL OR email = :email)"
 _PAGE: Final = """
-SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at FROM users
+SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at FROM users
 WHERE (:email IS NULL OR email = :email)
 ORDER BY id LIMIT :limit OFFSET :offset
 """
@@ -83,6 +89,7 @@ class UserChanges(TypedDict, total=False):
     full_name: str | None
     roles: list[str]
     is_active: bool
+    is_verified: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -94,6 +101,7 @@ class NewUser:
     full_name: str | None = None
     roles: list[str] = attrs.field(factory=lambda: ["user"])
     is_active: bool = True
+    is_verified: bool = False  # a new address is unproven until its owner follows a mailed link
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +114,7 @@ class UserRecord:
     full_name: str | None
     roles: list[str]
     is_active: bool
+    is_verified: bool
     created_at: str
     updated_at: str
 
@@ -126,6 +135,7 @@ def _record(row: sqlite3.Row) -> UserRecord:
         full_name=row["full_name"],
         roles=orjson.loads(row["roles"]),
         is_active=bool(row["is_active"]),
+        is_verified=bool(row["is_verified"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -134,9 +144,18 @@ def _record(row: sqlite3.Row) -> UserRecord:
 def _column_value(name: str, value: object) -> object:
     if name == "roles" and value is not None:
         return orjson.dumps(value).decode()
-    if name == "is_active" and value is not None:
+    if name in ("is_active", "is_verified") and value is not None:
         return int(bool(value))
     return value
+
+
+async def _add_missing_columns(conn: aiosqlite.Connection) -> None:
+    """Bring a database made by an older version up to the current columns (additive only)."""
+    async with conn.execute("PRAGMA table_info(users)") as cur:
+        present = {row["name"] for row in await cur.fetchall()}
+    for name, statement in _ADDED_COLUMNS.items():
+        if name not in present:
+            await conn.execute(statement)
 
 
 @final
@@ -157,6 +176,7 @@ class UserStore:
             await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute(_SCHEMA)
+            await _add_missing_columns(conn)
         except BaseException:
             await conn.close()
             raise

@@ -2,7 +2,8 @@
 
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
 also in subscriptions), `reauthenticate` (wrapper: `current_password` for one's own email or
-password). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair. Settings: JWT_*,
+password), `sessions` and `end-session` (terminal: a user's own sessions). Models: LoginForm,
+LoginRequest, RefreshRequest, TokenPair, Session, SessionList. Settings: JWT_*,
 ACCESS_TOKEN_TTL_S, REFRESH_TOKEN_TTL_S, ARGON2_* (plugins/auth/settings.py). It provides
 password hashing to other plugins (`password_hasher_key`) and mirrors its token-state keys.
 """
@@ -14,16 +15,18 @@ from typing import Any
 from aiohttp import web
 
 from app import PipelineFile, Resources, StepKind, StepType, hookimpl, password_hasher_key
-from plugins.auth import grants, reauth, revoke, step
+from plugins.auth import grants, reauth, revoke, session_steps, step
 from plugins.auth.config import (
     AuthConfig,
+    EndSessionConfig,
     LoginConfig,
     LogoutConfig,
     ReauthenticateConfig,
     RefreshConfig,
     RevokeTokensConfig,
+    SessionsConfig,
 )
-from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, TokenPair
+from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, Session, SessionList, TokenPair
 from plugins.auth.services import make_services, services_key
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MIRRORED_PREFIXES
@@ -63,9 +66,14 @@ def register_steps() -> list[StepType[Any]]:
                  kind=StepKind.WRAPPER, document=revoke.document, build_for_message=revoke.build_for_message),
         StepType(name="reauthenticate", config_cls=ReauthenticateConfig, build=reauth.build,
                  kind=StepKind.WRAPPER, document=reauth.document),
+        StepType(name="sessions", config_cls=SessionsConfig, build=session_steps.build_sessions,
+                 kind=StepKind.TERMINAL, document=session_steps.document_sessions),
+        StepType(name="end-session", config_cls=EndSessionConfig, build=session_steps.build_end_session,
+                 kind=StepKind.TERMINAL, document=session_steps.document_end_session,
+                 check=session_steps.check_end_session),
     ]
 
 
 @hookimpl
 def register_models() -> list[type[Any]]:
-    return [LoginForm, LoginRequest, RefreshRequest, TokenPair]
+    return [LoginForm, LoginRequest, RefreshRequest, TokenPair, Session, SessionList]

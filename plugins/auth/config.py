@@ -36,6 +36,9 @@ class AuthConfig:
       token; "admin": the "admin" role; "self": the route parameter `self_param` equals
       the caller's user id.
     self_param: the route parameter holding a user id, for "self" (the route must have it).
+    verified: the caller must also have verified their email (`is_verified`); otherwise 403.
+      Read from the data service on each request, so verifying takes effect at once, and so
+      does an email change that made the user unverified (a read per request on such routes).
 
     A presented token is checked against the revocation list (Redis) on every request; when
     Redis is down the answer is 503, also under "anyone": a token is never half-trusted.
@@ -43,6 +46,7 @@ class AuthConfig:
 
     allow: tuple[str, ...] = attrs.field(default=("authenticated",), validator=_check_allow)
     self_param: str = "id"
+    verified: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -89,3 +93,20 @@ class ReauthenticateConfig:
 
     user: str = template_field()
     fields: tuple[str, ...] = ("email", "password")
+
+
+@attrs.frozen(kw_only=True)
+class SessionsConfig:
+    """`{ use = "sessions" }` (after `auth`): the caller's live sessions, each with its id, when it
+    began, when it last refreshed its tokens, and whether it is the one asking."""
+
+
+@attrs.frozen(kw_only=True)
+class EndSessionConfig:
+    """`{ use = "end-session", session_param = "id" }` (after `auth`): end one of the caller's
+    sessions; its access and refresh tokens are refused at once, on every instance.
+
+    session_param: the route parameter holding the session's id.
+    """
+
+    session_param: str = "id"

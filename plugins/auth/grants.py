@@ -128,6 +128,7 @@ class RefreshStep:
             msg = "The refresh token has been revoked."
             raise unauthorized(msg)
         await self.services.check_not_overtaken(claims.user_id, claims.family, issued_at)
+        await self.services.session_used(claims.user_id, claims.family)
         access = tokens.issue_access(claims.user_id, roles, claims.family, issued_at=issued_at)
         return _pair_response(self.services, access, new)
 

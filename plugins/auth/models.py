@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import ClassVar, Literal
 
 import attrs
@@ -59,3 +60,22 @@ class TokenPair:
     refresh_token: str = schema_field(description="Single-use token for POST /api/v1/auth/refresh.")
     token_type: str = schema_field(description="Always `bearer`.", example="bearer")
     expires_in: int = schema_field(description="Seconds until the access token expires.", example=900)
+
+
+@attrs.frozen(kw_only=True)
+class Session:
+    """One session: the tokens one login started, renewed by each refresh."""
+
+    id: str = schema_field(description="The session's id (for DELETE /api/v1/auth/sessions/{id}).",
+                           example="9f1c0d6e2b7a4c3e8d5f6a7b8c9d0e1f")
+    created_at: datetime.datetime = schema_field(description="When the login that began it happened (RFC 3339).")
+    last_used_at: datetime.datetime = schema_field(
+        description="When it last refreshed its tokens, or began if it never did (RFC 3339).")
+    current: bool = schema_field(description="Whether the access token of this request belongs to it.")
+
+
+@attrs.frozen(kw_only=True)
+class SessionList:
+    """The caller's live sessions, the most recently used first."""
+
+    items: list[Session] = schema_field(description="The sessions.")

@@ -24,6 +24,7 @@ from app import (
     redis_key,
 )
 from plugins.auth.passwords import Argon2Hasher, hasher_for
+from plugins.auth.sessions import MemorySessionIndex, RedisSessionIndex, SessionIndex
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
 from plugins.auth.tokens import ACCESS, Claims, Issued, Tokens, tokens_for
@@ -36,6 +37,8 @@ class AuthServices:
     tokens: Tokens
     store: TokenStore
     hasher: Argon2Hasher
+    # Which sessions each user has (GET /auth/sessions); the store says which still live.
+    sessions: SessionIndex = attrs.field(factory=MemorySessionIndex)
 
     async def start_session(self, user_id: int, roles: tuple[str, ...], issued_at: float) -> tuple[Issued, Issued]:
         """A new session (refresh-token family): its first access and refresh tokens.
@@ -51,8 +54,14 @@ class AuthServices:
         family = refresh.claims.family
         with store_errors():
             await self.store.start_family(family, refresh.claims.jti, self.tokens.refresh_ttl_s)
+            await self.sessions.started(user_id, family, self.tokens.now(), self.tokens.refresh_ttl_s)
         await self.check_not_overtaken(user_id, family, issued_at)
         return self.tokens.issue_access(user_id, roles, family, issued_at=issued_at), refresh
+
+    async def session_used(self, user_id: int, family: str) -> None:
+        """Record that session `family` just refreshed its tokens (its `last_used_at`)."""
+        with store_errors():
+            await self.sessions.used(user_id, family, self.tokens.now(), self.tokens.refresh_ttl_s)
 
     async def check_not_overtaken(self, user_id: int, family: str, issued_at: float) -> None:
         """401, ending `family`, when the user's tokens were revoked at or after `issued_at`."""
@@ -91,10 +100,12 @@ def make_services(app: web.Application) -> AuthServices:
     redis = app.get(redis_key)
     local = MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
     store: TokenStore = local
+    sessions: SessionIndex = MemorySessionIndex()
     if redis is not None:
         remote = RedisTokenStore(redis, revocation_ttl_s=revocation_ttl_s)
         store = MirroredTokenStore(remote, local, on_fallback=_count_fallback)
-    return AuthServices(tokens_for(settings), store, hasher_for(plugin_settings(app, PasswordSettings)))
+        sessions = RedisSessionIndex(redis)
+    return AuthServices(tokens_for(settings), store, hasher_for(plugin_settings(app, PasswordSettings)), sessions)
 
 
 REVOCATION_FALLBACKS = Counter(

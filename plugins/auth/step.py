@@ -7,12 +7,27 @@ from typing import Final, final
 import attrs
 from aiohttp import web
 
-from app import Actor, BuildContext, CheckContext, Forbidden, Handler, OperationDoc, Unauthorized, actor_key
+from app import (
+    Actor,
+    BuildContext,
+    CheckContext,
+    DataService,
+    Forbidden,
+    Handler,
+    NotFound,
+    OperationDoc,
+    Unauthorized,
+    actor_key,
+    data_service_key,
+    request_id_key,
+)
 from plugins.auth.config import AuthConfig
 from plugins.auth.services import AuthServices, services_key
-from plugins.auth.tokens import ACCESS, TokenError
+from plugins.auth.tokens import ACCESS, Claims, TokenError
 
 _BEARER: Final = "bearer "
+# The session (refresh-token family) the caller's access token belongs to, for the session steps.
+session_key: Final = web.RequestKey("auth_session", str)
 
 
 def unauthorized(detail: str, *, error: str | None = "invalid_token") -> Unauthorized:
@@ -39,6 +54,8 @@ def bearer_token(request: web.Request) -> str | None:
 class AuthStep:
     config: AuthConfig
     services: AuthServices
+    # Set when the pipeline requires a verified user (`verified = true`).
+    data: DataService | None = None
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         allow = self.config.allow
@@ -49,25 +66,40 @@ class AuthStep:
             msg = "A bearer token is required."
             raise unauthorized(msg, error=None)
         try:
-            actor = await self.authenticate(token)
+            claims = await self.authenticate(token)
         except Unauthorized:
             if "anyone" in allow:
                 return await handler(request)
             raise
+        actor = Actor(user_id=claims.user_id, roles=claims.roles, token_id=claims.jti)
         request[actor_key] = actor
+        request[session_key] = claims.family
         if not self.permits(actor, request):
             msg = "You are not allowed to do this."
             raise Forbidden(msg)
+        if self.data is not None:
+            await self.require_verified(self.data, actor, request)
         return await handler(request)
 
-    async def authenticate(self, token: str) -> Actor:
+    async def authenticate(self, token: str) -> Claims:
         try:
             claims = self.services.tokens.verify(token, ACCESS)
         except TokenError:
             msg = "The bearer token is invalid or has expired."
             raise unauthorized(msg) from None
         await self.services.check_not_revoked(claims)
-        return Actor(user_id=claims.user_id, roles=claims.roles, token_id=claims.jti)
+        return claims
+
+    async def require_verified(self, data: DataService, actor: Actor, request: web.Request) -> None:
+        """403 unless the caller's stored record says `is_verified`."""
+        try:
+            reply = await data.request("GET", f"/api/v1/users/{actor.user_id}", request_id=request.get(request_id_key))
+        except NotFound:
+            msg = "The account no longer exists."
+            raise unauthorized(msg) from None
+        if not isinstance(reply.data, dict) or reply.data.get("is_verified") is not True:
+            msg = "Verify your email address first: follow the link in the verification mail."
+            raise Forbidden(msg)
 
     def permits(self, actor: Actor, request: web.Request) -> bool:
         allow = self.config.allow
@@ -79,14 +111,18 @@ class AuthStep:
 
 
 def check(config: AuthConfig, ctx: CheckContext) -> list[str]:
-    """"self" needs the route parameter that holds the user id."""
+    """"self" needs the route parameter that holds the user id; "verified" needs a caller."""
+    problems = []
     if "self" in config.allow and config.self_param not in ctx.route_params:
-        return [f"allows 'self' but the route has no {{{config.self_param}}} parameter (set self_param)"]
-    return []
+        problems.append(f"allows 'self' but the route has no {{{config.self_param}}} parameter (set self_param)")
+    if config.verified and "anyone" in config.allow:
+        problems.append("verified = true needs a caller: it cannot go with allow 'anyone'")
+    return problems
 
 
 def build(config: AuthConfig, ctx: BuildContext) -> AuthStep:
-    return AuthStep(config, ctx.app[services_key])
+    data = ctx.app[data_service_key] if config.verified else None
+    return AuthStep(config, ctx.app[services_key], data)
 
 
 def document(config: AuthConfig, doc: OperationDoc) -> None:
@@ -97,4 +133,6 @@ def document(config: AuthConfig, doc: OperationDoc) -> None:
     if not {"anyone", "authenticated"} & set(config.allow):
         who = " or ".join({"admin": "an admin", "self": "the user themselves"}[a] for a in config.allow)
         doc.problem(403, f"Only {who} may do this")
+    if config.verified:
+        doc.problem(403, "The caller has not verified their email address")
     doc.problem(503, "Token state (Redis) is unavailable", headers={"Retry-After": "Seconds to wait."})

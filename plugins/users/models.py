@@ -74,6 +74,9 @@ class User:
     email: str = schema_field(description="Email address, lower-case.", example="ada@example.com")
     full_name: str | None = schema_field(description="Display name.")
     is_active: bool = schema_field(description="Whether the user may log in.")
+    is_verified: bool = schema_field(
+        description="Whether the user proved they own `email` by following a mailed link; "
+                    "false for a new user and again after an email change.")
     roles: list[str] = schema_field(description="Roles.", example=["user"])
     created_at: datetime.datetime = schema_field(description="When the user was created (RFC 3339).")
     updated_at: datetime.datetime = schema_field(description="When the user last changed (RFC 3339).")

@@ -20,7 +20,7 @@ from openapi_spec_validator import validate
 from tests.app.conftest import CORE_PIPELINES
 from tests.services import ROOT
 
-BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users"
+BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users,mail,accounts"
 # The core's commands run with the sample plugin alone: no built-in, nor the example team
 # plugin (examples/acme-plugin) the test command installs.
 INSTALLED = f"{BUILT_INS},acme"

@@ -121,5 +121,5 @@ async def test_tryfirst_and_trylast_move_an_implementation() -> None:
 def test_the_built_ins_are_loaded_first() -> None:
     pm = make_plugin_manager(extra=[sample_plugin])
     names = [name for name, _ in pm.list_name_plugin()]
-    built_ins = {"auth", "cache", "data-fetch", "event-emit", "rate-limit", "users"}
+    built_ins = {"accounts", "auth", "cache", "data-fetch", "event-emit", "mail", "rate-limit", "users"}
     assert set(names[: len(built_ins)]) == built_ins

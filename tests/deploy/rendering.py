@@ -52,6 +52,11 @@ REQUIRED_VALUES: dict[str, Any] = {
     "rabbitmq": {"url": "amqp://turnstile:change-me@rabbitmq.apps.svc:5672/"},
     # `helm template` has no cluster to keep a generated key in: it must be given one
     "jwt": {"secret": "jwt-secret-of-the-deploy-tests-0123456789"},
+    "mail": {
+        "smtpUrl": "smtp+starttls://turnstile:mail-password@smtp.apps.svc:587",
+        "from": "Shop <no-reply@shop.example.com>",
+        "publicUrl": "https://shop.example.com",
+    },
 }
 
 Manifest = dict[str, Any]

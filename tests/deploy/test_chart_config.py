@@ -149,7 +149,7 @@ def test_mixed_sources_put_only_the_inline_values_in_the_generated_secret(
     assert secret_ref(env, "REDIS_URL") == ("shared-redis", "REDIS_URL")
     assert secret_ref(env, "TURNSTILE_ADMIN_PASSWORD") == (FULLNAME, "TURNSTILE_ADMIN_PASSWORD")
     data = decoded(only(manifests, "Secret"))
-    assert set(data) == {"DATA_SERVICE_TOKEN", "JWT_SECRET", "RABBITMQ_URL", "TURNSTILE_ADMIN_PASSWORD"}
+    assert set(data) == {"DATA_SERVICE_TOKEN", "JWT_SECRET", "RABBITMQ_URL", "SMTP_URL", "TURNSTILE_ADMIN_PASSWORD"}
     assert data["JWT_SECRET"] == minimal_values["jwt"]["secret"]
     assert data["TURNSTILE_ADMIN_PASSWORD"] == "correct horse battery"
 
@@ -224,3 +224,36 @@ def test_extra_env_and_env_from_reach_the_container(full_manifests: list[Manifes
     assert env["SMTP_URL"]["valueFrom"] == {"secretKeyRef": {"name": "turnstile-smtp", "key": "url"}}
     container = only(full_manifests, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     assert container["envFrom"] == [{"configMapRef": {"name": "turnstile-tuning"}}]
+
+
+def test_mail_settings_reach_the_pod_and_the_smtp_url_stays_in_a_secret(
+    minimal_manifests: list[Manifest], minimal_values: dict[str, Any]
+) -> None:
+    env = env_of(only(minimal_manifests, "Deployment"))
+    assert secret_ref(env, "SMTP_URL") == (FULLNAME, "SMTP_URL")
+    assert decoded(only(minimal_manifests, "Secret"))["SMTP_URL"] == minimal_values["mail"]["smtpUrl"]
+    assert env["MAIL_FROM"]["value"] == minimal_values["mail"]["from"]
+    assert env["PUBLIC_URL"]["value"] == minimal_values["mail"]["publicUrl"]
+    assert "MAIL_TEMPLATES_DIR" not in env
+
+
+def test_a_templates_config_map_is_mounted_for_the_mail_plugin(full_manifests: list[Manifest]) -> None:
+    deployment = only(full_manifests, "Deployment")
+    env = env_of(deployment)
+    assert secret_ref(env, "SMTP_URL") == ("turnstile-smtp", "url")
+    assert env["MAIL_TEMPLATES_DIR"]["value"] == "/etc/turnstile-mail-templates"
+    pod = deployment["spec"]["template"]["spec"]
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "mail-templates"]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/etc/turnstile-mail-templates", True)
+    [volume] = [v for v in pod["volumes"] if v["name"] == "mail-templates"]
+    assert volume["configMap"]["name"] == "turnstile-mail-templates"
+
+
+def test_mail_without_a_server_sender_or_public_url_is_refused(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    # TURNSTILE_ENV=production would refuse to start: fail at `helm install` instead.
+    values = merged(minimal_values, {"mail": {"smtpUrl": "", "from": "", "publicUrl": ""}})
+    with pytest.raises(HelmRenderError) as caught:
+        render(chart, values)
+    for setting in ("mail.smtpUrl or mail.existingSecret.name (SMTP_URL)", "mail.from (MAIL_FROM)",
+                    "mail.publicUrl (PUBLIC_URL)"):
+        assert setting in str(caught.value)

@@ -79,14 +79,13 @@ def test_helm_test_pod_is_non_root_and_restricted(minimal_manifests: list[Manife
     assert context["seccompProfile"] == {"type": "RuntimeDefault"}
 
 
-def test_extra_volumes_mount_a_ca_key_files_and_mail_templates(full_manifests: list[Manifest]) -> None:
+def test_extra_volumes_mount_a_ca_and_key_files(full_manifests: list[Manifest]) -> None:
     spec = pod_spec(full_manifests)
     volumes = {v["name"]: v for v in spec["volumes"]}
     mounts = {m["mountPath"]: m for m in server_container(full_manifests)["volumeMounts"]}
     assert volumes[mounts["/etc/turnstile-tls"]["name"]]["configMap"] == {"name": "company-root-ca"}
     assert volumes[mounts["/etc/turnstile-keys"]["name"]]["secret"]["secretName"] == "turnstile-jwt-keys"
-    assert volumes[mounts["/etc/turnstile-mail"]["name"]]["configMap"] == {"name": "turnstile-mail-templates"}
-    extra = ("/etc/turnstile-tls", "/etc/turnstile-keys", "/etc/turnstile-mail")
+    extra = ("/etc/turnstile-tls", "/etc/turnstile-keys")
     assert all(mounts[path]["readOnly"] for path in extra)
     # the chart's own volumes are still there
     assert {"var", "tmp", "pipelines"} <= set(volumes)

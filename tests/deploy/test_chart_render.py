@@ -62,7 +62,7 @@ def test_default_values_refuse_to_render_naming_every_missing_setting(
     with pytest.raises(HelmRenderError) as caught:
         render(chart, {})
     message = str(caught.value)
-    for setting in ("dataService.url", "redis.url", "rabbitmq.url"):
+    for setting in ("dataService.url", "redis.url", "rabbitmq.url", "mail.smtpUrl", "mail.from", "mail.publicUrl"):
         assert setting in message
 
 
@@ -206,11 +206,13 @@ def test_network_policy_is_on_by_default_and_restricts_egress(minimal_manifests:
     # DNS goes to the cluster DNS pods only, never to any address on port 53
     assert dns["to"] == KUBE_DNS
     assert egress_ports(dns) == {(53, "UDP"), (53, "TCP")}
-    # Redis, RabbitMQ and the data service (its port from dataService.url), and nothing else
+    # Redis, RabbitMQ, the data service (its port from dataService.url) and the SMTP server
+    # (production needs mail), and nothing else
     assert [egress_ports(rule) for rule in rules] == [
         {(6379, "TCP"), (26379, "TCP")},
         {(5672, "TCP"), (5671, "TCP")},
         {(8000, "TCP")},
+        {(25, "TCP"), (465, "TCP"), (587, "TCP")},
     ]
     assert all("to" not in rule for rule in rules)  # no peers given: those ports, any address
     assert all(rule.get("ports") for rule in policy["spec"]["egress"]), "a rule without ports allows everything"
@@ -236,7 +238,8 @@ def test_network_policy_admits_the_given_peers_and_the_test_pod(full_manifests: 
 
 
 def test_egress_goes_to_the_given_peers_and_to_smtp_and_otlp_once_configured(full_manifests: list[Manifest]) -> None:
-    # values-full.yaml sets SMTP_URL and OTEL_EXPORTER_OTLP_ENDPOINT in extraEnv, smtp/otlp.enabled false
+    # values-full.yaml names an SMTP server (mail) and OTEL_EXPORTER_OTLP_ENDPOINT in extraEnv,
+    # smtp/otlp.enabled false
     dns, redis, rabbitmq, data, smtp, otlp, extra = only(full_manifests, "NetworkPolicy")["spec"]["egress"]
     assert dns["to"] == KUBE_DNS
     assert redis["to"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
@@ -252,15 +255,16 @@ def test_egress_goes_to_the_given_peers_and_to_smtp_and_otlp_once_configured(ful
     assert extra["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
 
 
-def test_smtp_and_otlp_stay_closed_until_configured(chart: Chart, minimal_values: dict[str, Any]) -> None:
+def test_smtp_and_otlp_open_once_configured(chart: Chart, minimal_values: dict[str, Any]) -> None:
     def ports(values: dict[str, Any]) -> list[set[tuple[int, str]]]:
         return [egress_ports(rule) for rule in only(render(chart, values), "NetworkPolicy")["spec"]["egress"]]
 
-    assert len(ports(minimal_values)) == 4
-    enabled = merged(minimal_values, {"networkPolicy": {"egress": {"smtp": {"enabled": True}}}})
-    assert ports(enabled)[-1] == {(25, "TCP"), (465, "TCP"), (587, "TCP")}
+    # The chart runs in production, which needs mail: the minimal values name an SMTP server,
+    # so its ports are open; OTLP's are not until a collector is named.
+    assert ports(minimal_values)[-1] == {(25, "TCP"), (465, "TCP"), (587, "TCP")}
     tracing = merged(minimal_values, {"extraEnv": [{"name": "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "value": "x"}]})
     assert ports(tracing)[-1] == {(4317, "TCP"), (4318, "TCP")}
+    assert len(ports(tracing)) == len(ports(minimal_values)) + 1
 
 
 def test_network_policy_can_be_turned_off(chart: Chart, minimal_values: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from tests.integration.conftest import Client, StackFactory, admin_headers, bear
 from tests.services import start_service, stop_service
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-PUBLIC_USER_KEYS = {"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"}
+PUBLIC_USER_KEYS = {"id", "email", "full_name", "is_active", "is_verified", "roles", "created_at", "updated_at"}
 OUTBOX_REDIS_DB = 13
 ANSWER_WITHIN_S = 2.0  # the confirm deadline (0.5 s) and the reply slack, with room for a busy machine
 

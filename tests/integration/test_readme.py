@@ -58,4 +58,5 @@ def test_readme_curl_session_works_as_printed(tmp_path: Path) -> None:
     assert '"roles":["user"]' in lines[0]
     assert lines[1].lower() == "x-cache: miss"
     assert '"full_name":"Ann Smith"' in lines[2]
-    assert lines[3:] == ["204", "401"]
+    # forgot-password, reset, the old session, the token again; then the deletion
+    assert lines[3:] == ["202", "204", "401", "400", "204", "401"]

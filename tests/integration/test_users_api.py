@@ -14,7 +14,7 @@ REGISTER = "/api/v1/auth/register"
 USERS = "/api/v1/users"
 PASSWORD = "correct-horse-1"
 PROBLEM = "application/problem+json"
-USER_FIELDS = {"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"}
+USER_FIELDS = {"id", "email", "full_name", "is_active", "is_verified", "roles", "created_at", "updated_at"}
 
 
 
@@ -345,6 +345,12 @@ DOCUMENTED: list[tuple[str, str, str | None, str, set[str], bool]] = [
     ("post", "/api/v1/auth/refresh", "RefreshRequest", "200", {"401"}, False),
     ("post", "/api/v1/auth/logout", "RefreshRequest", "204", {"401"}, True),
     ("get", "/api/v1/auth/me", None, "200", {"401"}, True),
+    ("post", "/api/v1/auth/verify/request", "EmailRequest", "202", {"422", "429"}, False),
+    ("post", "/api/v1/auth/verify", "VerifyRequest", "200", {"400", "422", "429"}, False),
+    ("post", "/api/v1/auth/forgot-password", "EmailRequest", "202", {"422", "429"}, False),
+    ("post", "/api/v1/auth/reset-password", "ResetPasswordRequest", "204", {"400", "422", "429"}, False),
+    ("get", "/api/v1/auth/sessions", None, "200", {"401"}, True),
+    ("delete", "/api/v1/auth/sessions/{id}", None, "204", {"401", "404"}, True),
     ("post", "/api/v1/users", "UserCreate", "201", {"401", "403", "409", "422"}, True),
     ("get", "/api/v1/users", None, "200", {"401", "403", "422"}, True),
     ("get", "/api/v1/users/{id}", None, "200", {"401", "403", "404"}, True),

@@ -14,10 +14,10 @@ from app.models.schema import schema_field
 from plugins.users.models import User, UserPage
 
 RECORD: dict[str, Any] = {
-    "id": 7, "email": "ann@example.com", "full_name": None, "is_active": True, "roles": ["user"],
-    "created_at": "2026-11-30T16:00:46.123456Z", "updated_at": "2026-11-30T16:00:47.000001Z",
+    "id": 7, "email": "ann@example.com", "full_name": None, "is_active": True, "is_verified": False,
+    "roles": ["user"], "created_at": "2026-11-30T16:00:46.123456Z", "updated_at": "2026-11-30T16:00:47.000001Z",
 }
-STORED = {**RECORD, "password_hash": "$argon2id$v=19$secret", "sessions_revoked_at": None, "is_verified": False}
+STORED = {**RECORD, "password_hash": "$argon2id$v=19$secret", "sessions_revoked_at": None}
 
 USER = projection_of(User)
 PAGE = projection_of(UserPage)

@@ -79,3 +79,23 @@ def test_errors_in_pipelines_toml_are_located(tmp_path: Path) -> None:
     assert "allow: unknown 'root'" in text
     assert f"{pipelines}:6: " in text
     assert "placeholder {uid} names no route parameter" in text
+
+
+def test_verified_and_session_settings_are_checked_where_they_stand(tmp_path: Path) -> None:
+    assert converter.structure({"verified": True}, AuthConfig) == AuthConfig(verified=True)
+    assert errors({"verified": "yes"}, AuthConfig) == ["verified: expected true or false, got 'yes'"]
+    pipelines = tmp_path / "pipelines.toml"
+    pipelines.write_text(
+        '[[pipelines]]\nname = "open"\nroute = "GET /open"\n'
+        'steps = [{ use = "auth", allow = ["anyone"], verified = true }, { use = "sessions" }]\n\n'
+        '[[pipelines]]\nname = "end"\nroute = "DELETE /sessions/{sid}"\n'
+        'steps = [{ use = "auth" }, { use = "end-session" }]\n'
+    )
+    with pytest.raises(PipelineFileError) as caught:
+        load_checked(pipelines, make_plugin_manager(entrypoints=False, extra=[plugins.auth]))
+    assert [str(error) for error in caught.value.errors] == [
+        f"{pipelines}:4: pipeline 'open', step 1 (auth): verified = true needs a caller: it cannot go with "
+        "allow 'anyone'",
+        f"{pipelines}:9: pipeline 'end', step 2 (end-session): the route has no {{id}} parameter "
+        "(set session_param)",
+    ]

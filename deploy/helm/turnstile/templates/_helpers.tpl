@@ -105,7 +105,7 @@ Whether the generated Secret has anything to hold: "true" or "".
 */}}
 {{- define "turnstile.needsSecret" -}}
 {{- $v := .Values }}
-{{- if or (not $v.jwt.existingSecret.name) (not $v.dataService.existingSecret.name) (not $v.redis.existingSecret.name) (not $v.rabbitmq.existingSecret.name) (and $v.admin.password (not $v.admin.existingSecret.name)) }}
+{{- if or (not $v.jwt.existingSecret.name) (not $v.dataService.existingSecret.name) (not $v.redis.existingSecret.name) (not $v.rabbitmq.existingSecret.name) (not $v.mail.existingSecret.name) (and $v.admin.password (not $v.admin.existingSecret.name)) }}
 {{- "true" }}
 {{- end }}
 {{- end }}
@@ -257,6 +257,15 @@ period too short for the whole shutdown, and on memory too small for the passwor
 {{- end }}
 {{- if not (include "turnstile.jwtSource" .) }}
 {{- $missing = append $missing "jwt.secret or jwt.existingSecret.name (JWT_SECRET: without a cluster to keep a generated key in, as under `helm template`, the chart cannot make one up)" }}
+{{- end }}
+{{- if not (or $v.mail.smtpUrl $v.mail.existingSecret.name) }}
+{{- $missing = append $missing "mail.smtpUrl or mail.existingSecret.name (SMTP_URL)" }}
+{{- end }}
+{{- if not $v.mail.from }}
+{{- $missing = append $missing "mail.from (MAIL_FROM)" }}
+{{- end }}
+{{- if not $v.mail.publicUrl }}
+{{- $missing = append $missing "mail.publicUrl (PUBLIC_URL)" }}
 {{- end }}
 {{- if $missing }}
 {{- fail (printf "TURNSTILE_ENV=production refuses embedded defaults and an unauthenticated data service; set %s" (join ", " $missing)) }}

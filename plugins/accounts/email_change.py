@@ -1,0 +1,70 @@
+"""`verification-mail`: a new address gets a verification mail, and a changed one makes the user
+unverified first.
+
+On a route that creates a user it acts after the answer: a 2xx with an unverified user sends
+that user a verification link. On a route that changes user `{id}` (`user = "{id}"`) it also
+acts before: a body whose `email` differs from the stored one gets `is_verified: false` added,
+so the one write that changes the address also withdraws the proof of the old one; the mail
+then goes to the new address. A mail that cannot be sent never fails the request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, final
+
+import attrs
+from aiohttp import web
+
+from app import BuildContext, Handler, NotFound, OperationDoc, Template, body_key, payload_key, request_id_key
+from plugins.accounts.config import VerificationMailConfig
+from plugins.accounts.service import Accounts, accounts_for
+from plugins.accounts.tokens import VERIFY
+from plugins.users import normalise_email
+
+
+@final
+@attrs.frozen
+class VerificationMailStep:
+    accounts: Accounts
+    user: Template | None  # None on a route that creates a user
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        changes_email = self.user is not None and await self._changes_email(request, self.user)
+        if changes_email:
+            body: dict[str, Any] = request[body_key].copy()
+            body["is_verified"] = False
+            request[body_key] = body
+        response = await handler(request)
+        if not 200 <= response.status < 300 or (self.user is not None and not changes_email):
+            return response
+        user = response.get(payload_key)
+        if isinstance(user, dict) and user.get("is_verified") is False and "id" in user and "email" in user:
+            self.accounts.after_answer(self.accounts.mail_token(VERIFY, user), "verification mail")
+        return response
+
+    async def _changes_email(self, request: web.Request, user: Template) -> bool:
+        body: dict[str, Any] | None = request.get(body_key)
+        email = None if body is None else body.get("email")
+        if not isinstance(email, str):
+            return False
+        try:
+            reply = await self.accounts.data.request(
+                "GET", f"/api/v1/users/{user.for_request(request)}", request_id=request.get(request_id_key)
+            )
+        except NotFound:
+            return False  # the write itself answers 404
+        stored = reply.data.get("email") if isinstance(reply.data, dict) else None
+        return not isinstance(stored, str) or normalise_email(stored) != normalise_email(email)
+
+
+def build(config: VerificationMailConfig, ctx: BuildContext) -> VerificationMailStep:
+    user = Template(config.user, quote=True, safe=ctx.pipeline.route.int_params) if config.user else None
+    return VerificationMailStep(accounts_for(ctx.app), user)
+
+
+def document(config: VerificationMailConfig, doc: OperationDoc) -> None:
+    if config.user:
+        doc.pipeline_notes.append("A changed `email` makes the user unverified and sends a verification "
+                                  "mail to the new address.")
+    else:
+        doc.pipeline_notes.append("The new user is unverified and gets a mail with a verification link.")

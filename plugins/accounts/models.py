@@ -1,0 +1,49 @@
+"""The request and response bodies of the account flows (registered for `body = "..."` and the docs)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import attrs
+
+from app import schema_field
+
+# As the users plugin checks an address (a body's email is normalised before this).
+EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
+TOKEN_MAX: Final = 256  # tokens are 43 characters; anything much longer is not one
+
+
+@attrs.frozen(kw_only=True)
+class EmailRequest:
+    """An address to send a verification or password-reset mail to."""
+
+    email: str = schema_field(description="The account's email (trimmed, case-insensitive).",
+                              pattern=EMAIL_PATTERN, maxLength=254, example="ada@example.com")
+
+
+@attrs.frozen(kw_only=True)
+class VerifyRequest:
+    """The token of a verification link."""
+
+    token: str = schema_field(description="The token the verification mail carried (single use).",
+                              minLength=1, maxLength=TOKEN_MAX)
+
+
+@attrs.frozen(kw_only=True)
+class ResetPasswordRequest:
+    """The token of a password-reset link and the new password."""
+
+    token: str = schema_field(description="The token the reset mail carried (single use).",
+                              minLength=1, maxLength=TOKEN_MAX)
+    password: str = schema_field(description="The new password, 8 to 128 characters.", minLength=8, maxLength=128)
+
+
+@attrs.frozen(kw_only=True)
+class MailRequested:
+    """The answer to a request for a mail: the same whether or not the address is known."""
+
+    detail: str = schema_field(description="What happens next.",
+                               example="If an account needs it, a mail is on its way to that address.")
+
+
+MODELS: Final = (EmailRequest, VerifyRequest, ResetPasswordRequest, MailRequested)

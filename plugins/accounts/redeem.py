@@ -1,0 +1,186 @@
+"""`verify-email` and `reset-password`: spend a token from a mail and change the user.
+
+A token is spent the moment it is presented (atomically, on every instance), then checked
+against the account as it is now: it must name an active user whose email is still the one
+the mail went to, who (for verification) is not verified yet or (for a reset) still has the
+password the token was issued for. Anything else is one 400 that says nothing about which
+rule failed. When the data service cannot be asked, the token is given back, so the link
+still works once it is reachable again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any, Final, final
+
+import attrs
+from aiohttp import web
+
+from app import (
+    BadGateway,
+    BuildContext,
+    CheckContext,
+    Handler,
+    NotFound,
+    OperationDoc,
+    ProblemError,
+    RedisUnavailable,
+    ServiceUnavailable,
+    body_key,
+    model_ref,
+    payload_key,
+    request_id_key,
+)
+from plugins.accounts.answers import CacheKeys, PublicUser, cache_keys, public_user
+from plugins.accounts.config import RedeemConfig
+from plugins.accounts.service import Accounts, accounts_for
+from plugins.accounts.tokens import RESET, VERIFY, TokenRecord, password_fingerprint
+from plugins.users import normalise_email
+
+log = logging.getLogger("turnstile.accounts")
+
+BAD_TOKEN: Final = "The link is invalid, has expired or was already used; ask for a new one."  # noqa: S105  # a message
+STATE_RETRY_AFTER_S: Final = 2
+
+
+class InvalidToken(ProblemError):
+    """400: a token from a mail that cannot be used (unknown, expired, spent, or outdated)."""
+
+    status, title, slug = 400, "Bad Request", "invalid-token"
+
+
+@contextlib.contextmanager
+def _token_state() -> Iterator[None]:
+    try:
+        yield
+    except RedisUnavailable:
+        msg = "Token state is unavailable; try again shortly."
+        raise ServiceUnavailable(msg, retry_after_s=STATE_RETRY_AFTER_S) from None
+
+
+@final
+@attrs.frozen
+class Redeemer:
+    """Spends a token and reads the account it names, as both steps do."""
+
+    accounts: Accounts
+
+    async def redeem(self, request: web.Request, purpose: str) -> tuple[TokenRecord, dict[str, Any]]:
+        """The spent token's record and the user's stored record; InvalidToken when either is wrong."""
+        token = str(request[body_key]["token"])
+        with _token_state():
+            record = await self.accounts.tokens.redeem(purpose, token)
+        if record is None:
+            raise InvalidToken(BAD_TOKEN)
+        try:
+            reply = await self.accounts.data.request(
+                "GET", f"/api/v1/users/{record.user_id}", request_id=request.get(request_id_key)
+            )
+        except NotFound:
+            raise InvalidToken(BAD_TOKEN) from None
+        except ProblemError:
+            with contextlib.suppress(RedisUnavailable):
+                await self.accounts.tokens.give_back(token, record)
+            raise
+        user = reply.data
+        if not (isinstance(user, dict) and user.get("is_active") is True
+                and normalise_email(str(user.get("email", ""))) == record.email):
+            raise InvalidToken(BAD_TOKEN)
+        return record, user
+
+    async def patch(self, request: web.Request, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
+        reply = await self.accounts.data.request(
+            "PATCH", f"/api/v1/users/{user_id}", json=changes, request_id=request.get(request_id_key)
+        )
+        if not isinstance(reply.data, dict):
+            log.warning("the data service answered a PATCH with a %s, not a user", type(reply.data).__name__)
+            msg = "the data service gave an answer this service could not use"
+            raise BadGateway(msg)
+        return reply.data
+
+
+@final
+@attrs.frozen
+class VerifyEmailStep:
+    """200 with the user, now verified."""
+
+    redeemer: Redeemer
+    answer: PublicUser
+    cache: CacheKeys
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        record, user = await self.redeemer.redeem(request, VERIFY)
+        if user.get("is_verified") is not False:
+            raise InvalidToken(BAD_TOKEN)
+        changed = await self.redeemer.patch(request, record.user_id, {"is_verified": True})
+        if normalise_email(str(changed.get("email", ""))) != record.email:
+            # The email changed between the read and this write: that address is unproven.
+            await self.redeemer.patch(request, record.user_id, {"is_verified": False})
+            await self.cache.invalidate(changed)
+            raise InvalidToken(BAD_TOKEN)
+        await self.cache.invalidate(changed)
+        data = await self.answer(request, changed)
+        response = web.json_response(data)
+        response[payload_key] = data
+        return response
+
+
+@final
+@attrs.frozen
+class ResetPasswordStep:
+    """204; every session of the user ends (the `user.password_reset` event carries the user)."""
+
+    redeemer: Redeemer
+    answer: PublicUser
+    cache: CacheKeys
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        record, user = await self.redeemer.redeem(request, RESET)
+        if password_fingerprint(str(user.get("password_hash", ""))) != record.state:
+            raise InvalidToken(BAD_TOKEN)
+        auth = self.redeemer.accounts.auth
+        password_hash = await auth.hasher.hash(str(request[body_key]["password"]))
+        changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
+        await self.cache.invalidate(changed)
+        try:
+            await auth.store.revoke_user(record.user_id)
+        except Exception:
+            log.exception("password of user %s reset, but its sessions could not be ended", record.user_id)
+            msg = ("The password was changed, but the account's sessions could not all be ended; "
+                   "ask for another reset to end them.")
+            raise ServiceUnavailable(msg, retry_after_s=STATE_RETRY_AFTER_S) from None
+        response = web.Response(status=204)
+        # No body, but the event-emit step around this one describes the user.
+        response[payload_key] = await self.answer(request, changed)
+        return response
+
+
+def check(config: RedeemConfig, ctx: CheckContext) -> list[str]:
+    """The answer is the public User, so that model must be registered (by the users plugin)."""
+    return [] if "User" in ctx.models else ["needs the User model (the users plugin), which is not registered"]
+
+
+def build_verify(config: RedeemConfig, ctx: BuildContext) -> VerifyEmailStep:
+    return VerifyEmailStep(Redeemer(accounts_for(ctx.app)), public_user(ctx), cache_keys(config.cache_keys, ctx))
+
+
+def build_reset(config: RedeemConfig, ctx: BuildContext) -> ResetPasswordStep:
+    return ResetPasswordStep(Redeemer(accounts_for(ctx.app)), public_user(ctx), cache_keys(config.cache_keys, ctx))
+
+
+_RETRY: Final = {"Retry-After": "Seconds to wait."}
+
+
+def document_verify(config: RedeemConfig, doc: OperationDoc) -> None:
+    doc.respond(200, "The user, now verified", schema=model_ref("User"))
+    doc.problem(400, "The token is unknown, expired, already used, for another purpose, or its email changed")
+    doc.problem(503, "Token state or the data service is unavailable (the token stays usable)", headers=_RETRY)
+
+
+def document_reset(config: RedeemConfig, doc: OperationDoc) -> None:
+    doc.respond(204, "The password is changed and every session of the user has ended")
+    doc.problem(400, "The token is unknown, expired, already used, for another purpose, or the password "
+                "or email changed since it was sent")
+    doc.problem(503, "Token state or the data service is unavailable", headers=_RETRY)

@@ -1,0 +1,361 @@
+"""Email verification and password reset end to end (contract §13): the service sends real mail
+to a real SMTP server (aiosmtpd), the tests read it, follow the link's token, and hold every
+rule: single use, purpose, expiry, the state a token was issued for, no enumeration, rate
+limits, a mail that cannot be sent, and no token in a log, the cache or an event."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import coredis
+import pytest
+from aiohttp.pytest_plugin import AiohttpServer
+
+from tests.integration.accounts import (
+    FORGOT,
+    ME,
+    PASSWORD,
+    PUBLIC_URL,
+    RESET,
+    VERIFY,
+    VERIFY_REQUEST,
+    events_written,
+    inbox_fixture,  # noqa: F401  # the `inbox` fixture
+    mail_to,
+    reset_token,
+    verification_token,
+)
+from tests.integration.amqp_capture import eventually, metric
+from tests.integration.conftest import (
+    Client,
+    StackFactory,
+    admin_headers,
+    assert_problem,
+    bearer,
+    login,
+    register,
+)
+from tests.integration.test_sessions import HoldingProxy
+from tests.smtp import SmtpInbox, bodies, link_in, token_in, until
+
+ANN = "ann@example.com"
+NEW_PASSWORD = "a-new-password-2"
+
+
+@pytest.fixture(params=["embedded", "redis"])
+def token_state(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "redis":
+        return {"redis_url": request.getfixturevalue("redis_db")}
+    return {}
+
+
+async def test_a_new_user_gets_a_link_that_verifies_them_once(
+    inbox: SmtpInbox, stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    client = await stack(**token_state)
+    user = await register(client, ANN)
+    assert user["is_verified"] is False
+    message = await mail_to(inbox, ANN, "Verify your email address")
+    assert link_in(message).startswith(f"{PUBLIC_URL}/verify-email#token=")
+    text, html = bodies(message)
+    assert "24 hours" in text
+    assert link_in(message).replace("&", "&amp;") in html
+    token = link_in(message).rsplit("=", 1)[1]
+
+    resp = await client.post(VERIFY, json={"token": token})
+    assert resp.status == 200, await resp.text()
+    verified = await resp.json()
+    assert verified == {**user, "is_verified": True, "updated_at": verified["updated_at"]}
+    assert resp.headers["Cache-Control"] == "no-store"
+    tokens = await login(client, ANN, PASSWORD)
+    assert (await (await client.get(ME, headers=bearer(tokens))).json())["is_verified"] is True
+    body = await assert_problem(await client.post(VERIFY, json={"token": token}), 400)  # spent
+    assert body["type"].endswith("/invalid-token")
+
+
+async def test_verify_request_mails_only_an_active_unverified_user_and_answers_alike(
+    inbox: SmtpInbox, stack: StackFactory
+) -> None:
+    client = await stack()
+    await register(client, ANN)
+    await verification_token(inbox, ANN)  # the mail of the registration
+    answers = []
+    for email in ("nobody@example.com", "ANN@Example.com"):
+        resp = await client.post(VERIFY_REQUEST, json={"email": email})
+        answers.append((resp.status, await resp.read(), resp.content_type))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == 202
+    token = await verification_token(inbox, ANN)  # the known address only
+    assert (await client.post(VERIFY, json={"token": token})).status == 200
+    assert (await client.post(VERIFY_REQUEST, json={"email": ANN})).status == 202  # verified now: no mail
+    await asyncio.sleep(0.5)
+    assert inbox.received.empty()
+
+
+async def test_the_answer_never_waits_for_the_look_up_so_time_tells_nothing(
+    inbox: SmtpInbox, stack: StackFactory, aiohttp_server: AiohttpServer, dataservice: str
+) -> None:
+    holding = HoldingProxy(dataservice, r"/api/v1/users\?email=.*")
+    server = await aiohttp_server(holding.app)
+    client = await stack(data_service_url=str(server.make_url("/")).rstrip("/"))
+    await register(client, ANN)
+    await verification_token(inbox, ANN)
+    for route in (FORGOT, VERIFY_REQUEST):
+        for email in (ANN, "nobody@example.com"):
+            holding.armed, holding.read_answered, holding.release = True, asyncio.Event(), asyncio.Event()
+            resp = await asyncio.wait_for(client.post(route, json={"email": email}), 5)
+            assert resp.status == 202
+            # Answered while the look-up of the address is still held at the data service.
+            await asyncio.wait_for(holding.read_answered.wait(), 5)
+            assert not holding.release.is_set()
+            holding.release.set()
+    await mail_to(inbox, ANN, "Reset your password")
+
+
+async def test_a_password_reset_changes_the_password_and_ends_every_session(
+    inbox: SmtpInbox, stack: StackFactory, token_state: dict[str, Any], tmp_path: Path
+) -> None:
+    client = await stack(**token_state)
+    user = await register(client, ANN)
+    await verification_token(inbox, ANN)
+    phone, laptop = await login(client, ANN, PASSWORD), await login(client, ANN, PASSWORD)
+    token = await reset_token(client, inbox, ANN)
+
+    resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
+    assert resp.status == 204, await resp.text()
+    for session in (phone, laptop):
+        await assert_problem(await client.get(ME, headers=bearer(session)), 401)
+        await assert_problem(await client.post("/api/v1/auth/refresh",
+                                               json={"refresh_token": session["refresh_token"]}), 401)
+    await assert_problem(await client.post("/api/v1/auth/login", json={"email": ANN, "password": PASSWORD}), 401)
+    await login(client, ANN, NEW_PASSWORD)
+    await assert_problem(await client.post(RESET, json={"token": token, "password": "third-password-3"}), 400)
+    [event] = [e for e in events_written(tmp_path / "var") if e["type"] == "user.password_reset"]
+    assert event["data"]["id"] == user["id"]
+    assert "password_hash" not in event["data"]
+
+
+async def test_a_token_serves_its_own_purpose_only(inbox: SmtpInbox, stack: StackFactory) -> None:
+    client = await stack()
+    await register(client, ANN)
+    verify = await verification_token(inbox, ANN)
+    reset = await reset_token(client, inbox, ANN)
+    await assert_problem(await client.post(RESET, json={"token": verify, "password": NEW_PASSWORD}), 400)
+    await assert_problem(await client.post(VERIFY, json={"token": reset}), 400)
+    # Presented for the wrong purpose, neither was spent.
+    assert (await client.post(VERIFY, json={"token": verify})).status == 200
+    assert (await client.post(RESET, json={"token": reset, "password": NEW_PASSWORD})).status == 204
+
+
+async def test_tokens_expire_after_their_configured_lifetime(
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch, token_state: dict[str, Any]
+) -> None:
+    monkeypatch.setenv("ACCOUNTS_VERIFY_TOKEN_TTL_S", "1")
+    monkeypatch.setenv("ACCOUNTS_RESET_TOKEN_TTL_S", "1")
+    client = await stack(**token_state)
+    await register(client, ANN)
+    message = await mail_to(inbox, ANN, "Verify your email address")
+    assert "1 second" in bodies(message)[0]
+    verify = link_in(message).rsplit("=", 1)[1]
+    reset = await reset_token(client, inbox, ANN)
+    await asyncio.sleep(1.3)
+    await assert_problem(await client.post(VERIFY, json={"token": verify}), 400)
+    await assert_problem(await client.post(RESET, json={"token": reset, "password": NEW_PASSWORD}), 400)
+
+
+async def test_a_reset_token_dies_when_the_password_changes_by_another_route(
+    inbox: SmtpInbox, stack: StackFactory
+) -> None:
+    client = await stack()
+    user = await register(client, ANN)
+    await verification_token(inbox, ANN)
+    token = await reset_token(client, inbox, ANN)
+    tokens = await login(client, ANN, PASSWORD)
+    changed = await client.patch(f"/api/v1/users/{user['id']}", headers=bearer(tokens),
+                                 json={"password": NEW_PASSWORD, "current_password": PASSWORD})
+    assert changed.status == 200, await changed.text()
+    await assert_problem(await client.post(RESET, json={"token": token, "password": "third-password-3"}), 400)
+    await login(client, ANN, NEW_PASSWORD)
+
+
+async def test_a_changed_email_makes_the_user_unverified_and_kills_the_old_link(
+    inbox: SmtpInbox, stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    client = await stack(**token_state)
+    user = await register(client, ANN)
+    first = await verification_token(inbox, ANN)
+    assert (await client.post(VERIFY, json={"token": first})).status == 200
+    await client.post(VERIFY_REQUEST, json={"email": ANN})  # verified: nothing is sent
+    stale_reset = await reset_token(client, inbox, ANN)
+    admin = await admin_headers(client)
+    resp = await client.patch(f"/api/v1/users/{user['id']}", headers=admin, json={"email": "Ann@New.example"})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["is_verified"] is False
+    second = await verification_token(inbox, "ann@new.example")
+    # The link to the old address, and a reset link sent there, are dead.
+    await assert_problem(await client.post(RESET, json={"token": stale_reset, "password": NEW_PASSWORD}), 400)
+    renamed = await client.patch(f"/api/v1/users/{user['id']}", headers=admin, json={"full_name": "Ann"})
+    assert (await renamed.json())["is_verified"] is False  # no email change: nothing sent
+    assert (await client.post(VERIFY, json={"token": second})).status == 200
+    same = await client.patch(f"/api/v1/users/{user['id']}", headers=admin, json={"email": "ann@new.example"})
+    assert (await same.json())["is_verified"] is True  # the same address is no change
+    await asyncio.sleep(0.3)
+    assert inbox.received.empty()
+
+
+async def test_a_verification_link_dies_when_the_email_changes(inbox: SmtpInbox, stack: StackFactory) -> None:
+    client = await stack()
+    user = await register(client, ANN)
+    old = await verification_token(inbox, ANN)
+    resp = await client.patch(f"/api/v1/users/{user['id']}", headers=await admin_headers(client),
+                              json={"email": "ann@new.example"})
+    assert resp.status == 200
+    await verification_token(inbox, "ann@new.example")
+    await assert_problem(await client.post(VERIFY, json={"token": old}), 400)
+
+
+async def test_the_cached_user_shows_the_verification_at_once(
+    inbox: SmtpInbox, stack: StackFactory, redis_db: str
+) -> None:
+    client = await stack(redis_url=redis_db)
+    user = await register(client, ANN)
+    token = await verification_token(inbox, ANN)
+    headers = bearer(await login(client, ANN, PASSWORD))
+    first = await client.get(f"/api/v1/users/{user['id']}", headers=headers)
+    assert (await first.json())["is_verified"] is False
+    assert (await client.get(f"/api/v1/users/{user['id']}", headers=headers)).headers["X-Cache"] == "HIT"
+    assert (await client.post(VERIFY, json={"token": token})).status == 200
+    again = await client.get(f"/api/v1/users/{user['id']}", headers=headers)
+    assert (again.headers["X-Cache"], (await again.json())["is_verified"]) == ("MISS", True)
+
+
+async def test_one_token_spent_on_two_instances_at_once_works_once(
+    inbox: SmtpInbox, stack: StackFactory, redis_db: str
+) -> None:
+    one, other = await stack(redis_url=redis_db), await stack(redis_url=redis_db)
+    await register(one, ANN)
+    token = await verification_token(inbox, ANN)
+    answers = await asyncio.gather(*(client.post(VERIFY, json={"token": token}) for client in (one, other) * 3))
+    assert sorted(resp.status for resp in answers) == [200, 400, 400, 400, 400, 400]
+
+
+async def test_mail_requests_are_limited_per_address_and_per_client(inbox: SmtpInbox, stack: StackFactory) -> None:
+    client = await stack()
+    statuses = [(await client.post(FORGOT, json={"email": "target@example.com"})).status for _ in range(4)]
+    assert statuses == [202, 202, 202, 429]
+    await assert_problem(await client.post(FORGOT, json={"email": "target@example.com"}), 429)
+    others = [(await client.post(FORGOT, json={"email": f"u{i}@example.com"})).status for i in range(6)]
+    assert others == [202] * 5 + [429]  # the client's 10 requests in ten minutes are spent
+
+
+async def test_bad_bodies_are_422_and_bad_tokens_400(inbox: SmtpInbox, stack: StackFactory) -> None:
+    client = await stack()
+    await assert_problem(await client.post(FORGOT, json={"email": "not-an-address"}), 422)
+    await assert_problem(await client.post(VERIFY_REQUEST, json={}), 422)
+    await assert_problem(await client.post(RESET, json={"token": "x", "password": "short"}), 422)
+    await assert_problem(await client.post(VERIFY, json={"token": "x" * 300}), 422)
+    await assert_problem(await client.post(VERIFY, json={"token": "no-such-token"}), 400)
+
+
+async def test_smtp_down_still_answers_202_and_the_mail_arrives_once_it_is_back(
+    inbox: SmtpInbox, stack: StackFactory
+) -> None:
+    client = await stack()
+    await register(client, ANN)
+    await verification_token(inbox, ANN)
+    await inbox.stop()
+    retried = await metric(client, "turnstile_mail_retries_total") or 0.0
+    resp = await client.post(FORGOT, json={"email": ANN})
+    assert resp.status == 202
+    await eventually(lambda: _above(client, "turnstile_mail_retries_total", retried + 1), 10, "two retries")
+    await inbox.start()
+    token = token_in(await mail_to(inbox, ANN, "Reset your password"))
+    assert (await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})).status == 204
+
+
+async def _above(client: Client, name: str, value: float) -> bool:
+    return (await metric(client, name) or 0.0) > value
+
+
+async def test_without_smtp_each_mail_is_an_eml_file_announced_without_its_link(
+    stack: StackFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    client = await stack()
+    await register(client, ANN)
+    mail_dir = tmp_path / "var" / "mail"
+    await until(lambda: any(mail_dir.glob("*.eml")), "an .eml file")
+    [eml] = mail_dir.glob("*.eml")
+    text = eml.read_text()
+    assert "To: ann@example.com" in text
+    assert "http://localhost:8080/verify-email#token=" in text
+    lines = [r.getMessage() for r in caplog.records if r.name == "turnstile.mail"]
+    assert any("embedded default" in line and str(mail_dir) in line for line in lines)
+    assert any(str(eml) in line for line in lines)
+    assert not any("#token=" in line for line in caplog.messages)
+
+
+async def test_tokens_never_reach_a_log_the_cache_redis_or_an_event(
+    inbox: SmtpInbox, stack: StackFactory, redis_db: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = await stack(redis_url=redis_db, trace_hooks=True)
+    user = await register(client, ANN)
+    verify = await verification_token(inbox, ANN)
+    headers = bearer(await login(client, ANN, PASSWORD))
+    await client.get(f"/api/v1/users/{user['id']}", headers=headers)
+    assert (await client.post(VERIFY, json={"token": verify})).status == 200
+    reset = await reset_token(client, inbox, ANN)
+    assert (await client.post(RESET, json={"token": reset, "password": NEW_PASSWORD})).status == 204
+    await client.get(f"/api/v1/users/{user['id']}", headers=bearer(await login(client, ANN, NEW_PASSWORD)))
+
+    # Every line the service wrote; "mail.log" is the test's SMTP server, which logs what it receives.
+    written = "\n".join(f"{r.getMessage()} {r.args}" for r in caplog.records if not r.name.startswith("mail."))
+    events = events_written(tmp_path / "var")
+    assert {e["type"] for e in events} >= {"user.created", "user.verified", "user.password_reset"}
+    [verified] = [e for e in events if e["type"] == "user.verified"]
+    assert (verified["data"]["id"], verified["data"]["is_verified"]) == (user["id"], True)
+    stored = await redis_contents(redis_db)
+    for token in (verify, reset):
+        assert token not in written
+        assert token not in str(events)
+        assert token not in stored
+
+
+async def redis_contents(url: str) -> str:
+    """Every key of the test's Redis database and every string value, as one text."""
+    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+    parts: list[str] = []
+    async with redis:
+        async for key in redis.scan_iter():
+            parts.append(key)
+            if await redis.type(key) == "string":
+                parts.append(str(await redis.get(key)))
+    return "\n".join(parts)
+
+
+async def test_metrics_count_what_was_queued_and_sent(inbox: SmtpInbox, stack: StackFactory) -> None:
+    client = await stack()
+    names = ("turnstile_mail_queued_total", "turnstile_mail_sent_total")
+    before = [await metric(client, name) or 0.0 for name in names]
+    await register(client, ANN)
+    await verification_token(inbox, ANN)
+    await eventually(lambda: _above(client, "turnstile_mail_sent_total", before[1]), 5, "the mail counted as sent")
+    assert [await metric(client, name) for name in names] == [value + 1 for value in before]
+
+
+async def test_a_flood_of_mail_requests_is_dropped_and_counted_not_piled_up(
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await stack()
+    await register(client, ANN)
+    await verification_token(inbox, ANN)
+    monkeypatch.setattr("plugins.accounts.service.MAX_PENDING", 0)  # as if 1,000 were still waiting
+    dropped = await metric(client, "turnstile_mail_failed_total", reason="queue_full") or 0.0
+    assert (await client.post(FORGOT, json={"email": ANN})).status == 202
+    assert await metric(client, "turnstile_mail_failed_total", reason="queue_full") == dropped + 1
+    await asyncio.sleep(0.3)
+    assert inbox.received.empty()
