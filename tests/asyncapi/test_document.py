@@ -115,7 +115,10 @@ def test_headers_and_amqp_properties_are_those_every_event_carries() -> None:
 def test_send_for_each_published_key_and_receive_for_each_subscription() -> None:
     document = document_of(DEFAULT_PIPELINES)
     operations = document["operations"]
-    assert set(operations) == {"send.user.created", "send.user.deleted", "send.user.updated", "receive.user_changes"}
+    assert set(operations) == {
+        "send.user.created", "send.user.deleted", "send.user.updated", "send.user.verified",
+        "send.user.password_reset", "receive.user_changes",
+    }
     created = operations["send.user.created"]
     assert created["action"] == "send"
     assert "`POST /api/v1/auth/register` (register)" in created["description"]

@@ -193,8 +193,9 @@ async def data_service_down(stack: StackFactory, deps: dict[str, Any]) -> Observ
             resp = await client.post("/api/v1/auth/login", json=body)
             assert resp.status == 503, await resp.text()
 
-    down = {"data_service_url": closed_port_url("http://"), "admin_email": None, "admin_password": None}
-    return await _observe(await stack(**deps, **down), traffic)
+    # no start-up admin: it would need the data service
+    no_admin = {"TURNSTILE_ADMIN_EMAIL": "", "TURNSTILE_ADMIN_PASSWORD": ""}
+    return await _observe(await stack(no_admin, **deps, data_service_url=closed_port_url("http://")), traffic)
 
 
 async def redis_down(stack: StackFactory, deps: dict[str, Any]) -> Observed:

@@ -21,6 +21,9 @@ from tests.integration.scrapes import closed_port_url
 # The test pod's image is busybox: its tools run the script here too.
 BUSYBOX_TOOLS = ("sh", "wget", "grep", "tail", "timeout")
 
+# No start-up admin: it would need the data service these tests take away.
+NO_ADMIN = {"TURNSTILE_ADMIN_EMAIL": "", "TURNSTILE_ADMIN_PASSWORD": ""}
+
 
 @pytest.fixture(scope="module")
 def busybox(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -89,8 +92,8 @@ async def test_fails_with_a_wrong_data_service_token(
     runner, url = await start_dataservice(tmp_path / "guarded.sqlite3", token="the-data-service-token-0123")
     try:
         client = await stack(
-            redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=url,
-            data_service_token="not-the-data-service-token", admin_email=None, admin_password=None,
+            NO_ADMIN, redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=url,
+            data_service_token="not-the-data-service-token",
         )
         await publisher_connected(client)
         code, output = await run_helm_test(client, busybox)
@@ -121,7 +124,7 @@ async def test_fails_while_the_service_is_not_ready(
             id="rabbitmq",
         ),
         pytest.param(
-            {"data_service_url": closed_port_url("http://"), "admin_email": None, "admin_password": None},
+            {"data_service_url": closed_port_url("http://"), "env": NO_ADMIN},
             "the data service does not answer as it should",
             id="data-service",
         ),
