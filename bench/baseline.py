@@ -41,19 +41,25 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
-import aiohttp
-import aiormq
 import attrs
-import coredis
 import jwt
 import orjson
 from aiohttp import web
-from aiormq.abc import AbstractChannel, AbstractConnection
 from pamqp.commands import Basic
+
+from bench.baseline_clients import (
+    Broker,
+    PublishFailed,
+    amqp_ctx,
+    broker_key,
+    redis_ctx,
+    redis_key,
+    session_ctx,
+    session_key,
+)
 
 _REQUIRED: Final = ["sub", "roles", "exp", "iat", "jti", "iss", "aud", "type"]
 _PUBLIC: Final = frozenset({"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"})
@@ -63,9 +69,6 @@ CACHE_PREFIX: Final = "baseline:user:"
 CACHE_TTL_S: Final = 3600  # as the default pipelines' cache step
 ROUTING_KEY: Final = "baseline.user.updated"
 
-CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
-_redis_key: Final = web.AppKey("redis", coredis.Redis)
-_session_key: Final = web.AppKey("session", aiohttp.ClientSession)
 
 
 @attrs.frozen
@@ -137,12 +140,12 @@ class Handlers:
         user_id = request.match_info["id"]
         try:
             self.authorize(request, user_id)
-            redis = request.app[_redis_key]
+            redis = request.app[redis_key]
             key = CACHE_PREFIX + user_id
             cached = await redis.get(key)
             if cached is not None:
                 return _json(cached)
-            async with request.app[_session_key].get(self.data_users + user_id) as upstream:
+            async with request.app[session_key].get(self.data_users + user_id) as upstream:
                 _upstream(upstream.status)
                 body = orjson.dumps(_public(await upstream.read()))
             await redis.set(key, body, ex=CACHE_TTL_S)
@@ -155,12 +158,12 @@ class Handlers:
         try:
             self.authorize(request, user_id)
             changes = orjson.dumps(_changes(await request.read()))
-            async with request.app[_session_key].patch(self.data_users + user_id, data=changes,
+            async with request.app[session_key].patch(self.data_users + user_id, data=changes,
                                                        headers=_JSON_HEADERS) as upstream:
                 _upstream(upstream.status)
                 user = _public(await upstream.read())
-            await request.app[_redis_key].delete([CACHE_PREFIX + user_id])
-            await request.app[broker_key].publish(user)
+            await request.app[redis_key].delete([CACHE_PREFIX + user_id])
+            await _publish(request.app[broker_key], self.config.exchange, user)
             return _json(orjson.dumps(user))
         except Refused as refused:
             return refused.response()
@@ -169,14 +172,14 @@ class Handlers:
         user_id = request.match_info["id"]
         body = self.memo.get(user_id)
         if body is None:
-            body = await request.app[_redis_key].get(CACHE_PREFIX + user_id)
+            body = await request.app[redis_key].get(CACHE_PREFIX + user_id)
             if body is None:
                 return Refused(404, "Not Found").response()
             self.memo[user_id] = body
         return _json(body)
 
     async def reference_redis(self, request: web.Request) -> web.Response:
-        body = await request.app[_redis_key].get(CACHE_PREFIX + request.match_info["id"])
+        body = await request.app[redis_key].get(CACHE_PREFIX + request.match_info["id"])
         return Refused(404, "Not Found").response() if body is None else _json(body)
 
 
@@ -192,7 +195,7 @@ def make_app(config: Config) -> web.Application:
     app.router.add_get("/reference/dict/users/{id:\\d+}", handlers.reference_dict)
     app.router.add_get("/reference/redis/users/{id:\\d+}", handlers.reference_redis)
     app.router.add_get("/healthz", _healthz)
-    app.cleanup_ctx.extend([_redis_ctx(config), _session_ctx(config), _amqp_ctx(config)])
+    app.cleanup_ctx.extend([redis_ctx(config.redis_url), session_ctx(config.data_token), amqp_ctx(config.amqp_url)])
     return app
 
 
@@ -210,105 +213,20 @@ def _changes(raw: bytes) -> dict[str, Any]:
     return changes
 
 
-class Broker:
-    """One AMQP connection with a confirming channel, opened again on the next publish after
-    it broke (the broker is shared: someone may restart it during a run)."""
-
-    def __init__(self, url: str, exchange: str) -> None:
-        self.url = url
-        self.exchange = exchange
-        self._connection: AbstractConnection | None = None
-        self._channel: AbstractChannel | None = None
-        self._opening = asyncio.Lock()
-
-    async def open(self) -> AbstractChannel:
-        if self._channel is not None and not self._channel.is_closed:
-            return self._channel
-        async with self._opening:
-            if self._channel is None or self._channel.is_closed:
-                await self.close()
-                self._connection = await aiormq.connect(self.url)
-                self._channel = await self._connection.channel(publisher_confirms=True)
-            return self._channel
-
-    async def close(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
-
-    async def publish(self, user: dict[str, Any]) -> None:
-        """One persistent `user.updated`-shaped message; returns once the broker confirmed it."""
-        message_id = str(uuid.uuid4())
-        now = datetime.now(UTC)
-        body = orjson.dumps({
-            "id": message_id, "type": "user.updated", "occurred_at": now.isoformat(),
-            "request_id": uuid.uuid4().hex, "data": user,
-        })
-        properties = Basic.Properties(content_type="application/json", delivery_mode=2, message_id=message_id,
-                                      timestamp=now, app_id="baseline")
-        try:
-            channel = await self.open()
-            confirm = await channel.basic_publish(body, exchange=self.exchange, routing_key=ROUTING_KEY,
-                                                  properties=properties, mandatory=True)
-        except (aiormq.AMQPError, OSError):
-            raise Refused(503, "Service Unavailable") from None
-        if not isinstance(confirm, Basic.Ack):
-            raise Refused(503, "Service Unavailable")
-
-
-broker_key: Final = web.AppKey("broker", Broker)
-
-
-def _redis_ctx(config: Config) -> CleanupCtx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(config.redis_url, decode_responses=False)
-        # coredis must be entered and left in one task; a cleanup context's two halves may run
-        # in two (they do under pytest-aiohttp), so one task owns the client for the app's life.
-        ready, stop = asyncio.Event(), asyncio.Event()
-
-        async def own() -> None:
-            async with client:
-                ready.set()
-                await stop.wait()
-
-        owner = asyncio.create_task(own())
-        await asyncio.wait([owner, asyncio.ensure_future(ready.wait())], return_when=asyncio.FIRST_COMPLETED)
-        if owner.done():
-            owner.result()  # it could not connect: say why
-        app[_redis_key] = client
-        try:
-            yield
-        finally:
-            stop.set()
-            await owner
-
-    return ctx
-
-
-def _session_ctx(config: Config) -> CleanupCtx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        # One pooled session for the process, as Turnstile's data-service client keeps.
-        timeout = aiohttp.ClientTimeout(total=5.0, sock_connect=1.0)
-        headers = {"Authorization": f"Bearer {config.data_token}"}
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
-            app[_session_key] = session
-            yield
-
-    return ctx
-
-
-def _amqp_ctx(config: Config) -> CleanupCtx:
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        broker = Broker(config.amqp_url, config.exchange)
-        await broker.open()
-        app[broker_key] = broker
-        try:
-            yield
-        finally:
-            await broker.close()
-
-    return ctx
+async def _publish(broker: Broker, exchange: str, user: dict[str, Any]) -> None:
+    """One persistent message shaped like Turnstile's `user.updated` event, confirmed."""
+    message_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    body = orjson.dumps({
+        "id": message_id, "type": "user.updated", "occurred_at": now.isoformat(),
+        "request_id": uuid.uuid4().hex, "data": user,
+    })
+    properties = Basic.Properties(content_type="application/json", delivery_mode=2, message_id=message_id,
+                                  timestamp=now, app_id="baseline")
+    try:
+        await broker.publish(body, exchange=exchange, routing_key=ROUTING_KEY, properties=properties)
+    except PublishFailed:
+        raise Refused(503, "Service Unavailable") from None
 
 
 def main() -> None:

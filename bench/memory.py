@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -14,11 +14,16 @@ from bench.scenarios import PATCH_IDS, FreshIds
 from bench.server import children, cpu_seconds, rss_kib
 from bench.stack import Stack
 
+# mixed.lua's shares of cached reads, uncached reads and PATCHes.
+MIX: Final = {"cached GET": 0.8, "uncached GET": 0.1, "PATCH": 0.1}
+# The RSS phase runs wrk in pieces of at most this long, each re-estimating the rate.
+CHUNK_S: Final = 60
+
 
 @attrs.frozen
 class MixedLoad:
-    """mixed.lua's arguments: a cached read of `user_id`, an uncached read of a fresh id and a
-    PATCH in turn, as the user of `token`."""
+    """mixed.lua's arguments: cached reads of `user_id`, uncached reads of fresh ids and
+    PATCHes (see MIX), as the user of `token`."""
 
     stack: Stack
     ids: FreshIds
@@ -50,16 +55,21 @@ def merged(results: list[wrk.Result]) -> wrk.Result:
     )
 
 
+def mixed_rps(rates: dict[str, float]) -> float:
+    """The mixed load's expected rate from each scenario's own: the time per request adds up."""
+    return 1 / sum(share / max(rates[scenario], 1.0) for scenario, share in MIX.items())
+
+
 def rss_growth(load: MixedLoad, opts: Options, rps: float) -> tuple[Row, dict[str, float]]:
-    """VmRSS of Turnstile before and after at least `rss_requests` mixed requests (a cached
-    read, an uncached read and a PATCH in turn); `rps` guesses how long that takes."""
+    """VmRSS of Turnstile before and after at least `rss_requests` mixed requests; `rps`
+    guesses how long that takes."""
     server = load.stack.turnstile
     server.settle()
     before = server.rss_kib()
     runs: list[wrk.Result] = []
     done = 0
     while done < opts.rss_requests:
-        seconds = math.ceil((opts.rss_requests - done) / max(rps, 100.0) * 1.1)
+        seconds = min(CHUNK_S, math.ceil((opts.rss_requests - done) / max(rps, 100.0) * 1.05))
         runs.append(load.run(server.url, seconds))
         done += runs[-1].requests
         rps = runs[-1].rps

@@ -69,16 +69,15 @@ def run_all(opts: Options, workdir: Path) -> dict[str, Any]:
 
 
 def _mixed_rps(rows: list[Row]) -> float:
-    """A guess of the mixed scenario's rate: one of each of its three requests in turn."""
-    rates = [results.find(rows, s, TURNSTILE).result.rps for s in ("cached GET", "uncached GET", "PATCH")]
-    return 3 / sum(1 / max(rate, 1.0) for rate in rates)
+    return memory.mixed_rps({s: results.find(rows, s, TURNSTILE).result.rps for s in memory.MIX})
 
 
 def _seed_needed(opts: Options) -> int:
     # Fresh ids for every uncached run (Turnstile and the baseline, warm-up included), the
-    # mixed requests' third, and the workers phase; generously.
+    # mixed requests' share, and the workers phase; generously.
     uncached_s = opts.rounds * 2 * (opts.warmup + opts.duration) + opts.workers_seconds
-    return PATCH_IDS + math.ceil(uncached_s * MAX_UNCACHED_RPS + opts.rss_requests * 0.5)
+    mixed = opts.rss_requests * memory.MIX["uncached GET"] * 1.5
+    return PATCH_IDS + math.ceil(uncached_s * MAX_UNCACHED_RPS + mixed)
 
 
 def main(argv: list[str] | None = None) -> int:

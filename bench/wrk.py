@@ -75,7 +75,7 @@ def start(url: str, script: str, args: list[str], seconds: float, *, timeout_s: 
 def finish(running: Running) -> Result:
     try:
         stdout, stderr = running.proc.communicate(timeout=running.deadline_s)
-    except subprocess.TimeoutExpired:
+    except BaseException:  # a timeout, or the run interrupted: no wrk may outlive it
         abandon(running)
         raise
     lines = [line for line in stdout.splitlines() if line.startswith(_MARKER)]

@@ -1,6 +1,6 @@
--- The memory scenario: cached reads, uncached reads and PATCHes in turn, one of each every
--- three requests. Uncached ids count up from <first id> (each read once, so each misses);
--- PATCHes cycle over <count> ids from <first patch id>.
+-- The memory scenario, read-heavy as a cache-fronted service sees it: of every ten requests,
+-- eight cached reads, one uncached read and one PATCH. Uncached ids count up from <first id>
+-- (each read once, so each misses); PATCHes cycle over <count> ids from <first patch id>.
 -- args: <cached user id> <first id> <first patch id> <count> <access token>
 require("report").install()
 
@@ -17,8 +17,8 @@ end
 
 function request()
   n = n + 1
-  local turn = n % 3
-  if turn == 0 then
+  local turn = n % 10
+  if turn > 1 then
     return wrk.format("GET", cached, read_headers)
   elseif turn == 1 then
     local id = next_id

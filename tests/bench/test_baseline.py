@@ -24,7 +24,8 @@ from aiohttp.test_utils import TestClient
 
 from app.clients.redis import RedisConnection
 from app.dataservice import start_dataservice
-from bench.baseline import CACHE_PREFIX, CACHE_TTL_S, ROUTING_KEY, Config, broker_key, make_app
+from bench.baseline import CACHE_PREFIX, CACHE_TTL_S, ROUTING_KEY, Config, make_app
+from bench.baseline_clients import broker_key
 from bench.stack import seed_users
 from tests.integration.amqp_capture import capture, next_message
 
