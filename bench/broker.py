@@ -38,11 +38,13 @@ async def _setup(url: str, names: AmqpNames) -> None:
     connection = await aiormq.connect(url)
     try:
         channel = await connection.channel()
-        # Every event is routable, as with real consumers; the queue keeps only the newest,
-        # and disappears an hour after a run that died before its clean-up.
+        # Every event is routable, as with real consumers, and is stored as theirs would be:
+        # durable, so every confirm waits for the disk (for Turnstile's events and the
+        # baseline's alike) and the queue outlives a broker restart during the run. It keeps
+        # only the newest, and disappears an hour after a run that died before its clean-up.
         await channel.exchange_declare(names.exchange, exchange_type="topic", durable=True)
         await channel.queue_declare(
-            names.events_queue, durable=False,
+            names.events_queue, durable=True,
             arguments={"x-max-length": 1000, "x-overflow": "drop-head", "x-expires": 3_600_000},
         )
         await channel.queue_bind(names.events_queue, names.exchange, routing_key="#")

@@ -8,16 +8,19 @@ from typing import Any, Final
 import attrs
 
 from bench import wrk
+from bench.ids import FreshIds
 from bench.options import Options
 from bench.results import TURNSTILE, Row
-from bench.scenarios import PATCH_IDS, FreshIds
+from bench.scenarios import PATCH_IDS
 from bench.server import children, cpu_seconds, rss_kib
 from bench.stack import Stack
 
 # mixed.lua's shares of cached reads, uncached reads and PATCHes.
 MIX: Final = {"cached GET": 0.8, "uncached GET": 0.1, "PATCH": 0.1}
-# The RSS phase runs wrk in pieces of at most this long, each re-estimating the rate.
+# The RSS phase runs wrk in pieces of at most this long, each re-estimating the rate from
+# the last (never below MIN_RPS).
 CHUNK_S: Final = 60
+MIN_RPS: Final = 100.0
 
 
 @attrs.frozen
@@ -31,8 +34,8 @@ class MixedLoad:
     token: str
 
     def run(self, url: str, seconds: float) -> wrk.Result:
-        args = [str(self.user_id), str(self.ids.next), str(self.stack.seeded - PATCH_IDS + 1), str(PATCH_IDS),
-                self.token]
+        first = self.ids.take(seconds, MIX["uncached GET"])
+        args = [str(self.user_id), str(first), str(self.stack.seeded - PATCH_IDS + 1), str(PATCH_IDS), self.token]
         return self.ids.used(wrk.run(url, "mixed", args, seconds))
 
 
@@ -69,7 +72,7 @@ def rss_growth(load: MixedLoad, opts: Options, rps: float) -> tuple[Row, dict[st
     runs: list[wrk.Result] = []
     done = 0
     while done < opts.rss_requests:
-        seconds = min(CHUNK_S, math.ceil((opts.rss_requests - done) / max(rps, 100.0) * 1.05))
+        seconds = min(CHUNK_S, math.ceil((opts.rss_requests - done) / max(rps, MIN_RPS) * 1.05))
         runs.append(load.run(server.url, seconds))
         done += runs[-1].requests
         rps = runs[-1].rps

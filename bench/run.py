@@ -10,23 +10,22 @@ import argparse
 import contextlib
 import json
 import math
+import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import attrs
 
 from bench import memory, results, scenarios, wrk
+from bench.ids import MAX_UNCACHED_RPS, FreshIds
 from bench.options import FULL, QUICK, Options
 from bench.results import TURNSTILE, Row
-from bench.scenarios import LOGIN_EMAIL, LOGIN_PASSWORD, PATCH_IDS, FreshIds
+from bench.scenarios import LOGIN_EMAIL, LOGIN_PASSWORD, PATCH_IDS
 from bench.stack import ADMIN_EMAIL, ADMIN_PASSWORD, call, running_stack
-
-# No server here reads more than this many uncached users a second: the seed count follows.
-MAX_UNCACHED_RPS: Final = 8_000
 
 
 @contextlib.contextmanager
@@ -49,7 +48,7 @@ def run_all(opts: Options, workdir: Path) -> dict[str, Any]:
             for url in (f"{stack.turnstile.url}/api/v1", f"{stack.baseline.url}/api/v1",
                         f"{stack.baseline.url}/reference/dict"):
                 call(f"{url}/users/{admin_id}", token=admin_token)
-        ids = FreshIds(1, stack.seeded - PATCH_IDS)
+        ids = FreshIds(stack.seeded - PATCH_IDS, stack.forget_users)
         with phase("cached GET"):
             rows = scenarios.cached_rows(stack, opts, admin_id, admin_token)
         with phase("uncached GET"):
@@ -73,11 +72,10 @@ def _mixed_rps(rows: list[Row]) -> float:
 
 
 def _seed_needed(opts: Options) -> int:
-    # Fresh ids for every uncached run (Turnstile and the baseline, warm-up included), the
-    # mixed requests' share, and the workers phase; generously.
-    uncached_s = opts.rounds * 2 * (opts.warmup + opts.duration) + opts.workers_seconds
-    mixed = opts.rss_requests * memory.MIX["uncached GET"] * 1.5
-    return PATCH_IDS + math.ceil(uncached_s * MAX_UNCACHED_RPS + mixed)
+    # Fresh ids for the longest single run (ids start over between runs; see FreshIds).
+    mixed_chunk = min(memory.CHUNK_S, opts.rss_requests / memory.MIN_RPS) * memory.MIX["uncached GET"]
+    longest = max(opts.warmup, opts.duration, opts.workers_seconds, mixed_chunk)
+    return PATCH_IDS + math.ceil(longest * MAX_UNCACHED_RPS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-requests", type=int, help="mixed requests between the two RSS readings")
     parser.add_argument("--workers", type=int, help="worker processes of the memory phase (default 2)")
     parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--logs", type=Path, help="keep the servers' logs in this folder")
     parser.add_argument("--profile", type=Path, help="py-spy the first cached and uncached rounds of "
                         "Turnstile and the baseline into this folder")
     args = parser.parse_args(argv)
@@ -102,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     if opts.profile is not None:
         opts.profile.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="turnstile-bench-") as tmp:
-        outcome = run_all(opts, Path(tmp))
+        try:
+            outcome = run_all(opts, Path(tmp))
+        finally:
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(tmp).glob("*.log"):
+                    shutil.copy(log, args.logs / log.name)
     rows, mem = outcome["rows"], outcome["memory"]
     checks = results.targets(rows, mem)
     print(results.table(rows))

@@ -11,6 +11,7 @@ from typing import Final
 import attrs
 
 from bench import profile, wrk
+from bench.ids import FreshIds
 from bench.options import Options
 from bench.results import TURNSTILE, Row
 from bench.server import Server
@@ -24,23 +25,6 @@ SLOW_TIMEOUT_S: Final = 120.0
 # The login storm starts this long before the cached read beside it and ends this long after.
 STORM_LEAD_S: Final = 1.0
 PROFILED: Final = frozenset({TURNSTILE, "baseline"})
-
-
-class FreshIds:
-    """Seeded users no read has touched yet, handed out upwards: an uncached read reads each
-    id once, so every request misses (no cache entries to delete between runs)."""
-
-    def __init__(self, first: int, last: int) -> None:
-        self.next = first
-        self.last = last
-
-    def used(self, result: wrk.Result) -> wrk.Result:
-        """Move past the ids a run read; refuse a run that went past the range."""
-        self.next = max(self.next, max(result.last_ids, default=0) + 1)
-        if self.next - 1 > self.last:
-            msg = "the uncached reads ran out of seeded ids: raise the seed count"
-            raise RuntimeError(msg)
-        return result
 
 
 @attrs.frozen
@@ -104,7 +88,7 @@ def cached_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[R
 def uncached_rows(stack: Stack, opts: Options, ids: FreshIds, token: str) -> list[Row]:
     def contender(key: str, label: str, server: Server) -> Contender:
         def drive(seconds: float) -> wrk.Result:
-            return ids.used(wrk.run(server.url, "get_uncached", [str(ids.next), token], seconds))
+            return ids.used(wrk.run(server.url, "get_uncached", [str(ids.take(seconds)), token], seconds))
 
         return Contender(key, label, server, drive)
 

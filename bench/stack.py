@@ -20,7 +20,9 @@ from typing import Any, Final
 
 from app.dataservice.store import UserStore, utc_now
 from bench import broker
+from bench.baseline import CACHE_PREFIX as BASELINE_USER_PREFIX
 from bench.broker import AmqpNames
+from bench.ids import forget_cache_entries
 from bench.server import ROOT, Server, free_port
 
 SERVICES: Final = ROOT / "scripts" / "services.sh"
@@ -30,6 +32,8 @@ REDIS_PORT: Final = os.environ.get("BENCH_REDIS_PORT", "6390")
 REDIS_URL: Final = f"redis://127.0.0.1:{REDIS_PORT}/0"
 RABBITMQ_URL: Final = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SERVER_CORE: Final = "0"
+# Where Turnstile's cache step keeps `user:{id}` (the default pipelines' key).
+TURNSTILE_USER_PREFIX: Final = "turnstile:user:"
 ADMIN_EMAIL: Final = "bench-admin@bench.example.com"
 ADMIN_PASSWORD: Final = "bench-admin-password-1"  # a throw-away account of a throw-away database
 SEED_PASSWORD_HASH: Final = "$argon2id$v=19$m=8,t=1,p=1$c2VlZGVkLXVzZXI$bm90LWEtcmVhbC1oYXNo"
@@ -178,6 +182,12 @@ class Stack:
             "PIPELINES_FILE": str(bench_pipelines(self.workdir / "pipelines.toml", self.amqp.subscription_queue)),
             "TURNSTILE_VAR_DIR": str(self.workdir / "var"),
         }
+
+    def forget_users(self, upto: int) -> None:
+        """Delete Turnstile's and the baseline's cache entries of users 1..upto (between runs)."""
+        forget_cache_entries(REDIS_URL, (TURNSTILE_USER_PREFIX, BASELINE_USER_PREFIX), upto)
+        # Turnstile's mirror hears of each deletion: let it catch up before anything is measured.
+        self.turnstile.settle()
 
     def login(self, email: str, password: str) -> str:
         tokens = call(f"{self.turnstile.url}/api/v1/auth/login", "POST", {"email": email, "password": password})
