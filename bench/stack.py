@@ -13,6 +13,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -32,6 +33,8 @@ REDIS_PORT: Final = os.environ.get("BENCH_REDIS_PORT", "6390")
 REDIS_URL: Final = f"redis://127.0.0.1:{REDIS_PORT}/0"
 RABBITMQ_URL: Final = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SERVER_CORE: Final = "0"
+CIRCUIT_METRIC: Final = 'turnstile_circuit_state{upstream="data_service"}'
+CIRCUIT_CLOSED: Final = 0.0
 # Where Turnstile's cache step keeps `user:{id}` (the default pipelines' key).
 TURNSTILE_USER_PREFIX: Final = "turnstile:user:"
 ADMIN_EMAIL: Final = "bench-admin@bench.example.com"
@@ -98,6 +101,16 @@ def call(url: str, method: str = "GET", body: Any = None, token: str | None = No
     with urllib.request.urlopen(request, timeout=60) as resp:
         raw = resp.read()
     return json.loads(raw) if raw else None
+
+
+def _circuit_state(url: str) -> float:
+    """Turnstile's `turnstile_circuit_state` for the data service (0 closed, 1 half-open, 2 open)."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if line.startswith(CIRCUIT_METRIC):
+            return float(line.rpartition(" ")[2])
+    return CIRCUIT_CLOSED  # no call has made one yet
 
 
 class Stack:
@@ -188,6 +201,20 @@ class Stack:
         forget_cache_entries(REDIS_URL, (TURNSTILE_USER_PREFIX, BASELINE_USER_PREFIX), upto)
         # Turnstile's mirror hears of each deletion: let it catch up before anything is measured.
         self.turnstile.settle()
+
+    def recover(self, token: str, timeout_s: float = 60.0) -> None:
+        """Wait until Turnstile is idle and its data-service circuit is closed again: an
+        overload (argon2 queues, a circuit it opened) must not bill the next scenario. An open
+        circuit lets a probe through only when a call comes, so one is sent each second."""
+        self.turnstile.settle()
+        deadline = time.monotonic() + timeout_s
+        while _circuit_state(self.turnstile.url) != CIRCUIT_CLOSED:
+            if time.monotonic() > deadline:
+                msg = f"Turnstile's data-service circuit still not closed after {timeout_s:.0f} s"
+                raise RuntimeError(msg)
+            with contextlib.suppress(OSError):  # urllib's errors included: a refusal is expected
+                call(f"{self.turnstile.url}/api/v1/auth/me", token=token)
+            time.sleep(1)
 
     def login(self, email: str, password: str) -> str:
         tokens = call(f"{self.turnstile.url}/api/v1/auth/login", "POST", {"email": email, "password": password})

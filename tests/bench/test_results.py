@@ -25,7 +25,7 @@ def result(statuses: dict[str, int], *, retry_after: int = 0, socket_errors: int
     ({"200": 10, "503": 2}, 1, True, True),  # one refusal without Retry-After
     ({"200": 10, "429": 1, "500": 1}, 1, True, True),  # a 500 is never expected
 ])
-def test_only_refusals_that_say_when_to_retry_are_expected_and_only_in_the_storm(
+def test_only_refusals_that_say_when_to_retry_are_expected_and_only_where_argon2_runs(
     statuses: dict[str, int], retry_after: int, refusals_expected: bool, failed: bool
 ) -> None:
     row = Row("login storm", "logins", "logins", result(statuses, retry_after=retry_after),
@@ -70,7 +70,7 @@ def test_targets_compare_each_scenario_with_its_own_reference() -> None:
         "PATCH >= 0.8x the baseline's req/s": False,
         "cached GET p99 beside the login storm <= 2x its p99 alone": True,
         "RSS growth < 10 MiB over 200,000 mixed requests": True,
-        "no failed request: no socket error, no non-2xx but the storm's 429/503 with Retry-After": True,
+        "no failed request: no socket error, no non-2xx but 429/503 with Retry-After to create and login": True,
     }
 
 
