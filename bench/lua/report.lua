@@ -1,9 +1,11 @@
--- Shared by every scenario script: counts statuses per thread and, when wrk is done,
--- prints one line "BENCH_JSON {...}" that bench/wrk.py parses.
+-- Shared by every scenario script: counts statuses per thread (and the 429/503 answers
+-- that say when to retry) and, when wrk is done, prints one line "BENCH_JSON {...}" that
+-- bench/wrk.py parses.
 local M = {}
 local threads = {}
 
 statuses = {}
+retry_after = 0
 
 function M.setup(thread)
   table.insert(threads, thread)
@@ -11,6 +13,9 @@ end
 
 function M.response(status, headers, body)
   statuses[status] = (statuses[status] or 0) + 1
+  if (status == 429 or status == 503) and (headers["Retry-After"] or headers["retry-after"]) then
+    retry_after = retry_after + 1
+  end
 end
 
 local function percentile(latency, p)
@@ -18,8 +23,9 @@ local function percentile(latency, p)
 end
 
 function M.done(summary, latency, requests)
-  local counts, extra = {}, {}
+  local counts, extra, retries = {}, {}, 0
   for _, thread in ipairs(threads) do
+    retries = retries + thread:get("retry_after")
     local s = thread:get("statuses")
     for status, n in pairs(s) do
       counts[tostring(status)] = (counts[tostring(status)] or 0) + n
@@ -37,10 +43,10 @@ function M.done(summary, latency, requests)
   io.write(string.format(
     'BENCH_JSON {"requests": %d, "duration_us": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, ' ..
     '"max_us": %d, "errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
-    '"statuses": {%s}, "last_ids": [%s]}\n',
+    '"statuses": {%s}, "last_ids": [%s], "retry_after": %d}\n',
     summary.requests, summary.duration, percentile(latency, 50), percentile(latency, 90),
     percentile(latency, 99), latency.max, e.connect, e.read, e.write, e.status, e.timeout,
-    table.concat(parts, ", "), table.concat(last_ids, ", ")))
+    table.concat(parts, ", "), table.concat(last_ids, ", "), retries))
 end
 
 -- Installs setup/response/done as the script's wrk callbacks.

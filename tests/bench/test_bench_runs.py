@@ -1,6 +1,7 @@
 """The benchmark keeps working: one run in quick mode (seconds, not a measurement).
 
-Speed is never asserted here; the table must have every scenario and no request may fail.
+Speed is never asserted here; the table must have every row, each saying what it is compared
+with, and no request may fail.
 """
 
 from __future__ import annotations
@@ -10,14 +11,24 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.services import ROOT
 
-SCENARIOS = ("cached GET", "uncached GET", "PATCH", "create", "login")
+# (scenario, key) of every row a run reports; the rows with a ratio are the comparisons.
+ROWS = {
+    ("cached GET", "turnstile"), ("cached GET", "baseline"), ("cached GET", "redis"), ("cached GET", "ceiling"),
+    ("uncached GET", "turnstile"), ("uncached GET", "baseline"),
+    ("PATCH", "turnstile"), ("PATCH", "baseline"),
+    ("create", "turnstile"), ("login", "turnstile"),
+    ("login storm", "alone"), ("login storm", "during"), ("login storm", "logins"),
+    ("mixed (memory)", "turnstile"), ("mixed, --workers 2", "workers"),
+}
+COMPARED = {(s, k) for s, k in ROWS if k in {"baseline", "redis", "ceiling"}}
+WITH_BASELINE = {"cached GET", "uncached GET", "PATCH"}
+TARGETS = 9
 
 
 def _need(tool: str, install: str) -> None:
@@ -29,27 +40,56 @@ def _need(tool: str, install: str) -> None:
     pytest.skip(msg)
 
 
-@pytest.mark.timeout(900)
-def test_quick_benchmark_has_every_scenario_and_no_failed_request(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, Any]]:
     _need("wrk", "apt-get install -y wrk")
     _need("taskset", "apt-get install -y util-linux")
     _need("redis-server", "scripts/services.sh install")
     _need("rabbitmq-server", "scripts/services.sh install")
-    out = tmp_path / "bench.json"
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=840, check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    table = done.stdout
-    for scenario in SCENARIOS:
-        assert f"| {scenario} " in table, table
-    results: dict[str, Any] = json.loads(out.read_text())
+    return done.stdout, json.loads(out.read_text())
+
+
+@pytest.mark.timeout(900)
+def test_quick_benchmark_has_every_row_and_no_failed_request(quick_run: tuple[str, dict[str, Any]]) -> None:
+    printed, results = quick_run
     rows = results["rows"]
-    assert {row["scenario"] for row in rows} == set(SCENARIOS)
-    assert {row["target"] for row in rows if row["scenario"] == "cached GET"} == {"turnstile", "baseline"}
+    assert {(row["scenario"], row["key"]) for row in rows} == ROWS
     for row in rows:
+        assert f"| {row['scenario']} " in printed, row
+        assert f"| {row['target']} " in printed, row
         assert row["requests"] > 0, row
-        assert row["non_2xx"] == 0, row
+        assert not row["failed"], row
         assert row["socket_errors"] == 0, row
-    assert results["rss"]["requests"] >= 5_000
+
+
+@pytest.mark.timeout(900)
+def test_every_row_has_its_comparison_or_says_it_has_none(quick_run: tuple[str, dict[str, Any]]) -> None:
+    _, results = quick_run
+    for row in results["rows"]:
+        where = (row["scenario"], row["key"])
+        if where in COMPARED:
+            assert row["ratio"] > 0, row
+            continue
+        assert row["ratio"] is None, row
+        has_baseline = row["key"] == "turnstile" and row["scenario"] in WITH_BASELINE
+        assert row["note"] == ("" if has_baseline else "no baseline"), row
+
+
+@pytest.mark.timeout(900)
+def test_quick_benchmark_reports_memory_the_storm_and_every_target(quick_run: tuple[str, dict[str, Any]]) -> None:
+    printed, results = quick_run
+    memory = results["memory"]
+    assert memory["rss"]["requests"] >= 1_000
+    workers = memory["workers"]["workers"]
+    assert len(workers) == 2
+    assert all(w["rss_mib"] > 10 for w in workers)
+    assert "Login storm: cached GET p99" in printed
+    assert printed.count("  worker ") == 2
+    assert len(results["targets"]) == TARGETS
+    assert printed.count("[PASS]") + printed.count("[MISS]") == TARGETS
