@@ -2,8 +2,9 @@
 
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
 also in subscriptions), `reauthenticate` (wrapper: `current_password` for one's own email or
-password). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair. Settings: JWT_*,
-ACCESS_TOKEN_TTL_S, REFRESH_TOKEN_TTL_S, ARGON2_* (plugins/auth/settings.py). It provides
+password). Models: LoginForm, LoginRequest, RefreshRequest, TokenPair. Route: the JWK Set at
+/.well-known/jwks.json (plugins/auth/jwks.py). Settings: JWT_*, ACCESS_TOKEN_TTL_S,
+REFRESH_TOKEN_TTL_S, ARGON2_* (plugins/auth/settings.py). It provides
 password hashing to other plugins (`password_hasher_key`) and mirrors its token-state keys.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app import PipelineFile, Resources, StepKind, StepType, hookimpl, password_hasher_key
+from app import PipelineFile, PluginRoute, Resources, StepKind, StepType, hookimpl, password_hasher_key
 from plugins.auth import grants, reauth, revoke, step
 from plugins.auth.config import (
     AuthConfig,
@@ -23,6 +24,7 @@ from plugins.auth.config import (
     RefreshConfig,
     RevokeTokensConfig,
 )
+from plugins.auth.jwks import JWKS_ROUTE
 from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, TokenPair
 from plugins.auth.services import make_services, services_key
 from plugins.auth.settings import PasswordSettings, TokenSettings
@@ -64,6 +66,11 @@ def register_steps() -> list[StepType[Any]]:
         StepType(name="reauthenticate", config_cls=ReauthenticateConfig, build=reauth.build,
                  kind=StepKind.WRAPPER, document=reauth.document),
     ]
+
+
+@hookimpl
+def register_routes() -> list[PluginRoute]:
+    return [JWKS_ROUTE]
 
 
 @hookimpl
