@@ -72,6 +72,7 @@ from app.pipeline.types import (
     model_ref,
     template_field,
 )
+from app.plugin_routes import PluginRoute
 from app.plugin_settings import plugin_settings, positive_int, setting
 from app.plugins import call_all, call_chain, has_implementations
 from app.proxies import client_address
@@ -109,6 +110,7 @@ __all__ = [
     "PasswordHasher",
     "PipelineConfig",
     "PipelineFile",
+    "PluginRoute",
     "ProblemError",
     "Projection",
     "Publisher",

@@ -212,9 +212,11 @@ def _command_rows(pm: pluggy.PluginManager) -> list[tuple[str, ...]]:
 
 def _cmd_openapi(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     from app.openapi import build_document  # noqa: PLC0415
+    from app.plugin_routes import plugin_routes  # noqa: PLC0415
 
     registry, pipelines = load_checked(loaded.settings.pipelines_file, loaded.pm)
-    print(json.dumps(build_document(pipelines, registry.models), indent=2))  # noqa: T201
+    document = build_document(pipelines, registry.models, routes=plugin_routes(loaded.pm))
+    print(json.dumps(document, indent=2))  # noqa: T201
     return 0
 
 

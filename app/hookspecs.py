@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from app.commands import Command
     from app.pipeline.types import Actor, PipelineConfig, PipelineFile, StepType
+    from app.plugin_routes import PluginRoute
     from app.resources import Resources
 
 PROJECT_NAME = "turnstile"
@@ -103,6 +104,18 @@ def register_commands() -> list[Command]:
 
     Runs once per CLI invocation, before the arguments are parsed. Must be synchronous. All
     implementations run; a name already taken (by the core or another plugin) is an error.
+    """
+
+
+@hookspec
+def register_routes() -> list[PluginRoute]:
+    """Return `PluginRoute`s: step-free routes this plugin serves beside the pipelines (a
+    fixed document at a well-known path, say), each listed in the OpenAPI document among
+    the operational routes.
+
+    Runs once per app, when its routes are added (and once for ``turnstile openapi``); the
+    handlers find what they need in ``request.app``. Must be synchronous. All
+    implementations run; a name, or a method and path, already taken stops the start-up.
     """
 
 

@@ -22,6 +22,7 @@ from app.pipeline.registry import load_checked
 from app.pipeline.routes import setup_pipeline_routes
 from app.pipeline.subscriptions import setup_subscriptions
 from app.pipeline.types import PipelineFile
+from app.plugin_routes import setup_plugin_routes
 from app.plugin_settings import PluginSettings, read_plugin_settings, set_plugin_settings
 from app.plugins import make_plugin_manager
 from app.proxies import TrustedProxies, trusted_proxies_key
@@ -122,7 +123,8 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     setup_subscriptions(app)
     setup_health_routes(app)
     app.router.add_get("/metrics", metrics_handler, name="metrics", allow_head=False)
-    setup_openapi(app, build_document(pipelines, registry.models))
+    routes = setup_plugin_routes(app, pm)
+    setup_openapi(app, build_document(pipelines, registry.models, routes=routes))
     setup_asyncapi(app, build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange))
     app.cleanup_ctx.append(lifecycle_ctx)
     return app

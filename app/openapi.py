@@ -8,6 +8,7 @@ pipelines.toml. So the document is written with apispec (its foundation) as Open
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from app.pipeline.types import (
     PipelineFile,
     model_ref,
 )
+from app.plugin_routes import PluginRoute
 
 OPENAPI_VERSION = "3.0.3"
 DOCS_PATH = "/api/docs"
@@ -58,8 +60,14 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 
 
 def build_document(
-    pipelines: PipelineFile, models: dict[str, type], *, title: str = "Turnstile", version: str = "1.0.0"
+    pipelines: PipelineFile,
+    models: dict[str, type],
+    *,
+    routes: Sequence[PluginRoute] = (),
+    title: str = "Turnstile",
+    version: str = "1.0.0",
 ) -> dict[str, Any]:
+    """The OpenAPI document of the pipelines, the operational routes and the plugins' `routes`."""
     spec = APISpec(
         title=title,
         version=version,
@@ -78,6 +86,8 @@ def build_document(
         paths.setdefault(pipeline.route.plain_path, {})[pipeline.route.method.lower()] = _operation(pipeline, models)
     for path, operations in _operational_paths().items():
         paths.setdefault(path, {}).update(operations)
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = route.operation()
     for path, operations in paths.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()

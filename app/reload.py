@@ -32,6 +32,7 @@ from app.pipeline.config import ConfigError, PipelineFileError
 from app.pipeline.registry import load_checked
 from app.pipeline.routes import RoutingTable, build_routing_table, routes_key
 from app.pipeline.types import PipelineFile
+from app.plugin_routes import plugin_routes_key
 from app.upstreams import upstreams_key
 
 log = logging.getLogger("turnstile.reload")
@@ -76,7 +77,7 @@ class Reloader:
         upstreams.stage(file.upstreams)
         try:
             table = build_routing_table(file, app, pm, app[models_key])
-            document = build_document(file, app[models_key])
+            document = build_document(file, app[models_key], routes=app[plugin_routes_key])
             events_document = build_asyncapi(file, registry.models, exchange=app[settings_key].events_exchange)
         except Exception:  # a plugin's build() failed: the old routes are still whole
             upstreams.abort()

@@ -3,8 +3,9 @@
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
 also in subscriptions), `reauthenticate` (wrapper: `current_password` for one's own email or
 password), `sessions` and `end-session` (terminal: a user's own sessions). Models: LoginForm,
-LoginRequest, RefreshRequest, TokenPair, Session, SessionList. Settings: JWT_*,
-ACCESS_TOKEN_TTL_S, REFRESH_TOKEN_TTL_S, ARGON2_* (plugins/auth/settings.py). It provides
+LoginRequest, RefreshRequest, TokenPair, Session, SessionList. Route: the JWK Set at
+/.well-known/jwks.json (plugins/auth/jwks.py). Settings: JWT_*, ACCESS_TOKEN_TTL_S,
+REFRESH_TOKEN_TTL_S, ARGON2_* (plugins/auth/settings.py). It provides
 password hashing to other plugins (`password_hasher_key`) and mirrors its token-state keys.
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from app import PipelineFile, Resources, StepKind, StepType, hookimpl, password_hasher_key
+from app import PipelineFile, PluginRoute, Resources, StepKind, StepType, hookimpl, password_hasher_key
 from plugins.auth import grants, reauth, revoke, session_steps, step
 from plugins.auth.config import (
     AuthConfig,
@@ -26,6 +27,7 @@ from plugins.auth.config import (
     RevokeTokensConfig,
     SessionsConfig,
 )
+from plugins.auth.jwks import JWKS_ROUTE
 from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, Session, SessionList, TokenPair
 from plugins.auth.services import make_services, services_key
 from plugins.auth.settings import PasswordSettings, TokenSettings
@@ -72,6 +74,11 @@ def register_steps() -> list[StepType[Any]]:
                  kind=StepKind.TERMINAL, document=session_steps.document_end_session,
                  check=session_steps.check_end_session),
     ]
+
+
+@hookimpl
+def register_routes() -> list[PluginRoute]:
+    return [JWKS_ROUTE]
 
 
 @hookimpl

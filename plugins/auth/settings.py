@@ -2,20 +2,34 @@
 
 The variable names are the ones operators already set (contract §3): ``JWT_*`` under the
 class's prefix, ``ACCESS_TOKEN_TTL_S`` and ``REFRESH_TOKEN_TTL_S`` named as they always were.
+Key files are read and parsed by the start-up check, so a key that cannot sign or verify is a
+line of the start-up report, not a failure at the first login.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import ClassVar, Final
+from typing import ClassVar, Final, TypeVar
 
 import attrs
 
 from app import positive_int, setting
+from plugins.auth.keyring import (
+    HMAC_SECRET_MIN_BYTES,
+    KeyProblem,
+    PrivateKey,
+    PublicKey,
+    load_private_key,
+    load_public_key,
+    parse_secrets,
+    pem_blocks,
+    read_file,
+)
+
+T = TypeVar("T")
 
 ALGORITHMS: Final = ("HS256", "HS384", "HS512", "RS256", "EdDSA")
-HMAC_SECRET_MIN_BYTES: Final = 32  # RFC 7518 §3.2: a key at least as long as the hash
 
 
 def _non_negative_int(value: str) -> int:
@@ -51,6 +65,15 @@ class TokenSettings:
     algorithm: str = setting(default="HS256", parse=_algorithm, description=f"one of {', '.join(ALGORITHMS)}")
     private_key_file: Path | None = setting(default=None, description="PEM private key that signs (RS256, EdDSA)")
     public_key_file: Path | None = setting(default=None, description="PEM public key that verifies (RS256, EdDSA)")
+    previous_secrets_file: Path | None = setting(
+        default=None,
+        description=f"HMAC secrets that still verify (never sign) during a rotation: one a line, each at least "
+        f"{HMAC_SECRET_MIN_BYTES} bytes; blank lines and # comments ignored",
+    )
+    previous_public_keys_file: Path | None = setting(
+        default=None,
+        description="PEM public keys (concatenated) that still verify (never sign) during a rotation (RS256, EdDSA)",
+    )
     issuer: str = setting(default="turnstile", description="the `iss` claim issued and required")
     audience: str = setting(default="turnstile-api", description="the `aud` claim issued and required")
     access_token_ttl_s: int = setting(
@@ -66,20 +89,76 @@ class TokenSettings:
         return self.algorithm.startswith("HS")
 
     def check(self, production: bool) -> Iterator[str]:
-        """A usable key for the algorithm; in production, a real secret."""
+        """Usable keys for the algorithm, previous ones included (one line per bad variable);
+        in production, a real secret."""
         if self.hmac:
             if 0 < len(self.secret.encode()) < HMAC_SECRET_MIN_BYTES:
                 yield f"JWT_SECRET: must be at least {HMAC_SECRET_MIN_BYTES} bytes for HMAC signing (RFC 7518 §3.2)"
             if production and not self.secret:
                 yield "JWT_SECRET or JWT_SECRET_FILE: required when TURNSTILE_ENV=production"
+            if self.previous_public_keys_file is not None:
+                yield (f"JWT_PREVIOUS_PUBLIC_KEYS_FILE: {self.algorithm} verifies with secrets; "
+                       "list previous ones in JWT_PREVIOUS_SECRETS_FILE")
+            _, problem = _load("JWT_PREVIOUS_SECRETS_FILE", self.previous_secrets_file, parse_secrets)
+            yield from problem
             return
-        for name, path in (("JWT_PRIVATE_KEY_FILE", self.private_key_file),
-                           ("JWT_PUBLIC_KEY_FILE", self.public_key_file)):
-            if path is None or not path.is_file():
-                yield f"{name}: {self.algorithm} needs a readable key file"
+        if self.previous_secrets_file is not None:
+            yield (f"JWT_PREVIOUS_SECRETS_FILE: {self.algorithm} verifies with public keys; "
+                   "list previous ones in JWT_PREVIOUS_PUBLIC_KEYS_FILE")
+        yield from self._key_pair_problems()
+        _, problem = _load("JWT_PREVIOUS_PUBLIC_KEYS_FILE", self.previous_public_keys_file,
+                           lambda data: _public_keys(data, self.algorithm))
+        yield from problem
+
+    def _key_pair_problems(self) -> Iterator[str]:
+        """The signing key pair: each file readable and of the algorithm's type, and one pair."""
+        private: PrivateKey | None = None
+        public: PublicKey | None = None
+        if _is_file(self.private_key_file):
+            private, problems = _load("JWT_PRIVATE_KEY_FILE", self.private_key_file,
+                                      lambda data: load_private_key(data, self.algorithm))
+            yield from problems
+        else:
+            yield f"JWT_PRIVATE_KEY_FILE: {self.algorithm} needs a readable key file"
+        if _is_file(self.public_key_file):
+            public, problems = _load("JWT_PUBLIC_KEY_FILE", self.public_key_file,
+                                     lambda data: load_public_key(data, self.algorithm))
+            yield from problems
+        else:
+            yield f"JWT_PUBLIC_KEY_FILE: {self.algorithm} needs a readable key file"
+        if private is not None and public is not None and private.public_key() != public:
+            yield f"JWT_PUBLIC_KEY_FILE={str(self.public_key_file)!r}: is not the public half of JWT_PRIVATE_KEY_FILE"
 
     def embedded_defaults(self) -> list[str]:
         return ["a random development JWT secret"] if self.hmac and not self.secret else []
+
+
+def _load(variable: str, path: Path | None, parse: Callable[[bytes], T]) -> tuple[T | None, list[str]]:
+    """What `parse` makes of the file `variable` names (None when unset), or its one problem."""
+    if path is None:
+        return None, []
+    try:
+        return parse(read_file(path)), []
+    except KeyProblem as exc:
+        return None, [f"{variable}={str(path)!r}: {exc}"]
+
+
+def _is_file(path: Path | None) -> bool:
+    return path is not None and path.is_file()
+
+
+def _public_keys(data: bytes, algorithm: str) -> list[PublicKey]:
+    """Every PEM public key of a file; the problems of all of them in one message."""
+    keys: list[PublicKey] = []
+    problems: list[str] = []
+    for number, block in enumerate(pem_blocks(data), start=1):
+        try:
+            keys.append(load_public_key(block, algorithm))
+        except KeyProblem as exc:
+            problems.append(f"key {number} {exc}")
+    if problems:
+        raise KeyProblem("; ".join(problems))
+    return keys
 
 
 @attrs.frozen(kw_only=True)

@@ -3,6 +3,8 @@
 Claims: ``sub`` (user id as text), ``roles``, ``exp``, ``iat``, ``jti``, ``iss``, ``aud``,
 ``type`` (``access`` or ``refresh``) and ``fam``: the session (refresh-token family) the token
 belongs to, so ending a session ends its access tokens too.
+The header carries the ``kid`` of the key that signed it; previous keys (a rotation) still
+verify, and the key is chosen by kid, never by the token's ``alg`` (plugins/auth/keyring.py).
 ``iat`` has millisecond precision (RFC 7519 NumericDate may be fractional) so that "tokens
 issued before T are dead" can tell a token made just after a revocation from one made
 just before it, in the same second.
@@ -19,12 +21,13 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import attrs
 import jwt
 
+from plugins.auth.keyring import Keyring, keyring_of, parse_secrets, pem_blocks, read_file
 from plugins.auth.settings import TokenSettings
 
 ACCESS: Final = "access"
@@ -64,6 +67,8 @@ class Tokens:
     Args:
         algorithm: e.g. "HS256", "RS256", "EdDSA". signing_key / verify_key: the HMAC secret
             (both the same) or the PEM private / public key.
+        previous_keys: HMAC secrets or PEM public keys that still verify (never sign): the
+            keys a rotation replaced, kept until the tokens they signed have expired.
         issuer, audience: written into and required from every token.
         access_ttl_s, refresh_ttl_s: lifetimes. cache_size: verified access tokens kept.
         clock: seconds since the epoch (tests move it).
@@ -75,6 +80,7 @@ class Tokens:
         algorithm: str,
         signing_key: str | bytes,
         verify_key: str | bytes,
+        previous_keys: Sequence[str | bytes] = (),
         issuer: str,
         audience: str,
         access_ttl_s: int,
@@ -83,8 +89,7 @@ class Tokens:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.algorithm = algorithm
-        self._signing_key = signing_key
-        self._verify_key = verify_key
+        self.keyring: Keyring = keyring_of(algorithm, signing_key, verify_key, previous_keys)
         self.issuer = issuer
         self.audience = audience
         self.access_ttl_s = access_ttl_s
@@ -147,15 +152,28 @@ class Tokens:
             "sub": str(user_id), "roles": list(roles), "iat": now, "exp": int(now) + ttl_s,
             "jti": uuid.uuid4().hex, "iss": self.issuer, "aud": self.audience, "type": kind, "fam": family,
         }
-        token = jwt.encode(payload, self._signing_key, algorithm=self.algorithm)
+        token = jwt.encode(
+            payload, self.keyring.signing_key, algorithm=self.algorithm, headers={"kid": self.keyring.signing_kid}
+        )
         claims = Claims(user_id, tuple(roles), payload["jti"], kind, now, payload["exp"], family)
         return Issued(token, claims)
 
     def _decode(self, token: str, expected_type: str) -> Claims:
         try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as exc:
+            raise TokenError(str(exc)) from None
+        if kid is not None and not isinstance(kid, str):
+            msg = "malformed kid header"
+            raise TokenError(msg)
+        key = self.keyring.verification_key(kid)
+        if key is None:
+            msg = "signed by an unknown key (kid)"
+            raise TokenError(msg)
+        try:
             payload = jwt.decode(
                 token,
-                self._verify_key,
+                key.key,
                 algorithms=[self.algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
@@ -192,25 +210,35 @@ def _claims(payload: dict[str, Any], expected_type: str) -> Claims:
 
 
 def tokens_for(settings: TokenSettings) -> Tokens:
-    """The token service `settings` describe: an HMAC secret, or PEM key files for RS256/EdDSA.
+    """The token service `settings` describe: an HMAC secret, or PEM key files for RS256/EdDSA,
+    and the previous keys of a rotation (JWT_PREVIOUS_SECRETS_FILE, JWT_PREVIOUS_PUBLIC_KEYS_FILE).
 
     Without JWT_SECRET (development only: production refuses it) the secret is a random one,
     so tokens live as long as this process.
+
+    Raises:
+        KeyProblem: a key file that `TokenSettings.check` would have refused.
     """
     signing: str | bytes
     verifying: str | bytes
+    previous: Sequence[bytes] = ()
     if settings.hmac:
         signing = verifying = settings.secret or secrets.token_urlsafe(48)
+        if settings.previous_secrets_file is not None:
+            previous = parse_secrets(read_file(settings.previous_secrets_file))
     else:
         if settings.private_key_file is None or settings.public_key_file is None:
             msg = f"{settings.algorithm} needs JWT_PRIVATE_KEY_FILE and JWT_PUBLIC_KEY_FILE"
             raise ValueError(msg)
-        signing = settings.private_key_file.read_bytes()
-        verifying = settings.public_key_file.read_bytes()
+        signing = read_file(settings.private_key_file)
+        verifying = read_file(settings.public_key_file)
+        if settings.previous_public_keys_file is not None:
+            previous = pem_blocks(read_file(settings.previous_public_keys_file))
     return Tokens(
         algorithm=settings.algorithm,
         signing_key=signing,
         verify_key=verifying,
+        previous_keys=previous,
         issuer=settings.issuer,
         audience=settings.audience,
         access_ttl_s=settings.access_token_ttl_s,

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 import plugins.auth
 from app.plugin_settings import PluginSettings, read_plugin_settings
 from app.plugins import make_plugin_manager
@@ -43,10 +46,14 @@ def test_algorithms_are_named_in_any_case_and_asymmetric_ones_need_key_files(tmp
         "JWT_PRIVATE_KEY_FILE: EdDSA needs a readable key file",
         "JWT_PUBLIC_KEY_FILE: EdDSA needs a readable key file",
     ]
-    key = tmp_path / "key.pem"
-    key.write_text("not checked here; tokens_for reads it")
-    _values, problems = read({"JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEY_FILE": str(key),
-                              "JWT_PUBLIC_KEY_FILE": str(key)}, production=True)
+    private = rsa.generate_private_key(65537, 2048)
+    private_file, public_file = tmp_path / "private.pem", tmp_path / "public.pem"
+    private_file.write_bytes(private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    public_file.write_bytes(private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    _values, problems = read({"JWT_ALGORITHM": "RS256", "JWT_PRIVATE_KEY_FILE": str(private_file),
+                              "JWT_PUBLIC_KEY_FILE": str(public_file)}, production=True)
     assert problems == []  # no JWT_SECRET needed in production with key files
 
 

@@ -152,10 +152,18 @@ ConfigMap that Kubernetes puts in every namespace.
 {{- end }}
 
 {{/*
+Where the previous JWT keys of a rotation are mounted (jwt.previous).
+*/}}
+{{- define "turnstile.jwtPreviousDir" -}}
+/etc/turnstile-jwt-previous
+{{- end }}
+
+{{/*
 checksum/secret on the pod template: the SHA-256 of what the pods read from Secrets, so a
 changed URL, token or password rolls them on `helm upgrade`. It covers the values the chart
-puts in its own Secret and, for each existing Secret, the key's data as the cluster holds it
-(nothing under `helm template`, so a render stays the same for the same values). A JWT key
+puts in its own Secret and, for each existing Secret (the previous JWT keys' included), the
+key's data as the cluster holds it (nothing under `helm template`, so a render stays the same
+for the same values). A JWT key
 the chart generated and keeps never changes, so it is left out: a `helm upgrade` does not
 roll pods because of it.
 */}}
@@ -168,6 +176,13 @@ roll pods because of it.
   (list "RABBITMQ_URL" $v.rabbitmq.existingSecret $v.rabbitmq.url)
   (list "JWT_SECRET" $v.jwt.existingSecret $v.jwt.secret)
   (list "TURNSTILE_ADMIN_PASSWORD" $v.admin.existingSecret $v.admin.password) }}
+{{- with $v.jwt.previous }}
+{{- range $env, $key := dict "JWT_PREVIOUS_SECRETS_FILE" .secretsKey "JWT_PREVIOUS_PUBLIC_KEYS_FILE" .publicKeysKey }}
+{{- if and $.Values.jwt.previous.existingSecret $key }}
+{{- $sources = append $sources (list $env (dict "name" $.Values.jwt.previous.existingSecret "key" $key) "") }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range $sources }}
 {{- $env := index . 0 }}
 {{- $ref := index . 1 }}
@@ -269,6 +284,14 @@ period too short for the whole shutdown, and on memory too small for the passwor
 {{- end }}
 {{- if $missing }}
 {{- fail (printf "TURNSTILE_ENV=production refuses embedded defaults and an unauthenticated data service; set %s" (join ", " $missing)) }}
+{{- end }}
+{{- with $v.jwt.previous }}
+{{- if and .existingSecret (not (or .secretsKey .publicKeysKey)) }}
+{{- fail "jwt.previous.existingSecret is set but names no key: set jwt.previous.secretsKey (HMAC) or jwt.previous.publicKeysKey (RS256, EdDSA)" }}
+{{- end }}
+{{- if and (not .existingSecret) (or .secretsKey .publicKeysKey) }}
+{{- fail "jwt.previous.secretsKey and jwt.previous.publicKeysKey name keys of jwt.previous.existingSecret: set it" }}
+{{- end }}
 {{- end }}
 {{- if and (or $v.admin.password $v.admin.existingSecret.name) (not $v.admin.email) }}
 {{- fail "admin.email is required when an admin password is given" }}
