@@ -5,9 +5,9 @@ Claims: ``sub`` (user id as text), ``roles``, ``exp``, ``iat``, ``jti``, ``iss``
 belongs to, so ending a session ends its access tokens too.
 The header carries the ``kid`` of the key that signed it; previous keys (a rotation) still
 verify, and the key is chosen by kid, never by the token's ``alg`` (plugins/auth/keyring.py).
-``iat`` has millisecond precision (RFC 7519 NumericDate may be fractional) so that "tokens
-issued before T are dead" can tell a token made just after a revocation from one made
-just before it, in the same second.
+``iat`` has the clock's full precision (RFC 7519 NumericDate may be fractional) so that
+"tokens issued before T are dead" tells a token made just after a revocation from one made
+just before it, even within one millisecond.
 
 Verifying costs ~35-90 µs per request (PyJWT's base64url checks), the largest single cost of
 a cached read. Verified access tokens are remembered in a small LRU until they expire, so
@@ -16,7 +16,6 @@ each is verified once per process; revocation is checked by the caller on every 
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 import uuid
@@ -99,12 +98,14 @@ class Tokens:
         self._clock = clock
 
     def now(self) -> float:
-        """The current time as tokens record it (``iat``: milliseconds, rounded down).
+        """The current time as tokens record it (``iat``, at the clock's full precision).
 
-        Rounded down: iat never lies later than the real issue time, so a token made just
-        before a revocation is never taken for one made after it.
+        Not rounded: revocation cut-offs are recorded at full precision too, so a login that
+        began after a revocation (even within the same millisecond) is told from one that
+        began before it. A JSON float carries the value exactly (RFC 7519 NumericDate may be
+        fractional).
         """
-        return math.floor(self._clock() * 1000) / 1000
+        return self._clock()
 
     def issue_access(
         self, user_id: int, roles: tuple[str, ...], family: str, *, issued_at: float | None = None
