@@ -48,6 +48,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return problem_response(request, mapped)
     except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        if request.transport is None or request.transport.is_closing():
+            # The client went away (mid-body, say): nobody to answer, nothing broken here.
+            log.info("client disconnected during %s %s", request.method, request.path)
+            raise
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem_response(request, InternalError("An internal error occurred."))
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem_response(request, InternalError("An internal error occurred."))
