@@ -37,7 +37,7 @@ log = logging.getLogger("turnstile.wiring")
 _EMBEDDED_PLACEHOLDER_URL = "http://127.0.0.1"
 PUBLISHER_FLUSH_DEADLINE_S = 5.0
 # Keys read on every cached GET, kept in process memory while Redis's invalidation pushes flow
-# (app/clients/tracking.py): the default cache key `user:{id}`, the revocation cut-offs and the
+# (app/clients/redis/mirror.py): the default cache key `user:{id}`, the revocation cut-offs and the
 # sessions (refresh-token families) that access tokens name.
 MIRRORED_PREFIXES = ("turnstile:user:", "turnstile:auth:revoked:", "turnstile:auth:fam:")
 

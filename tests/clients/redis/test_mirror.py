@@ -1,4 +1,4 @@
-"""The local mirror of hot Redis keys: served from memory, never stale (app/clients/tracking.py)."""
+"""The local mirror of hot Redis keys: served from memory, never stale (app/clients/redis/mirror.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from app.clients.cache import RedisCache
 from app.clients.redis import RedisConnection
-from app.clients.tracking import MISSING, LocalMirror
+from app.clients.redis.mirror import MISSING, LocalMirror
 from plugins.auth.store import RedisTokenStore
 from plugins.cache.markers import new_tombstone
-from tests.clients.test_redis_connection import Proxy
+from tests.clients.redis.proxy import Proxy
 
 
 @pytest.fixture

@@ -1,0 +1,176 @@
+"""`RedisConnection`: the one Redis client per process, shared by the cache, token state, rate
+limits and outbox.
+
+`start()` never fails because Redis is down: the service boots degraded and the same object
+recovers when Redis comes back. Callers use `connection.client` and wrap commands in
+`redis_errors()` to get one exception type, `RedisUnavailable`, for "Redis is down or too
+slow". Keys read on every request go through `connection.get`, which answers from a
+`LocalMirror` (app/clients/redis/mirror.py) when the connection was built with
+`mirror_prefixes` and Redis's invalidation pushes are flowing.
+
+The pieces, each in its own module: the URL forms (`urls`), the client factory (`factory`),
+coredis's patches (`patches`), the task owning the client (`owner`), the local mirror
+(`mirror`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, cast
+
+import coredis
+
+from app.clients.redis.factory import BuiltClient, Timeouts, make_client
+from app.clients.redis.mirror import MISSING, LocalMirror
+from app.clients.redis.owner import ClientOwner, Companion
+from app.clients.redis.urls import RedisTarget, Topology, parse_redis_url, redact_url
+
+
+class RedisConnection:
+    """The process's one coredis client, kept usable across Redis outages.
+
+    Args:
+        url: a `REDIS_URL` in one of the forms of app/clients/redis/urls.py.
+        socket_timeout_s: the longest wait for a reply (and for the connect handshake).
+        connect_timeout_s: the longest wait for a TCP (and TLS) connect.
+        mirror_prefixes: key prefixes whose values are kept in process memory while Redis's
+            invalidation pushes flow (not on a cluster: its keys live on many nodes, each of
+            which would need its own tracking connection).
+        mirror_max_entries: the bound on mirrored copies.
+
+    Raises:
+        ValueError: the URL's scheme or shape is not one this package supports.
+
+    A command on a down server fails within about ``connect_timeout_s + 2 * socket_timeout_s``
+    at worst (a server that accepts but hangs), and within milliseconds when the server refuses.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 0.5,
+        connect_timeout_s: float = 0.5,
+        mirror_prefixes: tuple[str, ...] = (),
+        mirror_max_entries: int = 10_000,
+    ) -> None:
+        self._url = url
+        self._target: RedisTarget = parse_redis_url(url)
+        self._timeouts = Timeouts(socket_s=socket_timeout_s, connect_s=connect_timeout_s)
+        self._owner: ClientOwner | None = None
+        self._slow_pings: set[asyncio.Task[bool]] = set()
+        self.mirror: LocalMirror | None = (
+            LocalMirror(
+                mirror_prefixes, max_entries=mirror_max_entries, check_primary=self._target.topology == "sentinel"
+            )
+            if mirror_prefixes and self._target.topology != "cluster"
+            else None
+        )
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def topology(self) -> Topology:
+        """``standalone``, ``sentinel`` or ``cluster``: what the URL names."""
+        return self._target.topology
+
+    async def get(self, key: str, *, decode: bool = True) -> Any:
+        """GET `key` (``str``, or ``bytes`` when not `decode`), from the local mirror when it can.
+
+        Raises coredis's errors like the client does (wrap it in `redis_errors()`). Whoever
+        writes a mirrored key through this connection calls `invalidate_local` after the write.
+        """
+        mirror = self.mirror
+        ticket = None
+        if mirror is not None:
+            entry = mirror.lookup(key)
+            if entry is not MISSING and entry[0] is decode:
+                return entry[1]
+            ticket = mirror.begin(key)
+        client = self.client
+        try:
+            if decode:
+                value: Any = await client.get(key)
+            else:
+                with client.decoding(False) as raw:
+                    value = await raw.get(key)
+        except BaseException:
+            if mirror is not None:
+                mirror.abandon(key, ticket)
+            raise
+        if mirror is not None:
+            mirror.complete(key, ticket, (decode, value))
+        return value
+
+    def invalidate_local(self, *keys: str) -> None:
+        """Drop this process's copies of `keys` (it has just written them)."""
+        if self.mirror is not None:
+            self.mirror.invalidate(*keys)
+
+    @property
+    def client(self) -> coredis.Redis[str]:
+        """The shared client (``decode_responses=True``); usable from any task while started.
+
+        Read it where you use it rather than keeping it: it is only valid between start and stop.
+        """
+        if self._owner is None:
+            msg = "RedisConnection is not started"
+            raise RuntimeError(msg)
+        # A cluster client is a `RedisCluster[str]`: the same command surface, typed apart.
+        return cast("coredis.Redis[str]", self._owner.built.client)
+
+    @property
+    def started(self) -> bool:
+        return self._owner is not None
+
+    async def start(self) -> None:
+        """Build the client and start the task that owns it; returns even when Redis is down."""
+        if self._owner is not None:
+            msg = "RedisConnection is already started"
+            raise RuntimeError(msg)
+        built = make_client(self._url, self._target, self._timeouts)
+        self._owner = ClientOwner(built, name=f"redis-owner {redact_url(self._url)}", companions=self._companions())
+        await self._owner.start()
+
+    async def stop(self) -> None:
+        """Leave the client's context in its owner task and wait for it; idempotent."""
+        owner, self._owner = self._owner, None
+        if owner is not None:
+            await owner.stop()
+
+    async def ping(self) -> bool:
+        """True when Redis answers PING within the timeouts; never raises.
+
+        The command is not cancelled on timeout (see app/clients/redis/patches.py): it is left
+        to finish by itself within coredis's own timeouts.
+        """
+        if self._owner is None:
+            return False
+        task = asyncio.ensure_future(self._ping())
+        bound = self._timeouts.connect_s + 2 * self._timeouts.socket_s
+        done, _ = await asyncio.wait({task}, timeout=bound)
+        if task in done:
+            return task.result()
+        self._slow_pings.add(task)  # keep a reference until it ends by itself
+        task.add_done_callback(self._slow_pings.discard)
+        return False
+
+    async def _ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except Exception:  # ping reports, it does not raise: any failure means "not ready"
+            return False
+
+    def _companions(self) -> list[Companion]:
+        """What runs beside the client while its context is held."""
+        mirror = self.mirror
+        if mirror is None:
+            return []
+        timeout_s = self._timeouts.pool_s
+
+        async def track(built: BuiltClient) -> None:
+            await mirror.run(built.client.connection_pool, timeout_s=timeout_s)
+
+        return [track]
