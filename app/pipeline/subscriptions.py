@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from app.clients.consumer import Consumer
+from app.clients.amqp import Consumer
 from app.keys import pipelines_key, settings_key
 from app.models.events import Event
 from app.pipeline.types import MessageHandler, MessageStep, SubscriptionConfig, SubscriptionContext

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.clients.consumer import RETRIES_HEADER
+from app.clients.amqp.retries import RETRIES_HEADER
 from tests.integration.amqp_capture import (
     capture,
     eventually,

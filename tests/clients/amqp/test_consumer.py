@@ -11,7 +11,7 @@ import pytest
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from prometheus_client import REGISTRY
 
-from app.clients.consumer import Consumer
+from app.clients.amqp import Consumer
 from app.models.events import Event
 from tests.services import start_service, stop_service
 

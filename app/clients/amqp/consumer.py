@@ -1,0 +1,207 @@
+"""`Consumer`: one subscription's actor (contract §9, reactive side).
+
+Each consumer holds its own `BrokerLink` (app/clients/amqp/link.py), which declares the
+subscription's topology (app/clients/amqp/topology.py) at every (re)connect and reconnects
+with backoff. A message is acked after its handler returns. A message that is not an `Event`
+is dead-lettered at once. A handler failure is retried a bounded number of times
+(app/clients/amqp/retries.py), then the message is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, final
+
+from aiormq.abc import AbstractChannel, DeliveredMessage
+
+from app.clients.amqp.link import CONNECTION_ERRORS, BrokerLink, LinkState, Opened
+from app.clients.amqp.metrics import EVENTS_CONSUMED
+from app.clients.amqp.retries import RepublishRetries
+from app.clients.amqp.topology import QueueTopology
+from app.models.events import Event, EventDecodeError
+
+log = logging.getLogger(__name__)
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+
+@final
+class Consumer:
+    """A subscription to `exchange` through a durable `queue`, handled by `handler`.
+
+    Args:
+        url: `amqp://` or `amqps://` URL.
+        exchange: the durable topic exchange the events are published to.
+        queue: this subscription's durable queue (its name labels the metrics).
+        bindings: routing-key patterns, e.g. ``["user.updated", "user.deleted"]``.
+        handler: awaited once per attempt; raising means "failed, retry".
+        prefetch: unacked messages in flight (and so handlers running) at once.
+        max_retries: retries after the first failure before the message is dead-lettered.
+        retry_delay_s, retry_delay_max_s: the wait before each retry (see `RepublishRetries`).
+        stop_grace_s: how long `stop()` lets running handlers finish before it closes the
+            channel (unfinished messages are then redelivered).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        exchange: str,
+        queue: str,
+        bindings: Sequence[str],
+        handler: EventHandler,
+        prefetch: int = 16,
+        max_retries: int = 3,
+        retry_delay_s: float = 1.0,
+        retry_delay_max_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        reconnect_base_s: float = 0.5,
+        reconnect_max_s: float = 30.0,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        self.topology = QueueTopology(exchange, queue, tuple(bindings))
+        self._handler = handler
+        self._prefetch = prefetch
+        self._retries = RepublishRetries(queue, max_retries, retry_delay_s, retry_delay_max_s)
+        self._link = BrokerLink(
+            url,
+            name=f"consumer {queue}",
+            prepare=self._subscribe,
+            confirms=True,  # confirms the retry copies
+            connect_timeout_s=connect_timeout_s,
+            reconnect_base_s=reconnect_base_s,
+            reconnect_max_s=reconnect_max_s,
+            on_state=self._on_link_state,
+        )
+        self._stop_grace_s = stop_grace_s
+        self._state = "stopped"
+        self._task: asyncio.Task[None] | None = None
+        self._stopping: asyncio.Future[None] | None = None
+        self._handling: set[asyncio.Task[Any]] = set()
+        self._consumer_tag: str | None = None
+
+    @property
+    def exchange(self) -> str:
+        return self.topology.exchange
+
+    @property
+    def queue(self) -> str:
+        return self.topology.queue
+
+    @property
+    def bindings(self) -> tuple[str, ...]:
+        return self.topology.bindings
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return self.topology.dead_letter_exchange
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return self.topology.dead_letter_queue
+
+    @property
+    def state(self) -> str:
+        """``connecting``, ``connected``, ``disconnected`` or ``stopped``."""
+        return self._state
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._stopping = asyncio.get_running_loop().create_future()
+        self._task = asyncio.create_task(self._run(), name=f"amqp-consumer:{self.queue}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        assert self._stopping is not None
+        if not self._stopping.done():
+            self._stopping.set_result(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(task), self._stop_grace_s + self._link.connect_timeout_s)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._state = "stopped"
+
+    # --- the actor ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._stopping is not None
+        await self._link.run(self._session, self._stopping)
+        self._state = "stopped"
+
+    async def _subscribe(self, channel: AbstractChannel) -> None:
+        await self.topology.declare(channel)
+        await channel.basic_qos(prefetch_count=self._prefetch)
+        consuming = await channel.basic_consume(self.queue, self._on_message, no_ack=False)
+        self._consumer_tag = consuming.consumer_tag
+
+    async def _session(self, opened: Opened) -> None:
+        """Consume until stop (then let running handlers finish) or until the connection is lost."""
+        assert self._stopping is not None
+        await asyncio.wait([*opened.lost, self._stopping], return_when=asyncio.FIRST_COMPLETED)
+        if not opened.is_lost():
+            await self._drain_handlers(opened.channel)
+
+    async def _drain_handlers(self, channel: AbstractChannel) -> None:
+        """Stop taking messages, then give running handlers `stop_grace_s` to finish."""
+        if self._consumer_tag is not None:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await channel.basic_cancel(self._consumer_tag)
+        if self._handling:
+            await asyncio.wait(self._handling, timeout=self._stop_grace_s)
+
+    def _on_link_state(self, state: LinkState) -> None:
+        self._state = state
+
+    # --- one message -------------------------------------------------------------------------
+
+    async def _on_message(self, message: DeliveredMessage) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handling.add(task)
+        try:
+            await self._handle(message)
+        except CONNECTION_ERRORS as exc:
+            # The ack or the retry copy could not be sent: the broker redelivers the message.
+            log.warning("consumer %s could not settle a message: %r", self.queue, exc)
+        finally:
+            self._handling.discard(task)
+
+    async def _handle(self, message: DeliveredMessage) -> None:
+        tag = message.delivery_tag
+        assert tag is not None
+        try:
+            event = Event.from_json(message.body)
+        except EventDecodeError as exc:
+            log.error(
+                "consumer %s: dead-lettering a message that is not an event (message_id %s): %s",
+                self.queue,
+                message.header.properties.message_id,
+                exc,
+            )
+            await message.channel.basic_reject(tag, requeue=False)
+            EVENTS_CONSUMED.labels(self.queue, "dead_lettered").inc()
+            return
+        try:
+            await self._handler(event)
+        except Exception:  # a handler's failure of any kind is what retries are for
+            log.exception(
+                "consumer %s: handler failed for event %s (%s), attempt %d of %d",
+                self.queue,
+                event.id,
+                event.type,
+                self._retries.attempt(message) + 1,
+                self._retries.max_retries + 1,
+                extra={"request_id": event.request_id},
+            )
+            await self._retries.failed(message)
+            return
+        await message.channel.basic_ack(tag)
+        EVENTS_CONSUMED.labels(self.queue, "acked").inc()
