@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from app.keys import readiness_key
@@ -14,10 +16,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """``{"status", "checks": {dependency: state}, "details"?: {dependency: {...}}}``."""
     readiness = request.app[readiness_key]
     ready, checks = await readiness.report()
     status = "ready" if ready else ("not_ready" if readiness.phase.value == "ready" else readiness.phase.value)
-    return web.json_response({"status": status, "checks": checks}, status=200 if ready else 503)
+    body: dict[str, Any] = {"status": status, "checks": checks}
+    details = readiness.describe()
+    if details:
+        body["details"] = details
+    return web.json_response(body, status=200 if ready else 503)
 
 
 def setup_health_routes(app: web.Application) -> None:

@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiormq
-import coredis
 import orjson
 import pytest
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -27,6 +26,7 @@ from pamqp.commands import Basic
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Client, redis_db_url
+from tests.services import flush_redis
 
 POLL_S = 0.1
 
@@ -202,9 +202,7 @@ async def fresh_redis_db(request: pytest.FixtureRequest) -> str:
     """What the `redis_db` fixture gives, for a test whose parameter decides if it needs Redis
     (an async fixture cannot be fetched with getfixturevalue from a running loop)."""
     url = redis_db_url(request.getfixturevalue("redis_url"))
-    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with redis:
-        await redis.flushdb()
+    await flush_redis(url)
     return url
 
 

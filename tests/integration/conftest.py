@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
-import coredis
 import orjson
 import pytest
 from aiohttp import ClientResponse, web
@@ -23,7 +22,7 @@ from aiohttp.test_utils import TestClient
 from app.dataservice import start_dataservice
 from app.main import create_app
 from app.settings import Settings, load_settings
-from tests.services import ROOT
+from tests.services import ROOT, flush_redis, is_cluster
 
 DEFAULT_PIPELINES = ROOT / "pipelines.toml"
 INTEGRATION_REDIS_DB = 15
@@ -35,6 +34,9 @@ Client = TestClient[web.Request, web.Application]
 
 
 def redis_db_url(redis_url: str, db: int = INTEGRATION_REDIS_DB) -> str:
+    """`redis_url` on database `db`; a cluster has database 0 only, and its URL is kept."""
+    if is_cluster(redis_url):
+        return redis_url
     parts = urlsplit(redis_url)
     return urlunsplit(parts._replace(path=f"/{db}"))
 
@@ -43,9 +45,7 @@ def redis_db_url(redis_url: str, db: int = INTEGRATION_REDIS_DB) -> str:
 async def redis_db(redis_url: str) -> str:
     """A Redis URL on a database emptied for this test."""
     url = redis_db_url(redis_url)
-    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with client:
-        await client.flushdb()
+    await flush_redis(url)
     return url
 
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import coredis
 import pytest
 from aiormq.abc import DeliveredMessage
 
@@ -27,7 +26,7 @@ from tests.integration.amqp_capture import (
     wait_disconnected,
 )
 from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, redis_db_url, register
-from tests.services import start_service, stop_service
+from tests.services import flush_redis, redis_client, start_service, stop_service
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 PUBLIC_USER_KEYS = {"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"}
@@ -48,9 +47,7 @@ async def outbox_redis_db(redis_url: str) -> str:
     whole outage, and other modules' tests (run at the same time while developing) empty
     INTEGRATION_REDIS_DB whenever they start."""
     url = redis_db_url(redis_url, OUTBOX_REDIS_DB)
-    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with redis:
-        await redis.flushdb()
+    await flush_redis(url)
     return url
 
 
@@ -201,8 +198,7 @@ async def test_events_left_at_shutdown_are_delivered_by_the_next_start(
         request_id = rid("before-shutdown")
         user = await create_user(first, admin, "ann@example.com", request_id)
         await first.close()
-        outbox: coredis.Redis[str] = coredis.Redis.from_url(redis_db, decode_responses=True)
-        async with outbox:
+        async with redis_client(redis_db) as outbox:
             assert await outbox.llen(DEFAULT_REDIS_KEY) == 1
     finally:
         await start_service("rabbitmq")

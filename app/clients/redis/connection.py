@@ -8,19 +8,27 @@ slow". Keys read on every request go through `connection.get`, which answers fro
 `LocalMirror` (app/clients/redis/mirror.py) when the connection was built with
 `mirror_prefixes` and Redis's invalidation pushes are flowing.
 
+`connection.health` knows whether Redis answers, node by node (app/clients/redis/health.py):
+`/readyz` shows it, and it logs each outage once and each recovery once.
+
 The pieces, each in its own module: the URL forms (`urls`), the client factory (`factory`),
-coredis's patches (`patches`), the task owning the client (`owner`), the local mirror
-(`mirror`).
+coredis's patches (`patches`, and `cluster` for the cluster pool), the task owning the client
+(`owner`), the local mirror (`mirror`), the health checks (`health`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import coredis
 
+from app.clients.redis.cluster import ClusterPool
+from app.clients.redis.errors import describe
 from app.clients.redis.factory import BuiltClient, Timeouts, make_client
+from app.clients.redis.health import DEFAULT_INTERVAL_S, RedisHealth
 from app.clients.redis.mirror import MISSING, LocalMirror
 from app.clients.redis.owner import ClientOwner, Companion
 from app.clients.redis.urls import RedisTarget, Topology, parse_redis_url, redact_url
@@ -37,6 +45,7 @@ class RedisConnection:
             invalidation pushes flow (not on a cluster: its keys live on many nodes, each of
             which would need its own tracking connection).
         mirror_max_entries: the bound on mirrored copies.
+        health_interval_s: the time between two health checks.
 
     Raises:
         ValueError: the URL's scheme or shape is not one this package supports.
@@ -53,12 +62,15 @@ class RedisConnection:
         connect_timeout_s: float = 0.5,
         mirror_prefixes: tuple[str, ...] = (),
         mirror_max_entries: int = 10_000,
+        health_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self._url = url
         self._target: RedisTarget = parse_redis_url(url)
         self._timeouts = Timeouts(socket_s=socket_timeout_s, connect_s=connect_timeout_s)
         self._owner: ClientOwner | None = None
-        self._slow_pings: set[asyncio.Task[bool]] = set()
+        self._slow_pings: set[asyncio.Future[Any]] = set()
+        self.health = RedisHealth(f"Redis ({self.topology})", self._probe, interval_s=health_interval_s)
+        self._checking: asyncio.Task[None] | None = None
         self.mirror: LocalMirror | None = (
             LocalMirror(
                 mirror_prefixes, max_entries=mirror_max_entries, check_primary=self._target.topology == "sentinel"
@@ -126,16 +138,25 @@ class RedisConnection:
         return self._owner is not None
 
     async def start(self) -> None:
-        """Build the client and start the task that owns it; returns even when Redis is down."""
+        """Build the client, start the task that owns it and check its health once; returns
+        even when Redis is down."""
         if self._owner is not None:
             msg = "RedisConnection is already started"
             raise RuntimeError(msg)
         built = make_client(self._url, self._target, self._timeouts)
         self._owner = ClientOwner(built, name=f"redis-owner {redact_url(self._url)}", companions=self._companions())
         await self._owner.start()
+        await self.health.check()
+        self._checking = asyncio.create_task(self.health.run(), name="redis-health")
 
     async def stop(self) -> None:
-        """Leave the client's context in its owner task and wait for it; idempotent."""
+        """Stop the health checks, leave the client's context in its owner task and wait for
+        it; idempotent."""
+        checking, self._checking = self._checking, None
+        if checking is not None:
+            checking.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checking
         owner, self._owner = self._owner, None
         if owner is not None:
             await owner.stop()
@@ -162,6 +183,46 @@ class RedisConnection:
             return bool(await self.client.ping())
         except Exception:  # ping reports, it does not raise: any failure means "not ready"
             return False
+
+    async def _probe(self) -> dict[str, str | None]:
+        """One round of health checks: each node (each master of a cluster), and why it does
+        not answer (None when it does)."""
+        owner = self._owner
+        if self._target.topology == "cluster":
+            pool = owner.built.client.connection_pool if owner is not None and owner.held else None
+            if not isinstance(pool, ClusterPool) or not pool.primaries():
+                return {f"{host}:{port}": "cluster not reachable" for host, port in self._target.nodes}
+            primaries = pool.primaries()
+            answers = await asyncio.gather(*(pool.probe(address) for address in primaries))
+            return {f"{host}:{port}": why for (host, port), why in zip(primaries, answers, strict=True)}
+        return {self._node_name(): await self._ping_reason()}
+
+    async def _ping_reason(self) -> str | None:
+        if self._owner is None:
+            return "not started"
+        task = asyncio.ensure_future(self._answer())
+        bound = self._timeouts.connect_s + 2 * self._timeouts.socket_s
+        done, _ = await asyncio.wait({task}, timeout=bound)
+        if task not in done:
+            self._slow_pings.add(task)  # not cancelled (see ping); it ends within coredis's timeouts
+            task.add_done_callback(self._slow_pings.discard)
+            return f"no answer within {bound:.1f} s"
+        return task.result()
+
+    async def _answer(self) -> str | None:
+        try:
+            await self.client.ping()
+        except Exception as exc:  # the health check reports, it does not raise
+            return describe(exc)
+        return None
+
+    def _node_name(self) -> str:
+        if self._target.topology == "sentinel":
+            return f"primary of {self._target.service}"
+        parts = urlsplit(self._url)
+        if parts.scheme == "unix":
+            return parts.path
+        return f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
 
     def _companions(self) -> list[Companion]:
         """What runs beside the client while its context is held."""

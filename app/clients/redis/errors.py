@@ -23,6 +23,10 @@ class RedisUnavailable(Exception):
     """Redis is down, unreachable or too slow to answer within the configured timeouts."""
 
 
+class NodeDown(ConnectionError):
+    """A cluster command for a slot of a master known to be unreachable (not sent, not retried)."""
+
+
 UNAVAILABLE: Final = (
     ConnectionError,  # refused, reset, handshake failed (also BusyLoadingError)
     TimeoutError,  # no reply within the stream timeout, no slot within the pool timeout

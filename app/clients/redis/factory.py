@@ -17,7 +17,8 @@ from coredis.exceptions import ClusterDownError, TryAgainError
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 from coredis.typing import Node
 
-from app.clients.redis.patches import FastRetryPolicy, Pool, SentinelPool
+from app.clients.redis.cluster import ClusterPool
+from app.clients.redis.patches import FastRetryPolicy, Pool, SentinelPool, close_cluster_streams
 from app.clients.redis.urls import RedisTarget
 
 
@@ -45,6 +46,10 @@ class BuiltClient:
 
     client: Any
     sentinel: coredis.Sentinel[str] | None = None
+
+    def close(self) -> None:
+        """Release what coredis leaves open once the client is done for good."""
+        close_cluster_streams(self.client)
 
     @contextlib.asynccontextmanager
     async def entered(self) -> AsyncIterator[None]:
@@ -79,6 +84,10 @@ def make_client(url: str, target: RedisTarget, timeouts: Timeouts) -> BuiltClien
         return BuiltClient(primary, sentinel)
     cluster = coredis.RedisCluster(
         startup_nodes=[Node(host=host, port=port) for host, port in target.nodes],
+        connection_pool_cls=ClusterPool,
+        # The layout comes from the first node that answers: checking every node's
+        # `cluster-require-full-coverage` would dial the masters that are down, at every refresh.
+        skip_full_coverage_check=True,
         username=target.username,
         password=target.password,
         ssl=target.tls,

@@ -61,6 +61,7 @@ class ClientOwner:
             return
         self._stopping.set()
         await task
+        self.built.close()
 
     async def _own(self) -> None:
         backoff = Backoff(BACKOFF_BASE_S, BACKOFF_MAX_S)

@@ -7,7 +7,8 @@
   `max_connections` are lost every command waits forever. `RepairingPoolMixin` gives the slot
   back. The cluster pool is not patched this way: do not cancel commands on a cluster.
 - A connection whose connect fails never closes the buffers it made in ``__init__``, and each
-  one warns (`ResourceWarning`) when it is collected: `close_buffers`.
+  one warns (`ResourceWarning`) when it is collected: `close_buffers`. A cluster client's
+  layout never closes its error stream: `close_cluster_streams`, once the client is done.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from coredis.exceptions import ConnectionError
 from coredis.pool import ConnectionPool, SentinelConnectionPool
 from coredis.retry import ConstantRetryPolicy
 
-from app.clients.redis.errors import caused_by_timeout
+from app.clients.redis.errors import NodeDown, caused_by_timeout
 
 # The anyio streams a coredis 6.9 connection makes in ``__init__``; its `run` closes them only
 # once it gets going.
@@ -42,14 +43,22 @@ def close_buffers(connection: Any) -> None:
         getattr(connection, name).close()
 
 
+def close_cluster_streams(client: Any) -> None:
+    """Close the streams a `RedisCluster`'s layout opened; nothing for other clients."""
+    layout = getattr(client.connection_pool, "cluster_layout", None)
+    for stream in getattr(layout, "_error_stream", ()):
+        stream.close()
+
+
 class FastRetryPolicy(ConstantRetryPolicy):
-    """Retry a connection error once (a connection that died under a command), never a timeout."""
+    """Retry a connection error once (a connection that died under a command), never a timeout
+    and never a cluster node known to be down."""
 
     def __init__(self) -> None:
         super().__init__((ConnectionError,), retries=1, delay=0.01)
 
     def will_retry(self, exc: BaseException) -> bool:
-        return super().will_retry(exc) and not caused_by_timeout(exc)
+        return super().will_retry(exc) and not caused_by_timeout(exc) and not isinstance(exc, NodeDown)
 
 
 _dialing: contextvars.ContextVar[BaseConnection | None] = contextvars.ContextVar(
