@@ -9,7 +9,9 @@ slow". Keys read on every request go through `connection.get`, which answers fro
 `mirror_prefixes` and Redis's invalidation pushes are flowing.
 
 `connection.health` knows whether Redis answers, node by node (app/clients/redis/health.py):
-`/readyz` shows it, and it logs each outage once and each recovery once.
+`/readyz` shows it, and it logs each outage once and each recovery once. `connection.pending`
+keeps the writes that could not be made during an outage and makes them after each check
+(app/clients/redis/pending.py).
 
 The pieces, each in its own module: the URL forms (`urls`), the client factory (`factory`),
 coredis's patches (`patches`, and `cluster` for the cluster pool), the task owning the client
@@ -28,9 +30,10 @@ import coredis
 from app.clients.redis.cluster import ClusterPool
 from app.clients.redis.errors import describe
 from app.clients.redis.factory import BuiltClient, Timeouts, make_client
-from app.clients.redis.health import DEFAULT_INTERVAL_S, RedisHealth
+from app.clients.redis.health import DEFAULT_INTERVAL_S, HealthState, RedisHealth
 from app.clients.redis.mirror import MISSING, LocalMirror
 from app.clients.redis.owner import ClientOwner, Companion
+from app.clients.redis.pending import PendingWrites
 from app.clients.redis.urls import RedisTarget, Topology, parse_redis_url, redact_url
 
 
@@ -70,6 +73,8 @@ class RedisConnection:
         self._owner: ClientOwner | None = None
         self._slow_pings: set[asyncio.Future[Any]] = set()
         self.health = RedisHealth(f"Redis ({self.topology})", self._probe, interval_s=health_interval_s)
+        self.pending = PendingWrites()
+        self.health.on_checked.append(self._replay_pending)
         self._checking: asyncio.Task[None] | None = None
         self.mirror: LocalMirror | None = (
             LocalMirror(
@@ -183,6 +188,10 @@ class RedisConnection:
             return bool(await self.client.ping())
         except Exception:  # ping reports, it does not raise: any failure means "not ready"
             return False
+
+    async def _replay_pending(self, state: HealthState) -> None:
+        if len(self.pending) and state != "down" and self._owner is not None:
+            await self.pending.replay()
 
     async def _probe(self) -> dict[str, str | None]:
         """One round of health checks: each node (each master of a cluster), and why it does
