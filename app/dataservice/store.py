@@ -3,6 +3,11 @@
 aiosqlite runs every statement on its own thread, so the event loop never blocks on disk.
 One connection serves the whole app in autocommit mode: every write is a single statement,
 and an `asyncio.Lock` keeps a page and its count from seeing different states.
+
+`sessions_revoked_at` (contract §7) is the durable record of a user-level revocation: tokens
+issued before it are dead. It only moves forward (a write keeps the later of the stored and
+the given time, so a late or repeated revocation can never revive tokens), and changing it
+alone does not change `updated_at`: it is not part of the user Turnstile answers with.
 """
 
 from __future__ import annotations
@@ -36,17 +41,22 @@ CREATE TABLE IF NOT EXISTS users (
     roles         TEXT    NOT NULL DEFAULT '[]',
     is_active     INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
     created_at    TEXT    NOT NULL,
-    updated_at    TEXT    NOT NULL
+    updated_at    TEXT    NOT NULL,
+    sessions_revoked_at TEXT
 ) STRICT
 """
+# Files made before `sessions_revoked_at` existed get the column when they are opened.
+_ADD_REVOKED_AT: Final = "ALTER TABLE users ADD COLUMN sessions_revoked_at TEXT"
+
 _MUTABLE: Final = ("email", "password_hash", "full_name", "roles", "is_active")
 _INSERT: Final = """
 INSERT INTO users (email, password_hash, full_name, roles, is_active, created_at, updated_at)
 VALUES (:email, :password_hash, :full_name, :roles, :is_active, :now, :now)
-RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at
+RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at, sessions_revoked_at
 """
 # One fixed statement for every PATCH: `set_<column>` says whether that column changes, so
 # setting full_name to NULL differs from leaving it alone, and no SQL is built from input.
+# The RFC 3339 times all share one UTC format, so the later one is the larger text.
 _UPDATE: Final = """
 UPDATE users SET
     email         = IIF(:set_email, :email, email),
@@ -54,17 +64,20 @@ UPDATE users SET
     full_name     = IIF(:set_full_name, :full_name, full_name),
     roles         = IIF(:set_roles, :roles, roles),
     is_active     = IIF(:set_is_active, :is_active, is_active),
-    updated_at    = :now
+    sessions_revoked_at = IIF(
+        :set_sessions_revoked_at AND (sessions_revoked_at IS NULL OR :sessions_revoked_at > sessions_revoked_at),
+        :sessions_revoked_at, sessions_revoked_at),
+    updated_at    = IIF(:set_public, :now, updated_at)
 WHERE id = :id
-RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at
+RETURNING id, email, password_hash, full_name, roles, is_active, created_at, updated_at, sessions_revoked_at
 """
 _GET: Final = """
-SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at FROM users
+SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at, sessions_revoked_at FROM users
 WHERE id = :id
 """
 _COUNT: Final = "SELECT COUNT(*) FROM users WHERE (:email IS NULL OR email = :email)"
 _PAGE: Final = """
-SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at FROM users
+SELECT id, email, password_hash, full_name, roles, is_active, created_at, updated_at, sessions_revoked_at FROM users
 WHERE (:email IS NULL OR email = :email)
 ORDER BY id LIMIT :limit OFFSET :offset
 """
@@ -83,6 +96,7 @@ class UserChanges(TypedDict, total=False):
     full_name: str | None
     roles: list[str]
     is_active: bool
+    sessions_revoked_at: str  # RFC 3339 UTC as `utc_now` writes it; only a later one is kept
 
 
 @attrs.frozen(kw_only=True)
@@ -108,6 +122,7 @@ class UserRecord:
     is_active: bool
     created_at: str
     updated_at: str
+    sessions_revoked_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -115,7 +130,12 @@ class UserRecord:
 
 def utc_now() -> str:
     """Now as RFC 3339 UTC with microseconds and a `Z`, so consecutive writes order as text."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_text(datetime.now(UTC))
+
+
+def utc_text(moment: datetime) -> str:
+    """`moment` in the one format every stored time has (RFC 3339, UTC, microseconds, `Z`)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _record(row: sqlite3.Row) -> UserRecord:
@@ -128,6 +148,7 @@ def _record(row: sqlite3.Row) -> UserRecord:
         is_active=bool(row["is_active"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        sessions_revoked_at=row["sessions_revoked_at"],
     )
 
 
@@ -157,6 +178,10 @@ class UserStore:
             await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             await conn.execute("PRAGMA synchronous=NORMAL")
             await conn.execute(_SCHEMA)
+            async with conn.execute("PRAGMA table_info(users)") as cur:
+                columns = {row["name"] for row in await cur.fetchall()}
+            if "sessions_revoked_at" not in columns:
+                await conn.execute(_ADD_REVOKED_AT)
         except BaseException:
             await conn.close()
             raise
@@ -205,6 +230,9 @@ class UserStore:
         for name in _MUTABLE:
             params[f"set_{name}"] = name in changes
             params[name] = _column_value(name, changes.get(name))
+        params["set_public"] = any(name in changes for name in _MUTABLE)
+        params["set_sessions_revoked_at"] = "sessions_revoked_at" in changes
+        params["sessions_revoked_at"] = changes.get("sessions_revoked_at")
         async with self._lock:
             row = await self._fetch_one(_UPDATE, params, changes.get("email"))
         return None if row is None else _record(row)
