@@ -88,6 +88,7 @@ class LoginStep:
             raise Forbidden(msg)
         if self.config.rehash and self.services.hasher.needs_rehash(password_hash):
             await self._rehash(int(user["id"]), password, request_id)
+        await self.services.revocations.seen(int(user["id"]), user)
         return await issue_pair(self.services, int(user["id"]), _roles(user), issued_at)
 
     async def _rehash(self, user_id: int, password: str, request_id: str | None) -> None:
@@ -142,6 +143,7 @@ class RefreshStep:
                 await self.services.store.revoke_family(claims.family)
             msg = "The account no longer exists or is disabled."
             raise unauthorized(msg)
+        await self.services.revocations.seen(claims.user_id, reply.data)
         return reply.data
 
 

@@ -21,10 +21,12 @@ from app import (
     RedisUnavailable,
     ServiceUnavailable,
     Unauthorized,
+    data_service_key,
     hasher_for,
     redis_key,
     settings_key,
 )
+from plugins.auth.revocations import LocalRevocations, RecordRevocations, RedisRevocations, Revocations
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
 from plugins.auth.tokens import ACCESS, Claims, Issued, Tokens, tokens_for
 
@@ -36,6 +38,7 @@ class AuthServices:
     tokens: Tokens
     store: TokenStore
     hasher: PasswordHasher
+    revocations: Revocations
 
     async def start_session(self, user_id: int, roles: tuple[str, ...], issued_at: float) -> tuple[Issued, Issued]:
         """A new session (refresh-token family): its first access and refresh tokens.
@@ -57,7 +60,7 @@ class AuthServices:
     async def check_not_overtaken(self, user_id: int, family: str, issued_at: float) -> None:
         """401, ending `family`, when the user's tokens were revoked at or after `issued_at`."""
         with store_errors():
-            cutoff = await self.store.revoked_until(user_id)
+            cutoff = await self.revocations.cutoff(user_id)
             if cutoff is not None and issued_at <= cutoff:
                 await self.store.revoke_family(family)
                 msg = "The account changed while signing in; sign in again."
@@ -67,11 +70,12 @@ class AuthServices:
         """Raise 401 when the user's tokens were revoked at or after this one was issued, or
         (for an access token) when its session ended.
 
-        With Redis down the mirrored store answers from this process's own record (see
-        `MirroredTokenStore`), so this raises 503 only for the memory store's impossibilities.
+        The cut-off is the newest this process, Redis and the data service record know (see
+        plugins/auth/revocations.py); with Redis down, sessions are checked against this
+        process's own record (`MirroredTokenStore`).
         """
         with store_errors():
-            cutoff = await self.store.revoked_until(claims.user_id)
+            cutoff = await self.revocations.cutoff(claims.user_id)
             if cutoff is not None and claims.iat <= cutoff:
                 msg = "The token has been revoked."
                 raise Unauthorized(msg)
@@ -91,21 +95,26 @@ def make_services(app: web.Application) -> AuthServices:
     local = MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
     store: TokenStore = local
     if redis is not None:
-        remote = RedisTokenStore(redis, revocation_ttl_s=revocation_ttl_s)
-        store = MirroredTokenStore(remote, local, on_fallback=_count_fallback)
-    return AuthServices(tokens_for(settings), store, hasher_for(settings))
+        store = MirroredTokenStore(RedisTokenStore(redis), local, on_fallback=_count_fallback)
+    revocations = Revocations(
+        LocalRevocations(ttl_s=revocation_ttl_s),
+        RecordRevocations(app[data_service_key]),
+        RedisRevocations(redis, ttl_s=revocation_ttl_s) if redis is not None else None,
+        on_fallback=_count_fallback,
+    )
+    return AuthServices(tokens_for(settings), store, hasher_for(settings), revocations)
 
 
 REVOCATION_FALLBACKS = Counter(
     "turnstile_auth_revocation_fallbacks_total",
-    "Access checks answered from the process-local revocation mirror because Redis was down",
+    "Access checks answered without Redis (sessions from this process's record, cut-offs from the data service)",
 )
 _outage_log = OutageLog(logging.getLogger("turnstile.auth"), "token state (Redis)")
 
 
-def _count_fallback() -> None:
+def _count_fallback(exc: BaseException) -> None:
     REVOCATION_FALLBACKS.inc()
-    _outage_log.warning("checking revocations (answered from this process's own record)")
+    _outage_log.warning("checking tokens (sessions from this process's record, cut-offs from the data service)", exc)
 
 
 def services_for(app: web.Application) -> AuthServices:

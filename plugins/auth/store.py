@@ -1,4 +1,5 @@
-"""Token state every instance shares: refresh-token families and per-user revocation.
+"""Sessions every instance shares: refresh-token families (user-level revocation cut-offs
+are in plugins/auth/revocations.py).
 
 Redis when the service has one (`RedisTokenStore`), process memory otherwise
 (`MemoryTokenStore`, the embedded default for one process).
@@ -9,14 +10,13 @@ Redis when the service has one (`RedisTokenStore`), process memory otherwise
   revoked. Logout revokes the family too.
 - An access token names its family (its session): it is accepted only while the family
   lives, so a logout or a detected reuse ends the session's access tokens at once too.
-- `revoke_user` records a cut-off time: every token of that user issued at or before it is
-  dead (access tokens included), which is how a deleted, disabled or re-passworded user's
-  tokens stop working at once.
+- Session state fails closed: a family whose record is missing (ended, expired, or lost with
+  a Redis node that restarted empty) is dead; its users log in again.
 
 Failure: when Redis is down every method of `RedisTokenStore` raises `RedisUnavailable`.
 Logins, refreshes and logouts then answer 503: families are never guessed. The per-request
 access check instead goes through `MirroredTokenStore`, which answers from this process's
-own record of revocations (see there), so reads keep working during a Redis outage as
+own record of ended sessions (see there), so reads keep working during a Redis outage as
 contract §8 asks.
 """
 
@@ -39,7 +39,7 @@ class Rotation(enum.Enum):
 
 
 class TokenStore(Protocol):
-    """Refresh-token families and per-user revocation cut-offs."""
+    """Refresh-token families."""
 
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         """Record `jti` as the current token of a new family that lives `ttl_s` seconds."""
@@ -52,12 +52,6 @@ class TokenStore(Protocol):
     async def family_alive(self, family: str) -> bool:
         """Whether the session `family` still lives (not logged out, reused, revoked or expired)."""
 
-    async def revoke_user(self, user_id: int) -> None:
-        """Every token of `user_id` issued until now is dead."""
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        """The cut-off of `user_id`: tokens with ``iat`` at or before it are dead (None: none)."""
-
 
 class MemoryTokenStore:
     """The embedded store: one process's memory, entries dropped when they expire."""
@@ -67,7 +61,6 @@ class MemoryTokenStore:
         # Families this process saw end, kept as long as their tokens could live: the
         # Redis-down fallback of `MirroredTokenStore` consults it.
         self._ended: dict[str, float] = {}
-        self._revoked: dict[int, tuple[float, float]] = {}
         self._revocation_ttl_s = revocation_ttl_s
         self._clock = clock
 
@@ -106,24 +99,6 @@ class MemoryTokenStore:
             return False
         return expires is not None
 
-    async def revoke_user(self, user_id: int) -> None:
-        self.remember(user_id, self._clock())
-
-    def remember(self, user_id: int, cutoff: float) -> None:
-        """Record a cut-off made elsewhere (the later one wins)."""
-        previous = self._revoked.get(user_id)
-        if previous is None or previous[0] < cutoff:
-            self._revoked[user_id] = (cutoff, self._clock() + self._revocation_ttl_s)
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        entry = self._revoked.get(user_id)
-        if entry is None:
-            return None
-        if entry[1] <= self._clock():
-            del self._revoked[user_id]
-            return None
-        return entry[0]
-
     def _prune(self) -> None:
         now = self._clock()
         for family in [f for f, (_, expires) in self._families.items() if expires <= now]:
@@ -148,20 +123,12 @@ _ROTATIONS: Final = {1: Rotation.ROTATED, -1: Rotation.REUSED, 0: Rotation.UNKNO
 
 
 class RedisTokenStore:
-    """The shared store: one Redis key per family (its current jti) and per revoked user.
+    """The shared store: one Redis key per family, ``{prefix}fam:{family}``, holding its current
+    jti, with the family's TTL."""
 
-    Keys: ``{prefix}fam:{family}`` and ``{prefix}revoked:{user_id}`` (a cut-off as text),
-    each with a TTL after which it no longer matters.
-    """
-
-    def __init__(
-        self, redis: RedisConnection, *, revocation_ttl_s: int, prefix: str = "turnstile:auth:",
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, redis: RedisConnection, *, prefix: str = "turnstile:auth:") -> None:
         self._redis = redis
-        self._revocation_ttl_s = revocation_ttl_s
         self._prefix = prefix
-        self._clock = clock
 
     # Family keys are mirrored locally (the access check reads one per request), so each
     # write also drops this process's copy at once instead of waiting for Redis's push.
@@ -195,39 +162,23 @@ class RedisTokenStore:
         with redis_errors():
             return await self._redis.get(self._family(family)) is not None
 
-    async def revoke_user(self, user_id: int) -> None:
-        key = self._revoked(user_id)
-        try:
-            with redis_errors():
-                await self._redis.client.set(key, repr(self._clock()), ex=self._revocation_ttl_s)
-        finally:
-            self._redis.invalidate_local(key)
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        with redis_errors():
-            value = await self._redis.get(self._revoked(user_id))
-        return None if value is None else float(value)
-
     def _family(self, family: str) -> str:
         return f"{self._prefix}fam:{family}"
 
-    def _revoked(self, user_id: int) -> str:
-        return f"{self._prefix}revoked:{user_id}"
-
 
 class MirroredTokenStore:
-    """The Redis store, with a process-local mirror of user revocations for a Redis outage.
+    """The Redis store, with this process's record of ended sessions for a Redis outage.
 
-    Every cut-off this process makes, hears of (the `user_changes` subscription delivers other
-    producers' deletions and deactivations) or reads from Redis is kept locally too. While
-    Redis is down the access check answers from that mirror instead of refusing every request:
-    the contract wants reads to keep working then. What it cannot know is a revocation another
-    instance made while both Redis and RabbitMQ were out of reach; that window is bounded by
-    the access token's lifetime (15 minutes by default). Families stay strict: rotation and
-    logout need Redis and answer 503 without it.
+    While Redis is down the access check answers from that record instead of refusing every
+    request: the contract wants reads to keep working then. What it cannot know is a session
+    another instance ended meanwhile (which could only be a reuse detected just before the
+    outage); that window is bounded by the access token's lifetime (15 minutes by default).
+    Families stay strict: rotation and logout need Redis and answer 503 without it.
     """
 
-    def __init__(self, remote: RedisTokenStore, local: MemoryTokenStore, *, on_fallback: Callable[[], None]) -> None:
+    def __init__(
+        self, remote: RedisTokenStore, local: MemoryTokenStore, *, on_fallback: Callable[[BaseException], None]
+    ) -> None:
         self.remote = remote
         self.local = local
         self._on_fallback = on_fallback
@@ -248,24 +199,10 @@ class MirroredTokenStore:
     async def family_alive(self, family: str) -> bool:
         try:
             alive = await self.remote.family_alive(family)
-        except RedisUnavailable:
+        except RedisUnavailable as exc:
             # Sessions live in Redis; without it only the ends this process saw are known.
-            self._on_fallback()
+            self._on_fallback(exc)
             return not self.local.ended(family)
         if not alive:
             self.local.remember_ended(family)
         return alive
-
-    async def revoke_user(self, user_id: int) -> None:
-        await self.local.revoke_user(user_id)  # first: it holds even when Redis is down
-        await self.remote.revoke_user(user_id)
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        try:
-            cutoff = await self.remote.revoked_until(user_id)
-        except RedisUnavailable:
-            self._on_fallback()
-            return await self.local.revoked_until(user_id)
-        if cutoff is not None:
-            self.local.remember(user_id, cutoff)
-        return cutoff

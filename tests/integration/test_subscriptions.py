@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from app.clients.amqp.retries import RETRIES_HEADER
+from app.models.events import utc_now_rfc3339
 from tests.integration.amqp_capture import (
     capture,
     eventually,
@@ -61,7 +62,7 @@ def foreign_event(event_type: str, data: dict[str, Any]) -> tuple[bytes, dict[st
     body = {
         "id": event_id,
         "type": event_type,
-        "occurred_at": "2026-11-28T07:00:00.000000Z",
+        "occurred_at": utc_now_rfc3339(),  # a revocation takes effect as of this moment
         "request_id": request_id,
         "data": data,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -16,7 +17,6 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 import plugins.auth
-from app.clients.redis import RedisUnavailable
 from app.errors import Conflict
 from app.hookspecs import hookimpl
 from app.keys import actor_key, body_key
@@ -359,28 +359,50 @@ async def test_revoke_tokens_after_a_patch(world: World, body: dict[str, Any], r
 
 
 async def test_revoke_tokens_on_user_events(world: World) -> None:
-    step_type = next(t for t in plugins.auth.register_steps() if t.name == "revoke-tokens")
-    assert step_type.build_for_message is not None
-    config = step_type.config_cls(user="{id}")
-    step = step_type.build_for_message(config, SubscriptionContext(world.client.app, "user_sessions"))
+    step = _message_step(world)
     seen: list[str] = []
 
     async def rest(event: Event) -> None:
         seen.append(event.type)
 
-    def event(kind: str, **data: Any) -> Event:
-        return Event(id="e", type=kind, occurred_at="2026-11-28T00:00:00Z", request_id="r", data=data)
-
     alice = await world.login("alice@example.com", "alice password")
     root = await world.login("root@example.com", "root password")
-    await step(event("user.updated", id=world.alice, is_active=True), rest)
-    await step(event("user.created", id=world.root, is_active=True), rest)
+    await step(_event("user.updated", id=world.alice, is_active=True), rest)
+    await step(_event("user.created", id=world.root, is_active=True), rest)
     assert (await world.client.get("/me", headers=bearer(alice["access_token"]))).status == 200
-    await step(event("user.updated", id=world.alice, is_active=False), rest)
-    await step(event("user.deleted", id=world.root), rest)
+    await step(_event("user.updated", id=world.alice, is_active=False), rest)
+    await step(_event("user.deleted", id=world.root), rest)
     assert (await world.client.get("/me", headers=bearer(alice["access_token"]))).status == 401
     assert (await world.client.get("/me", headers=bearer(root["access_token"]))).status == 401
     assert seen == ["user.updated", "user.created", "user.updated", "user.deleted"]
+
+
+async def test_an_event_revokes_as_of_when_it_happened_not_when_it_arrives(world: World) -> None:
+    step = _message_step(world)
+    deactivated = _event("user.updated", id=world.alice, is_active=False)  # then delayed in an outbox
+    await asyncio.sleep(0.002)  # tokens record their iat in whole milliseconds
+    alice = await world.login("alice@example.com", "alice password")  # re-enabled meanwhile, logged in
+
+    await step(deactivated, _nothing)
+
+    assert (await world.client.get("/me", headers=bearer(alice["access_token"]))).status == 200
+    refreshed = await world.client.post("/refresh", json={"refresh_token": alice["refresh_token"]})
+    assert refreshed.status == 200
+
+
+def _message_step(world: World) -> Any:
+    step_type = next(t for t in plugins.auth.register_steps() if t.name == "revoke-tokens")
+    assert step_type.build_for_message is not None
+    config = step_type.config_cls(user="{id}")
+    return step_type.build_for_message(config, SubscriptionContext(world.client.app, "user_sessions"))
+
+
+def _event(kind: str, **data: Any) -> Event:
+    return Event.create(kind, data, "r")
+
+
+async def _nothing(event: Event) -> None:
+    return None
 
 
 async def test_redis_down_access_checks_use_this_process_record(
@@ -393,11 +415,13 @@ async def test_redis_down_access_checks_use_this_process_record(
     pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, EchoPlugin()])
     client = await aiohttp_client(create_app(settings, pm=pm))
     services = services_for(client.app)
+    kept_id = await create_user(dataservice_url, services.hasher, "kept@example.com", "kept password")
+    gone_id = await create_user(dataservice_url, services.hasher, "gone@example.com", "gone password")
     # Sessions live in Redis: while it is down, only the ends this process saw are known.
-    kept = services.tokens.issue_access(1, ("user",), "session-1").token
-    revoked = services.tokens.issue_access(2, ("user",), "session-2").token
-    with pytest.raises(RedisUnavailable):
-        await services.store.revoke_user(2)  # Redis refuses, this process remembers
+    kept = services.tokens.issue_access(kept_id, ("user",), "session-1").token
+    revoked = services.tokens.issue_access(gone_id, ("user",), "session-2").token
+    # Redis refuses: this process and the data service record know it, Redis gets it later.
+    assert await services.revocations.revoke(gone_id) is False
     for path in ("/me", "/open"):
         assert (await client.get(path, headers=bearer(kept))).status == 200
     assert (await client.get("/me", headers=bearer(revoked))).status == 401

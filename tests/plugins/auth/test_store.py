@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -21,7 +20,7 @@ async def store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[To
     connection = RedisConnection(redis_url)
     await connection.start()
     try:
-        yield RedisTokenStore(connection, revocation_ttl_s=TTL, prefix=f"test:{unique}:")
+        yield RedisTokenStore(connection, prefix=f"test:{unique}:")
     finally:
         await connection.stop()
 
@@ -53,33 +52,24 @@ async def test_families_are_independent(store: TokenStore) -> None:
     assert await store.rotate("b", "jti-b", "jti-b2", TTL) is Rotation.ROTATED
 
 
-async def test_revoke_user_records_a_cutoff(store: TokenStore) -> None:
-    assert await store.revoked_until(41) is None
-    before = time.time()
-    await store.revoke_user(41)
-    cutoff = await store.revoked_until(41)
-    assert cutoff is not None
-    assert before <= cutoff <= time.time()
-    assert await store.revoked_until(42) is None
-
-
 async def test_memory_entries_expire() -> None:
     now = [1000.0]
     store = MemoryTokenStore(revocation_ttl_s=10, clock=lambda: now[0])
     await store.start_family("fam", "jti-1", 5)
-    await store.revoke_user(1)
+    await store.revoke_family("ended")
+    assert store.ended("ended")
     now[0] += 11
     assert await store.rotate("fam", "jti-1", "jti-2", 5) is Rotation.UNKNOWN
-    assert await store.revoked_until(1) is None
+    assert not store.ended("ended")
 
 
 async def test_redis_down_raises_redis_unavailable() -> None:
     connection = RedisConnection("redis://127.0.0.1:1/0")  # nothing listens there
     await connection.start()
     try:
-        store = RedisTokenStore(connection, revocation_ttl_s=TTL)
+        store = RedisTokenStore(connection)
         calls: list[Callable[[], Awaitable[Any]]] = [
-            lambda: store.revoked_until(1), lambda: store.revoke_user(1),
+            lambda: store.family_alive("f"),
             lambda: store.start_family("f", "j", TTL), lambda: store.rotate("f", "j", "k", TTL),
             lambda: store.revoke_family("f"),
         ]
