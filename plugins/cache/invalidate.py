@@ -31,6 +31,7 @@ from app import (
     SubscriptionContext,
     Template,
     cache_backend_key,
+    committed_key,
     template_placeholders,
 )
 from plugins.cache.config import CacheInvalidateConfig
@@ -46,7 +47,8 @@ CACHE_INVALIDATIONS = Counter(
 @final
 @attrs.frozen
 class CacheInvalidateStep:
-    """After a 2xx answer, tombstone the keys, or defer it while the backend is down; the write stands."""
+    """After a 2xx answer or a committed write (`committed_key`, even when a later step failed),
+    tombstone the keys, or defer it while the backend is down; the write stands."""
 
     keys: tuple[Template, ...]
     cache: CacheBackend
@@ -55,11 +57,19 @@ class CacheInvalidateStep:
     deferred: Counter
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if 200 <= response.status < 300:
-            keys = [key.for_request(request) for key in self.keys]
-            (self.ok if await _tombstone(self.cache, keys, self.tombstone_ttl_s) else self.deferred).inc()
+        try:
+            response = await handler(request)
+        except Exception:
+            if committed_key in request:  # saved, though a later step failed: the cache must follow
+                await self._invalidate(request)
+            raise
+        if 200 <= response.status < 300 or committed_key in request:
+            await self._invalidate(request)
         return response
+
+    async def _invalidate(self, request: web.Request) -> None:
+        keys = [key.for_request(request) for key in self.keys]
+        (self.ok if await _tombstone(self.cache, keys, self.tombstone_ttl_s) else self.deferred).inc()
 
 
 @final

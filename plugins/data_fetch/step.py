@@ -23,6 +23,7 @@ from app import (
     Template,
     body_key,
     call_chain,
+    committed_key,
     data_service_key,
     has_implementations,
     model_ref,
@@ -37,6 +38,7 @@ from plugins.data_fetch.config import DataFetchConfig
 
 JSON = "application/json"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
+_COMMITS = _WRITES | {"DELETE"}
 UNUSABLE_ANSWER = "the data service gave an answer this service could not use"
 
 log = logging.getLogger("turnstile.data_fetch")
@@ -95,7 +97,7 @@ class DataFetchStep:
             request_id=request.get(request_id_key),
         )
         if self.status == 204:
-            return web.Response(status=204)
+            return self._answer(request, web.Response(status=204))
         data = reply.data
         if self.check_answer is not None:
             data = self.check_answer(data, self.pipeline.name)
@@ -103,6 +105,11 @@ class DataFetchStep:
             data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline)
         response = web.Response(status=self.status, body=orjson.dumps(data), content_type=JSON)
         response[payload_key] = data
+        return self._answer(request, response)
+
+    def _answer(self, request: web.Request, response: web.Response) -> web.Response:
+        if self.method in _COMMITS:
+            request[committed_key] = response  # the data service accepted the write
         return response
 
 

@@ -25,7 +25,17 @@ from tests.integration.amqp_capture import (
     wait_connected,
     wait_disconnected,
 )
-from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, redis_db_url, register
+from tests.integration.conftest import (
+    Client,
+    StackFactory,
+    admin_headers,
+    assert_problem,
+    bearer,
+    login,
+    redis_db_url,
+    register,
+)
+from tests.integration.faults import FaultProxy
 from tests.services import flush_redis, redis_client, start_service, stop_service
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
@@ -214,3 +224,59 @@ async def test_events_left_at_shutdown_are_delivered_by_the_next_start(
     assert await captured.depth() == 0
     me = await second.get("/api/v1/auth/me", headers=bearer(await login(second, "ann@example.com", "correct-horse-1")))
     assert (await me.json())["id"] == user["id"]
+
+
+# --- every committed change has its event (contract §9) --------------------------------------
+async def test_a_deactivation_while_redis_is_down_is_saved_revoked_and_published(
+    broker: str, stack: StackFactory, redis_db: str, unique: str
+) -> None:
+    client = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    user = await create_user(client, admin, "ann@example.com", rid("create"))
+    ann = bearer(await login(client, "ann@example.com", "correct-horse-1"))
+    async with capture(broker, f"test.{unique}", routing_key="user.updated") as received:
+        await stop_service("redis")
+        try:
+            request_id = rid("deactivate")
+            resp = await client.patch(
+                f"/api/v1/users/{user['id']}", json={"is_active": False}, headers={**admin, **request_id}
+            )
+            # The revocation is recorded in the data service; Redis gets it when it is back.
+            assert resp.status == 200, await resp.text()
+            message = await next_message(received)
+            assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+        finally:
+            await start_service("redis")
+    body = assert_contract_event(message, "user.updated", request_id["X-Request-ID"], await resp.json())
+    assert body["data"]["is_active"] is False
+
+
+async def test_a_change_saved_though_its_revocation_failed_is_published_and_uncached(
+    broker: str, stack: StackFactory, redis_db: str, unique: str, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(redis_url=redis_db, rabbitmq_url=broker, data_service_url=proxy.url)
+        await wait_connected(client)
+        admin = await admin_headers(client)
+        user = await create_user(client, admin, "ann@example.com", rid("create"))
+        assert (await client.get(f"/api/v1/users/{user['id']}", headers=admin)).headers["X-Cache"] == "MISS"
+        assert (await client.get(f"/api/v1/users/{user['id']}", headers=admin)).headers["X-Cache"] == "HIT"
+        async with capture(broker, f"test.{unique}", routing_key="user.updated") as received:
+            proxy.mode = "refuse-revocations"
+            request_id = rid("roles")
+            resp = await client.patch(
+                f"/api/v1/users/{user['id']}", json={"roles": ["user", "auditor"]}, headers={**admin, **request_id}
+            )
+            await assert_problem(resp, 503)  # saved, but the revocation could not be recorded
+            message = await next_message(received)
+        proxy.mode = "pass"
+        body = assert_contract_event(message, "user.updated", request_id["X-Request-ID"], body_of(message)["data"])
+        assert body["data"]["roles"] == ["user", "auditor"]
+        fresh = await client.get(f"/api/v1/users/{user['id']}", headers=admin)
+        assert fresh.headers["X-Cache"] == "MISS"  # invalidated though the request failed
+        assert (await fresh.json())["roles"] == ["user", "auditor"]
+    finally:
+        await proxy.close()

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 import plugins.event_emit
-from app import hookimpl
+from app import Handler, ServiceUnavailable, StepKind, StepType, committed_key, hookimpl, payload_key
 from app.converter import converter, iter_errors
 from app.main import create_app
 from app.plugins import make_plugin_manager
@@ -54,10 +54,13 @@ class Enricher:
         return {**event, "data": {**event["data"], "team": "widgets"}}
 
 
-async def start(aiohttp_client: AiohttpClient, tmp_path: Path, *extra: object) -> tuple[Client, Path]:
-    pipelines = tmp_path / "pipelines.toml"
-    pipelines.write_text(PIPELINES)
-    settings = attrs.evolve(load_settings({}), pipelines_file=pipelines, var_dir=tmp_path / "var")
+async def start(
+    aiohttp_client: AiohttpClient, tmp_path: Path, *extra: object, pipelines: str = PIPELINES
+) -> tuple[Client, Path]:
+    text = pipelines
+    pipelines_file = tmp_path / "pipelines.toml"
+    pipelines_file.write_text(text)
+    settings = attrs.evolve(load_settings({}), pipelines_file=pipelines_file, var_dir=tmp_path / "var")
     pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, plugins.event_emit, *extra])
     return await aiohttp_client(create_app(settings, pm=pm)), tmp_path / "var" / "events.jsonl"
 
@@ -121,3 +124,67 @@ def test_config(settings: dict[str, Any], expected: str | None) -> None:
         return
     assert expected is None
     assert config.event == settings["event"]
+
+
+# --- a change that is saved though a later step fails (contract §9) ------------------------
+COMMITTED_PIPELINES = """
+[[pipelines]]
+name = "save_then_fail"
+route = "PATCH /widgets/{slot:int}"
+steps = [{ use = "event-emit", event = "widget.updated" }, { use = "fail-after" }, { use = "commit" }]
+
+[[pipelines]]
+name = "fail_before_saving"
+route = "DELETE /widgets/{slot:int}"
+steps = [
+  { use = "event-emit", event = "widget.deleted" }, { use = "fail-after" }, { use = "boom" }, { use = "echo" },
+]
+"""
+
+
+@attrs.frozen
+class NoSettings:
+    """No settings."""
+
+
+class CommitPlugin:
+    """`commit` answers like a data-fetch write the data service accepted; `fail-after` fails
+    once the rest of the chain answered, as a revocation that cannot be recorded does."""
+
+    @hookimpl
+    def register_steps(self) -> list[StepType[Any]]:
+        async def commit(request: web.Request, handler: Handler) -> web.StreamResponse:
+            response = web.json_response({"slot": int(request.match_info["slot"]), "name": "saved"})
+            response[payload_key] = {"slot": int(request.match_info["slot"]), "name": "saved"}
+            request[committed_key] = response
+            return response
+
+        async def fail_after(request: web.Request, handler: Handler) -> web.StreamResponse:
+            await handler(request)
+            msg = "The change was saved, but a later step failed."
+            raise ServiceUnavailable(msg)
+
+        return [
+            StepType(name="commit", config_cls=NoSettings, kind=StepKind.TERMINAL, build=lambda c, ctx: commit),
+            StepType(name="fail-after", config_cls=NoSettings, build=lambda c, ctx: fail_after),
+        ]
+
+
+async def test_a_saved_change_is_published_even_when_a_later_step_fails(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    client, log = await start(aiohttp_client, tmp_path, CommitPlugin(), pipelines=COMMITTED_PIPELINES)
+    resp = await client.patch("/widgets/3", headers={"X-Request-ID": "saved-1"})
+    assert resp.status == 503
+    [event] = events(log)
+    assert event["type"] == "widget.updated"
+    assert event["request_id"] == "saved-1"
+    assert event["data"] == {"slot": 3, "name": "saved"}
+
+
+async def test_a_failure_before_anything_was_saved_publishes_nothing(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    client, log = await start(aiohttp_client, tmp_path, CommitPlugin(), pipelines=COMMITTED_PIPELINES)
+    assert (await client.delete("/widgets/3")).status == 500
+    assert events(log) == []
