@@ -68,6 +68,8 @@ class Settings:
     rabbitmq_url: str | None = None
     events_exchange: str = "users"
     event_confirm_deadline_s: float = 0.5
+    # Shared subscription queues: "quorum" (replicated, counts deliveries) or "classic".
+    rabbitmq_queue_type: str = "quorum"
 
     jwt_secret: str = attrs.field(repr=False, default="")
     jwt_secret_is_dev: bool = False
@@ -228,6 +230,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         "event_confirm_deadline_s": r.get(
             "EVENT_CONFIRM_DEADLINE_S", _positive_float, 0.5, "a positive number of seconds"
         ),
+        "rabbitmq_queue_type": r.choice("RABBITMQ_QUEUE_TYPE", ("quorum", "classic"), "quorum"),
         "jwt_algorithm": r.choice("JWT_ALGORITHM", JWT_ALGORITHMS, "HS256", upper=True),
         "jwt_issuer": r.raw("JWT_ISSUER") or "turnstile",
         "jwt_audience": r.raw("JWT_AUDIENCE") or "turnstile-api",

@@ -162,7 +162,8 @@ async def remove_test_topology(url: str, unique: str) -> None:
     queue = f"test.{unique}.user-changes"
     await remove_topology(
         url,
-        queues=[queue, f"{queue}.dead", f"test.{unique}.capture"],
+        # The each-instance queues go with their connections; their dead letters stay.
+        queues=[queue, f"{queue}.dead", f"{queue}.instance.dead", f"test.{unique}.capture"],
         exchanges=[f"test.{unique}", f"test.{unique}.dlx"],
     )
 

@@ -1,10 +1,12 @@
 """`Consumer`: one subscription's actor (contract §9, reactive side).
 
 Each consumer holds its own `BrokerLink` (app/clients/amqp/link.py), which declares the
-subscription's topology (app/clients/amqp/topology.py) at every (re)connect and reconnects
-with backoff. A message is acked after its handler returns. A message that is not an `Event`
-is dead-lettered at once. A handler failure is retried a bounded number of times
-(app/clients/amqp/retries.py), then the message is dead-lettered.
+subscription's queue (app/clients/amqp/topology.py: shared or each-instance, quorum or
+classic) at every (re)connect and reconnects with backoff. A message is acked after its
+handler returns. A message that is not an `Event` is dead-lettered at once. A handler that
+fails because a dependency is down makes the message wait for it (app/clients/amqp/waits.py);
+any other failure is retried a bounded number of times (app/clients/amqp/retries.py), then the
+message is dead-lettered.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from app.clients.amqp.link import CONNECTION_ERRORS, BrokerLink, LinkState, Opened
 from app.clients.amqp.metrics import EVENTS_CONSUMED
-from app.clients.amqp.retries import RepublishRetries
-from app.clients.amqp.topology import QueueTopology
+from app.clients.amqp.retries import DeliveryLimitRetries, RepublishRetries, Retries
+from app.clients.amqp.topology import Delivery, QueueTopology, QueueType
+from app.clients.amqp.waits import (
+    DEFAULT_MAX_WAIT_S,
+    WAIT_BASE_S,
+    WAIT_MAX_S,
+    DependencyWaits,
+    WaitedTooLong,
+    WaitInterrupted,
+)
 from app.models.events import Event, EventDecodeError
 
 log = logging.getLogger(__name__)
@@ -30,17 +40,23 @@ EventHandler = Callable[[Event], Awaitable[None]]
 
 @final
 class Consumer:
-    """A subscription to `exchange` through a durable `queue`, handled by `handler`.
+    """A subscription to `exchange` through `queue`, handled by `handler`.
 
     Args:
         url: `amqp://` or `amqps://` URL.
         exchange: the durable topic exchange the events are published to.
-        queue: this subscription's durable queue (its name labels the metrics).
+        queue: this subscription's queue (its name labels the metrics); for `each-instance`
+            delivery, the prefix of this process's queue.
         bindings: routing-key patterns, e.g. ``["user.updated", "user.deleted"]``.
         handler: awaited once per attempt; raising means "failed, retry".
+        delivery: ``shared`` (one durable queue, competing consumers) or ``each-instance``.
+        queue_type: ``quorum`` or ``classic``, for a shared queue.
         prefetch: unacked messages in flight (and so handlers running) at once.
         max_retries: retries after the first failure before the message is dead-lettered.
-        retry_delay_s, retry_delay_max_s: the wait before each retry (see `RepublishRetries`).
+        retry_delay_s, retry_delay_max_s: the wait before each retry (app/clients/amqp/retries.py).
+        waits_for: whether a handler's failure means "a dependency is down": the message then
+            waits for it, up to `max_wait_s`, without spending its retries. None: never.
+        wait_base_s, wait_max_s: the backoff between two tries of a waiting message.
         stop_grace_s: how long `stop()` lets running handlers finish before it closes the
             channel (unfinished messages are then redelivered).
     """
@@ -53,22 +69,37 @@ class Consumer:
         queue: str,
         bindings: Sequence[str],
         handler: EventHandler,
+        delivery: Delivery = "shared",
+        queue_type: QueueType = "quorum",
         prefetch: int = 16,
         max_retries: int = 3,
         retry_delay_s: float = 1.0,
         retry_delay_max_s: float = 30.0,
+        waits_for: Callable[[BaseException], bool] | None = None,
+        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        wait_base_s: float = WAIT_BASE_S,
+        wait_max_s: float = WAIT_MAX_S,
         connect_timeout_s: float = 5.0,
         reconnect_base_s: float = 0.5,
         reconnect_max_s: float = 30.0,
         stop_grace_s: float = 5.0,
     ) -> None:
-        self.topology = QueueTopology(exchange, queue, tuple(bindings))
+        self.topology = QueueTopology(
+            exchange, queue, tuple(bindings), delivery=delivery, queue_type=queue_type, delivery_limit=max_retries
+        )
         self._handler = handler
         self._prefetch = prefetch
-        self._retries = RepublishRetries(queue, max_retries, retry_delay_s, retry_delay_max_s)
+        self._retries: Retries = (
+            DeliveryLimitRetries(queue, max_retries, retry_delay_s, retry_delay_max_s)
+            if self.topology.counts_deliveries
+            else RepublishRetries(queue, self.topology.queue, max_retries, retry_delay_s, retry_delay_max_s)
+        )
+        self._waits = DependencyWaits(
+            queue, waits_for or _never, max_wait_s=max_wait_s, base_s=wait_base_s, max_s=wait_max_s
+        )
         self._link = BrokerLink(
             url,
-            name=f"consumer {queue}",
+            name=f"consumer {self.topology.queue}",
             prepare=self._subscribe,
             confirms=True,  # confirms the retry copies
             connect_timeout_s=connect_timeout_s,
@@ -88,7 +119,13 @@ class Consumer:
         return self.topology.exchange
 
     @property
+    def name(self) -> str:
+        """The subscription's queue as configured (the metrics' label)."""
+        return self.topology.name
+
+    @property
     def queue(self) -> str:
+        """The queue consumed (for each-instance delivery, this process's own)."""
         return self.topology.queue
 
     @property
@@ -168,6 +205,8 @@ class Consumer:
         self._handling.add(task)
         try:
             await self._handle(message)
+        except WaitInterrupted:
+            pass  # stopping: left unsettled, the broker redelivers it once the channel closes
         except CONNECTION_ERRORS as exc:
             # The ack or the retry copy could not be sent: the broker redelivers the message.
             log.warning("consumer %s could not settle a message: %r", self.queue, exc)
@@ -182,19 +221,28 @@ class Consumer:
         except EventDecodeError as exc:
             log.error(
                 "consumer %s: dead-lettering a message that is not an event (message_id %s): %s",
-                self.queue,
+                self.name,
                 message.header.properties.message_id,
                 exc,
             )
             await message.channel.basic_reject(tag, requeue=False)
-            EVENTS_CONSUMED.labels(self.queue, "dead_lettered").inc()
+            EVENTS_CONSUMED.labels(self.name, "dead_lettered").inc()
             return
+        assert self._stopping is not None
         try:
-            await self._handler(event)
+            await self._waits.run(lambda: self._handler(event), self._stopping)
+        except WaitedTooLong as exc:
+            log.error("consumer %s: dead-lettering event %s (%s): %s", self.name, event.id, event.type, exc,
+                      extra={"request_id": event.request_id})
+            await message.channel.basic_reject(tag, requeue=False)
+            EVENTS_CONSUMED.labels(self.name, "dead_lettered").inc()
+            return
+        except WaitInterrupted:
+            raise
         except Exception:  # a handler's failure of any kind is what retries are for
             log.exception(
                 "consumer %s: handler failed for event %s (%s), attempt %d of %d",
-                self.queue,
+                self.name,
                 event.id,
                 event.type,
                 self._retries.attempt(message) + 1,
@@ -204,4 +252,8 @@ class Consumer:
             await self._retries.failed(message)
             return
         await message.channel.basic_ack(tag)
-        EVENTS_CONSUMED.labels(self.queue, "acked").inc()
+        EVENTS_CONSUMED.labels(self.name, "acked").inc()
+
+
+def _never(_exc: BaseException) -> bool:
+    return False

@@ -150,7 +150,7 @@ class BrokerLink:
         exc = attempt.exception()
         if exc is not None:
             self._set_state("disconnected")
-            self._announce_down(f"cannot reach the broker ({exc!r})")
+            self._announce_down(f"cannot connect ({exc!r})")
             return None
         return attempt.result()
 
