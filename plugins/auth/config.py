@@ -57,7 +57,15 @@ class LoginConfig:
 
 @attrs.frozen(kw_only=True)
 class RefreshConfig:
-    """`{ use = "refresh" }` (body `RefreshRequest`): a refresh token → a new pair (rotation)."""
+    """`{ use = "refresh", grace_s = 5 }` (body `RefreshRequest`): a refresh token → a new pair (rotation).
+
+    grace_s: for this many seconds after a refresh, presenting the same refresh token again (a
+      client's retry, two tabs, two instances) answers the same new pair instead of counting
+      as reuse, as long as that pair's refresh token is still the session's current one; a
+      replay after the window revokes the whole session. 0 turns the window off (0 to 60).
+    """
+
+    grace_s: float = attrs.field(default=5.0, validator=[attrs.validators.ge(0), attrs.validators.le(60)])
 
 
 @attrs.frozen(kw_only=True)

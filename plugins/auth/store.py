@@ -10,6 +10,10 @@ Redis when the service has one (`RedisTokenStore`), process memory otherwise
   revoked. Logout revokes the family too.
 - An access token names its family (its session): it is accepted only while the family
   lives, so a logout or a detected reuse ends the session's access tokens at once too.
+- A grace window (`grace_s`, a few seconds) forgives a client that refreshes one token twice
+  (a retry, two tabs, two instances): the second refresh gets the same new pair instead of
+  tripping reuse detection, as long as that pair is still the family's current one. A replay
+  after the window still revokes the family.
 - Session state fails closed: a family whose record is missing (ended, expired, or lost with
   a Redis node that restarted empty) is dead; its users log in again.
 
@@ -23,9 +27,12 @@ contract §8 asks.
 from __future__ import annotations
 
 import enum
+import math
 import time
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+import attrs
 
 from app import RedisConnection, RedisUnavailable, redis_errors
 
@@ -34,8 +41,17 @@ class Rotation(enum.Enum):
     """What presenting a refresh token to its family did."""
 
     ROTATED = "rotated"  # it was the current one; the new jti is current now
+    REPEATED = "repeated"  # it was rotated a moment ago (within the grace window): same new pair
     REUSED = "reused"  # an older one: the family is revoked
     UNKNOWN = "unknown"  # no such family: expired, logged out or revoked before
+
+
+@attrs.frozen
+class Rotated:
+    """A rotation's outcome; for `REPEATED`, the pair the first rotation handed out."""
+
+    rotation: Rotation
+    pair: str | None = None
 
 
 class TokenStore(Protocol):
@@ -44,8 +60,12 @@ class TokenStore(Protocol):
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         """Record `jti` as the current token of a new family that lives `ttl_s` seconds."""
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
-        """Make `new_jti` current when `presented` is; revoke the family when it is an older one."""
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
+        """Make `new_jti` current when `presented` is, keeping `pair` (the new tokens, as text)
+        for `grace_s` seconds; when `presented` was rotated within that window and its pair's
+        jti is still current, answer that pair again; else revoke the family."""
 
     async def revoke_family(self, family: str) -> None: ...
 
@@ -61,6 +81,8 @@ class MemoryTokenStore:
         # Families this process saw end, kept as long as their tokens could live: the
         # Redis-down fallback of `MirroredTokenStore` consults it.
         self._ended: dict[str, float] = {}
+        # (family, presented jti) -> (the jti it was rotated to, the pair handed out, expiry)
+        self._grace: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._revocation_ttl_s = revocation_ttl_s
         self._clock = clock
 
@@ -68,16 +90,24 @@ class MemoryTokenStore:
         self._prune()
         self._families[family] = (jti, self._clock() + ttl_s)
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
+        now = self._clock()
         entry = self._families.get(family)
-        if entry is None or entry[1] <= self._clock():
+        if entry is None or entry[1] <= now:
             self._families.pop(family, None)
-            return Rotation.UNKNOWN
-        if entry[0] != presented:
-            await self.revoke_family(family)
-            return Rotation.REUSED
-        self._families[family] = (new_jti, self._clock() + ttl_s)
-        return Rotation.ROTATED
+            return Rotated(Rotation.UNKNOWN)
+        if entry[0] == presented:
+            self._families[family] = (new_jti, now + ttl_s)
+            if grace_s > 0:
+                self._grace[(family, presented)] = (new_jti, pair, now + grace_s)
+            return Rotated(Rotation.ROTATED)
+        again = self._grace.get((family, presented))
+        if again is not None and again[2] > now and again[0] == entry[0]:
+            return Rotated(Rotation.REPEATED, again[1])
+        await self.revoke_family(family)
+        return Rotated(Rotation.REUSED)
 
     async def revoke_family(self, family: str) -> None:
         self._families.pop(family, None)
@@ -105,21 +135,30 @@ class MemoryTokenStore:
             del self._families[family]
         for family in [f for f, expires in self._ended.items() if expires <= now]:
             del self._ended[family]
+        for key in [k for k, (_, _, expires) in self._grace.items() if expires <= now]:
+            del self._grace[key]
 
 
-# KEYS[1] family; ARGV[1] presented jti, ARGV[2] new jti, ARGV[3] ttl.
-# Atomic, so two instances refreshing the same token cannot both rotate it.
+# KEYS[1] the family, KEYS[2] the presented jti's grace entry (one hash slot: see `_grace`);
+# ARGV[1] presented jti, ARGV[2] new jti, ARGV[3] family ttl (s), ARGV[4] the new pair, ARGV[5]
+# grace (ms, 0: none). Atomic, so two instances refreshing one token cannot both rotate it.
 _ROTATE: Final = """
 local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
+if not current then return {0} end
 if current == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
+  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[4], 'PX', ARGV[5]) end
+  return {1}
+end
+local again = redis.call('GET', KEYS[2])
+if again then
+  local space = string.find(again, ' ', 1, true)
+  if space and string.sub(again, 1, space - 1) == current then return {2, string.sub(again, space + 1)} end
 end
 redis.call('DEL', KEYS[1])
-return -1
+return {-1}
 """
-_ROTATIONS: Final = {1: Rotation.ROTATED, -1: Rotation.REUSED, 0: Rotation.UNKNOWN}
+_ROTATIONS: Final = {1: Rotation.ROTATED, 2: Rotation.REPEATED, -1: Rotation.REUSED, 0: Rotation.UNKNOWN}
 
 
 class RedisTokenStore:
@@ -141,14 +180,22 @@ class RedisTokenStore:
         finally:
             self._redis.invalidate_local(key)
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
         key = self._family(family)
+        grace_ms = max(0, math.ceil(grace_s * 1000))
         try:
             with redis_errors():
-                result = await self._redis.client.eval(_ROTATE, keys=[key], args=[presented, new_jti, ttl_s])
+                result: Any = await self._redis.client.eval(
+                    _ROTATE, keys=[key, self._grace(key, presented)], args=[presented, new_jti, ttl_s, pair, grace_ms]
+                )
         finally:
             self._redis.invalidate_local(key)
-        return _ROTATIONS.get(result, Rotation.UNKNOWN) if isinstance(result, int) else Rotation.UNKNOWN
+        if not isinstance(result, list) or not result or not isinstance(result[0], int):
+            return Rotated(Rotation.UNKNOWN)
+        rotation = _ROTATIONS.get(result[0], Rotation.UNKNOWN)
+        return Rotated(rotation, str(result[1]) if rotation is Rotation.REPEATED else None)
 
     async def revoke_family(self, family: str) -> None:
         key = self._family(family)
@@ -164,6 +211,11 @@ class RedisTokenStore:
 
     def _family(self, family: str) -> str:
         return f"{self._prefix}fam:{family}"
+
+    def _grace(self, family_key: str, presented: str) -> str:
+        # The family key in braces is a hash tag: on a cluster the grace entry shares its slot,
+        # as one script's keys must. It is outside the mirrored prefix.
+        return f"{self._prefix}grace:{{{family_key}}}:{presented}"
 
 
 class MirroredTokenStore:
@@ -186,11 +238,13 @@ class MirroredTokenStore:
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         await self.remote.start_family(family, jti, ttl_s)
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
-        rotation = await self.remote.rotate(family, presented, new_jti, ttl_s)
-        if rotation is Rotation.REUSED:
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
+        rotated = await self.remote.rotate(family, presented, new_jti, ttl_s, pair=pair, grace_s=grace_s)
+        if rotated.rotation is Rotation.REUSED:
             self.local.remember_ended(family)
-        return rotation
+        return rotated
 
     async def revoke_family(self, family: str) -> None:
         self.local.remember_ended(family)  # first: it holds even when Redis is down

@@ -57,10 +57,17 @@ async def dataservice(tmp_path: Path) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+REFRESH_GRACE_S = 0.5  # the refresh grace window of the tests' pipelines (5 s by default)
+
+
 def pipelines_for(tmp_path: Path, unique: str) -> Path:
-    """The default pipelines file with this test's own subscription queue name."""
+    """The default pipelines file with this test's own subscription queue names and a short
+    refresh grace window (so a replay after it is quick to test)."""
     path = tmp_path / "pipelines.toml"
-    path.write_text(DEFAULT_PIPELINES.read_text().replace("turnstile.user-changes", f"test.{unique}.user-changes"))
+    text = DEFAULT_PIPELINES.read_text().replace("turnstile.user-changes", f"test.{unique}.user-changes")
+    default = '{ use = "refresh", grace_s = 5 }'
+    assert default in text
+    path.write_text(text.replace(default, f'{{ use = "refresh", grace_s = {REFRESH_GRACE_S} }}'))
     return path
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,7 @@ steps = [{ use = "login" }]
 name = "refresh"
 route = "POST /refresh"
 body = "RefreshRequest"
-steps = [{ use = "refresh" }]
+steps = [{ use = "refresh", grace_s = 0.3 }]
 
 [[pipelines]]
 name = "logout"
@@ -290,10 +291,26 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(world: World) -> Non
     second = await resp.json()
     assert second["refresh_token"] != first["refresh_token"]
     assert (await world.client.get("/me", headers=bearer(second["access_token"]))).status == 200
+    await asyncio.sleep(0.4)  # past the grace window (0.3 s here)
     reused = await world.client.post("/refresh", json={"refresh_token": first["refresh_token"]})
     assert reused.status == 401
     # The thief's replay also killed the legitimate holder's newer token.
     assert (await world.client.post("/refresh", json={"refresh_token": second["refresh_token"]})).status == 401
+
+
+async def test_two_refreshes_of_one_token_within_the_grace_window_get_the_same_pair(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await world.login("alice@example.com", "alice password")
+    body = {"refresh_token": first["refresh_token"]}
+    answers = await asyncio.gather(*(world.client.post("/refresh", json=body) for _ in range(2)))
+    assert [a.status for a in answers] == [200, 200]
+    pairs = [await a.json() for a in answers]
+    assert pairs[0] == pairs[1]  # a retry or a second tab: the same new pair, nobody logged out
+    assert (await world.client.get("/me", headers=bearer(pairs[0]["access_token"]))).status == 200
+    third = await world.client.post("/refresh", json={"refresh_token": pairs[0]["refresh_token"]})
+    assert third.status == 200
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "reused" in r.getMessage()]
 
 
 async def test_refresh_with_an_access_token_is_401(world: World) -> None:

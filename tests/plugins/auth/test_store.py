@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from app.clients.redis import RedisConnection, RedisUnavailable
-from plugins.auth.store import MemoryTokenStore, RedisTokenStore, Rotation, TokenStore
+from plugins.auth.store import MemoryTokenStore, RedisTokenStore, Rotated, Rotation, TokenStore
 
 TTL = 60
 
@@ -27,29 +28,29 @@ async def store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[To
 
 async def test_rotation_moves_the_current_token(store: TokenStore) -> None:
     await store.start_family("fam", "jti-1", TTL)
-    assert await store.rotate("fam", "jti-1", "jti-2", TTL) is Rotation.ROTATED
-    assert await store.rotate("fam", "jti-2", "jti-3", TTL) is Rotation.ROTATED
+    assert (await store.rotate("fam", "jti-1", "jti-2", TTL)).rotation is Rotation.ROTATED
+    assert (await store.rotate("fam", "jti-2", "jti-3", TTL)).rotation is Rotation.ROTATED
 
 
 async def test_reuse_revokes_the_family(store: TokenStore) -> None:
     await store.start_family("fam", "jti-1", TTL)
     await store.rotate("fam", "jti-1", "jti-2", TTL)
-    assert await store.rotate("fam", "jti-1", "jti-x", TTL) is Rotation.REUSED
-    assert await store.rotate("fam", "jti-2", "jti-3", TTL) is Rotation.UNKNOWN
+    assert (await store.rotate("fam", "jti-1", "jti-x", TTL)).rotation is Rotation.REUSED
+    assert (await store.rotate("fam", "jti-2", "jti-3", TTL)).rotation is Rotation.UNKNOWN
 
 
 async def test_unknown_and_revoked_families(store: TokenStore) -> None:
-    assert await store.rotate("nope", "jti-1", "jti-2", TTL) is Rotation.UNKNOWN
+    assert (await store.rotate("nope", "jti-1", "jti-2", TTL)).rotation is Rotation.UNKNOWN
     await store.start_family("fam", "jti-1", TTL)
     await store.revoke_family("fam")
-    assert await store.rotate("fam", "jti-1", "jti-2", TTL) is Rotation.UNKNOWN
+    assert (await store.rotate("fam", "jti-1", "jti-2", TTL)).rotation is Rotation.UNKNOWN
 
 
 async def test_families_are_independent(store: TokenStore) -> None:
     await store.start_family("a", "jti-a", TTL)
     await store.start_family("b", "jti-b", TTL)
     await store.revoke_family("a")
-    assert await store.rotate("b", "jti-b", "jti-b2", TTL) is Rotation.ROTATED
+    assert (await store.rotate("b", "jti-b", "jti-b2", TTL)).rotation is Rotation.ROTATED
 
 
 async def test_memory_entries_expire() -> None:
@@ -59,7 +60,7 @@ async def test_memory_entries_expire() -> None:
     await store.revoke_family("ended")
     assert store.ended("ended")
     now[0] += 11
-    assert await store.rotate("fam", "jti-1", "jti-2", 5) is Rotation.UNKNOWN
+    assert (await store.rotate("fam", "jti-1", "jti-2", 5)).rotation is Rotation.UNKNOWN
     assert not store.ended("ended")
 
 
@@ -78,3 +79,31 @@ async def test_redis_down_raises_redis_unavailable() -> None:
                 await call()
     finally:
         await connection.stop()
+
+
+GRACE_S = 5.0
+
+
+async def test_a_second_refresh_within_the_grace_window_gets_the_same_pair(store: TokenStore) -> None:
+    await store.start_family("fam", "jti-1", TTL)
+    first = await store.rotate("fam", "jti-1", "jti-2", TTL, pair="pair-2", grace_s=GRACE_S)
+    again = await store.rotate("fam", "jti-1", "jti-2b", TTL, pair="pair-2b", grace_s=GRACE_S)
+    assert first.rotation is Rotation.ROTATED
+    assert again == Rotated(Rotation.REPEATED, "pair-2")
+    assert (await store.rotate("fam", "jti-2", "jti-3", TTL)).rotation is Rotation.ROTATED  # jti-2 stayed current
+
+
+async def test_the_grace_ends_once_the_pair_it_gave_was_rotated_in_turn(store: TokenStore) -> None:
+    await store.start_family("fam", "jti-1", TTL)
+    await store.rotate("fam", "jti-1", "jti-2", TTL, pair="pair-2", grace_s=GRACE_S)
+    await store.rotate("fam", "jti-2", "jti-3", TTL, pair="pair-3", grace_s=GRACE_S)
+    assert (await store.rotate("fam", "jti-1", "jti-x", TTL, grace_s=GRACE_S)).rotation is Rotation.REUSED
+    assert not await store.family_alive("fam")
+
+
+async def test_a_replay_after_the_grace_window_revokes_the_family(store: TokenStore) -> None:
+    await store.start_family("fam", "jti-1", TTL)
+    await store.rotate("fam", "jti-1", "jti-2", TTL, pair="pair-2", grace_s=0.05)
+    await asyncio.sleep(0.1)
+    assert (await store.rotate("fam", "jti-1", "jti-x", TTL, grace_s=0.05)).rotation is Rotation.REUSED
+    assert not await store.family_alive("fam")
