@@ -50,7 +50,7 @@ class AuthServices:
                 a deactivation or a role change overlapped this login): the session is ended
                 at once rather than handed out.
         """
-        refresh = self.tokens.issue_refresh(user_id, roles, issued_at=issued_at)
+        refresh = self.tokens.issue_refresh(user_id, roles, self.store.new_family(), issued_at=issued_at)
         family = refresh.claims.family
         with store_errors():
             await self.store.start_family(family, refresh.claims.jti, self.tokens.refresh_ttl_s)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -56,6 +57,9 @@ class Rotated:
 
 class TokenStore(Protocol):
     """Refresh-token families."""
+
+    def new_family(self) -> str:
+        """An id for a new family, whose record the store can write now if any can be."""
 
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         """Record `jti` as the current token of a new family that lives `ttl_s` seconds."""
@@ -85,6 +89,9 @@ class MemoryTokenStore:
         self._grace: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._revocation_ttl_s = revocation_ttl_s
         self._clock = clock
+
+    def new_family(self) -> str:
+        return uuid.uuid4().hex
 
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         self._prune()
@@ -158,6 +165,7 @@ end
 redis.call('DEL', KEYS[1])
 return {-1}
 """
+NEW_FAMILY_TRIES: Final = 16
 _ROTATIONS: Final = {1: Rotation.ROTATED, 2: Rotation.REPEATED, -1: Rotation.REUSED, 0: Rotation.UNKNOWN}
 
 
@@ -168,6 +176,16 @@ class RedisTokenStore:
     def __init__(self, redis: RedisConnection, *, prefix: str = "turnstile:auth:") -> None:
         self._redis = redis
         self._prefix = prefix
+
+    def new_family(self) -> str:
+        """A random id whose key lives on a node that answers: with one master of a cluster
+        down, new sessions go to the others (a few tries; the keys are spread evenly)."""
+        family = uuid.uuid4().hex
+        for _ in range(NEW_FAMILY_TRIES):
+            if self._redis.answers(self._family(family)):
+                break
+            family = uuid.uuid4().hex
+        return family
 
     # Family keys are mirrored locally (the access check reads one per request), so each
     # write also drops this process's copy at once instead of waiting for Redis's push.
@@ -234,6 +252,9 @@ class MirroredTokenStore:
         self.remote = remote
         self.local = local
         self._on_fallback = on_fallback
+
+    def new_family(self) -> str:
+        return self.remote.new_family()
 
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         await self.remote.start_family(family, jti, ttl_s)

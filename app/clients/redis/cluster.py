@@ -19,6 +19,7 @@ import contextvars
 from typing import Any, Final
 
 import coredis
+from coredis._utils import hash_slot
 from coredis.cluster._node import ClusterNodeLocation
 from coredis.connection import ClusterConnection, TCPLocation
 from coredis.pool import ClusterConnectionPool
@@ -49,6 +50,11 @@ class ClusterPool(ClusterConnectionPool):
         super().__init__(*args, **kwargs)
         self.connection_class = _RecordedConnection
         self.down: set[Address] = set()
+
+    def holder(self, key: str) -> Address:
+        """The master that holds `key`'s slot."""
+        node = self.cluster_layout.node_for_slot(hash_slot(key.encode()))
+        return node.host, node.port
 
     def primaries(self) -> list[Address]:
         """The masters of the current layout (empty before the first discovery)."""

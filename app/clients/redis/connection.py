@@ -126,6 +126,18 @@ class RedisConnection:
         if self.mirror is not None:
             self.mirror.invalidate(*keys)
 
+    def answers(self, key: str) -> bool:
+        """Whether the node holding `key` answered the last health check: on a cluster with a
+        master down, the other masters' keys still answer, so a writer free to choose its key
+        (a new session's) picks one that does."""
+        if self._target.topology != "cluster":
+            return self.health.state != "down"
+        owner = self._owner
+        pool = owner.built.client.connection_pool if owner is not None and owner.held else None
+        if not isinstance(pool, ClusterPool) or not pool.primaries():
+            return False
+        return pool.holder(key) not in pool.down
+
     @property
     def client(self) -> coredis.Redis[str]:
         """The shared client (``decode_responses=True``); usable from any task while started.
