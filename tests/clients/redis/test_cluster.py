@@ -16,7 +16,7 @@ from coredis._utils import hash_slot
 
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 from tests.clients.redis.proxy import eventually_true
-from tests.services import cluster_ports, flush_redis, start_cluster_node, stop_cluster_node
+from tests.services import cluster_ports, flush_redis, is_cluster, start_cluster_node, stop_cluster_node
 
 
 @pytest.fixture
@@ -75,3 +75,36 @@ async def test_one_master_down_costs_its_own_slots_only(cluster: RedisConnection
 async def _state_is(connection: RedisConnection, state: str) -> bool:
     await asyncio.sleep(0)
     return connection.health.state == state
+
+
+@pytest.mark.timeout(60)
+async def test_a_writer_free_to_choose_its_key_can_tell_which_keys_answer(cluster: RedisConnection) -> None:
+    keys = [f"test:answers:{i}" for i in range(30)]
+    assert all(cluster.answers(key) for key in keys)
+    victim = cluster_ports()[2]
+    await stop_cluster_node(victim)
+    try:
+        assert await eventually_true(lambda: _state_is(cluster, "degraded"), 5)
+        for key in keys:
+            assert cluster.answers(key) is (node_of(cluster, key) != victim)
+    finally:
+        await start_cluster_node(victim)
+    assert await eventually_true(lambda: _state_is(cluster, "ok"), 10)
+    assert all(cluster.answers(key) for key in keys)
+
+
+async def test_a_single_server_answers_while_it_is_up(redis_url: str) -> None:
+    if is_cluster(redis_url):
+        pytest.skip("the single-server form")
+    connection = RedisConnection(redis_url)
+    await connection.start()
+    try:
+        assert connection.answers("any:key")
+    finally:
+        await connection.stop()
+    down = RedisConnection("redis://127.0.0.1:1/0")
+    await down.start()
+    try:
+        assert not down.answers("any:key")
+    finally:
+        await down.stop()
