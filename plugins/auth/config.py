@@ -37,8 +37,10 @@ class AuthConfig:
       the caller's user id.
     self_param: the route parameter holding a user id, for "self" (the route must have it).
 
-    A presented token is checked against the revocation list (Redis) on every request; when
-    Redis is down the answer is 503, also under "anyone": a token is never half-trusted.
+    A presented token is checked on every request against its user's revocation cut-off (the
+    newest this process, Redis and the data service record know) and, for an access token, its
+    session; when none of them can tell, the answer is 503, also under "anyone": a token is
+    never half-trusted.
     """
 
     allow: tuple[str, ...] = attrs.field(default=("authenticated",), validator=_check_allow)

@@ -4,6 +4,13 @@ In a pipeline it acts after the rest of the chain answered 2xx: on DELETE, or wh
 validated body sets `is_active` to false or carries `password` or `roles` (whether or not
 they differ from the stored ones: the step cannot see those, so it errs on the safe side).
 In a subscription it acts on `user.deleted`, and on `user.updated` with `is_active` false.
+
+A revocation is a cut-off time (plugins/auth/revocations.py). In a pipeline it is now, and is
+recorded in the data service too: once the record has it, the step succeeds even when Redis
+is down (Redis gets it when it answers); when the record cannot take it the answer is 503,
+though the change itself was saved (and its event published, see event-emit). In a
+subscription it is the event's `occurred_at`, kept by this process and Redis; the record was
+the producer's to write (and a deleted or disabled user counts as revoked anyway).
 """
 
 from __future__ import annotations
@@ -53,8 +60,6 @@ def ends_sessions(method: str, body: Mapping[str, Any] | None) -> bool:
     if body is None:
         return False
     return body.get("is_active") is False or any(name in body for name in _SESSION_FIELDS)
-
-
 
 
 @final
