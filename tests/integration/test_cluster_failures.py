@@ -59,6 +59,18 @@ async def until_redis(client: Client, state: str, within_s: float) -> None:
     await eventually(reached, within_s, f"readyz says redis={state}")
 
 
+async def mean_read_s(clients: tuple[Client, ...], users: list[dict[str, Any]], headers: dict[str, str]) -> float:
+    """The mean time of a read of each user on each instance, five times over."""
+    started = time.monotonic()
+    reads = 0
+    for _ in range(5):
+        for client in clients:
+            for user in users:
+                assert (await client.get(f"/api/v1/users/{user['id']}", headers=headers)).status == 200
+                reads += 1
+    return (time.monotonic() - started) / reads
+
+
 async def test_item4_a_master_back_empty_revives_no_revoked_token(
     stack: StackFactory, cluster: str, broker: str
 ) -> None:
@@ -93,6 +105,7 @@ async def test_item7_one_master_down_leaves_the_rest_working_and_readyz_says_deg
     users = [await register(a, f"user{i}@example.com", PASSWORD) for i in range(6)]
     victim = cluster_ports(cluster)[1]
     assert (await readyz(a))["details"]["redis"]["topology"] == "cluster"
+    per_read_before = await mean_read_s((a, b), users, admin)
 
     await stop_cluster_node(victim)
     try:
@@ -108,17 +121,13 @@ async def test_item7_one_master_down_leaves_the_rest_working_and_readyz_says_deg
         clients = (a, b)
         sessions = [await login(clients[i % 2], f"user{i}@example.com", PASSWORD) for i in range(6)]
         for i, tokens in enumerate(sessions):
-            body = {"refresh_token": tokens["refresh_token"]}
-            refreshed = await clients[(i + 1) % 2].post("/api/v1/auth/refresh", json=body)
+            presented = {"refresh_token": tokens["refresh_token"]}
+            refreshed = await clients[(i + 1) % 2].post("/api/v1/auth/refresh", json=presented)
             assert refreshed.status == 200, await refreshed.text()
-        started = time.monotonic()
-        reads = 0
-        for _ in range(5):
-            for client in clients:
-                for user in users:
-                    assert (await client.get(f"/api/v1/users/{user['id']}", headers=admin)).status == 200
-                    reads += 1
-        assert (time.monotonic() - started) / reads < 0.05  # no read pays for the dead master
+        per_read = await mean_read_s(clients, users, admin)
+        # No read pays for the dead master (measured: 65-180 ms each before); the bound allows
+        # for a busy machine.
+        assert per_read < max(0.05, 3 * per_read_before), (per_read, per_read_before)
     finally:
         await start_cluster_node(victim)
     for client in (a, b):
