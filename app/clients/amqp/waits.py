@@ -45,7 +45,8 @@ class DependencyWaits:
     Args:
         name: the subscription, for the log and the metrics.
         waits_for: whether a failure means "a dependency is down".
-        max_wait_s: how long one message waits at most (0: never).
+        max_wait_s: how long one message waits at most (0: never; the failure is then retried
+            like any other).
         base_s, max_s: the backoff between tries.
     """
 
@@ -73,8 +74,8 @@ class DependencyWaits:
                     await attempt()
                     return
                 except Exception as exc:
-                    if not self.waits_for(exc):
-                        raise
+                    if self.max_wait_s <= 0 or not self.waits_for(exc):
+                        raise  # a failure for the retries
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         msg = f"a dependency stayed down for {self.max_wait_s:.0f} s: {exc}"

@@ -52,6 +52,13 @@ async def test_gives_up_after_its_bound(stopping: asyncio.Future[None]) -> None:
         await waits(max_wait_s=0.1).run(attempt, stopping)
 
 
+async def test_no_wait_at_all_leaves_the_failure_to_the_retries(stopping: asyncio.Future[None]) -> None:
+    calls, attempt = failing(1)
+    with pytest.raises(Down):
+        await waits(max_wait_s=0).run(attempt, stopping)
+    assert len(calls) == 1
+
+
 async def test_stop_interrupts_a_wait(stopping: asyncio.Future[None]) -> None:
     _calls, attempt = failing(10**6)
     running = asyncio.create_task(waits().run(attempt, stopping))
