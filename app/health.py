@@ -25,6 +25,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """``{"status", "checks": {dependency: state}, "details"?: {dependency: {...}}}``."""
     readiness = request.app[readiness_key]
     ready, checks = await readiness.report()
     status = "ready" if ready else ("not_ready" if readiness.phase.value == "ready" else readiness.phase.value)
@@ -34,6 +35,9 @@ async def readyz(request: web.Request) -> web.Response:
         body["upstreams"] = upstreams
     table = request.app[routes_key].table
     body["pipelines"] = {"sha256": table.sha256[:12], "loaded_at": table.loaded_at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    details = readiness.describe()
+    if details:
+        body["details"] = details
     return web.json_response(body, status=200 if ready else 503)
 
 

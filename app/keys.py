@@ -54,6 +54,10 @@ actor_key = web.RequestKey("actor", Actor)
 body_key = web.RequestKey("body", dict[str, Any])
 # The query parameters, converted and validated, for pipelines that declare a query model.
 query_key = web.RequestKey("query", dict[str, Any])
+# The answer to a write the data service accepted (set by `data-fetch`): the change is
+# committed, so steps that must follow every committed change (event-emit, cache-invalidate)
+# act on it even when a step after them failed and the request answers an error.
+committed_key = web.RequestKey("committed", web.StreamResponse)
 
 # --- response -----------------------------------------------------------------------------
 # The JSON-able data a response was made from, so outer steps (cache, event-emit) never

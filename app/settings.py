@@ -68,6 +68,8 @@ class Settings:
     rabbitmq_url: str | None = None
     events_exchange: str = "users"
     event_confirm_deadline_s: float = 0.5
+    # Shared subscription queues: "quorum" (replicated, counts deliveries) or "classic".
+    rabbitmq_queue_type: str = "quorum"
 
     # Proxies whose X-Forwarded-For is believed (app/proxies.py); empty: the header is ignored.
     trusted_proxies: tuple[Network, ...] = ()
@@ -223,6 +225,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "event_confirm_deadline_s": r.get(
             "EVENT_CONFIRM_DEADLINE_S", _positive_float, 0.5, "a positive number of seconds"
         ),
+        "rabbitmq_queue_type": r.choice("RABBITMQ_QUEUE_TYPE", ("quorum", "classic"), "quorum"),
         "trusted_proxies": _trusted_proxies(r),
         "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),

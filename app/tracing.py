@@ -42,7 +42,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 from yarl import URL
 
-from app.clients.amqp import DEFAULT_CONFIRM_DEADLINE_S, DEFAULT_FLUSH_DEADLINE_S, Publisher, PublishOutcome
+from app.clients.amqp import Publisher, PublishOutcome
+from app.clients.amqp.publishing import DEFAULT_CONFIRM_DEADLINE_S, DEFAULT_FLUSH_DEADLINE_S
 from app.errors import ProblemError
 from app.keys import pipelines_key, publisher_key, request_id_key, settings_key
 from app.models.events import Event

@@ -5,9 +5,10 @@ started and stopped by a cleanup_ctx (in dependency order) and reports to /ready
 
 Which checks make the service not ready, and why:
 - data_service: "open" circuit → not ready (every data route would answer 503 anyway).
-- redis: "down" → still ready: the cache bypasses, token state and rate limits fail as
-  documented, the outbox falls back; taking every pod out would turn a degraded service
-  into an outage.
+- redis: "down", or "degraded" when some masters of a cluster do not answer → still ready:
+  the cache bypasses, token state and rate limits fail as documented, the outbox falls back;
+  taking every pod out would turn a degraded service into an outage. Its details name the
+  topology (standalone, sentinel, cluster) and each node checked.
 - rabbitmq: the publisher's state ("connected", "connecting", ...) → still ready: events
   wait in the durable outbox.
 - outbox: how many events wait for the broker ("empty", "3 waiting", "unknown") → still
@@ -71,6 +72,8 @@ def setup_clients(app: web.Application, settings: Settings, *, mirrored: Iterabl
     readiness = app[readiness_key]
     readiness.add_check("data_service", _data_service_check(app[data_service_key], settings))
     readiness.add_check("redis", _redis_check(redis))
+    if redis is not None:
+        readiness.add_detail("redis", lambda: {"topology": redis.topology, **redis.health.details()})
     readiness.add_check("rabbitmq", _publisher_check(app[publisher_key]))
     if outbox is not None:
         readiness.add_check("outbox", _outbox_check(outbox))
@@ -156,7 +159,7 @@ def _redis_check(redis: RedisConnection | None) -> Check:
     async def check() -> tuple[str, bool]:
         if redis is None:
             return "embedded", True
-        return ("ok" if await redis.ping() else "down"), True
+        return redis.health.state, True
 
     return check
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs (Debian) and starts or stops the Redis and RabbitMQ servers the tests and the
-# benchmark need, on loopback, without systemd; `install` also brings wrk for the benchmark
-# and Chromium, in which the tests load the event documentation page headless.
-#   scripts/services.sh start|stop|restart redis|rabbitmq|all
-#   scripts/services.sh install [redis] [rabbitmq] [wrk] [chromium]
+# benchmark need, on loopback, without systemd; `install` also brings wrk for the benchmark,
+# Chromium (the tests load the event documentation page headless), promtool and busybox.
+#   scripts/services.sh start|stop|restart redis|rabbitmq|cluster|all   (all: redis and rabbitmq)
+#   scripts/services.sh start|stop cluster-node PORT   (one master of the cluster; it comes back empty)
+#   scripts/services.sh install [redis] [rabbitmq] [wrk] [chromium] [promtool] [busybox]
+# `cluster` is a Redis Cluster of three masters on TURNSTILE_REDIS_CLUSTER_PORTS (no replicas,
+# `cluster-require-full-coverage no`: with a master down, the slots of the others still answer).
 # State lives under ${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}.
 set -euo pipefail
 
 STATE_DIR=${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}
 REDIS_PORT=${TURNSTILE_REDIS_PORT:-6379}
+read -r -a CLUSTER_PORTS <<<"${TURNSTILE_REDIS_CLUSTER_PORTS:-7000 7001 7002}"
 export RABBITMQ_NODENAME=${RABBITMQ_NODENAME:-rabbit@localhost}
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT=${TURNSTILE_RABBITMQ_PORT:-5672}
@@ -53,6 +57,57 @@ stop_redis() {
   for _ in $(seq 1 50); do redis_up || return 0; sleep 0.1; done
 }
 
+node_up() { redis-cli -p "$1" ping >/dev/null 2>&1; }
+
+# One cluster node; its nodes-PORT.conf survives a stop, so a restarted master rejoins with its
+# slots (and no data: nothing is saved). A short node timeout keeps failure detection quick.
+start_cluster_node() {
+  local port=$1 dir="$STATE_DIR/cluster"
+  node_up "$port" && return 0
+  mkdir -p "$dir"
+  redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
+    --cluster-enabled yes --cluster-config-file "nodes-$port.conf" --cluster-node-timeout 1000 \
+    --cluster-require-full-coverage no --dir "$dir" \
+    --pidfile "$dir/redis-$port.pid" --logfile "$dir/redis-$port.log"
+  for _ in $(seq 1 50); do node_up "$port" && return 0; sleep 0.1; done
+  echo "redis cluster node $port did not start; see $dir/redis-$port.log" >&2; return 1
+}
+
+stop_cluster_node() {
+  local port=$1
+  node_up "$port" || return 0
+  redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  for _ in $(seq 1 50); do node_up "$port" || return 0; sleep 0.1; done
+}
+
+cluster_ok() {  # every node that answers says the cluster is whole again
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    redis-cli -p "$port" cluster info 2>/dev/null | grep -q '^cluster_state:ok' || return 1
+  done
+}
+
+await_cluster() {
+  for _ in $(seq 1 150); do cluster_ok && return 0; sleep 0.2; done
+  echo "redis cluster did not reach cluster_state:ok" >&2; return 1
+}
+
+start_cluster() {
+  local port nodes=()
+  for port in "${CLUSTER_PORTS[@]}"; do start_cluster_node "$port"; nodes+=("127.0.0.1:$port"); done
+  # A fresh set of nodes knows no slots yet: make them one cluster.
+  if redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q '^cluster_slots_assigned:0'; then
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
+  fi
+  await_cluster
+}
+
+# The nodes keep their nodes-PORT.conf: a later start brings the same cluster back, empty.
+stop_cluster() {
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do stop_cluster_node "$port"; done
+}
+
 rabbit_up() { rabbitmqctl -q status >/dev/null 2>&1; }
 
 start_rabbitmq() {
@@ -77,8 +132,13 @@ what=${2:-all}
 case "${1:-}" in
   install) shift; install "$@" ;;
   start|stop)
+    if [ "$what" = cluster-node ]; then
+      "$1_cluster_node" "${3:?which port}"
+      if [ "$1" = start ]; then await_cluster; fi
+      exit
+    fi
     for s in $([ "$what" = all ] && echo redis rabbitmq || echo "$what"); do "$1_$s"; done ;;
   restart)
     for s in $([ "$what" = all ] && echo redis rabbitmq || echo "$what"); do "stop_$s"; "start_$s"; done ;;
-  *) echo "usage: $0 install [what…] | start|stop|restart [redis|rabbitmq|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 install | start|stop|restart [redis|rabbitmq|cluster|all] | start|stop cluster-node PORT" >&2; exit 2 ;;
 esac

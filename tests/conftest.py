@@ -6,12 +6,18 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.clients.redis import RedisConnection
-from tests.services import RABBITMQ_URL, REDIS_URL, require
+from tests.services import RABBITMQ_URL, REDIS_CLUSTER_URL, REDIS_URL, require
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     return require(REDIS_URL, "Redis")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> str:
+    """The test Redis Cluster (three masters; the test command starts it)."""
+    return require(REDIS_CLUSTER_URL, "Redis Cluster")
 
 
 @pytest.fixture(scope="session")

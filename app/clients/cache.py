@@ -65,6 +65,15 @@ class CacheBackend(Protocol):
         """Drop the keys; missing ones are fine. Raises CacheUnavailable."""
         ...
 
+    async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
+        """Store like `set`, or, when the backend cannot answer now, keep the write and make it
+        as soon as it can, reading `key` as unavailable until then. True when stored now.
+
+        For writes that must not be lost to an outage (an invalidation). Never raises
+        CacheUnavailable.
+        """
+        ...
+
 
 def _check_ttl(ttl_s: float) -> None:
     if not (ttl_s > 0 and math.isfinite(ttl_s)):
@@ -92,12 +101,33 @@ class RedisCache:
         self._replace_script: Script[str] = Script(script=_REPLACE_SCRIPT)
 
     async def get(self, key: str) -> bytes | None:
+        full = self._prefix + key
+        if self._connection.pending.holds(full):
+            # A write to it waits for Redis (see set_or_defer): what Redis holds may be stale.
+            msg = f"a write to {key!r} waits for Redis"
+            raise CacheUnavailable(msg)
         try:
             with redis_errors():
-                value: bytes | None = await self._connection.get(self._prefix + key, decode=False)
+                value: bytes | None = await self._connection.get(full, decode=False)
         except RedisUnavailable as exc:
             raise CacheUnavailable(str(exc)) from exc
         return value
+
+    async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
+        try:
+            await self.set(key, value, ttl_s)
+        except CacheUnavailable:
+            self._connection.pending.defer(
+                self._prefix + key, f"cache write of {key!r}", lambda: self._replay_set(key, value, ttl_s)
+            )
+            return False
+        return True
+
+    async def _replay_set(self, key: str, value: bytes, ttl_s: float) -> None:
+        try:
+            await self.set(key, value, ttl_s)
+        except CacheUnavailable as exc:
+            raise RedisUnavailable(str(exc)) from exc
 
     async def set(self, key: str, value: bytes, ttl_s: float) -> None:
         await self._set(key, value, ttl_s, only_if_absent=False)
@@ -203,3 +233,7 @@ class MemoryCache:
     async def delete(self, *keys: str) -> None:
         for key in keys:
             self._entries.pop(key, None)
+
+    async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
+        await self.set(key, value, ttl_s)
+        return True

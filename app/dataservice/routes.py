@@ -11,13 +11,14 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Final, cast
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from app.dataservice.store import EmailTaken, NewUser, UserChanges, UserRecord, UserStore
+from app.dataservice.store import EmailTaken, NewUser, UserChanges, UserRecord, UserStore, utc_text
 from app.errors import (
     PROBLEM_CONTENT_TYPE,
     Conflict,
@@ -70,6 +71,18 @@ def _boolean(value: object) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
 
+def _moment(value: object) -> str | None:
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if moment.tzinfo is not None:
+                return None
+    return "must be an RFC 3339 date-time with a time zone"
+
+
 _FIELDS: Final[dict[str, Callable[[object], str | None]]] = {
     "email": _text(320),
     "password_hash": _text(1024),
@@ -78,6 +91,8 @@ _FIELDS: Final[dict[str, Callable[[object], str | None]]] = {
     "is_active": _boolean,
     "is_verified": _boolean,
 }
+# What only a PATCH may set: the durable record of a user-level revocation.
+_PATCH_ONLY: Final[dict[str, Callable[[object], str | None]]] = {"sessions_revoked_at": _moment}
 _REQUIRED: Final = ("email", "password_hash")
 
 
@@ -94,11 +109,13 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def _checked_fields(body: dict[str, Any], *, required: tuple[str, ...]) -> dict[str, Any]:
+def _checked_fields(
+    body: dict[str, Any], *, required: tuple[str, ...], fields: dict[str, Callable[[object], str | None]] = _FIELDS
+) -> dict[str, Any]:
     """`body` if every field is known and well-typed and the `required` ones are there, else a 422."""
     errors = [FieldError(("body", name), "field required") for name in required if name not in body]
     for name, value in body.items():
-        check = _FIELDS.get(name)
+        check = fields.get(name)
         problem = "unknown field" if check is None else check(value)
         if problem is not None:
             errors.append(FieldError(("body", name), problem))
@@ -182,7 +199,11 @@ async def list_users(request: web.Request) -> web.Response:
 
 async def patch_user(request: web.Request) -> web.Response:
     user_id = _user_id(request)
-    changes = cast("UserChanges", _checked_fields(await _json_object(request), required=()))
+    fields = _checked_fields(await _json_object(request), required=(), fields={**_FIELDS, **_PATCH_ONLY})
+    if "sessions_revoked_at" in fields:
+        # One format for every stored time, so the store keeps the later one by comparing text.
+        fields["sessions_revoked_at"] = utc_text(datetime.fromisoformat(fields["sessions_revoked_at"]))
+    changes = cast("UserChanges", fields)
     try:
         record = await request.app[store_key].update(user_id, changes)
     except EmailTaken:

@@ -3,6 +3,11 @@
 aiosqlite runs every statement on its own thread, so the event loop never blocks on disk.
 One connection serves the whole app in autocommit mode: every write is a single statement,
 and an `asyncio.Lock` keeps a page and its count from seeing different states.
+
+`sessions_revoked_at` (contract §7) is the durable record of a user-level revocation: tokens
+issued before it are dead. It only moves forward (a write keeps the later of the stored and
+the given time, so a late or repeated revocation can never revive tokens), and changing it
+alone does not change `updated_at`: it is not part of the user Turnstile answers with.
 """
 
 from __future__ import annotations
@@ -37,21 +42,25 @@ CREATE TABLE IF NOT EXISTS users (
     is_active     INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),
     is_verified   INTEGER NOT NULL DEFAULT 0 CHECK (is_verified IN (0, 1)),
     created_at    TEXT    NOT NULL,
-    updated_at    TEXT    NOT NULL
+    updated_at    TEXT    NOT NULL,
+    sessions_revoked_at TEXT
 ) STRICT
 """
 # Databases made before a column existed get it added at open (`_ADDED_COLUMNS`).
 _ADDED_COLUMNS: Final = {
     "is_verified": "ALTER TABLE users ADD COLUMN is_verified INTEGER NOT NULL DEFAULT 0 CHECK (is_verified IN (0, 1))",
+    "sessions_revoked_at": "ALTER TABLE users ADD COLUMN sessions_revoked_at TEXT",
 }
 _MUTABLE: Final = ("email", "password_hash", "full_name", "roles", "is_active", "is_verified")
 _INSERT: Final = """
 INSERT INTO users (email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at)
 VALUES (:email, :password_hash, :full_name, :roles, :is_active, :is_verified, :now, :now)
-RETURNING id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at
+RETURNING id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at,
+    sessions_revoked_at
 """
 # One fixed statement for every PATCH: `set_<column>` says whether that column changes, so
 # setting full_name to NULL differs from leaving it alone, and no SQL is built from input.
+# The RFC 3339 times all share one UTC format, so the later one is the larger text.
 _UPDATE: Final = """
 UPDATE users SET
     email         = IIF(:set_email, :email, email),
@@ -60,17 +69,23 @@ UPDATE users SET
     roles         = IIF(:set_roles, :roles, roles),
     is_active     = IIF(:set_is_active, :is_active, is_active),
     is_verified   = IIF(:set_is_verified, :is_verified, is_verified),
-    updated_at    = :now
+    sessions_revoked_at = IIF(
+        :set_sessions_revoked_at AND (sessions_revoked_at IS NULL OR :sessions_revoked_at > sessions_revoked_at),
+        :sessions_revoked_at, sessions_revoked_at),
+    updated_at    = IIF(:set_public, :now, updated_at)
 WHERE id = :id
-RETURNING id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at
+RETURNING id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at,
+    sessions_revoked_at
 """
 _GET: Final = """
-SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at FROM users
+SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at,
+    sessions_revoked_at FROM users
 WHERE id = :id
 """
 _COUNT: Final = "SELECT COUNT(*) FROM users WHERE (:email IS NULL OR email = :email)"
 _PAGE: Final = """
-SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at FROM users
+SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at,
+    sessions_revoked_at FROM users
 WHERE (:email IS NULL OR email = :email)
 ORDER BY id LIMIT :limit OFFSET :offset
 """
@@ -90,6 +105,7 @@ class UserChanges(TypedDict, total=False):
     roles: list[str]
     is_active: bool
     is_verified: bool
+    sessions_revoked_at: str  # RFC 3339 UTC as `utc_now` writes it; only a later one is kept
 
 
 @attrs.frozen(kw_only=True)
@@ -117,6 +133,7 @@ class UserRecord:
     is_verified: bool
     created_at: str
     updated_at: str
+    sessions_revoked_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -124,7 +141,12 @@ class UserRecord:
 
 def utc_now() -> str:
     """Now as RFC 3339 UTC with microseconds and a `Z`, so consecutive writes order as text."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return utc_text(datetime.now(UTC))
+
+
+def utc_text(moment: datetime) -> str:
+    """`moment` in the one format every stored time has (RFC 3339, UTC, microseconds, `Z`)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _record(row: sqlite3.Row) -> UserRecord:
@@ -138,6 +160,7 @@ def _record(row: sqlite3.Row) -> UserRecord:
         is_verified=bool(row["is_verified"]),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        sessions_revoked_at=row["sessions_revoked_at"],
     )
 
 
@@ -225,6 +248,9 @@ class UserStore:
         for name in _MUTABLE:
             params[f"set_{name}"] = name in changes
             params[name] = _column_value(name, changes.get(name))
+        params["set_public"] = any(name in changes for name in _MUTABLE)
+        params["set_sessions_revoked_at"] = "sessions_revoked_at" in changes
+        params["sessions_revoked_at"] = changes.get("sessions_revoked_at")
         async with self._lock:
             row = await self._fetch_one(_UPDATE, params, changes.get("email"))
         return None if row is None else _record(row)

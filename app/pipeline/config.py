@@ -56,15 +56,24 @@ class RawPipeline:
     tags: list[str] = attrs.Factory(list)
 
 
+def _check_delivery(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    # cattrs reports a validator's error without the field's path, so the message names it.
+    if value not in ("shared", "each-instance"):
+        msg = f'delivery: expected "shared" or "each-instance", got {value!r}'
+        raise ValueError(msg)
+
+
 @attrs.frozen(kw_only=True)
 class RawSubscription:
     name: str
     queue: str
     bindings: list[str]
     steps: list[dict[str, Any]]
+    delivery: str = attrs.field(default="shared", validator=_check_delivery)
     prefetch: int = attrs.field(default=16, validator=attrs.validators.gt(0))
     max_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
     retry_delay_s: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
+    max_wait_s: float = attrs.field(default=600.0, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -196,7 +205,9 @@ class _Loader:
             return None
         return SubscriptionConfig(
             name=raw.name, queue=raw.queue, bindings=tuple(raw.bindings), steps=steps,
+            delivery="each-instance" if raw.delivery == "each-instance" else "shared",
             prefetch=raw.prefetch, max_retries=raw.max_retries, retry_delay_s=raw.retry_delay_s,
+            max_wait_s=raw.max_wait_s,
             line=self.positions.line_of(where),
         )
 

@@ -1,9 +1,15 @@
 """The reactive side: each subscription of pipelines.toml becomes a consumer actor whose
 handler is the subscription's steps, composed once like a pipeline's.
 
-A message is acked after its steps succeed; a step that raises makes it fail, and the
-consumer retries it a bounded number of times, then dead-letters it. Without RABBITMQ_URL
-(embedded) there is no broker to consume from, and subscriptions are announced as idle.
+A subscription's `delivery` is `shared` (one durable queue, a quorum queue unless
+RABBITMQ_QUEUE_TYPE=classic: each event handled once for the deployment) or `each-instance` (a
+queue per process: every instance hears every event, for state each process keeps).
+
+A message is acked after its steps succeed. A step that fails because a dependency is down
+(Redis, the data service: `depends_on_something_down`) makes the message wait for it, with
+backoff, for up to the subscription's `max_wait_s`; any other failure is retried a bounded
+number of times, then the message is dead-lettered. Without RABBITMQ_URL (embedded) there is
+no broker to consume from, and subscriptions are announced as idle.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from app.clients.consumer import Consumer
+from app.clients.amqp import Consumer
+from app.clients.cache import CacheUnavailable
+from app.clients.redis import RedisUnavailable
+from app.errors import GatewayTimeout, ServiceUnavailable
 from app.keys import pipelines_key, settings_key
 from app.models.events import Event
 from app.pipeline.types import MessageHandler, MessageStep, SubscriptionConfig, SubscriptionContext
@@ -22,6 +31,14 @@ from app.tracing import traced_subscription
 log = logging.getLogger("turnstile.subscriptions")
 
 consumers_key = web.AppKey("consumers", list[Consumer])
+
+
+# What a step raises when a dependency is down (not the message's fault): the message waits.
+DEPENDENCY_DOWN = (RedisUnavailable, CacheUnavailable, ServiceUnavailable, GatewayTimeout, TimeoutError)
+
+
+def depends_on_something_down(exc: BaseException) -> bool:
+    return isinstance(exc, DEPENDENCY_DOWN)
 
 
 async def _done(event: Event) -> None:
@@ -55,8 +72,11 @@ def setup_subscriptions(app: web.Application) -> None:
             continue
         consumers.append(Consumer(
             settings.rabbitmq_url, exchange=settings.events_exchange, queue=subscription.queue,
-            bindings=subscription.bindings, handler=handler, prefetch=subscription.prefetch,
-            max_retries=subscription.max_retries, retry_delay_s=subscription.retry_delay_s,
+            bindings=subscription.bindings, handler=handler, delivery=subscription.delivery,
+            queue_type="classic" if settings.rabbitmq_queue_type == "classic" else "quorum",
+            prefetch=subscription.prefetch, max_retries=subscription.max_retries,
+            retry_delay_s=subscription.retry_delay_s, waits_for=depends_on_something_down,
+            max_wait_s=subscription.max_wait_s,
         ))
     app[consumers_key] = consumers
     app.cleanup_ctx.append(subscriptions_ctx)

@@ -13,7 +13,7 @@ import enum
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
 import attrs
 from aiohttp import web
@@ -236,15 +236,22 @@ class PipelineConfig:
 
 @attrs.frozen(kw_only=True)
 class SubscriptionConfig:
-    """One validated `[[subscriptions]]` table: a queue bound to routing keys, and its steps."""
+    """One validated `[[subscriptions]]` table: a queue bound to routing keys, and its steps.
+
+    delivery: ``shared`` (one durable queue for the deployment: each event handled once) or
+    ``each-instance`` (a queue per process: every instance hears every event). max_wait_s: how
+    long a message whose steps fail because a dependency is down waits for it.
+    """
 
     name: str
     queue: str
     bindings: tuple[str, ...]
     steps: tuple[ConfiguredStep, ...]
+    delivery: Literal["shared", "each-instance"] = "shared"
     prefetch: int = 16
     max_retries: int = 3
     retry_delay_s: float = 1.0
+    max_wait_s: float = 600.0
     line: int = 0
 
 

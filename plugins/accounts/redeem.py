@@ -145,7 +145,7 @@ class ResetPasswordStep:
         changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
         await self.cache.invalidate(changed)
         try:
-            await auth.store.revoke_user(record.user_id)
+            await auth.revocations.revoke(record.user_id)
         except Exception:
             log.exception("password of user %s reset, but its sessions could not be ended", record.user_id)
             msg = ("The password was changed, but the account's sessions could not all be ended; "

@@ -40,8 +40,10 @@ class AuthConfig:
       Read from the data service on each request, so verifying takes effect at once, and so
       does an email change that made the user unverified (a read per request on such routes).
 
-    A presented token is checked against the revocation list (Redis) on every request; when
-    Redis is down the answer is 503, also under "anyone": a token is never half-trusted.
+    A presented token is checked on every request against its user's revocation cut-off (the
+    newest this process, Redis and the data service record know) and, for an access token, its
+    session; when none of them can tell, the answer is 503, also under "anyone": a token is
+    never half-trusted.
     """
 
     allow: tuple[str, ...] = attrs.field(default=("authenticated",), validator=_check_allow)
@@ -61,7 +63,15 @@ class LoginConfig:
 
 @attrs.frozen(kw_only=True)
 class RefreshConfig:
-    """`{ use = "refresh" }` (body `RefreshRequest`): a refresh token → a new pair (rotation)."""
+    """`{ use = "refresh", grace_s = 5 }` (body `RefreshRequest`): a refresh token → a new pair (rotation).
+
+    grace_s: for this many seconds after a refresh, presenting the same refresh token again (a
+      client's retry, two tabs, two instances) answers the same new pair instead of counting
+      as reuse, as long as that pair's refresh token is still the session's current one; a
+      replay after the window revokes the whole session. 0 turns the window off (0 to 60).
+    """
+
+    grace_s: float = attrs.field(default=5.0, validator=[attrs.validators.ge(0), attrs.validators.le(60)])
 
 
 @attrs.frozen(kw_only=True)

@@ -9,6 +9,7 @@ import logging
 from typing import Any, Final, final
 
 import attrs
+import orjson
 from aiohttp import web
 
 from app import (
@@ -29,7 +30,7 @@ from plugins.auth.config import LoginConfig, LogoutConfig, RefreshConfig
 from plugins.auth.services import AuthServices, services_key, store_errors
 from plugins.auth.step import unauthorized
 from plugins.auth.store import Rotation
-from plugins.auth.tokens import REFRESH, Claims, Issued, TokenError
+from plugins.auth.tokens import REFRESH, Claims, TokenError
 from plugins.users import normalise_email
 
 log = logging.getLogger("turnstile.auth")
@@ -45,12 +46,12 @@ async def issue_pair(services: AuthServices, user_id: int, roles: tuple[str, ...
     to the account that lands meanwhile kills these tokens instead of being outlived by them.
     """
     access, refresh = await services.start_session(user_id, roles, issued_at)
-    return _pair_response(services, access, refresh)
+    return _pair_response(services, access.token, refresh.token)
 
 
-def _pair_response(services: AuthServices, access: Issued, refresh: Issued) -> web.Response:
+def _pair_response(services: AuthServices, access_token: str, refresh_token: str) -> web.Response:
     body = {
-        "access_token": access.token, "refresh_token": refresh.token,
+        "access_token": access_token, "refresh_token": refresh_token,
         "token_type": "bearer", "expires_in": services.tokens.access_ttl_s,
     }
     return web.json_response(body, headers=_NO_STORE)
@@ -88,6 +89,7 @@ class LoginStep:
             raise Forbidden(msg)
         if self.config.rehash and self.services.hasher.needs_rehash(password_hash):
             await self._rehash(int(user["id"]), password, request_id)
+        await self.services.revocations.seen(int(user["id"]), user)
         return await issue_pair(self.services, int(user["id"]), _roles(user), issued_at)
 
     async def _rehash(self, user_id: int, password: str, request_id: str | None) -> None:
@@ -116,21 +118,25 @@ class RefreshStep:
         user = await self._current_user(claims, request.get(request_id_key))
         roles = _roles(user)
         new = tokens.issue_refresh(claims.user_id, roles, claims.family, issued_at=issued_at)
+        access = tokens.issue_access(claims.user_id, roles, claims.family, issued_at=issued_at)
+        pair = _Pair(access.token, new.token, issued_at)
         with store_errors():
-            rotation = await self.services.store.rotate(
-                claims.family, claims.jti, new.claims.jti, self.services.tokens.refresh_ttl_s
+            rotated = await self.services.store.rotate(
+                claims.family, claims.jti, new.claims.jti, tokens.refresh_ttl_s,
+                pair=pair.to_text(), grace_s=self.config.grace_s,
             )
-        if rotation is Rotation.REUSED:
+        if rotated.rotation is Rotation.REPEATED and rotated.pair is not None:
+            pair = _Pair.from_text(rotated.pair)  # a retry within the grace window: the same pair
+        elif rotated.rotation is Rotation.REUSED:
             log.warning("refresh token reused for user %s: token family revoked", claims.user_id)
             msg = "The refresh token was already used; every token of its session is revoked."
             raise unauthorized(msg)
-        if rotation is Rotation.UNKNOWN:
+        elif rotated.rotation is not Rotation.ROTATED:
             msg = "The refresh token has been revoked."
             raise unauthorized(msg)
-        await self.services.check_not_overtaken(claims.user_id, claims.family, issued_at)
+        await self.services.check_not_overtaken(claims.user_id, claims.family, pair.issued_at)
         await self.services.session_used(claims.user_id, claims.family)
-        access = tokens.issue_access(claims.user_id, roles, claims.family, issued_at=issued_at)
-        return _pair_response(self.services, access, new)
+        return _pair_response(self.services, pair.access_token, pair.refresh_token)
 
     async def _current_user(self, claims: Claims, request_id: str | None) -> dict[str, Any]:
         """The user as the data service has it now; 401 (and the family revoked) when gone or disabled."""
@@ -143,7 +149,25 @@ class RefreshStep:
                 await self.services.store.revoke_family(claims.family)
             msg = "The account no longer exists or is disabled."
             raise unauthorized(msg)
+        await self.services.revocations.seen(claims.user_id, reply.data)
         return reply.data
+
+
+@attrs.frozen
+class _Pair:
+    """A refresh's answer, as the session's grace entry keeps it (it is answered again, as is)."""
+
+    access_token: str
+    refresh_token: str
+    issued_at: float
+
+    def to_text(self) -> str:
+        return orjson.dumps(attrs.asdict(self)).decode()
+
+    @classmethod
+    def from_text(cls, text: str) -> _Pair:
+        raw = orjson.loads(text)
+        return cls(str(raw["access_token"]), str(raw["refresh_token"]), float(raw["issued_at"]))
 
 
 def verify_refresh(services: AuthServices, token: str) -> Claims:
@@ -198,7 +222,8 @@ def document_login(config: LoginConfig, doc: OperationDoc) -> None:
 
 
 def document_refresh(config: RefreshConfig, doc: OperationDoc) -> None:
-    doc.respond(200, "A new pair; the presented refresh token is spent", schema=model_ref("TokenPair"))
+    doc.respond(200, "A new pair; the presented refresh token is spent (presented again within "
+                f"{config.grace_s:g} s, it answers the same pair)", schema=model_ref("TokenPair"))
     doc.problem(401, "Invalid, expired, revoked or reused refresh token (reuse revokes its family)",
                 headers=_CHALLENGE)
     doc.problem(503, "The data service or token state is unavailable", headers=_RETRY)

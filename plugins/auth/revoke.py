@@ -4,6 +4,13 @@ In a pipeline it acts after the rest of the chain answered 2xx: on DELETE, or wh
 validated body sets `is_active` to false or carries `password` or `roles` (whether or not
 they differ from the stored ones: the step cannot see those, so it errs on the safe side).
 In a subscription it acts on `user.deleted`, and on `user.updated` with `is_active` false.
+
+A revocation is a cut-off time (plugins/auth/revocations.py). In a pipeline it is now, and is
+recorded in the data service too: once the record has it, the step succeeds even when Redis
+is down (Redis gets it when it answers); when the record cannot take it the answer is 503,
+though the change itself was saved (and its event published, see event-emit). In a
+subscription it is the event's `occurred_at`, kept by this process and Redis; the record was
+the producer's to write (and a deleted or disabled user counts as revoked anyway).
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from app import (
     Handler,
     MessageHandler,
     OperationDoc,
+    ProblemError,
+    RedisUnavailable,
     ServiceUnavailable,
     SubscriptionContext,
     actor_key,
@@ -29,7 +38,6 @@ from app import (
 )
 from plugins.auth.config import RevokeTokensConfig
 from plugins.auth.services import AuthServices, services_key
-from plugins.auth.store import TokenStore
 
 log = logging.getLogger("turnstile.auth")
 
@@ -54,14 +62,6 @@ def ends_sessions(method: str, body: Mapping[str, Any] | None) -> bool:
     return body.get("is_active") is False or any(name in body for name in _SESSION_FIELDS)
 
 
-async def revoke(store: TokenStore, user_id: int) -> None:
-    try:
-        await store.revoke_user(user_id)
-    except Exception:
-        log.exception("could not revoke the tokens of user %s", user_id)
-        raise
-
-
 @final
 @attrs.frozen
 class RevokeTokensStep:
@@ -80,8 +80,10 @@ class RevokeTokensStep:
         if user_id is None:
             return response
         try:
-            await revoke(self.services.store, user_id)
-        except Exception:
+            # Durable: once the data service has the cut-off, Redis may catch up later.
+            await self.services.revocations.revoke(user_id)
+        except ProblemError as exc:
+            log.warning("could not record the revocation of user %s's tokens: %s", user_id, exc.detail)
             msg = "The change was saved, but the user's tokens could not be revoked; retry."
             raise ServiceUnavailable(msg) from None
         return response
@@ -97,8 +99,15 @@ class RevokeTokensMessageStep:
         if event.type == "user.deleted" or (event.type == "user.updated" and event.data.get("is_active") is False):
             user_id = user_id_from(self.config.user, event.data)
             if user_id is not None:
-                await revoke(self.services.store, user_id)  # raising makes the message retry
+                await self._revoke(user_id, event)
         await handler(event)
+
+    async def _revoke(self, user_id: int, event: Event) -> None:
+        # As of the change, not of its delivery: a late event must not kill the sessions of a
+        # user re-enabled and logged in meanwhile. The record was the producer's to write.
+        if not await self.services.revocations.revoke(user_id, event.timestamp.timestamp(), durable=False):
+            msg = f"revocation of user {user_id} deferred until Redis answers"
+            raise RedisUnavailable(msg)  # the message waits for Redis too
 
 
 def build(config: RevokeTokensConfig, ctx: BuildContext) -> RevokeTokensStep:

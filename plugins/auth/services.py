@@ -20,10 +20,12 @@ from app import (
     RedisUnavailable,
     ServiceUnavailable,
     Unauthorized,
+    data_service_key,
     plugin_settings,
     redis_key,
 )
 from plugins.auth.passwords import Argon2Hasher, hasher_for
+from plugins.auth.revocations import LocalRevocations, RecordRevocations, RedisRevocations, Revocations
 from plugins.auth.sessions import MemorySessionIndex, RedisSessionIndex, SessionIndex
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
@@ -37,6 +39,7 @@ class AuthServices:
     tokens: Tokens
     store: TokenStore
     hasher: Argon2Hasher
+    revocations: Revocations
     # Which sessions each user has (GET /auth/sessions); the store says which still live.
     sessions: SessionIndex = attrs.field(factory=MemorySessionIndex)
 
@@ -50,7 +53,7 @@ class AuthServices:
                 a deactivation or a role change overlapped this login): the session is ended
                 at once rather than handed out.
         """
-        refresh = self.tokens.issue_refresh(user_id, roles, issued_at=issued_at)
+        refresh = self.tokens.issue_refresh(user_id, roles, self.store.new_family(), issued_at=issued_at)
         family = refresh.claims.family
         with store_errors():
             await self.store.start_family(family, refresh.claims.jti, self.tokens.refresh_ttl_s)
@@ -66,7 +69,7 @@ class AuthServices:
     async def check_not_overtaken(self, user_id: int, family: str, issued_at: float) -> None:
         """401, ending `family`, when the user's tokens were revoked at or after `issued_at`."""
         with store_errors():
-            cutoff = await self.store.revoked_until(user_id)
+            cutoff = await self.revocations.cutoff(user_id)
             if cutoff is not None and issued_at <= cutoff:
                 await self.store.revoke_family(family)
                 msg = "The account changed while signing in; sign in again."
@@ -76,11 +79,12 @@ class AuthServices:
         """Raise 401 when the user's tokens were revoked at or after this one was issued, or
         (for an access token) when its session ended.
 
-        With Redis down the mirrored store answers from this process's own record (see
-        `MirroredTokenStore`), so this raises 503 only for the memory store's impossibilities.
+        The cut-off is the newest this process, Redis and the data service record know (see
+        plugins/auth/revocations.py); with Redis down, sessions are checked against this
+        process's own record (`MirroredTokenStore`).
         """
         with store_errors():
-            cutoff = await self.store.revoked_until(claims.user_id)
+            cutoff = await self.revocations.cutoff(claims.user_id)
             if cutoff is not None and claims.iat <= cutoff:
                 msg = "The token has been revoked."
                 raise Unauthorized(msg)
@@ -102,22 +106,28 @@ def make_services(app: web.Application) -> AuthServices:
     store: TokenStore = local
     sessions: SessionIndex = MemorySessionIndex()
     if redis is not None:
-        remote = RedisTokenStore(redis, revocation_ttl_s=revocation_ttl_s)
-        store = MirroredTokenStore(remote, local, on_fallback=_count_fallback)
+        store = MirroredTokenStore(RedisTokenStore(redis), local, on_fallback=_count_fallback)
         sessions = RedisSessionIndex(redis)
-    return AuthServices(tokens_for(settings), store, hasher_for(plugin_settings(app, PasswordSettings)), sessions)
+    revocations = Revocations(
+        LocalRevocations(ttl_s=revocation_ttl_s),
+        RecordRevocations(app[data_service_key]),
+        RedisRevocations(redis, ttl_s=revocation_ttl_s) if redis is not None else None,
+        on_fallback=_count_fallback,
+    )
+    hasher = hasher_for(plugin_settings(app, PasswordSettings))
+    return AuthServices(tokens_for(settings), store, hasher, revocations, sessions)
 
 
 REVOCATION_FALLBACKS = Counter(
     "turnstile_auth_revocation_fallbacks_total",
-    "Access checks answered from the process-local revocation mirror because Redis was down",
+    "Access checks answered without Redis (sessions from this process's record, cut-offs from the data service)",
 )
 _outage_log = OutageLog(logging.getLogger("turnstile.auth"), "token state (Redis)")
 
 
-def _count_fallback() -> None:
+def _count_fallback(exc: BaseException) -> None:
     REVOCATION_FALLBACKS.inc()
-    _outage_log.warning("checking revocations (answered from this process's own record)")
+    _outage_log.warning("checking tokens (sessions from this process's record, cut-offs from the data service)", exc)
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Token state every instance shares: refresh-token families and per-user revocation.
+"""Sessions every instance shares: refresh-token families (user-level revocation cut-offs
+are in plugins/auth/revocations.py).
 
 Redis when the service has one (`RedisTokenStore`), process memory otherwise
 (`MemoryTokenStore`, the embedded default for one process).
@@ -9,23 +10,30 @@ Redis when the service has one (`RedisTokenStore`), process memory otherwise
   revoked. Logout revokes the family too.
 - An access token names its family (its session): it is accepted only while the family
   lives, so a logout or a detected reuse ends the session's access tokens at once too.
-- `revoke_user` records a cut-off time: every token of that user issued at or before it is
-  dead (access tokens included), which is how a deleted, disabled or re-passworded user's
-  tokens stop working at once.
+- A grace window (`grace_s`, a few seconds) forgives a client that refreshes one token twice
+  (a retry, two tabs, two instances): the second refresh gets the same new pair instead of
+  tripping reuse detection, as long as that pair is still the family's current one. A replay
+  after the window still revokes the family.
+- Session state fails closed: a family whose record is missing (ended, expired, or lost with
+  a Redis node that restarted empty) is dead; its users log in again.
 
 Failure: when Redis is down every method of `RedisTokenStore` raises `RedisUnavailable`.
 Logins, refreshes and logouts then answer 503: families are never guessed. The per-request
 access check instead goes through `MirroredTokenStore`, which answers from this process's
-own record of revocations (see there), so reads keep working during a Redis outage as
+own record of ended sessions (see there), so reads keep working during a Redis outage as
 contract §8 asks.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import time
+import uuid
 from collections.abc import Callable
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
+
+import attrs
 
 from app import RedisConnection, RedisUnavailable, redis_errors
 
@@ -34,29 +42,39 @@ class Rotation(enum.Enum):
     """What presenting a refresh token to its family did."""
 
     ROTATED = "rotated"  # it was the current one; the new jti is current now
+    REPEATED = "repeated"  # it was rotated a moment ago (within the grace window): same new pair
     REUSED = "reused"  # an older one: the family is revoked
     UNKNOWN = "unknown"  # no such family: expired, logged out or revoked before
 
 
+@attrs.frozen
+class Rotated:
+    """A rotation's outcome; for `REPEATED`, the pair the first rotation handed out."""
+
+    rotation: Rotation
+    pair: str | None = None
+
+
 class TokenStore(Protocol):
-    """Refresh-token families and per-user revocation cut-offs."""
+    """Refresh-token families."""
+
+    def new_family(self) -> str:
+        """An id for a new family, whose record the store can write now if any can be."""
 
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         """Record `jti` as the current token of a new family that lives `ttl_s` seconds."""
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
-        """Make `new_jti` current when `presented` is; revoke the family when it is an older one."""
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
+        """Make `new_jti` current when `presented` is, keeping `pair` (the new tokens, as text)
+        for `grace_s` seconds; when `presented` was rotated within that window and its pair's
+        jti is still current, answer that pair again; else revoke the family."""
 
     async def revoke_family(self, family: str) -> None: ...
 
     async def family_alive(self, family: str) -> bool:
         """Whether the session `family` still lives (not logged out, reused, revoked or expired)."""
-
-    async def revoke_user(self, user_id: int) -> None:
-        """Every token of `user_id` issued until now is dead."""
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        """The cut-off of `user_id`: tokens with ``iat`` at or before it are dead (None: none)."""
 
 
 class MemoryTokenStore:
@@ -67,24 +85,36 @@ class MemoryTokenStore:
         # Families this process saw end, kept as long as their tokens could live: the
         # Redis-down fallback of `MirroredTokenStore` consults it.
         self._ended: dict[str, float] = {}
-        self._revoked: dict[int, tuple[float, float]] = {}
+        # (family, presented jti) -> (the jti it was rotated to, the pair handed out, expiry)
+        self._grace: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._revocation_ttl_s = revocation_ttl_s
         self._clock = clock
+
+    def new_family(self) -> str:
+        return uuid.uuid4().hex
 
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         self._prune()
         self._families[family] = (jti, self._clock() + ttl_s)
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
+        now = self._clock()
         entry = self._families.get(family)
-        if entry is None or entry[1] <= self._clock():
+        if entry is None or entry[1] <= now:
             self._families.pop(family, None)
-            return Rotation.UNKNOWN
-        if entry[0] != presented:
-            await self.revoke_family(family)
-            return Rotation.REUSED
-        self._families[family] = (new_jti, self._clock() + ttl_s)
-        return Rotation.ROTATED
+            return Rotated(Rotation.UNKNOWN)
+        if entry[0] == presented:
+            self._families[family] = (new_jti, now + ttl_s)
+            if grace_s > 0:
+                self._grace[(family, presented)] = (new_jti, pair, now + grace_s)
+            return Rotated(Rotation.ROTATED)
+        again = self._grace.get((family, presented))
+        if again is not None and again[2] > now and again[0] == entry[0]:
+            return Rotated(Rotation.REPEATED, again[1])
+        await self.revoke_family(family)
+        return Rotated(Rotation.REUSED)
 
     async def revoke_family(self, family: str) -> None:
         self._families.pop(family, None)
@@ -106,45 +136,37 @@ class MemoryTokenStore:
             return False
         return expires is not None
 
-    async def revoke_user(self, user_id: int) -> None:
-        self.remember(user_id, self._clock())
-
-    def remember(self, user_id: int, cutoff: float) -> None:
-        """Record a cut-off made elsewhere (the later one wins)."""
-        previous = self._revoked.get(user_id)
-        if previous is None or previous[0] < cutoff:
-            self._revoked[user_id] = (cutoff, self._clock() + self._revocation_ttl_s)
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        entry = self._revoked.get(user_id)
-        if entry is None:
-            return None
-        if entry[1] <= self._clock():
-            del self._revoked[user_id]
-            return None
-        return entry[0]
-
     def _prune(self) -> None:
         now = self._clock()
         for family in [f for f, (_, expires) in self._families.items() if expires <= now]:
             del self._families[family]
         for family in [f for f, expires in self._ended.items() if expires <= now]:
             del self._ended[family]
+        for key in [k for k, (_, _, expires) in self._grace.items() if expires <= now]:
+            del self._grace[key]
 
 
-# KEYS[1] family; ARGV[1] presented jti, ARGV[2] new jti, ARGV[3] ttl.
-# Atomic, so two instances refreshing the same token cannot both rotate it.
+# KEYS[1] the family, KEYS[2] the presented jti's grace entry (one hash slot: see `_grace`);
+# ARGV[1] presented jti, ARGV[2] new jti, ARGV[3] family ttl (s), ARGV[4] the new pair, ARGV[5]
+# grace (ms, 0: none). Atomic, so two instances refreshing one token cannot both rotate it.
 _ROTATE: Final = """
 local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
+if not current then return {0} end
 if current == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return 1
+  if tonumber(ARGV[5]) > 0 then redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. ARGV[4], 'PX', ARGV[5]) end
+  return {1}
+end
+local again = redis.call('GET', KEYS[2])
+if again then
+  local space = string.find(again, ' ', 1, true)
+  if space and string.sub(again, 1, space - 1) == current then return {2, string.sub(again, space + 1)} end
 end
 redis.call('DEL', KEYS[1])
-return -1
+return {-1}
 """
-_ROTATIONS: Final = {1: Rotation.ROTATED, -1: Rotation.REUSED, 0: Rotation.UNKNOWN}
+NEW_FAMILY_TRIES: Final = 16
+_ROTATIONS: Final = {1: Rotation.ROTATED, 2: Rotation.REPEATED, -1: Rotation.REUSED, 0: Rotation.UNKNOWN}
 
 
 # Redis keys: `{KEY_PREFIX}fam:{family}` and `{KEY_PREFIX}revoked:{user_id}`. Both are read on
@@ -155,20 +177,22 @@ MIRRORED_PREFIXES: Final = (f"{KEY_PREFIX}revoked:", f"{KEY_PREFIX}fam:")
 
 
 class RedisTokenStore:
-    """The shared store: one Redis key per family (its current jti) and per revoked user.
+    """The shared store: one Redis key per family, ``{prefix}fam:{family}``, holding its current
+    jti, with the family's TTL."""
 
-    Keys: ``{prefix}fam:{family}`` and ``{prefix}revoked:{user_id}`` (a cut-off as text),
-    each with a TTL after which it no longer matters.
-    """
-
-    def __init__(
-        self, redis: RedisConnection, *, revocation_ttl_s: int, prefix: str = KEY_PREFIX,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, redis: RedisConnection, *, prefix: str = KEY_PREFIX) -> None:
         self._redis = redis
-        self._revocation_ttl_s = revocation_ttl_s
         self._prefix = prefix
-        self._clock = clock
+
+    def new_family(self) -> str:
+        """A random id whose key lives on a node that answers: with one master of a cluster
+        down, new sessions go to the others (a few tries; the keys are spread evenly)."""
+        family = uuid.uuid4().hex
+        for _ in range(NEW_FAMILY_TRIES):
+            if self._redis.answers(self._family(family)):
+                break
+            family = uuid.uuid4().hex
+        return family
 
     # Family keys are mirrored locally (the access check reads one per request), so each
     # write also drops this process's copy at once instead of waiting for Redis's push.
@@ -181,14 +205,22 @@ class RedisTokenStore:
         finally:
             self._redis.invalidate_local(key)
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
         key = self._family(family)
+        grace_ms = max(0, math.ceil(grace_s * 1000))
         try:
             with redis_errors():
-                result = await self._redis.client.eval(_ROTATE, keys=[key], args=[presented, new_jti, ttl_s])
+                result: Any = await self._redis.client.eval(
+                    _ROTATE, keys=[key, self._grace(key, presented)], args=[presented, new_jti, ttl_s, pair, grace_ms]
+                )
         finally:
             self._redis.invalidate_local(key)
-        return _ROTATIONS.get(result, Rotation.UNKNOWN) if isinstance(result, int) else Rotation.UNKNOWN
+        if not isinstance(result, list) or not result or not isinstance(result[0], int):
+            return Rotated(Rotation.UNKNOWN)
+        rotation = _ROTATIONS.get(result[0], Rotation.UNKNOWN)
+        return Rotated(rotation, str(result[1]) if rotation is Rotation.REPEATED else None)
 
     async def revoke_family(self, family: str) -> None:
         key = self._family(family)
@@ -202,51 +234,45 @@ class RedisTokenStore:
         with redis_errors():
             return await self._redis.get(self._family(family)) is not None
 
-    async def revoke_user(self, user_id: int) -> None:
-        key = self._revoked(user_id)
-        try:
-            with redis_errors():
-                await self._redis.client.set(key, repr(self._clock()), ex=self._revocation_ttl_s)
-        finally:
-            self._redis.invalidate_local(key)
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        with redis_errors():
-            value = await self._redis.get(self._revoked(user_id))
-        return None if value is None else float(value)
-
     def _family(self, family: str) -> str:
         return f"{self._prefix}fam:{family}"
 
-    def _revoked(self, user_id: int) -> str:
-        return f"{self._prefix}revoked:{user_id}"
+    def _grace(self, family_key: str, presented: str) -> str:
+        # The family key in braces is a hash tag: on a cluster the grace entry shares its slot,
+        # as one script's keys must. It is outside the mirrored prefix.
+        return f"{self._prefix}grace:{{{family_key}}}:{presented}"
 
 
 class MirroredTokenStore:
-    """The Redis store, with a process-local mirror of user revocations for a Redis outage.
+    """The Redis store, with this process's record of ended sessions for a Redis outage.
 
-    Every cut-off this process makes, hears of (the `user_changes` subscription delivers other
-    producers' deletions and deactivations) or reads from Redis is kept locally too. While
-    Redis is down the access check answers from that mirror instead of refusing every request:
-    the contract wants reads to keep working then. What it cannot know is a revocation another
-    instance made while both Redis and RabbitMQ were out of reach; that window is bounded by
-    the access token's lifetime (15 minutes by default). Families stay strict: rotation and
-    logout need Redis and answer 503 without it.
+    While Redis is down the access check answers from that record instead of refusing every
+    request: the contract wants reads to keep working then. What it cannot know is a session
+    another instance ended meanwhile (which could only be a reuse detected just before the
+    outage); that window is bounded by the access token's lifetime (15 minutes by default).
+    Families stay strict: rotation and logout need Redis and answer 503 without it.
     """
 
-    def __init__(self, remote: RedisTokenStore, local: MemoryTokenStore, *, on_fallback: Callable[[], None]) -> None:
+    def __init__(
+        self, remote: RedisTokenStore, local: MemoryTokenStore, *, on_fallback: Callable[[BaseException], None]
+    ) -> None:
         self.remote = remote
         self.local = local
         self._on_fallback = on_fallback
 
+    def new_family(self) -> str:
+        return self.remote.new_family()
+
     async def start_family(self, family: str, jti: str, ttl_s: int) -> None:
         await self.remote.start_family(family, jti, ttl_s)
 
-    async def rotate(self, family: str, presented: str, new_jti: str, ttl_s: int) -> Rotation:
-        rotation = await self.remote.rotate(family, presented, new_jti, ttl_s)
-        if rotation is Rotation.REUSED:
+    async def rotate(
+        self, family: str, presented: str, new_jti: str, ttl_s: int, *, pair: str = "", grace_s: float = 0
+    ) -> Rotated:
+        rotated = await self.remote.rotate(family, presented, new_jti, ttl_s, pair=pair, grace_s=grace_s)
+        if rotated.rotation is Rotation.REUSED:
             self.local.remember_ended(family)
-        return rotation
+        return rotated
 
     async def revoke_family(self, family: str) -> None:
         self.local.remember_ended(family)  # first: it holds even when Redis is down
@@ -255,24 +281,10 @@ class MirroredTokenStore:
     async def family_alive(self, family: str) -> bool:
         try:
             alive = await self.remote.family_alive(family)
-        except RedisUnavailable:
+        except RedisUnavailable as exc:
             # Sessions live in Redis; without it only the ends this process saw are known.
-            self._on_fallback()
+            self._on_fallback(exc)
             return not self.local.ended(family)
         if not alive:
             self.local.remember_ended(family)
         return alive
-
-    async def revoke_user(self, user_id: int) -> None:
-        await self.local.revoke_user(user_id)  # first: it holds even when Redis is down
-        await self.remote.revoke_user(user_id)
-
-    async def revoked_until(self, user_id: int) -> float | None:
-        try:
-            cutoff = await self.remote.revoked_until(user_id)
-        except RedisUnavailable:
-            self._on_fallback()
-            return await self.local.revoked_until(user_id)
-        if cutoff is not None:
-            self.local.remember(user_id, cutoff)
-        return cutoff

@@ -4,6 +4,12 @@ A plain delete loses a race: a read that missed before the write, and fetched th
 would store it after the delete for the full TTL. A unique tombstone (`markers.new_tombstone`,
 for at most `tombstone_ttl_s`) makes that read's store fail, while a read that starts after it
 may replace it; see `plugins.cache.markers` and `CacheInvalidateConfig`.
+
+An invalidation is never dropped: when the cache backend is down it is deferred
+(`CacheBackend.set_or_defer`), made as soon as the backend answers again, and until then the
+key is read as unavailable, so this process serves it from upstream and never stale. In a
+subscription, a deferred invalidation also fails the message, which waits for the backend and
+is applied again once it is back (the deferral is this process's; the message is durable).
 """
 
 from __future__ import annotations
@@ -18,21 +24,22 @@ from app import (
     RESERVED_PLACEHOLDERS,
     BuildContext,
     CacheBackend,
+    CacheUnavailable,
     Event,
     Handler,
     MessageHandler,
     SubscriptionContext,
     Template,
+    committed_key,
     template_placeholders,
 )
 from plugins.cache.backend import cache_backend_key
 from plugins.cache.config import CacheInvalidateConfig
 from plugins.cache.markers import new_tombstone
-from plugins.cache.outage import BACKEND_ERRORS, outage_log
 
 CACHE_INVALIDATIONS = Counter(
     "turnstile_cache_invalidations_total",
-    "Cache invalidations by pipeline or subscription and result (ok, failed)",
+    "Cache invalidations by pipeline or subscription and result (ok, deferred until the backend answers, failed)",
     ["pipeline", "result"],
 )
 
@@ -40,25 +47,29 @@ CACHE_INVALIDATIONS = Counter(
 @final
 @attrs.frozen
 class CacheInvalidateStep:
-    """After a 2xx answer, tombstone the keys. A backend failure is logged and counted; the write stands."""
+    """After a 2xx answer or a committed write (`committed_key`, even when a later step failed),
+    tombstone the keys, or defer it while the backend is down; the write stands."""
 
     keys: tuple[Template, ...]
     cache: CacheBackend
     tombstone_ttl_s: int
     ok: Counter
-    failed: Counter
+    deferred: Counter
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if 200 <= response.status < 300:
-            try:
-                await _tombstone(self.cache, [key.for_request(request) for key in self.keys], self.tombstone_ttl_s)
-            except BACKEND_ERRORS as exc:
-                self.failed.inc()
-                outage_log.warning("invalidating", exc)
-            else:
-                self.ok.inc()
+        try:
+            response = await handler(request)
+        except Exception:
+            if committed_key in request:  # saved, though a later step failed: the cache must follow
+                await self._invalidate(request)
+            raise
+        if 200 <= response.status < 300 or committed_key in request:
+            await self._invalidate(request)
         return response
+
+    async def _invalidate(self, request: web.Request) -> None:
+        keys = [key.for_request(request) for key in self.keys]
+        (self.ok if await _tombstone(self.cache, keys, self.tombstone_ttl_s) else self.deferred).inc()
 
 
 @final
@@ -70,24 +81,31 @@ class CacheInvalidateMessageStep:
     cache: CacheBackend
     tombstone_ttl_s: int
     ok: Counter
+    deferred: Counter
     failed: Counter
 
     async def __call__(self, event: Event, handler: MessageHandler) -> None:
         await handler(event)
         try:
             keys = [key.for_data(event.data) for key in self.keys]
-            await _tombstone(self.cache, keys, self.tombstone_ttl_s)
         except Exception:
             self.failed.inc()
             raise
+        if not await _tombstone(self.cache, keys, self.tombstone_ttl_s):
+            self.deferred.inc()
+            msg = f"cache backend unavailable: invalidation of {', '.join(keys)} deferred"
+            raise CacheUnavailable(msg)  # the message waits for the backend too
         self.ok.inc()
 
 
-async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int) -> None:
+async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int) -> bool:
+    """Tombstone every key now (True), or defer those the backend cannot take now (False)."""
     # One SET per key: there is no multi-key SET with a TTL, and a step names one or two keys.
     # A fresh tombstone per key and write, so a fill that saw an older one cannot replace it.
+    stored = True
     for key in keys:
-        await cache.set(key, new_tombstone(), ttl_s)
+        stored = await cache.set_or_defer(key, new_tombstone(), ttl_s) and stored
+    return stored
 
 
 def _check_placeholders(config: CacheInvalidateConfig, context: BuildContext) -> None:
@@ -111,7 +129,7 @@ def build(config: CacheInvalidateConfig, context: BuildContext) -> CacheInvalida
         cache=context.app[cache_backend_key],
         tombstone_ttl_s=config.tombstone_ttl_s,
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
-        failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),
+        deferred=CACHE_INVALIDATIONS.labels(pipeline=name, result="deferred"),
     )
 
 
@@ -122,5 +140,6 @@ def build_for_message(config: CacheInvalidateConfig, context: SubscriptionContex
         cache=context.app[cache_backend_key],
         tombstone_ttl_s=config.tombstone_ttl_s,
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
+        deferred=CACHE_INVALIDATIONS.labels(pipeline=name, result="deferred"),
         failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),
     )

@@ -97,6 +97,7 @@ class CacheStep:
                 msg = "The cache is unavailable."
                 raise ServiceUnavailable(msg) from exc
             return await self._forward(request, handler, key, None, x_cache="BYPASS", store=False)
+        outage_log.ok()
         if cached is None or is_tombstone(cached):
             self.misses.inc()
             return await self._forward(request, handler, key, cached, x_cache="MISS", store=True)

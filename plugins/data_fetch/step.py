@@ -24,6 +24,7 @@ from app import (
     Template,
     body_key,
     call_chain,
+    committed_key,
     has_implementations,
     model_ref,
     models_key,
@@ -39,6 +40,7 @@ from plugins.data_fetch.config import DataFetchConfig
 JSON = "application/json"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 DATA_SERVICE = "data_service"
+_COMMITS = _WRITES | {"DELETE"}
 
 log = logging.getLogger("turnstile.data_fetch")
 
@@ -111,7 +113,7 @@ class DataFetchStep:
             request_id=request.get(request_id_key),
         )
         if self.status == 204:
-            return web.Response(status=204)
+            return self._answer(request, web.Response(status=204))
         data = reply.data
         if self.check_answer is not None:
             data = self.check_answer(data, self.pipeline.name)
@@ -121,6 +123,11 @@ class DataFetchStep:
                 data = self.check_answer.final(data, self.pipeline.name)
         response = web.Response(status=self.status, body=orjson.dumps(data), content_type=JSON)
         response[payload_key] = data
+        return self._answer(request, response)
+
+    def _answer(self, request: web.Request, response: web.Response) -> web.Response:
+        if self.method in _COMMITS:
+            request[committed_key] = response  # the data service accepted the write
         return response
 
 

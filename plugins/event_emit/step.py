@@ -1,7 +1,14 @@
-"""The event-emit step: after a successful answer, a domain event to the publisher."""
+"""The event-emit step: a domain event to the publisher for every committed change.
+
+An event describes a committed change (contract §9): it is emitted after a 2xx answer, and also
+when the data service accepted the write (`committed_key`) but a later step failed (a
+revocation that could not be recorded answers 503): the other instances and consumers must
+still hear of the change.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import attrs
@@ -17,6 +24,7 @@ from app import (
     PipelineConfig,
     Publisher,
     call_chain,
+    committed_key,
     has_implementations,
     payload_key,
     plugin_manager_key,
@@ -25,6 +33,8 @@ from app import (
     settings_key,
 )
 from plugins.event_emit.config import EventEmitConfig
+
+log = logging.getLogger("turnstile.event_emit")
 
 
 @attrs.frozen
@@ -37,19 +47,37 @@ class EventEmitStep:
     confirm_deadline_s: float
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        if not 200 <= response.status < 300:
-            return response
+        try:
+            response = await handler(request)
+        except Exception:
+            committed = request.get(committed_key)
+            if committed is not None:
+                await self._emit_after_failure(request, committed)
+            raise
+        if 200 <= response.status < 300:
+            await self._emit(request, response)
+        elif (committed := request.get(committed_key)) is not None:
+            await self._emit_after_failure(request, committed)
+        return response
+
+    async def _emit(self, request: web.Request, response: web.StreamResponse) -> None:
         body = Event.create(self.config.event, self._data(request, response), request[request_id_key]).to_dict()
         if self.has_enrichers:
             enriched = await call_chain(
                 self.hooks.enrich_event, "event", body, request=request, pipeline=self.pipeline
             )
             if enriched is False:
-                return response
+                return
             body = enriched
         await self.publisher.publish(Event.from_dict(body), confirm_deadline_s=self.confirm_deadline_s)
-        return response
+
+    async def _emit_after_failure(self, request: web.Request, committed: web.StreamResponse) -> None:
+        """The change is saved though the request fails: emit, and let the request's own error stand."""
+        try:
+            await self._emit(request, committed)
+        except Exception:  # the original failure is what the client must see
+            log.exception("pipeline %s: the event of a committed change could not be emitted", self.pipeline.name,
+                          extra={"request_id": request.get(request_id_key)})
 
     def _data(self, request: web.Request, response: web.StreamResponse) -> dict[str, Any]:
         payload = response.get(payload_key)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,8 @@ import pytest
 
 from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
 from app.clients.redis import RedisConnection
-from tests.services import start_service, stop_service
+from tests.clients.redis.proxy import Proxy
+from tests.services import is_cluster, start_service, stop_service
 
 
 class FakeClock:
@@ -234,3 +236,43 @@ async def test_redis_cache_is_unavailable_while_redis_is_stopped_then_recovers(
     assert await cache.replace("k", b"after", b"replaced", ttl_s=60) is True
     assert await cache.get("k") == b"replaced"
     await cache.delete("k")
+
+
+async def test_a_write_deferred_during_an_outage_is_made_before_the_key_is_read_again(
+    redis_url: str, prefix: str
+) -> None:
+    if is_cluster(redis_url):
+        pytest.skip("the outage is a proxy in front of one server; the cluster's is in tests/integration")
+    proxy = Proxy(redis_url)
+    await proxy.listen()
+    connection = RedisConnection(proxy.url, health_interval_s=0.1)
+    await connection.start()
+    try:
+        cache = RedisCache(connection, prefix=prefix)
+        await cache.set("k", b"stale", ttl_s=60)
+        await proxy.close()  # Redis keeps its data; this process cannot reach it
+
+        assert await cache.set_or_defer("k", b"fresh", ttl_s=60) is False
+        with pytest.raises(CacheUnavailable, match="waits for Redis"):
+            await cache.get("k")
+
+        await proxy.listen()
+        seen: list[bytes | None] = []
+        deadline = time.monotonic() + 5
+        while not seen or seen[-1] != b"fresh":
+            assert time.monotonic() < deadline, f"the deferred write was not made: {seen}"
+            with contextlib.suppress(CacheUnavailable):
+                seen.append(await cache.get("k"))
+            await asyncio.sleep(0.01)
+        assert b"stale" not in seen  # never read from Redis before the deferred write was made
+        assert len(connection.pending) == 0
+        await cache.delete("k")
+    finally:
+        await connection.stop()
+        await proxy.close()
+
+
+async def test_the_memory_cache_never_defers() -> None:
+    cache = MemoryCache()
+    assert await cache.set_or_defer("k", b"v", ttl_s=60) is True
+    assert await cache.get("k") == b"v"

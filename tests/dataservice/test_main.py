@@ -13,6 +13,7 @@ import pytest
 
 from app.dataservice.main import start_dataservice
 from app.dataservice.routes import store_key
+from app.dataservice.store import UserStore
 from tests.dataservice.conftest import Client
 
 
@@ -83,3 +84,27 @@ async def test_run_dataservice_announces_the_real_port_and_stops_on_sigterm(tmp_
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_file_made_before_revocations_were_recorded_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT, email TEXT NOT NULL UNIQUE,"
+            " password_hash TEXT NOT NULL, full_name TEXT, roles TEXT NOT NULL DEFAULT '[]',"
+            " is_active INTEGER NOT NULL DEFAULT 1, created_at TEXT NOT NULL, updated_at TEXT NOT NULL) STRICT"
+        )
+        db.execute(
+            "INSERT INTO users (email, password_hash, created_at, updated_at)"
+            " VALUES ('old@example.com', 'h', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')"
+        )
+    store = await UserStore.open(path)
+    try:
+        record = await store.get(1)
+        assert record is not None
+        assert record.sessions_revoked_at is None
+        changed = await store.update(1, {"sessions_revoked_at": "2026-11-30T12:00:00.000000Z"})
+        assert changed is not None
+        assert changed.sessions_revoked_at == "2026-11-30T12:00:00.000000Z"
+    finally:
+        await store.close()

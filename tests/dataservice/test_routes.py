@@ -247,3 +247,44 @@ async def test_full_name_may_be_empty_or_null(client: Client) -> None:
 async def test_body_over_one_mib_is_413(client: Client) -> None:
     huge = io.BytesIO(orjson.dumps(user_body(full_name="x" * (1024 * 1024))))
     await problem(await client.post("/api/v1/users/", data=huge), 413)
+
+
+async def test_records_carry_no_revocation_until_one_is_recorded(client: Client) -> None:
+    created = await create(client)
+    assert created["sessions_revoked_at"] is None
+
+
+async def test_a_revocation_is_kept_in_utc_and_leaves_updated_at_alone(client: Client) -> None:
+    created = await create(client)
+    resp = await client.patch(
+        f"/api/v1/users/{created['id']}", json={"sessions_revoked_at": "2026-11-30T13:00:00.5+01:00"}
+    )
+    assert resp.status == 200
+    patched = await resp.json()
+    assert patched["sessions_revoked_at"] == "2026-11-30T12:00:00.500000Z"
+    assert patched["updated_at"] == created["updated_at"]  # not part of the public user
+
+
+async def test_a_revocation_only_moves_forward(client: Client) -> None:
+    created = await create(client)
+    path = f"/api/v1/users/{created['id']}"
+    await client.patch(path, json={"sessions_revoked_at": "2026-11-30T12:00:00Z"})
+    earlier = await (await client.patch(path, json={"sessions_revoked_at": "2026-11-30T11:00:00Z"})).json()
+    assert earlier["sessions_revoked_at"] == "2026-11-30T12:00:00.000000Z"  # a late one revives nothing
+    later = await (await client.patch(path, json={"sessions_revoked_at": "2026-11-30T12:00:01Z"})).json()
+    assert later["sessions_revoked_at"] == "2026-11-30T12:00:01.000000Z"
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-11-30T12:00:00", 1764504000, None])
+async def test_a_revocation_must_be_an_rfc3339_time_with_a_zone(client: Client, value: object) -> None:
+    created = await create(client)
+    resp = await client.patch(f"/api/v1/users/{created['id']}", json={"sessions_revoked_at": value})
+    body = await problem(resp, 422)
+    assert body["errors"] == [{"loc": ["body", "sessions_revoked_at"], "msg": (
+        "must be an RFC 3339 date-time with a time zone")}]
+
+
+async def test_a_new_user_cannot_come_with_a_revocation(client: Client) -> None:
+    resp = await client.post("/api/v1/users/", json=user_body(sessions_revoked_at="2026-11-30T12:00:00Z"))
+    body = await problem(resp, 422)
+    assert body["errors"] == [{"loc": ["body", "sessions_revoked_at"], "msg": "unknown field"}]

@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import aiormq
-import coredis
 import orjson
 import pytest
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -27,6 +26,7 @@ from pamqp.commands import Basic
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import Client, redis_db_url
+from tests.services import flush_redis
 
 POLL_S = 0.1
 
@@ -162,7 +162,8 @@ async def remove_test_topology(url: str, unique: str) -> None:
     queue = f"test.{unique}.user-changes"
     await remove_topology(
         url,
-        queues=[queue, f"{queue}.dead", f"test.{unique}.capture"],
+        # The each-instance queues go with their connections; their dead letters stay.
+        queues=[queue, f"{queue}.dead", f"{queue}.instance.dead", f"test.{unique}.capture"],
         exchanges=[f"test.{unique}", f"test.{unique}.dlx"],
     )
 
@@ -202,9 +203,7 @@ async def fresh_redis_db(request: pytest.FixtureRequest) -> str:
     """What the `redis_db` fixture gives, for a test whose parameter decides if it needs Redis
     (an async fixture cannot be fetched with getfixturevalue from a running loop)."""
     url = redis_db_url(request.getfixturevalue("redis_url"))
-    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with redis:
-        await redis.flushdb()
+    await flush_redis(url)
     return url
 
 

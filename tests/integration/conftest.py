@@ -13,7 +13,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
-import coredis
 import orjson
 import pytest
 from aiohttp import ClientResponse, web
@@ -24,7 +23,7 @@ from app.dataservice import start_dataservice
 from app.main import create_app
 from app.plugins import make_plugin_manager
 from app.settings import Settings, load_settings
-from tests.services import ROOT
+from tests.services import ROOT, flush_redis, is_cluster
 
 DEFAULT_PIPELINES = ROOT / "pipelines.toml"
 INTEGRATION_REDIS_DB = 15
@@ -36,6 +35,9 @@ Client = TestClient[web.Request, web.Application]
 
 
 def redis_db_url(redis_url: str, db: int = INTEGRATION_REDIS_DB) -> str:
+    """`redis_url` on database `db`; a cluster has database 0 only, and its URL is kept."""
+    if is_cluster(redis_url):
+        return redis_url
     parts = urlsplit(redis_url)
     return urlunsplit(parts._replace(path=f"/{db}"))
 
@@ -44,9 +46,7 @@ def redis_db_url(redis_url: str, db: int = INTEGRATION_REDIS_DB) -> str:
 async def redis_db(redis_url: str) -> str:
     """A Redis URL on a database emptied for this test."""
     url = redis_db_url(redis_url)
-    client: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with client:
-        await client.flushdb()
+    await flush_redis(url)
     return url
 
 
@@ -58,10 +58,17 @@ async def dataservice(tmp_path: Path) -> AsyncIterator[str]:
     await runner.cleanup()
 
 
+REFRESH_GRACE_S = 0.5  # the refresh grace window of the tests' pipelines (5 s by default)
+
+
 def pipelines_for(tmp_path: Path, unique: str) -> Path:
-    """The default pipelines file with this test's own subscription queue name."""
+    """The default pipelines file with this test's own subscription queue names and a short
+    refresh grace window (so a replay after it is quick to test)."""
     path = tmp_path / "pipelines.toml"
-    path.write_text(DEFAULT_PIPELINES.read_text().replace("turnstile.user-changes", f"test.{unique}.user-changes"))
+    text = DEFAULT_PIPELINES.read_text().replace("turnstile.user-changes", f"test.{unique}.user-changes")
+    default = '{ use = "refresh", grace_s = 5 }'
+    assert default in text
+    path.write_text(text.replace(default, f'{{ use = "refresh", grace_s = {REFRESH_GRACE_S} }}'))
     return path
 
 

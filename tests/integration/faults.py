@@ -10,6 +10,8 @@ otherwise misbehaves the way a real upstream does:
 - ``missing-field``, ``wrong-type``, ``extra-fields``: forwards, then changes every user record
   in the answer (alone, or each of a page's items): without ``created_at``, with ``is_active``
   as the integer 1, or with fields the public User does not have (`EXTRA_FIELDS`);
+- ``refuse-revocations``: forwards everything but a PATCH that records a revocation
+  (``sessions_revoked_at``), which it answers 503, as a data service that failed just then;
 - ``down``: `go_down()` closes the listener and every open connection (connection refused),
   `come_back()` listens again on the same port.
 
@@ -28,7 +30,8 @@ import orjson
 from aiohttp import web
 
 Mode = Literal[
-    "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields"
+    "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields",
+    "refuse-revocations",
 ]
 # What `extra-fields` adds to each record: fields a data service may well keep, and one it made up.
 EXTRA_FIELDS: Final = {
@@ -111,6 +114,8 @@ class FaultProxy:
             case "slow":
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._released.wait(), self.slow_s)
+            case "refuse-revocations" if request.method == "PATCH" and b"sessions_revoked_at" in await request.read():
+                return web.json_response({"detail": "database is locked"}, status=503)
         return await self._forward(request)
 
     async def _forward(self, request: web.Request) -> web.Response:

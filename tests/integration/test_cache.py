@@ -11,14 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import coredis
 import pytest
 from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
 
 from tests.integration.amqp_capture import fresh_redis_db
 from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
-from tests.services import start_service, stop_service
+from tests.services import redis_client, start_service, stop_service
 
 PASSWORD = "correct-horse-1"
 PROXY_DELAY_S = 0.3  # holds each user read so that concurrent misses overlap
@@ -259,8 +258,7 @@ async def test_not_found_is_not_cached_for_the_full_ttl(stack: StackFactory, red
     assert_miss(first, status=404)
     assert_hit(again)
     assert again.content_type == "application/problem+json"
-    redis: coredis.Redis[str] = coredis.Redis.from_url(redis_db, decode_responses=True)
-    async with redis:
+    async with redis_client(redis_db) as redis:
         not_found_ttl_ms = await redis.pttl(f"{CACHE_PREFIX}user:{missing_id}")
         found_ttl_ms = await redis.pttl(f"{CACHE_PREFIX}user:{user['id']}")
     assert 0 < not_found_ttl_ms <= 30_000

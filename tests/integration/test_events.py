@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import coredis
 import pytest
 from aiormq.abc import DeliveredMessage
 
@@ -26,8 +25,18 @@ from tests.integration.amqp_capture import (
     wait_connected,
     wait_disconnected,
 )
-from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, redis_db_url, register
-from tests.services import start_service, stop_service
+from tests.integration.conftest import (
+    Client,
+    StackFactory,
+    admin_headers,
+    assert_problem,
+    bearer,
+    login,
+    redis_db_url,
+    register,
+)
+from tests.integration.faults import FaultProxy
+from tests.services import flush_redis, redis_client, start_service, stop_service
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 PUBLIC_USER_KEYS = {"id", "email", "full_name", "is_active", "is_verified", "roles", "created_at", "updated_at"}
@@ -48,9 +57,7 @@ async def outbox_redis_db(redis_url: str) -> str:
     whole outage, and other modules' tests (run at the same time while developing) empty
     INTEGRATION_REDIS_DB whenever they start."""
     url = redis_db_url(redis_url, OUTBOX_REDIS_DB)
-    redis: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with redis:
-        await redis.flushdb()
+    await flush_redis(url)
     return url
 
 
@@ -201,8 +208,7 @@ async def test_events_left_at_shutdown_are_delivered_by_the_next_start(
         request_id = rid("before-shutdown")
         user = await create_user(first, admin, "ann@example.com", request_id)
         await first.close()
-        outbox: coredis.Redis[str] = coredis.Redis.from_url(redis_db, decode_responses=True)
-        async with outbox:
+        async with redis_client(redis_db) as outbox:
             assert await outbox.llen(DEFAULT_REDIS_KEY) == 1
     finally:
         await start_service("rabbitmq")
@@ -218,3 +224,59 @@ async def test_events_left_at_shutdown_are_delivered_by_the_next_start(
     assert await captured.depth() == 0
     me = await second.get("/api/v1/auth/me", headers=bearer(await login(second, "ann@example.com", "correct-horse-1")))
     assert (await me.json())["id"] == user["id"]
+
+
+# --- every committed change has its event (contract §9) --------------------------------------
+async def test_a_deactivation_while_redis_is_down_is_saved_revoked_and_published(
+    broker: str, stack: StackFactory, redis_db: str, unique: str
+) -> None:
+    client = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    user = await create_user(client, admin, "ann@example.com", rid("create"))
+    ann = bearer(await login(client, "ann@example.com", "correct-horse-1"))
+    async with capture(broker, f"test.{unique}", routing_key="user.updated") as received:
+        await stop_service("redis")
+        try:
+            request_id = rid("deactivate")
+            resp = await client.patch(
+                f"/api/v1/users/{user['id']}", json={"is_active": False}, headers={**admin, **request_id}
+            )
+            # The revocation is recorded in the data service; Redis gets it when it is back.
+            assert resp.status == 200, await resp.text()
+            message = await next_message(received)
+            assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+        finally:
+            await start_service("redis")
+    body = assert_contract_event(message, "user.updated", request_id["X-Request-ID"], await resp.json())
+    assert body["data"]["is_active"] is False
+
+
+async def test_a_change_saved_though_its_revocation_failed_is_published_and_uncached(
+    broker: str, stack: StackFactory, redis_db: str, unique: str, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(redis_url=redis_db, rabbitmq_url=broker, data_service_url=proxy.url)
+        await wait_connected(client)
+        admin = await admin_headers(client)
+        user = await create_user(client, admin, "ann@example.com", rid("create"))
+        assert (await client.get(f"/api/v1/users/{user['id']}", headers=admin)).headers["X-Cache"] == "MISS"
+        assert (await client.get(f"/api/v1/users/{user['id']}", headers=admin)).headers["X-Cache"] == "HIT"
+        async with capture(broker, f"test.{unique}", routing_key="user.updated") as received:
+            proxy.mode = "refuse-revocations"
+            request_id = rid("roles")
+            resp = await client.patch(
+                f"/api/v1/users/{user['id']}", json={"roles": ["user", "auditor"]}, headers={**admin, **request_id}
+            )
+            await assert_problem(resp, 503)  # saved, but the revocation could not be recorded
+            message = await next_message(received)
+        proxy.mode = "pass"
+        body = assert_contract_event(message, "user.updated", request_id["X-Request-ID"], body_of(message)["data"])
+        assert body["data"]["roles"] == ["user", "auditor"]
+        fresh = await client.get(f"/api/v1/users/{user['id']}", headers=admin)
+        assert fresh.headers["X-Cache"] == "MISS"  # invalidated though the request failed
+        assert (await fresh.json())["roles"] == ["user", "auditor"]
+    finally:
+        await proxy.close()

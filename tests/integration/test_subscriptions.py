@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from app.clients.consumer import RETRIES_HEADER
+from app.clients.amqp.retries import RETRIES_HEADER
+from app.models.events import utc_now_rfc3339
 from tests.integration.amqp_capture import (
     capture,
     eventually,
@@ -61,7 +62,7 @@ def foreign_event(event_type: str, data: dict[str, Any]) -> tuple[bytes, dict[st
     body = {
         "id": event_id,
         "type": event_type,
-        "occurred_at": "2026-11-28T07:00:00.000000Z",
+        "occurred_at": utc_now_rfc3339(),  # a revocation takes effect as of this moment
         "request_id": request_id,
         "data": data,
     }
@@ -148,19 +149,24 @@ async def test_poison_messages_end_in_the_dead_letter_queue(
     failing_id = await publish_foreign(broker, unique, "user.updated", {"email": "no-id@example.com"})
 
     dead = {m.header.properties.message_id: m for m in await take_from(broker, f"{queue}.dead", 2, within_s=20)}
+    dead_here = {
+        m.header.properties.message_id: m for m in await take_from(broker, f"{queue}.instance.dead", 2, within_s=20)
+    }
 
-    assert set(dead) == {not_json_id, failing_id}
+    assert set(dead) == set(dead_here) == {not_json_id, failing_id}
     assert dead[not_json_id].body == b"{not json"
-    not_json_headers = dead[not_json_id].header.properties.headers or {}
-    assert RETRIES_HEADER not in not_json_headers  # not an event: dead-lettered at once, never retried
-    failing_headers = dead[failing_id].header.properties.headers or {}
-    assert failing_headers[RETRIES_HEADER] == MAX_RETRIES  # seen 1 + 3 times, then dead-lettered
     assert orjson.loads(dead[failing_id].body)["data"] == {"email": "no-id@example.com"}
-    for message in dead.values():
-        deaths: Any = (message.header.properties.headers or {})["x-death"]
-        assert [(d["queue"], d["reason"]) for d in deaths] == [(queue, "rejected")]
-    assert await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="dead_lettered") == 2
-    assert await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="retried") == MAX_RETRIES
+    # The shared quorum queue counted the deliveries itself; a message that is not an event is
+    # refused at once. The instance's own (classic) queue counted the retries in copies.
+    assert _deaths(dead[not_json_id]) == [(queue, "rejected")]
+    assert _deaths(dead[failing_id]) == [(queue, "delivery_limit")]
+    assert RETRIES_HEADER not in (dead_here[not_json_id].header.properties.headers or {})
+    assert (dead_here[failing_id].header.properties.headers or {})[RETRIES_HEADER] == MAX_RETRIES
+    for name in (queue, f"{queue}.instance"):
+        assert await metric(client, "turnstile_events_consumed_total", subscription=name, outcome="dead_lettered") == 2
+        assert await metric(
+            client, "turnstile_events_consumed_total", subscription=name, outcome="retried"
+        ) == MAX_RETRIES
 
     # The subscription goes on with the next good message.
     await publish_foreign(broker, unique, "user.updated", {"id": 1})
@@ -169,6 +175,11 @@ async def test_poison_messages_end_in_the_dead_letter_queue(
         return await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="acked") == 1
 
     await eventually(acked, 10, "a good message acked after the poison ones")
+
+
+def _deaths(message: Any) -> list[tuple[str, str]]:
+    deaths: Any = (message.header.properties.headers or {})["x-death"]
+    return [(d["queue"], d["reason"]) for d in deaths]
 
 
 async def test_metrics_report_cache_events_outbox_and_consumers(

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-import time
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from app.clients.redis import RedisConnection, RedisUnavailable
-from plugins.auth.store import MemoryTokenStore, RedisTokenStore, Rotation, TokenStore
+from plugins.auth.store import MemoryTokenStore, RedisTokenStore, Rotated, Rotation, TokenStore
 
 TTL = 60
 
@@ -21,65 +21,56 @@ async def store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[To
     connection = RedisConnection(redis_url)
     await connection.start()
     try:
-        yield RedisTokenStore(connection, revocation_ttl_s=TTL, prefix=f"test:{unique}:")
+        yield RedisTokenStore(connection, prefix=f"test:{unique}:")
     finally:
         await connection.stop()
 
 
 async def test_rotation_moves_the_current_token(store: TokenStore) -> None:
     await store.start_family("fam", "jti-1", TTL)
-    assert await store.rotate("fam", "jti-1", "jti-2", TTL) is Rotation.ROTATED
-    assert await store.rotate("fam", "jti-2", "jti-3", TTL) is Rotation.ROTATED
+    assert (await store.rotate("fam", "jti-1", "jti-2", TTL)).rotation is Rotation.ROTATED
+    assert (await store.rotate("fam", "jti-2", "jti-3", TTL)).rotation is Rotation.ROTATED
 
 
 async def test_reuse_revokes_the_family(store: TokenStore) -> None:
     await store.start_family("fam", "jti-1", TTL)
     await store.rotate("fam", "jti-1", "jti-2", TTL)
-    assert await store.rotate("fam", "jti-1", "jti-x", TTL) is Rotation.REUSED
-    assert await store.rotate("fam", "jti-2", "jti-3", TTL) is Rotation.UNKNOWN
+    assert (await store.rotate("fam", "jti-1", "jti-x", TTL)).rotation is Rotation.REUSED
+    assert (await store.rotate("fam", "jti-2", "jti-3", TTL)).rotation is Rotation.UNKNOWN
 
 
 async def test_unknown_and_revoked_families(store: TokenStore) -> None:
-    assert await store.rotate("nope", "jti-1", "jti-2", TTL) is Rotation.UNKNOWN
+    assert (await store.rotate("nope", "jti-1", "jti-2", TTL)).rotation is Rotation.UNKNOWN
     await store.start_family("fam", "jti-1", TTL)
     await store.revoke_family("fam")
-    assert await store.rotate("fam", "jti-1", "jti-2", TTL) is Rotation.UNKNOWN
+    assert (await store.rotate("fam", "jti-1", "jti-2", TTL)).rotation is Rotation.UNKNOWN
 
 
 async def test_families_are_independent(store: TokenStore) -> None:
     await store.start_family("a", "jti-a", TTL)
     await store.start_family("b", "jti-b", TTL)
     await store.revoke_family("a")
-    assert await store.rotate("b", "jti-b", "jti-b2", TTL) is Rotation.ROTATED
-
-
-async def test_revoke_user_records_a_cutoff(store: TokenStore) -> None:
-    assert await store.revoked_until(41) is None
-    before = time.time()
-    await store.revoke_user(41)
-    cutoff = await store.revoked_until(41)
-    assert cutoff is not None
-    assert before <= cutoff <= time.time()
-    assert await store.revoked_until(42) is None
+    assert (await store.rotate("b", "jti-b", "jti-b2", TTL)).rotation is Rotation.ROTATED
 
 
 async def test_memory_entries_expire() -> None:
     now = [1000.0]
     store = MemoryTokenStore(revocation_ttl_s=10, clock=lambda: now[0])
     await store.start_family("fam", "jti-1", 5)
-    await store.revoke_user(1)
+    await store.revoke_family("ended")
+    assert store.ended("ended")
     now[0] += 11
-    assert await store.rotate("fam", "jti-1", "jti-2", 5) is Rotation.UNKNOWN
-    assert await store.revoked_until(1) is None
+    assert (await store.rotate("fam", "jti-1", "jti-2", 5)).rotation is Rotation.UNKNOWN
+    assert not store.ended("ended")
 
 
 async def test_redis_down_raises_redis_unavailable() -> None:
     connection = RedisConnection("redis://127.0.0.1:1/0")  # nothing listens there
     await connection.start()
     try:
-        store = RedisTokenStore(connection, revocation_ttl_s=TTL)
+        store = RedisTokenStore(connection)
         calls: list[Callable[[], Awaitable[Any]]] = [
-            lambda: store.revoked_until(1), lambda: store.revoke_user(1),
+            lambda: store.family_alive("f"),
             lambda: store.start_family("f", "j", TTL), lambda: store.rotate("f", "j", "k", TTL),
             lambda: store.revoke_family("f"),
         ]
@@ -88,3 +79,31 @@ async def test_redis_down_raises_redis_unavailable() -> None:
                 await call()
     finally:
         await connection.stop()
+
+
+GRACE_S = 5.0
+
+
+async def test_a_second_refresh_within_the_grace_window_gets_the_same_pair(store: TokenStore) -> None:
+    await store.start_family("fam", "jti-1", TTL)
+    first = await store.rotate("fam", "jti-1", "jti-2", TTL, pair="pair-2", grace_s=GRACE_S)
+    again = await store.rotate("fam", "jti-1", "jti-2b", TTL, pair="pair-2b", grace_s=GRACE_S)
+    assert first.rotation is Rotation.ROTATED
+    assert again == Rotated(Rotation.REPEATED, "pair-2")
+    assert (await store.rotate("fam", "jti-2", "jti-3", TTL)).rotation is Rotation.ROTATED  # jti-2 stayed current
+
+
+async def test_the_grace_ends_once_the_pair_it_gave_was_rotated_in_turn(store: TokenStore) -> None:
+    await store.start_family("fam", "jti-1", TTL)
+    await store.rotate("fam", "jti-1", "jti-2", TTL, pair="pair-2", grace_s=GRACE_S)
+    await store.rotate("fam", "jti-2", "jti-3", TTL, pair="pair-3", grace_s=GRACE_S)
+    assert (await store.rotate("fam", "jti-1", "jti-x", TTL, grace_s=GRACE_S)).rotation is Rotation.REUSED
+    assert not await store.family_alive("fam")
+
+
+async def test_a_replay_after_the_grace_window_revokes_the_family(store: TokenStore) -> None:
+    await store.start_family("fam", "jti-1", TTL)
+    await store.rotate("fam", "jti-1", "jti-2", TTL, pair="pair-2", grace_s=0.05)
+    await asyncio.sleep(0.1)
+    assert (await store.rotate("fam", "jti-1", "jti-x", TTL, grace_s=0.05)).rotation is Rotation.REUSED
+    assert not await store.family_alive("fam")

@@ -30,6 +30,13 @@ class DownCache:
     async def delete(self, *keys: str) -> None:
         raise CacheUnavailable("down")
 
+    async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
+        self.deferred.append(key)
+        return False
+
+    def __init__(self) -> None:
+        self.deferred: list[str] = []
+
 
 async def nothing_else(event: Event) -> None:
     return None
@@ -66,13 +73,15 @@ async def test_event_without_the_field_fails_the_message() -> None:
         await step(Event.create("user.updated", {"email": "a@example.com"}, "req-1"), nothing_else)
 
 
-async def test_cache_down_fails_the_message_so_it_is_retried() -> None:
+async def test_cache_down_defers_the_invalidation_and_fails_the_message_so_it_waits() -> None:
+    cache = DownCache()
     step = build_for_message(
-        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(DownCache()), "s")
+        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(cache), "s")
     )
 
-    with pytest.raises(CacheUnavailable):
+    with pytest.raises(CacheUnavailable, match="deferred"):
         await step(Event.create("user.deleted", {"id": 7}, "req-1"), nothing_else)
+    assert cache.deferred == ["user:7"]
 
 
 def _app(cache: MemoryCache | DownCache) -> web.Application:

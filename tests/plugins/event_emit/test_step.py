@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 import pytest
+from aiohttp import web
 
 import plugins.event_emit
-from app import hookimpl
+from app import Handler, ServiceUnavailable, StepKind, StepType, committed_key, hookimpl, payload_key
 from app.converter import converter, iter_errors
 from app.testing import Service, StartService
 from plugins.event_emit.config import EventEmitConfig
@@ -101,3 +103,68 @@ def test_config(settings: dict[str, Any], expected: str | None) -> None:
         return
     assert expected is None
     assert config.event == settings["event"]
+
+
+# --- a change that is saved though a later step fails (contract §9) ------------------------
+COMMITTED_PIPELINES = """
+[[pipelines]]
+name = "save_then_fail"
+route = "PATCH /widgets/{slot:int}"
+steps = [{ use = "event-emit", event = "widget.updated" }, { use = "fail-after" }, { use = "commit" }]
+
+[[pipelines]]
+name = "fail_before_saving"
+route = "DELETE /widgets/{slot:int}"
+steps = [
+  { use = "event-emit", event = "widget.deleted" }, { use = "fail-after" }, { use = "boom" }, { use = "echo" },
+]
+"""
+
+
+@attrs.frozen
+class NoSettings:
+    """No settings."""
+
+
+class CommitPlugin:
+    """`commit` answers like a data-fetch write the data service accepted; `fail-after` fails
+    once the rest of the chain answered, as a revocation that cannot be recorded does."""
+
+    @hookimpl
+    def register_steps(self) -> list[StepType[Any]]:
+        async def commit(request: web.Request, handler: Handler) -> web.StreamResponse:
+            response = web.json_response({"slot": int(request.match_info["slot"]), "name": "saved"})
+            response[payload_key] = {"slot": int(request.match_info["slot"]), "name": "saved"}
+            request[committed_key] = response
+            return response
+
+        async def fail_after(request: web.Request, handler: Handler) -> web.StreamResponse:
+            await handler(request)
+            msg = "The change was saved, but a later step failed."
+            raise ServiceUnavailable(msg)
+
+        return [
+            StepType(name="commit", config_cls=NoSettings, kind=StepKind.TERMINAL, build=lambda c, ctx: commit),
+            StepType(name="fail-after", config_cls=NoSettings, build=lambda c, ctx: fail_after),
+        ]
+
+
+async def start_committing(turnstile: StartService) -> Service:
+    plugins_used = [sample_plugin, plugins.event_emit, CommitPlugin()]
+    return await turnstile(COMMITTED_PIPELINES, plugins=plugins_used, entrypoints=False)
+
+
+async def test_a_saved_change_is_published_even_when_a_later_step_fails(turnstile: StartService) -> None:
+    service = await start_committing(turnstile)
+    resp = await service.client.patch("/widgets/3", headers={"X-Request-ID": "saved-1"})
+    assert resp.status == 503
+    [event] = service.events()
+    assert event["type"] == "widget.updated"
+    assert event["request_id"] == "saved-1"
+    assert event["data"] == {"slot": 3, "name": "saved"}
+
+
+async def test_a_failure_before_anything_was_saved_publishes_nothing(turnstile: StartService) -> None:
+    service = await start_committing(turnstile)
+    assert (await service.client.delete("/widgets/3")).status == 500
+    assert service.events() == []

@@ -1,4 +1,4 @@
-"""The local mirror of hot Redis keys: served from memory, never stale (app/clients/tracking.py)."""
+"""The local mirror of hot Redis keys: served from memory, never stale (app/clients/redis/mirror.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from app.clients.cache import RedisCache
 from app.clients.redis import RedisConnection
-from app.clients.tracking import MISSING, LocalMirror
-from plugins.auth.store import RedisTokenStore
+from app.clients.redis.mirror import MISSING, LocalMirror
+from plugins.auth.revocations import RedisRevocations
 from plugins.cache.markers import new_tombstone
-from tests.clients.test_redis_connection import Proxy
+from tests.clients.redis.proxy import Proxy
 
 
 @pytest.fixture
@@ -120,13 +120,14 @@ async def test_revocation_on_one_instance_is_seen_by_another_instances_next_chec
     prefix = f"test:mirror:{unique}:auth:"
     reader = await started(redis_url, f"{prefix}revoked:")
     try:
-        a = RedisTokenStore(other, revocation_ttl_s=60, prefix=prefix)
-        b = RedisTokenStore(reader, revocation_ttl_s=60, prefix=prefix)
-        assert await b.revoked_until(7) is None
-        assert await b.revoked_until(7) is None  # now from memory
-        await a.revoke_user(7)
+        a = RedisRevocations(other, ttl_s=60, prefix=prefix)
+        b = RedisRevocations(reader, ttl_s=60, prefix=prefix)
+        await b.fill(7, None)  # the record has no cut-off
+        assert await b.get(7) is None
+        assert await b.get(7) is None  # now from memory
+        await a.raise_to(7, 1234.5)
         assert await until(lambda: reader.mirror is not None and len(reader.mirror) == 0, within_s=1.0)
-        assert await b.revoked_until(7) is not None
+        assert await b.get(7) == 1234.5
     finally:
         await reader.stop()
         await other.client.delete([f"{prefix}revoked:7"])

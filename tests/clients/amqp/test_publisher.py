@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aiormq
 import orjson
@@ -14,10 +12,11 @@ import pytest
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from prometheus_client import REGISTRY
 
-from app.clients.amqp import AmqpPublisher, LogFilePublisher
+from app.clients.amqp import AmqpPublisher
 from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
 from app.clients.redis import RedisConnection
 from app.models.events import Event
+from tests.clients.amqp.broker import FreezableProxy
 from tests.services import start_service, stop_service
 
 DEADLINE_S = 0.5
@@ -237,71 +236,6 @@ async def test_stop_flushes_what_it_can_and_loses_nothing(amqp_url: str, unique:
     kept = {e.id for e in await outbox.peek(1000)}
     assert set(outcomes) <= {"confirmed", "outboxed"}
     assert delivered | kept == {e.id for e in events}
-
-
-async def test_log_file_publisher_writes_json_lines(tmp_path: Path) -> None:
-    path = tmp_path / "var" / "events.jsonl"
-    publisher = LogFilePublisher(path)
-    await publisher.start()
-    events = [Event.create("user.created", {"id": i}, "r") for i in range(2)]
-
-    outcomes = [await publisher.publish(event) for event in events]
-    await publisher.stop()
-
-    assert outcomes == ["logged", "logged"]
-    assert publisher.state == "embedded"
-    assert await publisher.ready()
-    assert [Event.from_json(line) for line in path.read_bytes().splitlines()] == events
-
-
-class FreezableProxy:
-    """A TCP proxy to the broker that can hold every byte (a broker that stops answering)."""
-
-    def __init__(self, target: str) -> None:
-        parts = urlsplit(target)
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 5672)
-        self._flowing = asyncio.Event()
-        self._flowing.set()
-        self._writers: list[asyncio.StreamWriter] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.url = ""
-
-    async def __aenter__(self) -> FreezableProxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        port = self._server.sockets[0].getsockname()[1]
-        self.url = f"amqp://guest:guest@127.0.0.1:{port}/"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._flowing.set()
-        self._server.close()
-        for writer in self._writers:
-            writer.close()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self._server.wait_closed()
-
-    def freeze(self) -> None:
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        self._flowing.set()
-
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
-        self._writers += [writer, up_writer]
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
-            self._tasks.add(task)
-
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await source.read(65536):
-                await self._flowing.wait()
-                sink.write(data)
-                await sink.drain()
-        sink.close()
 
 
 async def test_a_late_confirm_empties_the_outbox_without_a_duplicate(

@@ -35,21 +35,14 @@ from typing import Any, Final
 
 import anyio
 
+from app.clients.redis.patches import close_buffers
+from app.clients.retry import Backoff
+
 log = logging.getLogger(__name__)
 
 MISSING: Final = object()
-_BACKOFF_MIN_S: Final = 0.1
+_BACKOFF_BASE_S: Final = 0.2
 _BACKOFF_MAX_S: Final = 5.0
-# The anyio streams a coredis 6.9 connection makes in ``__init__``; `run` closes them only once
-# it gets going, and each one left open warns (`ResourceWarning`) when it is collected.
-CONNECTION_BUFFERS: Final = (
-    "_push_message_buffer_in",
-    "_push_message_buffer_out",
-    "_streamed_message_buffer_in",
-    "_streamed_message_buffer_out",
-    "_write_buffer_in",
-    "_write_buffer_out",
-)
 
 
 class LocalMirror:
@@ -141,22 +134,17 @@ class LocalMirror:
 
     async def run(self, pool: Any, *, timeout_s: float) -> None:
         """Keep a tracking connection on `pool`'s server until cancelled; reconnect with backoff."""
-        delay = _BACKOFF_MIN_S
+        backoff = Backoff(_BACKOFF_BASE_S, _BACKOFF_MAX_S)
         while True:
             self._went_live = False
             try:
                 await self._track(pool, timeout_s=timeout_s)
             except Exception as exc:  # any failure only means "no local copies until tracking is back"
                 if self._went_live:
-                    delay = _BACKOFF_MIN_S
-                log.log(
-                    logging.WARNING if self._went_live else logging.DEBUG,
-                    "Redis invalidation tracking ended (%s: %s); local copies dropped",
-                    type(exc).__name__,
-                    exc,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _BACKOFF_MAX_S)
+                    backoff.reset()
+                # Redis's own outage is logged once by its health check; this is a detail of it.
+                log.debug("Redis invalidation tracking ended (%s: %s); local copies dropped", type(exc).__name__, exc)
+            await asyncio.sleep(backoff.next_s())
 
     async def _track(self, pool: Any, *, timeout_s: float) -> None:
         # Built outside the pool's slots: a leased connection that dies never returns its slot.
@@ -210,11 +198,6 @@ class LocalMirror:
             self.reset()
             return
         self.invalidate(*(_text(key) for key in keys))
-
-
-def close_buffers(connection: Any) -> None:
-    for name in CONNECTION_BUFFERS:
-        getattr(connection, name).close()  # idempotent when run() closed them already
 
 
 def _text(value: Any) -> str:

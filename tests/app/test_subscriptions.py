@@ -1,0 +1,95 @@
+"""Subscriptions as pipelines.toml declares them: delivery, queue type, and which failures wait."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import pytest
+from aiohttp import web
+
+import plugins.cache
+from app.clients.cache import CacheUnavailable
+from app.clients.redis import RedisUnavailable
+from app.errors import BadGateway, GatewayTimeout, NotFound, ServiceUnavailable
+from app.main import create_app
+from app.pipeline.config import PipelineFileError
+from app.pipeline.registry import load_checked
+from app.pipeline.subscriptions import consumers_key, depends_on_something_down
+from app.plugins import make_plugin_manager
+from app.settings import load_settings
+
+SUBSCRIPTIONS = """
+[[subscriptions]]
+name = "shared_one"
+queue = "test.shared"
+bindings = ["user.updated"]
+steps = [{ use = "cache-invalidate", keys = ["user:{id}"] }]
+
+[[subscriptions]]
+name = "mine"
+delivery = "each-instance"
+queue = "test.mine"
+bindings = ["user.updated"]
+max_wait_s = 30
+steps = [{ use = "cache-invalidate", keys = ["user:{id}"] }]
+"""
+
+
+def app_for(tmp_path: Path, text: str, **environ: str) -> web.Application:
+    path = tmp_path / "pipelines.toml"
+    path.write_text(text)
+    settings = attrs.evolve(
+        load_settings({"RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/", **environ}),
+        pipelines_file=path, var_dir=tmp_path / "var",
+    )
+    return create_app(settings, pm=make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
+
+
+def test_each_subscription_gets_the_queue_its_delivery_needs(tmp_path: Path) -> None:
+    shared, mine = app_for(tmp_path, SUBSCRIPTIONS)[consumers_key]
+    assert (shared.topology.delivery, shared.queue, shared.topology.queue_type) == ("shared", "test.shared", "quorum")
+    assert shared.topology.arguments()["x-queue-type"] == "quorum"
+    assert shared.topology.arguments()["x-delivery-limit"] == 3
+    assert mine.topology.delivery == "each-instance"
+    assert mine.queue.startswith("test.mine.")
+    assert "x-queue-type" not in mine.topology.arguments()  # exclusive: always classic
+
+
+def test_a_setting_keeps_classic_queues_for_brokers_without_quorum(tmp_path: Path) -> None:
+    shared, _mine = app_for(tmp_path, SUBSCRIPTIONS, RABBITMQ_QUEUE_TYPE="classic")[consumers_key]
+    assert shared.topology.queue_type == "classic"
+    assert "x-queue-type" not in shared.topology.arguments()
+
+
+def test_a_queue_type_other_than_quorum_or_classic_is_refused() -> None:
+    with pytest.raises(Exception, match="RABBITMQ_QUEUE_TYPE='stream': expected one of quorum, classic"):
+        load_settings({"RABBITMQ_QUEUE_TYPE": "stream"})
+
+
+def test_an_unknown_delivery_is_an_error_with_its_line(tmp_path: Path) -> None:
+    text = SUBSCRIPTIONS.replace('delivery = "each-instance"', 'delivery = "everyone"')
+    path = tmp_path / "pipelines.toml"
+    path.write_text(text)
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
+    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+        """8: subscriptions[1]: delivery: expected "shared" or "each-instance", got 'everyone'"""
+    ]
+
+
+@pytest.mark.parametrize(
+    ("exc", "waits"),
+    [
+        (RedisUnavailable("down"), True),
+        (CacheUnavailable("down"), True),
+        (ServiceUnavailable("data service down"), True),
+        (GatewayTimeout("slow"), True),
+        (TimeoutError(), True),
+        (BadGateway("bad answer"), False),
+        (NotFound("no such user"), False),
+        (KeyError("id"), False),
+    ],
+)
+def test_only_a_dependency_down_makes_a_message_wait(exc: BaseException, waits: bool) -> None:
+    assert depends_on_something_down(exc) is waits

@@ -1,0 +1,52 @@
+"""coredis's patched behaviours: timeouts are not retried, cancelled dials give their pool slot back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import pytest
+
+from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
+from tests.clients.redis.proxy import Proxy, eventually_true
+
+
+async def test_hung_server_fails_within_the_timeouts(proxy: Proxy) -> None:
+    proxy.mode = "hang"
+    await proxy.listen()
+    conn = RedisConnection(proxy.url, socket_timeout_s=0.2, connect_timeout_s=0.2)
+    await conn.start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailable), redis_errors():
+            await conn.client.get("anything")
+        assert time.monotonic() - started < 0.2 + 2 * 0.2 + 0.3
+
+        started = time.monotonic()
+        assert await conn.ping() is False
+        assert time.monotonic() - started < 0.2 + 2 * 0.2 + 0.3
+    finally:
+        await conn.stop()
+
+
+async def test_callers_cancelled_while_dialing_do_not_exhaust_the_pool(proxy: Proxy) -> None:
+    # coredis 6.9 loses a pool slot for each caller cancelled mid-dial; with two slots,
+    # five such cancellations would leave every later command waiting forever.
+    proxy.mode = "hang"
+    await proxy.listen()
+    conn = RedisConnection(f"{proxy.url}?max_connections=2", socket_timeout_s=0.3, connect_timeout_s=0.3)
+    await conn.start()
+    try:
+        for _ in range(5):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.client.ping(), 0.05)
+
+        proxy.mode = "forward"
+
+        assert await eventually_true(conn.ping, within_s=5)
+        assert await asyncio.wait_for(conn.client.echo("still here"), 2) == "still here"
+    finally:
+        await conn.stop()
+
+
