@@ -13,6 +13,7 @@ from aiohttp.pytest_plugin import AiohttpClient
 from aiohttp.test_utils import TestClient
 
 import plugins.auth
+from app.keys import data_service_key
 from app.main import create_app
 from app.plugins import make_plugin_manager
 from app.settings import Settings
@@ -45,8 +46,12 @@ async def client(aiohttp_client: AiohttpClient, core_settings: Settings, tmp_pat
 
 
 async def _token(client: Client) -> str:
+    # A user the data service knows: revocation checks read its record.
+    record = {"email": "ann@example.com", "password_hash": "x", "full_name": None, "roles": ["user"],
+              "is_active": True}
+    reply = await client.app[data_service_key].request("POST", "/api/v1/users/", json=record)
     services = client.app[services_key]
-    access, _refresh = await services.start_session(7, ("user",), services.tokens.now())
+    access, _refresh = await services.start_session(int(reply.data["id"]), ("user",), services.tokens.now())
     token: str = access.token
     return token
 
