@@ -57,13 +57,16 @@ class AuthServices:
         family = refresh.claims.family
         with store_errors():
             await self.store.start_family(family, refresh.claims.jti, self.tokens.refresh_ttl_s)
+        # The sessions list (GET /auth/sessions) is a convenience: a Redis node that cannot
+        # take its entry (one cluster master down, say) must not refuse the login.
+        with contextlib.suppress(RedisUnavailable):
             await self.sessions.started(user_id, family, self.tokens.now(), self.tokens.refresh_ttl_s)
         await self.check_not_overtaken(user_id, family, issued_at)
         return self.tokens.issue_access(user_id, roles, family, issued_at=issued_at), refresh
 
     async def session_used(self, user_id: int, family: str) -> None:
         """Record that session `family` just refreshed its tokens (its `last_used_at`)."""
-        with store_errors():
+        with contextlib.suppress(RedisUnavailable):  # a convenience, as in start_session
             await self.sessions.used(user_id, family, self.tokens.now(), self.tokens.refresh_ttl_s)
 
     async def check_not_overtaken(self, user_id: int, family: str, issued_at: float) -> None:

@@ -117,7 +117,7 @@ def test_send_for_each_published_key_and_receive_for_each_subscription() -> None
     operations = document["operations"]
     assert set(operations) == {
         "send.user.created", "send.user.deleted", "send.user.updated", "send.user.verified",
-        "send.user.password_reset", "receive.user_changes",
+        "send.user.password_reset", "receive.user_changes", "receive.user_changes_each_instance",
     }
     created = operations["send.user.created"]
     assert created["action"] == "send"
