@@ -13,17 +13,16 @@ lifetimes): plugins/accounts/settings.py; mail templates: plugins/accounts/templ
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from aiohttp import web
 
-from app import Resources, StepKind, StepType, hookimpl
+from app import Resources, StepKind, StepType, hookimpl, plugin_settings
 from plugins.accounts import email_change, redeem, requests
 from plugins.accounts.config import MailRequestConfig, RedeemConfig, VerificationMailConfig
+from plugins.accounts.env import AccountsEnv
 from plugins.accounts.models import MODELS
 from plugins.accounts.service import accounts_key, make_accounts
-from plugins.accounts.settings import load_accounts_settings
 from plugins.auth.services import services_key
 from plugins.mail.mailer import mail_key
 
@@ -51,6 +50,11 @@ def register_models() -> list[type[Any]]:
 
 # Last at start-up (the mailer, whose templates it reads, is started by then) and so first at
 # shutdown (its mails are queued before the mailer drains).
+@hookimpl
+def register_settings() -> list[type[Any]]:
+    return [AccountsEnv]
+
+
 @hookimpl(trylast=True)
 def setup_app(app: web.Application, resources: Resources) -> None:
     # After auth's and mail's (trylast): it holds their objects. Without them (disabled)
@@ -61,9 +65,8 @@ def setup_app(app: web.Application, resources: Resources) -> None:
 
 @hookimpl(trylast=True)
 async def startup(app: web.Application) -> None:
-    # The process environment, read once here (not yet through register_settings).
     if accounts_key in app:
-        await app[accounts_key].start(load_accounts_settings(os.environ))
+        await app[accounts_key].start(plugin_settings(app, AccountsEnv).settings())
 
 
 @hookimpl(trylast=True)

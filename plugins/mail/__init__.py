@@ -14,16 +14,20 @@ Settings: plugins/mail/settings.py.
 
 from __future__ import annotations
 
-import os
-
 from aiohttp import web
 
-from app import Resources, hookimpl, settings_key
+from app import Resources, hookimpl, plugin_settings, settings_key
+from plugins.mail.env import MailEnv
 from plugins.mail.mailer import Mailer, mail_key, mailer_for
 from plugins.mail.message import MailTemplate, OutgoingMail
 from plugins.mail.settings import MailSettings, load_mail_settings
 
 __all__ = ["MailSettings", "MailTemplate", "Mailer", "OutgoingMail", "mailer_for"]
+
+
+@hookimpl
+def register_settings() -> list[type]:
+    return [MailEnv]
 
 
 @hookimpl
@@ -33,8 +37,8 @@ def setup_app(app: web.Application, resources: Resources) -> None:
 
 @hookimpl
 async def startup(app: web.Application) -> None:
-    # The process environment, read once here (not yet through register_settings).
-    await app[mail_key].start(load_mail_settings(os.environ, app[settings_key]))
+    env = plugin_settings(app, MailEnv)
+    await app[mail_key].start(load_mail_settings(env.environ(), app[settings_key]))
 
 
 @hookimpl

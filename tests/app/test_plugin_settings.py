@@ -24,6 +24,9 @@ TOKEN = "data-service-token-0123456789"  # a test credential
 PRODUCTION = {
     "TURNSTILE_ENV": "production", "DATA_SERVICE_URL": "http://data:8081", "REDIS_URL": "redis://r:6379/0",
     "RABBITMQ_URL": "amqp://u:p@mq:5672/", "DATA_SERVICE_TOKEN": TOKEN,
+    # what the mail plugin requires in production
+    "SMTP_URL": "smtp+starttls://mail.example.com:587", "MAIL_FROM": "Shop <no-reply@shop.example>",
+    "PUBLIC_URL": "https://shop.example",
 }
 
 
@@ -190,6 +193,15 @@ def test_production_without_the_auth_plugin_needs_no_jwt_secret() -> None:
     assert pm.get_plugin("auth") is None
 
 
+def test_production_asks_the_mail_plugin_for_a_server_a_sender_and_links() -> None:
+    without_mail = {k: v for k, v in PRODUCTION.items() if k not in ("SMTP_URL", "MAIL_FROM", "PUBLIC_URL")}
+    problems = configuration_problems({**without_mail, "JWT_SECRET": SECRET})
+    assert problems == [
+        f"{name}: required when TURNSTILE_ENV=production (no embedded defaults)"
+        for name in ("SMTP_URL", "MAIL_FROM", "PUBLIC_URL")
+    ]
+
+
 def test_production_reports_the_core_and_each_plugin_together() -> None:
     assert configuration_problems({"TURNSTILE_ENV": "production", "ARGON2_PARALLELISM": "many"}) == [
         "DATA_SERVICE_URL: required when TURNSTILE_ENV=production (no embedded defaults)",
@@ -197,6 +209,9 @@ def test_production_reports_the_core_and_each_plugin_together() -> None:
         "RABBITMQ_URL: required when TURNSTILE_ENV=production (no embedded defaults)",
         "JWT_SECRET or JWT_SECRET_FILE: required when TURNSTILE_ENV=production",
         "ARGON2_PARALLELISM='many': expected a positive whole number",
+        "SMTP_URL: required when TURNSTILE_ENV=production (no embedded defaults)",
+        "MAIL_FROM: required when TURNSTILE_ENV=production (no embedded defaults)",
+        "PUBLIC_URL: required when TURNSTILE_ENV=production (no embedded defaults)",
     ]
 
 

@@ -7,6 +7,7 @@ own (INTEGRATION_REDIS_DB), and its own exchange and subscription queue names.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,10 @@ def make_settings(tmp_path: Path, env: Mapping[str, str] | None = None, **overri
     """Settings as an operator would set them, with cheap argon2 costs and a fixed secret;
     `env` changes variables (plugins' included: an empty value unsets one), `overrides` the
     core's fields."""
+    # The mail and accounts variables a test set in the process (the SMTP inbox fixture does).
+    mail = {k: v for k, v in os.environ.items() if k.startswith(("SMTP_", "MAIL_", "PUBLIC_URL", "ACCOUNTS_"))}
     base = load_settings({
+        **mail,
         "JWT_SECRET": JWT_SECRET,
         "ARGON2_TIME_COST": "1",
         "ARGON2_MEMORY_KIB": "8",
