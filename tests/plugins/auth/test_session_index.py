@@ -15,15 +15,19 @@ INDEX_DB = 12
 
 
 @pytest.fixture
-async def redis_index(redis_url: str) -> AsyncIterator[RedisSessionIndex]:
-    url = redis_url.rsplit("/", 1)[0] + f"/{INDEX_DB}"
-    raw: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
-    async with raw:
-        await raw.flushdb()
+async def redis_index(redis_url: str, unique: str) -> AsyncIterator[RedisSessionIndex]:
+    if "cluster" in redis_url:
+        # A cluster has no database numbers: the test's own key prefix keeps it apart.
+        url, prefix = redis_url, f"test:{unique}:"
+    else:
+        url, prefix = redis_url.rsplit("/", 1)[0] + f"/{INDEX_DB}", "turnstile:auth:"
+        raw: coredis.Redis[str] = coredis.Redis.from_url(url, decode_responses=True)
+        async with raw:
+            await raw.flushdb()
     connection = RedisConnection(url)
     await connection.start()
     try:
-        yield RedisSessionIndex(connection)
+        yield RedisSessionIndex(connection, prefix=prefix)
     finally:
         await connection.stop()
 
