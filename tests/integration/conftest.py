@@ -51,6 +51,14 @@ async def redis_db(redis_url: str) -> str:
     return url
 
 
+@pytest.fixture(params=["embedded", "redis"])
+def token_state(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Stack overrides: the in-process token store and counters, or the real Redis."""
+    if request.param == "redis":
+        return {"redis_url": request.getfixturevalue("redis_db")}
+    return {}
+
+
 @pytest.fixture
 async def dataservice(tmp_path: Path) -> AsyncIterator[str]:
     """The reference data service on a fresh SQLite file; its base URL."""

@@ -45,13 +45,6 @@ ANN = "ann@example.com"
 NEW_PASSWORD = "a-new-password-2"
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def token_state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "redis":
-        return {"redis_url": request.getfixturevalue("redis_db")}
-    return {}
-
-
 async def test_a_new_user_gets_a_link_that_verifies_them_once(
     inbox: SmtpInbox, stack: StackFactory, token_state: dict[str, Any]
 ) -> None:

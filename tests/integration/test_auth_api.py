@@ -42,14 +42,6 @@ PASSWORD = "correct-horse-1"
 
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def token_state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Stack overrides: the in-process token store and counters, or the real Redis."""
-    if request.param == "redis":
-        return {"redis_url": request.getfixturevalue("redis_db")}
-    return {}
-
-
 def claims(**changes: Any) -> dict[str, Any]:
     """Valid access-token claims for user 1 (the admin), with `changes` (None drops a claim)."""
     now = int(time.time())

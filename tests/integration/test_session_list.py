@@ -8,8 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.integration.accounts import (
     ME,
     PASSWORD,
@@ -23,13 +21,6 @@ from tests.smtp import SmtpInbox
 
 REFRESH = "/api/v1/auth/refresh"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-
-
-@pytest.fixture(params=["embedded", "redis"])
-def token_state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "redis":
-        return {"redis_url": request.getfixturevalue("redis_db")}
-    return {}
 
 
 async def test_a_user_lists_their_live_sessions_newest_use_first(

@@ -32,13 +32,6 @@ ME = "/api/v1/auth/me"
 PASSWORD = "correct-horse-1"
 
 
-@pytest.fixture(params=["embedded", "redis"])
-def token_state(request: pytest.FixtureRequest) -> dict[str, Any]:
-    if request.param == "redis":
-        return {"redis_url": request.getfixturevalue("redis_db")}
-    return {}
-
-
 async def test_logout_ends_that_sessions_access_token_at_once(
     stack: StackFactory, token_state: dict[str, Any]
 ) -> None:

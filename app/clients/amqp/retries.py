@@ -66,9 +66,7 @@ class DeliveryLimitRetries:
     retry_delay_max_s: float
 
     def attempt(self, message: DeliveredMessage) -> int:
-        headers = message.header.properties.headers or {}
-        value = headers.get(DELIVERY_COUNT_HEADER, 0)
-        return value if isinstance(value, int) and value >= 0 else 0
+        return _count(message, DELIVERY_COUNT_HEADER)
 
     async def failed(self, message: DeliveredMessage) -> None:
         tag = message.delivery_tag
@@ -99,9 +97,7 @@ class RepublishRetries:
     retry_delay_max_s: float
 
     def attempt(self, message: DeliveredMessage) -> int:
-        headers = message.header.properties.headers or {}
-        value = headers.get(RETRIES_HEADER, 0)
-        return value if isinstance(value, int) and value >= 0 else 0
+        return _count(message, RETRIES_HEADER)
 
     async def failed(self, message: DeliveredMessage) -> None:
         tag = message.delivery_tag
@@ -141,3 +137,9 @@ def with_headers(properties: Basic.Properties, headers: Mapping[str, int | str])
         user_id=properties.user_id,
         app_id=properties.app_id,
     )
+
+
+def _count(message: DeliveredMessage, header: str) -> int:
+    """The whole number a retry-counting header holds (0 when absent or malformed)."""
+    value = (message.header.properties.headers or {}).get(header, 0)
+    return value if isinstance(value, int) and value >= 0 else 0
