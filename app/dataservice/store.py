@@ -82,11 +82,20 @@ SELECT id, email, password_hash, full_name, roles, is_active, is_verified, creat
     sessions_revoked_at FROM users
 WHERE id = :id
 """
-_COUNT: Final = "SELECT COUNT(*) FROM users WHERE (:email IS NULL OR email = :email)"
-_PAGE: Final = """
+# Two fixed statements per query rather than `(:email IS NULL OR email = :email)`: SQLite
+# plans that once for both cases and scans the table, where `email = :email` uses the unique
+# index (a login is a lookup by email: a scan per login made the data service the bottleneck).
+_COUNT_ALL: Final = "SELECT COUNT(*) FROM users"
+_COUNT_EMAIL: Final = "SELECT COUNT(*) FROM users WHERE email = :email"
+_PAGE_ALL: Final = """
 SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at,
     sessions_revoked_at FROM users
-WHERE (:email IS NULL OR email = :email)
+ORDER BY id LIMIT :limit OFFSET :offset
+"""
+_PAGE_EMAIL: Final = """
+SELECT id, email, password_hash, full_name, roles, is_active, is_verified, created_at, updated_at,
+    sessions_revoked_at FROM users
+WHERE email = :email
 ORDER BY id LIMIT :limit OFFSET :offset
 """
 _DELETE: Final = "DELETE FROM users WHERE id = :id"
@@ -231,8 +240,9 @@ class UserStore:
         """One page ordered by id (exact `email` match when given), and the total that matches."""
         params = {"email": email, "limit": limit, "offset": offset}
         async with self._lock:
-            count = await self._fetch_one(_COUNT, params)
-            async with self._conn.execute(_PAGE, params) as cur:
+            count_sql, page_sql = (_COUNT_ALL, _PAGE_ALL) if email is None else (_COUNT_EMAIL, _PAGE_EMAIL)
+            count = await self._fetch_one(count_sql, params)
+            async with self._conn.execute(page_sql, params) as cur:
                 rows = await cur.fetchall()
         assert count is not None
         return [_record(r) for r in rows], int(count[0])

@@ -69,6 +69,8 @@ class LoginStep:
     data: DataService
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Every login costs a hash (a dummy one for an unknown email): refused before the read.
+        self.services.hasher.gate.check_capacity()
         body = request[body_key]
         email, password = normalise_email(str(body["email"])), str(body["password"])
         request_id = request.get(request_id_key)

@@ -9,8 +9,10 @@ is OOM-killed); bounded, a storm answers 503 quickly and other routes keep their
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +26,10 @@ T = TypeVar("T")
 
 CPU_MAX: Final = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 RETRY_AFTER_S: Final = 1
+# The hashing threads' nice value: the lowest priority. The event loop thread keeps nice 0, so
+# while it has work the scheduler gives it the CPU (weight 1024 against 15 per hashing thread)
+# and a storm of logins cannot slow the other routes; hashing takes whatever the loop leaves.
+HASHING_NICE: Final = 19
 
 HASHES_IN_FLIGHT = Gauge(
     "turnstile_password_hashes_in_flight", "Password hashes and checks running or queued in this process"
@@ -47,6 +53,14 @@ def usable_cores(cpu_max: Path = CPU_MAX) -> int:
     return max(1, cores)
 
 
+def lower_thread_priority() -> None:
+    """Give the calling thread the lowest CPU priority. On Linux nice is per thread and the
+    threads argon2 starts for its lanes inherit it; elsewhere, or where refused, hashing simply
+    keeps normal priority."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASHING_NICE)
+
+
 class HashingGate:
     """Runs blocking hash calls on `workers` threads with at most `queue` more waiting.
 
@@ -57,15 +71,22 @@ class HashingGate:
     def __init__(self, *, workers: int, queue: int) -> None:
         self.workers = workers
         self.queue = queue
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._executor = ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="argon2", initializer=lower_thread_priority
+        )
         self._admitted = 0
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """`fn(*args)` on a hashing thread. Raises ServiceUnavailable when the queue is full."""
+    def check_capacity(self) -> None:
+        """Raise ServiceUnavailable now if a hash would be refused: a route calls it before
+        its other work (a data-service read), so a refused request in a storm costs little."""
         if self._admitted >= self.workers + self.queue:
             HASHES_REFUSED.inc()
             msg = "Too many password checks at once; try again in a moment."
             raise ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S)
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn(*args)` on a hashing thread. Raises ServiceUnavailable when the queue is full."""
+        self.check_capacity()
         self._admitted += 1
         HASHES_IN_FLIGHT.inc()
         try:

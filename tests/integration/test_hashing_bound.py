@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from tests.integration.conftest import StackFactory, register
 
 
@@ -26,3 +28,28 @@ async def test_a_login_storm_gets_503s_with_retry_after_not_a_queue(stack: Stack
         if resp.status == 503:
             assert resp.headers["Retry-After"] == "1"
             assert resp.content_type == "application/problem+json"
+
+
+def _data_service_calls() -> float:
+    return sum(sample.value for metric in REGISTRY.collect() if metric.name == "turnstile_data_service_calls"
+               for sample in metric.samples if sample.name == "turnstile_data_service_calls_total")
+
+
+async def test_while_the_hashing_bound_is_full_a_login_is_refused_before_it_reads_the_user(
+    stack: StackFactory,
+) -> None:
+    # In a storm the refusal is most of the work: it must not cost a data-service call first.
+    env = {"ARGON2_MAX_CONCURRENT": "1", "ARGON2_QUEUE": "0", "ARGON2_TIME_COST": "8", "ARGON2_MEMORY_KIB": "65536"}
+    client = await stack(env)
+    await register(client, "bob@example.com")
+    body: dict[str, Any] = {"email": "bob@example.com", "password": "correct-horse-1"}
+    first = asyncio.create_task(client.post("/api/v1/auth/login", json=body))
+    for _ in range(500):  # until its hash holds the only slot
+        if (REGISTRY.get_sample_value("turnstile_password_hashes_in_flight") or 0) >= 1:
+            break
+        await asyncio.sleep(0.01)
+    calls_before = _data_service_calls()
+    refused = [await client.post("/api/v1/auth/login", json=body) for _ in range(3)]
+    assert [resp.status for resp in refused] == [503, 503, 503]
+    assert _data_service_calls() == calls_before
+    assert (await first).status == 200

@@ -4,13 +4,14 @@ waiting, and past that a 503 with Retry-After at once instead of a wait of secon
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from pathlib import Path
 
 import pytest
 
 from app import ServiceUnavailable
-from plugins.auth.hashing_gate import HashingGate, usable_cores
+from plugins.auth.hashing_gate import HASHING_NICE, HashingGate, usable_cores
 
 
 async def test_past_the_workers_and_the_queue_a_call_is_refused_at_once() -> None:
@@ -45,3 +46,16 @@ def test_usable_cores_respect_the_cgroup_cpu_quota(tmp_path: Path, cpu_max: str,
     path.write_text(cpu_max)
     affinity = usable_cores(tmp_path / "absent")
     assert usable_cores(path) == (affinity if limit is None else min(affinity, limit))
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread nice is a Linux feature")
+async def test_hashes_run_at_the_lowest_cpu_priority_so_the_event_loop_goes_first() -> None:
+    gate = HashingGate(workers=1, queue=0)
+
+    def own_nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    loop_nice = own_nice()
+    assert await gate.run(own_nice) == HASHING_NICE
+    assert own_nice() == loop_nice  # the caller's thread keeps its priority
+    gate.close()
