@@ -175,8 +175,14 @@ async def call_all(hook: pluggy.HookCaller, **kwargs: Any) -> list[Any]:
     The first implementation to raise stops the call: none after it runs, and no coroutine
     is left un-awaited.
     """
+    return await call_each(hook, implementations(hook), **kwargs)
+
+
+async def call_each(hook: pluggy.HookCaller, impls: Sequence[pluggy.HookImpl], **kwargs: Any) -> list[Any]:
+    """`call_all` with the implementations (`implementations(hook)`) worked out beforehand: a
+    pipeline built at start-up calls its hooks on every request with the order it computed once."""
     results = []
-    for impl in implementations(hook):
+    for impl in impls:
         result = await call_impl(hook, impl, kwargs)
         if result is not None:
             results.append(result)

@@ -51,6 +51,8 @@ def run_all(opts: Options, workdir: Path) -> dict[str, Any]:
         ids = FreshIds(stack.seeded - PATCH_IDS, stack.forget_users)
         with phase("cached GET"):
             rows = scenarios.cached_rows(stack, opts, admin_id, admin_token)
+        with phase("tracing"):
+            rows += scenarios.tracing_rows(stack, opts, admin_id, admin_token)
         with phase("uncached GET"):
             rows += scenarios.uncached_rows(stack, opts, ids, admin_token)
         with phase("PATCH"):
@@ -111,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     rows, mem = outcome["rows"], outcome["memory"]
     checks = results.targets(rows, mem)
     print(results.table(rows))
+    print("\n" + results.tracing_summary(rows, scenarios.TRACING))
     print("\n" + results.storm_summary(rows))
     print("\n" + results.memory_summary(mem))
     print("\nTargets:")

@@ -25,6 +25,7 @@ SLOW_TIMEOUT_S: Final = 120.0
 # The login storm starts this long before the cached read beside it and ends this long after.
 STORM_LEAD_S: Final = 1.0
 PROFILED: Final = frozenset({TURNSTILE, "baseline"})
+TRACING: Final = "cached GET, traced"
 
 
 @attrs.frozen
@@ -83,6 +84,36 @@ def cached_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[R
         contender("ceiling", "ceiling: process dict, no auth", stack.baseline, "/reference/dict" + user),
     ]
     return compared("cached GET", contenders, alternating(contenders, opts, "cached"))
+
+
+def tracing_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[Row]:
+    """The cached read (where tracing weighs most) with tracing off, as every other scenario
+    runs, against the same Turnstile with `OTEL_EXPORTER_OTLP_ENDPOINT` set: once sampling no
+    request, once sampling every one (spans exported to a stand-in collector). Off installs
+    nothing (app/tracing.py), so the off row is also the cost of a build without tracing."""
+    sink = stack.start_otlp_sink()
+    variants = {"none sampled": "always_off", "all sampled": "always_on"}
+    servers = {key: stack.start_variant(f"turnstile-tracing-{sampler}", {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": sampler,
+    }) for key, sampler in variants.items()}
+    path = f"/api/v1/users/{user_id}"
+
+    def contender(key: str, label: str, server: Server) -> Contender:
+        def drive(seconds: float) -> wrk.Result:
+            return wrk.run(server.url, "get_cached", [path, token], seconds)
+
+        return Contender(key, label, server, drive)
+
+    try:
+        contenders = [
+            contender(TURNSTILE, TURNSTILE, stack.turnstile),
+            contender("none sampled", "tracing on, no request sampled", servers["none sampled"]),
+            contender("all sampled", "tracing on, every request sampled and exported", servers["all sampled"]),
+        ]
+        return compared(TRACING, contenders, alternating(contenders, opts))
+    finally:
+        for server in (*servers.values(), sink):
+            server.stop()
 
 
 def uncached_rows(stack: Stack, opts: Options, ids: FreshIds, token: str) -> list[Row]:

@@ -163,6 +163,16 @@ class Stack:
         server.wait_log("listening on", workers)
         return server
 
+    def start_variant(self, name: str, env: Mapping[str, str]) -> Server:
+        """Another Turnstile like the measured one (same settings, same core) with `env` on top:
+        for a scenario that compares a setting. The caller stops it."""
+        return self._start(name, [sys.executable, "-m", "app", "serve"], "/readyz", core=SERVER_CORE,
+                           env={**self._turnstile_env(), **env})
+
+    def start_otlp_sink(self) -> Server:
+        """A stand-in OTLP/HTTP collector that accepts every export (bench/otlp_sink.py)."""
+        return self._start("otlp-sink", [sys.executable, "-m", "bench.otlp_sink"], "/healthz")
+
     def _start(self, name: str, argv: list[str], ready: str, *, core: str | None = None,
                env: Mapping[str, str] | None = None) -> Server:
         port = free_port()

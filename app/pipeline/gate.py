@@ -12,7 +12,7 @@ from aiohttp import web
 from app.keys import actor_key, body_key, query_key
 from app.pipeline.body import BodyReader, QueryReader
 from app.pipeline.types import Handler, PipelineConfig
-from app.plugins import call_all, call_chain, has_implementations
+from app.plugins import call_chain, call_each, has_implementations, implementations
 
 
 @attrs.frozen
@@ -21,8 +21,8 @@ class RulesGate:
     hooks: pluggy.HookRelay
     body: BodyReader | None
     query: QueryReader | None
-    # Known at build time: skip the hook machinery entirely when no plugin has rules.
-    has_rules: bool
+    # Known at build time: the rules in call order (none: the hook machinery is skipped).
+    rules: tuple[pluggy.HookImpl, ...]
     has_transforms: bool
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -36,9 +36,9 @@ class RulesGate:
                                        request=request, pipeline=self.pipeline)
             body = self.body.validate(raw)
             request[body_key] = body
-        if self.has_rules:
-            await call_all(self.hooks.check_request, request=request, pipeline=self.pipeline,
-                           actor=request.get(actor_key), body=body)
+        if self.rules:
+            await call_each(self.hooks.check_request, self.rules, request=request, pipeline=self.pipeline,
+                            actor=request.get(actor_key), body=body)
         return await handler(request)
 
 
@@ -48,6 +48,6 @@ def make_gate(pipeline: PipelineConfig, pm: pluggy.PluginManager, models: dict[s
         hooks=pm.hook,
         body=BodyReader(models[pipeline.body]) if pipeline.body else None,
         query=QueryReader(models[pipeline.query]) if pipeline.query else None,
-        has_rules=has_implementations(pm.hook.check_request),
+        rules=tuple(implementations(pm.hook.check_request)),
         has_transforms=has_implementations(pm.hook.transform_request),
     )

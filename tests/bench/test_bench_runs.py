@@ -20,14 +20,16 @@ from tests.services import ROOT
 # (scenario, key) of every row a run reports; the rows with a ratio are the comparisons.
 ROWS = {
     ("cached GET", "turnstile"), ("cached GET", "baseline"), ("cached GET", "redis"), ("cached GET", "ceiling"),
+    ("cached GET, traced", "turnstile"), ("cached GET, traced", "none sampled"), ("cached GET, traced", "all sampled"),
     ("uncached GET", "turnstile"), ("uncached GET", "baseline"),
     ("PATCH", "turnstile"), ("PATCH", "baseline"),
     ("create", "turnstile"), ("login", "turnstile"),
     ("login storm", "alone"), ("login storm", "during"), ("login storm", "logins"),
     ("mixed (memory)", "turnstile"), ("mixed, --workers 2", "workers"),
 }
-COMPARED = {(s, k) for s, k in ROWS if k in {"baseline", "redis", "ceiling"}}
-WITH_BASELINE = {"cached GET", "uncached GET", "PATCH"}
+COMPARED = {(s, k) for s, k in ROWS if k in {"baseline", "redis", "ceiling", "none sampled", "all sampled"}}
+# Turnstile's rows compared with something in the same scenario (tracing off with tracing on).
+WITH_BASELINE = {"cached GET", "uncached GET", "PATCH", "cached GET, traced"}
 TARGETS = 9
 
 
@@ -90,6 +92,7 @@ def test_quick_benchmark_reports_memory_the_storm_and_every_target(quick_run: tu
     assert len(workers) == 2
     assert all(w["rss_mib"] > 10 for w in workers)
     assert "Login storm: cached GET p99" in printed
+    assert "Tracing (cached GET): off installs nothing" in printed
     assert printed.count("  worker ") == 2
     assert len(results["targets"]) == TARGETS
     assert printed.count("[PASS]") + printed.count("[MISS]") == TARGETS

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Final
+from typing import Final, Literal
 
 from coredis.exceptions import (
     ClusterDownError,
@@ -38,26 +36,46 @@ UNAVAILABLE: Final = (
 )
 
 
-@contextlib.contextmanager
-def redis_errors() -> Iterator[None]:
+class _RedisErrors:
+    """`redis_errors()`'s context manager: a class, because it wraps every Redis read of every
+    request and a generator-based one costs a frame and a generator per use."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> Literal[False]:
+        if exc is None:
+            return False
+        if isinstance(exc, RuntimeError) and POOL_NOT_ENTERED in str(exc):
+            raise RedisUnavailable("Redis is not connected yet") from exc
+        if not _unavailable(exc):
+            return False  # a command error: passes through unchanged
+        raise RedisUnavailable(describe(exc)) from exc
+
+
+_REDIS_ERRORS: Final = _RedisErrors()
+
+
+def redis_errors() -> _RedisErrors:
     """Turn coredis's "cannot reach Redis now" errors into `RedisUnavailable`.
 
     Command errors (a wrong type, a script error, keys in different cluster slots) are bugs,
     not outages, and pass through unchanged.
     """
-    try:
-        yield
-    except UNAVAILABLE as exc:
-        raise RedisUnavailable(describe(exc)) from exc
-    except RedisClusterError as exc:
+    return _REDIS_ERRORS
+
+
+def _unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, UNAVAILABLE):
+        return True
+    if isinstance(exc, RedisClusterError):
         # The bare base class is what coredis raises when no cluster node can be reached.
-        if type(exc) is not RedisClusterError:
-            raise
-        raise RedisUnavailable(describe(exc)) from exc
-    except RuntimeError as exc:
-        if POOL_NOT_ENTERED not in str(exc):
-            raise
-        raise RedisUnavailable("Redis is not connected yet") from exc
+        return type(exc) is RedisClusterError
+    return False
 
 
 def describe(exc: BaseException) -> str:

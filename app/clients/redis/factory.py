@@ -18,7 +18,13 @@ from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 from coredis.typing import Node
 
 from app.clients.redis.cluster import ClusterPool
-from app.clients.redis.patches import FastRetryPolicy, Pool, SentinelPool, close_cluster_streams
+from app.clients.redis.patches import (
+    FastRetryPolicy,
+    Pool,
+    SentinelPool,
+    close_cluster_streams,
+    read_coredis_flags_once,
+)
 from app.clients.redis.urls import RedisTarget
 
 
@@ -62,6 +68,7 @@ class BuiltClient:
 
 def make_client(url: str, target: RedisTarget, timeouts: Timeouts) -> BuiltClient:
     """The client for `url` (already parsed into `target`), decoding replies to ``str``."""
+    read_coredis_flags_once()
     common: dict[str, Any] = {"stream_timeout": timeouts.socket_s, "connect_timeout": timeouts.connect_s}
     if target.topology == "standalone":
         pool = Pool.from_url(url, decode_responses=True, timeout=timeouts.pool_s, **common)

@@ -9,15 +9,20 @@
 - A connection whose connect fails never closes the buffers it made in ``__init__``, and each
   one warns (`ResourceWarning`) when it is collected: `close_buffers`. A cluster client's
   layout never closes its error stream: `close_cluster_streams`, once the client is done.
+- Every command reads ``os.environ`` several times (`coredis.Config`'s flags, e.g. whether its
+  OpenTelemetry support is on): a fifth of a command's CPU. The variables are fixed for the
+  life of the process, so `read_coredis_flags_once` keeps each first answer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from typing import Any, Final
 
 import coredis
+import coredis.config
 from coredis.connection import BaseConnection
 from coredis.exceptions import ConnectionError
 from coredis.pool import ConnectionPool, SentinelConnectionPool
@@ -48,6 +53,14 @@ def close_cluster_streams(client: Any) -> None:
     layout = getattr(client.connection_pool, "cluster_layout", None)
     for stream in getattr(layout, "_error_stream", ()):
         stream.close()
+
+
+def read_coredis_flags_once() -> None:
+    """Make coredis read each of its ``COREDIS_*`` environment flags once, not per command.
+    Idempotent; the flags set in code (``coredis.Config.optimized = True``) still apply."""
+    read = coredis.config._env_truthy
+    if not hasattr(read, "cache_info"):
+        coredis.config._env_truthy = functools.cache(read)
 
 
 class FastRetryPolicy(ConstantRetryPolicy):

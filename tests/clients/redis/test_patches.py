@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import time
 
+import coredis
 import pytest
 
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
+from app.clients.redis.patches import read_coredis_flags_once
 from tests.clients.redis.proxy import Proxy, eventually_true
 
 
@@ -50,3 +52,12 @@ async def test_callers_cancelled_while_dialing_do_not_exhaust_the_pool(proxy: Pr
         await conn.stop()
 
 
+
+
+def test_coredis_reads_its_environment_flags_once_not_per_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    read_coredis_flags_once()
+    read_coredis_flags_once()  # idempotent: one cache, not a cache of a cache
+    before = coredis.Config.otel_enabled
+    monkeypatch.setenv("COREDIS_OTEL_ENABLED", "0" if before else "1")
+    assert coredis.Config.otel_enabled is before  # the first answer is kept
+    assert coredis.config._env_truthy.__wrapped__("COREDIS_OTEL_ENABLED") is not before  # type: ignore[attr-defined]
