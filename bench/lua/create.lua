@@ -1,6 +1,7 @@
 -- Create a user per request (admin): argon2 hash, data service insert, user.created event.
--- Emails are unique per run through <prefix> and a counter. args: <prefix> <access token>
-require("report").install()
+-- Emails are unique per run through <prefix> and a counter; a 429 or 503 is retried after
+-- its Retry-After. args: <prefix> <access token>
+require("report").install_honouring_retry_after()
 
 local headers = {["Content-Type"] = "application/json"}
 local prefix, n = "", 0

@@ -1,6 +1,7 @@
--- Log in with email and password (argon2 verify, token pair issued).
+-- Log in with email and password (argon2 verify, token pair issued); a 429 or 503 is
+-- retried after its Retry-After, as a client following the protocol does.
 -- args: <email> <password>
-require("report").install()
+require("report").install_honouring_retry_after()
 
 function init(args)
   wrk.method = "POST"

@@ -56,4 +56,24 @@ function M.install()
   done = M.done
 end
 
+-- Also makes each connection wait, after a 429 or 503, the seconds its Retry-After says
+-- before its next request, as a client following the protocol does (the argon2 scenarios:
+-- a client that retries at once is what the rate limits, lifted here, exist to refuse).
+-- wrk asks delay() for a connection right after handling its response, so the waits owed
+-- are handed out oldest first; its latency counts from the send, so a wait is not billed.
+function M.install_honouring_retry_after()
+  M.install()
+  local waits = {}
+  response = function(status, headers, body)
+    M.response(status, headers, body)
+    local after = headers["Retry-After"] or headers["retry-after"]
+    if (status == 429 or status == 503) and after then
+      table.insert(waits, (tonumber(after) or 1) * 1000)
+    end
+  end
+  delay = function()
+    return table.remove(waits, 1) or 0
+  end
+end
+
 return M

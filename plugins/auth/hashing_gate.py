@@ -26,6 +26,8 @@ T = TypeVar("T")
 
 CPU_MAX: Final = Path("/sys/fs/cgroup/cpu.max")  # cgroup v2: "<quota> <period>" or "max <period>"
 RETRY_AFTER_S: Final = 1
+# The longest a hash waits in the queue for a thread before its request is answered 503.
+MAX_QUEUE_WAIT_S: Final = 2.0
 # The hashing threads' nice value: the lowest priority. The event loop thread keeps nice 0, so
 # while it has work the scheduler gives it the CPU (weight 1024 against 15 per hashing thread)
 # and a storm of logins cannot slow the other routes; hashing takes whatever the loop leaves.
@@ -66,14 +68,19 @@ class HashingGate:
 
     A call beyond that is refused at once with 503 and ``Retry-After``: a client retrying a
     second later is better served than one whose request waits for seconds behind a storm.
+    A call that has waited `max_wait_s` in the queue without a thread is refused the same way:
+    hashes run at the lowest priority, so while other routes keep the CPU busy they run slowly,
+    and the queue's length alone would not bound the wait.
     """
 
-    def __init__(self, *, workers: int, queue: int) -> None:
+    def __init__(self, *, workers: int, queue: int, max_wait_s: float = MAX_QUEUE_WAIT_S) -> None:
         self.workers = workers
         self.queue = queue
+        self.max_wait_s = max_wait_s
         self._executor = ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="argon2", initializer=lower_thread_priority
         )
+        self._threads = asyncio.Semaphore(workers)
         self._admitted = 0
 
     def check_capacity(self) -> None:
@@ -90,7 +97,17 @@ class HashingGate:
         self._admitted += 1
         HASHES_IN_FLIGHT.inc()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            try:
+                async with asyncio.timeout(self.max_wait_s):
+                    await self._threads.acquire()
+            except TimeoutError:
+                HASHES_REFUSED.inc()
+                msg = "Password checks are queued too long; try again in a moment."
+                raise ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S) from None
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+            finally:
+                self._threads.release()
         finally:
             self._admitted -= 1
             HASHES_IN_FLIGHT.dec()

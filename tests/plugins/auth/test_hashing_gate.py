@@ -59,3 +59,26 @@ async def test_hashes_run_at_the_lowest_cpu_priority_so_the_event_loop_goes_firs
     assert await gate.run(own_nice) == HASHING_NICE
     assert own_nice() == loop_nice  # the caller's thread keeps its priority
     gate.close()
+
+
+async def test_a_call_that_waits_too_long_for_a_thread_is_refused() -> None:
+    # Hashes run at the lowest priority: under load they run slowly, so the wait is bounded
+    # in time too, not only by the queue's length.
+    gate = HashingGate(workers=1, queue=1, max_wait_s=0.2)
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocking() -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    running = asyncio.create_task(gate.run(blocking))
+    await asyncio.to_thread(started.wait, 5)
+    with pytest.raises(ServiceUnavailable) as refused:
+        await gate.run(lambda: "never run")
+    assert refused.value.headers["Retry-After"] == "1"
+    release.set()
+    assert await running == "done"
+    assert await gate.run(lambda: "free again") == "free again"
+    gate.close()
