@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from app.logs import JsonFormatter, JsonLinesHandler, direct_handler, json_line, setup_logging
+from app.logs import JsonFormatter, JsonLinesHandler, direct_handler, iso_utc, json_line, setup_logging
 from app.middlewares.observe import ACCESS_LOGGER
 
 Client = TestClient[web.Request, web.Application]
@@ -125,3 +125,16 @@ def test_the_direct_path_steps_aside_when_something_else_listens(json_logs: io.S
     setup_logging("INFO", "text")
     assert not any(isinstance(h, JsonLinesHandler) for h in logging.getLogger().handlers)
     assert direct_handler(access) is None
+
+
+@pytest.mark.parametrize(
+    ("created", "text"),
+    [
+        (1_800_000_000.123456, "2027-01-15T08:00:00.123456+00:00"),
+        (1_800_000_000.0, "2027-01-15T08:00:00.000000+00:00"),  # always six digits, unlike isoformat()
+        (1_800_000_000.9999996, "2027-01-15T08:00:01.000000+00:00"),  # rounds into the next second
+        (1_800_000_001.5, "2027-01-15T08:00:01.500000+00:00"),  # the cached second's text, reused
+    ],
+)
+def test_line_times_are_utc_with_microseconds(created: float, text: str) -> None:
+    assert iso_utc(created) == text
