@@ -26,8 +26,11 @@ class AmqpNames:
 
     @property
     def queues(self) -> tuple[str, ...]:
-        # Turnstile's consumer declares "<queue>.dead" and "<exchange>.dlx" for its dead letters.
-        return (self.events_queue, self.subscription_queue, f"{self.subscription_queue}.dead")
+        # Turnstile's consumers declare "<queue>.dead" and "<exchange>.dlx" for their dead
+        # letters: the shared subscription's, and the each-instance one's (the default pipelines'
+        # "<queue>.instance", whose own queue is exclusive and goes with its connection).
+        return (self.events_queue, self.subscription_queue, f"{self.subscription_queue}.dead",
+                f"{self.subscription_queue}.instance.dead")
 
     @property
     def exchanges(self) -> tuple[str, ...]:
