@@ -124,8 +124,9 @@ def table(rows: list[Row]) -> str:
 def tracing_summary(rows: list[Row], scenario: str) -> str:
     """What turning tracing on costs the cached read; off installs nothing, so off is the base."""
     off = find(rows, scenario, TURNSTILE).result.rps
-    parts = [f"{find(rows, scenario, key).target}: {find(rows, scenario, key).result.rps / off:.2f}x of off's req/s"
-             for key in ("none sampled", "all sampled")] if off else ["no request answered with tracing off"]
+    on = [find(rows, scenario, key) for key in ("none sampled", "all sampled")]
+    parts = [f"{row.target}: {row.result.rps / off:.2f}x of off's req/s" for row in on] if off \
+        else ["no request answered with tracing off"]
     return f"Tracing (cached GET): off installs nothing (the turnstile row); {'; '.join(parts)}."
 
 

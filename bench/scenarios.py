@@ -69,19 +69,22 @@ def compared(scenario: str, contenders: Sequence[Contender], best: dict[str, wrk
     return rows
 
 
+def _cached_reader(key: str, label: str, server: Server, path: str, token: str) -> Contender:
+    """A contender driven with the cached read of `path` (the same path every request)."""
+
+    def drive(seconds: float) -> wrk.Result:
+        return wrk.run(server.url, "get_cached", [path, token], seconds)
+
+    return Contender(key, label, server, drive)
+
+
 def cached_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[Row]:
-    def contender(key: str, label: str, server: Server, path: str) -> Contender:
-        def drive(seconds: float) -> wrk.Result:
-            return wrk.run(server.url, "get_cached", [path, token], seconds)
-
-        return Contender(key, label, server, drive)
-
     user = f"/users/{user_id}"
     contenders = [
-        contender(TURNSTILE, TURNSTILE, stack.turnstile, "/api/v1" + user),
-        contender("baseline", "baseline: JWT verify + Redis GET", stack.baseline, "/api/v1" + user),
-        contender("redis", "reference: Redis GET, no auth", stack.baseline, "/reference/redis" + user),
-        contender("ceiling", "ceiling: process dict, no auth", stack.baseline, "/reference/dict" + user),
+        _cached_reader(TURNSTILE, TURNSTILE, stack.turnstile, "/api/v1" + user, token),
+        _cached_reader("baseline", "baseline: JWT verify + Redis GET", stack.baseline, "/api/v1" + user, token),
+        _cached_reader("redis", "reference: Redis GET, no auth", stack.baseline, "/reference/redis" + user, token),
+        _cached_reader("ceiling", "ceiling: process dict, no auth", stack.baseline, "/reference/dict" + user, token),
     ]
     return compared("cached GET", contenders, alternating(contenders, opts, "cached"))
 
@@ -97,18 +100,12 @@ def tracing_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[
         "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url, "OTEL_TRACES_SAMPLER": sampler,
     }) for key, sampler in variants.items()}
     path = f"/api/v1/users/{user_id}"
-
-    def contender(key: str, label: str, server: Server) -> Contender:
-        def drive(seconds: float) -> wrk.Result:
-            return wrk.run(server.url, "get_cached", [path, token], seconds)
-
-        return Contender(key, label, server, drive)
-
+    labels = {"none sampled": "tracing on, no request sampled",
+              "all sampled": "tracing on, every request sampled and exported"}
     try:
         contenders = [
-            contender(TURNSTILE, TURNSTILE, stack.turnstile),
-            contender("none sampled", "tracing on, no request sampled", servers["none sampled"]),
-            contender("all sampled", "tracing on, every request sampled and exported", servers["all sampled"]),
+            _cached_reader(TURNSTILE, TURNSTILE, stack.turnstile, path, token),
+            *(_cached_reader(key, labels[key], server, path, token) for key, server in servers.items()),
         ]
         return compared(TRACING, contenders, alternating(contenders, opts))
     finally:

@@ -55,6 +55,11 @@ def usable_cores(cpu_max: Path = CPU_MAX) -> int:
     return max(1, cores)
 
 
+def _refused(msg: str) -> ServiceUnavailable:
+    HASHES_REFUSED.inc()
+    return ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S)
+
+
 def lower_thread_priority() -> None:
     """Give the calling thread the lowest CPU priority. On Linux nice is per thread and the
     threads argon2 starts for its lanes inherit it; elsewhere, or where refused, hashing simply
@@ -87,12 +92,11 @@ class HashingGate:
         """Raise ServiceUnavailable now if a hash would be refused: a route calls it before
         its other work (a data-service read), so a refused request in a storm costs little."""
         if self._admitted >= self.workers + self.queue:
-            HASHES_REFUSED.inc()
-            msg = "Too many password checks at once; try again in a moment."
-            raise ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S)
+            raise _refused("Too many password checks at once; try again in a moment.")
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """`fn(*args)` on a hashing thread. Raises ServiceUnavailable when the queue is full."""
+        """`fn(*args)` on a hashing thread. Raises ServiceUnavailable when the queue is full, or
+        when no thread came free within `max_wait_s`."""
         self.check_capacity()
         self._admitted += 1
         HASHES_IN_FLIGHT.inc()
@@ -101,9 +105,7 @@ class HashingGate:
                 async with asyncio.timeout(self.max_wait_s):
                     await self._threads.acquire()
             except TimeoutError:
-                HASHES_REFUSED.inc()
-                msg = "Password checks are queued too long; try again in a moment."
-                raise ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S) from None
+                raise _refused("Password checks are queued too long; try again in a moment.") from None
             try:
                 return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
             finally:
