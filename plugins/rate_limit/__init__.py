@@ -15,6 +15,8 @@ def document(config: RateLimitConfig, doc: OperationDoc) -> None:
     words = {"client": "client address", "actor": "caller"}
     what = " and ".join(words.get(part, f"`{part.removeprefix('body.')}`") for part in config.parts)
     counted = "requests" if config.count == "requests" else "failed attempts"
+    if config.when is not None:
+        counted += f" that send `{config.when.removeprefix('body.')}`"
     doc.problem(
         429,
         f"Too many {counted}: more than {config.limit} per {config.window_s} s per {what}",

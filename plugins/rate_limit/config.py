@@ -13,6 +13,7 @@ from app import StepKind
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _PART = r"(client|actor|body\.[A-Za-z_][A-Za-z0-9_]*)"
 _PER = re.compile(rf"^{_PART}(\+{_PART})*$")
+_WHEN = re.compile(r"^body\.[A-Za-z_][A-Za-z0-9_]*$")
 # The answers a `count = "failures"` limiter counts: a refused credential or permission.
 FAILURE_STATUSES = frozenset({401, 403})
 
@@ -26,6 +27,12 @@ def _check_name(_inst: Any, _attr: attrs.Attribute[str], value: str) -> None:
 def _check_per(_inst: Any, _attr: attrs.Attribute[str], value: str) -> None:
     if not _PER.match(value):
         msg = f'per must be "client", "actor", "body.<field>" or several joined by "+", got {value!r}'
+        raise ValueError(msg)
+
+
+def _check_when(_inst: Any, _attr: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and not _WHEN.match(value):
+        msg = f'when must be "body.<field>", got {value!r}'
         raise ValueError(msg)
 
 
@@ -53,6 +60,10 @@ class RateLimitConfig:
     count: ``"requests"`` counts every request; ``"failures"`` counts only answers 401 and
       403 (a refused password, say): each request holds a hit while it runs, so a burst of
       parallel guesses cannot overshoot the limit, and gives it back when it succeeds.
+    when: ``"body.<field>"``: count only the requests whose validated body carries that field,
+      e.g. ``"body.current_password"`` for re-authentications: a password is only guessed where
+      one is sent, and a caller's other changes (an admin's parallel edits, say) neither hold a
+      hit nor cost a Redis round trip.
     limit: hits allowed per key in one window; the next request gets 429 with Retry-After.
     window_s: the window's length in seconds (a fixed window that starts at a key's first hit).
     """
@@ -62,6 +73,7 @@ class RateLimitConfig:
     window_s: int = attrs.field(validator=gt(0))
     per: str = attrs.field(default="client", validator=_check_per)
     count: str = attrs.field(default="requests", validator=_check_count)
+    when: str | None = attrs.field(default=None, validator=_check_when)
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -71,7 +83,8 @@ class RateLimitConfig:
     @property
     def body_fields(self) -> tuple[str, ...]:
         """The body fields the key is made of."""
-        return tuple(part.removeprefix("body.") for part in self.parts if part.startswith("body."))
+        named = (*self.parts, self.when) if self.when is not None else self.parts
+        return tuple(part.removeprefix("body.") for part in named if part.startswith("body."))
 
 
 def kind_of(config: RateLimitConfig) -> StepKind:

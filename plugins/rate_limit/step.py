@@ -86,6 +86,8 @@ class RateLimitStep:
 
     def value_of(self, request: web.Request) -> str | None:
         """What this limiter counts for `request`, or None to leave the request uncounted."""
+        if self.config.when is not None and _part_value(request, self.config.when) is None:
+            return None
         values = []
         for part in self.config.parts:
             value = _part_value(request, part)

@@ -5,6 +5,7 @@ repeated wrong ones are throttled like logins. Admins changing other users need 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -91,6 +92,25 @@ async def test_wrong_current_passwords_are_throttled_like_logins(stack: StackFac
     for _ in range(6):
         ok = await client.patch(f"{USERS}/{bob['id']}", json={"full_name": "Bob"}, headers=bob_headers)
         assert ok.status == 200
+
+
+async def test_only_re_authentications_are_counted_so_parallel_edits_are_never_refused(
+    stack: StackFactory, redis_db: str
+) -> None:
+    client = await stack(redis_url=redis_db)
+    ann = await register(client, "ann@example.com")
+    admin = await admin_headers(client)
+    # More edits at once than the limit: none sends current_password, so none holds a hit.
+    edits = [client.patch(f"{USERS}/{ann['id']}", json={"full_name": f"Ann {n}"}, headers=admin) for n in range(12)]
+    assert sorted(resp.status for resp in await asyncio.gather(*edits)) == [200] * 12
+    # A locked user's other changes go on; re-authentications wait for the window.
+    bob, headers = await signed_in(client, "bob@example.com")
+    wrong = {"password": NEW_PASSWORD, "current_password": "guess-guess"}
+    for _ in range(5):
+        await assert_problem(await client.patch(f"{USERS}/{bob['id']}", json=wrong, headers=headers), 403)
+    assert (await client.patch(f"{USERS}/{bob['id']}", json={"full_name": "Bob"}, headers=headers)).status == 200
+    right = {"email": "bob.b@example.com", "current_password": PASSWORD}
+    await assert_problem(await client.patch(f"{USERS}/{bob['id']}", json=right, headers=headers), 429)
 
 
 async def test_the_openapi_document_names_current_password(stack: StackFactory) -> None:

@@ -32,6 +32,17 @@ def test_per_body_field_names_the_field_and_stands_after_the_gate() -> None:
     assert kind_of(config) is StepKind.WRAPPER
 
 
+def test_when_names_a_body_field_and_so_stands_after_the_gate() -> None:
+    config = converter.structure(
+        {"name": "reauth", "per": "actor", "when": "body.current_password", "count": "failures", "limit": 5,
+         "window_s": 300},
+        RateLimitConfig,
+    )
+    assert config.parts == ("actor",)
+    assert config.body_fields == ("current_password",)
+    assert kind_of(config) is StepKind.WRAPPER
+
+
 def test_trust_forwarded_is_gone_for_trusted_proxies() -> None:
     assert errors_of({"name": "ip", "limit": 5, "window_s": 60, "trust_forwarded": True}) == [
         (("trust_forwarded",), "unknown setting 'trust_forwarded'")
@@ -69,6 +80,10 @@ def test_a_string_limit_is_refused() -> None:
         (
             {"name": "x", "limit": 5, "window_s": 60, "count": "all"},
             "count must be \"requests\" or \"failures\", got 'all'",
+        ),
+        (
+            {"name": "x", "limit": 5, "window_s": 60, "when": "actor"},
+            "when must be \"body.<field>\", got 'actor'",
         ),
         (
             {"name": "Login Email", "limit": 5, "window_s": 60},

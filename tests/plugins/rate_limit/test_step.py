@@ -140,6 +140,19 @@ async def test_parallel_failures_cannot_overshoot_the_limit(make_client: MakeCli
     assert sorted(resp.status for resp in statuses) == [401] * 3 + [429] * 9
 
 
+async def test_when_counts_only_requests_that_send_the_field(make_client: MakeClient, unique: str) -> None:
+    client = await make_client(name=f"when-{unique}", per="actor", when="body.secret", count="failures",
+                               limit=1, window_s=30)
+    refused = {"answer": 403}
+    # Without the field nothing is counted, not even a refusal: it is not a guess of `secret`.
+    assert [(await client.post("/login?actor=7", json=refused)).status for _ in range(3)] == [403] * 3
+    guess = {"secret": "wrong", "answer": 403}
+    assert [(await client.post("/login?actor=7", json=guess)).status for _ in range(2)] == [403, 429]
+    # Locked for what sends the field; the rest goes on.
+    assert (await client.post("/login?actor=7", json={"secret": "right"})).status == 429
+    assert (await client.post("/login?actor=7", json={})).status == 200
+
+
 async def test_x_forwarded_for_is_ignored_unless_trusted(make_client: MakeClient, unique: str) -> None:
     client = await make_client(name=f"ip-{unique}", limit=1, window_s=30)
     assert (await client.post("/login", json={}, headers={"X-Forwarded-For": "203.0.113.1"})).status == 200
