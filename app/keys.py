@@ -58,6 +58,10 @@ query_key = web.RequestKey("query", dict[str, Any])
 # committed, so steps that must follow every committed change (event-emit, cache-invalidate)
 # act on it even when a step after them failed and the request answers an error.
 committed_key = web.RequestKey("committed", web.StreamResponse)
+# The id of the event this request's `event-emit` step will publish, set before the steps it
+# wraps run: a step can tie what it did to the event (the cache plugin records the tombstones
+# it stored, so its subscriptions need not write them again for this very event).
+event_id_key = web.RequestKey("event_id", str)
 
 # --- response -----------------------------------------------------------------------------
 # The JSON-able data a response was made from, so outer steps (cache, event-emit) never

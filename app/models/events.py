@@ -64,11 +64,16 @@ class Event:
     data: dict[str, Any]
     headers: Mapping[str, str] = attrs.field(factory=dict, eq=False, repr=False)
 
+    @staticmethod
+    def new_id() -> str:
+        """A fresh event id: a uuid4 in its canonical text."""
+        return str(uuid.uuid4())
+
     @classmethod
-    def create(cls, type: str, data: dict[str, Any], request_id: str) -> Event:
-        """A new event with a fresh id, stamped now."""
+    def create(cls, type: str, data: dict[str, Any], request_id: str, *, id: str | None = None) -> Event:
+        """A new event stamped now, with a fresh id unless `id` was chosen before (`new_id`)."""
         return cls(
-            id=str(uuid.uuid4()),
+            id=id if id is not None else cls.new_id(),
             type=type,
             occurred_at=utc_now_rfc3339(),
             request_id=request_id,

@@ -10,6 +10,7 @@ from app import PipelineFile, Resources, StepKind, StepType, hookimpl
 from plugins.cache import invalidate, step
 from plugins.cache.backend import cache_backend_key, make_backend, mirrored_prefixes
 from plugins.cache.config import CacheConfig, CacheInvalidateConfig
+from plugins.cache.made import MadeInvalidations, made_invalidations_key
 
 
 @hookimpl
@@ -22,6 +23,10 @@ def setup_app(app: web.Application, resources: Resources) -> None:
     resources.provide(
         cache_backend_key, make_backend(app),
         description="the cache's store: Redis under turnstile: when REDIS_URL is set, else memory (CACHE_MAX_ENTRIES)",
+    )
+    resources.provide(
+        made_invalidations_key, MadeInvalidations(),
+        description="tombstones this process stored right after a write, by event id: its subscriptions skip them",
     )
 
 

@@ -5,6 +5,10 @@ would store it after the delete for the full TTL. A unique tombstone (`markers.n
 for at most `tombstone_ttl_s`) makes that read's store fail, while a read that starts after it
 may replace it; see `plugins.cache.markers` and `CacheInvalidateConfig`.
 
+The subscriptions that tombstone on `user.updated` skip the keys this process already tombstoned
+after the very write the event announces (`plugins.cache.made`): a second and third tombstone
+for one write close no race.
+
 An invalidation is never dropped: when the cache backend is down it is deferred
 (`CacheBackend.set_or_defer`), made as soon as the backend answers again, and until then the
 key is read as unavailable, so this process serves it from upstream and never stale. In a
@@ -31,15 +35,18 @@ from app import (
     SubscriptionContext,
     Template,
     committed_key,
+    event_id_key,
     template_placeholders,
 )
 from plugins.cache.backend import cache_backend_key
 from plugins.cache.config import CacheInvalidateConfig
+from plugins.cache.made import MadeInvalidations, made_invalidations_key
 from plugins.cache.markers import new_tombstone
 
 CACHE_INVALIDATIONS = Counter(
     "turnstile_cache_invalidations_total",
-    "Cache invalidations by pipeline or subscription and result (ok, deferred until the backend answers, failed)",
+    "Cache invalidations by pipeline or subscription and result (ok, deferred until the backend answers, failed,"
+    " skipped: this process tombstoned the keys right after the write the event announces)",
     ["pipeline", "result"],
 )
 
@@ -53,6 +60,7 @@ class CacheInvalidateStep:
     keys: tuple[Template, ...]
     cache: CacheBackend
     tombstone_ttl_s: int
+    made: MadeInvalidations
     ok: Counter
     deferred: Counter
 
@@ -69,7 +77,10 @@ class CacheInvalidateStep:
 
     async def _invalidate(self, request: web.Request) -> None:
         keys = [key.for_request(request) for key in self.keys]
-        (self.ok if await _tombstone(self.cache, keys, self.tombstone_ttl_s) else self.deferred).inc()
+        stored = await _tombstone(self.cache, keys, self.tombstone_ttl_s)
+        if (event_id := request.get(event_id_key)) is not None:
+            self.made.record(event_id, stored)
+        (self.ok if len(stored) == len(keys) else self.deferred).inc()
 
 
 @final
@@ -80,9 +91,11 @@ class CacheInvalidateMessageStep:
     keys: tuple[Template, ...]
     cache: CacheBackend
     tombstone_ttl_s: int
+    made: MadeInvalidations
     ok: Counter
     deferred: Counter
     failed: Counter
+    skipped: Counter
 
     async def __call__(self, event: Event, handler: MessageHandler) -> None:
         await handler(event)
@@ -91,21 +104,23 @@ class CacheInvalidateMessageStep:
         except Exception:
             self.failed.inc()
             raise
-        if not await _tombstone(self.cache, keys, self.tombstone_ttl_s):
+        if made := self.made.made(event.id):
+            keys = [key for key in keys if key not in made]
+            if not keys:
+                self.skipped.inc()
+                return
+        if len(await _tombstone(self.cache, keys, self.tombstone_ttl_s)) < len(keys):
             self.deferred.inc()
             msg = f"cache backend unavailable: invalidation of {', '.join(keys)} deferred"
             raise CacheUnavailable(msg)  # the message waits for the backend too
         self.ok.inc()
 
 
-async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int) -> bool:
-    """Tombstone every key now (True), or defer those the backend cannot take now (False)."""
+async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int) -> list[str]:
+    """Tombstone every key now, or defer those the backend cannot take now; the keys stored now."""
     # One SET per key: there is no multi-key SET with a TTL, and a step names one or two keys.
     # A fresh tombstone per key and write, so a fill that saw an older one cannot replace it.
-    stored = True
-    for key in keys:
-        stored = await cache.set_or_defer(key, new_tombstone(), ttl_s) and stored
-    return stored
+    return [key for key in keys if await cache.set_or_defer(key, new_tombstone(), ttl_s)]
 
 
 def _check_placeholders(config: CacheInvalidateConfig, context: BuildContext) -> None:
@@ -128,6 +143,7 @@ def build(config: CacheInvalidateConfig, context: BuildContext) -> CacheInvalida
         keys=tuple(Template(key) for key in config.keys),
         cache=context.app[cache_backend_key],
         tombstone_ttl_s=config.tombstone_ttl_s,
+        made=context.app[made_invalidations_key],
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
         deferred=CACHE_INVALIDATIONS.labels(pipeline=name, result="deferred"),
     )
@@ -139,7 +155,9 @@ def build_for_message(config: CacheInvalidateConfig, context: SubscriptionContex
         keys=tuple(Template(key) for key in config.keys),
         cache=context.app[cache_backend_key],
         tombstone_ttl_s=config.tombstone_ttl_s,
+        made=context.app[made_invalidations_key],
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
         deferred=CACHE_INVALIDATIONS.labels(pipeline=name, result="deferred"),
         failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),
+        skipped=CACHE_INVALIDATIONS.labels(pipeline=name, result="skipped"),
     )

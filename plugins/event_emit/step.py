@@ -25,6 +25,7 @@ from app import (
     Publisher,
     call_chain,
     committed_key,
+    event_id_key,
     has_implementations,
     payload_key,
     plugin_manager_key,
@@ -47,21 +48,25 @@ class EventEmitStep:
     confirm_deadline_s: float
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Chosen before the steps inside run, so they can tie what they do to this event.
+        # (Kept here too: an event-emit step inside this one sets its own.)
+        request[event_id_key] = event_id = Event.new_id()
         try:
             response = await handler(request)
         except Exception:
             committed = request.get(committed_key)
             if committed is not None:
-                await self._emit_after_failure(request, committed)
+                await self._emit_after_failure(request, committed, event_id)
             raise
         if 200 <= response.status < 300:
-            await self._emit(request, response)
+            await self._emit(request, response, event_id)
         elif (committed := request.get(committed_key)) is not None:
-            await self._emit_after_failure(request, committed)
+            await self._emit_after_failure(request, committed, event_id)
         return response
 
-    async def _emit(self, request: web.Request, response: web.StreamResponse) -> None:
-        body = Event.create(self.config.event, self._data(request, response), request[request_id_key]).to_dict()
+    async def _emit(self, request: web.Request, response: web.StreamResponse, event_id: str) -> None:
+        data = self._data(request, response)
+        body = Event.create(self.config.event, data, request[request_id_key], id=event_id).to_dict()
         if self.has_enrichers:
             enriched = await call_chain(
                 self.hooks.enrich_event, "event", body, request=request, pipeline=self.pipeline
@@ -71,10 +76,10 @@ class EventEmitStep:
             body = enriched
         await self.publisher.publish(Event.from_dict(body), confirm_deadline_s=self.confirm_deadline_s)
 
-    async def _emit_after_failure(self, request: web.Request, committed: web.StreamResponse) -> None:
+    async def _emit_after_failure(self, request: web.Request, committed: web.StreamResponse, event_id: str) -> None:
         """The change is saved though the request fails: emit, and let the request's own error stand."""
         try:
-            await self._emit(request, committed)
+            await self._emit(request, committed, event_id)
         except Exception:  # the original failure is what the client must see
             log.exception("pipeline %s: the event of a committed change could not be emitted", self.pipeline.name,
                           extra={"request_id": request.get(request_id_key)})

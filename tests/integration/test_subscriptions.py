@@ -8,11 +8,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import coredis
 import orjson
 import pytest
 
 from app.clients.amqp.retries import RETRIES_HEADER
 from app.models.events import utc_now_rfc3339
+from plugins.cache.markers import TOMBSTONE_PREFIX
 from tests.integration.amqp_capture import (
     capture,
     eventually,
@@ -29,6 +31,7 @@ from tests.integration.conftest import Client, StackFactory, admin_headers, bear
 
 PASSWORD = "correct-horse-1"
 MAX_RETRIES = 3  # pipelines.toml: user_changes.max_retries
+SUBSCRIPTIONS = ("user_changes", "user_changes_each_instance")  # pipelines.toml: both invalidate user:{id}
 
 
 @pytest.fixture
@@ -116,6 +119,58 @@ async def test_update_from_another_producer_invalidates_the_cache(
     assert await x_cache(client, user["id"], headers) == "HIT"
     me = await client.get("/api/v1/auth/me", headers=headers)
     assert me.status == 200  # an update that keeps the user active leaves the tokens alone
+
+
+async def cached_value(redis_url: str, user_id: int) -> bytes | None:
+    redis: coredis.Redis[bytes] = coredis.Redis.from_url(redis_url)
+    async with redis:
+        return await redis.get(f"turnstile:user:{user_id}")
+
+
+async def test_an_own_write_is_tombstoned_once_and_a_foreign_one_by_both_subscriptions(
+    broker: str, stack: StackFactory, unique: str, redis_db: str
+) -> None:
+    client = await subscribed_stack(stack, broker, unique, redis_db)
+
+    # The metrics are the process's: count from what earlier tests left.
+    async def counts(result: str) -> list[float]:
+        return [
+            await metric(client, "turnstile_cache_invalidations_total", pipeline=name, result=result) or 0
+            for name in SUBSCRIPTIONS
+        ]
+
+    before = {result: await counts(result) for result in ("ok", "skipped")}
+
+    user = await register(client, "ann@example.com", PASSWORD)
+    changed = await client.patch(f"/api/v1/users/{user['id']}", json={"full_name": "Ann"},
+                                 headers=await admin_headers(client))
+    assert changed.status == 200, await changed.text()
+    tombstone = await cached_value(redis_db, user["id"])
+    assert tombstone is not None
+    assert tombstone.startswith(TOMBSTONE_PREFIX)
+
+    async def added(result: str, expected: list[float]) -> bool:
+        return [now - then for now, then in zip(await counts(result), before[result], strict=True)] == expected
+
+    async def skipped_by_both() -> bool:
+        return await added("skipped", [1, 1])
+
+    # Both heard this instance's own event, and both left the tombstone written after the write.
+    await eventually(skipped_by_both, 10, "the own user.updated skipped by both subscriptions")
+    assert await added("ok", [0, 0])
+    assert await cached_value(redis_db, user["id"]) == tombstone
+
+    await publish_foreign(broker, unique, "user.updated", {**user, "full_name": "Changed elsewhere"})
+
+    async def tombstoned_by_both() -> bool:
+        return await added("ok", [1, 1])
+
+    await eventually(tombstoned_by_both, 10, "the foreign user.updated tombstoned by both subscriptions")
+    assert await added("skipped", [1, 1])
+    fresh = await cached_value(redis_db, user["id"])
+    assert fresh is not None
+    assert fresh.startswith(TOMBSTONE_PREFIX)
+    assert fresh != tombstone
 
 
 async def test_delete_from_another_producer_revokes_the_users_tokens(

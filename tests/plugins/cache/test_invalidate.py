@@ -9,6 +9,7 @@ from app.pipeline.types import SubscriptionContext
 from plugins.cache.backend import cache_backend_key
 from plugins.cache.config import CacheInvalidateConfig, KeyTemplates
 from plugins.cache.invalidate import build_for_message
+from plugins.cache.made import MadeInvalidations, made_invalidations_key
 from plugins.cache.markers import is_tombstone
 
 
@@ -84,7 +85,24 @@ async def test_cache_down_defers_the_invalidation_and_fails_the_message_so_it_wa
     assert cache.deferred == ["user:7"]
 
 
-def _app(cache: MemoryCache | DownCache) -> web.Application:
+async def test_keys_this_process_tombstoned_after_the_events_write_are_skipped() -> None:
+    cache = MemoryCache()
+    made = MadeInvalidations()
+    config = CacheInvalidateConfig(keys=KeyTemplates(("user:{id}", "profile:{id}")))
+    step = build_for_message(config, SubscriptionContext(_app(cache, made), "s"))
+    event = Event.create("user.updated", {"id": 7}, "req-1")
+    made.record(event.id, ["user:7"])  # what the PATCH's own cache-invalidate step stored
+
+    await step(event, nothing_else)
+    assert await cache.get("user:7") is None  # left as the pipeline wrote it (here: nothing)
+    assert is_tombstone(await cache.get("profile:7"))
+
+    await step(Event.create("user.updated", {"id": 7}, "req-2"), nothing_else)  # another write's event
+    assert is_tombstone(await cache.get("user:7"))
+
+
+def _app(cache: MemoryCache | DownCache, made: MadeInvalidations | None = None) -> web.Application:
     app = web.Application()
     app[cache_backend_key] = cache
+    app[made_invalidations_key] = made if made is not None else MadeInvalidations()
     return app
