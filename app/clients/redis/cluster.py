@@ -25,7 +25,7 @@ from coredis.connection import ClusterConnection, TCPLocation
 from coredis.pool import ClusterConnectionPool
 
 from app.clients.redis.errors import NodeDown, describe
-from app.clients.redis.patches import Pool, close_buffers
+from app.clients.redis.patches import Pool, close_buffers, take_idle
 
 Address = tuple[str, int]
 
@@ -85,6 +85,8 @@ class ClusterPool(ClusterConnectionPool):
         if (node.host, node.port) in self.down and not _probing.get():
             msg = f"{node.name} is not answering"
             raise NodeDown(msg)
+        if (connection := take_idle(self._node_pool(TCPLocation(node.host, node.port)))) is not None:
+            return connection  # type: ignore[no-any-return]
         return await super()._get_connection_by_node(node)
 
     async def _make_node_connection(self, node: ClusterNodeLocation) -> ClusterConnection:

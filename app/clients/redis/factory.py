@@ -24,6 +24,7 @@ from app.clients.redis.patches import (
     SentinelPool,
     close_cluster_streams,
     read_coredis_flags_once,
+    time_replies_with_a_timer,
 )
 from app.clients.redis.urls import RedisTarget
 
@@ -69,6 +70,7 @@ class BuiltClient:
 def make_client(url: str, target: RedisTarget, timeouts: Timeouts) -> BuiltClient:
     """The client for `url` (already parsed into `target`), decoding replies to ``str``."""
     read_coredis_flags_once()
+    time_replies_with_a_timer()
     common: dict[str, Any] = {"stream_timeout": timeouts.socket_s, "connect_timeout": timeouts.connect_s}
     if target.topology == "standalone":
         pool = Pool.from_url(url, decode_responses=True, timeout=timeouts.pool_s, **common)

@@ -19,6 +19,9 @@ def free_port() -> int:
 class Proxy:
     """A TCP listener in front of the real Redis: `forward` pipes, `hang` accepts and never answers.
 
+    `reply_delay_s` holds each chunk of Redis's replies back that long (a slow server);
+    `paused` swallows the traffic both ways (a connection alive to TCP but silent).
+
     It stands in for a Redis that is down at boot, or alive but hung, without touching the
     shared server.
     """
@@ -27,6 +30,8 @@ class Proxy:
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 6379)
         self.mode = "forward"
+        self.reply_delay_s = 0.0
+        self.paused = False
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -58,7 +63,7 @@ class Proxy:
                 return
             up_reader, up_writer = await asyncio.open_connection(*self.upstream)
             try:
-                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+                await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer, replies=True))
             finally:
                 up_writer.close()
         except (ConnectionError, asyncio.CancelledError):
@@ -67,9 +72,12 @@ class Proxy:
             writer.close()
             self._tasks.discard(task)
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool = False) -> None:
         while data := await reader.read(65536):
+            if replies and self.reply_delay_s:
+                await asyncio.sleep(self.reply_delay_s)
+            if self.paused:
+                continue
             writer.write(data)
             await writer.drain()
         writer.close()

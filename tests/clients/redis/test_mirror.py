@@ -248,23 +248,10 @@ def test_the_mirror_is_bounded() -> None:
     assert mirror.lookup("p:1") is MISSING
 
 
-class PausableProxy(Proxy):
-    """A proxy that can swallow traffic both ways: a connection alive to TCP but silent."""
-
-    paused = False
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # type: ignore[override]
-        while data := await reader.read(65536):
-            if not self.paused:
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-
 async def test_a_silent_tracking_connection_stops_the_mirror_within_a_ping(
     redis_url: str, other: RedisConnection, prefix: str
 ) -> None:
-    proxy = PausableProxy(redis_url)
+    proxy = Proxy(redis_url)
     await proxy.listen()
     connection = await started(proxy.url, prefix)
     mirror = connection.mirror
