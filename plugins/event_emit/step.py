@@ -48,8 +48,8 @@ class EventEmitStep:
     confirm_deadline_s: float
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        # Chosen before the steps inside run, so they can tie what they do to this event.
-        # (Kept here too: an event-emit step inside this one sets its own.)
+        # Chosen before the steps inside run, so they can tie what they do to this event; kept
+        # in a local as well, since an event-emit step inside this one sets the key to its own.
         request[event_id_key] = event_id = Event.new_id()
         try:
             response = await handler(request)

@@ -11,9 +11,10 @@ from attrs.validators import gt
 from app import StepKind
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-_PART = r"(client|actor|body\.[A-Za-z_][A-Za-z0-9_]*)"
+_BODY_PART = r"body\.[A-Za-z_][A-Za-z0-9_]*"
+_PART = rf"(client|actor|{_BODY_PART})"
 _PER = re.compile(rf"^{_PART}(\+{_PART})*$")
-_WHEN = re.compile(r"^body\.[A-Za-z_][A-Za-z0-9_]*$")
+_WHEN = re.compile(rf"^{_BODY_PART}$")
 # The answers a `count = "failures"` limiter counts: a refused credential or permission.
 FAILURE_STATUSES = frozenset({401, 403})
 
@@ -82,7 +83,7 @@ class RateLimitConfig:
 
     @property
     def body_fields(self) -> tuple[str, ...]:
-        """The body fields the key is made of."""
+        """The body fields the limiter reads: those of its key, and `when`'s."""
         named = (*self.parts, self.when) if self.when is not None else self.parts
         return tuple(part.removeprefix("body.") for part in named if part.startswith("body."))
 
