@@ -8,11 +8,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import coredis
 import orjson
 import pytest
 
 from app.clients.amqp.retries import RETRIES_HEADER
+from app.clients.redis import RedisConnection
 from app.models.events import utc_now_rfc3339
 from plugins.cache.markers import TOMBSTONE_PREFIX
 from tests.integration.amqp_capture import (
@@ -122,9 +122,14 @@ async def test_update_from_another_producer_invalidates_the_cache(
 
 
 async def cached_value(redis_url: str, user_id: int) -> bytes | None:
-    redis: coredis.Redis[bytes] = coredis.Redis.from_url(redis_url)
-    async with redis:
-        return await redis.get(f"turnstile:user:{user_id}")
+    """What Redis holds for the user's cache key (standalone or cluster, as the suite runs)."""
+    connection = RedisConnection(redis_url)
+    await connection.start()
+    try:
+        value: bytes | None = await connection.get(f"turnstile:user:{user_id}", decode=False)
+        return value
+    finally:
+        await connection.stop()
 
 
 async def test_an_own_write_is_tombstoned_once_and_a_foreign_one_by_both_subscriptions(
