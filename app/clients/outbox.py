@@ -2,7 +2,9 @@
 
 An entry leaves an outbox only after the broker confirmed it (`remove` is called with the ids
 the publisher saw confirmed), so a crash at any point repeats an event rather than losing it.
-Order is FIFO: `peek` returns the oldest entries first.
+Order is FIFO: `peek` returns the oldest entries first. An entry is the event's body with
+the headers it is to be sent with (`Event.to_outbox_json`), so an event sent late still carries
+the trace context of the request that made it (contract §15).
 
 `FileOutbox` removes by rewriting the file to a temp file and renaming it over the original,
 rather than keeping a separate committed-offset file. The outbox only fills while the broker
@@ -65,7 +67,7 @@ class FileOutbox:
         self._entries: list[tuple[str, bytes]] | None = None  # (event id, JSON line), oldest first
 
     async def append(self, event: Event) -> None:
-        line = event.to_json() + b"\n"
+        line = event.to_outbox_json() + b"\n"
         async with self._lock:
             entries = await self._loaded()
             await asyncio.to_thread(self._append_line, line)
@@ -74,7 +76,7 @@ class FileOutbox:
     async def peek(self, n: int) -> list[Event]:
         async with self._lock:
             entries = await self._loaded()
-            return [Event.from_json(line) for _, line in entries[: max(n, 0)]]
+            return [Event.from_outbox_json(line) for _, line in entries[: max(n, 0)]]
 
     async def remove(self, event_ids: Collection[str]) -> None:
         gone = set(event_ids)
@@ -106,7 +108,7 @@ class FileOutbox:
             if not line.strip():
                 continue
             try:
-                entries.append((Event.from_json(line).id, line + b"\n"))
+                entries.append((Event.from_outbox_json(line).id, line + b"\n"))
             except EventDecodeError:
                 # A torn last write (the process died mid-append, before the caller heard
                 # "outboxed") or a hand edit. It cannot be published; say so loudly.
@@ -168,7 +170,7 @@ class RedisOutbox:
         self._stored: dict[str, str] = {}  # event id -> the exact JSON text in the list
 
     async def append(self, event: Event) -> None:
-        text = event.to_json().decode()
+        text = event.to_outbox_json().decode()
         with redis_errors():
             await self._connection.client.rpush(self.key, [text])
         self._stored[event.id] = text
@@ -181,7 +183,7 @@ class RedisOutbox:
         events: list[Event] = []
         for text in texts:
             try:
-                event = Event.from_json(text)
+                event = Event.from_outbox_json(text)
             except EventDecodeError:
                 await self._quarantine(text)
                 continue
@@ -210,7 +212,7 @@ class RedisOutbox:
             texts = await self._connection.client.lrange(self.key, 0, -1)
         for text in texts:
             try:
-                event = Event.from_json(text)
+                event = Event.from_outbox_json(text)
             except EventDecodeError:
                 continue
             if event.id in wanted:

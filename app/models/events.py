@@ -22,6 +22,7 @@ CONTENT_TYPE: Final = "application/json"
 PERSISTENT: Final = 2
 REQUEST_ID_HEADER: Final = "x-request-id"
 BODY_KEYS: Final = frozenset({"id", "type", "occurred_at", "request_id", "data"})
+OUTBOX_HEADERS_KEY: Final = "headers"  # beside the body's keys in an outbox entry, never in a message
 
 
 class EventDecodeError(ValueError):
@@ -54,7 +55,8 @@ class Event:
     data: the payload; for user events the public user object (never a password hash).
     headers: more AMQP headers it is sent with, or arrived with: the trace context
         (`traceparent`, `tracestate`) when tracing is on. Not part of the body, so not part of
-        equality, and not kept by the outbox (a replayed event starts no trace).
+        equality; the outbox keeps them beside the body (`to_outbox_json`), so an event sent
+        late still continues the trace of the request that made it.
     """
 
     id: str
@@ -129,6 +131,35 @@ class Event:
             msg = f"event body is not JSON: {exc}"
             raise EventDecodeError(msg) from exc
         return cls.from_dict(raw)
+
+    def to_outbox_json(self) -> bytes:
+        """One outbox entry: the body's fields, plus `headers` when there are any."""
+        record: dict[str, Any] = self.to_dict()
+        if self.headers:
+            record[OUTBOX_HEADERS_KEY] = dict(self.headers)
+        return orjson.dumps(record)
+
+    @classmethod
+    def from_outbox_json(cls, text: bytes | str) -> Event:
+        """An outbox entry read back: the body checked as `from_json` does, and its headers.
+
+        Entries written before the outbox kept headers have none, and read as events without.
+        """
+        try:
+            raw = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            msg = f"outbox entry is not JSON: {exc}"
+            raise EventDecodeError(msg) from exc
+        headers = raw.pop(OUTBOX_HEADERS_KEY, None) if isinstance(raw, dict) else None
+        event = cls.from_dict(raw)
+        if headers is None:
+            return event
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            msg = "outbox entry 'headers' must be an object of strings"
+            raise EventDecodeError(msg)
+        return attrs.evolve(event, headers=headers)
 
     @classmethod
     def from_message(cls, body: bytes, headers: Mapping[str, object] | None) -> Event:

@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import attrs
 import pytest
 
 from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
@@ -70,6 +71,17 @@ async def test_a_new_instance_sees_what_the_last_one_left(make_outbox: OutboxFac
     assert await second.peek(10) == events[1:]
     await second.remove([events[1].id])
     assert await second.peek(10) == events[2:]
+
+
+async def test_an_event_s_headers_are_kept_with_it(make_outbox: OutboxFactory) -> None:
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    traced = attrs.evolve(make_events(1)[0], headers={"traceparent": traceparent})
+    await make_outbox().append(traced)
+
+    (read,) = await make_outbox().peek(10)
+
+    assert read == traced
+    assert read.headers == {"traceparent": traceparent}
 
 
 async def test_concurrent_appends_are_all_kept(make_outbox: OutboxFactory) -> None:

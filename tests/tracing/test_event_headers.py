@@ -4,8 +4,10 @@ beside its body: sent with it, kept when it is consumed, never part of the body.
 from __future__ import annotations
 
 import attrs
+import orjson
+import pytest
 
-from app.models.events import Event
+from app.models.events import Event, EventDecodeError
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -29,3 +31,25 @@ def test_a_consumed_event_keeps_the_text_headers_it_came_with() -> None:
     assert received == sent
     assert received.headers == {"traceparent": TRACEPARENT}
     assert Event.from_message(sent.to_json(), None).headers == {}
+
+
+def test_an_outbox_entry_keeps_the_headers_so_a_late_event_continues_its_trace() -> None:
+    traced = attrs.evolve(event(), headers={"traceparent": TRACEPARENT})
+    entry = traced.to_outbox_json()
+    assert b"traceparent" not in traced.to_json()  # the message body never carries it
+    back = Event.from_outbox_json(entry)
+    assert back == traced
+    assert back.headers == {"traceparent": TRACEPARENT}
+
+
+def test_an_outbox_entry_without_headers_reads_as_an_event_without_them() -> None:
+    plain = event()
+    assert plain.to_outbox_json() == plain.to_json()  # entries written before headers were kept
+    assert Event.from_outbox_json(plain.to_json()).headers == {}
+
+
+@pytest.mark.parametrize("headers", [["traceparent"], {"traceparent": 1}, "x"])
+def test_an_outbox_entry_with_headers_of_another_shape_is_unreadable(headers: object) -> None:
+    record = {**event().to_dict(), "headers": headers}
+    with pytest.raises(EventDecodeError, match="headers"):
+        Event.from_outbox_json(orjson.dumps(record))

@@ -45,7 +45,7 @@ class OutboxKeeper:
         except Exception:  # any outbox backend's failure: the log is the last place left
             log.exception(
                 "event outbox failed; event kept only in this log line: %s",
-                event.to_json().decode(),
+                event.to_outbox_json().decode(),
                 extra={"request_id": event.request_id},
             )
             EVENTS_PUBLISHED.labels("logged").inc()

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiormq
+import attrs
 import orjson
 import pytest
 from aiormq.abc import AbstractChannel, DeliveredMessage
@@ -175,7 +176,11 @@ async def test_events_left_at_stop_stay_in_the_outbox_for_the_next_publisher(
     amqp_url: str, unique: str, make_outbox: Callable[[], Outbox]
 ) -> None:
     exchange = f"test.{unique}"
-    events = [Event.create("user.created", {"id": i}, f"req-{i}") for i in range(3)]
+    # Each with the trace context of the request that made it, which must travel with it late.
+    events = [
+        attrs.evolve(Event.create("user.created", {"id": i}, f"req-{i}"), headers={"traceparent": traceparent(i)})
+        for i in range(3)
+    ]
     cut_off = make_publisher(UNREACHABLE_URL, exchange, make_outbox())
     await cut_off.start()
     for event in events:
@@ -189,12 +194,19 @@ async def test_events_left_at_stop_stay_in_the_outbox_for_the_next_publisher(
         successor = make_publisher(amqp_url, exchange, reopened)
         await successor.start()
         try:
-            got = [Event.from_json((await asyncio.wait_for(received.get(), 10)).body) for _ in events]
+            messages = [await asyncio.wait_for(received.get(), 10) for _ in events]
             await eventually(lambda: _empty(reopened), 5, "outbox emptied")
         finally:
             await successor.stop(1.0)
 
-    assert got == events
+    assert [Event.from_json(message.body) for message in messages] == events
+    assert [message.header.properties.headers for message in messages] == [
+        {"x-request-id": f"req-{i}", "traceparent": traceparent(i)} for i in range(3)
+    ]
+
+
+def traceparent(i: int) -> str:
+    return f"00-0af7651916cd43dd8448eb211c80319{i}-b7ad6b7169203331-01"
 
 
 async def test_new_events_queue_behind_the_outbox(amqp_url: str, unique: str, tmp_path: Path) -> None:
