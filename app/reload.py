@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 from aiohttp import web
@@ -105,17 +105,23 @@ async def reload_pipelines(app: web.Application) -> Outcome:
     return await app[reloader_key].reload()
 
 
-async def reload_on_signal(app: web.Application, hangups: asyncio.Event) -> None:
+async def reload_on_signal(
+    app: web.Application, hangups: asyncio.Event, *, after_reload: Callable[[], object] = lambda: None
+) -> None:
     """Reload each time `hangups` is set (by a SIGHUP handler); several signals during one
-    reload make one more, which reads the file as it is then."""
+    reload make one more, which reads the file as it is then. `after_reload` runs after each
+    reload that swapped the routes."""
     while True:
         await hangups.wait()
         hangups.clear()
         log.info("SIGHUP: reloading %s", app[settings_key].pipelines_file)
         try:
-            await reload_pipelines(app)
+            outcome = await reload_pipelines(app)
         except Exception:  # a bug must not end reloading for the life of the process
             log.exception("reload failed; still serving the routes loaded before")
+            continue
+        if outcome is Outcome.OK:
+            after_reload()
 
 
 def _short(sha256: str) -> str:

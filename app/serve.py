@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from app.collector import freeze_long_lived, tune_thresholds
 from app.keys import readiness_key
 from app.main import create_app
 from app.readiness import Phase
@@ -49,7 +50,11 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     await site.start()
     log.info("listening on http://%s:%s", settings.host, settings.port)
-    reloads = asyncio.create_task(reload_on_signal(app, hangups))
+    tune_thresholds()
+    freeze_long_lived("after start-up")
+    reloads = asyncio.create_task(
+        reload_on_signal(app, hangups, after_reload=lambda: freeze_long_lived("after the reload"))
+    )
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)

@@ -156,6 +156,10 @@ async def test_sighup_reloads_under_load_with_no_error_answers(tmp_path: Path) -
     log = log_path.read_text()
     assert f"{pipelines}:4: pipeline 'get_thing', step 1: unknown step type 'tga'" in log
     assert log.count("subscriptions are not reloaded") == 5
+    # What start-up left alive is frozen once, and again after each reload that swapped the
+    # routes (so the old routes' objects are collected), not after the refused one.
+    assert log.count("objects frozen after start-up") == 1
+    assert log.count("objects frozen after the reload") == 5
 
 
 def kill_orphans(pids: list[int], marker: str) -> None:
