@@ -13,6 +13,11 @@ from pathlib import Path
 PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 
+def installed() -> bool:
+    """Whether py-spy can be run: checked before the run, not when the first sample is due."""
+    return Path(PY_SPY).is_file()
+
+
 @contextlib.contextmanager
 def sampled(pid: int, seconds: float, out: Path) -> Iterator[None]:
     """py-spy records `pid` (collapsed stacks, native frames off) while the block runs."""

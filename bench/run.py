@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from bench import memory, results, scenarios, wrk
+from bench import memory, profile, results, scenarios, wrk
 from bench.ids import MAX_UNCACHED_RPS, FreshIds
 from bench.options import FULL, QUICK, Options
 from bench.results import TURNSTILE, Row
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not wrk.installed():
         parser.error("wrk and taskset are needed: apt-get install -y wrk util-linux")
+    if args.profile is not None and not profile.installed():
+        parser.error(f"--profile needs py-spy on PATH or beside {sys.executable}: pip install py-spy")
     base = QUICK if args.quick else FULL
     changes = {k: v for k, v in vars(args).items() if k in attrs.fields_dict(Options) and v is not None}
     opts = attrs.evolve(base, **changes)

@@ -11,10 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+import bench.profile
+import bench.run
 from tests.services import ROOT
 
 # (scenario, key) of every row a run reports; the rows with a ratio are the comparisons.
@@ -96,3 +99,20 @@ def test_quick_benchmark_reports_memory_the_storm_and_every_target(quick_run: tu
     assert printed.count("  worker ") == 2
     assert len(results["targets"]) == TARGETS
     assert printed.count("[PASS]") + printed.count("[MISS]") == TARGETS
+
+
+def test_profile_without_py_spy_stops_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _need("wrk", "apt-get install -y wrk")
+    _need("taskset", "apt-get install -y util-linux")
+    monkeypatch.setattr(bench.profile, "PY_SPY", str(tmp_path / "no-py-spy"))
+
+    with pytest.raises(SystemExit) as stopped:
+        bench.run.main(["--quick", "--profile", str(tmp_path / "prof")])
+
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "--profile needs py-spy" in err
+    assert "bench: start-up" not in err
+    assert not (tmp_path / "prof").exists()
