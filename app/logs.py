@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from typing import Any
+from typing import Any, final
 
 import orjson
 
@@ -147,9 +147,31 @@ def setup_logging(level: str, fmt: str) -> None:
     root.setLevel(level)
     # aiohttp's own access log would be a second line per request; ours carries the pipeline.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # coredis logs every reconnect attempt at INFO (and tracebacks at ERROR) during a Redis
-    # outage; our clients already log the outage once, with its consequence.
     # The SQLite driver logs every query's parameters at DEBUG, password hashes included:
     # never let it below INFO, whatever LOG_LEVEL says (contract §4: no hash in any log line).
     logging.getLogger("aiosqlite").setLevel(logging.INFO)
+    # coredis logs every reconnect attempt at INFO (and tracebacks at ERROR) during a Redis
+    # outage; our clients already log the outage once, with its consequence.
     logging.getLogger("coredis").setLevel(logging.CRITICAL if level != "DEBUG" else logging.DEBUG)
+    # aiormq logs an ERROR for every failed connection attempt, so a broker outage repeats one
+    # per retry; the link logs it once (app/clients/amqp/link.py). Its other lines (a blocked
+    # connection, a close from the broker) stay.
+    _drop_lines(logging.getLogger("aiormq.connection"), "error when creating transport")
+
+
+@final
+class _DropLines(logging.Filter):
+    """Drops a logger's records whose message template starts with one of `prefixes`."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(self.prefixes))
+
+
+def _drop_lines(logger: logging.Logger, *prefixes: str) -> None:
+    """Add the filter once, however often logging is set up (tests do it many times)."""
+    if not any(isinstance(f, _DropLines) and f.prefixes == prefixes for f in logger.filters):
+        logger.addFilter(_DropLines(prefixes))

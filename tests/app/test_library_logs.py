@@ -1,0 +1,65 @@
+"""Libraries' own log lines, as `turnstile serve` sets logging up: an outage is told once by
+our clients, not once per retry by the library underneath."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from app.clients.amqp import AmqpPublisher
+from app.clients.outbox import FileOutbox
+from app.logs import setup_logging
+from app.models.events import Event
+
+UNREACHABLE_URL = "amqp://guest:guest@127.0.0.1:1/"
+
+
+@pytest.fixture
+def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """JSON logs to a string, with nothing else on the root logger (pytest's capture would
+    see records our filters drop before any handler)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", out)
+    setup_logging("INFO", "json")
+    yield out
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def lines(out: io.StringIO) -> list[dict[str, str]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+async def test_a_broker_outage_is_one_warning_however_often_the_publisher_retries(
+    json_logs: io.StringIO, tmp_path: Path
+) -> None:
+    publisher = AmqpPublisher(UNREACHABLE_URL, "test.outage", FileOutbox(tmp_path),
+                              reconnect_base_s=0.05, reconnect_max_s=0.1, connect_timeout_s=1.0)
+    await publisher.start()
+    try:
+        assert await publisher.publish(Event.create("user.updated", {"id": 1}, "req-1"),
+                                       confirm_deadline_s=0.2) == "outboxed"
+        await asyncio.sleep(1.0)  # several reconnect attempts
+    finally:
+        await publisher.stop(0.2)
+
+    logged = [(line["level"], line["logger"], line["msg"]) for line in lines(json_logs)]
+    outage = [entry for entry in logged if "retrying with backoff until it answers" in entry[2]]
+    assert len(outage) == 1, logged
+    assert outage[0][0] == "WARNING"
+    assert not [entry for entry in logged if entry[1].startswith("aiormq")], logged
+
+
+def test_aiormq_s_other_lines_still_get_through(json_logs: io.StringIO) -> None:
+    logging.getLogger("aiormq.connection").warning("Connection %r was blocked by: %r", "c", "low disk")
+
+    assert [line["msg"] for line in lines(json_logs)] == ["Connection 'c' was blocked by: 'low disk'"]
