@@ -9,9 +9,7 @@ import contextlib
 import io
 import json
 import logging
-import sys
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -19,22 +17,9 @@ from aiohttp.test_utils import TestClient
 
 from app.logs import JsonFormatter, JsonLinesHandler, direct_handler, iso_utc, json_line, setup_logging
 from app.middlewares.observe import ACCESS_LOGGER
+from tests.app.conftest import json_lines
 
 Client = TestClient[web.Request, web.Application]
-
-
-@pytest.fixture
-def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """`LOG_FORMAT=json` as `turnstile serve` sets it up, writing to a string; the root
-    logger's handlers and level are restored afterwards."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    out = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", out)
-    setup_logging("INFO", "json")
-    yield out
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -51,10 +36,6 @@ def only_the_json_handler() -> Iterator[JsonLinesHandler]:
         root.handlers[:] = handlers
 
 
-def _lines(out: io.StringIO) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.getvalue().splitlines()]
-
-
 @pytest.mark.parametrize("direct", [True, False], ids=["made directly", "through logging"])
 async def test_a_request_writes_one_access_line_with_its_fields(
     client: Client, json_logs: io.StringIO, direct: bool
@@ -64,7 +45,7 @@ async def test_a_request_writes_one_access_line_with_its_fields(
         resp = await client.get("/things/a", headers={"X-Request-ID": "direct-1"})
         assert resp.status == 200
         await asyncio.sleep(0)  # the loop iteration that writes the buffered lines
-    access = [line for line in _lines(json_logs) if line["logger"] == ACCESS_LOGGER]
+    access = [line for line in json_lines(json_logs) if line["logger"] == ACCESS_LOGGER]
     assert len(access) == 1
     line = access[0]
     assert list(line) == ["ts", "level", "logger", "msg", "request_id", "pipeline", "status", "duration_ms"]

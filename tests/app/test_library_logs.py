@@ -5,38 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from app.clients.amqp import AmqpPublisher
 from app.clients.outbox import FileOutbox
-from app.logs import setup_logging
 from app.models.events import Event
+from tests.app.conftest import json_lines
 
 UNREACHABLE_URL = "amqp://guest:guest@127.0.0.1:1/"
-
-
-@pytest.fixture
-def json_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """JSON logs to a string, with nothing else on the root logger (pytest's capture would
-    see records our filters drop before any handler)."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    out = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", out)
-    setup_logging("INFO", "json")
-    yield out
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def lines(out: io.StringIO) -> list[dict[str, str]]:
-    return [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 async def test_a_broker_outage_is_one_warning_however_often_the_publisher_retries(
@@ -52,7 +29,7 @@ async def test_a_broker_outage_is_one_warning_however_often_the_publisher_retrie
     finally:
         await publisher.stop(0.2)
 
-    logged = [(line["level"], line["logger"], line["msg"]) for line in lines(json_logs)]
+    logged = [(line["level"], line["logger"], line["msg"]) for line in json_lines(json_logs)]
     outage = [entry for entry in logged if "retrying with backoff until it answers" in entry[2]]
     assert len(outage) == 1, logged
     assert outage[0][0] == "WARNING"
@@ -62,4 +39,4 @@ async def test_a_broker_outage_is_one_warning_however_often_the_publisher_retrie
 def test_aiormq_s_other_lines_still_get_through(json_logs: io.StringIO) -> None:
     logging.getLogger("aiormq.connection").warning("Connection %r was blocked by: %r", "c", "low disk")
 
-    assert [line["msg"] for line in lines(json_logs)] == ["Connection 'c' was blocked by: 'low disk'"]
+    assert [line["msg"] for line in json_lines(json_logs)] == ["Connection 'c' was blocked by: 'low disk'"]
