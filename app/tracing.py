@@ -2,7 +2,8 @@
 
 This module owns every OpenTelemetry import. When tracing is on, a request is one trace:
 
-- the server span (aiohttp server instrumentation), named after the route template
+- the server span (made from the aiohttp server instrumentation's pieces, its attributes only
+  when the span records: `_server_middleware`), named after the route template
   (``GET /api/v1/users/{id}``, never the raw path), with the request id as ``turnstile.request_id``;
 - a span per pipeline step, ``step cache (pipelines.toml:95)`` (app/pipeline/build.py);
 - client spans for the data service (aiohttp client instrumentation on every `ClientSession`,
@@ -298,10 +299,57 @@ def _without_query(url: URL) -> str:
 
 
 def _server_middleware(provider: TracerProvider) -> Middleware:
-    from opentelemetry.instrumentation.aiohttp_server import create_aiohttp_middleware  # noqa: PLC0415
+    """The server span, made with the aiohttp server instrumentation's own pieces (span name,
+    request, header and status attributes, excluded URLs, semantic-convention mode), but with
+    its attributes collected only when the span records.
 
-    middleware: Middleware = create_aiohttp_middleware(tracer_provider=provider)
-    return middleware
+    The instrumentation's `create_aiohttp_middleware` collects them for every request, sampled
+    or not, because they also feed its OpenTelemetry metrics, which this service does not
+    export (its metrics are Prometheus'): that was ~20% of an unsampled request's CPU
+    (docs/performance.md). The price: a sampler does not see the request's attributes, which
+    the standard samplers (`OTEL_TRACES_SAMPLER`) never look at.
+    """
+    from opentelemetry.instrumentation import aiohttp_server as instrumented  # noqa: PLC0415
+    from opentelemetry.instrumentation.aiohttp_server.version import __version__  # noqa: PLC0415
+    from opentelemetry.instrumentation.utils import is_http_instrumentation_enabled  # noqa: PLC0415
+
+    tracer = provider.get_tracer(instrumented.__name__, __version__)
+
+    @web.middleware
+    async def server_span(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # Both set by the instrumentor's `instrument()` (`_process_provider`).
+        excluded, mode = instrumented._excluded_urls, instrumented._sem_conv_opt_in_mode
+        if not is_http_instrumentation_enabled() or (excluded is not None and excluded.url_disabled(request.path)):
+            return await handler(request)
+        with tracer.start_as_current_span(
+            instrumented.get_default_span_name(request),
+            context=propagate.extract(request, getter=instrumented.getter),
+            kind=SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            recording = span.is_recording()
+            if recording:
+                span.set_attributes(instrumented.collect_request_attributes(request, mode))
+                span.set_attributes(instrumented.collect_request_headers_attributes(request))
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                instrumented.set_status_code(span, exc.status_code, None, mode)
+                if exc.status_code >= 500:
+                    span.record_exception(exc)
+                raise
+            except Exception as exc:
+                instrumented.set_status_code(span, type(exc).__qualname__, None, mode)  # type: ignore[arg-type]
+                span.record_exception(exc)
+                raise
+            instrumented.set_status_code(span, response.status, None, mode)
+            if recording:
+                # It reads `.headers`, which every StreamResponse has.
+                span.set_attributes(instrumented.collect_response_headers_attributes(response))  # type: ignore[arg-type]
+            return response
+
+    return server_span
 
 
 @web.middleware

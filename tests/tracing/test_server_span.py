@@ -1,0 +1,92 @@
+"""The server span (contract §15), named and described as the aiohttp server instrumentation
+does, made by app/tracing.py: the request's attributes are collected only for a span that
+records, excluded URLs make none, a caller's trace is continued, and an unsampled request
+exports nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+import pytest
+
+from tests.tracing.conftest import ServiceFactory
+from tests.tracing.otlp_receiver import ReceivedSpan
+from tests.tracing.test_traces import by_request_id
+
+pytestmark = pytest.mark.timeout(120)
+
+CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CALLER_SPAN = "b7ad6b7169203331"
+
+
+def served(request_id: str) -> Callable[[list[ReceivedSpan]], bool]:
+    def found(spans: list[ReceivedSpan]) -> bool:
+        return by_request_id(spans, request_id) is not None
+
+    return found
+
+
+async def get(base_url: str, path: str, request_id: str, **headers: str) -> int:
+    async with aiohttp.ClientSession(base_url=base_url) as http, http.get(
+        path, headers={"X-Request-ID": request_id, **headers}
+    ) as resp:
+        return resp.status
+
+
+async def test_a_sampled_request_s_server_span_describes_the_request_and_its_answer(
+    traced_service: ServiceFactory, unique: str
+) -> None:
+    service = await traced_service()
+    request_id = f"no-token-{unique}"
+
+    assert await get(service.process.base_url, "/api/v1/users/987654321", request_id) == 401
+
+    await service.receiver.wait_for(f"the server span of {request_id}", served(request_id))
+    server = by_request_id(service.receiver.spans, request_id)
+    assert server is not None
+    assert server.name == "GET /api/v1/users/{id}"
+    assert server.parent_span_id == ""
+    assert server.attributes["http.method"] == "GET"
+    assert server.attributes["http.route"] == "/api/v1/users/{id}"
+    assert server.attributes["http.target"] == "/api/v1/users/987654321"
+    assert server.attributes["http.status_code"] == 401
+    assert server.attributes["http.user_agent"].startswith("Python/")
+    assert server.status_code == 0  # unset: a 4xx is the client's error, not the server's
+
+
+async def test_a_caller_s_sampled_trace_is_continued(traced_service: ServiceFactory, unique: str) -> None:
+    service = await traced_service()
+    request_id = f"caller-{unique}"
+
+    status = await get(service.process.base_url, "/readyz", request_id,
+                       traceparent=f"00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+
+    assert status == 200
+    await service.receiver.wait_for(f"the server span of {request_id}", served(request_id))
+    server = by_request_id(service.receiver.spans, request_id)
+    assert server is not None
+    assert (server.trace_id, server.parent_span_id) == (CALLER_TRACE, CALLER_SPAN)
+
+
+async def test_excluded_urls_make_no_span(traced_service: ServiceFactory, unique: str) -> None:
+    service = await traced_service(OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS="healthz,metrics")
+    base = service.process.base_url
+
+    assert await get(base, "/healthz", f"probe-{unique}") == 200
+    assert await get(base, "/readyz", f"ready-{unique}") == 200
+
+    await service.receiver.wait_for("the /readyz span", served(f"ready-{unique}"))
+    assert by_request_id(service.receiver.spans, f"probe-{unique}") is None
+
+
+async def test_an_unsampled_request_is_answered_and_exports_nothing(
+    traced_service: ServiceFactory, unique: str
+) -> None:
+    service = await traced_service(OTEL_TRACES_SAMPLER="always_off")
+
+    assert await get(service.process.base_url, "/api/v1/users/987654321", f"unsampled-{unique}") == 401
+    assert await get(service.process.base_url, "/readyz", f"unsampled-ready-{unique}") == 200
+    await service.process.stop()  # shutdown sends whatever was queued
+
+    assert service.receiver.spans == []
