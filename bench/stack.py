@@ -27,10 +27,6 @@ from bench.ids import forget_cache_entries
 from bench.server import ROOT, Server, free_port
 
 SERVICES: Final = ROOT / "scripts" / "services.sh"
-# Its own Redis server (started through scripts/services.sh on another port), so outage tests
-# that stop the shared one cannot break a run, and a run never touches the tests' keys.
-REDIS_PORT: Final = os.environ.get("BENCH_REDIS_PORT", "6390")
-REDIS_URL: Final = f"redis://127.0.0.1:{REDIS_PORT}/0"
 RABBITMQ_URL: Final = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SERVER_CORE: Final = "0"
 CIRCUIT_METRIC: Final = 'turnstile_circuit_state{upstream="data_service"}'
@@ -50,8 +46,8 @@ def services(action: str, which: str, env: Mapping[str, str] | None = None) -> N
     subprocess.run(["bash", str(SERVICES), action, which], check=True, timeout=180, env={**os.environ, **(env or {})})
 
 
-def redis_env(workdir: Path) -> dict[str, str]:
-    return {"TURNSTILE_REDIS_PORT": REDIS_PORT, "TURNSTILE_SERVICES_DIR": str(workdir / "services")}
+def redis_env(workdir: Path, port: str) -> dict[str, str]:
+    return {"TURNSTILE_REDIS_PORT": port, "TURNSTILE_SERVICES_DIR": str(workdir / "services")}
 
 
 def bench_pipelines(path: Path, subscription_queue: str) -> Path:
@@ -84,10 +80,8 @@ def seed_users(db: Path, count: int) -> None:
         )
 
 
-def flush_redis() -> None:
-    subprocess.run(
-        ["redis-cli", "-u", REDIS_URL, "flushdb"], check=True, timeout=30, capture_output=True
-    )
+def flush_redis(url: str) -> None:
+    subprocess.run(["redis-cli", "-u", url, "flushdb"], check=True, timeout=30, capture_output=True)
 
 
 def call(url: str, method: str = "GET", body: Any = None, token: str | None = None) -> Any:
@@ -127,12 +121,17 @@ class Stack:
         self.amqp = AmqpNames.unique()
         self.servers: list[Server] = []
         self.own_redis = False
+        # Its own Redis server (scripts/services.sh on another port), so outage tests that stop
+        # the shared one cannot break a run, a run never touches the tests' keys, and two runs
+        # at once never share one: a free port unless BENCH_REDIS_PORT names one.
+        self.redis_port = os.environ.get("BENCH_REDIS_PORT") or str(free_port())
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
 
     def start(self) -> None:
-        services("start", "redis", redis_env(self.workdir))
+        services("start", "redis", redis_env(self.workdir, self.redis_port))
         self.own_redis = True
         services("start", "rabbitmq")
-        flush_redis()
+        flush_redis(self.redis_url)
         broker.setup(RABBITMQ_URL, self.amqp)
         db = self.workdir / "data.sqlite3"
         seed_users(db, self.seeded)
@@ -150,7 +149,7 @@ class Stack:
                                      env=self._turnstile_env())
         self.baseline = self._start(
             "baseline",
-            [python, "-m", "bench.baseline", "--redis-url", REDIS_URL, "--data-url", self.data.url,
+            [python, "-m", "bench.baseline", "--redis-url", self.redis_url, "--data-url", self.data.url,
              "--amqp-url", RABBITMQ_URL, "--exchange", self.amqp.exchange],
             "/healthz", core=SERVER_CORE, env={"JWT_SECRET": self.secret, "DATA_SERVICE_TOKEN": self.data_token},
         )
@@ -194,7 +193,7 @@ class Stack:
             "LOG_LEVEL": "INFO",
             "DATA_SERVICE_URL": self.data.url,
             "DATA_SERVICE_TOKEN": self.data_token,
-            "REDIS_URL": REDIS_URL,
+            "REDIS_URL": self.redis_url,
             "RABBITMQ_URL": RABBITMQ_URL,
             "EVENTS_EXCHANGE": self.amqp.exchange,
             "JWT_SECRET": self.secret,
@@ -212,7 +211,7 @@ class Stack:
 
     def forget_users(self, upto: int) -> None:
         """Delete Turnstile's and the baseline's cache entries of users 1..upto (between runs)."""
-        forget_cache_entries(REDIS_URL, (TURNSTILE_USER_PREFIX, BASELINE_USER_PREFIX), upto)
+        forget_cache_entries(self.redis_url, (TURNSTILE_USER_PREFIX, BASELINE_USER_PREFIX), upto)
         # Turnstile's mirror hears of each deletion: let it catch up before anything is measured.
         self.turnstile.settle()
 
@@ -242,7 +241,7 @@ class Stack:
             broker.teardown(RABBITMQ_URL, self.amqp)
         if self.own_redis:
             with contextlib.suppress(Exception):
-                services("stop", "redis", redis_env(self.workdir))
+                services("stop", "redis", redis_env(self.workdir, self.redis_port))
 
 
 @contextlib.contextmanager
