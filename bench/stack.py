@@ -125,7 +125,10 @@ class Stack:
         # the shared one cannot break a run, a run never touches the tests' keys, and two runs
         # at once never share one: a free port unless BENCH_REDIS_PORT names one.
         self.redis_port = os.environ.get("BENCH_REDIS_PORT") or str(free_port())
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
 
     def start(self) -> None:
         services("start", "redis", redis_env(self.workdir, self.redis_port))

@@ -125,12 +125,7 @@ class Event:
 
     @classmethod
     def from_json(cls, body: bytes | str) -> Event:
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            msg = f"event body is not JSON: {exc}"
-            raise EventDecodeError(msg) from exc
-        return cls.from_dict(raw)
+        return cls.from_dict(_parsed(body, "event body"))
 
     def to_outbox_json(self) -> bytes:
         """One outbox entry: the body's fields, plus `headers` when there are any."""
@@ -145,11 +140,7 @@ class Event:
 
         Entries written before the outbox kept headers have none, and read as events without.
         """
-        try:
-            raw = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            msg = f"outbox entry is not JSON: {exc}"
-            raise EventDecodeError(msg) from exc
+        raw = _parsed(text, "outbox entry")
         headers = raw.pop(OUTBOX_HEADERS_KEY, None) if isinstance(raw, dict) else None
         event = cls.from_dict(raw)
         if headers is None:
@@ -185,3 +176,12 @@ class Event:
             message_type=self.type,
             headers={**self.headers, REQUEST_ID_HEADER: self.request_id},
         )
+
+
+def _parsed(text: bytes | str, what: str) -> Any:
+    """`text` as JSON; EventDecodeError naming `what` when it is not."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        msg = f"{what} is not JSON: {exc}"
+        raise EventDecodeError(msg) from exc
