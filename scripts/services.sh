@@ -3,11 +3,14 @@
 # benchmark need, on loopback, without systemd; `install` also brings wrk for the benchmark,
 # Chromium (the tests load the event documentation page headless), promtool and busybox.
 #   scripts/services.sh start|stop|restart redis|rabbitmq|cluster|all   (all: redis and rabbitmq)
+#   scripts/services.sh reset rabbitmq   (stop it and delete its data: the next start is empty)
 #   scripts/services.sh start|stop cluster-node PORT   (one master of the cluster; it comes back empty)
 #   scripts/services.sh install [redis] [rabbitmq] [wrk] [chromium] [promtool] [busybox]
 # `cluster` is a Redis Cluster of three masters on TURNSTILE_REDIS_CLUSTER_PORTS (no replicas,
 # `cluster-require-full-coverage no`: with a master down, the slots of the others still answer).
-# State lives under ${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}.
+# State lives under ${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}, RabbitMQ's too (its
+# database and log, not the system's /var/lib/rabbitmq): a broker that tests filled with queues
+# is wiped by `reset` instead of slowing every later start while it recovers them.
 set -euo pipefail
 
 STATE_DIR=${TURNSTILE_SERVICES_DIR:-/tmp/turnstile-services}
@@ -17,10 +20,13 @@ export RABBITMQ_NODENAME=${RABBITMQ_NODENAME:-rabbit@localhost}
 export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
 export RABBITMQ_NODE_PORT=${TURNSTILE_RABBITMQ_PORT:-5672}
 export ERL_EPMD_ADDRESS=127.0.0.1
+RABBITMQ_DIR=$STATE_DIR/rabbitmq
+export RABBITMQ_MNESIA_BASE=$RABBITMQ_DIR/mnesia RABBITMQ_LOG_BASE=$RABBITMQ_DIR/log
+RABBITMQ_LOG=$RABBITMQ_LOG_BASE/${RABBITMQ_NODENAME}.log
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-install() {  # [redis] [rabbitmq] [wrk] [chromium] [promtool] [busybox]: what to make sure of (default: all)
+install_packages() {  # [redis] [rabbitmq] [wrk] [chromium] [promtool] [busybox]: what to make sure of (default: all)
   local wanted=("$@") missing=()
   ((${#wanted[@]})) || wanted=(redis rabbitmq wrk chromium promtool busybox)
   for w in "${wanted[@]}"; do
@@ -112,12 +118,19 @@ rabbit_up() { rabbitmqctl -q status >/dev/null 2>&1; }
 
 start_rabbitmq() {
   rabbit_up && return 0
+  # The server runs as the rabbitmq user (the Debian wrapper switches to it): its directories
+  # must be that user's.
   mkdir -p "$STATE_DIR"
+  as_root install -d -o rabbitmq -g rabbitmq "$RABBITMQ_DIR" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
   rabbitmq-server -detached >"$STATE_DIR/rabbitmq.out" 2>&1 || true
   # await_startup exits at once while the node has not registered yet, so retry it.
-  local deadline=$((SECONDS + 60))
+  local deadline=$((SECONDS + 90))
   until rabbitmqctl -q await_startup --timeout 10 >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || { echo "rabbitmq did not start" >&2; return 1; }
+    if ((SECONDS >= deadline)); then
+      echo "rabbitmq did not start in 90 s; the end of $RABBITMQ_LOG:" >&2
+      tail -n 40 "$RABBITMQ_LOG" "$STATE_DIR/rabbitmq.out" >&2 2>/dev/null || true
+      return 1
+    fi
     sleep 0.5
   done
 }
@@ -128,9 +141,16 @@ stop_rabbitmq() {
   epmd -kill >/dev/null 2>&1 || true
 }
 
+reset_rabbitmq() {
+  # Not stop_rabbitmq: a node still recovering its queues does not answer `status` yet.
+  rabbitmqctl -q shutdown >/dev/null 2>&1 || true
+  epmd -kill >/dev/null 2>&1 || true
+  as_root rm -rf "$RABBITMQ_DIR"
+}
+
 what=${2:-all}
 case "${1:-}" in
-  install) shift; install "$@" ;;
+  install) shift; install_packages "$@" ;;
   start|stop)
     if [ "$what" = cluster-node ]; then
       "$1_cluster_node" "${3:?which port}"
@@ -138,7 +158,10 @@ case "${1:-}" in
       exit
     fi
     for s in $([ "$what" = all ] && echo redis rabbitmq || echo "$what"); do "$1_$s"; done ;;
+  reset)
+    [ "$what" = rabbitmq ] || { echo "reset: only rabbitmq" >&2; exit 2; }
+    reset_rabbitmq ;;
   restart)
     for s in $([ "$what" = all ] && echo redis rabbitmq || echo "$what"); do "stop_$s"; "start_$s"; done ;;
-  *) echo "usage: $0 install | start|stop|restart [redis|rabbitmq|cluster|all] | start|stop cluster-node PORT" >&2; exit 2 ;;
+  *) echo "usage: $0 install | start|stop|restart [redis|rabbitmq|cluster|all] | reset rabbitmq | start|stop cluster-node PORT" >&2; exit 2 ;;
 esac
