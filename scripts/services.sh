@@ -142,8 +142,17 @@ stop_rabbitmq() {
 }
 
 reset_rabbitmq() {
-  # Not stop_rabbitmq: a node still recovering its queues does not answer `status` yet.
-  rabbitmqctl -q shutdown >/dev/null 2>&1 || true
+  # A node still recovering its queues neither answers `status` nor stops while it recovers:
+  # ask it for a bounded time, then end what is left of the node of this name.
+  timeout -k 5 20 rabbitmqctl -q shutdown >/dev/null 2>&1 || true
+  local pid environment
+  for pid in $(pgrep -x beam.smp || true); do
+    environment=$(as_root cat "/proc/$pid/environ" 2>/dev/null | tr '\0' '\n' || true)
+    if grep -qx "RABBITMQ_NODENAME=$RABBITMQ_NODENAME" <<<"$environment"; then
+      as_root kill -KILL "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    fi
+  done
   epmd -kill >/dev/null 2>&1 || true
   as_root rm -rf "$RABBITMQ_DIR"
 }
