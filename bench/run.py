@@ -60,13 +60,15 @@ def run_all(opts: Options, workdir: Path) -> dict[str, Any]:
         with phase("create and login"):
             rows += scenarios.argon2_rows(stack, opts, admin_token)
         with phase("login storm"):
-            rows += scenarios.storm_rows(stack, opts, admin_id, admin_token)
+            storm, waits = scenarios.storm_rows(stack, opts, admin_id, admin_token)
+            rows += storm
         load = memory.MixedLoad(stack, ids, admin_id, admin_token)
         with phase("RSS growth"):
             mixed, rss = memory.rss_growth(load, opts, _mixed_rps(rows))
         with phase(f"--workers {opts.workers}"):
             workers, phase_memory = memory.per_worker(load, opts)
-    return {"rows": [*rows, mixed, workers], "memory": {"rss": rss, "workers": phase_memory}}
+    return {"rows": [*rows, mixed, workers], "memory": {"rss": rss, "workers": phase_memory},
+            "hash_waits": waits}
 
 
 def _mixed_rps(rows: list[Row]) -> float:
@@ -112,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 args.logs.mkdir(parents=True, exist_ok=True)
                 for log in Path(tmp).glob("*.log"):
                     shutil.copy(log, args.logs / log.name)
-    rows, mem = outcome["rows"], outcome["memory"]
-    checks = results.targets(rows, mem)
+    rows, mem, waits = outcome["rows"], outcome["memory"], outcome["hash_waits"]
+    checks = results.targets(rows, mem, waits)
     print(results.table(rows))
     print("\n" + results.tracing_summary(rows, scenarios.TRACING))
-    print("\n" + results.storm_summary(rows))
+    print("\n" + results.storm_summary(rows, waits))
     print("\n" + results.memory_summary(mem))
     print("\nTargets:")
     for check in checks:
@@ -126,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             "options": attrs.asdict(opts, value_serializer=lambda _i, _a, v: str(v) if isinstance(v, Path) else v),
             "rows": [row.as_json() for row in rows],
             "memory": mem,
+            "hash_waits": waits.as_json(),
             "targets": [{"target": c.text, "ok": c.ok, "required": c.required} for c in checks],
         }, indent=2))
     # Speed is reported, not enforced; a failed request is a broken run.

@@ -10,7 +10,8 @@ from typing import Final
 
 import attrs
 
-from bench import profile, wrk
+from bench import hash_waits, profile, wrk
+from bench.hash_waits import HashWaits
 from bench.ids import FreshIds
 from bench.options import Options
 from bench.results import TURNSTILE, Row
@@ -169,14 +170,16 @@ def argon2_rows(stack: Stack, opts: Options, token: str) -> list[Row]:
     return rows
 
 
-def storm_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[Row]:
+def storm_rows(stack: Stack, opts: Options, user_id: int, token: str) -> tuple[list[Row], HashWaits]:
     """The cached read alone, then beside a storm of logins (two wrk processes at once, both
-    on the load generator's core); logins may be refused with 429/503 and Retry-After."""
+    on the load generator's core); logins may be refused with 429/503 and Retry-After. Also
+    how long the storm's hashes waited for a thread (Turnstile's histogram, before and after)."""
     url = stack.turnstile.url
     path = f"/api/v1/users/{user_id}"
     # A starved event loop must show as latency, not as wrk giving up on the request.
     alone = wrk.run(url, "get_cached", [path, token], opts.duration, timeout_s=SLOW_TIMEOUT_S)
     stack.turnstile.settle()
+    waits_before = hash_waits.scrape(url)
     logins = wrk.start(url, "login", [LOGIN_EMAIL, LOGIN_PASSWORD], opts.duration + 2 * STORM_LEAD_S,
                        timeout_s=SLOW_TIMEOUT_S, connections=opts.slow_connections)
     try:
@@ -186,10 +189,12 @@ def storm_rows(stack: Stack, opts: Options, user_id: int, token: str) -> list[Ro
         wrk.abandon(logins)
         raise
     storm = wrk.finish(logins)
+    stack.turnstile.settle()  # the hashes still queued when wrk stopped have waited their last
+    waits = hash_waits.between(waits_before, hash_waits.scrape(url))
     stack.recover(token)
     return [
         Row("login storm", "alone", "cached GET alone", alone, note="no baseline"),
         Row("login storm", "during", "cached GET beside the logins", during, note="no baseline"),
         Row("login storm", "logins", f"logins ({opts.slow_connections} connections)", storm, note="no baseline",
             refusals_expected=True),
-    ]
+    ], waits

@@ -33,7 +33,7 @@ ROWS = {
 COMPARED = {(s, k) for s, k in ROWS if k in {"baseline", "redis", "ceiling", "none sampled", "all sampled"}}
 # Turnstile's rows compared with something in the same scenario (tracing off with tracing on).
 WITH_BASELINE = {"cached GET", "uncached GET", "PATCH", "cached GET, traced"}
-TARGETS = 9
+TARGETS = 10
 
 
 def _need(tool: str, install: str) -> None:
@@ -95,6 +95,10 @@ def test_quick_benchmark_reports_memory_the_storm_and_every_target(quick_run: tu
     assert len(workers) == 2
     assert all(w["rss_mib"] > 10 for w in workers)
     assert "Login storm: cached GET p99" in printed
+    waits = results["hash_waits"]
+    assert waits["waits"] > 0  # the storm's logins hashed, and Turnstile counted their waits
+    assert 0 <= waits["within_bound"] <= waits["waits"]
+    assert f"Hashes waited for a thread {waits['waits']:,} times" in printed
     assert "Tracing (cached GET): off installs nothing" in printed
     assert printed.count("  worker ") == 2
     assert len(results["targets"]) == TARGETS

@@ -8,6 +8,7 @@ import attrs
 import pytest
 
 from bench import wrk
+from bench.hash_waits import BOUND_S, HashWaits, between
 from bench.results import Row, find, table, targets
 
 
@@ -57,10 +58,11 @@ def rows() -> list[Row]:
 
 
 MEMORY: dict[str, Any] = {"rss": {"requests": 200_000, "growth_mib": 0.5}}
+WAITS = HashWaits(waits=40, within_bound=40, longest_at_most_s=2.0)
 
 
 def test_targets_compare_each_scenario_with_its_own_reference() -> None:
-    checks = {c.text.split(" (got")[0]: c.ok for c in targets(rows(), MEMORY)}
+    checks = {c.text.split(" (got")[0]: c.ok for c in targets(rows(), MEMORY, WAITS)}
     assert checks == {
         "cached GET >= 1.5x the JWT baseline's req/s": True,
         "cached GET >= 0.5x the ceiling's req/s": False,
@@ -69,6 +71,7 @@ def test_targets_compare_each_scenario_with_its_own_reference() -> None:
         "uncached GET p99 <= 1.5x the baseline's p99": False,  # 30 ms against 10 ms
         "PATCH >= 0.8x the baseline's req/s": False,
         "cached GET p99 beside the login storm <= 2x its p99 alone": True,
+        f"no login of the storm waited past the hashing queue's bound, {BOUND_S:g} s": True,
         "RSS growth < 10 MiB over 200,000 mixed requests": True,
         "no failed request: no socket error, no non-2xx but 429/503 with Retry-After to create and login": True,
     }
@@ -76,7 +79,7 @@ def test_targets_compare_each_scenario_with_its_own_reference() -> None:
 
 def test_only_a_failed_request_is_a_required_check() -> None:
     broken = [*rows(), Row("PATCH", "extra", "x", result({"502": 1}))]
-    required = [c for c in targets(broken, MEMORY) if c.required]
+    required = [c for c in targets(broken, MEMORY, WAITS) if c.required]
     assert len(required) == 1
     assert not required[0].ok
 
@@ -94,3 +97,22 @@ def test_every_row_says_what_it_is_compared_with() -> None:
 def test_find_names_the_missing_row() -> None:
     with pytest.raises(KeyError, match="'PATCH' / 'ceiling'"):
         find(rows(), "PATCH", "ceiling")
+
+
+@pytest.mark.parametrize(("waits", "ok"), [
+    (HashWaits(waits=40, within_bound=39, longest_at_most_s=5.0), False),  # one wait went past the bound
+    (HashWaits(waits=0, within_bound=0, longest_at_most_s=0.005), False),  # no hash at all proves nothing
+])
+def test_the_storm_target_needs_hashes_and_every_wait_within_the_bound(waits: HashWaits, ok: bool) -> None:
+    checks = {c.text.split(" (got")[0]: c.ok for c in targets(rows(), MEMORY, waits)}
+    assert checks[f"no login of the storm waited past the hashing queue's bound, {BOUND_S:g} s"] is ok
+
+
+def test_hash_waits_are_the_difference_between_two_scrapes() -> None:
+    edges = [0.005, 0.1, 1.0, 2.0, BOUND_S, 5.0, float("inf")]
+    before = dict(zip(edges, [3.0, 4, 4, 4, 4, 4, 4], strict=True))  # earlier logins, all quick
+    after = dict(zip(edges, [5.0, 10, 20, 29, 30, 31, 31], strict=True))
+    waits = between(before, after)
+    assert (waits.waits, waits.within_bound, waits.over_bound) == (27, 26, 1)
+    assert waits.longest_at_most_s == 5.0
+    assert between(after, after) == HashWaits(waits=0, within_bound=0, longest_at_most_s=0.005)

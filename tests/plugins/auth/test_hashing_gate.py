@@ -9,9 +9,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from app import ServiceUnavailable
-from plugins.auth.hashing_gate import HASHING_NICE, HashingGate, usable_cores
+from plugins.auth.hashing_gate import HASHING_NICE, MAX_QUEUE_WAIT_S, HashingGate, usable_cores
 
 
 async def test_past_the_workers_and_the_queue_a_call_is_refused_at_once() -> None:
@@ -81,4 +82,36 @@ async def test_a_call_that_waits_too_long_for_a_thread_is_refused() -> None:
     release.set()
     assert await running == "done"
     assert await gate.run(lambda: "free again") == "free again"
+    gate.close()
+
+
+def _waits(le: str = "+Inf") -> float:
+    """How many hash waits the process has observed at most `le` seconds long."""
+    return REGISTRY.get_sample_value("turnstile_password_hash_wait_seconds_bucket", {"le": le}) or 0.0
+
+
+async def test_every_wait_for_a_thread_is_measured_the_refused_ones_too() -> None:
+    # An operator (and the benchmark's login storm) reads from this histogram that no hash
+    # waited past the bound: a wait must be observed whether it got a thread or was refused.
+    bound = REGISTRY.get_sample_value("turnstile_password_hash_wait_seconds_bucket", {"le": str(MAX_QUEUE_WAIT_S)})
+    assert bound is not None  # the bound is a bucket's edge
+    gate = HashingGate(workers=1, queue=1, max_wait_s=0.2)
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocking() -> str:
+        started.set()
+        release.wait(5)
+        return "done"
+
+    quick_before, slow_before, all_before = _waits("0.005"), _waits("0.1"), _waits()
+    running = asyncio.create_task(gate.run(blocking))  # a thread at once: a wait of ~0
+    await asyncio.to_thread(started.wait, 5)
+    with pytest.raises(ServiceUnavailable):
+        await gate.run(lambda: "never run")  # waits 0.2 s, then refused
+    release.set()
+    assert await running == "done"
+    assert _waits() - all_before == 2
+    assert _waits("0.005") - quick_before == 1
+    assert _waits("0.1") - slow_before == 1  # the refused wait lasted its 0.2 s
     gate.close()
