@@ -30,7 +30,7 @@ import coredis
 from app.clients.redis import redis_errors
 from app.models.events import Event, EventDecodeError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("turnstile.outbox")
 
 DEFAULT_FILE_NAME = "outbox.jsonl"
 DEFAULT_REDIS_KEY = "turnstile:outbox"

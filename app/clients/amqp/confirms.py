@@ -14,7 +14,7 @@ from app.clients.amqp.link import CONNECTION_ERRORS, ConnectionLost
 from app.clients.amqp.metrics import EVENTS_PUBLISHED
 from app.models.events import Event
 
-log = logging.getLogger("app.clients.amqp.publisher")
+log = logging.getLogger("turnstile.amqp.publisher")
 
 Sent = Literal["confirmed", "unroutable", "nacked"]
 

@@ -33,7 +33,7 @@ from app.clients.amqp.waits import (
 )
 from app.models.events import Event, EventDecodeError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("turnstile.amqp.consumer")
 
 EventHandler = Callable[[Event], Awaitable[None]]
 

@@ -26,7 +26,7 @@ from aiormq.abc import AbstractChannel, AbstractConnection
 
 from app.clients.retry import Backoff
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("turnstile.amqp.link")
 
 # What a broken or closed connection raises out of aiormq: its own errors, the socket's, a
 # closed channel's RuntimeError subclass, and a timeout on the way.

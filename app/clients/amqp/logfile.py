@@ -12,7 +12,7 @@ from app.clients.amqp.metrics import EVENTS_PUBLISHED
 from app.clients.amqp.publishing import DEFAULT_CONFIRM_DEADLINE_S, DEFAULT_FLUSH_DEADLINE_S, PublishOutcome
 from app.models.events import Event
 
-log = logging.getLogger("app.clients.amqp.publisher")
+log = logging.getLogger("turnstile.amqp.publisher")
 
 
 @final

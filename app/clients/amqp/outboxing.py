@@ -21,7 +21,7 @@ from app.clients.amqp.publishing import PublishOutcome
 from app.clients.outbox import Outbox
 from app.models.events import Event
 
-log = logging.getLogger("app.clients.amqp.publisher")
+log = logging.getLogger("turnstile.amqp.publisher")
 
 
 @final

@@ -49,7 +49,7 @@ from app.clients.amqp.publishing import (
 from app.clients.outbox import Outbox
 from app.models.events import Event
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("turnstile.amqp.publisher")
 
 
 @final

@@ -31,7 +31,7 @@ import aiormq
 import attrs
 from aiormq.abc import AbstractChannel
 
-log = logging.getLogger("app.clients.amqp.consumer")
+log = logging.getLogger("turnstile.amqp.consumer")
 
 Delivery = Literal["shared", "each-instance"]
 QueueType = Literal["quorum", "classic"]

@@ -23,7 +23,7 @@ from typing import Final, final
 from app.clients.amqp.metrics import EVENTS_CONSUMED
 from app.clients.retry import Backoff
 
-log = logging.getLogger("app.clients.amqp.consumer")
+log = logging.getLogger("turnstile.amqp.consumer")
 
 DEFAULT_MAX_WAIT_S: Final = 600.0
 WAIT_BASE_S: Final = 0.5

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal, final
 
-log = logging.getLogger("app.clients.redis")
+log = logging.getLogger("turnstile.redis")
 
 HealthState = Literal["ok", "degraded", "down"]
 DEFAULT_INTERVAL_S: Final = 1.0

@@ -38,7 +38,7 @@ import anyio
 from app.clients.redis.patches import close_buffers
 from app.clients.retry import Backoff
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("turnstile.redis")
 
 MISSING: Final = object()
 _BACKOFF_BASE_S: Final = 0.2

@@ -24,7 +24,7 @@ from app.clients.redis.errors import describe
 from app.clients.redis.factory import BuiltClient
 from app.clients.retry import Backoff
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("turnstile.redis")
 
 BACKOFF_BASE_S: Final = 0.2
 BACKOFF_MAX_S: Final = 5.0

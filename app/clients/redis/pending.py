@@ -22,7 +22,7 @@ from typing import Final, final
 
 from app.clients.redis.errors import RedisUnavailable
 
-log = logging.getLogger("app.clients.redis")
+log = logging.getLogger("turnstile.redis")
 
 DEFAULT_MAX_ENTRIES: Final = 100_000
 

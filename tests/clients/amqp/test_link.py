@@ -12,7 +12,7 @@ from aiormq.abc import AbstractChannel
 from app.clients.amqp.link import BrokerLink, ConnectionLost, LinkState, Opened
 from tests.clients.amqp.broker import FreezableProxy
 
-LOGGER = "app.clients.amqp.link"
+LOGGER = "turnstile.amqp.link"
 
 
 def make_link(url: str, prepared: list[AbstractChannel], states: list[LinkState] | None = None) -> BrokerLink:

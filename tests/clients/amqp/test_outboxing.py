@@ -12,7 +12,7 @@ from app.clients.amqp.outboxing import OutboxKeeper
 from app.clients.outbox import FileOutbox
 from app.models.events import Event
 
-LOGGER = "app.clients.amqp.publisher"
+LOGGER = "turnstile.amqp.publisher"
 
 
 class BrokenOutbox:

@@ -11,7 +11,7 @@ import pytest
 
 from app.clients.amqp.waits import DependencyWaits, WaitedTooLong, WaitInterrupted
 
-LOGGER = "app.clients.amqp.consumer"
+LOGGER = "turnstile.amqp.consumer"
 
 
 class Down(Exception):

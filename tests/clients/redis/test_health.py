@@ -8,7 +8,7 @@ import pytest
 
 from app.clients.redis.health import HealthState, RedisHealth
 
-LOGGER = "app.clients.redis"
+LOGGER = "turnstile.redis"
 
 
 class Nodes:

@@ -55,7 +55,7 @@ async def test_a_later_write_to_the_same_key_replaces_the_earlier_one() -> None:
 
 
 async def test_each_deferral_is_told_and_the_replay_too(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="app.clients.redis")
+    caplog.set_level(logging.INFO, logger="turnstile.redis")
     target = Target()
     pending = PendingWrites()
     pending.defer("user:7", "cache write of 'user:7'", target.write("user:7", "t"))
