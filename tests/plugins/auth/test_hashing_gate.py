@@ -4,8 +4,10 @@ waiting, and past that a 503 with Retry-After at once instead of a wait of secon
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -62,10 +64,9 @@ async def test_hashes_run_at_the_lowest_cpu_priority_so_the_event_loop_goes_firs
     gate.close()
 
 
-async def test_a_call_that_waits_too_long_for_a_thread_is_refused() -> None:
-    # Hashes run at the lowest priority: under load they run slowly, so the wait is bounded
-    # in time too, not only by the queue's length.
-    gate = HashingGate(workers=1, queue=1, max_wait_s=0.2)
+@contextlib.asynccontextmanager
+async def thread_held(gate: HashingGate) -> AsyncIterator[asyncio.Task[str]]:
+    """A call holding one of the gate's threads until the block ends; the task answers "done"."""
     release = threading.Event()
     started = threading.Event()
 
@@ -76,10 +77,20 @@ async def test_a_call_that_waits_too_long_for_a_thread_is_refused() -> None:
 
     running = asyncio.create_task(gate.run(blocking))
     await asyncio.to_thread(started.wait, 5)
-    with pytest.raises(ServiceUnavailable) as refused:
-        await gate.run(lambda: "never run")
-    assert refused.value.headers["Retry-After"] == "1"
-    release.set()
+    try:
+        yield running
+    finally:
+        release.set()
+
+
+async def test_a_call_that_waits_too_long_for_a_thread_is_refused() -> None:
+    # Hashes run at the lowest priority: under load they run slowly, so the wait is bounded
+    # in time too, not only by the queue's length.
+    gate = HashingGate(workers=1, queue=1, max_wait_s=0.2)
+    async with thread_held(gate) as running:
+        with pytest.raises(ServiceUnavailable) as refused:
+            await gate.run(lambda: "never run")
+        assert refused.value.headers["Retry-After"] == "1"
     assert await running == "done"
     assert await gate.run(lambda: "free again") == "free again"
     gate.close()
@@ -96,20 +107,10 @@ async def test_every_wait_for_a_thread_is_measured_the_refused_ones_too() -> Non
     bound = REGISTRY.get_sample_value("turnstile_password_hash_wait_seconds_bucket", {"le": str(MAX_QUEUE_WAIT_S)})
     assert bound is not None  # the bound is a bucket's edge
     gate = HashingGate(workers=1, queue=1, max_wait_s=0.2)
-    release = threading.Event()
-    started = threading.Event()
-
-    def blocking() -> str:
-        started.set()
-        release.wait(5)
-        return "done"
-
     quick_before, slow_before, all_before = _waits("0.005"), _waits("0.1"), _waits()
-    running = asyncio.create_task(gate.run(blocking))  # a thread at once: a wait of ~0
-    await asyncio.to_thread(started.wait, 5)
-    with pytest.raises(ServiceUnavailable):
-        await gate.run(lambda: "never run")  # waits 0.2 s, then refused
-    release.set()
+    async with thread_held(gate) as running:  # it had a thread at once: a wait of ~0
+        with pytest.raises(ServiceUnavailable):
+            await gate.run(lambda: "never run")  # waits 0.2 s, then refused
     assert await running == "done"
     assert _waits() - all_before == 2
     assert _waits("0.005") - quick_before == 1
