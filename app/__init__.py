@@ -5,6 +5,7 @@ imports from ``app`` and from nothing under it (a test holds the built-ins to th
 not exported here may change without notice. docs/plugins.md explains each group.
 """
 
+from app.answers import json_response
 from app.clients.amqp import Publisher
 from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
 from app.clients.dataservice import DataService
@@ -149,6 +150,7 @@ __all__ = [
     "has_implementations",
     "hookimpl",
     "hookspec",
+    "json_response",
     "model_ref",
     "models_key",
     "password_hasher_key",

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from app.answers import json_response
 from app.keys import readiness_key
 from app.pipeline.routes import routes_key
 from app.upstreams import upstreams_key
@@ -38,7 +39,7 @@ async def readyz(request: web.Request) -> web.Response:
     details = readiness.describe()
     if details:
         body["details"] = details
-    return web.json_response(body, status=200 if ready else 503)
+    return json_response(body, status=200 if ready else 503)
 
 
 def setup_health_routes(app: web.Application) -> None:

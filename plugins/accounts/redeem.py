@@ -29,6 +29,7 @@ from app import (
     RedisUnavailable,
     ServiceUnavailable,
     body_key,
+    json_response,
     model_ref,
     payload_key,
     request_id_key,
@@ -122,7 +123,7 @@ class VerifyEmailStep:
             raise InvalidToken(BAD_TOKEN)
         await self.cache.invalidate(changed)
         data = await self.answer(request, changed)
-        response = web.json_response(data)
+        response = json_response(data)
         response[payload_key] = data
         return response
 

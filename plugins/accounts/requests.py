@@ -11,15 +11,14 @@ from __future__ import annotations
 from typing import Final, final
 
 import attrs
-import orjson
 from aiohttp import web
 
-from app import BuildContext, Handler, OperationDoc, body_key, model_ref, request_id_key
+from app import BuildContext, Handler, OperationDoc, body_key, json_response, model_ref, request_id_key
 from plugins.accounts.config import MailRequestConfig
 from plugins.accounts.service import Accounts, accounts_for
 from plugins.accounts.tokens import RESET, VERIFY
 
-ACCEPTED: Final = orjson.dumps({"detail": "If an account needs it, a mail is on its way to that address."})
+ACCEPTED: Final = {"detail": "If an account needs it, a mail is on its way to that address."}
 _WHAT: Final = {VERIFY: "verification mail", RESET: "password-reset mail"}
 
 
@@ -33,7 +32,7 @@ class MailRequestStep:
         email = str(request[body_key]["email"])
         work = self.accounts.mail_if_due(self.purpose, email, request.get(request_id_key))
         self.accounts.after_answer(work, _WHAT[self.purpose])
-        return web.Response(status=202, body=ACCEPTED, content_type="application/json")
+        return json_response(ACCEPTED, status=202)
 
 
 def build_verify_request(config: MailRequestConfig, ctx: BuildContext) -> MailRequestStep:

@@ -23,6 +23,7 @@ from app import (
     actor_key,
     body_key,
     data_service_key,
+    json_response,
     model_ref,
     request_id_key,
 )
@@ -54,7 +55,7 @@ def _pair_response(services: AuthServices, access_token: str, refresh_token: str
         "access_token": access_token, "refresh_token": refresh_token,
         "token_type": "bearer", "expires_in": services.tokens.access_ttl_s,
     }
-    return web.json_response(body, headers=_NO_STORE)
+    return json_response(body, headers=_NO_STORE)
 
 
 def _roles(user: dict[str, Any]) -> tuple[str, ...]:

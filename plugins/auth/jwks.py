@@ -16,7 +16,7 @@ from typing import Final
 
 from aiohttp import web
 
-from app import NotFound, PluginRoute, model_ref
+from app import NotFound, PluginRoute, json_response, model_ref
 from plugins.auth.services import services_key
 
 JWKS_PATH: Final = "/.well-known/jwks.json"
@@ -28,7 +28,7 @@ async def jwk_set(request: web.Request) -> web.Response:
     if document is None:
         msg = "Tokens are signed with an HMAC secret, which is never published: there is no public key."
         raise NotFound(msg)
-    return web.json_response(document, headers={"Cache-Control": CACHE_CONTROL})
+    return json_response(document, headers={"Cache-Control": CACHE_CONTROL})
 
 
 _JWK_SCHEMA: Final = {

@@ -16,7 +16,17 @@ from typing import Any, Final, final
 import attrs
 from aiohttp import web
 
-from app import Actor, BuildContext, CheckContext, Handler, NotFound, OperationDoc, actor_key, model_ref
+from app import (
+    Actor,
+    BuildContext,
+    CheckContext,
+    Handler,
+    NotFound,
+    OperationDoc,
+    actor_key,
+    json_response,
+    model_ref,
+)
 from plugins.auth.config import EndSessionConfig, SessionsConfig
 from plugins.auth.services import AuthServices, services_key, store_errors
 from plugins.auth.sessions import SessionTimes
@@ -60,7 +70,7 @@ class SessionsStep:
              "current": family == current}
             for family, times in sorted(live.items(), key=lambda item: item[1].last_used_at, reverse=True)
         ]
-        return web.json_response({"items": items})
+        return json_response({"items": items})
 
 
 @final

@@ -6,7 +6,6 @@ import logging
 from typing import Any, final
 
 import attrs
-import orjson
 import pluggy
 from aiohttp import web
 
@@ -26,6 +25,7 @@ from app import (
     call_chain,
     committed_key,
     has_implementations,
+    json_response,
     model_ref,
     models_key,
     payload_key,
@@ -37,7 +37,6 @@ from app import (
 )
 from plugins.data_fetch.config import DataFetchConfig
 
-JSON = "application/json"
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 DATA_SERVICE = "data_service"
 _COMMITS = _WRITES | {"DELETE"}
@@ -121,7 +120,7 @@ class DataFetchStep:
             data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline)
             if self.check_answer is not None:
                 data = self.check_answer.final(data, self.pipeline.name)
-        response = web.Response(status=self.status, body=orjson.dumps(data), content_type=JSON)
+        response = json_response(data, status=self.status)
         response[payload_key] = data
         return self._answer(request, response)
 

@@ -99,6 +99,25 @@ async def test_login_json_and_oauth2_form_give_a_bearer_pair(stack: StackFactory
         assert (await me.json())["id"] == user["id"]
 
 
+async def test_every_json_answer_has_one_media_type_whichever_plugin_made_it(stack: StackFactory) -> None:
+    # The token pair (auth), a user (data-fetch), a session list (auth), a mail request
+    # (accounts) and /readyz (core) are made by different code: a client sees one media type.
+    client = await stack()
+    await register(client, "bea@example.com")
+    pair = await login(client, "bea@example.com", PASSWORD)
+    answers = {
+        "token pair": await client.post(LOGIN, json={"email": "bea@example.com", "password": PASSWORD}),
+        "user": await client.get(ME, headers=bearer(pair)),
+        "sessions": await client.get("/api/v1/auth/sessions", headers=bearer(pair)),
+        "mail request": await client.post("/api/v1/auth/verify/request", json={"email": "bea@example.com"}),
+        "readyz": await client.get("/readyz"),
+    }
+    for what, resp in answers.items():
+        assert resp.status in (200, 202), (what, resp.status, await resp.text())
+        assert resp.headers["Content-Type"] == "application/json", what
+        assert b": " not in await resp.read(), what  # one serializer: compact
+
+
 async def test_login_answers_unknown_email_and_wrong_password_alike(stack: StackFactory) -> None:
     client = await stack()
     await register(client, "ann@example.com")

@@ -81,7 +81,7 @@ async def test_passes_with_every_dependency_up(
     await publisher_connected(client)
     code, output = await run_helm_test(client, busybox)
     assert code == 0, output
-    assert '"status": "ready"' in output
+    assert '"status":"ready"' in output
     assert "a login for an unknown address got HTTP/1.1 401" in output
 
 
@@ -100,7 +100,7 @@ async def test_fails_with_a_wrong_data_service_token(
     finally:
         await runner.cleanup()
     assert code != 0, output
-    assert '"status": "ready"' in output
+    assert '"status":"ready"' in output
     assert "the data service does not answer as it should" in output
 
 
