@@ -14,6 +14,7 @@ import logging
 from typing import Any, final
 
 import orjson
+from aiohttp import web
 
 from app.middlewares.request_id import current_request_id
 
@@ -157,6 +158,10 @@ def setup_logging(level: str, fmt: str) -> None:
     # per retry; the link logs it once (app/clients/amqp/link.py). Its other lines (a blocked
     # connection, a close from the broker) stay.
     _drop_lines(logging.getLogger("aiormq.connection"), "error when creating transport")
+    # A request body that does not decode is answered 400 (app/pipeline/body.py); aiohttp then
+    # meets the same error again while draining the rest of it, and logs it as an unhandled
+    # ERROR with a traceback: one per bad request, which a hostile client could repeat at will.
+    _add_once(logging.getLogger("aiohttp.server"), _DropBrokenBodies())
 
 
 @final
@@ -171,7 +176,19 @@ class _DropLines(logging.Filter):
         return not (isinstance(record.msg, str) and record.msg.startswith(self.prefixes))
 
 
+@final
+class _DropBrokenBodies(logging.Filter):
+    """Drops records about a request body that did not decode (the client's, not ours)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], web.RequestPayloadError))
+
+
 def _drop_lines(logger: logging.Logger, *prefixes: str) -> None:
-    """Add the filter once, however often logging is set up (tests do it many times)."""
-    if not any(isinstance(f, _DropLines) and f.prefixes == prefixes for f in logger.filters):
-        logger.addFilter(_DropLines(prefixes))
+    _add_once(logger, _DropLines(prefixes))
+
+
+def _add_once(logger: logging.Logger, new: logging.Filter) -> None:
+    """Add a filter once, however often logging is set up (tests do it many times)."""
+    if not any(type(f) is type(new) and vars(f) == vars(new) for f in logger.filters):
+        logger.addFilter(new)

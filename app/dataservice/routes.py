@@ -100,6 +100,9 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     """The request body as a JSON object, or a 400."""
     try:
         body = orjson.loads(await request.read())
+    except web.RequestPayloadError:  # a Content-Encoding or chunked framing that does not decode
+        msg = "the body cannot be read as its Content-Encoding and framing say"
+        raise MalformedRequest(msg) from None
     except orjson.JSONDecodeError:
         msg = "the body is not valid JSON"
         raise MalformedRequest(msg) from None

@@ -1,6 +1,7 @@
 """Reading a request's JSON body and query string into validated JSON, once, at start-up-built readers.
 
-400 malformed JSON, 413 over the size limit (aiohttp's client_max_size), 415 wrong content
+400 malformed JSON (or a body that does not decode: a broken Content-Encoding or chunked
+framing is the client's fault, never a 500), 413 over the size limit (aiohttp's client_max_size), 415 wrong content
 type, 422 with one entry per bad field (at most `app.errors.MAX_VALIDATION_ERRORS`).
 
 Sizes come first: `BodyReader.read` checks every array, map and string against its declared
@@ -21,6 +22,18 @@ from app.models.schema import schema_of
 from app.models.validation import SchemaValidator
 
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+UNREADABLE_BODY = "The request body cannot be read: it does not decode as its Content-Encoding and framing say."
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request's body bytes, decoded as its Content-Encoding says; a 400 when they do not
+    decode (aiohttp raises while reading, and would otherwise surface as a 500)."""
+    try:
+        return await request.read()
+    except web.RequestPayloadError:
+        raise MalformedRequest(UNREADABLE_BODY) from None
 
 
 class BodyReader:
@@ -53,7 +66,7 @@ class BodyReader:
     async def _parse(self, request: web.Request) -> Any:
         content_type = request.content_type
         if content_type == "application/json" or content_type.endswith("+json"):
-            raw = await request.read()
+            raw = await read_body(request)
             try:
                 return orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -62,7 +75,7 @@ class BodyReader:
         if self.form_fields is not None and content_type in FORM_CONTENT_TYPES:
             try:
                 form = await request.post()
-            except (ValueError, UnicodeDecodeError):  # aiohttp's words for a broken form
+            except (ValueError, UnicodeDecodeError, web.RequestPayloadError):  # aiohttp's words for a broken form
                 msg = "The form body cannot be read."
                 raise MalformedRequest(msg) from None
             return self._from_form(form)

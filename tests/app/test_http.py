@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import io
 
+import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+
+from app.pipeline.body import UNREADABLE_BODY
+from tests.app.conftest import json_lines
 
 Client = TestClient[web.Request, web.Application]
 PROBLEM = "application/problem+json"
@@ -70,6 +76,25 @@ async def test_500_carries_nothing_internal(client: Client) -> None:
 async def test_malformed_json_is_400(client: Client) -> None:
     resp = await client.post("/widgets/1", data=b"{not json", headers={"Content-Type": "application/json"})
     await assert_problem(resp, 400)
+
+
+async def test_a_body_that_does_not_decode_is_400_and_logs_no_error(client: Client, json_logs: io.StringIO) -> None:
+    # A client's broken Content-Encoding is its own fault: a 400, and no ERROR with a
+    # traceback per request for a hostile client to fill the logs with.
+    resp = await client.post("/widgets/1", data=b"not gzip at all",
+                             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert (await assert_problem(resp, 400))["detail"] == UNREADABLE_BODY
+    await asyncio.sleep(0.2)  # aiohttp drains what is left of the body after the answer
+    lines = json_lines(json_logs)
+    assert [line for line in lines if line["level"] == "ERROR"] == []
+    assert any(line["logger"] == "turnstile.access" and " 400 " in line["msg"] for line in lines), lines
+
+
+async def test_a_gzip_body_is_read_decoded(client: Client) -> None:
+    resp = await client.post("/widgets/1", data=gzip.compress(orjson.dumps({"name": "w", "size": 2})),
+                             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["body"] == {"name": "w", "size": 2}
 
 
 async def test_unknown_path_is_404_with_request_id(client: Client) -> None:

@@ -175,6 +175,12 @@ async def test_malformed_json_is_400(client: Client, data: bytes) -> None:
     await problem(resp, 400)
 
 
+async def test_a_body_that_does_not_decode_is_400(client: Client) -> None:
+    resp = await client.post("/api/v1/users/", data=b"not deflate",
+                             headers={"Content-Type": "application/json", "Content-Encoding": "deflate"})
+    await problem(resp, 400)
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [
