@@ -25,6 +25,7 @@ from app.pipeline.types import PipelineFile
 from app.plugin_routes import setup_plugin_routes
 from app.plugin_settings import PluginSettings, read_plugin_settings, set_plugin_settings
 from app.plugins import make_plugin_manager
+from app.protocol_errors import answer_protocol_errors_as_problems
 from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
 from app.reload import setup_reload
@@ -88,6 +89,7 @@ def prepare_app(
     """
     plugin_values = check_plugin_settings(settings, pm)
     hide_server_version()
+    answer_protocol_errors_as_problems()
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
         middlewares=[request_id_middleware, observe_middleware, headers_middleware, error_middleware],

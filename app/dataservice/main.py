@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from app.dataservice.auth import bearer_token_middleware
 from app.dataservice.routes import request_middleware, setup_routes, store_key
 from app.dataservice.store import UserStore
+from app.protocol_errors import answer_protocol_errors_as_problems
 from app.server_header import hide_server_version
 
 log = logging.getLogger("turnstile.dataservice")
@@ -47,6 +48,7 @@ def create_dataservice_app(db_path: str | Path, *, token: str | None = None) -> 
             (a 401 otherwise). None leaves the service open to whoever reaches its port.
     """
     hide_server_version()
+    answer_protocol_errors_as_problems()
     path = Path(db_path)
     path.parent.mkdir(parents=True, exist_ok=True)
     middlewares: list[Middleware] = [request_middleware]

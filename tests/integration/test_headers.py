@@ -1,9 +1,12 @@
 """Response headers a strict client and a scanner see (contract §4): answers that carry a user or
-a token are `Cache-Control: no-store`, and no response names the server's software versions."""
+a token are `Cache-Control: no-store`, and no response names the server's software versions.
+Requests aiohttp refuses itself (not HTTP, a header too long) are problems too (contract §5)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -29,23 +32,28 @@ def assert_anonymous(resp: ClientResponse, what: str) -> None:
         assert not any(word in value.lower() for word in LEAKY), f"{what}: {name}: {value}"
 
 
-async def raw_exchange(host: str, port: int, request: bytes) -> dict[str, str]:
-    """Send bytes no HTTP client would send; the answer's headers, lower-cased names."""
+async def raw_exchange(host: str, port: int, request: bytes) -> tuple[dict[str, str], bytes]:
+    """Send bytes no HTTP client would send; the answer's headers (lower-cased names) and body."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(request)
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        status, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip()
+                   for name, _, value in (line.partition(":") for line in lines if line)}
+        body = await asyncio.wait_for(reader.readexactly(int(headers.get("content-length", "0"))), 10)
     finally:
         writer.close()
-    status, *lines = head.decode("latin-1").split("\r\n")
     assert " 400 " in status, status
-    return {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines if line)}
+    return headers, body
 
 
 MALFORMED = (
     b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
     b"NOT-HTTP\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"<script>" * 2000 + b"\r\n\r\n",  # over 8190 bytes
+    b"GET /" + b"9" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
 )
 
 
@@ -116,8 +124,27 @@ async def test_no_answer_names_the_server_software(stack: StackFactory) -> None:
 async def test_malformed_requests_answered_by_aiohttp_itself_name_no_version(stack: StackFactory) -> None:
     client = await stack()
     for request in MALFORMED:
-        headers = await raw_exchange(str(client.host), int(client.port or 0), request)
+        headers, _ = await raw_exchange(str(client.host), int(client.port or 0), request)
         assert headers["server"] == SERVER, headers
+
+
+async def test_requests_aiohttp_refuses_itself_are_problems_and_log_no_error(
+    stack: StackFactory, caplog: Any
+) -> None:
+    client = await stack()
+    with caplog.at_level(logging.INFO):
+        for request in MALFORMED:
+            headers, body = await raw_exchange(str(client.host), int(client.port or 0), request)
+            assert headers["content-type"] == "application/problem+json", headers
+            problem = json.loads(body)
+            assert problem["status"] == 400
+            assert problem["type"].endswith("/malformed-request")
+            assert problem["request_id"] == headers["x-request-id"]
+            assert b"script" not in body  # nothing of the input is quoted back
+            assert b"999" not in body
+    refused = [r for r in caplog.records if r.getMessage().startswith("refused a malformed HTTP request")]
+    assert len(refused) == len(MALFORMED)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_the_reference_data_service_names_no_version(dataservice: str) -> None:
@@ -127,5 +154,6 @@ async def test_the_reference_data_service_names_no_version(dataservice: str) -> 
                 assert_anonymous(resp, path)
     parts = urlsplit(dataservice)
     for request in MALFORMED:
-        headers = await raw_exchange(str(parts.hostname), int(parts.port or 0), request)
+        headers, body = await raw_exchange(str(parts.hostname), int(parts.port or 0), request)
         assert headers["server"] == SERVER, headers
+        assert json.loads(body)["status"] == 400
