@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _cmd_serve(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     from app.logs import setup_logging  # noqa: PLC0415  # only the server needs logging set up
-    from app.serve import run_workers, serve, use_fast_loop  # noqa: PLC0415
+    from app.serve import CannotListen, run_workers, serve, use_fast_loop  # noqa: PLC0415
     from app.settings import announce_embedded_defaults  # noqa: PLC0415
 
     settings = loaded.settings
@@ -129,7 +129,11 @@ def _cmd_serve(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> in
         return run_workers(settings, [a for a in rest if not a.startswith("--workers=")], args.workers)
     announce_embedded_defaults(settings, embedded_defaults(loaded.plugin_settings))
     use_fast_loop()
-    asyncio.run(serve(settings, reuse_port=args.reuse_port))
+    try:
+        asyncio.run(serve(settings, reuse_port=args.reuse_port))
+    except CannotListen as exc:
+        print(f"turnstile: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -31,6 +32,10 @@ log = logging.getLogger("turnstile.serve")
 IN_FLIGHT_GRACE_S = 5.0
 
 
+class CannotListen(Exception):
+    """The address to serve on is taken or not this host's: the process cannot start."""
+
+
 def use_fast_loop() -> None:
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: PLC0415  # optional: only where the platform has it
@@ -48,7 +53,16 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=IN_FLIGHT_GRACE_S)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        # Another process on the port, or an address this host does not have: say so in one
+        # line, after closing what start-up opened (clients, the embedded data service).
+        await runner.cleanup()
+        # errno's own words: uvloop's message repeats the address around them
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        msg = f"cannot listen on {settings.host}:{settings.port}: {reason}"
+        raise CannotListen(msg) from None
     log.info("listening on http://%s:%s", settings.host, settings.port)
     tune_thresholds()
     freeze_long_lived("after start-up")

@@ -242,6 +242,18 @@ def test_serve_refuses_to_start_on_a_broken_pipelines_file(tmp_path: Path) -> No
     assert f"{broken}:4: pipeline 'a', step 1: unknown step type 'nope'" in result.stderr
 
 
+def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(tmp_path, "serve", "--host", "127.0.0.1", "--port", str(port))
+    assert result.returncode == 1
+    assert f"turnstile: cannot listen on 127.0.0.1:{port}: address already in use" in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert "Unclosed" not in result.stderr  # what start-up opened was closed
+
+
 def test_serve_refuses_production_without_its_services(tmp_path: Path) -> None:
     result = run(tmp_path, "serve", TURNSTILE_ENV="production")
     assert result.returncode == 2
