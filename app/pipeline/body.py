@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from app.errors import MalformedRequest, UnsupportedMediaType, ValidationFailed
+from app.errors import FieldError, MalformedRequest, UnsupportedMediaType, ValidationFailed
 from app.models.schema import schema_of
 from app.models.validation import SchemaValidator
 
@@ -118,10 +118,14 @@ class QueryReader:
     def read(self, request: web.Request) -> dict[str, Any]:
         properties = self.schema["properties"]
         value: dict[str, Any] = {}
+        repeated: list[FieldError] = []
         for name, text in request.query.items():
-            kind = properties.get(name, {}).get("type")
-            value[name] = _convert(text, kind)
-        errors = self.validator.errors(value, root="query")
+            # As for a form field: a parameter sent twice is refused, never resolved by order,
+            # so what was checked is what the step sends on.
+            if name in value:
+                repeated.append(FieldError(("query", name), "sent more than once"))
+            value[name] = _convert(text, properties.get(name, {}).get("type"))
+        errors = repeated or self.validator.errors(value, root="query")
         if errors:
             msg = "The query parameters are not valid."
             raise ValidationFailed(msg, errors=errors)

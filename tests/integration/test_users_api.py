@@ -173,12 +173,21 @@ async def test_list_users_needs_an_admin(stack: StackFactory) -> None:
 @pytest.mark.parametrize(
     ("query", "field"),
     [("limit=0", "limit"), ("limit=abc", "limit"), ("offset=-1", "offset"), ("limit=501", "limit"),
-     ("limit=2.5", "limit"), (f"offset={2**63}", "offset")],
+     ("limit=2.5", "limit"), (f"offset={2**63}", "offset"),
+     ("limit=1&limit=2", "limit"), ("offset=abc&offset=0", "offset")],  # sent twice: refused, not resolved by order
 )
 async def test_list_users_with_bad_paging_is_422(stack: StackFactory, query: str, field: str) -> None:
     client = await stack()
     problem = await assert_problem(await client.get(f"{USERS}?{query}", headers=await admin_headers(client)), 422)
     assert ["query", field] in [error["loc"] for error in problem["errors"]], problem
+
+
+async def test_a_query_parameter_sent_twice_is_refused_whatever_its_values(stack: StackFactory) -> None:
+    # Either order would be a guess: the first for one reader, the last for another.
+    client = await stack()
+    problem = await assert_problem(await client.get(f"{USERS}?limit=abc&limit=1", headers=await admin_headers(client)),
+                                   422)
+    assert problem["errors"] == [{"loc": ["query", "limit"], "msg": "sent more than once"}]
 
 
 # --- GET /users/{id} --------------------------------------------------------------------------
