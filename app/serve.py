@@ -50,7 +50,8 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     hangups = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, hangups.set)
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=IN_FLIGHT_GRACE_S)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=IN_FLIGHT_GRACE_S,
+                           keepalive_timeout=settings.keepalive_timeout_s)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     try:

@@ -75,6 +75,10 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
 
     drain_seconds: float = 10.0
+    # A connection that has not sent a whole request this long after it opened, or after its
+    # last answer, is closed: idle keep-alives, and clients that send a request slowly on purpose
+    # (slowloris). Longer than the usual load balancers' idle timeout (60 s), so they close first.
+    keepalive_timeout_s: float = 75.0
     trace_hooks: bool = False
     disabled_plugins: tuple[str, ...] = ()
     extra_plugins: tuple[str, ...] = ()
@@ -228,6 +232,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "rabbitmq_queue_type": r.choice("RABBITMQ_QUEUE_TYPE", ("quorum", "classic"), "quorum"),
         "trusted_proxies": _trusted_proxies(r),
         "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
+        "keepalive_timeout_s": r.get(
+            "TURNSTILE_KEEPALIVE_TIMEOUT_S", _positive_float, 75.0, "a positive number of seconds"
+        ),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
         "disabled_plugins": tuple(
             name.strip() for name in (r.raw("TURNSTILE_DISABLE_PLUGINS") or "").split(",") if name.strip()

@@ -242,6 +242,35 @@ def test_serve_refuses_to_start_on_a_broken_pipelines_file(tmp_path: Path) -> No
     assert f"{broken}:4: pipeline 'a', step 1: unknown step type 'nope'" in result.stderr
 
 
+def test_a_connection_that_never_finishes_its_request_is_closed(tmp_path: Path) -> None:
+    # Slowloris: headers trickled, never ended. aiohttp alone waits an hour; the keep-alive
+    # timeout bounds it, and an idle connection after an answer likewise.
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=cli_env(tmp_path, TURNSTILE_KEEPALIVE_TIMEOUT_S="1", TURNSTILE_DRAIN_SECONDS="1"), cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as slow, \
+                socket.create_connection(("127.0.0.1", port), timeout=15) as idle:
+            slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Trickle: a")
+            idle.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+            assert slow.recv(4096) == b""  # closed by the server, well before the socket's 15 s
+            assert idle.recv(4096) == b""
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
