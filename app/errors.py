@@ -40,6 +40,8 @@ class ProblemError(Exception):
     status: int = 500
     title: str = "Internal Server Error"
     slug: str = "internal"
+    # The connection cannot carry another request after this answer (a body left half-read).
+    closes_connection: bool = False
 
     def __init__(
         self,
@@ -116,6 +118,13 @@ class Conflict(ProblemError):
     """409: the change conflicts with the stored state (e.g. an email already taken)."""
 
     status, title, slug = 409, "Conflict", "conflict"
+
+
+class RequestTimeout(ProblemError):
+    """408: the request's body did not arrive in time; the connection is closed after it."""
+
+    status, title, slug = 408, "Request Timeout", "request-timeout"
+    closes_connection = True
 
 
 class PayloadTooLarge(ProblemError):

@@ -79,6 +79,9 @@ class Settings:
     # last answer, is closed: idle keep-alives, and clients that send a request slowly on purpose
     # (slowloris). Longer than the usual load balancers' idle timeout (60 s), so they close first.
     keepalive_timeout_s: float = 75.0
+    # The longest a request's body may take to arrive once its headers have: past it, a 408 and
+    # the connection closed, so a client trickling a body cannot hold a request open for good.
+    body_timeout_s: float = 30.0
     trace_hooks: bool = False
     disabled_plugins: tuple[str, ...] = ()
     extra_plugins: tuple[str, ...] = ()
@@ -235,6 +238,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "keepalive_timeout_s": r.get(
             "TURNSTILE_KEEPALIVE_TIMEOUT_S", _positive_float, 75.0, "a positive number of seconds"
         ),
+        "body_timeout_s": r.get("TURNSTILE_BODY_TIMEOUT_S", _positive_float, 30.0, "a positive number of seconds"),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
         "disabled_plugins": tuple(
             name.strip() for name in (r.raw("TURNSTILE_DISABLE_PLUGINS") or "").split(",") if name.strip()

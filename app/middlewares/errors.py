@@ -30,6 +30,8 @@ def problem_response(request: web.Request, problem: ProblemError) -> web.Respons
     body = problem.body(request.get(request_id_key, "-"))
     response = web.Response(status=problem.status, body=orjson.dumps(body), headers=problem.headers)
     response.content_type = PROBLEM_CONTENT_TYPE
+    if problem.closes_connection:
+        response.force_close()
     return response
 
 

@@ -1,7 +1,8 @@
 """Reading a request's JSON body and query string into validated JSON, once, at start-up-built readers.
 
 400 malformed JSON (or a body that does not decode: a broken Content-Encoding or chunked
-framing is the client's fault, never a 500), 413 over the size limit (aiohttp's client_max_size), 415 wrong content
+framing is the client's fault, never a 500), 408 a body that does not arrive within
+TURNSTILE_BODY_TIMEOUT_S, 413 over the size limit (aiohttp's client_max_size), 415 wrong content
 type, 422 with one entry per bad field (at most `app.errors.MAX_VALIDATION_ERRORS`).
 
 Sizes come first: `BodyReader.read` checks every array, map and string against its declared
@@ -11,13 +12,15 @@ it (see `app.models.validation`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from app.errors import FieldError, MalformedRequest, UnsupportedMediaType, ValidationFailed
+from app.errors import FieldError, MalformedRequest, RequestTimeout, UnsupportedMediaType, ValidationFailed
+from app.keys import settings_key
 from app.models.schema import schema_of
 from app.models.validation import SchemaValidator
 
@@ -25,15 +28,26 @@ FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data"
 
 
 UNREADABLE_BODY = "The request body cannot be read: it does not decode as its Content-Encoding and framing say."
+BODY_TOO_SLOW = "The request body did not arrive in time."
 
 
 async def read_body(request: web.Request) -> bytes:
     """The request's body bytes, decoded as its Content-Encoding says; a 400 when they do not
-    decode (aiohttp raises while reading, and would otherwise surface as a 500)."""
+    decode (aiohttp raises while reading, and would otherwise surface as a 500), a 408 when
+    they do not arrive in time."""
     try:
-        return await request.read()
+        async with _body_deadline(request):
+            return await request.read()
     except web.RequestPayloadError:
         raise MalformedRequest(UNREADABLE_BODY) from None
+    except TimeoutError:
+        raise RequestTimeout(BODY_TOO_SLOW) from None
+
+
+def _body_deadline(request: web.Request) -> asyncio.Timeout:
+    """TURNSTILE_BODY_TIMEOUT_S from now: aiohttp itself waits for a trickled body for as long
+    as the client keeps the connection open, holding the request (and its limiter slot) open."""
+    return asyncio.timeout(request.app[settings_key].body_timeout_s)
 
 
 class BodyReader:
@@ -74,7 +88,10 @@ class BodyReader:
                 raise MalformedRequest(msg) from None
         if self.form_fields is not None and content_type in FORM_CONTENT_TYPES:
             try:
-                form = await request.post()
+                async with _body_deadline(request):
+                    form = await request.post()
+            except TimeoutError:
+                raise RequestTimeout(BODY_TOO_SLOW) from None
             except (ValueError, UnicodeDecodeError, web.RequestPayloadError):  # aiohttp's words for a broken form
                 msg = "The form body cannot be read."
                 raise MalformedRequest(msg) from None

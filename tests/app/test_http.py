@@ -11,7 +11,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from app.pipeline.body import UNREADABLE_BODY
-from tests.app.conftest import json_lines
+from app.testing import StartService
+from tests.app.conftest import CORE_PIPELINES, json_lines
+from tests.fixtures import sample_plugin
 
 Client = TestClient[web.Request, web.Application]
 PROBLEM = "application/problem+json"
@@ -88,6 +90,27 @@ async def test_a_body_that_does_not_decode_is_400_and_logs_no_error(client: Clie
     lines = json_lines(json_logs)
     assert [line for line in lines if line["level"] == "ERROR"] == []
     assert any(line["logger"] == "turnstile.access" and " 400 " in line["msg"] for line in lines), lines
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408_and_the_connection_closed(
+    turnstile: StartService,
+) -> None:
+    # A client that sends its headers, then trickles (or withholds) the body, must not hold the
+    # request open for as long as it likes.
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin], entrypoints=False,
+                              env={"TURNSTILE_BODY_TIMEOUT_S": "0.5"})
+    server = service.client.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    try:
+        writer.write(b"POST /widgets/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"name\": ")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408 "), head
+        assert b"Content-Type: application/problem+json" in head
+        assert b"Connection: close" in head  # what is left of the body never becomes a request
+    finally:
+        writer.close()
 
 
 async def test_a_gzip_body_is_read_decoded(client: Client) -> None:
