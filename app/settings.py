@@ -14,7 +14,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -38,6 +38,9 @@ class SettingsError(Exception):
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+BODY_TIMEOUT_S: Final = 30.0  # TURNSTILE_BODY_TIMEOUT_S's default
 
 
 @attrs.frozen(kw_only=True)
@@ -81,7 +84,7 @@ class Settings:
     keepalive_timeout_s: float = 75.0
     # The longest a request's body may take to arrive once its headers have: past it, a 408 and
     # the connection closed, so a client trickling a body cannot hold a request open for good.
-    body_timeout_s: float = 30.0
+    body_timeout_s: float = BODY_TIMEOUT_S
     trace_hooks: bool = False
     disabled_plugins: tuple[str, ...] = ()
     extra_plugins: tuple[str, ...] = ()
@@ -238,7 +241,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "keepalive_timeout_s": r.get(
             "TURNSTILE_KEEPALIVE_TIMEOUT_S", _positive_float, 75.0, "a positive number of seconds"
         ),
-        "body_timeout_s": r.get("TURNSTILE_BODY_TIMEOUT_S", _positive_float, 30.0, "a positive number of seconds"),
+        "body_timeout_s": r.get(
+            "TURNSTILE_BODY_TIMEOUT_S", _positive_float, BODY_TIMEOUT_S, "a positive number of seconds"
+        ),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
         "disabled_plugins": tuple(
             name.strip() for name in (r.raw("TURNSTILE_DISABLE_PLUGINS") or "").split(",") if name.strip()

@@ -23,6 +23,7 @@ from app.errors import FieldError, MalformedRequest, RequestTimeout, Unsupported
 from app.keys import settings_key
 from app.models.schema import schema_of
 from app.models.validation import SchemaValidator
+from app.settings import BODY_TIMEOUT_S
 
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -47,7 +48,8 @@ async def read_body(request: web.Request) -> bytes:
 def _body_deadline(request: web.Request) -> asyncio.Timeout:
     """TURNSTILE_BODY_TIMEOUT_S from now: aiohttp itself waits for a trickled body for as long
     as the client keeps the connection open, holding the request (and its limiter slot) open."""
-    return asyncio.timeout(request.app[settings_key].body_timeout_s)
+    settings = request.app.get(settings_key)  # an app made without settings (a unit test's) gets the default
+    return asyncio.timeout(settings.body_timeout_s if settings is not None else BODY_TIMEOUT_S)
 
 
 class BodyReader:

@@ -22,6 +22,9 @@ EMAIL_MAX: Final = 254  # RFC 5321's limit on a path, less the angle brackets
 PASSWORD_MIN: Final = 8
 PASSWORD_MAX: Final = 128
 FULL_NAME_MAX: Final = 200
+# No C0 control characters or DEL: a NUL or a line break in a name breaks the databases, mails
+# and log lines it ends up in (PostgreSQL refuses NUL in text), and is never part of a name.
+FULL_NAME_PATTERN: Final = r"^[^\x00-\x1f\x7f]*$"
 ROLE_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
 ROLE_MAX: Final = 64  # characters of one role, as ROLE_PATTERN says
 ROLES_MAX: Final = 64  # roles one user may hold
@@ -48,7 +51,8 @@ def _password(**kwargs: Any) -> Any:
 
 def _full_name(**kwargs: Any) -> Any:
     return schema_field(
-        description=f"Display name, at most {FULL_NAME_MAX} characters.", maxLength=FULL_NAME_MAX, **kwargs
+        description=f"Display name, at most {FULL_NAME_MAX} characters, no control characters.",
+        maxLength=FULL_NAME_MAX, pattern=FULL_NAME_PATTERN, **kwargs,
     )
 
 

@@ -62,6 +62,9 @@ INVALID_REGISTRATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "email-not-a-string": ({"email": 5, "password": PASSWORD}, "email"),
     "password-not-a-string": ({"email": "a@example.com", "password": 123456789}, "password"),
     "full-name-not-a-string": ({"email": "a@example.com", "password": PASSWORD, "full_name": ["Al"]}, "full_name"),
+    "full-name-with-nul": ({"email": "a@example.com", "password": PASSWORD, "full_name": "Al\u0000"}, "full_name"),
+    "full-name-with-a-line-break": ({"email": "a@example.com", "password": PASSWORD, "full_name": "Al\nBo"},
+                                    "full_name"),
     "no-password": ({"email": "a@example.com"}, "password"),
     "no-email": ({"password": PASSWORD}, "email"),
 }
@@ -79,6 +82,7 @@ async def test_register_with_an_invalid_field_is_422_naming_it(stack: StackFacto
 async def test_register_boundaries_are_accepted(stack: StackFactory) -> None:
     client = await stack()
     await register(client, "min@example.com", password="x" * 8, full_name="n" * 200)
+    await register(client, "zoe@example.com", full_name="Zoë Ñúñez-O'Brien 李 🎉")  # no control character
     await register(client, "max@example.com", password="x" * 128)
 
 
