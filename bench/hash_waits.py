@@ -20,6 +20,7 @@ from plugins.auth.hashing_gate import LATE_TIMEOUT_S, MAX_QUEUE_WAIT_S
 BUCKETS: Final = "turnstile_password_hash_wait_seconds_bucket"
 # The bound, and how late a busy loop may run its timeout (a bucket edge of the histogram).
 BOUND_S: Final = MAX_QUEUE_WAIT_S + LATE_TIMEOUT_S
+BOUND_TEXT: Final = f"{MAX_QUEUE_WAIT_S:g} s, +{LATE_TIMEOUT_S:g} s for a busy loop to run the timeout"
 
 Buckets = dict[float, float]  # a bucket's upper edge (seconds, +inf last) -> waits at most that long
 

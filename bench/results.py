@@ -7,7 +7,7 @@ from typing import Any, Final
 import attrs
 
 from bench import wrk
-from bench.hash_waits import BOUND_S, HashWaits
+from bench.hash_waits import BOUND_TEXT, HashWaits
 
 TURNSTILE: Final = "turnstile"
 
@@ -101,7 +101,7 @@ def targets(rows: list[Row], memory: dict[str, Any], waits: HashWaits) -> list[C
               f"(got {during.p99_ms:.1f} ms against {alone.p99_ms:.1f} ms: {storm:.2f}x)",
               storm <= STORM_P99_FACTOR),
         # No wait at all would prove nothing: the storm must have hashed.
-        Check(f"no login of the storm waited past the hashing queue's bound, {BOUND_S:g} s "
+        Check(f"no login of the storm waited past the hashing queue's bound ({BOUND_TEXT}) "
               f"(got {waits.over_bound:,} of {waits.waits:,} waits over)",
               waits.waits > 0 and waits.over_bound == 0),
         Check(f"RSS growth < {MAX_RSS_GROWTH_MIB:g} MiB over {rss['requests']:,.0f} mixed requests "
@@ -144,7 +144,7 @@ def storm_summary(rows: list[Row], waits: HashWaits) -> str:
     return (f"Login storm: cached GET p99 {alone.p99_ms:.1f} ms alone, {during.p99_ms:.1f} ms beside the logins "
             f"({factor:.2f}x). Logins answered: {statuses} ({logins.retry_after:,} of the 429/503 with "
             f"Retry-After); the slowest took {logins.max_ms:,.0f} ms. Hashes waited for a thread "
-            f"{waits.waits:,} times, every wait at most {waits.longest_at_most_s:g} s (the bound: {BOUND_S:g} s); "
+            f"{waits.waits:,} times, every wait at most {waits.longest_at_most_s:g} s (the bound: {BOUND_TEXT}); "
             f"the rest of a login is its hash, at the lowest CPU priority.")
 
 
