@@ -117,8 +117,9 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
         elif form_fields:
             content["application/x-www-form-urlencoded"] = {"schema": _form_schema(model, form_fields)}
         operation["requestBody"] = {"required": True, "content": content}
-        for status, text in ((400, "Malformed JSON"), (413, "Body over 1 MiB"),
-                             (415, "Wrong content type"), (422, "Invalid fields")):
+        for status, text in ((400, "Malformed JSON, or a body that does not decode"),
+                             (408, "The body did not arrive in time (TURNSTILE_BODY_TIMEOUT_S)"),
+                             (413, "Body over 1 MiB"), (415, "Wrong content type"), (422, "Invalid fields")):
             operation["responses"].setdefault(str(status), _problem(text))
     operation["responses"].setdefault("500", _problem("Internal error (no internals disclosed)"))
     operation["responses"] = dict(sorted(operation["responses"].items()))
