@@ -13,6 +13,7 @@ from app.health import setup_health_routes
 from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
 from app.lifecycle import lifecycle_ctx
 from app.metrics import metrics_handler
+from app.middlewares.cors import CorsPolicy
 from app.middlewares.errors import error_middleware
 from app.middlewares.headers import headers_middleware
 from app.middlewares.observe import observe_middleware
@@ -90,9 +91,12 @@ def prepare_app(
     plugin_values = check_plugin_settings(settings, pm)
     hide_server_version()
     answer_protocol_errors_as_problems()
+    # CORS only when origins are configured: no per-request cost otherwise. Inside the access
+    # log (a preflight is a logged request) and outside the errors (problems get its headers).
+    cors = [CorsPolicy(settings.cors_allowed_origins).middleware()] if settings.cors_allowed_origins else []
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
-        middlewares=[request_id_middleware, observe_middleware, headers_middleware, error_middleware],
+        middlewares=[request_id_middleware, observe_middleware, headers_middleware, *cors, error_middleware],
     )
     app[settings_key] = settings
     set_plugin_settings(app, plugin_values)

@@ -76,6 +76,8 @@ class Settings:
 
     # Proxies whose X-Forwarded-For is believed (app/proxies.py); empty: the header is ignored.
     trusted_proxies: tuple[Network, ...] = ()
+    # Browser origins that may call the API (app/middlewares/cors.py); empty: CORS is off.
+    cors_allowed_origins: tuple[str, ...] = ()
 
     drain_seconds: float = 10.0
     # A connection that has not sent a whole request this long after it opened, or after its
@@ -237,6 +239,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         ),
         "rabbitmq_queue_type": r.choice("RABBITMQ_QUEUE_TYPE", ("quorum", "classic"), "quorum"),
         "trusted_proxies": _trusted_proxies(r),
+        "cors_allowed_origins": _cors_origins(r),
         "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
         "keepalive_timeout_s": r.get(
             "TURNSTILE_KEEPALIVE_TIMEOUT_S", _positive_float, 75.0, "a positive number of seconds"
@@ -320,6 +323,29 @@ def _trusted_proxies(r: _Reader) -> tuple[Network, ...]:
         expected = "expected comma-separated networks such as 10.0.0.0/8"
         r.problems.append(f"TRUSTED_PROXIES: {expected}, got {', '.join(bad)}")
     return tuple(networks)
+
+
+def _cors_origins(r: _Reader) -> tuple[str, ...]:
+    """CORS_ALLOWED_ORIGINS: comma-separated origins (scheme://host[:port], as a browser sends
+    them in `Origin`), or `*` for any."""
+    origins: list[str] = []
+    bad: list[str] = []
+    for entry in (r.raw("CORS_ALLOWED_ORIGINS") or "").split(","):
+        origin = entry.strip()
+        if not origin:
+            continue
+        parts = urlsplit(origin)
+        if origin == "*" or (parts.scheme in ("http", "https") and parts.netloc and not parts.path
+                             and not parts.query and not parts.fragment and "@" not in parts.netloc):
+            origins.append(origin.lower() if origin != "*" else origin)
+        else:
+            bad.append(repr(origin))
+    if bad:
+        r.problems.append(
+            f"CORS_ALLOWED_ORIGINS: expected comma-separated origins such as https://app.example.com "
+            f"(scheme and host, no path), or *, got {', '.join(bad)}"
+        )
+    return tuple(origins)
 
 
 def _production_problems(values: Mapping[str, Any], *, token_given: bool) -> list[str]:

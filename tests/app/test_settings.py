@@ -139,3 +139,14 @@ def test_redis_client_tracking_is_on_unless_turned_off() -> None:
     assert load_settings({"REDIS_CLIENT_TRACKING": "0"}).redis_client_tracking is False
     with pytest.raises(SettingsError, match="REDIS_CLIENT_TRACKING"):
         load_settings({"REDIS_CLIENT_TRACKING": "maybe"})
+
+
+def test_cors_origins_are_origins_or_a_star() -> None:
+    settings = load_settings({"CORS_ALLOWED_ORIGINS": " https://App.example.com, http://localhost:5173 ,"})
+    assert settings.cors_allowed_origins == ("https://app.example.com", "http://localhost:5173")
+    assert load_settings({"CORS_ALLOWED_ORIGINS": "*"}).cors_allowed_origins == ("*",)
+    assert load_settings({}).cors_allowed_origins == ()
+    [problem] = problems({"CORS_ALLOWED_ORIGINS": "https://ok.example.com,app.example.com,https://x.example.com/path"})
+    assert problem.startswith("CORS_ALLOWED_ORIGINS: expected comma-separated origins")
+    assert "'app.example.com'" in problem
+    assert "'https://x.example.com/path'" in problem
