@@ -7,12 +7,15 @@ own (INTEGRATION_REDIS_DB), and its own exchange and subscription queue names.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiormq
 import attrs
 import orjson
 import pytest
@@ -24,7 +27,7 @@ from app.dataservice import start_dataservice
 from app.main import create_app
 from app.plugins import make_plugin_manager
 from app.settings import Settings, load_settings
-from tests.services import ROOT, flush_redis, is_cluster
+from tests.services import RABBITMQ_URL, ROOT, flush_redis, is_cluster
 
 DEFAULT_PIPELINES = ROOT / "pipelines.toml"
 INTEGRATION_REDIS_DB = 15
@@ -124,6 +127,27 @@ async def assert_problem(resp: ClientResponse, status: int) -> dict[str, Any]:
     return body
 
 
+# The tests whose service ran on the real broker: the durable queues their subscriptions
+# declared (named after the test) are deleted when the session ends, so repeated local runs do
+# not pile them up (the test command also starts its broker empty). Removing twice is fine.
+_ON_THE_BROKER: set[str] = set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_broker_topology_at_the_end() -> Iterator[None]:
+    yield
+    if not _ON_THE_BROKER:
+        return
+    from tests.integration.amqp_capture import remove_test_topology  # it imports this module
+
+    async def remove_all() -> None:
+        for unique in sorted(_ON_THE_BROKER):
+            await remove_test_topology(RABBITMQ_URL, unique)
+
+    with contextlib.suppress(OSError, aiormq.exceptions.AMQPError):  # a broker left stopped: nothing to do
+        asyncio.run(remove_all())
+
+
 @pytest.fixture
 def stack(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice: str, unique: str) -> StackFactory:
     """Start the whole service: `await stack()` (embedded Redis and events), or
@@ -141,6 +165,8 @@ def stack(aiohttp_client: AiohttpClient, tmp_path: Path, dataservice: str, uniqu
             "events_exchange": f"test.{unique}",
         }
         values.update(overrides)
+        if values.get("rabbitmq_url"):
+            _ON_THE_BROKER.add(unique)
         settings = make_settings(tmp_path, env, **values)
         pm = make_plugin_manager(extra=plugins) if plugins else None
         return await aiohttp_client(create_app(settings, pm=pm))
