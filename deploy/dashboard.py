@@ -167,6 +167,17 @@ def logins_row() -> list[timeseries.Panel]:
             query(f"sum by (limiter) ({rate('turnstile_rate_limit_rejected_total')})", "429 {{limiter}}"),
             query(f"sum by (limiter) ({rate('turnstile_rate_limit_fail_open_total')})", "fail-open {{limiter}}", "B"),
         ),
+        graph(
+            "Password hashing", "Hashes running or queued (all pods), hashes refused with 503 per second (the"
+            " queue was full or a hash waited past the 2 s bound), and the p99 wait for a hashing thread.",
+            "short",
+            query(f"sum({sel('turnstile_password_hashes_in_flight')})", "in flight"),
+            query(f"sum({rate('turnstile_password_hashes_refused_total')})", "refused /s", "B"),
+            query(
+                f"histogram_quantile(0.99, sum by (le) ({rate('turnstile_password_hash_wait_seconds_bucket')}))",
+                "p99 wait (s)", "C",
+            ),
+        ),
     ]
 
 
