@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 from typing import Final
 
-import orjson
 from aiohttp import web, web_protocol
 from aiohttp.web_request import BaseRequest
 
-from app.errors import PROBLEM_CONTENT_TYPE, InternalError, ProblemError, problem_for_status
+from app.errors import InternalError, ProblemError, problem_for_status
+from app.middlewares.errors import render_problem
 from app.middlewares.request_id import REQUEST_ID_HEADER, accept_or_generate
 
 log = logging.getLogger("turnstile.errors")
@@ -49,9 +49,9 @@ def _answer_problem(
     if request.writer.output_size > 0:  # as aiohttp: a response already began, the connection is broken
         msg = "Response is sent already, cannot send another response with the error message"
         raise ConnectionError(msg)
-    response = web.Response(status=problem.status, body=orjson.dumps(problem.body(request_id)),
-                            content_type=PROBLEM_CONTENT_TYPE, headers={REQUEST_ID_HEADER: request_id})
-    response.force_close()
+    response = render_problem(problem, request_id)
+    response.headers[REQUEST_ID_HEADER] = request_id
+    response.force_close()  # whatever the problem: the parser's state is not to be trusted
     return response
 
 

@@ -27,8 +27,13 @@ _DETAILS = {
 
 
 def problem_response(request: web.Request, problem: ProblemError) -> web.Response:
-    body = problem.body(request.get(request_id_key, "-"))
-    response = web.Response(status=problem.status, body=orjson.dumps(body), headers=problem.headers)
+    return render_problem(problem, request.get(request_id_key, "-"))
+
+
+def render_problem(problem: ProblemError, request_id: str) -> web.Response:
+    """The problem+json answer for `problem`; the connection is closed after it if it says so."""
+    response = web.Response(status=problem.status, body=orjson.dumps(problem.body(request_id)),
+                            headers=problem.headers)
     response.content_type = PROBLEM_CONTENT_TYPE
     if problem.closes_connection:
         response.force_close()

@@ -13,7 +13,8 @@ it (see `app.models.validation`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -41,15 +42,19 @@ async def read_body(request: web.Request) -> bytes:
             return await request.read()
     except web.RequestPayloadError:
         raise MalformedRequest(UNREADABLE_BODY) from None
+
+
+@contextlib.asynccontextmanager
+async def _body_deadline(request: web.Request) -> AsyncIterator[None]:
+    """A 408 unless the block ends within TURNSTILE_BODY_TIMEOUT_S: aiohttp itself waits for a
+    trickled body for as long as the client keeps the connection open, holding the request (and
+    its limiter slot) open."""
+    settings = request.app.get(settings_key)  # an app made without settings (a unit test's) gets the default
+    try:
+        async with asyncio.timeout(settings.body_timeout_s if settings is not None else BODY_TIMEOUT_S):
+            yield
     except TimeoutError:
         raise RequestTimeout(BODY_TOO_SLOW) from None
-
-
-def _body_deadline(request: web.Request) -> asyncio.Timeout:
-    """TURNSTILE_BODY_TIMEOUT_S from now: aiohttp itself waits for a trickled body for as long
-    as the client keeps the connection open, holding the request (and its limiter slot) open."""
-    settings = request.app.get(settings_key)  # an app made without settings (a unit test's) gets the default
-    return asyncio.timeout(settings.body_timeout_s if settings is not None else BODY_TIMEOUT_S)
 
 
 class BodyReader:
@@ -92,8 +97,6 @@ class BodyReader:
             try:
                 async with _body_deadline(request):
                     form = await request.post()
-            except TimeoutError:
-                raise RequestTimeout(BODY_TOO_SLOW) from None
             except (ValueError, UnicodeDecodeError, web.RequestPayloadError):  # aiohttp's words for a broken form
                 msg = "The form body cannot be read."
                 raise MalformedRequest(msg) from None
