@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -89,10 +90,13 @@ class BodyReader:
         if content_type == "application/json" or content_type.endswith("+json"):
             raw = await read_body(request)
             try:
-                return orjson.loads(raw)
+                value = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 msg = "The request body is not valid JSON."
                 raise MalformedRequest(msg) from None
+            if isinstance(value, dict | list):
+                _refuse_repeated_names(raw)
+            return value
         if self.form_fields is not None and content_type in FORM_CONTENT_TYPES:
             try:
                 async with _body_deadline(request):
@@ -127,6 +131,55 @@ class BodyReader:
             raise ValidationFailed(msg, errors=errors)
         assert isinstance(value, dict)
         return value
+
+
+class _RepeatedNames(dict[str, Any]):
+    """A JSON object in which the members named `repeated` appear more than once."""
+
+    repeated: tuple[str, ...] = ()
+
+
+def _refuse_repeated_names(raw: bytes) -> None:
+    """A 422 naming each member sent twice in one object, as for a form field or a query
+    parameter: never resolved by order, since a proxy or WAF in front that keeps the first one
+    would check another value than the one acted on. orjson cannot report repeats, so the
+    stdlib's parser reads the body a second time (~3 µs for a typical body)."""
+    repeats_seen = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeats_seen
+        members = dict(items)
+        if len(members) == len(items):
+            return members
+        repeats_seen = True
+        marked = _RepeatedNames(members)
+        counted: dict[str, int] = {}
+        for name, _ in items:
+            counted[name] = counted.get(name, 0) + 1
+        marked.repeated = tuple(name for name, times in counted.items() if times > 1)
+        return marked
+
+    try:
+        value = json.loads(raw, object_pairs_hook=pairs)
+        if not repeats_seen:
+            return
+        # Lazily: the problem keeps the first MAX_VALIDATION_ERRORS and stops walking.
+        problem = ValidationFailed("The request body is not valid.", errors=_repeats_in(value, ("body",)))
+    except RecursionError:  # deeper than these recursive readers go, though orjson took it
+        msg = "The request body is not valid JSON: it is nested too deeply."
+        raise MalformedRequest(msg) from None
+    raise problem
+
+
+def _repeats_in(value: Any, loc: tuple[str | int, ...]) -> Iterator[FieldError]:
+    if isinstance(value, dict):
+        for name in getattr(value, "repeated", ()):
+            yield FieldError((*loc, name), "sent more than once")
+        for name, member in value.items():
+            yield from _repeats_in(member, (*loc, name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _repeats_in(item, (*loc, index))
 
 
 class QueryReader:

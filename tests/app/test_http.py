@@ -160,6 +160,32 @@ async def test_invalid_fields_are_422_one_entry_each(client: Client) -> None:
     }
 
 
+async def test_a_member_sent_twice_is_422_wherever_it_is(client: Client) -> None:
+    # Never resolved by order: a proxy that keeps the first "name" would check another value
+    # than the one the steps act on. Nested objects are named by their full path.
+    body = b'{"name": "w", "size": 2, "name": "x", "tags": ["a"], "meta": {"k": 1, "k": 2, "k": 3}}'
+    resp = await client.post("/widgets/1", data=body, headers={"Content-Type": "application/json"})
+    problem = await assert_problem(resp, 422)
+    assert problem["errors"] == [
+        {"loc": ["body", "name"], "msg": "sent more than once"},
+        {"loc": ["body", "meta", "k"], "msg": "sent more than once"},
+    ]
+
+
+async def test_the_same_name_in_different_objects_is_no_repeat(client: Client) -> None:
+    resp = await client.post("/widgets/1", json={"name": "w", "size": 2, "tags": ["name"]})
+    assert resp.status == 201
+
+
+async def test_a_body_too_deep_for_the_repeat_check_is_400_not_500(client: Client) -> None:
+    # orjson takes up to 1,024 levels; the stdlib parser that looks for repeated names stops
+    # earlier, inside a request's own stack.
+    deep = b'{"name": "w", "size": 2, "tags": ' + b"[" * 1000 + b"]" * 1000 + b"}"
+    resp = await client.post("/widgets/1", data=deep, headers={"Content-Type": "application/json"})
+    problem = await assert_problem(resp, 400)
+    assert problem["detail"] == "The request body is not valid JSON: it is nested too deeply."
+
+
 async def test_missing_fields_are_422(client: Client) -> None:
     resp = await client.post("/widgets/1", json={})
     body = await assert_problem(resp, 422)

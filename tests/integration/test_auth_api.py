@@ -130,6 +130,17 @@ async def test_login_answers_unknown_email_and_wrong_password_alike(stack: Stack
     assert unknown.headers["WWW-Authenticate"] == wrong.headers["WWW-Authenticate"] == "Bearer"
 
 
+async def test_login_with_a_member_sent_twice_is_422_and_logs_nobody_in(stack: StackFactory) -> None:
+    # A gateway that keeps the first "email" would rate-limit or audit another account than
+    # the one logging in: neither value is chosen.
+    client = await stack()
+    await register(client, "ann@example.com")
+    body = f'{{"email": "nobody@example.com", "email": "ann@example.com", "password": "{PASSWORD}"}}'
+    problem = await assert_problem(
+        await client.post(LOGIN, data=body, headers={"Content-Type": "application/json"}), 422)
+    assert problem["errors"] == [{"loc": ["body", "email"], "msg": "sent more than once"}]
+
+
 async def test_login_of_a_disabled_user_is_403(stack: StackFactory) -> None:
     client = await stack()
     resp = await client.post(
