@@ -27,9 +27,14 @@ not cost Turnstile (pinned to the same core) anything. For the same reason the e
 run's exchange with the routing key ``baseline.user.updated``: routable (the run's events queue
 is bound to ``#``), but no Turnstile subscription consumes it.
 
+With ``--consume-events QUEUE`` the baseline also consumes its own events as Turnstile's default
+subscriptions consume Turnstile's (bench/baseline_consumers.py): the PATCH reference that does
+the same broker work. Such a baseline publishes under ``--routing-key`` (another key than the
+plain baseline's), so that it consumes only its own events.
+
     python -m bench.baseline --port 8090 --redis-url redis://127.0.0.1:6379/12 \\
         --data-url http://127.0.0.1:8091 --amqp-url amqp://guest:guest@127.0.0.1:5672/ \\
-        --exchange bench.users
+        --exchange bench.users [--routing-key KEY] [--consume-events QUEUE]
     (JWT_SECRET, JWT_ISSUER, JWT_AUDIENCE; the data service's token in DATA_SERVICE_TOKEN)
 """
 
@@ -60,6 +65,7 @@ from bench.baseline_clients import (
     session_ctx,
     session_key,
 )
+from bench.baseline_consumers import consumers_ctx
 
 _REQUIRED: Final = ["sub", "roles", "exp", "iat", "jti", "iss", "aud", "type"]
 _PUBLIC: Final = frozenset({"id", "email", "full_name", "is_active", "roles", "created_at", "updated_at"})
@@ -81,6 +87,8 @@ class Config:
     secret: str
     issuer: str = "turnstile"
     audience: str = "turnstile-api"
+    routing_key: str = ROUTING_KEY
+    consume_events: str | None = None  # the shared queue's name, when consuming its own events
 
 
 class Refused(Exception):
@@ -163,7 +171,7 @@ class Handlers:
                 _upstream(upstream.status)
                 user = _public(await upstream.read())
             await request.app[redis_key].delete([CACHE_PREFIX + user_id])
-            await _publish(request.app[broker_key], self.config.exchange, user)
+            await _publish(request.app[broker_key], self.config.exchange, self.config.routing_key, user)
             return _json(orjson.dumps(user))
         except Refused as refused:
             return refused.response()
@@ -196,6 +204,9 @@ def make_app(config: Config) -> web.Application:
     app.router.add_get("/reference/redis/users/{id:\\d+}", handlers.reference_redis)
     app.router.add_get("/healthz", _healthz)
     app.cleanup_ctx.extend([redis_ctx(config.redis_url), session_ctx(config.data_token), amqp_ctx(config.amqp_url)])
+    if config.consume_events is not None:
+        app.cleanup_ctx.append(consumers_ctx(config.amqp_url, config.exchange, config.routing_key,
+                                             config.consume_events))
     return app
 
 
@@ -213,7 +224,7 @@ def _changes(raw: bytes) -> dict[str, Any]:
     return changes
 
 
-async def _publish(broker: Broker, exchange: str, user: dict[str, Any]) -> None:
+async def _publish(broker: Broker, exchange: str, routing_key: str, user: dict[str, Any]) -> None:
     """One persistent message shaped like Turnstile's `user.updated` event, confirmed."""
     message_id = str(uuid.uuid4())
     now = datetime.now(UTC)
@@ -224,7 +235,7 @@ async def _publish(broker: Broker, exchange: str, user: dict[str, Any]) -> None:
     properties = Basic.Properties(content_type="application/json", delivery_mode=2, message_id=message_id,
                                   timestamp=now, app_id="baseline")
     try:
-        await broker.publish(body, exchange=exchange, routing_key=ROUTING_KEY, properties=properties)
+        await broker.publish(body, exchange=exchange, routing_key=routing_key, properties=properties)
     except PublishFailed:
         raise Refused(503, "Service Unavailable") from None
 
@@ -236,6 +247,8 @@ def main() -> None:
     parser.add_argument("--data-url", required=True)
     parser.add_argument("--amqp-url", required=True)
     parser.add_argument("--exchange", required=True)
+    parser.add_argument("--routing-key", default=ROUTING_KEY)
+    parser.add_argument("--consume-events", metavar="QUEUE")
     args = parser.parse_args()
     with contextlib.suppress(ImportError):
         import uvloop  # noqa: PLC0415  # as Turnstile's serve does
@@ -247,6 +260,8 @@ def main() -> None:
         data_token=os.environ["DATA_SERVICE_TOKEN"],
         amqp_url=args.amqp_url,
         exchange=args.exchange,
+        routing_key=args.routing_key,
+        consume_events=args.consume_events,
         secret=os.environ["JWT_SECRET"],
         issuer=os.environ.get("JWT_ISSUER", "turnstile"),
         audience=os.environ.get("JWT_AUDIENCE", "turnstile-api"),

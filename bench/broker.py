@@ -18,11 +18,13 @@ class AmqpNames:
     exchange: str
     events_queue: str
     subscription_queue: str
+    baseline_queue: str  # the consuming baseline's shared queue (bench/baseline_consumers.py)
 
     @classmethod
     def unique(cls) -> AmqpNames:
         run = secrets.token_hex(4)
-        return cls(f"bench.{run}.users", f"bench.{run}.events", f"bench.{run}.user-changes")
+        return cls(f"bench.{run}.users", f"bench.{run}.events", f"bench.{run}.user-changes",
+                   f"bench.{run}.baseline-changes")
 
     @property
     def queues(self) -> tuple[str, ...]:
@@ -30,7 +32,7 @@ class AmqpNames:
         # letters: the shared subscription's, and the each-instance one's (the default pipelines'
         # "<queue>.instance", whose own queue is exclusive and goes with its connection).
         return (self.events_queue, self.subscription_queue, f"{self.subscription_queue}.dead",
-                f"{self.subscription_queue}.instance.dead")
+                f"{self.subscription_queue}.instance.dead", self.baseline_queue)
 
     @property
     def exchanges(self) -> tuple[str, ...]:

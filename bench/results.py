@@ -135,6 +135,18 @@ def tracing_summary(rows: list[Row], scenario: str) -> str:
     return f"Tracing (cached GET): off installs nothing (the turnstile row); {'; '.join(parts)}."
 
 
+def patch_summary(rows: list[Row]) -> str:
+    """PATCH against the baseline (the target) and against the baseline that also consumes its
+    own events as Turnstile's default subscriptions do (the same broker work)."""
+    plain = find(rows, "PATCH", "baseline")
+    consuming = find(rows, "PATCH", "consuming")
+    cost = 1 - consuming.result.rps / plain.result.rps if plain.result.rps else 0.0
+    return (f"PATCH: {plain.ratio or 0.0:.2f}x the baseline's req/s (the target: {PATCH_VS_BASELINE:g}x); "
+            f"{consuming.ratio or 0.0:.2f}x the baseline that also consumes its own events from a shared "
+            f"quorum queue and a queue of its own, as Turnstile's default subscriptions do (consuming them "
+            f"costs that baseline {cost:.0%} of its req/s).")
+
+
 def storm_summary(rows: list[Row], waits: HashWaits) -> str:
     alone = find(rows, "login storm", "alone").result
     during = find(rows, "login storm", "during").result

@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = results.targets(rows, mem, waits)
     print(results.table(rows))
     print("\n" + results.tracing_summary(rows, scenarios.TRACING))
+    print("\n" + results.patch_summary(rows))
     print("\n" + results.storm_summary(rows, waits))
     print("\n" + results.memory_summary(mem))
     print("\nTargets:")

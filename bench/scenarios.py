@@ -138,12 +138,21 @@ def patch_rows(stack: Stack, opts: Options, token: str) -> list[Row]:
 
         return Contender(key, label, server, drive)
 
-    contenders = [
-        contender(TURNSTILE, TURNSTILE, stack.turnstile),
-        contender("baseline", "baseline: JWT verify + data-service PATCH + Redis DEL + confirmed publish",
-                  stack.baseline),
-    ]
-    return compared("PATCH", contenders, alternating(contenders, opts))
+    # The reference does the baseline's work and consumes its own events as Turnstile's default
+    # subscriptions consume Turnstile's: the same broker work, hand-written (not the target's
+    # baseline: the issue compares with the plain one).
+    consuming = stack.start_consuming_baseline()
+    try:
+        contenders = [
+            contender(TURNSTILE, TURNSTILE, stack.turnstile),
+            contender("baseline", "baseline: JWT verify + data-service PATCH + Redis DEL + confirmed publish",
+                      stack.baseline),
+            contender("consuming", "reference: the baseline + its events consumed as Turnstile's are (2 queues)",
+                      consuming),
+        ]
+        return compared("PATCH", contenders, alternating(contenders, opts))
+    finally:
+        consuming.stop()
 
 
 def argon2_rows(stack: Stack, opts: Options, token: str) -> list[Row]:

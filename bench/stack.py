@@ -157,6 +157,18 @@ class Stack:
             "/healthz", core=SERVER_CORE, env={"JWT_SECRET": self.secret, "DATA_SERVICE_TOKEN": self.data_token},
         )
 
+    def start_consuming_baseline(self) -> Server:
+        """A second baseline (same core) that also consumes its own events as Turnstile's
+        default subscriptions do (bench/baseline_consumers.py), under a routing key of its own.
+        The caller stops it."""
+        return self._start(
+            "baseline-consuming",
+            [sys.executable, "-m", "bench.baseline", "--redis-url", self.redis_url, "--data-url", self.data.url,
+             "--amqp-url", RABBITMQ_URL, "--exchange", self.amqp.exchange,
+             "--routing-key", "baseline-consuming.user.updated", "--consume-events", self.amqp.baseline_queue],
+            "/healthz", core=SERVER_CORE, env={"JWT_SECRET": self.secret, "DATA_SERVICE_TOKEN": self.data_token},
+        )
+
     def start_workers(self, workers: int) -> Server:
         """Turnstile with `--workers N` (not pinned: the workers share both cores), once every
         worker listens."""

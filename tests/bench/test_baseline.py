@@ -26,6 +26,7 @@ from app.clients.redis import RedisConnection
 from app.dataservice import start_dataservice
 from bench.baseline import CACHE_PREFIX, CACHE_TTL_S, ROUTING_KEY, Config, make_app
 from bench.baseline_clients import broker_key
+from bench.baseline_consumers import consumed_key
 from bench.stack import seed_users
 from tests.integration.amqp_capture import capture, next_message
 
@@ -141,6 +142,37 @@ async def test_patch_changes_the_user_drops_the_key_and_publishes_a_confirmed_pe
     assert event["data"] == user
     assert event["id"] == message.header.properties.message_id
     assert (await (await client.get("/api/v1/users/1", headers=ADMIN)).json())["full_name"] == "Patched"
+
+
+async def test_the_consuming_baseline_consumes_each_of_its_events_from_both_queues(
+    aiohttp_client: AiohttpClient, config: Config
+) -> None:
+    # The PATCH reference that does Turnstile's broker work: its own events come back to it
+    # once through a shared quorum queue and once through a queue of its own, each acked.
+    shared = f"{config.exchange}.baseline-changes"
+    consuming = attrs.evolve(config, routing_key="consuming.user.updated", consume_events=shared)
+    connection = await aiormq.connect(config.amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.exchange_declare(config.exchange, exchange_type="topic", durable=True)
+        client = await aiohttp_client(make_app(consuming))
+        for name in ("Once", "Twice"):
+            resp = await client.patch("/api/v1/users/1", json={"full_name": name}, headers=ADMIN)
+            assert resp.status == 200, await resp.text()
+        consumed = client.app[consumed_key]
+        for _ in range(100):
+            if consumed == {"shared": 2, "own": 2}:
+                break
+            await asyncio.sleep(0.05)
+        assert consumed == {"shared": 2, "own": 2}
+        declared = await channel.queue_declare(shared, passive=True)
+        assert (declared.message_count, declared.consumer_count) == (0, 1)  # acked, not just taken
+        await client.close()
+        with pytest.raises(aiormq.ChannelNotFoundEntity):  # deleted with the consumers
+            await (await connection.channel()).queue_declare(shared, passive=True)
+        await channel.exchange_delete(config.exchange)
+    finally:
+        await connection.close()
 
 
 async def test_patch_takes_only_what_the_benchmark_sends(client: Client) -> None:

@@ -25,12 +25,13 @@ ROWS = {
     ("cached GET", "turnstile"), ("cached GET", "baseline"), ("cached GET", "redis"), ("cached GET", "ceiling"),
     ("cached GET, traced", "turnstile"), ("cached GET, traced", "none sampled"), ("cached GET, traced", "all sampled"),
     ("uncached GET", "turnstile"), ("uncached GET", "baseline"),
-    ("PATCH", "turnstile"), ("PATCH", "baseline"),
+    ("PATCH", "turnstile"), ("PATCH", "baseline"), ("PATCH", "consuming"),
     ("create", "turnstile"), ("login", "turnstile"),
     ("login storm", "alone"), ("login storm", "during"), ("login storm", "logins"),
     ("mixed (memory)", "turnstile"), ("mixed, --workers 2", "workers"),
 }
-COMPARED = {(s, k) for s, k in ROWS if k in {"baseline", "redis", "ceiling", "none sampled", "all sampled"}}
+COMPARED = {(s, k) for s, k in ROWS
+            if k in {"baseline", "redis", "ceiling", "consuming", "none sampled", "all sampled"}}
 # Turnstile's rows compared with something in the same scenario (tracing off with tracing on).
 WITH_BASELINE = {"cached GET", "uncached GET", "PATCH", "cached GET, traced"}
 TARGETS = 10

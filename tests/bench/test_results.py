@@ -9,7 +9,7 @@ import pytest
 
 from bench import wrk
 from bench.hash_waits import BOUND_S, BOUND_TEXT, HashWaits, between
-from bench.results import Row, find, table, targets
+from bench.results import Row, find, patch_summary, table, targets
 
 
 def result(statuses: dict[str, int], *, retry_after: int = 0, socket_errors: int = 0, rps: float = 100.0,
@@ -92,6 +92,18 @@ def test_every_row_says_what_it_is_compared_with() -> None:
     assert cells[("cached GET", "ceiling: process dict, no auth")] == "0.40"
     assert cells[("create", "turnstile")] == "no baseline"
     assert cells[("cached GET", "turnstile")] == ""
+
+
+def test_patch_is_also_set_against_the_baseline_that_consumes_its_events() -> None:
+    patch = [
+        Row("PATCH", "turnstile", "turnstile", result({"200": 1}, rps=700.0)),
+        Row("PATCH", "baseline", "baseline: PATCH", result({"200": 1}, rps=1000.0), ratio=0.7),
+        Row("PATCH", "consuming", "reference: consuming", result({"200": 1}, rps=800.0), ratio=0.875),
+    ]
+    assert patch_summary(patch) == (
+        "PATCH: 0.70x the baseline's req/s (the target: 0.8x); 0.88x the baseline that also consumes its own "
+        "events from a shared quorum queue and a queue of its own, as Turnstile's default subscriptions do "
+        "(consuming them costs that baseline 20% of its req/s).")
 
 
 def test_find_names_the_missing_row() -> None:
