@@ -5,6 +5,9 @@ hex digits of its SHA-256, as `sha256sum` prints it, and when it was loaded: a r
 both) and each named upstream's circuit. An open upstream circuit leaves the pod ready: every
 pod calls the same upstream, so taking them out would only add an outage to the routes that
 do not use it.
+
+Both answer HEAD as well (the same status and headers, no body): uptime checkers and some load
+balancers probe with it.
 """
 
 from __future__ import annotations
@@ -43,5 +46,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def setup_health_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz, name="healthz", allow_head=False)
-    app.router.add_get("/readyz", readyz, name="readyz", allow_head=False)
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/readyz", readyz, name="readyz")

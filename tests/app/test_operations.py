@@ -37,6 +37,20 @@ async def test_readyz_is_503_while_starting_and_draining(client: Client) -> None
     readiness.phase = Phase.READY
 
 
+async def test_probes_answer_head_with_the_status_and_headers_of_get_and_no_body(client: Client) -> None:
+    # Uptime checkers and some load balancers probe with HEAD.
+    readiness = client.app[readiness_key]
+    for path, phase, status in (("/healthz", Phase.READY, 200), ("/readyz", Phase.READY, 200),
+                                ("/readyz", Phase.DRAINING, 503)):
+        readiness.phase = phase
+        got, head = await client.get(path), await client.head(path)
+        assert (head.status, got.status) == (status, status)
+        assert head.headers["Content-Type"] == got.headers["Content-Type"] == "application/json"
+        assert head.headers["X-Request-ID"]
+        assert await head.read() == b""
+    readiness.phase = Phase.READY
+
+
 async def test_metrics_count_requests_per_pipeline_and_status(client: Client) -> None:
     await client.get("/things/a")
     await client.get("/nowhere")
