@@ -52,6 +52,7 @@ from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field, schema_of
 from app.outage import OutageLog
 from app.pipeline.template import Template, check_template, template_placeholders
+from app.pipeline.template_list import Templates, check_templates
 from app.pipeline.types import (
     BEARER_SCHEME,
     RESERVED_PLACEHOLDERS,
@@ -133,6 +134,7 @@ __all__ = [
     "SubscriptionConfig",
     "SubscriptionContext",
     "Template",
+    "Templates",
     "TooManyRequests",
     "Unauthorized",
     "Upstreams",
@@ -142,6 +144,7 @@ __all__ = [
     "call_all",
     "call_chain",
     "check_template",
+    "check_templates",
     "client_address",
     "committed_key",
     "converter",

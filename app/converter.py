@@ -74,3 +74,14 @@ def format_path(path: Path) -> str:
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
+
+
+def structure_errors(value: Any, cls: type[Any]) -> list[str]:
+    """What is wrong with structuring `value` into `cls`, one ``path: message`` per problem
+    (the message alone where it has no path: attrs validators run in ``__init__`` and name their
+    field themselves); [] when it structures."""
+    try:
+        converter.structure(value, cls)
+    except Exception as exc:  # cattrs raises groups of anything the hooks and validators raise
+        return [f"{format_path(path)}: {message}" if path else message for path, message in iter_errors(exc)]
+    return []

@@ -2,29 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, NewType
-
 import attrs
 
-from app import check_template, converter, template_field
-
-# cattrs would structure `cache_keys = "user:{id}"` into a tuple of characters; this type refuses it.
-KeyTemplates = NewType("KeyTemplates", tuple[str, ...])
-
-
-def _structure_key_templates(value: Any, _type: Any) -> KeyTemplates:
-    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        msg = f"expected a list of key templates such as [\"user:{{id}}\"], got {value!r}"
-        raise TypeError(msg)
-    return KeyTemplates(tuple(value))
-
-
-converter.register_structure_hook(KeyTemplates, _structure_key_templates)
-
-
-def _check_keys(inst: object, attribute: Any, value: KeyTemplates) -> None:
-    for key in value:
-        check_template(inst, attribute, key)
+from app import Templates, check_templates, template_field
 
 
 @attrs.frozen(kw_only=True)
@@ -55,7 +35,7 @@ class RedeemConfig:
     the token).
     """
 
-    cache_keys: KeyTemplates = attrs.field(default=KeyTemplates(()), validator=_check_keys)
+    cache_keys: Templates = attrs.field(default=Templates(()), validator=check_templates)
 
 
 @attrs.frozen(kw_only=True)

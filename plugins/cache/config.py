@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, NewType
+from typing import Any
 
 from attrs import field, frozen
 from attrs.validators import ge, gt
 
-from app import check_template, converter, template_field
-
-# cattrs would structure `keys = "user:{id}"` into a tuple of characters; this type refuses it.
-KeyTemplates = NewType("KeyTemplates", tuple[str, ...])
+from app import Templates, check_template, check_templates, template_field
 
 
-def _structure_key_templates(value: Any, _type: Any) -> KeyTemplates:
-    if not isinstance(value, list | tuple) or not all(isinstance(item, str) for item in value):
-        msg = f"expected a list of key templates such as [\"user:{{id}}\"], got {value!r}"
-        raise TypeError(msg)
-    return KeyTemplates(tuple(value))
-
-
-converter.register_structure_hook(KeyTemplates, _structure_key_templates)
-
-
-def _check_keys(inst: object, attribute: Any, value: KeyTemplates) -> None:
+def _check_keys(inst: object, attribute: Any, value: Templates) -> None:
     if not value:
         msg = "keys: name at least one key"
         raise ValueError(msg)
-    for key in value:
-        check_template(inst, attribute, key)
+    check_templates(inst, attribute, value)
 
 
 def _not_longer_than_ttl(inst: CacheConfig, _attribute: Any, value: int) -> None:
@@ -73,5 +59,5 @@ class CacheInvalidateConfig:
         Raise it with ``DATA_SERVICE_TIMEOUT_S`` or ``DATA_SERVICE_RETRIES``.
     """
 
-    keys: KeyTemplates = template_field(validator=_check_keys)
+    keys: Templates = template_field(validator=_check_keys)
     tombstone_ttl_s: int = field(default=30, validator=gt(0))

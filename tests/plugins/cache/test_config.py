@@ -5,17 +5,8 @@ from typing import Any
 
 import pytest
 
-from app.converter import converter, format_path, iter_errors
+from app.converter import converter, structure_errors
 from plugins.cache.config import CacheConfig, CacheInvalidateConfig
-
-
-def errors_of(settings: dict[str, Any], cls: type[Any]) -> list[str]:
-    try:
-        converter.structure(settings, cls)
-    except Exception as exc:  # cattrs raises groups
-        # attrs validators run in __init__, so their errors carry no path: the message names the field.
-        return [f"{format_path(path)}: {message}" if path else message for path, message in iter_errors(exc)]
-    return []
 
 
 def test_cache_defaults() -> None:
@@ -52,7 +43,7 @@ def test_invalidate_tombstone_outlasts_the_longest_default_fill() -> None:
     ],
 )
 def test_bad_cache_config(settings: dict[str, Any], expected: list[str]) -> None:
-    assert errors_of(settings, CacheConfig) == expected
+    assert structure_errors(settings, CacheConfig) == expected
 
 
 @pytest.mark.parametrize(
@@ -66,7 +57,7 @@ def test_bad_cache_config(settings: dict[str, Any], expected: list[str]) -> None
     ],
 )
 def test_bad_invalidate_config(settings: dict[str, Any], expected: list[str]) -> None:
-    assert errors_of(settings, CacheInvalidateConfig) == expected
+    assert structure_errors(settings, CacheInvalidateConfig) == expected
 
 
 def test_invalidate_key_placeholder_is_checked_with_its_line(tmp_path: Path) -> None:

@@ -3,11 +3,12 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
+from app import Templates
 from app.clients.cache import CacheUnavailable, MemoryCache
 from app.models.events import Event
 from app.pipeline.types import SubscriptionContext
 from plugins.cache.backend import cache_backend_key
-from plugins.cache.config import CacheInvalidateConfig, KeyTemplates
+from plugins.cache.config import CacheInvalidateConfig
 from plugins.cache.invalidate import build_for_message
 from plugins.cache.made import MadeInvalidations, made_invalidations_key
 from plugins.cache.markers import is_tombstone
@@ -47,7 +48,7 @@ async def test_event_data_fills_the_keys_which_get_a_tombstone() -> None:
     cache = MemoryCache()
     await cache.set("user:7", b"{}", 60)
     await cache.set("user:8", b"{}", 60)
-    config = CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",)), tombstone_ttl_s=5)
+    config = CacheInvalidateConfig(keys=Templates(("user:{id}",)), tombstone_ttl_s=5)
     step = build_for_message(config, SubscriptionContext(_app(cache), "invalidate_users"))
 
     await step(Event.create("user.updated", {"id": 7, "email": "a@example.com"}, "req-1"), nothing_else)
@@ -67,7 +68,7 @@ async def test_event_data_fills_the_keys_which_get_a_tombstone() -> None:
 
 async def test_event_without_the_field_fails_the_message() -> None:
     step = build_for_message(
-        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(MemoryCache()), "s")
+        CacheInvalidateConfig(keys=Templates(("user:{id}",))), SubscriptionContext(_app(MemoryCache()), "s")
     )
 
     with pytest.raises(KeyError):
@@ -77,7 +78,7 @@ async def test_event_without_the_field_fails_the_message() -> None:
 async def test_cache_down_defers_the_invalidation_and_fails_the_message_so_it_waits() -> None:
     cache = DownCache()
     step = build_for_message(
-        CacheInvalidateConfig(keys=KeyTemplates(("user:{id}",))), SubscriptionContext(_app(cache), "s")
+        CacheInvalidateConfig(keys=Templates(("user:{id}",))), SubscriptionContext(_app(cache), "s")
     )
 
     with pytest.raises(CacheUnavailable, match="deferred"):
@@ -88,7 +89,7 @@ async def test_cache_down_defers_the_invalidation_and_fails_the_message_so_it_wa
 async def test_keys_this_process_tombstoned_after_the_events_write_are_skipped() -> None:
     cache = MemoryCache()
     made = MadeInvalidations()
-    config = CacheInvalidateConfig(keys=KeyTemplates(("user:{id}", "profile:{id}")))
+    config = CacheInvalidateConfig(keys=Templates(("user:{id}", "profile:{id}")))
     step = build_for_message(config, SubscriptionContext(_app(cache, made), "s"))
     event = Event.create("user.updated", {"id": 7}, "req-1")
     made.record(event.id, ["user:7"])  # what the PATCH's own cache-invalidate step stored
