@@ -7,6 +7,10 @@ an admin changing their own email or password is a user like any other here. The
 password is checked against the data service's record and then taken out of the body, so it
 never goes upstream, into an event or a log. Put a `rate-limit` with ``count = "failures"``
 before this step to throttle guessing (a wrong current password is a 403).
+
+A field sent with the value the user already has (a profile form that posts the email back
+unchanged) changes nothing and needs no proof: without `current_password`, such fields are
+compared with the stored record and taken out of the body, and only a real change is refused.
 """
 
 from __future__ import annotations
@@ -53,6 +57,8 @@ class ReauthenticateStep:
             # Never passed on, whoever sent it: the secret ends at the step that checks it.
             body = {k: v for k, v in body.items() if k != CURRENT_PASSWORD}
             request[body_key] = body
+        if self._needs_proof(request, body) and not isinstance(current, str):
+            body = request[body_key] = await self._without_unchanged(request, body)
         if self._needs_proof(request, body):
             if not isinstance(current, str):
                 changed = " or ".join(f for f in self.config.fields if f in body)
@@ -69,11 +75,20 @@ class ReauthenticateStep:
             return False
         return self.user.for_request(request) == str(actor.user_id)
 
-    async def _check(self, request: web.Request, password: str) -> None:
+    async def _without_unchanged(self, request: web.Request, body: dict[str, object]) -> dict[str, object]:
+        """`body` without the guarded fields whose value is already the stored one (a password
+        never is: the record holds its hash)."""
+        record = await self._record(request)
+        return {k: v for k, v in body.items() if k not in self.config.fields or k not in record or record[k] != v}
+
+    async def _record(self, request: web.Request) -> dict[str, object]:
         reply = await self.data.request(
             "GET", f"/api/v1/users/{self.user.for_request(request)}", request_id=request.get(request_id_key)
         )
-        record = reply.data if isinstance(reply.data, dict) else {}
+        return reply.data if isinstance(reply.data, dict) else {}
+
+    async def _check(self, request: web.Request, password: str) -> None:
+        record = await self._record(request)
         if not await self.services.hasher.verify(str(record.get("password_hash", "")), password):
             msg = "The current password is wrong."
             raise Forbidden(msg)
@@ -88,4 +103,5 @@ def document(config: ReauthenticateConfig, doc: OperationDoc) -> None:
     fields = " or ".join(f"`{name}`" for name in config.fields)
     doc.problem(403, f"Changing your own {fields}: `current_password` is wrong")
     doc.problem(422, f"Changing your own {fields}: `current_password` is missing")
-    doc.pipeline_notes.append(f"A user changing their own {fields} must send `current_password`.")
+    doc.pipeline_notes.append(f"A user changing their own {fields} must send `current_password` "
+                              "(a field sent with the value it already has is no change).")

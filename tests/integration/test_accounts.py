@@ -199,6 +199,30 @@ async def test_a_changed_email_makes_the_user_unverified_and_kills_the_old_link(
     assert inbox.received.empty()
 
 
+async def test_your_own_email_sent_back_unchanged_needs_no_current_password_and_sends_no_mail(
+    inbox: SmtpInbox, stack: StackFactory
+) -> None:
+    # A profile form posts every field back; the address it already has, in any spelling that
+    # normalises to it, is no change: no proof asked, the user stays verified, nothing is sent.
+    client = await stack()
+    user = await register(client, ANN)
+    assert (await client.post(VERIFY, json={"token": await verification_token(inbox, ANN)})).status == 200
+    own = bearer(await login(client, ANN, PASSWORD))
+    resp = await client.patch(f"/api/v1/users/{user['id']}", headers=own,
+                              json={"email": " Ann@Example.COM ", "full_name": "Ann Smith"})
+    assert resp.status == 200, await resp.text()
+    updated = await resp.json()
+    assert (updated["email"], updated["is_verified"], updated["full_name"]) == (ANN, True, "Ann Smith")
+    # A real change still needs the proof, and so does a password beside the unchanged address.
+    for change in ({"email": "ann@new.example"}, {"email": ANN, "password": NEW_PASSWORD}):
+        problem = await assert_problem(await client.patch(f"/api/v1/users/{user['id']}", headers=own, json=change),
+                                       422)
+        assert [error["loc"] for error in problem["errors"]] == [["body", "current_password"]]
+    await asyncio.sleep(0.3)
+    assert inbox.received.empty()
+    await login(client, ANN, PASSWORD)
+
+
 async def test_a_verification_link_dies_when_the_email_changes(inbox: SmtpInbox, stack: StackFactory) -> None:
     client = await stack()
     user = await register(client, ANN)
