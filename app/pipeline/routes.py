@@ -52,7 +52,12 @@ def build_routing_table(
     router = web.UrlDispatcher()
     for pipeline in pipelines.pipelines:
         handler = build_pipeline(pipeline, app, pm, models)
-        router.add_route(pipeline.route.method, pipeline.route.router_path, handler, name=pipeline.name)
+        if pipeline.route.method == "GET":
+            # HEAD as RFC 9110 §9.3.2 asks of a GET resource: the same pipeline, aiohttp sends
+            # no body. On the same resource, so it carries the pipeline's name (metrics, logs).
+            router.add_get(pipeline.route.router_path, handler, name=pipeline.name)
+        else:
+            router.add_route(pipeline.route.method, pipeline.route.router_path, handler, name=pipeline.name)
     router.freeze()
     index: dict[str, list[AbstractResource]] = {}
     for resource in router.resources():

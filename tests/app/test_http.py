@@ -9,6 +9,7 @@ import io
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from prometheus_client import REGISTRY
 
 from app.pipeline.body import UNREADABLE_BODY
 from app.testing import StartService
@@ -134,7 +135,22 @@ async def test_non_matching_int_parameter_is_404(client: Client) -> None:
 async def test_wrong_method_is_405_with_allow(client: Client) -> None:
     resp = await client.delete("/things/x")
     await assert_problem(resp, 405)
-    assert "GET" in resp.headers["Allow"]
+    assert resp.headers["Allow"] == "GET,HEAD"
+
+
+async def test_head_runs_the_get_pipeline_and_answers_its_status_and_headers_without_a_body(client: Client) -> None:
+    # RFC 9110 §9.3.2: HEAD is GET without the content, so each step runs as for GET.
+    before = REGISTRY.get_sample_value(
+        "turnstile_requests_total", {"method": "HEAD", "pipeline": "short_circuit", "status": "418"}) or 0.0
+    got, head = await client.get("/teapot"), await client.head("/teapot")
+    assert (head.status, got.status) == (418, 418)
+    assert head.headers["X-Trail"] == got.headers["X-Trail"] == "out:outer"
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    assert await head.read() == b""
+    after = REGISTRY.get_sample_value(
+        "turnstile_requests_total", {"method": "HEAD", "pipeline": "short_circuit", "status": "418"})
+    assert after == before + 1  # counted under its pipeline's name
+    assert (await client.head("/widgets/1")).status == 405  # a route without GET has no HEAD
 
 
 async def test_body_over_one_mib_is_413(client: Client) -> None:
