@@ -9,6 +9,7 @@ import pluggy
 from aiohttp import web
 
 from app.asyncapi import build_asyncapi, setup_asyncapi
+from app.head_routes import answer_head_beside_get
 from app.health import setup_health_routes
 from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
 from app.lifecycle import lifecycle_ctx
@@ -128,9 +129,10 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     setup_reload(app)
     setup_subscriptions(app)
     setup_health_routes(app)
-    app.router.add_get("/metrics", metrics_handler, name="metrics", allow_head=False)
+    app.router.add_get("/metrics", metrics_handler, name="metrics")
     routes = setup_plugin_routes(app, pm)
     setup_openapi(app, build_document(pipelines, registry.models, routes=routes))
     setup_asyncapi(app, build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange))
+    answer_head_beside_get(app)
     app.cleanup_ctx.append(lifecycle_ctx)
     return app

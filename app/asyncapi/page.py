@@ -47,9 +47,9 @@ def setup_asyncapi(app: web.Application, document: dict[str, Any]) -> None:
     async def asyncapi_json(request: web.Request) -> web.Response:
         return web.Response(body=served.body, content_type="application/json")
 
-    app.router.add_get(ASYNCAPI_PATH, asyncapi_json, name="asyncapi", allow_head=False)
-    app.router.add_get(EVENTS_PAGE_PATH, events_page, name="events_docs", allow_head=False)
-    app.router.add_get(f"{ASSETS_PATH}/{{name}}", events_asset, name="events_docs_asset", allow_head=False)
+    app.router.add_get(ASYNCAPI_PATH, asyncapi_json, name="asyncapi")
+    app.router.add_get(EVENTS_PAGE_PATH, events_page, name="events_docs")
+    app.router.add_get(f"{ASSETS_PATH}/{{name}}", events_asset, name="events_docs_asset")
 
 
 def replace_asyncapi(app: web.Application, document: dict[str, Any]) -> None:

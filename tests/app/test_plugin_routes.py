@@ -60,6 +60,19 @@ async def test_a_plugins_route_is_served_with_the_app_wide_middlewares(turnstile
     assert 'turnstile_requests_total{method="GET",pipeline="widgets_document",status="200"}' in metrics
 
 
+async def test_every_get_route_answers_head_with_its_status_and_no_body(turnstile: StartService) -> None:
+    # RFC 9110 §9.3.2, whoever registered the route: a plugin, the core, the OpenAPI and
+    # AsyncAPI pages, or a pipeline.
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin, RoutesPlugin()], entrypoints=False)
+    client = service.client
+    for path in ("/.well-known/widgets.json", "/.well-known/gone.json", "/metrics", "/api/docs",
+                 "/api/docs/swagger.json", "/api/docs/asyncapi.json", "/api/docs/events", "/things/a", "/healthz"):
+        got, head = await client.get(path), await client.head(path)
+        assert head.status == got.status, path
+        assert head.headers["Content-Type"] == got.headers["Content-Type"], path
+        assert await head.read() == b"", path
+
+
 async def test_a_plugins_routes_are_in_the_openapi_document_before_and_after_a_reload(
     turnstile: StartService,
 ) -> None:
