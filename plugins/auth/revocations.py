@@ -105,8 +105,16 @@ class LocalRevocations:
 def to_rfc3339(cutoff: float) -> str:
     """`cutoff` as the record keeps it, rounded up to the microsecond so it never moves back."""
     micros = math.ceil(cutoff * 1_000_000)
-    moment = datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
+    moment = _at(micros)
+    # `cutoff * 1e6` is itself rounded (a float's step there is ~0.25 µs): one more microsecond
+    # when the product fell below the true value and the ceiling with it.
+    if moment.timestamp() < cutoff:
+        moment = _at(micros + 1)
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _at(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros // 1_000_000, UTC).replace(microsecond=micros % 1_000_000)
 
 
 @final

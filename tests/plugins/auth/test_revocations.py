@@ -3,6 +3,7 @@ this process, and a token checked against the newest any of them knows (contract
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -77,7 +78,19 @@ async def test_a_revocation_is_kept_here_in_redis_and_in_the_record(setup: Setup
     assert revocations.local.cutoff(setup.user) == cutoff
     assert float(await setup.redis.client.get(f"{setup.prefix}revoked:{setup.user}") or 0) == cutoff
     recorded = datetime.fromisoformat((await setup.record())["sessions_revoked_at"]).timestamp()
-    assert cutoff <= recorded < cutoff + 1e-6  # rounded up, never back
+    # Rounded up to the microsecond, never back. At ~1.8e9 s a float's step is ~0.24 µs, so
+    # `cutoff + 1e-6` may itself round onto the recorded value: the bound is inclusive.
+    assert cutoff <= recorded <= cutoff + 1e-6
+
+
+def test_the_recorded_cut_off_never_moves_back_not_even_by_a_float_rounding() -> None:
+    # `cutoff * 1e6` is rounded to a float step (~0.25 µs at today's times); a ceiling of a
+    # product rounded down would record a moment just before the cut-off.
+    rng = random.Random(7)
+    for _ in range(20_000):
+        cutoff = 1_796_119_277 + rng.random()
+        recorded = datetime.fromisoformat(to_rfc3339(cutoff)).timestamp()
+        assert cutoff <= recorded <= cutoff + 1e-6, (cutoff, recorded)
 
 
 async def test_a_cut_off_lost_with_redis_is_read_again_from_the_record(setup: Setup) -> None:
