@@ -78,26 +78,28 @@ class BodyReader:
 
     async def read(self, request: web.Request) -> Any:
         """The JSON value of the body, its sizes within the model's maxima (not yet validated
-        otherwise). Raises ValidationFailed naming each oversized field."""
-        value = await self._parse(request)
+        otherwise). Raises ValidationFailed naming each oversized field, or each member
+        repeated in one object."""
+        value, raw_json = await self._parse(request)
         errors = self.validator.size_errors(value)
         if errors:
             msg = "The request body is not valid."
             raise ValidationFailed(msg, errors=errors)
+        # After the sizes: an oversized body is refused without this second parse.
+        if raw_json is not None and isinstance(value, dict | list):
+            _refuse_repeated_names(raw_json)
         return value
 
-    async def _parse(self, request: web.Request) -> Any:
+    async def _parse(self, request: web.Request) -> tuple[Any, bytes | None]:
+        """The body's value, and its bytes when it is JSON."""
         content_type = request.content_type
         if content_type == "application/json" or content_type.endswith("+json"):
             raw = await read_body(request)
             try:
-                value = orjson.loads(raw)
+                return orjson.loads(raw), raw
             except orjson.JSONDecodeError:
                 msg = "The request body is not valid JSON."
                 raise MalformedRequest(msg) from None
-            if isinstance(value, dict | list):
-                _refuse_repeated_names(raw)
-            return value
         if self.form_fields is not None and content_type in FORM_CONTENT_TYPES:
             try:
                 async with _body_deadline(request):
@@ -105,7 +107,7 @@ class BodyReader:
             except (ValueError, UnicodeDecodeError, web.RequestPayloadError):  # aiohttp's words for a broken form
                 msg = "The form body cannot be read."
                 raise MalformedRequest(msg) from None
-            return self._from_form(form)
+            return self._from_form(form), None
         accepted = "application/json" + (" or a form" if self.form_fields is not None else "")
         msg = f"The request body must be {accepted}."
         raise UnsupportedMediaType(msg)

@@ -188,6 +188,15 @@ async def test_a_member_sent_twice_is_422_wherever_it_is(client: Client) -> None
     ]
 
 
+async def test_an_oversized_body_is_refused_for_its_size_before_any_look_for_repeats(client: Client) -> None:
+    # Sizes first (cheap, and they bound the rest): the second parse that finds repeated
+    # names only ever reads a body within the model's maxima.
+    body = b'{"name": "' + b"w" * 51 + b'", "size": 2, "size": 3}'
+    resp = await client.post("/widgets/1", data=body, headers={"Content-Type": "application/json"})
+    problem = await assert_problem(resp, 422)
+    assert [error["loc"] for error in problem["errors"]] == [["body", "name"]]  # type: ignore[attr-defined]
+
+
 async def test_the_same_name_in_different_objects_is_no_repeat(client: Client) -> None:
     resp = await client.post("/widgets/1", json={"name": "w", "size": 2, "tags": ["name"]})
     assert resp.status == 201
