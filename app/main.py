@@ -133,6 +133,6 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     routes = setup_plugin_routes(app, pm)
     setup_openapi(app, build_document(pipelines, registry.models, routes=routes))
     setup_asyncapi(app, build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange))
-    answer_head_beside_get(app)
+    answer_head_beside_get(app.router)
     app.cleanup_ctx.append(lifecycle_ctx)
     return app

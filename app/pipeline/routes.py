@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute, UrlMappingMatchInfo
 from yarl import URL
 
+from app.head_routes import answer_head_beside_get
 from app.pipeline.build import build_pipeline
 from app.pipeline.types import PipelineFile
 
@@ -52,12 +53,8 @@ def build_routing_table(
     router = web.UrlDispatcher()
     for pipeline in pipelines.pipelines:
         handler = build_pipeline(pipeline, app, pm, models)
-        if pipeline.route.method == "GET":
-            # HEAD as RFC 9110 §9.3.2 asks of a GET resource: the same pipeline, aiohttp sends
-            # no body. On the same resource, so it carries the pipeline's name (metrics, logs).
-            router.add_get(pipeline.route.router_path, handler, name=pipeline.name)
-        else:
-            router.add_route(pipeline.route.method, pipeline.route.router_path, handler, name=pipeline.name)
+        router.add_route(pipeline.route.method, pipeline.route.router_path, handler, name=pipeline.name)
+    answer_head_beside_get(router)  # a GET pipeline answers HEAD too, under its own name
     router.freeze()
     index: dict[str, list[AbstractResource]] = {}
     for resource in router.resources():

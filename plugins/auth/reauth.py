@@ -57,16 +57,17 @@ class ReauthenticateStep:
             # Never passed on, whoever sent it: the secret ends at the step that checks it.
             body = {k: v for k, v in body.items() if k != CURRENT_PASSWORD}
             request[body_key] = body
-        if self._needs_proof(request, body) and not isinstance(current, str):
-            body = request[body_key] = await self._without_unchanged(request, body)
         if self._needs_proof(request, body):
-            if not isinstance(current, str):
-                changed = " or ".join(f for f in self.config.fields if f in body)
-                msg = "The request body is not valid."
-                raise ValidationFailed(msg, errors=[
-                    FieldError(("body", CURRENT_PASSWORD), f"field required to change your own {changed}"),
-                ])
-            await self._check(request, current)
+            if isinstance(current, str):
+                await self._check(request, current)
+            else:
+                body = request[body_key] = await self._without_unchanged(request, body)
+                if self._needs_proof(request, body):
+                    changed = " or ".join(f for f in self.config.fields if f in body)
+                    msg = "The request body is not valid."
+                    raise ValidationFailed(msg, errors=[
+                        FieldError(("body", CURRENT_PASSWORD), f"field required to change your own {changed}"),
+                    ])
         return await handler(request)
 
     def _needs_proof(self, request: web.Request, body: dict[str, object]) -> bool:
