@@ -51,6 +51,7 @@ from app.models.events import Event
 from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field, schema_of
 from app.outage import OutageLog
+from app.pipeline.body import read_body
 from app.pipeline.template import Template, check_template, template_placeholders
 from app.pipeline.template_list import Templates, check_templates
 from app.pipeline.types import (
@@ -165,6 +166,7 @@ __all__ = [
     "projection_of",
     "publisher_key",
     "query_key",
+    "read_body",
     "readiness_key",
     "redis_errors",
     "redis_key",

@@ -97,6 +97,9 @@ def prepare_app(
     cors = [CorsPolicy(settings.cors_allowed_origins).middleware()] if settings.cors_allowed_origins else []
     app = web.Application(
         client_max_size=MAX_BODY_BYTES,
+        # Bodies are decoded by the reader, within the limit (app/pipeline/content_coding.py):
+        # aiohttp's own decoding inflates even the unread rest of a body it drains.
+        handler_args={"auto_decompress": False},
         middlewares=[request_id_middleware, observe_middleware, headers_middleware, *cors, error_middleware],
     )
     app[settings_key] = settings

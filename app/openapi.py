@@ -18,6 +18,7 @@ from apispec import APISpec
 from app.asyncapi.page import ASYNCAPI_PATH, EVENTS_PAGE_PATH
 from app.errors import PROBLEM_CONTENT_TYPE
 from app.models.schema import schema_of
+from app.pipeline.json_checks import MAX_JSON_CONTAINERS, MAX_JSON_DEPTH
 from app.pipeline.types import (
     BEARER_SCHEME,
     OAUTH2_SCHEME,
@@ -117,9 +118,13 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
         elif form_fields:
             content["application/x-www-form-urlencoded"] = {"schema": _form_schema(model, form_fields)}
         operation["requestBody"] = {"required": True, "content": content}
-        for status, text in ((400, "Malformed JSON, or a body that does not decode"),
+        containers = getattr(model, "max_json_containers", MAX_JSON_CONTAINERS)
+        for status, text in ((400, f"Malformed JSON, nested over {MAX_JSON_DEPTH} levels, "
+                                   "or a body that does not decode"),
                              (408, "The body did not arrive in time (TURNSTILE_BODY_TIMEOUT_S)"),
-                             (413, "Body over 1 MiB"), (415, "Wrong content type"), (422, "Invalid fields")):
+                             (413, f"Body over 1 MiB, over {containers:,} JSON objects and arrays, "
+                                   "or a form over 1,000 fields"),
+                             (415, "Wrong content type"), (422, "Invalid fields")):
             operation["responses"].setdefault(str(status), _problem(text))
     operation["responses"].setdefault("500", _problem("Internal error (no internals disclosed)"))
     operation["responses"] = dict(sorted(operation["responses"].items()))

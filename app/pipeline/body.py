@@ -2,8 +2,9 @@
 
 400 malformed JSON (or a body that does not decode: a broken Content-Encoding or chunked
 framing is the client's fault, never a 500), 408 a body that does not arrive within
-TURNSTILE_BODY_TIMEOUT_S, 413 over the size limit (aiohttp's client_max_size), 415 wrong content
-type, 422 with one entry per bad field (at most `app.errors.MAX_VALIDATION_ERRORS`).
+TURNSTILE_BODY_TIMEOUT_S, 413 over the size limit (aiohttp's client_max_size), over a form's
+field limit (its client_max_fields) or over a JSON body's objects and arrays (app.pipeline.json_checks),
+415 wrong content type, 422 with one entry per bad field (at most `app.errors.MAX_VALIDATION_ERRORS`).
 
 Sizes come first: `BodyReader.read` checks every array, map and string against its declared
 maximum as soon as the body is parsed, before `transform_request` hooks or any other rule see
@@ -14,36 +15,47 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from app.errors import FieldError, MalformedRequest, RequestTimeout, UnsupportedMediaType, ValidationFailed
+from app.errors import (
+    FieldError,
+    MalformedRequest,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from app.keys import settings_key
 from app.models.schema import schema_of
 from app.models.validation import SchemaValidator
+from app.pipeline.content_coding import UNREADABLE_BODY, decode_content
+from app.pipeline.json_checks import MAX_JSON_CONTAINERS, check_shape, refuse_too_many_containers
 from app.settings import BODY_TIMEOUT_S
 
 FORM_CONTENT_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
-UNREADABLE_BODY = "The request body cannot be read: it does not decode as its Content-Encoding and framing say."
+# How aiohttp's 413 for a form over `client_max_fields` begins (aiohttp.web_request._too_many_fields).
+_TOO_MANY_FIELDS = "Maximum number of form fields"
+
 BODY_TOO_SLOW = "The request body did not arrive in time."
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request's body bytes, decoded as its Content-Encoding says; a 400 when they do not
-    decode (aiohttp raises while reading, and would otherwise surface as a 500), a 408 when
-    they do not arrive in time."""
+    """The request's body bytes, decoded as its Content-Encoding says and held to the body
+    limit once decoded (app.pipeline.content_coding); a 400 when they do not decode (aiohttp
+    raises while reading, and would otherwise surface as a 500), a 408 when they do not arrive
+    in time."""
     try:
         async with _body_deadline(request):
-            return await request.read()
+            raw = await request.read()
     except web.RequestPayloadError:
         raise MalformedRequest(UNREADABLE_BODY) from None
+    return decode_content(raw, request.headers.get(hdrs.CONTENT_ENCODING, ""), request.client_max_size)
 
 
 @contextlib.asynccontextmanager
@@ -73,6 +85,7 @@ class BodyReader:
         self.model = model
         self.validator = SchemaValidator(schema_of(model))
         self.form_fields: Mapping[str, str] | None = getattr(model, "form_fields", None)
+        self.max_json_containers: int = getattr(model, "max_json_containers", MAX_JSON_CONTAINERS)
         form_model = getattr(model, "form_model", None)
         self.form_validator = SchemaValidator(schema_of(form_model)) if form_model is not None else None
 
@@ -85,9 +98,9 @@ class BodyReader:
         if errors:
             msg = "The request body is not valid."
             raise ValidationFailed(msg, errors=errors)
-        # After the sizes: an oversized body is refused without this second parse.
+        # After the sizes: an oversized body is refused without this walk.
         if raw_json is not None and isinstance(value, dict | list):
-            _refuse_repeated_names(raw_json)
+            check_shape(raw_json, value)
         return value
 
     async def _parse(self, request: web.Request) -> tuple[Any, bytes | None]:
@@ -95,18 +108,30 @@ class BodyReader:
         content_type = request.content_type
         if content_type == "application/json" or content_type.endswith("+json"):
             raw = await read_body(request)
+            refuse_too_many_containers(raw, self.max_json_containers)
             try:
                 return orjson.loads(raw), raw
             except orjson.JSONDecodeError:
                 msg = "The request body is not valid JSON."
                 raise MalformedRequest(msg) from None
         if self.form_fields is not None and content_type in FORM_CONTENT_TYPES:
+            if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in ("", "identity"):
+                # aiohttp's form reader would see the coded bytes: aiohttp decodes no request body
+                # in this app, read_body does (app/pipeline/content_coding.py).
+                msg = "A form body must be sent without a Content-Encoding."
+                raise UnsupportedMediaType(msg, headers={"Accept-Encoding": "identity"})
             try:
                 async with _body_deadline(request):
                     form = await request.post()
             except (ValueError, UnicodeDecodeError, web.RequestPayloadError):  # aiohttp's words for a broken form
                 msg = "The form body cannot be read."
                 raise MalformedRequest(msg) from None
+            except web.HTTPRequestEntityTooLarge as too_large:
+                # aiohttp's bound on a form's fields is a 413 too; its detail must not speak of bytes.
+                if _TOO_MANY_FIELDS in (too_large.text or ""):
+                    msg = f"The form has more than {request.client_max_fields} fields."
+                    raise PayloadTooLarge(msg) from None
+                raise
             return self._from_form(form), None
         accepted = "application/json" + (" or a form" if self.form_fields is not None else "")
         msg = f"The request body must be {accepted}."
@@ -134,55 +159,6 @@ class BodyReader:
             raise ValidationFailed(msg, errors=errors)
         assert isinstance(value, dict)
         return value
-
-
-class _RepeatedNames(dict[str, Any]):
-    """A JSON object in which the members named `repeated` appear more than once."""
-
-    repeated: tuple[str, ...] = ()
-
-
-def _refuse_repeated_names(raw: bytes) -> None:
-    """A 422 naming each member sent twice in one object, as for a form field or a query
-    parameter: never resolved by order, since a proxy or WAF in front that keeps the first one
-    would check another value than the one acted on. orjson cannot report repeats, so the
-    stdlib's parser reads the body a second time (~3 µs for a typical body)."""
-    repeats_seen = False
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        nonlocal repeats_seen
-        members = dict(items)
-        if len(members) == len(items):
-            return members
-        repeats_seen = True
-        marked = _RepeatedNames(members)
-        marked.repeated = tuple(name for name, times in Counter(name for name, _ in items).items() if times > 1)
-        return marked
-
-    try:
-        value = json.loads(raw, object_pairs_hook=pairs)
-        if not repeats_seen:
-            return
-        # Lazily: the problem keeps the first MAX_VALIDATION_ERRORS and stops walking.
-        problem = ValidationFailed("The request body is not valid.", errors=_repeats_in(value, ("body",)))
-    except RecursionError:  # deeper than these recursive readers go, though orjson took it
-        msg = "The request body is not valid JSON: it is nested too deeply."
-        raise MalformedRequest(msg) from None
-    except ValueError:  # none known: the stdlib takes all orjson does; a 400 all the same, never a 500
-        msg = "The request body is not valid JSON."
-        raise MalformedRequest(msg) from None
-    raise problem
-
-
-def _repeats_in(value: Any, loc: tuple[str | int, ...]) -> Iterator[FieldError]:
-    if isinstance(value, dict):
-        for name in getattr(value, "repeated", ()):
-            yield FieldError((*loc, name), "sent more than once")
-        for name, member in value.items():
-            yield from _repeats_in(member, (*loc, name))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _repeats_in(item, (*loc, index))
 
 
 class QueryReader:
