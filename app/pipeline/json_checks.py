@@ -1,7 +1,7 @@
 """The checks a JSON request body gets besides its model: how many objects and arrays it may
 hold, how deep they may nest, and no member named twice in one object.
 
-Both exist because of what parsing costs. orjson builds every object and array of a body, and
+The bound on objects and arrays is about what parsing costs. orjson builds every object and array of a body, and
 a 1 MiB body of nothing but `{}` or `[[[…]]]` is 350,000 to 520,000 of them: 20 to 100 ms of the
 event loop before a model could refuse it, longer to free, and a client could send one after
 another. So the objects and arrays are counted first, as the body's `{` and `[` characters
