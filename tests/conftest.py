@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.clients.redis import RedisConnection
+from tests.content_coding import count_aiohttp_inflation
 from tests.services import RABBITMQ_URL, REDIS_CLUSTER_URL, REDIS_URL, require
 
 
@@ -40,3 +41,10 @@ async def redis_connection(redis_url: str) -> AsyncIterator[RedisConnection]:
         yield connection
     finally:
         await connection.stop()
+
+
+@pytest.fixture
+def inflated_by_aiohttp(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The bytes aiohttp's own decompressor produced during the test, call by call: a server
+    of this project inflates request bodies itself, within its limit (never aiohttp)."""
+    return count_aiohttp_inflation(monkeypatch)

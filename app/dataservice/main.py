@@ -54,7 +54,9 @@ def create_dataservice_app(db_path: str | Path, *, token: str | None = None) -> 
     middlewares: list[Middleware] = [request_middleware]
     if token is not None:
         middlewares.append(bearer_token_middleware(token))  # inside: its 401 is rendered and logged
-    app = web.Application(middlewares=middlewares)
+    # Bodies are inflated by the routes, within the limit (app/pipeline/content_coding.py):
+    # aiohttp would inflate even the unread rest of a body it drains after an early 401.
+    app = web.Application(middlewares=middlewares, handler_args={"auto_decompress": False})
     app[db_path_key] = path
     app.cleanup_ctx.append(store_ctx)
     setup_routes(app)

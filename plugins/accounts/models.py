@@ -9,7 +9,7 @@ import attrs
 from app import schema_field
 
 # As the users plugin checks an address (a body's email is normalised before this).
-EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
+EMAIL_PATTERN: Final = r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$"
 TOKEN_MAX: Final = 256  # tokens are 43 characters; anything much longer is not one
 
 

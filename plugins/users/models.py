@@ -15,9 +15,10 @@ import attrs
 
 from app import schema_field
 
-# Deliberately loose (RFC 5321 addresses are more varied than any regex): one @, no spaces,
+# Deliberately loose (RFC 5321 addresses are more varied than any regex): one @, no spaces or
+# control characters (as for full_name below: a NUL breaks the stores and the mail it reaches),
 # a dot in the domain. Bodies are NFKC-normalised, trimmed and lower-cased before they are checked.
-EMAIL_PATTERN: Final = r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$"
+EMAIL_PATTERN: Final = r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$"
 EMAIL_MAX: Final = 254  # RFC 5321's limit on a path, less the angle brackets
 PASSWORD_MIN: Final = 8
 PASSWORD_MAX: Final = 128

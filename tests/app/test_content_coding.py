@@ -9,43 +9,18 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import compression_utils, web
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from tests.app.test_http import assert_problem
+from tests.content_coding import MIB, gzip_bomb
 
 Client = TestClient[web.Request, web.Application]
 WIDGET = orjson.dumps({"name": "w", "size": 2})
-MIB = 1024 * 1024
 
 
 def post(client: Client, raw: bytes, coding: str, path: str = "/widgets/1") -> Any:
     return client.post(path, data=raw, headers={"Content-Type": "application/json", "Content-Encoding": coding})
-
-
-def gzip_bomb(inflated_mib: int) -> bytes:
-    """A gzip member of a JSON string `inflated_mib` MiB long: ~1 KB of gzip per MiB."""
-    deflater = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    chunk = b"a" * MIB
-    parts = [deflater.compress(b'{"name": "')]
-    parts += [deflater.compress(chunk) for _ in range(inflated_mib)]
-    parts += [deflater.compress(b'", "size": 2}'), deflater.flush()]
-    return b"".join(parts)
-
-
-@pytest.fixture
-def inflated_by_aiohttp(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The bytes aiohttp's own decompressor produced, call by call."""
-    produced: list[int] = []
-    original = compression_utils.ZLibDecompressor.decompress_sync
-
-    def counting(self: Any, data: bytes, max_length: int = 0) -> bytes:
-        out: bytes = original(self, data, max_length)
-        produced.append(len(out))
-        return out
-
-    monkeypatch.setattr(compression_utils.ZLibDecompressor, "decompress_sync", counting)
-    return produced
 
 
 @pytest.mark.parametrize("coding", ["gzip", "x-gzip", "GZIP"])

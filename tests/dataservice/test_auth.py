@@ -15,6 +15,7 @@ import pytest
 from aiohttp.pytest_plugin import AiohttpClient
 
 from app.dataservice.main import create_dataservice_app, start_dataservice
+from tests.content_coding import gzip_bomb
 from tests.dataservice.conftest import Client
 from tests.services import ROOT
 
@@ -40,6 +41,18 @@ async def assert_refused(resp: aiohttp.ClientResponse) -> None:
     assert body["status"] == 401
     assert body["request_id"] == resp.headers["X-Request-ID"]
     assert TOKEN not in await resp.text()
+
+
+async def test_a_gzip_bomb_without_the_token_is_refused_without_being_inflated(
+    guarded: Client, inflated_by_aiohttp: list[int],
+) -> None:
+    # The 401 comes before the body is read; aiohttp then drains the rest, which it used to
+    # inflate: 1 MB of gzip holding 1 GB held the event loop for seconds.
+    resp = await guarded.post("/api/v1/users/", data=gzip_bomb(64),
+                              headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+
+    await assert_refused(resp)
+    assert inflated_by_aiohttp == []
 
 
 @pytest.mark.parametrize(

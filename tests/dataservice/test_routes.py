@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import io
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ import orjson
 import pytest
 from aiohttp import ClientResponse
 
+from tests.content_coding import gzip_bomb
 from tests.dataservice.conftest import Client
 
 PROBLEM = "application/problem+json"
@@ -248,6 +250,17 @@ async def test_many_concurrent_creates_get_distinct_ids(client: Client) -> None:
 async def test_full_name_may_be_empty_or_null(client: Client) -> None:
     assert (await create(client, "a@example.com", full_name=""))["full_name"] == ""
     assert (await create(client, "b@example.com", full_name=None))["full_name"] is None
+
+
+async def test_a_gzip_body_is_read_and_one_that_inflates_past_the_limit_is_413(
+    client: Client, inflated_by_aiohttp: list[int],
+) -> None:
+    gzipped = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    resp = await client.post("/api/v1/users/", data=gzip.compress(orjson.dumps(user_body())), headers=gzipped)
+    assert resp.status == 201, await resp.text()
+
+    await problem(await client.post("/api/v1/users/", data=gzip_bomb(64), headers=gzipped), 413)
+    assert inflated_by_aiohttp == []
 
 
 async def test_body_over_one_mib_is_413(client: Client) -> None:

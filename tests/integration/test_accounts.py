@@ -271,6 +271,7 @@ async def test_mail_requests_are_limited_per_address_and_per_client(inbox: SmtpI
 async def test_bad_bodies_are_422_and_bad_tokens_400(inbox: SmtpInbox, stack: StackFactory) -> None:
     client = await stack()
     await assert_problem(await client.post(FORGOT, json={"email": "not-an-address"}), 422)
+    await assert_problem(await client.post(FORGOT, json={"email": "a\u0000@example.com"}), 422)  # never a mail
     await assert_problem(await client.post(VERIFY_REQUEST, json={}), 422)
     await assert_problem(await client.post(RESET, json={"token": "x", "password": "short"}), 422)
     await assert_problem(await client.post(VERIFY, json={"token": "x" * 300}), 422)

@@ -56,6 +56,8 @@ INVALID_REGISTRATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "long-password": ({"email": "a@example.com", "password": "x" * 129}, "password"),
     "bad-email": ({"email": "not-an-email", "password": PASSWORD}, "email"),
     "email-with-space": ({"email": "a b@example.com", "password": PASSWORD}, "email"),
+    "email-with-nul": ({"email": "a\u0000b@example.com", "password": PASSWORD}, "email"),
+    "email-with-escape": ({"email": "a@exa\u001bmple.com", "password": PASSWORD}, "email"),
     "long-full-name": ({"email": "a@example.com", "password": PASSWORD, "full_name": "x" * 201}, "full_name"),
     "unknown-field": ({"email": "a@example.com", "password": PASSWORD, "nickname": "al"}, "nickname"),
     "roles-from-a-stranger": ({"email": "a@example.com", "password": PASSWORD, "roles": ["admin"]}, "roles"),
