@@ -48,6 +48,7 @@ def make_registry(pm: pluggy.PluginManager) -> Registry:
             models[name] = model
             origins["model:" + name] = impl.plugin_name
     problems.extend(_extend_models(pm, models, origins))
+    problems.extend(_body_bounds(models, origins))
     if problems:
         raise RegistryError("; ".join(problems))
     return Registry(steps, models, origins)
@@ -68,6 +69,18 @@ def _extend_models(pm: pluggy.PluginManager, models: dict[str, type[Any]], origi
                 problems.append(f"{impl.plugin_name}: {exc}")
                 continue
             origins["model:" + name] += f" (extended by {impl.plugin_name})"
+    return problems
+
+
+def _body_bounds(models: dict[str, type[Any]], origins: dict[str, str]) -> list[str]:
+    """The problems with the `max_json_containers` a model may declare (app/pipeline/json_checks.py):
+    found at start-up and by `turnstile check`, not as a 500 on the first request."""
+    problems = []
+    for name, model in models.items():
+        bound = getattr(model, "max_json_containers", 1)
+        if type(bound) is not int or bound < 1:
+            problems.append(f"model {name!r} of {origins['model:' + name]}: max_json_containers must be "
+                            f"a positive integer, not {bound!r}")
     return problems
 
 

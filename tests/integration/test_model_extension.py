@@ -4,7 +4,7 @@ The field is documented, checked, kept by every projection, cached and put in ev
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 import orjson
@@ -91,3 +91,22 @@ def test_extending_an_unknown_model_or_an_existing_field_is_refused() -> None:
     message = str(info.value)
     assert "adds email to User, which already has it" in message
     assert "extends model 'Nobody', which no plugin registered" in message
+
+
+def test_a_models_json_bound_that_is_not_a_positive_integer_stops_the_start() -> None:
+    @attrs.frozen(kw_only=True)
+    class Bulk:
+        """A team's bulk body."""
+
+        max_json_containers: ClassVar[object] = "100"
+        items: list[str] = schema_field(factory=list, description="Items.", maxItems=100)
+
+    class Team:
+        @hookimpl
+        def register_models(self) -> list[type[Any]]:
+            return [Bulk]
+
+    with pytest.raises(RegistryError) as info:
+        make_registry(make_plugin_manager(extra=[Team()]))
+    assert "model 'Bulk' of " in str(info.value)
+    assert "max_json_containers must be a positive integer, not '100'" in str(info.value)
