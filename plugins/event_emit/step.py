@@ -2,12 +2,13 @@
 
 An event describes a committed change (contract §9): it is emitted after a 2xx answer, and also
 when the data service accepted the write (`committed_key`) but a later step failed (a
-revocation that could not be recorded answers 503): the other instances and consumers must
-still hear of the change.
+revocation that could not be recorded answers 503) or the request was cancelled: the other
+instances and consumers must still hear of the change.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -37,6 +38,9 @@ from plugins.event_emit.config import EventEmitConfig
 
 log = logging.getLogger("turnstile.event_emit")
 
+# Emits started for a cancelled request, held until done (the loop keeps only weak references).
+_emitting_after_cancellation: set[asyncio.Future[None]] = set()
+
 
 @attrs.frozen
 class EventEmitStep:
@@ -53,6 +57,16 @@ class EventEmitStep:
         request[event_id_key] = event_id = Event.new_id()
         try:
             response = await handler(request)
+        except asyncio.CancelledError:
+            # Cancelled after the change was saved (a shutdown past its grace, say): the event
+            # still goes out, in a task a second cancellation of this one cannot stop.
+            committed = request.get(committed_key)
+            if committed is not None:
+                emitting = asyncio.ensure_future(self._emit_after_failure(request, committed, event_id))
+                _emitting_after_cancellation.add(emitting)
+                emitting.add_done_callback(_emitting_after_cancellation.discard)
+                await asyncio.shield(emitting)
+            raise
         except Exception:
             committed = request.get(committed_key)
             if committed is not None:

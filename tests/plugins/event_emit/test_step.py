@@ -6,8 +6,11 @@ the RabbitMQ path is covered end to end in tests/integration/test_events.py.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
+import aiohttp
 import attrs
 import pytest
 from aiohttp import web
@@ -113,6 +116,11 @@ route = "PATCH /widgets/{slot:int}"
 steps = [{ use = "event-emit", event = "widget.updated" }, { use = "fail-after" }, { use = "commit" }]
 
 [[pipelines]]
+name = "save_then_cancelled"
+route = "PUT /widgets/{slot:int}"
+steps = [{ use = "event-emit", event = "widget.updated" }, { use = "cancel-after" }, { use = "commit" }]
+
+[[pipelines]]
 name = "fail_before_saving"
 route = "DELETE /widgets/{slot:int}"
 steps = [
@@ -143,9 +151,21 @@ class CommitPlugin:
             msg = "The change was saved, but a later step failed."
             raise ServiceUnavailable(msg)
 
+        async def cancel_after(request: web.Request, handler: Handler) -> web.StreamResponse:
+            # The request's task is cancelled once the change is saved, as a shutdown past its
+            # grace cancels the requests still running.
+            await handler(request)
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)
+            msg = "the cancellation was not delivered"
+            raise AssertionError(msg)
+
         return [
             StepType(name="commit", config_cls=NoSettings, kind=StepKind.TERMINAL, build=lambda c, ctx: commit),
             StepType(name="fail-after", config_cls=NoSettings, build=lambda c, ctx: fail_after),
+            StepType(name="cancel-after", config_cls=NoSettings, build=lambda c, ctx: cancel_after),
         ]
 
 
@@ -168,3 +188,19 @@ async def test_a_failure_before_anything_was_saved_publishes_nothing(turnstile: 
     service = await start_committing(turnstile)
     assert (await service.client.delete("/widgets/3")).status == 500
     assert service.events() == []
+
+
+async def test_a_saved_change_is_published_even_when_its_request_is_cancelled(turnstile: StartService) -> None:
+    service = await start_committing(turnstile)
+
+    with contextlib.suppress(aiohttp.ClientError):  # the connection goes with the cancelled request
+        await service.client.put("/widgets/3", headers={"X-Request-ID": "cancelled-1"})
+
+    for _ in range(50):
+        if service.events():
+            break
+        await asyncio.sleep(0.05)
+    [event] = service.events()
+    assert event["type"] == "widget.updated"
+    assert event["request_id"] == "cancelled-1"
+    assert event["data"] == {"slot": 3, "name": "saved"}
