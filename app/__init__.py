@@ -83,6 +83,7 @@ from app.plugins import call_all, call_chain, has_implementations
 from app.proxies import client_address
 from app.resources import Resources
 from app.settings import Settings, SettingsError
+from app.shielding import complete_despite_cancellation
 from app.upstreams import Upstreams, upstreams_key
 
 __all__ = [
@@ -148,6 +149,7 @@ __all__ = [
     "check_templates",
     "client_address",
     "committed_key",
+    "complete_despite_cancellation",
     "converter",
     "data_service_key",
     "event_id_key",

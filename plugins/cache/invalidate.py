@@ -18,6 +18,7 @@ is applied again once it is back (the deferral is this process's; the message is
 
 from __future__ import annotations
 
+import asyncio
 from typing import final
 
 import attrs
@@ -35,6 +36,7 @@ from app import (
     SubscriptionContext,
     Template,
     committed_key,
+    complete_despite_cancellation,
     event_id_key,
     template_placeholders,
 )
@@ -67,6 +69,10 @@ class CacheInvalidateStep:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             response = await handler(request)
+        except asyncio.CancelledError:
+            if committed_key in request:  # saved, then cancelled (a shutdown past its grace, say)
+                await complete_despite_cancellation(self._invalidate(request))
+            raise
         except Exception:
             if committed_key in request:  # saved, though a later step failed: the cache must follow
                 await self._invalidate(request)

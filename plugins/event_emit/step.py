@@ -26,6 +26,7 @@ from app import (
     Publisher,
     call_chain,
     committed_key,
+    complete_despite_cancellation,
     event_id_key,
     has_implementations,
     payload_key,
@@ -37,9 +38,6 @@ from app import (
 from plugins.event_emit.config import EventEmitConfig
 
 log = logging.getLogger("turnstile.event_emit")
-
-# Emits started for a cancelled request, held until done (the loop keeps only weak references).
-_emitting_after_cancellation: set[asyncio.Future[None]] = set()
 
 
 @attrs.frozen
@@ -59,13 +57,10 @@ class EventEmitStep:
             response = await handler(request)
         except asyncio.CancelledError:
             # Cancelled after the change was saved (a shutdown past its grace, say): the event
-            # still goes out, in a task a second cancellation of this one cannot stop.
+            # still goes out.
             committed = request.get(committed_key)
             if committed is not None:
-                emitting = asyncio.ensure_future(self._emit_after_failure(request, committed, event_id))
-                _emitting_after_cancellation.add(emitting)
-                emitting.add_done_callback(_emitting_after_cancellation.discard)
-                await asyncio.shield(emitting)
+                await complete_despite_cancellation(self._emit_after_failure(request, committed, event_id))
             raise
         except Exception:
             committed = request.get(committed_key)

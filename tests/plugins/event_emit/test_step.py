@@ -11,16 +11,15 @@ import contextlib
 from typing import Any
 
 import aiohttp
-import attrs
 import pytest
-from aiohttp import web
 
 import plugins.event_emit
-from app import Handler, ServiceUnavailable, StepKind, StepType, committed_key, hookimpl, payload_key
+from app import hookimpl
 from app.converter import converter, iter_errors
 from app.testing import Service, StartService
 from plugins.event_emit.config import EventEmitConfig
 from tests.fixtures import sample_plugin
+from tests.fixtures.commit_plugin import CommitPlugin
 
 PIPELINES = """
 [[pipelines]]
@@ -127,46 +126,6 @@ steps = [
   { use = "event-emit", event = "widget.deleted" }, { use = "fail-after" }, { use = "boom" }, { use = "echo" },
 ]
 """
-
-
-@attrs.frozen
-class NoSettings:
-    """No settings."""
-
-
-class CommitPlugin:
-    """`commit` answers like a data-fetch write the data service accepted; `fail-after` fails
-    once the rest of the chain answered, as a revocation that cannot be recorded does."""
-
-    @hookimpl
-    def register_steps(self) -> list[StepType[Any]]:
-        async def commit(request: web.Request, handler: Handler) -> web.StreamResponse:
-            response = web.json_response({"slot": int(request.match_info["slot"]), "name": "saved"})
-            response[payload_key] = {"slot": int(request.match_info["slot"]), "name": "saved"}
-            request[committed_key] = response
-            return response
-
-        async def fail_after(request: web.Request, handler: Handler) -> web.StreamResponse:
-            await handler(request)
-            msg = "The change was saved, but a later step failed."
-            raise ServiceUnavailable(msg)
-
-        async def cancel_after(request: web.Request, handler: Handler) -> web.StreamResponse:
-            # The request's task is cancelled once the change is saved, as a shutdown past its
-            # grace cancels the requests still running.
-            await handler(request)
-            task = asyncio.current_task()
-            assert task is not None
-            task.cancel()
-            await asyncio.sleep(0)
-            msg = "the cancellation was not delivered"
-            raise AssertionError(msg)
-
-        return [
-            StepType(name="commit", config_cls=NoSettings, kind=StepKind.TERMINAL, build=lambda c, ctx: commit),
-            StepType(name="fail-after", config_cls=NoSettings, build=lambda c, ctx: fail_after),
-            StepType(name="cancel-after", config_cls=NoSettings, build=lambda c, ctx: cancel_after),
-        ]
 
 
 async def start_committing(turnstile: StartService) -> Service:

@@ -1,0 +1,26 @@
+"""Work that must finish though the request that started it is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# The tasks started here, held until done: the event loop keeps only weak references to tasks.
+_running: set[asyncio.Future[Any]] = set()
+
+
+async def complete_despite_cancellation(work: Awaitable[T]) -> T:
+    """Await `work` in a task of its own, so that a cancellation of the caller stops the waiting,
+    not the work.
+
+    A shutdown past its grace cancels the requests still running; one that already saved a
+    change must still publish its event and invalidate its cache (contract §9). A step catches
+    `asyncio.CancelledError`, awaits the follow-up through this, and re-raises.
+    """
+    task = asyncio.ensure_future(work)
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+    return await asyncio.shield(task)
