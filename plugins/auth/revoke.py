@@ -15,6 +15,8 @@ the producer's to write (and a deleted or disabled user counts as revoked anyway
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import string
 from collections.abc import Mapping
@@ -35,6 +37,8 @@ from app import (
     SubscriptionContext,
     actor_key,
     body_key,
+    committed_key,
+    complete_despite_cancellation,
 )
 from plugins.auth.config import RevokeTokensConfig
 from plugins.auth.services import AuthServices, services_key
@@ -69,16 +73,29 @@ class RevokeTokensStep:
     services: AuthServices
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except asyncio.CancelledError:
+            # Cancelled once the change was saved (a shutdown past its grace, say): the sessions
+            # it ends must end all the same.
+            committed = request.get(committed_key)
+            if committed is not None:
+                with contextlib.suppress(ServiceUnavailable):  # logged; the cancellation stands
+                    await complete_despite_cancellation(self._end_sessions(request, committed))
+            raise
+        await self._end_sessions(request, response)
+        return response
+
+    async def _end_sessions(self, request: web.Request, response: web.StreamResponse) -> None:
         if not 200 <= response.status < 300 or not ends_sessions(request.method, request.get(body_key)):
-            return response
+            return
         values: dict[str, Any] = dict(request.match_info)
         actor = request.get(actor_key)
         if actor is not None:
             values["actor"] = actor.user_id
         user_id = user_id_from(self.config.user, values)
         if user_id is None:
-            return response
+            return
         try:
             # Durable: once the data service has the cut-off, Redis may catch up later.
             await self.services.revocations.revoke(user_id)
@@ -86,7 +103,6 @@ class RevokeTokensStep:
             log.warning("could not record the revocation of user %s's tokens: %s", user_id, exc.detail)
             msg = "The change was saved, but the user's tokens could not be revoked; retry."
             raise ServiceUnavailable(msg) from None
-        return response
 
 
 @final
