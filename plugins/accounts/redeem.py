@@ -29,6 +29,7 @@ from app import (
     RedisUnavailable,
     ServiceUnavailable,
     body_key,
+    complete_despite_cancellation,
     json_response,
     model_ref,
     payload_key,
@@ -144,18 +145,23 @@ class ResetPasswordStep:
         auth = self.redeemer.accounts.auth
         password_hash = await auth.hasher.hash(str(request[body_key]["password"]))
         changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
-        await self.cache.invalidate(changed)
-        try:
-            await auth.revocations.revoke(record.user_id)
-        except Exception:
-            log.exception("password of user %s reset, but its sessions could not be ended", record.user_id)
-            msg = ("The password was changed, but the account's sessions could not all be ended; "
-                   "ask for another reset to end them.")
-            raise ServiceUnavailable(msg, retry_after_s=STATE_RETRY_AFTER_S) from None
+        # Saved: the sessions end even if the request is cancelled now (a shutdown past its grace).
+        await complete_despite_cancellation(self._end_sessions(record.user_id, changed))
         response = web.Response(status=204)
         # No body, but the event-emit step around this one describes the user.
         response[payload_key] = await self.answer(request, changed)
         return response
+
+
+    async def _end_sessions(self, user_id: int, changed: dict[str, Any]) -> None:
+        await self.cache.invalidate(changed)
+        try:
+            await self.redeemer.accounts.auth.revocations.revoke(user_id)
+        except Exception:
+            log.exception("password of user %s reset, but its sessions could not be ended", user_id)
+            msg = ("The password was changed, but the account's sessions could not all be ended; "
+                   "ask for another reset to end them.")
+            raise ServiceUnavailable(msg, retry_after_s=STATE_RETRY_AFTER_S) from None
 
 
 def check(config: RedeemConfig, ctx: CheckContext) -> list[str]:

@@ -6,14 +6,17 @@ limits, a mail that cannot be sent, and no token in a log, the cache or an event
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import coredis
 import pytest
 from aiohttp.pytest_plugin import AiohttpServer
 
+from plugins.accounts.redeem import Redeemer
 from tests.integration.accounts import (
     FORGOT,
     ME,
@@ -157,6 +160,40 @@ async def test_tokens_expire_after_their_configured_lifetime(
     await asyncio.sleep(1.3)
     await assert_problem(await client.post(VERIFY, json={"token": verify}), 400)
     await assert_problem(await client.post(RESET, json={"token": reset, "password": NEW_PASSWORD}), 400)
+
+
+async def test_a_reset_cancelled_once_the_password_is_saved_still_ends_every_session(
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch, redis_db: str
+) -> None:
+    # A shutdown past its grace cancels the requests still running; one that saved a new
+    # password must not leave the old sessions alive. On Redis, the cache invalidation that
+    # comes first waits for an answer, so the cancellation lands before the revocation.
+    client = await stack(redis_url=redis_db)
+    await register(client, ANN)
+    await verification_token(inbox, ANN)
+    phone = await login(client, ANN, PASSWORD)
+    token = await reset_token(client, inbox, ANN)
+    saving = Redeemer.patch
+
+    async def save_then_cancel(self: Redeemer, request: Any, user_id: int, changes: dict[str, Any]) -> Any:
+        changed = await saving(self, request, user_id, changes)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # delivered at the request's next await
+        return changed
+
+    monkeypatch.setattr(Redeemer, "patch", save_then_cancel)
+    with contextlib.suppress(aiohttp.ClientError):  # the connection goes with the cancelled request
+        resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
+        raise AssertionError(f"answered {resp.status}: the request was not cancelled")
+    monkeypatch.undo()
+
+    await login(client, ANN, NEW_PASSWORD)  # saved
+
+    async def session_ended() -> bool:
+        return (await client.get(ME, headers=bearer(phone))).status == 401
+
+    await eventually(session_ended, 5, "the old session ends")
 
 
 async def test_a_reset_token_dies_when_the_password_changes_by_another_route(
