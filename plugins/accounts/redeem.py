@@ -117,16 +117,24 @@ class VerifyEmailStep:
         if user.get("is_verified") is not False:
             raise InvalidToken(BAD_TOKEN)
         changed = await self.redeemer.patch(request, record.user_id, {"is_verified": True})
-        if normalise_email(str(changed.get("email", ""))) != record.email:
-            # The email changed between the read and this write: that address is unproven.
-            await self.redeemer.patch(request, record.user_id, {"is_verified": False})
-            await self.cache.invalidate(changed)
+        # Saved: what follows happens even if the request is cancelled now (a shutdown past its
+        # grace), or an unproven address could stay verified and the cache stale.
+        if not await complete_despite_cancellation(self._settle(request, record, changed)):
             raise InvalidToken(BAD_TOKEN)
-        await self.cache.invalidate(changed)
         data = await self.answer(request, changed)
         response = json_response(data)
         response[payload_key] = data
         return response
+
+
+    async def _settle(self, request: web.Request, record: TokenRecord, changed: dict[str, Any]) -> bool:
+        """Whether the verified address is still the user's; when it changed between the read
+        and the write, the flag is taken back. The cache forgets the user either way."""
+        proven = normalise_email(str(changed.get("email", ""))) == record.email
+        if not proven:
+            await self.redeemer.patch(request, record.user_id, {"is_verified": False})
+        await self.cache.invalidate(changed)
+        return proven
 
 
 @final

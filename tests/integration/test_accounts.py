@@ -196,6 +196,41 @@ async def test_a_reset_cancelled_once_the_password_is_saved_still_ends_every_ses
     await eventually(session_ended, 5, "the old session ends")
 
 
+async def test_a_verification_cancelled_once_saved_never_leaves_an_unproven_address_verified(
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The email changes between the token's read and the write that verifies it, so the step
+    # must take the flag back; the request is cancelled right after that write.
+    client = await stack()
+    user = await register(client, ANN)
+    token = await verification_token(inbox, ANN)
+    saving = Redeemer.patch
+
+    async def race_then_cancel(self: Redeemer, request: Any, user_id: int, changes: dict[str, Any]) -> Any:
+        if changes != {"is_verified": True}:
+            await asyncio.sleep(0)  # as a wait for a pooled connection would: the cancellation lands here
+            return await saving(self, request, user_id, changes)
+        await self.accounts.data.request("PATCH", f"/api/v1/users/{user_id}", json={"email": "other@example.com"})
+        changed = await saving(self, request, user_id, changes)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # delivered at the request's next suspension
+        return changed
+
+    monkeypatch.setattr(Redeemer, "patch", race_then_cancel)
+    with contextlib.suppress(aiohttp.ClientError):  # the connection goes with the cancelled request
+        resp = await client.post(VERIFY, json={"token": token})
+        raise AssertionError(f"answered {resp.status}: the request was not cancelled")
+    monkeypatch.undo()
+    admin = await admin_headers(client)
+
+    async def unproven() -> bool:
+        record = await (await client.get(f"/api/v1/users/{user['id']}", headers=admin)).json()
+        return bool(record["email"] == "other@example.com" and record["is_verified"] is False)
+
+    await eventually(unproven, 5, "the other address is not verified")
+
+
 async def test_a_reset_token_dies_when_the_password_changes_by_another_route(
     inbox: SmtpInbox, stack: StackFactory
 ) -> None:
