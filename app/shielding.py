@@ -16,9 +16,12 @@ async def complete_despite_cancellation(work: Awaitable[T]) -> T:
     """Await `work` in a task of its own, so that a cancellation of the caller stops the waiting,
     not the work.
 
-    A shutdown past its grace cancels the requests still running; one that already saved a
-    change must still publish its event and invalidate its cache (contract §9). A step catches
-    `asyncio.CancelledError`, awaits the follow-up through this, and re-raises.
+    A request's task is cancelled when the process ends with the request still running
+    (`asyncio.run` cancels what is left once the app is cleaned up), when aiohttp's handler
+    cancellation is on and the client goes away, or by a plugin's own deadline. One that
+    already saved a change must still publish its event, invalidate its cache and end the
+    sessions the change ends (contract §4, §9). A step catches `asyncio.CancelledError`, awaits
+    the follow-up through this, and re-raises.
     """
     task = asyncio.ensure_future(work)
     _running.add(task)

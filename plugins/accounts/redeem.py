@@ -117,8 +117,8 @@ class VerifyEmailStep:
         if user.get("is_verified") is not False:
             raise InvalidToken(BAD_TOKEN)
         changed = await self.redeemer.patch(request, record.user_id, {"is_verified": True})
-        # Saved: what follows happens even if the request is cancelled now (a shutdown past its
-        # grace), or an unproven address could stay verified and the cache stale.
+        # Saved: what follows happens even if the request is cancelled now, or an unproven address
+        # could stay verified and the cache stale.
         if not await complete_despite_cancellation(self._settle(request, record, changed)):
             raise InvalidToken(BAD_TOKEN)
         data = await self.answer(request, changed)
@@ -153,7 +153,8 @@ class ResetPasswordStep:
         auth = self.redeemer.accounts.auth
         password_hash = await auth.hasher.hash(str(request[body_key]["password"]))
         changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
-        # Saved: the sessions end even if the request is cancelled now (a shutdown past its grace).
+        # Saved: the sessions end even if the request is cancelled now (see
+        # `complete_despite_cancellation`).
         await complete_despite_cancellation(self._end_sessions(record.user_id, changed))
         response = web.Response(status=204)
         # No body, but the event-emit step around this one describes the user.

@@ -76,8 +76,8 @@ class RevokeTokensStep:
         try:
             response = await handler(request)
         except asyncio.CancelledError:
-            # Cancelled once the change was saved (a shutdown past its grace, say): the sessions
-            # it ends must end all the same.
+            # Cancelled once the change was saved (`complete_despite_cancellation` says when):
+            # the sessions it ends must end all the same.
             committed = request.get(committed_key)
             if committed is not None:
                 with contextlib.suppress(ServiceUnavailable):  # logged; the cancellation stands

@@ -70,7 +70,7 @@ class CacheInvalidateStep:
         try:
             response = await handler(request)
         except asyncio.CancelledError:
-            if committed_key in request:  # saved, then cancelled (a shutdown past its grace, say)
+            if committed_key in request:  # saved, then cancelled (see `complete_despite_cancellation`)
                 await complete_despite_cancellation(self._invalidate(request))
             raise
         except Exception:

@@ -56,8 +56,8 @@ class EventEmitStep:
         try:
             response = await handler(request)
         except asyncio.CancelledError:
-            # Cancelled after the change was saved (a shutdown past its grace, say): the event
-            # still goes out.
+            # Cancelled after the change was saved (`complete_despite_cancellation` says when):
+            # the event still goes out.
             committed = request.get(committed_key)
             if committed is not None:
                 await complete_despite_cancellation(self._emit_after_failure(request, committed, event_id))

@@ -165,8 +165,8 @@ async def test_tokens_expire_after_their_configured_lifetime(
 async def test_a_reset_cancelled_once_the_password_is_saved_still_ends_every_session(
     inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch, redis_db: str
 ) -> None:
-    # A shutdown past its grace cancels the requests still running; one that saved a new
-    # password must not leave the old sessions alive. On Redis, the cache invalidation that
+    # A request cancelled (the end of the process, say) once it saved a new password must not
+    # leave the old sessions alive. On Redis, the cache invalidation that
     # comes first waits for an answer, so the cancellation lands before the revocation.
     client = await stack(redis_url=redis_db)
     await register(client, ANN)

@@ -1,5 +1,5 @@
 """A change the data service saved is followed through when its request is cancelled right
-after (a shutdown past its grace cancels the requests still running): the sessions a password
+after (the end of the process cancels a request still running, say): the sessions a password
 change ends are ended, and the cache forgets the user (contract §4, §9)."""
 
 from __future__ import annotations

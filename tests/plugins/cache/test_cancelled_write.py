@@ -1,5 +1,5 @@
 """A write the data service accepted is followed through when its request is cancelled after
-it (a shutdown past its grace cancels the requests still running): the cache key is tombstoned
+it (the end of the process cancels a request still running, say): the cache key is tombstoned
 and the event published, as when a later step fails (contract §9)."""
 
 from __future__ import annotations
