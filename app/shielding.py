@@ -25,5 +25,13 @@ async def complete_despite_cancellation(work: Awaitable[T]) -> T:
     """
     task = asyncio.ensure_future(work)
     _running.add(task)
-    task.add_done_callback(_running.discard)
+    task.add_done_callback(_forget)
     return await asyncio.shield(task)
+
+
+def _forget(task: asyncio.Future[Any]) -> None:
+    _running.discard(task)
+    if not task.cancelled():
+        # Marked as retrieved: when the caller was cancelled nobody awaits it, and the work logs
+        # its own failures (asyncio would add "exception was never retrieved").
+        task.exception()

@@ -126,7 +126,6 @@ class VerifyEmailStep:
         response[payload_key] = data
         return response
 
-
     async def _settle(self, request: web.Request, record: TokenRecord, changed: dict[str, Any]) -> bool:
         """Whether the verified address is still the user's; when it changed between the read
         and the write, the flag is taken back. The cache forgets the user either way."""
@@ -160,7 +159,6 @@ class ResetPasswordStep:
         # No body, but the event-emit step around this one describes the user.
         response[payload_key] = await self.answer(request, changed)
         return response
-
 
     async def _end_sessions(self, user_id: int, changed: dict[str, Any]) -> None:
         await self.cache.invalidate(changed)
