@@ -93,24 +93,24 @@ class BodyReader:
         """The JSON value of the body, its sizes within the model's maxima (not yet validated
         otherwise). Raises ValidationFailed naming each oversized field, or each member
         repeated in one object."""
-        value, raw_json = await self._parse(request)
+        value, raw_json, containers = await self._parse(request)
         errors = self.validator.size_errors(value)
         if errors:
             msg = "The request body is not valid."
             raise ValidationFailed(msg, errors=errors)
         # After the sizes: an oversized body is refused without this walk.
         if raw_json is not None and isinstance(value, dict | list):
-            check_shape(raw_json, value)
+            check_shape(raw_json, value, containers)
         return value
 
-    async def _parse(self, request: web.Request) -> tuple[Any, bytes | None]:
-        """The body's value, and its bytes when it is JSON."""
+    async def _parse(self, request: web.Request) -> tuple[Any, bytes | None, int]:
+        """The body's value; when it is JSON, its bytes and their `{` and `[` characters."""
         content_type = request.content_type
         if content_type == "application/json" or content_type.endswith("+json"):
             raw = await read_body(request)
-            refuse_too_many_containers(raw, self.max_json_containers)
+            containers = refuse_too_many_containers(raw, self.max_json_containers)
             try:
-                return orjson.loads(raw), raw
+                return orjson.loads(raw), raw, containers
             except orjson.JSONDecodeError:
                 msg = "The request body is not valid JSON."
                 raise MalformedRequest(msg) from None
@@ -132,7 +132,7 @@ class BodyReader:
                     msg = f"The form has more than {request.client_max_fields} fields."
                     raise PayloadTooLarge(msg) from None
                 raise
-            return self._from_form(form), None
+            return self._from_form(form), None, 0
         accepted = "application/json" + (" or a form" if self.form_fields is not None else "")
         msg = f"The request body must be {accepted}."
         raise UnsupportedMediaType(msg)

@@ -34,17 +34,20 @@ MAX_JSON_DEPTH: Final = 64
 LOCATED_MEMBERS: Final = 1_000
 
 
-def refuse_too_many_containers(raw: bytes, limit: int) -> None:
-    """A 413 when `raw` has more than `limit` `{` and `[` characters (strings included)."""
+def refuse_too_many_containers(raw: bytes, limit: int) -> int:
+    """The `{` and `[` characters of `raw` (strings included): at least as many as the objects
+    and arrays it holds. A 413 when they are more than `limit`."""
     count = raw.count(b"{") + raw.count(b"[")
     if count > limit:
         msg = (f"The request body holds more than {limit} JSON objects and arrays "
                f"(counted as its '{{' and '[' characters); this route reads at most {limit}.")
         raise PayloadTooLarge(msg)
+    return count
 
 
-def check_shape(raw: bytes, value: Any) -> None:
-    """A 400 when `value` (parsed from the JSON text `raw`) nests deeper than MAX_JSON_DEPTH;
+def check_shape(raw: bytes, value: Any, containers: int) -> None:
+    """A 400 when `value` (parsed from the JSON text `raw`, which has `containers` `{` and `[`
+    characters: `refuse_too_many_containers` counted them) nests deeper than MAX_JSON_DEPTH;
     a 422 naming each member sent twice in one object, as for a form field or a query
     parameter: never resolved by order, since a proxy or WAF in front that keeps the first one
     would check another value than the one acted on.
@@ -58,7 +61,6 @@ def check_shape(raw: bytes, value: Any) -> None:
     larger body with a repeat gets one error at its root.
     """
     colons = raw.count(b":")
-    containers = raw.count(b"{") + raw.count(b"[")  # at least as many as `value` holds
     if colons == 0 and containers <= MAX_JSON_DEPTH:
         return  # no member to repeat, too few objects and arrays to nest too deep: no walk
     parsed, depth = _members_and_depth(value, containers)
