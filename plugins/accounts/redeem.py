@@ -29,6 +29,7 @@ from app import (
     RedisUnavailable,
     ServiceUnavailable,
     body_key,
+    committed_key,
     complete_despite_cancellation,
     json_response,
     model_ref,
@@ -119,21 +120,23 @@ class VerifyEmailStep:
         changed = await self.redeemer.patch(request, record.user_id, {"is_verified": True})
         # Saved: what follows happens even if the request is cancelled now, or an unproven address
         # could stay verified and the cache stale.
-        if not await complete_despite_cancellation(self._settle(request, record, changed)):
-            raise InvalidToken(BAD_TOKEN)
-        data = await self.answer(request, changed)
-        response = json_response(data)
-        response[payload_key] = data
-        return response
+        return await complete_despite_cancellation(self._settle(request, record, changed))
 
-    async def _settle(self, request: web.Request, record: TokenRecord, changed: dict[str, Any]) -> bool:
-        """Whether the verified address is still the user's; when it changed between the read
-        and the write, the flag is taken back. The cache forgets the user either way."""
+    async def _settle(self, request: web.Request, record: TokenRecord, changed: dict[str, Any]) -> web.Response:
+        """The answer once the address is proven still the user's. When it changed between the
+        read and the write, the flag is taken back (a 400, and no change to announce). The cache
+        forgets the user either way."""
         proven = normalise_email(str(changed.get("email", ""))) == record.email
         if not proven:
             await self.redeemer.patch(request, record.user_id, {"is_verified": False})
         await self.cache.invalidate(changed)
-        return proven
+        if not proven:
+            raise InvalidToken(BAD_TOKEN)
+        data = await self.answer(request, changed)
+        response = json_response(data)
+        response[payload_key] = data
+        request[committed_key] = response  # the event goes out even if a step after this one fails
+        return response
 
 
 @final
@@ -153,12 +156,20 @@ class ResetPasswordStep:
         password_hash = await auth.hasher.hash(str(request[body_key]["password"]))
         changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
         # Saved: the sessions end even if the request is cancelled now (see
-        # `complete_despite_cancellation`).
-        await complete_despite_cancellation(self._end_sessions(record.user_id, changed))
+        # `complete_despite_cancellation`), and the change is announced even if they cannot.
         response = web.Response(status=204)
-        # No body, but the event-emit step around this one describes the user.
-        response[payload_key] = await self.answer(request, changed)
+        await complete_despite_cancellation(self._settle(request, response, record.user_id, changed))
         return response
+
+    async def _settle(self, request: web.Request, response: web.Response, user_id: int,
+                      changed: dict[str, Any]) -> None:
+        try:
+            # No body, but the event-emit step around this one describes the user; it publishes
+            # the event of a committed change (`committed_key`) even when ending sessions fails.
+            response[payload_key] = await self.answer(request, changed)
+            request[committed_key] = response
+        finally:
+            await self._end_sessions(user_id, changed)
 
     async def _end_sessions(self, user_id: int, changed: dict[str, Any]) -> None:
         await self.cache.invalidate(changed)

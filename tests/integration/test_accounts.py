@@ -14,7 +14,9 @@ import coredis
 import pytest
 from aiohttp.pytest_plugin import AiohttpServer
 
+from app import BadGateway
 from plugins.accounts.redeem import Redeemer
+from plugins.auth.revocations import Revocations
 from tests.cancelling import cancel_this_request, send_cancelled
 from tests.integration.accounts import (
     FORGOT,
@@ -133,6 +135,29 @@ async def test_a_password_reset_changes_the_password_and_ends_every_session(
     assert "password_hash" not in event["data"]
 
 
+async def test_a_reset_whose_sessions_cannot_be_ended_is_a_503_and_still_announced(
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The password is saved, then the cut-off cannot be recorded: the client hears it (503), and
+    # the committed change still has its event (contract §9).
+    client = await stack()
+    user = await register(client, ANN)
+    await verification_token(inbox, ANN)
+    token = await reset_token(client, inbox, ANN)
+
+    async def record_unreachable(self: Revocations, user_id: int, *args: Any, **kwargs: Any) -> bool:
+        raise BadGateway("the record cannot be written")
+
+    monkeypatch.setattr(Revocations, "revoke", record_unreachable)
+    resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
+    await assert_problem(resp, 503)
+    assert "sessions could not all be ended" in (await resp.json())["detail"]
+    monkeypatch.undo()
+    await login(client, ANN, NEW_PASSWORD)  # saved
+    [event] = [e for e in events_written(tmp_path / "var") if e["type"] == "user.password_reset"]
+    assert event["data"]["id"] == user["id"]
+
+
 async def test_a_token_serves_its_own_purpose_only(inbox: SmtpInbox, stack: StackFactory) -> None:
     client = await stack()
     await register(client, ANN)
@@ -162,13 +187,13 @@ async def test_tokens_expire_after_their_configured_lifetime(
 
 
 async def test_a_reset_cancelled_once_the_password_is_saved_still_ends_every_session(
-    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch, redis_db: str
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch, redis_db: str, tmp_path: Path
 ) -> None:
     # A request cancelled (the end of the process, say) once it saved a new password must not
     # leave the old sessions alive. On Redis, the cache invalidation that comes first waits for
     # an answer, so the cancellation lands before the revocation.
     client = await stack(redis_url=redis_db)
-    await register(client, ANN)
+    user = await register(client, ANN)
     await verification_token(inbox, ANN)
     phone = await login(client, ANN, PASSWORD)
     token = await reset_token(client, inbox, ANN)
@@ -189,10 +214,13 @@ async def test_a_reset_cancelled_once_the_password_is_saved_still_ends_every_ses
         return (await client.get(ME, headers=bearer(phone))).status == 401
 
     await eventually(session_ended, 5, "the old session ends")
+    # The event-emit step around saw the committed change though the request was cancelled.
+    assert [e["data"]["id"] for e in events_written(tmp_path / "var") if e["type"] == "user.password_reset"] \
+        == [user["id"]]
 
 
 async def test_a_verification_cancelled_once_saved_never_leaves_an_unproven_address_verified(
-    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # The email changes between the token's read and the write that verifies it, so the step
     # must take the flag back; the request is cancelled right after that write.
@@ -220,6 +248,7 @@ async def test_a_verification_cancelled_once_saved_never_leaves_an_unproven_addr
         return bool(record["email"] == "other@example.com" and record["is_verified"] is False)
 
     await eventually(unproven, 5, "the other address is not verified")
+    assert not [e for e in events_written(tmp_path / "var") if e["type"] == "user.verified"]  # nothing changed
 
 
 async def test_a_reset_token_dies_when_the_password_changes_by_another_route(
