@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from app.pipeline.content_coding import MAX_GZIP_MEMBERS
 from tests.app.test_http import assert_problem
 from tests.content_coding import MIB, gzip_bomb
 
@@ -74,6 +75,31 @@ async def test_a_body_just_under_the_limit_once_decoded_is_read(client: Client) 
                          ids=["truncated", "trailing-bytes"])
 async def test_a_body_cut_short_or_with_bytes_after_its_end_is_400(client: Client, raw: bytes) -> None:
     await assert_problem(await post(client, raw, "gzip"), 400)
+
+
+async def test_a_gzip_body_of_several_members_is_decoded_whole(client: Client) -> None:
+    # RFC 1952 §2.2: members one after the other, as concatenated .gz files are.
+    half = len(WIDGET) // 2
+    resp = await post(client, gzip.compress(WIDGET[:half]) + gzip.compress(WIDGET[half:]), "gzip")
+    assert resp.status == 201, await resp.text()
+    assert (await resp.json())["body"] == {"name": "w", "size": 2}
+
+
+async def test_members_that_together_inflate_past_the_limit_are_413(client: Client) -> None:
+    member = gzip.compress(b" " * (MIB // 2))
+    await assert_problem(await post(client, gzip.compress(WIDGET) + member + member, "gzip"), 413)
+
+
+async def test_a_body_of_more_members_than_any_client_sends_is_400(client: Client) -> None:
+    # Each member costs a new decompressor: thousands of empty ones would be a cheap way to spin.
+    empty = gzip.compress(b"")
+    assert (await post(client, gzip.compress(WIDGET) + empty * (MAX_GZIP_MEMBERS - 1), "gzip")).status == 201
+    await assert_problem(await post(client, gzip.compress(WIDGET) + empty * MAX_GZIP_MEMBERS, "gzip"), 400)
+
+
+async def test_a_deflate_body_has_one_stream_only(client: Client) -> None:
+    once = zlib.compress(WIDGET)
+    await assert_problem(await post(client, once + once, "deflate"), 400)
 
 
 @pytest.mark.parametrize("coding", ["br", "zstd", "gzip, gzip", "compress"])
