@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.metadata
 import inspect
 import logging
 import types
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, cast, final
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any, Final, cast, final
 
 import pluggy
+from aiohttp import web
 
 from app import hookspecs
+from app.errors import GatewayTimeout
+from app.keys import settings_key
 from app.pipeline.types import PipelineConfig
 from app.redact import Redacted
 
@@ -23,6 +27,9 @@ log = logging.getLogger("turnstile.plugins")
 # Hook tracing has its own logger so TURNSTILE_TRACE_HOOKS can switch it on alone. Every
 # argument and result it logs goes through app.redact: hooks see passwords, hashes and tokens.
 trace_log = logging.getLogger("turnstile.hooks")
+
+# How long an async hook implementation may take when no settings say (TURNSTILE_HOOK_TIMEOUT_S).
+DEFAULT_HOOK_TIMEOUT_S: Final = 10.0
 
 
 def make_plugin_manager(
@@ -130,11 +137,32 @@ class _PipelineName:
         return f"<pipeline {self.name}>"
 
 
-async def await_maybe(value: Any) -> Any:
-    """The value, awaited when an async hook implementation returned an awaitable."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
+class HookTimeout(GatewayTimeout):
+    """504: an async hook implementation did not return within TURNSTILE_HOOK_TIMEOUT_S."""
+
+
+def _hook_timeout_s(args: Mapping[str, Any]) -> float:
+    """The app's hook deadline: every may-be-async hook gets the request or the app."""
+    request = args.get("request")
+    app = request.app if isinstance(request, web.Request) else args.get("app")
+    settings = app.get(settings_key) if isinstance(app, web.Application) else None
+    return DEFAULT_HOOK_TIMEOUT_S if settings is None else settings.hook_timeout_s
+
+
+async def _in_time(result: Awaitable[Any], timeout_s: float, hook: pluggy.HookCaller, impl: pluggy.HookImpl) -> Any:
+    """An async implementation's result, or a HookTimeout once it has taken `timeout_s`: a
+    rule waiting on a service that never answers must not hold its request for good
+    (contract §11: a failing hook is an error for that request, never a hang)."""
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            return await result
+    except TimeoutError:
+        if not deadline.expired():  # the hook's own timeout, raised through: its failure as it is
+            raise
+        log.error("hook %s of plugin %s did not return within %s s", hook.name, impl.plugin_name, timeout_s)
+        msg = "A business rule did not answer in time; try again later."
+        raise HookTimeout(msg) from None
 
 
 def implementations(hook: pluggy.HookCaller) -> list[pluggy.HookImpl]:
@@ -162,7 +190,9 @@ async def call_impl(hook: pluggy.HookCaller, impl: pluggy.HookImpl, args: Mappin
     traced = trace_log.isEnabledFor(logging.INFO)
     if traced:
         trace_log.info("hook %s [%s] with %r", hook.name, impl.plugin_name, _arguments(args))
-    result = await await_maybe(impl.function(*(args[name] for name in impl.argnames)))
+    result = impl.function(*(args[name] for name in impl.argnames))
+    if inspect.isawaitable(result):
+        result = await _in_time(result, _hook_timeout_s(args), hook, impl)
     if traced:
         trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, Redacted(result))
     return result

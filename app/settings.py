@@ -87,6 +87,9 @@ class Settings:
     # The longest a request's body may take to arrive once its headers have: past it, a 408 and
     # the connection closed, so a client trickling a body cannot hold a request open for good.
     body_timeout_s: float = BODY_TIMEOUT_S
+    # The longest an async hook implementation may take (a rule waiting on a service of its
+    # own, say); past it, its request answers 504 and start-up fails (app/plugins.py).
+    hook_timeout_s: float = 10.0
     trace_hooks: bool = False
     disabled_plugins: tuple[str, ...] = ()
     extra_plugins: tuple[str, ...] = ()
@@ -247,6 +250,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "body_timeout_s": r.get(
             "TURNSTILE_BODY_TIMEOUT_S", _positive_float, BODY_TIMEOUT_S, "a positive number of seconds"
         ),
+        "hook_timeout_s": r.get("TURNSTILE_HOOK_TIMEOUT_S", _positive_float, 10.0, "a positive number of seconds"),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),
         "disabled_plugins": tuple(
             name.strip() for name in (r.raw("TURNSTILE_DISABLE_PLUGINS") or "").split(",") if name.strip()

@@ -3,16 +3,22 @@ failure with nothing left un-awaited; lifecycle hooks get the arguments they dec
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import attrs
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from app.hookspecs import hookimpl
+from app.keys import settings_key
 from app.main import create_app
-from app.plugins import call_all, has_implementations, make_plugin_manager
+from app.plugins import HookTimeout, call_all, has_implementations, make_plugin_manager
 from app.settings import Settings
+from app.testing import StartService
+from tests.app.conftest import CORE_PIPELINES
+from tests.app.test_http import assert_problem
 from tests.fixtures import sample_plugin
 
 
@@ -123,3 +129,76 @@ def test_the_built_ins_are_loaded_first() -> None:
     names = [name for name, _ in pm.list_name_plugin()]
     built_ins = {"accounts", "auth", "cache", "data-fetch", "event-emit", "mail", "rate-limit", "users"}
     assert set(names[: len(built_ins)]) == built_ins
+
+
+class Hangs:
+    """A rule waiting on a service of its own that never answers."""
+
+    @hookimpl
+    async def check_request(self, pipeline: Any) -> None:
+        if pipeline.name == "echo_widget":
+            await asyncio.Event().wait()
+
+
+class OwnTimeout:
+    """A rule whose own client gives up: its TimeoutError is its failure, not the deadline's."""
+
+    @hookimpl
+    async def check_request(self, pipeline: Any) -> None:
+        if pipeline.name == "echo_widget":
+            raise TimeoutError
+
+
+async def test_an_async_hook_that_never_returns_answers_504_at_the_deadline(
+    turnstile: StartService, caplog: pytest.LogCaptureFixture,
+) -> None:
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin, Hangs()], entrypoints=False,
+                              env={"TURNSTILE_HOOK_TIMEOUT_S": "0.2"})
+
+    resp = await service.client.post("/widgets/1", json={"name": "w", "size": 2})
+
+    problem = await assert_problem(resp, 504)
+    assert problem["detail"] == "A business rule did not answer in time; try again later."
+    assert any("hook check_request of plugin" in r.getMessage() and "0.2 s" in r.getMessage()
+               for r in caplog.records)
+    # The other routes never waited for it.
+    assert (await service.client.get("/things/a")).status == 200
+
+
+async def test_a_hook_s_own_timeout_error_is_its_failure_not_the_deadline(turnstile: StartService) -> None:
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin, OwnTimeout()], entrypoints=False)
+    await assert_problem(await service.client.post("/widgets/1", json={"name": "w", "size": 2}), 500)
+
+
+async def test_a_shutdown_hook_that_hangs_leaves_the_others_running(core_settings: Settings) -> None:
+    seen: list[str] = []
+
+    class HangsOnShutdown:
+        @hookimpl
+        async def shutdown(self) -> None:
+            await asyncio.Event().wait()
+
+    class ClosesAfter:
+        @hookimpl
+        def shutdown(self) -> None:
+            seen.append("closed")
+
+    settings = attrs.evolve(core_settings, hook_timeout_s=0.2)
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, ClosesAfter(), HangsOnShutdown()])
+    async with TestClient(TestServer(create_app(settings, pm=pm))) as client:
+        assert (await client.get("/healthz")).status == 200
+    assert seen == ["closed"]
+
+
+async def test_a_startup_hook_that_hangs_fails_the_start_at_the_deadline(core_settings: Settings) -> None:
+    # What lifecycle_ctx calls first: a start-up that cannot finish fails, and the process exits.
+    class HangsOnStartup:
+        @hookimpl
+        async def startup(self) -> None:
+            await asyncio.Event().wait()
+
+    app = web.Application()
+    app[settings_key] = attrs.evolve(core_settings, hook_timeout_s=0.2)
+    pm = make_plugin_manager(entrypoints=False, extra=[HangsOnStartup()])
+    with pytest.raises(HookTimeout):
+        await call_all(pm.hook.startup, app=app)
