@@ -5,7 +5,8 @@ On a route that creates a user it acts after the answer: a 2xx with an unverifie
 that user a verification link. On a route that changes user `{id}` (`user = "{id}"`) it also
 acts before: a body whose `email` differs from the stored one gets `is_verified: false` added,
 so the one write that changes the address also withdraws the proof of the old one; the mail
-then goes to the new address. A mail that cannot be sent never fails the request.
+then goes to the new address. A mail that cannot be sent never fails the request, and a write
+the data service saved gets its mail even when a step after it fails or the request is cancelled.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from typing import Any, final
 import attrs
 from aiohttp import web
 
-from app import BuildContext, Handler, NotFound, OperationDoc, Template, body_key, payload_key, request_id_key
+from app import (
+    BuildContext,
+    Handler,
+    NotFound,
+    OperationDoc,
+    Template,
+    body_key,
+    committed_key,
+    payload_key,
+    request_id_key,
+)
 from plugins.accounts.config import VerificationMailConfig
 from plugins.accounts.service import Accounts, accounts_for
 from plugins.accounts.tokens import VERIFY
@@ -34,13 +45,23 @@ class VerificationMailStep:
             body: dict[str, Any] = request[body_key].copy()
             body["is_verified"] = False
             request[body_key] = body
-        response = await handler(request)
-        if not 200 <= response.status < 300 or (self.user is not None and not changes_email):
-            return response
-        user = response.get(payload_key)
+        sends = self.user is None or changes_email
+        try:
+            response = await handler(request)
+        except BaseException:  # failed or cancelled: a write already saved still gets its mail
+            if sends:
+                self._mail(request.get(committed_key))
+            raise
+        if sends:
+            self._mail(response if 200 <= response.status < 300 else request.get(committed_key))
+        return response
+
+    def _mail(self, answer: web.StreamResponse | None) -> None:
+        """A verification mail to the user the saved write answered with, when it is unverified.
+        Queued at once (no await): a cancellation cannot come between the write and the mail."""
+        user = None if answer is None else answer.get(payload_key)
         if isinstance(user, dict) and user.get("is_verified") is False and "id" in user and "email" in user:
             self.accounts.after_answer(self.accounts.mail_token(VERIFY, user), "verification mail")
-        return response
 
     async def _changes_email(self, request: web.Request, user: Template) -> bool:
         body: dict[str, Any] | None = request.get(body_key)

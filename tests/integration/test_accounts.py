@@ -42,6 +42,7 @@ from tests.integration.conftest import (
     login,
     register,
 )
+from tests.integration.test_cancelled_writes import stack_cancelling_patches
 from tests.integration.test_sessions import HoldingProxy
 from tests.smtp import SmtpInbox, bodies, link_in, token_in, until
 
@@ -289,6 +290,21 @@ async def test_a_changed_email_makes_the_user_unverified_and_kills_the_old_link(
     assert (await same.json())["is_verified"] is True  # the same address is no change
     await asyncio.sleep(0.3)
     assert inbox.received.empty()
+
+
+async def test_an_email_change_cancelled_once_saved_still_mails_the_new_address(
+    inbox: SmtpInbox, stack: StackFactory, tmp_path: Path, unique: str
+) -> None:
+    client = await stack_cancelling_patches(stack, tmp_path, unique)
+    user = await register(client, ANN)
+    await verification_token(inbox, ANN)
+    admin = await admin_headers(client)
+
+    await send_cancelled(client.patch(f"/api/v1/users/{user['id']}", headers=admin,
+                                      json={"email": "ann@new.example"}))
+
+    token = await verification_token(inbox, "ann@new.example")
+    assert (await client.post(VERIFY, json={"token": token})).status == 200
 
 
 async def test_your_own_email_sent_back_unchanged_needs_no_current_password_and_sends_no_mail(
