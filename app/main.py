@@ -9,6 +9,7 @@ import pluggy
 from aiohttp import web
 
 from app.asyncapi import build_asyncapi, setup_asyncapi
+from app.deadlines import deadlines_of
 from app.head_routes import answer_head_beside_get
 from app.health import setup_health_routes
 from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
@@ -109,6 +110,7 @@ def prepare_app(
     app[pipelines_key] = pipelines if pipelines is not None else PipelineFile(settings.pipelines_file, ())
     app[models_key] = models if models is not None else {}
     app[readiness_key] = Readiness()
+    deadlines_of(app)  # first in the cleanup contexts: its sweeper runs until everything else stopped
 
     mirrored = pm.hook.register_mirrored_keys(app=app, pipelines=app[pipelines_key])
     setup_clients(app, settings, mirrored=[prefix for prefixes in mirrored for prefix in prefixes])

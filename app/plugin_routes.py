@@ -16,6 +16,7 @@ import attrs
 import pluggy
 from aiohttp import web
 
+from app.deadlines import RequestDeadlines, deadlines_of, within_deadline
 from app.pipeline.types import Handler
 
 
@@ -71,6 +72,14 @@ def setup_plugin_routes(app: web.Application, pm: pluggy.PluginManager) -> tuple
             msg = f"{route.method} {route.path} ({route.name}): already served by another route"
             raise ValueError(msg)
         taken.add((route.method, route.path))
-        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+        app.router.add_route(route.method, route.path, _within_deadline(deadlines_of(app), route.handler),
+                             name=route.name)
     app[plugin_routes_key] = routes
     return routes
+
+
+def _within_deadline(deadlines: RequestDeadlines, handler: Handler) -> Handler:
+    async def run(request: web.Request) -> web.StreamResponse:
+        return await within_deadline(deadlines, handler, request)
+
+    return run

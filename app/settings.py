@@ -87,6 +87,8 @@ class Settings:
     # The longest a request's body may take to arrive once its headers have: past it, a 408 and
     # the connection closed, so a client trickling a body cannot hold a request open for good.
     body_timeout_s: float = BODY_TIMEOUT_S
+    # The longest a pipeline's or a plugin route's request may run; past it, a 504 (app/deadlines.py).
+    request_timeout_s: float = 60.0
     # The longest an async hook implementation may take (a rule waiting on a service of its
     # own, say); past it, its request answers 504 and start-up fails (app/plugins.py).
     hook_timeout_s: float = 10.0
@@ -249,6 +251,9 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         ),
         "body_timeout_s": r.get(
             "TURNSTILE_BODY_TIMEOUT_S", _positive_float, BODY_TIMEOUT_S, "a positive number of seconds"
+        ),
+        "request_timeout_s": r.get(
+            "TURNSTILE_REQUEST_TIMEOUT_S", _positive_float, 60.0, "a positive number of seconds"
         ),
         "hook_timeout_s": r.get("TURNSTILE_HOOK_TIMEOUT_S", _positive_float, 10.0, "a positive number of seconds"),
         "trace_hooks": r.get("TURNSTILE_TRACE_HOOKS", _flag, False, "1/0, true/false, yes/no"),

@@ -17,8 +17,9 @@ async def complete_despite_cancellation(work: Awaitable[T]) -> T:
     """Await `work` in a task of its own, so that a cancellation of the caller does not stop it.
 
     A request's task is cancelled when the process ends with the request still running
-    (`asyncio.run` cancels what is left once the app is cleaned up), when aiohttp's handler
-    cancellation is on and the client goes away, or by a plugin's own deadline. One that
+    (`asyncio.run` cancels what is left once the app is cleaned up), when it runs out of time
+    (app/deadlines.py), when aiohttp's handler cancellation is on and the client goes away, or
+    by a plugin's own deadline. One that
     already saved a change must still publish its event, invalidate its cache and end the
     sessions the change ends (contract §4, §9). A step catches `asyncio.CancelledError`, awaits
     the follow-up through this, and re-raises.

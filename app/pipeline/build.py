@@ -14,6 +14,7 @@ request pays nothing for them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import attrs
@@ -21,6 +22,7 @@ import pluggy
 from aiohttp import web
 from prometheus_client import Histogram
 
+from app.deadlines import deadlines_of
 from app.errors import InternalError
 from app.keys import pipeline_key
 from app.metrics import STEP_SECONDS
@@ -116,11 +118,22 @@ def build_pipeline(
     inner = handler
     int_params = tuple(sorted(pipeline.route.int_params))
 
+    deadlines = deadlines_of(app)
+
     async def pipeline_handler(request: web.Request) -> web.StreamResponse:
         if int_params:
             _check_int_params(request, int_params)
         request[pipeline_key] = pipeline
-        return await inner(request)
+        # `within_deadline` inlined: one coroutine less on every request.
+        task = deadlines.watch()
+        try:
+            return await inner(request)
+        except asyncio.CancelledError:
+            if deadlines.ran_out(task):
+                raise deadlines.timed_out() from None
+            raise
+        finally:
+            deadlines.ended(task)
 
     return pipeline_handler
 
