@@ -14,6 +14,7 @@ no broker to consume from, and subscriptions are announced as idle.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -52,6 +53,19 @@ def _link(step: MessageStep, rest: MessageHandler) -> MessageHandler:
     return run
 
 
+def _bounded(handler: MessageHandler, timeout_s: float) -> MessageHandler:
+    """One try of a message's steps takes `timeout_s` at most (TURNSTILE_REQUEST_TIMEOUT_S): a
+    step that never returns would hold its prefetch slot for good, and with every slot so held
+    the subscription would stop. Its TimeoutError is a dependency not answering: the message
+    waits and is tried again, and is dead-lettered when the wait runs out."""
+
+    async def run(event: Event) -> None:
+        async with asyncio.timeout(timeout_s):
+            await handler(event)
+
+    return run
+
+
 def build_subscription(subscription: SubscriptionConfig, app: web.Application) -> MessageHandler:
     context = SubscriptionContext(app, subscription.name)
     handler: MessageHandler = _done
@@ -67,7 +81,8 @@ def setup_subscriptions(app: web.Application) -> None:
     settings = app[settings_key]
     consumers = []
     for subscription in app[pipelines_key].subscriptions:
-        handler = traced_subscription(app, subscription, build_subscription(subscription, app))
+        handler = traced_subscription(app, subscription, _bounded(build_subscription(subscription, app),
+                                                                  settings.request_timeout_s))
         if settings.rabbitmq_url is None:
             continue
         consumers.append(Consumer(

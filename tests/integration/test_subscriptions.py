@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -15,6 +16,7 @@ from app.clients.amqp.retries import RETRIES_HEADER
 from app.clients.redis import RedisConnection
 from app.models.events import utc_now_rfc3339
 from plugins.cache.markers import TOMBSTONE_PREFIX
+from tests.fixtures.commit_plugin import CommitPlugin
 from tests.integration.amqp_capture import (
     capture,
     eventually,
@@ -27,7 +29,15 @@ from tests.integration.amqp_capture import (
     take_from,
     wait_connected,
 )
-from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, register
+from tests.integration.conftest import (
+    Client,
+    StackFactory,
+    admin_headers,
+    bearer,
+    login,
+    pipelines_for,
+    register,
+)
 
 PASSWORD = "correct-horse-1"
 MAX_RETRIES = 3  # pipelines.toml: user_changes.max_retries
@@ -41,9 +51,11 @@ async def broker(amqp_url: str, unique: str) -> AsyncIterator[str]:
     await remove_test_topology(amqp_url, unique)
 
 
-async def subscribed_stack(stack: StackFactory, broker: str, unique: str, redis_url: str | None) -> Client:
+async def subscribed_stack(
+    stack: StackFactory, broker: str, unique: str, redis_url: str | None, **overrides: Any
+) -> Client:
     """The service with its publisher connected and its subscription consuming."""
-    client = await stack(redis_url=redis_url, rabbitmq_url=broker)
+    client = await stack(redis_url=redis_url, rabbitmq_url=broker, **overrides)
     await wait_connected(client)
     queue = subscription_queue(unique)
 
@@ -235,6 +247,36 @@ async def test_poison_messages_end_in_the_dead_letter_queue(
         return await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="acked") == 1
 
     await eventually(acked, 10, "a good message acked after the poison ones")
+
+
+async def test_a_message_whose_steps_never_return_is_dead_lettered_and_frees_its_slot(
+    broker: str, stack: StackFactory, unique: str, redis_db: str, tmp_path: Path
+) -> None:
+    # One try of a message's steps has the request deadline; one that never returns is a
+    # dependency not answering: the message waits (max_wait_s), then is dead-lettered.
+    text = pipelines_for(tmp_path, unique).read_text()
+    shared = '  { use = "cache-invalidate", keys = ["user:{id}"] },\n  { use = "revoke-tokens", user = "{id}" },\n]'
+    assert text.count(shared) == 2
+    text = text.replace("prefetch = 16", "prefetch = 1").replace("max_wait_s = 600 ", "max_wait_s = 1 ", 1)
+    text = text.replace(shared, '  { use = "hang-on" },\n' + shared, 1)
+    path = tmp_path / "hanging.toml"  # not pipelines_for's file: the stack writes that one afresh
+    path.write_text(text)
+    client = await subscribed_stack(stack, broker, unique, redis_db, pipelines_file=path,
+                                    plugins=(CommitPlugin(),), request_timeout_s=0.3)
+    queue = subscription_queue(unique)
+
+    stuck_id = await publish_foreign(broker, unique, "user.updated", {"id": 1, "hang": True})
+    [dead] = await take_from(broker, f"{queue}.dead", 1, within_s=20)
+
+    assert dead.header.properties.message_id == stuck_id
+    assert await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="dead_lettered") == 1
+    # Its one prefetch slot is free again: the next message is handled.
+    await publish_foreign(broker, unique, "user.updated", {"id": 1})
+
+    async def acked() -> bool:
+        return await metric(client, "turnstile_events_consumed_total", subscription=queue, outcome="acked") == 1
+
+    await eventually(acked, 10, "the next message acked")
 
 
 def _deaths(message: Any) -> list[tuple[str, str]]:
