@@ -36,11 +36,14 @@ class RequestDeadlines:
         self._running: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._interval_s = min(SWEEP_INTERVAL_S, timeout_s / 4)
 
     def watch(self) -> asyncio.Task[Any] | None:
         """Start the current request's clock; its task, to hand to `ended` (None outside a task)."""
-        task = asyncio.current_task()
+        # With the loop named (once started), no `get_running_loop()`: on Python 3.11 that
+        # is a getpid() system call.
+        task = asyncio.current_task(self._loop)
         if task is not None:
             self._running[task] = time.monotonic() + self.timeout_s
         return task
@@ -63,7 +66,8 @@ class RequestDeadlines:
         return GatewayTimeout(f"The request did not complete within {self.timeout_s:g} s.")
 
     def start(self) -> None:
-        self._sweeper = asyncio.get_running_loop().call_later(self._interval_s, self._sweep)
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.call_later(self._interval_s, self._sweep)
 
     def stop(self) -> None:
         if self._sweeper is not None:

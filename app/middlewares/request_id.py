@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-import os
+import random
 import re
 
 from aiohttp import web
@@ -21,9 +21,10 @@ current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("reques
 def accept_or_generate(value: str | None) -> str:
     if value is not None and _SAFE.match(value):
         return value
-    # 128 random bits in hex, as uuid4().hex without the UUID object (0.45 µs against 2 µs
-    # on every request that brings no id of its own).
-    return os.urandom(16).hex()
+    # 128 random bits in hex, as uuid4().hex, from the process's Mersenne Twister: an id must be
+    # unique, not secret (a client may send its own), and os.urandom is a system call on every
+    # request that brings no id. `random` reseeds itself in a forked worker.
+    return random.randbytes(16).hex()  # noqa: S311  # unique, not secret (above)
 
 
 @web.middleware
