@@ -127,6 +127,9 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
                              (415, "Wrong content type"), (422, "Invalid fields")):
             operation["responses"].setdefault(str(status), _problem(text))
     operation["responses"].setdefault("500", _problem("Internal error (no internals disclosed)"))
+    operation["responses"].setdefault("504", _problem(
+        "The request did not complete in time (TURNSTILE_REQUEST_TIMEOUT_S), or a business rule did not answer "
+        "in time (TURNSTILE_HOOK_TIMEOUT_S)"))
     operation["responses"] = dict(sorted(operation["responses"].items()))
     return operation
 
