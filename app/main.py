@@ -14,6 +14,7 @@ from app.head_routes import answer_head_beside_get
 from app.health import setup_health_routes
 from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
 from app.lifecycle import lifecycle_ctx
+from app.loop_watch import LoopWatch, loop_watch_ctx, loop_watch_key
 from app.metrics import metrics_handler
 from app.middlewares.cors import CorsPolicy
 from app.middlewares.errors import error_middleware
@@ -110,7 +111,10 @@ def prepare_app(
     app[pipelines_key] = pipelines if pipelines is not None else PipelineFile(settings.pipelines_file, ())
     app[models_key] = models if models is not None else {}
     app[readiness_key] = Readiness()
-    deadlines_of(app)  # first in the cleanup contexts: its sweeper runs until everything else stopped
+    # First in the cleanup contexts: they run until everything else has stopped.
+    app[loop_watch_key] = LoopWatch(settings.loop_blocked_s)
+    app.cleanup_ctx.append(loop_watch_ctx)
+    deadlines_of(app)
 
     mirrored = pm.hook.register_mirrored_keys(app=app, pipelines=app[pipelines_key])
     setup_clients(app, settings, mirrored=[prefix for prefixes in mirrored for prefix in prefixes])

@@ -87,6 +87,8 @@ class Settings:
     # The longest a request's body may take to arrive once its headers have: past it, a 408 and
     # the connection closed, so a client trickling a body cannot hold a request open for good.
     body_timeout_s: float = BODY_TIMEOUT_S
+    # How long code may hold the event loop before a warning names it (app/loop_watch.py).
+    loop_blocked_s: float = 0.5
     # The longest a pipeline's or a plugin route's request may run; past it, a 504 (app/deadlines.py).
     request_timeout_s: float = 60.0
     # The longest an async hook implementation may take (a rule waiting on a service of its
@@ -252,6 +254,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "body_timeout_s": r.get(
             "TURNSTILE_BODY_TIMEOUT_S", _positive_float, BODY_TIMEOUT_S, "a positive number of seconds"
         ),
+        "loop_blocked_s": r.get("TURNSTILE_LOOP_BLOCKED_S", _positive_float, 0.5, "a positive number of seconds"),
         "request_timeout_s": r.get(
             "TURNSTILE_REQUEST_TIMEOUT_S", _positive_float, 60.0, "a positive number of seconds"
         ),

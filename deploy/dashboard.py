@@ -181,6 +181,29 @@ def logins_row() -> list[timeseries.Panel]:
     ]
 
 
+LAG_BOUND = 'le="0.5"'
+
+
+def process_row() -> list[timeseries.Panel]:
+    return [
+        graph(
+            "Event-loop lag", "How late the pods' event loops ran a timer due now (p99), and how many such timers"
+            " per second ran over 0.5 s late: time some code held a loop without awaiting, every request of its"
+            " pod waiting. Near zero when healthy; the pod's log names the code behind each stall"
+            " (TURNSTILE_LOOP_BLOCKED_S).", "s",
+            query(
+                f"histogram_quantile(0.99, sum by (le) ({rate('turnstile_event_loop_lag_seconds_bucket')}))",
+                "p99 lag (s)",
+            ),
+            query(
+                f"sum({rate('turnstile_event_loop_lag_seconds_count')})"
+                f" - sum({rate('turnstile_event_loop_lag_seconds_bucket', LAG_BOUND)})",
+                "late over 0.5 s /s", "B",
+            ),
+        ),
+    ]
+
+
 def variables() -> list[dashboard.DatasourceVariable | dashboard.QueryVariable]:
     source = dashboard.DatasourceVariable("datasource").label("Data source").type("prometheus")
     namespace = (
@@ -208,6 +231,7 @@ def build() -> dashboard.Dashboard:
         ("Data service", data_service_row()),
         ("Events", events_row()),
         ("Logins and rate limits", logins_row()),
+        ("Process", process_row()),
     ]
     for title, panels in rows:
         board = board.with_row(dashboard.Row(title))
