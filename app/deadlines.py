@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Final, final
 
 from aiohttp import web
@@ -83,7 +84,8 @@ class RequestDeadlines:
             if not task.done():
                 self._expired.add(task)
                 task.cancel()
-        self._sweeper = asyncio.get_running_loop().call_later(self._interval_s, self._sweep)
+        assert self._loop is not None  # set by `start`, which scheduled this
+        self._sweeper = self._loop.call_later(self._interval_s, self._sweep)
 
 
 request_deadlines_key: Final = web.AppKey("request_deadlines", RequestDeadlines)
@@ -100,7 +102,7 @@ def deadlines_of(app: web.Application) -> RequestDeadlines:
     return deadlines
 
 
-async def request_deadlines_ctx(app: web.Application) -> Any:
+async def request_deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
     """The sweeper runs while the app serves."""
     deadlines = app[request_deadlines_key]
     deadlines.start()
