@@ -269,10 +269,20 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         name.strip() for name in (r.raw("TURNSTILE_PLUGINS") or "").split(",") if name.strip()
     )
     values["environ"] = environ
+    r.problems.extend(_deadline_problems(values))
     if production:
         token_given = r.raw("DATA_SERVICE_TOKEN") is not None or r.raw("DATA_SERVICE_TOKEN_FILE") is not None
         r.problems.extend(_production_problems(values, token_given=token_given))
     return Settings(**values), r.problems
+
+
+def _deadline_problems(values: dict[str, Any]) -> list[str]:
+    """A request deadline at or under the body's would answer a slow upload 504 before its 408."""
+    request_s, body_s = values["request_timeout_s"], values["body_timeout_s"]
+    if isinstance(request_s, float) and isinstance(body_s, float) and request_s <= body_s:
+        return [f"TURNSTILE_REQUEST_TIMEOUT_S={request_s:g} must be above TURNSTILE_BODY_TIMEOUT_S={body_s:g}: "
+                "a request's body must be able to arrive before the request runs out of time"]
+    return []
 
 
 def check_bearer_token(token: str) -> str | None:

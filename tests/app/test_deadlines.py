@@ -28,7 +28,7 @@ name = "quick"
 route = "GET /quick"
 steps = [{ use = "echo" }]
 """
-TIMEOUT = {"TURNSTILE_REQUEST_TIMEOUT_S": "0.3"}
+TIMEOUT = {"TURNSTILE_REQUEST_TIMEOUT_S": "0.3", "TURNSTILE_BODY_TIMEOUT_S": "0.2"}
 
 
 async def _hangs(request: web.Request) -> web.Response:

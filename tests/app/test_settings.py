@@ -150,3 +150,13 @@ def test_cors_origins_are_origins_or_a_star() -> None:
     assert problem.startswith("CORS_ALLOWED_ORIGINS: expected comma-separated origins")
     assert "'app.example.com'" in problem
     assert "'https://x.example.com/path'" in problem
+
+
+def test_the_request_deadline_must_leave_room_for_the_body() -> None:
+    assert problems({"TURNSTILE_REQUEST_TIMEOUT_S": "30"}) == [
+        "TURNSTILE_REQUEST_TIMEOUT_S=30 must be above TURNSTILE_BODY_TIMEOUT_S=30: a request's body must be able "
+        "to arrive before the request runs out of time",
+    ]
+    settings = load_settings({"TURNSTILE_REQUEST_TIMEOUT_S": "20", "TURNSTILE_BODY_TIMEOUT_S": "10",
+                              "TURNSTILE_HOOK_TIMEOUT_S": "5"})
+    assert (settings.request_timeout_s, settings.body_timeout_s, settings.hook_timeout_s) == (20, 10, 5)
