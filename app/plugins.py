@@ -137,6 +137,12 @@ class _PipelineName:
         return f"<pipeline {self.name}>"
 
 
+# A `startup` hook may take its time (a warm-up, a slow first connection): one that never ends
+# keeps the pod unready, which its probes show; failing it after a bound would crash-loop a pod
+# whose start is merely slow.
+_UNBOUNDED: Final = frozenset({"startup"})
+
+
 class HookTimeout(GatewayTimeout):
     """504: an async hook implementation did not return within TURNSTILE_HOOK_TIMEOUT_S."""
 
@@ -192,7 +198,7 @@ async def call_impl(hook: pluggy.HookCaller, impl: pluggy.HookImpl, args: Mappin
         trace_log.info("hook %s [%s] with %r", hook.name, impl.plugin_name, _arguments(args))
     result = impl.function(*(args[name] for name in impl.argnames))
     if inspect.isawaitable(result):
-        result = await _in_time(result, _hook_timeout_s(args), hook, impl)
+        result = await (result if hook.name in _UNBOUNDED else _in_time(result, _hook_timeout_s(args), hook, impl))
     if traced:
         trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, Redacted(result))
     return result

@@ -92,7 +92,7 @@ class Settings:
     # The longest a pipeline's or a plugin route's request may run; past it, a 504 (app/deadlines.py).
     request_timeout_s: float = 60.0
     # The longest an async hook implementation may take (a rule waiting on a service of its
-    # own, say); past it, its request answers 504 and start-up fails (app/plugins.py).
+    # own, say); past it, its request answers 504 (app/plugins.py); `startup` hooks have none.
     hook_timeout_s: float = 10.0
     trace_hooks: bool = False
     disabled_plugins: tuple[str, ...] = ()
