@@ -83,7 +83,15 @@ class RevokeTokensStep:
                 with contextlib.suppress(ServiceUnavailable):  # logged; the cancellation stands
                     await complete_despite_cancellation(self._end_sessions(request, committed))
             raise
-        await self._end_sessions(request, response)
+        except Exception:
+            # Saved, though a step after the write failed: the sessions the change ends end.
+            committed = request.get(committed_key)
+            if committed is not None:
+                with contextlib.suppress(ServiceUnavailable):  # logged; the request's own error stands
+                    await self._end_sessions(request, committed)
+            raise
+        saved = response if 200 <= response.status < 300 else request.get(committed_key, response)
+        await self._end_sessions(request, saved)
         return response
 
     async def _end_sessions(self, request: web.Request, response: web.StreamResponse) -> None:

@@ -113,9 +113,17 @@ class DataFetchStep:
         )
         if self.status == 204:
             return self._answer(request, web.Response(status=204))
+        saved: web.Response | None = None
+        if self.method in _COMMITS:
+            # The data service accepted the write: the steps around must follow it (invalidate,
+            # revoke, announce) even if making the answer fails now. Until it is made they see
+            # the route's parameters, then the checked answer.
+            saved = request[committed_key] = web.Response(status=self.status)
         data = reply.data
         if self.check_answer is not None:
             data = self.check_answer(data, self.pipeline.name)
+        if saved is not None and data is not None:
+            saved[payload_key] = data
         if data is not None and self.transform_response is not None:
             data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline)
             if self.check_answer is not None:
