@@ -106,7 +106,13 @@ class HashingGate:
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """`fn(*args)` on a hashing thread. Raises ServiceUnavailable when the queue is full, or
-        when no thread came free within `max_wait_s`."""
+        when no thread came free within `max_wait_s`.
+
+        A hash counts (against the queue, and its thread against the workers) until it is done,
+        not until its caller stops waiting: a request cancelled mid-hash (its deadline, the
+        process ending) must not let another hash start beside the one still running, or the
+        bound would not hold.
+        """
         self.check_capacity()
         self._admitted += 1
         HASHES_IN_FLIGHT.inc()
@@ -120,12 +126,31 @@ class HashingGate:
             finally:
                 HASH_WAIT_SECONDS.observe(time.monotonic() - queued)
             try:
-                return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-            finally:
+                job = self._executor.submit(fn, *args)
+            except BaseException:
                 self._threads.release()
-        finally:
-            self._admitted -= 1
-            HASHES_IN_FLIGHT.dec()
+                raise
+        except BaseException:
+            self._done()
+            raise
+        loop = asyncio.get_running_loop()
+        job.add_done_callback(lambda _: _call_soon(loop, self._hash_done))
+        return await asyncio.wrap_future(job)
+
+    def _hash_done(self) -> None:
+        self._threads.release()
+        self._done()
+
+    def _done(self) -> None:
+        self._admitted -= 1
+        HASHES_IN_FLIGHT.dec()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    """`callback` on the loop, from the hashing thread; nothing once the loop is closed (the
+    process is ending: no one is left to count)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback)

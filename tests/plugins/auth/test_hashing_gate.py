@@ -116,3 +116,24 @@ async def test_every_wait_for_a_thread_is_measured_the_refused_ones_too() -> Non
     assert _waits("0.005") - quick_before == 1
     assert _waits("0.1") - slow_before == 1  # the refused wait lasted its 0.2 s
     gate.close()
+
+
+async def test_a_hash_whose_caller_is_cancelled_still_holds_its_thread_until_done() -> None:
+    # A request cancelled mid-hash (its deadline, the process ending) stops waiting; its hash
+    # runs on. Were its thread counted free, the next hash would start beside it.
+    gate = HashingGate(workers=1, queue=1, max_wait_s=0.2)
+    in_flight = REGISTRY.get_sample_value("turnstile_password_hashes_in_flight") or 0.0
+    async with thread_held(gate) as running:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+        with pytest.raises(ServiceUnavailable):  # the thread is still busy: the wait runs out
+            await gate.run(lambda: "never run")
+        assert REGISTRY.get_sample_value("turnstile_password_hashes_in_flight") == in_flight + 1
+    for _ in range(100):  # the cancelled hash ends once released
+        if REGISTRY.get_sample_value("turnstile_password_hashes_in_flight") == in_flight:
+            break
+        await asyncio.sleep(0.01)
+    assert await gate.run(lambda: "free again") == "free again"
+    assert REGISTRY.get_sample_value("turnstile_password_hashes_in_flight") == in_flight
+    gate.close()
