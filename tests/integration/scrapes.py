@@ -1,7 +1,8 @@
 """Real /metrics scrapes of the running service under the conditions the alerts are for.
 
 A scenario starts the whole service (the `stack` fixture) in one condition (healthy, data service
-down, Redis down, broker down, a password-guessing client), scrapes /metrics, drives a burst of
+down, Redis down, broker down, a password-guessing client, a plugin blocking the event loop),
+scrapes /metrics, drives a burst of
 traffic, and scrapes again. `input_series` turns the two scrapes into `promtool test rules`
 input: every series the service exported, labelled as Prometheus labels a scraped pod, with the
 burst repeated every minute, as if the condition lasted.
@@ -10,12 +11,14 @@ burst repeated every minute, as if the condition lasted.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
+from app import hookimpl
 from app.keys import data_service_key
 from tests.app.test_cli import free_port
 from tests.integration.conftest import (
@@ -230,6 +233,29 @@ async def broker_down(stack: StackFactory, deps: dict[str, Any]) -> Observed:
     return await _observe(await stack(**{**deps, **down}), traffic)
 
 
+class BlockingRule:
+    """A team's `def` rule calling a slow service with a blocking client, on one route."""
+
+    @hookimpl
+    def check_request(self, pipeline: Any) -> None:
+        if pipeline.name == "me":
+            time.sleep(1.2)  # the event loop, and every request of the process, waits
+
+
+async def loop_blocked(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """Reads of the caller's own user through a route whose business rule blocks the loop."""
+    client = await stack(**deps, plugins=(BlockingRule(),))
+    await register(client, "eve@example.com")
+    tokens = await login(client, "eve@example.com", "correct-horse-1")
+
+    async def traffic(client: Client) -> None:
+        for _ in range(2):
+            assert (await client.get("/api/v1/auth/me", headers=bearer(tokens))).status == 200
+        await asyncio.sleep(0.3)  # the late timer runs, and is counted
+
+    return await _observe(client, traffic)
+
+
 Scenario = Callable[[StackFactory, dict[str, Any]], Awaitable[Observed]]
 SCENARIOS: dict[str, Scenario] = {
     "healthy": healthy,
@@ -237,6 +263,7 @@ SCENARIOS: dict[str, Scenario] = {
     "data-service-down": data_service_down,
     "redis-down": redis_down,
     "broker-down": broker_down,
+    "loop-blocked": loop_blocked,
 }
 
 

@@ -50,6 +50,7 @@ EXPECTED: dict[str, list[Alert]] = {
         ],
     ],
     "broker-down": [("TurnstileOutboxGrowing", {"severity": "warning", **RELEASE})],
+    "loop-blocked": [("TurnstileEventLoopBlocked", {"severity": "warning", **RELEASE})],
 }
 
 
