@@ -9,9 +9,10 @@ deadline only act at an await). What can be done is to see it:
   `turnstile_event_loop_lag_seconds` (near zero on a healthy process; a busy but healthy one
   stays within milliseconds);
 - a watchdog thread notices when the loop has not run that timer for `blocked_after_s`
-  (TURNSTILE_LOOP_BLOCKED_S), and takes the stack of the loop's thread at that moment: the code
-  holding it. The loop logs it as a warning once it runs again, so the operator reads which
-  plugin's function held every request up, and for how long.
+  (TURNSTILE_LOOP_BLOCKED_S), takes the stack of the loop's thread at that moment (the code
+  holding it) and logs it as a warning, so the operator reads which plugin's function held every
+  request up, even when the loop never runs again. The thread may log: while the loop is held,
+  the loop's thread writes no line of its own.
 """
 
 from __future__ import annotations
@@ -53,9 +54,8 @@ class LoopWatch:
         self._due = 0.0  # when the timer should next run (time.monotonic)
         self._timer: asyncio.TimerHandle | None = None
         self._loop_thread = 0
-        # Written by the watchdog, read and cleared by the loop: plain assignments, atomic
-        # under the GIL. The stall a stack belongs to is named by the timer's due time.
-        self._captured: tuple[float, float, str] | None = None  # (due, held for, stack)
+        # The stall last reported, named by its timer's due time (the watchdog's own).
+        self._reported = -1.0
         self._stopping = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -79,26 +79,22 @@ class LoopWatch:
         self._timer = asyncio.get_running_loop().call_later(TICK_S, self._tick)
 
     def _tick(self) -> None:
-        lag = max(0.0, time.monotonic() - self._due)
-        LOOP_LAG.observe(lag)
-        captured, self._captured = self._captured, None
-        if captured is not None and captured[0] == self._due:
-            _, held_s, stack = captured
-            log.warning("the event loop was held for at least %.2f s without an await, every request of this "
-                        "process waiting; %.2f s in, it was running:\n%s", lag, held_s, stack)
+        LOOP_LAG.observe(max(0.0, time.monotonic() - self._due))
         self._schedule()
 
     def _watch(self) -> None:
         while not self._stopping.wait(WATCH_EVERY_S):
             due = self._due
             held_s = time.monotonic() - due
-            if held_s < self.blocked_after_s or (self._captured is not None and self._captured[0] == due):
+            if held_s < self.blocked_after_s or self._reported == due:
                 continue
             frame = sys._current_frames().get(self._loop_thread)  # documented in sys, despite its name
             if frame is None or self._due != due:  # the loop moved on meanwhile
                 continue
             stack = "".join(traceback.format_stack(frame, limit=STACK_FRAMES)).rstrip()
-            self._captured = (due, held_s, stack)
+            self._reported = due
+            log.warning("the event loop has been held for %.2f s without an await, every request of this "
+                        "process waiting; it is running:\n%s", held_s, stack)
 
 
 loop_watch_key: Final = web.AppKey("loop_watch", LoopWatch)
