@@ -239,7 +239,9 @@ class BlockingRule:
     @hookimpl
     def check_request(self, pipeline: Any) -> None:
         if pipeline.name == "me":
-            time.sleep(1.2)  # the event loop, and every request of the process, waits
+            # The event loop, and every request of the process, waits. The lag timer may come
+            # due up to its 0.25 s period into the sleep: 1.5 s makes it over a second late.
+            time.sleep(1.5)
 
 
 async def loop_blocked(stack: StackFactory, deps: dict[str, Any]) -> Observed:
