@@ -20,10 +20,8 @@ from typing import Any, Final, final
 from aiohttp import web
 
 from app.errors import GatewayTimeout
-from app.keys import settings_key
 from app.pipeline.types import Handler
 
-DEFAULT_REQUEST_TIMEOUT_S: Final = 60.0
 # A sweep at least this often; a deadline is kept to within this much (or a quarter of itself).
 SWEEP_INTERVAL_S: Final = 1.0
 
@@ -89,17 +87,6 @@ class RequestDeadlines:
 
 
 request_deadlines_key: Final = web.AppKey("request_deadlines", RequestDeadlines)
-
-
-def deadlines_of(app: web.Application) -> RequestDeadlines:
-    """The app's deadlines, made on first use (an app built in parts, by a test, has none yet)."""
-    deadlines = app.get(request_deadlines_key)
-    if deadlines is None:
-        settings = app.get(settings_key)
-        deadlines = app[request_deadlines_key] = RequestDeadlines(
-            DEFAULT_REQUEST_TIMEOUT_S if settings is None else settings.request_timeout_s)
-        app.cleanup_ctx.append(request_deadlines_ctx)
-    return deadlines
 
 
 async def request_deadlines_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ import pluggy
 from aiohttp import web
 
 from app.asyncapi import build_asyncapi, setup_asyncapi
-from app.deadlines import deadlines_of
+from app.deadlines import RequestDeadlines, request_deadlines_ctx, request_deadlines_key
 from app.head_routes import answer_head_beside_get
 from app.health import setup_health_routes
 from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
@@ -114,7 +114,8 @@ def prepare_app(
     # First in the cleanup contexts: they run until everything else has stopped.
     app[loop_watch_key] = LoopWatch(settings.loop_blocked_s)
     app.cleanup_ctx.append(loop_watch_ctx)
-    deadlines_of(app)
+    app[request_deadlines_key] = RequestDeadlines(settings.request_timeout_s)
+    app.cleanup_ctx.append(request_deadlines_ctx)
 
     mirrored = pm.hook.register_mirrored_keys(app=app, pipelines=app[pipelines_key])
     setup_clients(app, settings, mirrored=[prefix for prefixes in mirrored for prefix in prefixes])

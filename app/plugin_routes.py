@@ -16,7 +16,7 @@ import attrs
 import pluggy
 from aiohttp import web
 
-from app.deadlines import RequestDeadlines, deadlines_of, within_deadline
+from app.deadlines import RequestDeadlines, request_deadlines_key, within_deadline
 from app.pipeline.types import Handler
 
 
@@ -72,7 +72,7 @@ def setup_plugin_routes(app: web.Application, pm: pluggy.PluginManager) -> tuple
             msg = f"{route.method} {route.path} ({route.name}): already served by another route"
             raise ValueError(msg)
         taken.add((route.method, route.path))
-        app.router.add_route(route.method, route.path, _within_deadline(deadlines_of(app), route.handler),
+        app.router.add_route(route.method, route.path, _within_deadline(app[request_deadlines_key], route.handler),
                              name=route.name)
     app[plugin_routes_key] = routes
     return routes

@@ -21,7 +21,7 @@ import pluggy
 from aiohttp import web
 from prometheus_client import Histogram
 
-from app.deadlines import deadlines_of, within_deadline
+from app.deadlines import request_deadlines_key, within_deadline
 from app.errors import InternalError
 from app.keys import pipeline_key
 from app.metrics import STEP_SECONDS
@@ -117,7 +117,7 @@ def build_pipeline(
     inner = handler
     int_params = tuple(sorted(pipeline.route.int_params))
 
-    deadlines = deadlines_of(app)
+    deadlines = app[request_deadlines_key]
 
     async def pipeline_handler(request: web.Request) -> web.StreamResponse:
         if int_params:
