@@ -232,5 +232,6 @@ def enrich_event(
     event body (``id``, ``type``, ``occurred_at``, ``request_id``, ``data``). Return a new
     body to replace it, None to keep it, or False to suppress the event. Each
     implementation sees the previous result; after a False no later one runs. May be
-    ``async def``.
+    ``async def``. One that raises on the event of a saved change does not lose the event: it
+    is published as it was made, and the request answers the hook's error.
     """

@@ -3,7 +3,9 @@
 An event describes a committed change (contract §9): it is emitted after a 2xx answer, and also
 when the data service accepted the write (`committed_key`) but a later step failed (a
 revocation that could not be recorded answers 503) or the request was cancelled: the other
-instances and consumers must still hear of the change.
+instances and consumers must still hear of the change. For the same reason an `enrich_event`
+hook that fails on the event of a saved change does not lose it: the event goes out as it was
+made, without that enrichment, and the request still answers the hook's error.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import attrs
 import pluggy
 from aiohttp import web
+from prometheus_client import Counter
 
 from app import (
     BuildContext,
@@ -38,6 +41,12 @@ from app import (
 from plugins.event_emit.config import EventEmitConfig
 
 log = logging.getLogger("turnstile.event_emit")
+
+UNENRICHED = Counter(
+    "turnstile_events_unenriched_total",
+    "Events of saved changes published without their enrichment, because an enrich_event hook failed on them.",
+    ["event"],
+)
 
 
 @attrs.frozen
@@ -74,16 +83,33 @@ class EventEmitStep:
         return response
 
     async def _emit(self, request: web.Request, response: web.StreamResponse, event_id: str) -> None:
-        data = self._data(request, response)
-        body = Event.create(self.config.event, data, request[request_id_key], id=event_id).to_dict()
+        event = Event.create(self.config.event, self._data(request, response), request[request_id_key], id=event_id)
         if self.has_enrichers:
-            enriched = await call_chain(
-                self.hooks.enrich_event, "event", body, request=request, pipeline=self.pipeline
-            )
-            if enriched is False:
+            enriched = await self._enriched(request, event)
+            if enriched is None:
                 return
-            body = enriched
-        await self.publisher.publish(Event.from_dict(body), confirm_deadline_s=self.confirm_deadline_s)
+            event = enriched
+        await self.publisher.publish(event, confirm_deadline_s=self.confirm_deadline_s)
+
+    async def _enriched(self, request: web.Request, event: Event) -> Event | None:
+        """The event as the `enrich_event` hooks leave it, or None when one suppresses it."""
+        try:
+            body = await call_chain(
+                self.hooks.enrich_event, "event", event.to_dict(), request=request, pipeline=self.pipeline
+            )
+            return None if body is False else Event.from_dict(body)
+        except Exception:
+            if request.get(committed_key) is None:
+                raise
+            # The change is saved, so its event must go out (contract §9); what the failed hook
+            # meant to add or suppress is unknown, and a missing enrichment does less harm
+            # than a change nobody hears of. Consumers already dedupe by message_id.
+            UNENRICHED.labels(self.config.event).inc()
+            log.error("pipeline %s: an enrich_event hook failed on the event of a saved change; the event is "
+                      "published without its enrichment", self.pipeline.name,
+                      extra={"request_id": request.get(request_id_key)})
+            await self.publisher.publish(event, confirm_deadline_s=self.confirm_deadline_s)
+            raise
 
     async def _emit_after_failure(self, request: web.Request, committed: web.StreamResponse, event_id: str) -> None:
         """The change is saved though the request fails: emit, and let the request's own error stand."""

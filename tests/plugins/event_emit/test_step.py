@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 import plugins.event_emit
 from app import hookimpl
@@ -118,6 +119,11 @@ route = "PUT /widgets/{slot:int}"
 steps = [{ use = "event-emit", event = "widget.updated" }, { use = "cancel-after" }, { use = "commit" }]
 
 [[pipelines]]
+name = "save"
+route = "POST /widgets/{slot:int}"
+steps = [{ use = "event-emit", event = "widget.updated" }, { use = "commit" }]
+
+[[pipelines]]
 name = "fail_before_saving"
 route = "DELETE /widgets/{slot:int}"
 steps = [
@@ -126,8 +132,8 @@ steps = [
 """
 
 
-async def start_committing(turnstile: StartService) -> Service:
-    plugins_used = [sample_plugin, plugins.event_emit, CommitPlugin()]
+async def start_committing(turnstile: StartService, *extra: object) -> Service:
+    plugins_used = [sample_plugin, plugins.event_emit, CommitPlugin(), *extra]
     return await turnstile(COMMITTED_PIPELINES, plugins=plugins_used, entrypoints=False)
 
 
@@ -157,3 +163,54 @@ async def test_a_saved_change_is_published_even_when_its_request_is_cancelled(tu
     assert event["type"] == "widget.updated"
     assert event["request_id"] == "cancelled-1"
     assert event["data"] == {"slot": 3, "name": "saved"}
+
+
+class FailingEnricher:
+    """A team's enrichment with a bug: it fails on every event, after touching nothing."""
+
+    @hookimpl
+    def enrich_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        msg = "the team's enrichment has a bug"
+        raise KeyError(msg)
+
+
+def unenriched(event: str) -> float:
+    return REGISTRY.get_sample_value("turnstile_events_unenriched_total", {"event": event}) or 0.0
+
+
+async def test_a_saved_change_whose_enrichment_fails_is_published_without_it(turnstile: StartService) -> None:
+    service = await start_committing(turnstile, FailingEnricher())
+    before = unenriched("widget.updated")
+
+    resp = await service.client.post("/widgets/3", headers={"X-Request-ID": "unenriched-1"})
+
+    # The request answers the hook's failure, as any failing hook's request does; the change
+    # it made is saved all the same, so its event goes out as it was made.
+    assert resp.status == 500
+    assert resp.content_type == "application/problem+json"
+    [event] = service.events()
+    assert event["type"] == "widget.updated"
+    assert event["request_id"] == "unenriched-1"
+    assert event["data"] == {"slot": 3, "name": "saved"}
+    assert unenriched("widget.updated") == before + 1
+
+
+async def test_a_failed_enrichment_of_a_saved_change_that_then_fails_still_publishes(turnstile: StartService) -> None:
+    service = await start_committing(turnstile, FailingEnricher())
+
+    resp = await service.client.patch("/widgets/4")
+
+    assert resp.status == 503  # the later step's own failure stands
+    [event] = service.events()
+    assert event["data"] == {"slot": 4, "name": "saved"}
+
+
+async def test_a_failed_enrichment_without_a_saved_change_publishes_nothing(turnstile: StartService) -> None:
+    service = await start(turnstile, FailingEnricher())
+    before = unenriched("widget.created")
+
+    resp = await service.client.post("/widgets/4", json={"name": "w", "size": 1})
+
+    assert resp.status == 500
+    assert service.events() == []
+    assert unenriched("widget.created") == before
