@@ -17,8 +17,13 @@ from app import schema_field
 
 # Deliberately loose (RFC 5321 addresses are more varied than any regex): one @, no spaces or
 # control characters (as for full_name below: a NUL breaks the stores and the mail it reaches),
-# a dot in the domain. Bodies are NFKC-normalised, trimmed and lower-cased before they are checked.
-EMAIL_PATTERN: Final = r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$"
+# a dot in the domain; and RFC 5321's lengths, which mail servers enforce: a local part of at
+# most 64 characters, domain labels of at most 63 (an address past them could be stored, but
+# never sent a verification or reset mail). Bodies are NFKC-normalised, trimmed and lower-cased
+# before they are checked.
+EMAIL_PATTERN: Final = (
+    r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]{1,63}(\.[^@\s.\x00-\x1f\x7f]{1,63})+$"
+)
 EMAIL_MAX: Final = 254  # RFC 5321's limit on a path, less the angle brackets
 PASSWORD_MIN: Final = 8
 PASSWORD_MAX: Final = 128

@@ -58,6 +58,8 @@ INVALID_REGISTRATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "email-with-space": ({"email": "a b@example.com", "password": PASSWORD}, "email"),
     "email-with-nul": ({"email": "a\u0000b@example.com", "password": PASSWORD}, "email"),
     "email-with-escape": ({"email": "a@exa\u001bmple.com", "password": PASSWORD}, "email"),
+    "email-local-part-over-64": ({"email": "a" * 65 + "@example.com", "password": PASSWORD}, "email"),
+    "email-domain-label-over-63": ({"email": "a@" + "b" * 64 + ".com", "password": PASSWORD}, "email"),
     "long-full-name": ({"email": "a@example.com", "password": PASSWORD, "full_name": "x" * 201}, "full_name"),
     "unknown-field": ({"email": "a@example.com", "password": PASSWORD, "nickname": "al"}, "nickname"),
     "roles-from-a-stranger": ({"email": "a@example.com", "password": PASSWORD, "roles": ["admin"]}, "roles"),
@@ -86,6 +88,7 @@ async def test_register_boundaries_are_accepted(stack: StackFactory) -> None:
     await register(client, "min@example.com", password="x" * 8, full_name="n" * 200)
     await register(client, "zoe@example.com", full_name="Zoë Ñúñez-O'Brien 李 🎉")  # no control character
     await register(client, "max@example.com", password="x" * 128)
+    await register(client, "l" * 64 + "@" + "d" * 63 + ".example.com")  # RFC 5321's longest local part and label
 
 
 async def test_register_reports_every_bad_field_and_refuses_other_bodies(stack: StackFactory) -> None:
