@@ -48,10 +48,20 @@ def _caller(request: web.Request) -> int:
 
 
 async def live_sessions(services: AuthServices, user_id: int) -> dict[str, SessionTimes]:
-    """The user's sessions the token store still knows; the index forgets the others."""
+    """The user's sessions whose tokens still work; the index forgets the others.
+
+    A session ends on its own (logout, a replayed refresh token, `end-session`: the token
+    store forgets its family) or with all the user's sessions at once (a password change or
+    reset, a disabled user: the revocation cut-off). A session last refreshed at or before the
+    cut-off holds only tokens issued before it, which are refused (`check_not_revoked`).
+    """
     with store_errors():
         indexed = await services.sessions.of(user_id)
-        live = {family: times for family, times in indexed.items() if await services.store.family_alive(family)}
+        cutoff = await services.revocations.cutoff(user_id) if indexed else None
+        live = {
+            family: times for family, times in indexed.items()
+            if (cutoff is None or times.last_used_at > cutoff) and await services.store.family_alive(family)
+        }
         await services.sessions.forget(user_id, *(family for family in indexed if family not in live))
     return live
 

@@ -67,6 +67,28 @@ async def test_ending_a_session_refuses_its_tokens_at_once_and_spares_the_others
     await assert_problem(await client.delete(f"{SESSIONS}/{phone_session}", headers=bearer(laptop)), 404)
 
 
+async def test_sessions_ended_all_at_once_by_a_password_change_are_no_longer_listed(
+    stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    client = await stack(**token_state)
+    ann = await register(client, "ann@example.com")
+    phone, laptop = await login(client, "ann@example.com", PASSWORD), await login(client, "ann@example.com", PASSWORD)
+    items = (await (await client.get(SESSIONS, headers=bearer(laptop))).json())["items"]
+    [phone_session] = [item["id"] for item in items if not item["current"]]
+
+    changed = await client.patch(f"/api/v1/users/{ann['id']}", headers=bearer(laptop),
+                                 json={"password": "new-horse-22", "current_password": PASSWORD})
+    assert changed.status == 200, await changed.text()
+    await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
+
+    # The change ended every session (their tokens are refused): none of them is listed as
+    # live, nor can one be ended again.
+    tablet = await login(client, "ann@example.com", "new-horse-22")
+    items = (await (await client.get(SESSIONS, headers=bearer(tablet))).json())["items"]
+    assert [item["current"] for item in items] == [True]
+    await assert_problem(await client.delete(f"{SESSIONS}/{phone_session}", headers=bearer(tablet)), 404)
+
+
 async def test_another_users_session_or_a_made_up_id_is_a_404(stack: StackFactory) -> None:
     client = await stack()
     await register(client, "ann@example.com")
