@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from typing import Any, final
+from typing import Any, Final, final
 
 import orjson
 from aiohttp import web
@@ -136,13 +136,28 @@ def direct_handler(logger: logging.Logger) -> JsonLinesHandler | None:
     return handler
 
 
+# C0 controls and DEL, as the text format writes them: escaped, each visible and none a line break.
+_CONTROLS: Final = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)} | {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}
+
+
+class TextFormatter(logging.Formatter):
+    """The development format, one line per record as the JSON one is: a message carries what
+    clients sent (a decoded path, a header), and a line break or a NUL in it would make a line
+    that looks like another request's, or a log that tools take for binary. A traceback, which
+    follows the message, keeps its lines."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
+        return super().formatMessage(record).translate(_CONTROLS)
+
+
 def setup_logging(level: str, fmt: str) -> None:
     handler: logging.StreamHandler = JsonLinesHandler() if fmt == "json" else logging.StreamHandler()  # type: ignore[type-arg]
     handler.addFilter(RequestIdFilter())
     if fmt != "json":
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-        )
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

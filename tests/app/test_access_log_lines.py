@@ -9,13 +9,22 @@ import contextlib
 import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from app.logs import JsonFormatter, JsonLinesHandler, direct_handler, iso_utc, json_line, setup_logging
+from app.logs import (
+    JsonFormatter,
+    JsonLinesHandler,
+    TextFormatter,
+    direct_handler,
+    iso_utc,
+    json_line,
+    setup_logging,
+)
 from app.middlewares.observe import ACCESS_LOGGER
 from tests.app.conftest import json_lines
 
@@ -119,3 +128,24 @@ def test_the_direct_path_steps_aside_when_something_else_listens(json_logs: io.S
 )
 def test_line_times_are_utc_with_microseconds(created: float, text: str) -> None:
     assert iso_utc(created) == text
+
+
+def test_a_text_line_stays_one_line_whatever_the_client_sent() -> None:
+    # What a client controls reaches the message: a decoded path such as /nowhere%0A...%00
+    record = logging.makeLogRecord({
+        "name": "turnstile.access", "levelno": logging.INFO, "levelname": "INFO", "request_id": "r-1",
+        "msg": "GET %s 404", "args": ("/nowhere\n2026-12-01 00:00:00,000 INFO turnstile.access [forged]\x00\r\t\x7f",),
+    })
+    line = TextFormatter().format(record)
+    assert "\n" not in line
+    assert line.endswith(r"GET /nowhere\n2026-12-01 00:00:00,000 INFO turnstile.access [forged]\x00\r\t\x7f 404")
+
+
+def test_a_text_line_keeps_its_traceback_below_it() -> None:
+    try:
+        raise ValueError("bad\nvalue")
+    except ValueError:
+        record = logging.makeLogRecord({"msg": "failed\nhere", "exc_info": sys.exc_info(), "request_id": "-"})
+    first, *traceback = TextFormatter().format(record).splitlines()
+    assert first.endswith(r"failed\nhere")
+    assert traceback[0] == "Traceback (most recent call last):"
