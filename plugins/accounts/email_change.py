@@ -50,18 +50,26 @@ class VerificationMailStep:
             response = await handler(request)
         except BaseException:  # failed or cancelled: a write already saved still gets its mail
             if sends:
-                self._mail(request.get(committed_key))
+                self._mail(request.get(committed_key), changes_email)
             raise
         if sends:
-            self._mail(response if 200 <= response.status < 300 else request.get(committed_key))
+            self._mail(response if 200 <= response.status < 300 else request.get(committed_key), changes_email)
         return response
 
-    def _mail(self, answer: web.StreamResponse | None) -> None:
-        """A verification mail to the user the saved write answered with, when it is unverified.
-        Queued at once (no await): a cancellation cannot come between the write and the mail."""
+    def _mail(self, answer: web.StreamResponse | None, changes_email: bool) -> None:
+        """A verification mail to the user the saved write answered with, when it is unverified;
+        a changed address first voids what was mailed before it. Queued at once (no await): a
+        cancellation cannot come between the write and the mail."""
         user = None if answer is None else answer.get(payload_key)
         if isinstance(user, dict) and user.get("is_verified") is False and "id" in user and "email" in user:
-            self.accounts.after_answer(self.accounts.mail_token(VERIFY, user), "verification mail")
+            work = self._void_then_mail(user) if changes_email else self.accounts.mail_token(VERIFY, user)
+            self.accounts.after_answer(work, "verification mail")
+
+    async def _void_then_mail(self, user: dict[str, Any]) -> None:
+        # The old address's links already fail while the address differs; voided, they stay
+        # dead if it is changed back. Before the new mail's token, which must outlive it.
+        await self.accounts.void_mail_tokens(int(user["id"]))
+        await self.accounts.mail_token(VERIFY, user)
 
     async def _changes_email(self, request: web.Request, user: Template) -> bool:
         body: dict[str, Any] | None = request.get(body_key)

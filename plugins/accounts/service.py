@@ -124,6 +124,11 @@ class Accounts:
             return
         await self.mail_token(purpose, user)
 
+    async def void_mail_tokens(self, user_id: int) -> None:
+        """Refuse every token mailed to `user_id` until now (its address changed)."""
+        longest = max(self.settings.verify_token_ttl_s, self.settings.reset_token_ttl_s)
+        await self.tokens.void_issued_before(user_id, longest)
+
     async def mail_token(self, purpose: str, user: dict[str, Any]) -> None:
         """Issue a `purpose` token for `user` (a record with id and email; a reset needs its
         password_hash too) and queue the mail that carries it."""

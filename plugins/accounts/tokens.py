@@ -9,7 +9,9 @@ up as a reset token finds nothing. Taking a record deletes it in the same step (
 The record holds what the token was issued for (the user, the address the mail went to, and
 for a reset a fingerprint of the password hash then stored); `plugins.accounts.redeem`
 compares it with the account as it is now, so a password changed by any route, or an email
-changed, kills the tokens issued before.
+changed, kills the tokens issued before. An email changed back would make the old address's
+tokens match again, so a change of address also voids every token the user was sent before it
+(`void_issued_before`: one record per user, as long as a token lives).
 
 Redis when the service has one (shared by every instance), process memory otherwise.
 """
@@ -29,6 +31,7 @@ from coredis import PureToken
 from app import RedisConnection, redis_errors
 
 KEY_PREFIX: Final = "turnstile:accounts:token:"
+VOID_PREFIX: Final = "turnstile:accounts:void:"
 VERIFY: Final = "verify"
 RESET: Final = "reset"
 PURPOSES: Final = (VERIFY, RESET)
@@ -36,13 +39,15 @@ PURPOSES: Final = (VERIFY, RESET)
 
 @attrs.frozen(kw_only=True)
 class TokenRecord:
-    """What a token was issued for. `state`: a fingerprint of what must not have changed since."""
+    """What a token was issued for. `state`: a fingerprint of what must not have changed since.
+    `issued_at` is 0 in records written before it was kept: void once any change voids them."""
 
     purpose: str
     user_id: int
     email: str
     state: str
     expires_at: float
+    issued_at: float = 0.0
 
     def to_json(self) -> str:
         return orjson.dumps(attrs.asdict(self)).decode()
@@ -52,7 +57,8 @@ class TokenRecord:
         try:
             data = orjson.loads(text)
             return cls(purpose=str(data["purpose"]), user_id=int(data["user_id"]), email=str(data["email"]),
-                       state=str(data["state"]), expires_at=float(data["expires_at"]))
+                       state=str(data["state"]), expires_at=float(data["expires_at"]),
+                       issued_at=float(data.get("issued_at", 0.0)))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
 
@@ -68,6 +74,8 @@ class RecordStore(Protocol):
     async def put(self, key: str, value: str, ttl_s: float) -> None: ...
 
     async def take(self, key: str) -> str | None: ...
+
+    async def get(self, key: str) -> str | None: ...
 
     async def put_back(self, key: str, value: str, ttl_s: float) -> None:
         """Store `value` again unless the key holds something (a record given back after a failure)."""
@@ -93,6 +101,10 @@ class MemoryRecordStore:
             return None
         return entry[0]
 
+    async def get(self, key: str) -> str | None:
+        entry = self._records.get(key)
+        return None if entry is None or entry[1] <= self._clock() else entry[0]
+
     async def put_back(self, key: str, value: str, ttl_s: float) -> None:
         if key not in self._records:
             await self.put(key, value, ttl_s)
@@ -114,6 +126,11 @@ class RedisRecordStore:
             value = await self._redis.client.getdel(key)
         return None if value is None else str(value)
 
+    async def get(self, key: str) -> str | None:
+        with redis_errors():
+            value = await self._redis.client.get(key)
+        return None if value is None else str(value)
+
     async def put_back(self, key: str, value: str, ttl_s: float) -> None:
         with redis_errors():
             await self._redis.client.set(key, value, px=max(1, int(ttl_s * 1000)), condition=PureToken.NX)
@@ -133,8 +150,9 @@ class MailTokens:
     async def issue(self, purpose: str, *, user_id: int, email: str, state: str, ttl_s: int) -> str:
         """A new token for `purpose`, alive `ttl_s` seconds."""
         token = secrets.token_urlsafe(32)
+        now = self._clock()
         record = TokenRecord(purpose=purpose, user_id=user_id, email=email, state=state,
-                             expires_at=self._clock() + ttl_s)
+                             expires_at=now + ttl_s, issued_at=now)
         await self._store.put(_key(purpose, token), record.to_json(), ttl_s)
         return token
 
@@ -145,13 +163,25 @@ class MailTokens:
         record = None if value is None else TokenRecord.from_json(value)
         if record is None or record.purpose != purpose or record.expires_at <= self._clock():
             return None
+        voided = await self._store.get(_void_key(record.user_id))
+        if voided is not None and record.issued_at < float(voided):
+            return None
         return record
+
+    async def void_issued_before(self, user_id: int, ttl_s: int) -> None:
+        """Every token issued to `user_id` until now is refused from now on; `ttl_s`: the longest
+        a token lives, after which there is nothing left to void."""
+        await self._store.put(_void_key(user_id), repr(self._clock()), ttl_s)
 
     async def give_back(self, token: str, record: TokenRecord) -> None:
         """Make a redeemed token usable again for the rest of its life (the service could not act on it)."""
         left = record.expires_at - self._clock()
         if left > 0:
             await self._store.put_back(_key(record.purpose, token), record.to_json(), left)
+
+
+def _void_key(user_id: int) -> str:
+    return f"{VOID_PREFIX}{user_id}"
 
 
 def _key(purpose: str, token: str) -> str:

@@ -292,6 +292,27 @@ async def test_a_changed_email_makes_the_user_unverified_and_kills_the_old_link(
     assert inbox.received.empty()
 
 
+async def test_links_mailed_before_an_email_change_stay_dead_when_it_is_changed_back(
+    inbox: SmtpInbox, stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    client = await stack(**token_state)
+    user = await register(client, ANN)
+    stale_verify = await verification_token(inbox, ANN)
+    stale_reset = await reset_token(client, inbox, ANN)
+    admin = await admin_headers(client)
+    for address in ("ann@new.example", ANN):  # away, and back (after a mailbox taken over, say)
+        resp = await client.patch(f"/api/v1/users/{user['id']}", headers=admin, json={"email": address})
+        assert resp.status == 200, await resp.text()
+        fresh_verify = await verification_token(inbox, address)
+
+    await assert_problem(await client.post(RESET, json={"token": stale_reset, "password": NEW_PASSWORD}), 400)
+    await assert_problem(await client.post(VERIFY, json={"token": stale_verify}), 400)
+    # What was mailed after the last change works.
+    assert (await client.post(VERIFY, json={"token": fresh_verify})).status == 200
+    fresh_reset = await reset_token(client, inbox, ANN)
+    assert (await client.post(RESET, json={"token": fresh_reset, "password": NEW_PASSWORD})).status == 204
+
+
 async def test_an_email_change_cancelled_once_saved_still_mails_the_new_address(
     inbox: SmtpInbox, stack: StackFactory, tmp_path: Path, unique: str
 ) -> None:

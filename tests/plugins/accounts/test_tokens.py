@@ -18,6 +18,7 @@ from plugins.accounts.tokens import (
     MemoryRecordStore,
     RecordStore,
     RedisRecordStore,
+    TokenRecord,
     password_fingerprint,
 )
 
@@ -93,6 +94,27 @@ async def test_a_token_given_back_works_again_for_the_rest_of_its_life(store: Re
     assert record is not None
     await tokens.give_back(token, record)
     assert await tokens.redeem(RESET, token) == record
+
+
+async def test_voiding_refuses_what_was_issued_before_and_only_for_that_user(store: RecordStore) -> None:
+    clock = Clock()
+    tokens = MailTokens(store, clock=clock)
+    before = await tokens.issue(RESET, user_id=7, email="ann@example.com", state="abc", ttl_s=60)
+    someone_elses = await tokens.issue(VERIFY, user_id=8, email="bob@example.com", state="", ttl_s=60)
+    clock.now += 1
+    await tokens.void_issued_before(7, ttl_s=60)
+    after = await tokens.issue(VERIFY, user_id=7, email="ann@example.com", state="", ttl_s=60)
+    assert await tokens.redeem(RESET, before) is None
+    assert await tokens.redeem(VERIFY, after) is not None
+    assert await tokens.redeem(VERIFY, someone_elses) is not None
+
+
+def test_a_record_written_before_issue_times_were_kept_reads_as_issued_at_zero() -> None:
+    # So any later voiding refuses it: it was issued before anything that voids now.
+    old = '{"purpose":"reset","user_id":7,"email":"ann@example.com","state":"abc","expires_at":5.0}'
+    record = TokenRecord.from_json(old)
+    assert record is not None
+    assert record.issued_at == 0.0
 
 
 async def test_redis_holds_a_digest_of_the_token_never_the_token(
