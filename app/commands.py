@@ -2,7 +2,8 @@
 
 A plugin's command gets the parsed arguments and a `CommandContext`: the settings, the app
 as `create_app` prepares it before its pipelines (plugin settings and every plugin's
-`setup_app` applied, nothing started), and a data-service client for the command's duration.
+`setup_app` applied, nothing started), and a data-service client and an event publisher for
+the command's duration.
 """
 
 from __future__ import annotations
@@ -18,8 +19,15 @@ import attrs
 import pluggy
 from aiohttp import web
 
+from app.clients.amqp import Publisher
 from app.clients.dataservice import DataService, DataServiceClient, DataServiceOptions
+from app.clients.redis import RedisConnection
 from app.settings import Settings
+
+# Where a command's events wait while RabbitMQ cannot take them and no Redis is configured: a
+# file outbox is one process's (app/clients/outbox.py), so not the server's; the next command
+# that publishes delivers what it holds.
+COMMAND_OUTBOX_FILE = "outbox-commands.jsonl"
 
 
 @final
@@ -81,6 +89,29 @@ class CommandContext:
         finally:
             if runner is not None:
                 await runner.cleanup()
+
+    @contextlib.asynccontextmanager
+    async def publisher(self) -> AsyncIterator[Publisher]:
+        """A started event publisher for the block, as the server's: to RabbitMQ, with the
+        events it cannot take yet in the Redis outbox the servers deliver from (without Redis,
+        in `COMMAND_OUTBOX_FILE`), or without a broker to the events file. On leaving, what is
+        unconfirmed is flushed for a few seconds, and the rest stays in the outbox."""
+        from app.wiring import PUBLISHER_FLUSH_DEADLINE_S, make_publisher  # noqa: PLC0415  # its clients, only here
+
+        settings = self.settings
+        redis = RedisConnection(settings.redis_url) if settings.redis_url and settings.rabbitmq_url else None
+        if redis is not None:
+            await redis.start()
+        publisher = make_publisher(settings, redis, outbox_file=COMMAND_OUTBOX_FILE)
+        try:
+            await publisher.start()
+            try:
+                yield publisher
+            finally:
+                await publisher.stop(PUBLISHER_FLUSH_DEADLINE_S)
+        finally:
+            if redis is not None:
+                await redis.stop()
 
 
 def plugin_commands(pm: pluggy.PluginManager) -> list[tuple[str, Command]]:

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from app.clients.amqp import AmqpPublisher, LogFilePublisher, Publisher
 from app.clients.dataservice import DataServiceClient, DataServiceOptions
-from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
+from app.clients.outbox import DEFAULT_FILE_NAME, FileOutbox, Outbox, RedisOutbox
 from app.clients.redis import RedisConnection
 from app.keys import data_service_key, publisher_key, readiness_key, redis_key, settings_key
 from app.readiness import Check
@@ -98,10 +98,21 @@ def data_service_token(settings: Settings) -> str | None:
     return settings.data_service_token
 
 
-def _make_outbox(settings: Settings, redis: RedisConnection | None) -> Outbox | None:
+def _make_outbox(
+    settings: Settings, redis: RedisConnection | None, file_name: str = DEFAULT_FILE_NAME
+) -> Outbox | None:
     if settings.rabbitmq_url is None:
         return None  # embedded: events are written at once, nothing ever waits
-    return RedisOutbox(redis) if redis else FileOutbox(settings.var_dir)
+    return RedisOutbox(redis) if redis else FileOutbox(settings.var_dir, file_name)
+
+
+def make_publisher(
+    settings: Settings, redis: RedisConnection | None, *, outbox_file: str = DEFAULT_FILE_NAME
+) -> Publisher:
+    """The publisher `settings` ask for: RabbitMQ's, whose events wait in the Redis outbox (or
+    without Redis in `outbox_file`, which no other process may share) while the broker cannot
+    take them, or without a broker the events file."""
+    return _make_publisher(settings, _make_outbox(settings, redis, outbox_file))
 
 
 def _make_publisher(settings: Settings, outbox: Outbox | None) -> Publisher:

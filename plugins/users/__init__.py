@@ -32,9 +32,10 @@ from app import (
     models_key,
     password_hasher_key,
     plugin_settings,
+    publisher_key,
 )
 from plugins.users import rules
-from plugins.users.admin import CREATE_ADMIN, AdminSettings, create_admin_if_absent
+from plugins.users.admin import CREATE_ADMIN, AdminSettings, announcer, create_admin_if_absent
 from plugins.users.models import MODELS
 from plugins.users.rules import normalise_email
 
@@ -111,4 +112,5 @@ async def startup(app: web.Application) -> None:
         msg = "TURNSTILE_ADMIN_EMAIL is set but no plugin hashes passwords (the auth plugin is disabled)"
         raise RuntimeError(msg)
     # Logs its own outcome: created, or why an existing account was left as it is.
-    await create_admin_if_absent(app[data_service_key], hasher, admin.email, admin.password)
+    announce = announcer(app[publisher_key], app, "admin from TURNSTILE_ADMIN_EMAIL")
+    await create_admin_if_absent(app[data_service_key], hasher, admin.email, admin.password, announce)

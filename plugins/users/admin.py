@@ -2,7 +2,10 @@
 (`turnstile create-admin`, a command this plugin adds).
 
 Both talk to the data service over HTTP like every other write, so the password is hashed
-here (with the hasher the app provides, `password_hasher_key`) and only its hash is sent.
+here (with the hasher the app provides, `password_hasher_key`) and only its hash is sent. And
+like every other write, each saved change is announced (contract §9): `user.created` for a new
+admin, `user.updated` for a promotion, with the public user. The default subscriptions then
+drop the promoted user's cache entries on every instance.
 
 The two paths differ on purpose (contract §3). Start-up only ever creates: an account that
 already has the configured email, whoever registered it and whatever its roles or state, is
@@ -17,7 +20,9 @@ import argparse
 import asyncio
 import getpass
 import logging
+import secrets
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -27,14 +32,17 @@ from app import (
     CommandContext,
     Conflict,
     DataService,
+    Event,
     PasswordHasher,
     ProblemError,
+    Publisher,
+    models_key,
     password_hasher_key,
     plugin_settings,
     setting,
 )
-from plugins.users.models import PASSWORD_MAX, PASSWORD_MIN
-from plugins.users.rules import normalise_email
+from plugins.users.models import PASSWORD_MAX, PASSWORD_MIN, PUBLIC_FIELDS
+from plugins.users.rules import normalise_email, public_user
 
 log = logging.getLogger("turnstile.admin")
 
@@ -42,6 +50,28 @@ AdminOutcome = Literal["created", "promoted", "unchanged"]
 StartupOutcome = Literal["created", "exists"]
 ADMIN_ROLES = ("admin", "user")
 _USERS = "/api/v1/users"
+
+Announce = Callable[[str, Any], Awaitable[None]]
+"""Publishes the event of a saved change: its type and the data service's answer (the stored user)."""
+
+
+def announcer(publisher: Publisher, app: Any, origin: str) -> Announce:
+    """`Announce` through `publisher`, with the public user (the app's User model, which plugins
+    may extend) as data. `origin` names what made the change in the log line; the events'
+    request id is fresh, and logged with it."""
+    user_model = (app.get(models_key) or {}).get("User")
+    fields = PUBLIC_FIELDS if user_model is None else frozenset(field.name for field in attrs.fields(user_model))
+    request_id = secrets.token_hex(16)
+
+    async def announce(event_type: str, record: Any) -> None:
+        if not isinstance(record, dict) or "id" not in record:
+            log.warning("%s: the data service answered the write without the user; no %s event", origin, event_type)
+            return
+        outcome = await publisher.publish(Event.create(event_type, public_user(record, fields), request_id))
+        log.info("%s: %s event of user %s %s", origin, event_type, record["id"], outcome,
+                 extra={"request_id": request_id})
+
+    return announce
 
 
 @attrs.frozen(kw_only=True)
@@ -61,7 +91,7 @@ class AdminSettings:
 
 
 async def create_admin_if_absent(
-    client: DataService, hasher: PasswordHasher, email: str, password: str
+    client: DataService, hasher: PasswordHasher, email: str, password: str, announce: Announce
 ) -> StartupOutcome:
     """Create the admin `email` with `password` unless an account already has that email.
 
@@ -79,11 +109,12 @@ async def create_admin_if_absent(
     record = await _find(client, email)
     if record is None:
         try:
-            await _create(client, hasher, email, password)
+            created = await _create(client, hasher, email, password)
         except Conflict:
             record = await _find(client, email)  # another replica, or a registration, won the race
         else:
             log.info("admin from TURNSTILE_ADMIN_EMAIL: created")
+            await announce("user.created", created)
             return "created"
     _log_existing(record)
     return "exists"
@@ -99,7 +130,9 @@ def _log_existing(record: dict[str, Any] | None) -> None:
     )
 
 
-async def ensure_admin(client: DataService, hasher: PasswordHasher, email: str, password: str) -> AdminOutcome:
+async def ensure_admin(
+    client: DataService, hasher: PasswordHasher, email: str, password: str, announce: Announce
+) -> AdminOutcome:
     """Make the user `email` an active admin (`turnstile create-admin`); idempotent.
 
     A missing user is created with roles ["admin", "user"] and `password`. An existing one
@@ -116,11 +149,12 @@ async def ensure_admin(client: DataService, hasher: PasswordHasher, email: str, 
     for _attempt in range(2):
         record = await _find(client, email)
         if record is not None:
-            return await _promote(client, record)
+            return await _promote(client, record, announce)
         try:
-            await _create(client, hasher, email, password)
+            created = await _create(client, hasher, email, password)
         except Conflict:
             continue  # another replica created it between our lookup and our create
+        await announce("user.created", created)
         return "created"
     msg = "the admin user could not be created nor found"
     raise ProblemError(msg)
@@ -132,7 +166,8 @@ async def _find(client: DataService, email: str) -> dict[str, Any] | None:
     return items[0] if items else None
 
 
-async def _create(client: DataService, hasher: PasswordHasher, email: str, password: str) -> None:
+async def _create(client: DataService, hasher: PasswordHasher, email: str, password: str) -> Any:
+    """The data service's answer: the stored user."""
     body = {
         "email": email,
         "password_hash": await hasher.hash(password),
@@ -140,20 +175,21 @@ async def _create(client: DataService, hasher: PasswordHasher, email: str, passw
         "roles": list(ADMIN_ROLES),
         "is_active": True,
     }
-    await client.request("POST", f"{_USERS}/", json=body)
+    return (await client.request("POST", f"{_USERS}/", json=body)).data
 
 
 def _is_active_admin(record: dict[str, Any]) -> bool:
     return "admin" in (record.get("roles") or ()) and record.get("is_active") is True
 
 
-async def _promote(client: DataService, record: dict[str, Any]) -> AdminOutcome:
+async def _promote(client: DataService, record: dict[str, Any], announce: Announce) -> AdminOutcome:
     if _is_active_admin(record):
         return "unchanged"
     roles = list(record.get("roles") or [])
     if "admin" not in roles:
         roles.insert(0, "admin")
-    await client.request("PATCH", f"{_USERS}/{record['id']}", json={"roles": roles, "is_active": True})
+    reply = await client.request("PATCH", f"{_USERS}/{record['id']}", json={"roles": roles, "is_active": True})
+    await announce("user.updated", reply.data)
     return "promoted"
 
 
@@ -210,5 +246,5 @@ def _prompt_password() -> str | None:
 
 
 async def _create_admin(context: CommandContext, hasher: PasswordHasher, email: str, password: str) -> AdminOutcome:
-    async with context.data_service() as client:
-        return await ensure_admin(client, hasher, email, password)
+    async with context.data_service() as client, context.publisher() as publisher:
+        return await ensure_admin(client, hasher, email, password, announcer(publisher, context.app, "create-admin"))

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from app.cli import main
+from app.keys import settings_key
+from tests.integration.amqp_capture import eventually
 from tests.integration.conftest import (
     JWT_SECRET,
     Client,
@@ -91,6 +93,7 @@ async def test_a_missing_admin_is_created_once(stack: StackFactory, caplog: pyte
     assert await roles_of(again, "root@example.com", CONFIGURED_PASSWORD) == ["admin", "user"]
     assert [r.getMessage() for r in caplog.records if r.name == "turnstile.admin"] == [
         "admin from TURNSTILE_ADMIN_EMAIL: created",
+        "admin from TURNSTILE_ADMIN_EMAIL: user.created event of user 1 logged",  # announced (§9), once
         "admin from TURNSTILE_ADMIN_EMAIL: the account exists and is an active admin; left unchanged",
     ]
 
@@ -111,3 +114,32 @@ async def test_create_admin_still_promotes(
     assert await asyncio.to_thread(main, ["create-admin", "--email", "Boss@Example.com"]) == 0
     # Promoted and re-enabled on purpose; the password is still the account's own.
     assert await roles_of(client, "boss@example.com", OWN_PASSWORD) == ["admin", "user"]
+
+
+async def test_a_promotion_from_the_command_line_reaches_a_running_service_through_its_event(
+    stack: StackFactory, redis_db: str, amqp_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url)
+    settings = client.app[settings_key]
+    assert settings.data_service_url is not None
+    user = await register(client, "boss@example.com", OWN_PASSWORD)
+    admin = await admin_headers(client)
+    path = f"/api/v1/users/{user['id']}"
+    await client.get(path, headers=admin)
+    cached = await client.get(path, headers=admin)
+    assert (cached.headers["X-Cache"], (await cached.json())["roles"]) == ("HIT", ["user"])
+    # The command, as an operator runs it beside the service: the same data service, Redis and broker.
+    for name, value in {"DATA_SERVICE_URL": settings.data_service_url, "REDIS_URL": redis_db, "RABBITMQ_URL": amqp_url,
+                        "EVENTS_EXCHANGE": settings.events_exchange, "TURNSTILE_ADMIN_PASSWORD": CONFIGURED_PASSWORD,
+                        "JWT_SECRET": JWT_SECRET, "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8"}.items():
+        monkeypatch.setenv(name, value)
+
+    assert await asyncio.to_thread(main, ["create-admin", "--email", "boss@example.com"]) == 0
+
+    # The command published `user.updated`; the service's default subscription dropped the
+    # cached copy, so the next read shows the promotion instead of the old roles.
+    async def promoted() -> bool:
+        resp = await client.get(path, headers=admin)
+        return bool((await resp.json())["roles"] == ["admin", "user"])
+
+    await eventually(promoted, 10, "the running service served the promoted user")

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -12,13 +14,25 @@ import plugins.users
 from app.clients.dataservice import DataServiceClient, DataServiceOptions
 from app.commands import CommandContext
 from app.dataservice import start_dataservice
-from app.keys import data_service_key
+from app.keys import data_service_key, publisher_key
 from app.main import load_configuration, prepare_app
 from plugins.auth.passwords import Argon2Hasher as PasswordHasher
 from plugins.users.admin import CREATE_ADMIN, create_admin_if_absent, ensure_admin
 from plugins.users.rules import normalise_email
 
 CHEAP = {"ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8", "ARGON2_PARALLELISM": "1"}
+
+
+class Announced(list[tuple[str, Any]]):
+    """An `Announce` that keeps what it was given: (event type, the data service's answer)."""
+
+    async def __call__(self, event_type: str, record: Any) -> None:
+        self.append((event_type, record))
+
+
+def events_written(tmp_path: Path) -> list[dict[str, Any]]:
+    path = tmp_path / "var" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def context(tmp_path: Path, **env: str) -> CommandContext:
@@ -51,9 +65,11 @@ async def find(client: DataServiceClient, email: str) -> dict[str, object]:
 async def test_ensure_admin_creates_then_leaves_unchanged(
     data_service: DataServiceClient, hasher: PasswordHasher
 ) -> None:
-    assert await ensure_admin(data_service, hasher, " Root@Example.com", "correct horse") == "created"
-    assert await ensure_admin(data_service, hasher, "root@example.com", "correct horse") == "unchanged"
+    announced = Announced()
+    assert await ensure_admin(data_service, hasher, " Root@Example.com", "correct horse", announced) == "created"
+    assert await ensure_admin(data_service, hasher, "root@example.com", "correct horse", announced) == "unchanged"
     record = await find(data_service, "root@example.com")
+    assert [(kind, user["id"]) for kind, user in announced] == [("user.created", record["id"])]
     assert record["roles"] == ["admin", "user"]
     assert record["is_active"] is True
     assert isinstance(record["password_hash"], str)
@@ -73,12 +89,15 @@ async def test_ensure_admin_promotes_an_existing_user(data_service: DataServiceC
             "is_active": False,
         },
     )
-    assert await ensure_admin(data_service, hasher, "ada@example.com", "another password") == "promoted"
+    announced = Announced()
+    assert await ensure_admin(data_service, hasher, "ada@example.com", "another password", announced) == "promoted"
     record = await find(data_service, "ada@example.com")
     assert record["roles"] == ["admin", "user"]
     assert record["is_active"] is True
     assert record["password_hash"] == own_hash  # promoting never resets a password
-    assert await ensure_admin(data_service, hasher, "ada@example.com", "another password") == "unchanged"
+    assert await ensure_admin(data_service, hasher, "ada@example.com", "another password", announced) == "unchanged"
+    [(kind, user)] = announced  # the promotion, with the user as saved
+    assert (kind, user["roles"], user["is_active"]) == ("user.updated", ["admin", "user"], True)
 
 
 async def test_create_admin_if_absent_never_changes_an_existing_account(
@@ -91,18 +110,24 @@ async def test_create_admin_if_absent_never_changes_an_existing_account(
         json={"email": "ada@example.com", "password_hash": own_hash, "roles": ["user"], "is_active": False},
     )
     before = await find(data_service, "ada@example.com")
-    assert await create_admin_if_absent(data_service, hasher, "\uff41da@Example.com ", "another password") == "exists"
+    announced = Announced()
+    outcome = await create_admin_if_absent(data_service, hasher, "\uff41da@Example.com ", "another password", announced)
+    assert outcome == "exists"
     assert await find(data_service, "ada@example.com") == before
+    assert announced == []
 
 
 async def test_create_admin_if_absent_creates_a_missing_admin(
     data_service: DataServiceClient, hasher: PasswordHasher
 ) -> None:
-    assert await create_admin_if_absent(data_service, hasher, "Root@Example.com", "correct horse") == "created"
+    announced = Announced()
+    created = await create_admin_if_absent(data_service, hasher, "Root@Example.com", "correct horse", announced)
+    assert created == "created"
     record = await find(data_service, "root@example.com")
     assert record["roles"] == ["admin", "user"]
-    assert await create_admin_if_absent(data_service, hasher, "root@example.com", "other horse") == "exists"
+    assert await create_admin_if_absent(data_service, hasher, "root@example.com", "other horse", announced) == "exists"
     assert await find(data_service, "root@example.com") == record
+    assert [(kind, user["id"]) for kind, user in announced] == [("user.created", record["id"])]
 
 
 def test_emails_are_trimmed_nfkc_normalised_and_lower_cased() -> None:
@@ -112,9 +137,14 @@ def test_emails_are_trimmed_nfkc_normalised_and_lower_cased() -> None:
 async def test_startup_hook_ensures_the_configured_admin(data_service: DataServiceClient, tmp_path: Path) -> None:
     env = {"TURNSTILE_ADMIN_EMAIL": "root@example.com", "TURNSTILE_ADMIN_PASSWORD": "correct horse"}
     app = started_app(tmp_path, data_service, env)
+    await app[publisher_key].start()
     await plugins.users.startup(app)
     await plugins.users.startup(app)
-    assert (await find(data_service, "root@example.com"))["roles"] == ["admin", "user"]
+    record = await find(data_service, "root@example.com")
+    assert record["roles"] == ["admin", "user"]
+    [event] = events_written(tmp_path)  # created once, announced once
+    assert (event["type"], event["data"]["id"]) == ("user.created", record["id"])
+    assert "password_hash" not in event["data"]
 
 
 async def test_the_admin_password_may_come_from_a_file(data_service: DataServiceClient, tmp_path: Path) -> None:
@@ -145,6 +175,12 @@ def test_create_admin_command_uses_the_embedded_data_service(
     assert out.splitlines() == ["admin root@example.com: created", "admin root@example.com: unchanged"]
     assert "correct horse" not in out
     assert (tmp_path / "var" / "data.sqlite3").is_file()
+    # Announced as every write is (no broker: the events file), with the public user only.
+    [event] = events_written(tmp_path)
+    assert event["type"] == "user.created"
+    assert event["data"]["email"] == "root@example.com"
+    assert event["data"]["roles"] == ["admin", "user"]
+    assert "password_hash" not in event["data"]
 
 
 async def test_create_admin_command_talks_to_data_service_url(tmp_path: Path) -> None:
@@ -158,7 +194,7 @@ async def test_create_admin_command_talks_to_data_service_url(tmp_path: Path) ->
         assert code == 0
         async with DataServiceClient(DataServiceOptions(base_url=base_url)) as client:
             assert (await find(client, "root@example.com"))["roles"] == ["admin", "user"]
-        assert not (tmp_path / "var").exists()
+        assert not (tmp_path / "var" / "data.sqlite3").exists()  # the embedded data service never ran
     finally:
         await runner.cleanup()
 
