@@ -54,6 +54,9 @@ class SmtpSender:
         try:
             await aiosmtplib.send(
                 message,
+                # The one address the mail is for, as one recipient: left to itself aiosmtplib
+                # would parse the To header as a list, where a comma names a second mailbox.
+                recipients=[str(message["To"])],
                 hostname=server.host,
                 port=server.port,
                 username=server.username,

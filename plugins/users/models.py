@@ -15,14 +15,27 @@ import attrs
 
 from app import schema_field
 
-# Deliberately loose (RFC 5321 addresses are more varied than any regex): one @, no spaces or
-# control characters (as for full_name below: a NUL breaks the stores and the mail it reaches),
-# a dot in the domain; and RFC 5321's lengths, which mail servers enforce: a local part of at
-# most 64 characters, domain labels of at most 63 (an address past them could be stored, but
-# never sent a verification or reset mail). Bodies are NFKC-normalised, trimmed and lower-cased
-# before they are checked.
+# An address as mail servers take it, checked after NFKC normalisation, trimming and lower-casing:
+# - a dot-atom local part (RFC 5322 §3.2.3): letters, digits and ! # $ % & ' * + / = ? ^ _ ` { | } ~ -
+#   between single dots, or any character past ASCII (RFC 6531). None of the specials ( ) < > [ ] : ; , " \
+#   nor a space: the address is written into a mail's To header, where "a,b@evil.example" names two
+#   mailboxes and "(x)b@evil.example" one that is not the address;
+# - domain labels of letters, digits, hyphens or characters past ASCII, with at least one dot;
+# - RFC 5321's lengths, which mail servers enforce: a local part of at most 64 characters, labels of
+#   at most 63 (an address past them could be stored, but never mailed);
+# - no invisible character (soft hyphen, zero-width ones, bidirectional controls, a byte-order mark)
+#   nor a space of another script: NFKC keeps them, so "admin\u200b@example.com" would be an account
+#   that shows as another.
+# Characters past the Basic Multilingual Plane (emoji) are refused: the pattern is also the OpenAPI
+# document's, in JavaScript's syntax, where they are two code units.
+_UNSEEN: Final = (
+    r"\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f"
+    r"\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0"
+)
+_LOCAL: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u00a0-\ud7ff\ue000-\ufffd-]"
+_LABEL: Final = r"[A-Za-z0-9\u00a0-\ud7ff\ue000-\ufffd-]{1,63}"
 EMAIL_PATTERN: Final = (
-    r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s.\x00-\x1f\x7f]{1,63}(\.[^@\s.\x00-\x1f\x7f]{1,63})+$"
+    rf"^(?!.*[{_UNSEEN}])(?=[^@]{{1,64}}@){_LOCAL}+(\.{_LOCAL}+)*@{_LABEL}(\.{_LABEL})+$"
 )
 EMAIL_MAX: Final = 254  # RFC 5321's limit on a path, less the angle brackets
 PASSWORD_MIN: Final = 8

@@ -60,6 +60,17 @@ INVALID_REGISTRATIONS: dict[str, tuple[dict[str, Any], str]] = {
     "email-with-escape": ({"email": "a@exa\u001bmple.com", "password": PASSWORD}, "email"),
     "email-local-part-over-64": ({"email": "a" * 65 + "@example.com", "password": PASSWORD}, "email"),
     "email-domain-label-over-63": ({"email": "a@" + "b" * 64 + ".com", "password": PASSWORD}, "email"),
+    # A To header would name other mailboxes than the address (a list, a comment, a group).
+    "email-with-a-comma": ({"email": "someone,attacker@evil.example", "password": PASSWORD}, "email"),
+    "email-with-a-comment": ({"email": "(x)attacker@evil.example", "password": PASSWORD}, "email"),
+    "email-with-angle-brackets": ({"email": "a<attacker@evil.example>@x.com", "password": PASSWORD}, "email"),
+    "email-with-a-semicolon": ({"email": "a;b@example.com", "password": PASSWORD}, "email"),
+    "email-with-two-dots": ({"email": "a..b@example.com", "password": PASSWORD}, "email"),
+    # Invisible: an account that would show as another.
+    "email-with-a-zero-width-space": ({"email": "admin\u200b@example.com", "password": PASSWORD}, "email"),
+    "email-with-a-bidi-override": ({"email": "admin\u202e@example.com", "password": PASSWORD}, "email"),
+    "email-with-a-soft-hyphen": ({"email": "ad\u00admin@example.com", "password": PASSWORD}, "email"),
+    "email-with-a-byte-order-mark": ({"email": "admin@example.com\ufeff", "password": PASSWORD}, "email"),
     "long-full-name": ({"email": "a@example.com", "password": PASSWORD, "full_name": "x" * 201}, "full_name"),
     "unknown-field": ({"email": "a@example.com", "password": PASSWORD, "nickname": "al"}, "nickname"),
     "roles-from-a-stranger": ({"email": "a@example.com", "password": PASSWORD, "roles": ["admin"]}, "roles"),
@@ -89,6 +100,8 @@ async def test_register_boundaries_are_accepted(stack: StackFactory) -> None:
     await register(client, "zoe@example.com", full_name="Zoë Ñúñez-O'Brien 李 🎉")  # no control character
     await register(client, "max@example.com", password="x" * 128)
     await register(client, "l" * 64 + "@" + "d" * 63 + ".example.com")  # RFC 5321's longest local part and label
+    await register(client, "o'brien+tag!x@example.co.uk")  # RFC 5322's atext
+    await register(client, "josé@exämple.de")  # RFC 6531: past ASCII
 
 
 async def test_register_reports_every_bad_field_and_refuses_other_bodies(stack: StackFactory) -> None:

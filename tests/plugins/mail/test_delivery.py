@@ -57,6 +57,19 @@ async def test_a_mail_goes_through_smtp_with_a_text_and_an_html_body(inbox: Smtp
     assert counter("turnstile_mail_sent_total") == sent_before + 1
 
 
+async def test_a_mail_goes_to_its_one_address_never_to_what_a_to_header_list_would_name(inbox: SmtpInbox) -> None:
+    # An address registered before such addresses were refused: read as a header, it is a list
+    # of two mailboxes. It is one recipient (aiosmtplib keeps what it parses as the first
+    # address, and the server may refuse it), never two.
+    mail = attrs.evolve(MAIL, to="someone,attacker@evil.example")
+    queue = smtp_queue(SmtpServer(host="127.0.0.1", port=inbox.port, security="plain"), max_attempts=1)
+    queue.start()
+    assert queue.submit(compose(mail, SENDER), mail.kind)
+    await queue.stop(1.0)
+    assert all(len(envelope.rcpt_tos) == 1 for envelope in inbox.envelopes)
+    assert not [envelope for envelope in inbox.envelopes if "attacker@evil.example" in envelope.rcpt_tos]
+
+
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 async def test_starttls_and_tls_with_a_login(security: str, tmp_path: Path) -> None:
     context, cert = self_signed(tmp_path)
