@@ -19,6 +19,7 @@ from aiohttp import web
 from app.answers import json_response
 from app.keys import readiness_key
 from app.pipeline.routes import routes_key
+from app.reserved_routes import HEALTHZ_PATH, READYZ_PATH
 from app.upstreams import upstreams_key
 
 _OK = b'{"status":"ok"}'
@@ -46,5 +47,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def setup_health_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz, name="healthz")
-    app.router.add_get("/readyz", readyz, name="readyz")
+    app.router.add_get(HEALTHZ_PATH, healthz, name="healthz")
+    app.router.add_get(READYZ_PATH, readyz, name="readyz")

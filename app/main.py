@@ -33,6 +33,7 @@ from app.protocol_errors import answer_protocol_errors_as_problems
 from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
 from app.reload import setup_reload
+from app.reserved_routes import METRICS_PATH
 from app.resources import setup_plugin_resources
 from app.server_header import hide_server_version
 from app.settings import Settings, SettingsError, read_settings
@@ -139,7 +140,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     setup_reload(app)
     setup_subscriptions(app)
     setup_health_routes(app)
-    app.router.add_get("/metrics", metrics_handler, name="metrics")
+    app.router.add_get(METRICS_PATH, metrics_handler, name="metrics")
     routes = setup_plugin_routes(app, pm)
     setup_openapi(app, build_document(pipelines, registry.models, routes=routes))
     setup_asyncapi(app, build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange))

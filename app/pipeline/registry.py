@@ -12,6 +12,7 @@ import pluggy
 from app.models.extend import ModelExtensionError, extend_model
 from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
 from app.pipeline.types import PipelineFile, StepType
+from app.reserved_routes import ReservedRoute, reserved_routes
 
 
 @attrs.frozen
@@ -96,6 +97,32 @@ def load_checked(
     """
     try:
         registry = make_registry(pm)
+        reserved = _reserved(pm)
     except RegistryError as exc:
         raise PipelineFileError([ConfigError(str(path), 0, str(exc))]) from exc
-    return registry, load_pipelines(path, registry.steps, registry.models, environ)
+    file = load_pipelines(path, registry.steps, registry.models, environ)
+    clashes = [
+        ConfigError(str(path), pipeline.line, f"pipeline {pipeline.name!r}: {pipeline.route} is taken by "
+                    f"{route.owner} ({route.method} {route.path}{'…' if route.prefix else ''}), which the "
+                    "router tries first: the pipeline would never run")
+        for pipeline in file.pipelines
+        for route in reserved
+        if route.takes(pipeline)
+    ]
+    if clashes:
+        raise PipelineFileError(clashes)
+    return registry, file
+
+
+def _reserved(pm: pluggy.PluginManager) -> tuple[ReservedRoute, ...]:
+    """The routes pipelines may not take; RegistryError when two of them are one route."""
+    reserved = reserved_routes(pm)
+    seen: dict[tuple[str, str], ReservedRoute] = {}
+    problems = []
+    for route in reserved:
+        first = seen.setdefault((route.method, route.path), route)
+        if first is not route:
+            problems.append(f"{route.method} {route.path} is served by both {first.owner} and {route.owner}")
+    if problems:
+        raise RegistryError("; ".join(problems))
+    return reserved

@@ -12,9 +12,14 @@ from aiohttp import web
 from openapi_spec_validator import validate
 
 from app import NotFound, PluginRoute, hookimpl, model_ref
+from app.keys import plugin_manager_key, settings_key
 from app.main import create_app
+from app.pipeline.config import PipelineFileError
+from app.pipeline.registry import load_checked
+from app.pipeline.routes import routes_key
 from app.plugins import make_plugin_manager
 from app.reload import Outcome, reload_pipelines
+from app.reserved_routes import reserved_routes
 from app.settings import Settings
 from app.testing import StartService
 from tests.app.conftest import CORE_PIPELINES
@@ -96,8 +101,96 @@ def test_a_route_taken_twice_stops_the_start_up(core_settings: Settings) -> None
                                 summary="Again", responses={})]
 
     pm.register(Again())
-    with pytest.raises(ValueError, match=r"GET /.well-known/widgets.json \(widgets_again\): already served"):
+    with pytest.raises(PipelineFileError) as refused:
         create_app(core_settings, pm=pm)
+    assert [error.message for error in refused.value.errors] == [
+        "GET /.well-known/widgets.json is served by both plugin route 'widgets_document' and plugin route "
+        "'widgets_again'"
+    ]
+
+
+TAKEN = """
+[[pipelines]]
+name = "widgets"
+route = "GET /.well-known/widgets.json"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "ready"
+route = "GET /readyz"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "any_doc"
+route = "GET /api/docs/{page}"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "a_file"
+route = "GET /api/docs/static/{name}/{version}"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "post_health"
+route = "POST /healthz"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "documents"
+route = "GET /api/documents/{id}"
+steps = [{ use = "echo" }]
+"""
+
+
+def test_a_pipeline_on_a_route_the_service_or_a_plugin_serves_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text(TAKEN)
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, RoutesPlugin()])
+    with pytest.raises(PipelineFileError) as refused:
+        load_checked(path, pm)
+    assert [(error.line, error.message) for error in refused.value.errors] == [
+        (2, "pipeline 'widgets': GET /.well-known/widgets.json is taken by plugin route 'widgets_document' "
+            "(GET /.well-known/widgets.json), which the router tries first: the pipeline would never run"),
+        (7, "pipeline 'ready': GET /readyz is taken by the readiness probe (GET /readyz), which the router "
+            "tries first: the pipeline would never run"),
+        (12, "pipeline 'any_doc': GET /api/docs/{page} is taken by the OpenAPI document "
+             "(GET /api/docs/swagger.json), which the router tries first: the pipeline would never run"),
+        (12, "pipeline 'any_doc': GET /api/docs/{page} is taken by the AsyncAPI document "
+             "(GET /api/docs/asyncapi.json), which the router tries first: the pipeline would never run"),
+        (12, "pipeline 'any_doc': GET /api/docs/{page} is taken by the events' documentation "
+             "(GET /api/docs/events), which the router tries first: the pipeline would never run"),
+        (17, "pipeline 'a_file': GET /api/docs/static/{name}/{version} is taken by the API documentation's "
+             "files (GET /api/docs/static/…), which the router tries first: the pipeline would never run"),
+    ]
+
+
+async def test_a_reload_onto_a_plugins_route_is_refused_as_the_start_up_would_be(turnstile: StartService) -> None:
+    documents = "[[pipelines]]" + TAKEN.rsplit("[[pipelines]]", maxsplit=1)[-1]
+    service = await turnstile(documents, plugins=[sample_plugin, RoutesPlugin()], entrypoints=False)
+    pipelines = service.client.app[settings_key].pipelines_file
+    assert pipelines != CORE_PIPELINES
+    pipelines.write_text(documents + "[[pipelines]]" + TAKEN.split("[[pipelines]]")[1])
+
+    assert await reload_pipelines(service.client.app) is Outcome.INVALID
+    assert (await service.client.get("/.well-known/widgets.json")).status == 200
+
+
+async def test_every_route_besides_the_pipelines_is_one_they_may_not_take(turnstile: StartService) -> None:
+    # What keeps the list of reserved routes true to the router: a route added to the service
+    # without its entry there would let a pipeline be shadowed by it again.
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin, RoutesPlugin()], entrypoints=False)
+    app = service.client.app
+    reserved = reserved_routes(app[plugin_manager_key])
+    pipelines = set(app[routes_key].table.routes)
+    for route in app.router.routes():
+        if route.resource is None or route in pipelines or route.method == "HEAD":
+            continue
+        path = route.resource.canonical  # a static directory's has no trailing slash
+        assert any(
+            route.method == taken.method
+            and (path == taken.path or (taken.prefix and f"{path}/".startswith(taken.path)))
+            for taken in reserved
+        ), f"{route.method} {path}"
 
 
 def test_turnstile_openapi_prints_the_plugins_routes(tmp_path: Path) -> None:
