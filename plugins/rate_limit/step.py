@@ -7,7 +7,7 @@ limiter is defence in depth; failing closed would turn a Redis blip into an outa
 for everyone, and argon2's cost still bounds how fast passwords can be tried meanwhile.
 
 Keys are made from what the request *is* once validated: the client address the core
-resolved (trusted proxies included), the authenticated actor, and fields of the validated,
+resolved (trusted proxies included; an IPv6 client is its /64), the authenticated actor, and fields of the validated,
 normalised body. A key read from the raw body would let a client count one value while the
 step after it acts on another.
 """
@@ -15,6 +15,7 @@ step after it acts on another.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import math
 from typing import Final
@@ -41,6 +42,7 @@ from plugins.rate_limit.counters import MemoryWindowCounter, RedisWindowCounter,
 log = logging.getLogger("turnstile.rate_limit")
 
 KEY_PREFIX = "turnstile:rl:"
+IPV6_CLIENT_PREFIX: Final = 64  # bits of an IPv6 address one client is counted by (`counted_client`)
 
 REJECTED = Counter("turnstile_rate_limit_rejected_total", "Requests refused with 429, per limiter", ["limiter"])
 FAIL_OPEN = Counter(
@@ -138,9 +140,24 @@ def limiter_key(name: str, value: str) -> str:
     return f"{KEY_PREFIX}{name}:{digest}"
 
 
+def counted_client(address: str) -> str:
+    """The client a limiter counts: an IPv4 address, or the /64 network of an IPv6 one.
+
+    An IPv6 host is given a whole /64 (RFC 6177: a site gets /48 to /56, each LAN a /64) and
+    picks addresses in it at will (privacy addresses, RFC 8981); counted per address, one host
+    could send as many clients. The /64 is what a host can change without its provider."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address  # "" (a Unix socket) or what a proxy vouched for: counted as it is
+    if ip.version == 6:
+        return str(ipaddress.IPv6Network((ip, IPV6_CLIENT_PREFIX), strict=False))
+    return address
+
+
 def _part_value(request: web.Request, part: str) -> str | None:
     if part == "client":
-        return client_address(request) or "unknown"
+        return counted_client(client_address(request)) or "unknown"
     if part == "actor":
         actor = request.get(actor_key)
         return None if actor is None else str(actor.user_id)

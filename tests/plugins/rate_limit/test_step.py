@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,9 +17,10 @@ from app.keys import actor_key, body_key, redis_key
 from app.middlewares.errors import error_middleware
 from app.pipeline.config import parse_route
 from app.pipeline.types import Actor, BuildContext, OperationDoc, PipelineConfig
+from app.proxies import NO_TRUSTED_PROXIES, TrustedProxies, trusted_proxies_key
 from plugins.rate_limit import document
 from plugins.rate_limit.config import RateLimitConfig
-from plugins.rate_limit.step import build, counter_key, limiter_key, make_counter
+from plugins.rate_limit.step import build, counted_client, counter_key, limiter_key, make_counter
 from tests.services import start_service, stop_service
 
 PIPELINE = PipelineConfig(name="login", route=parse_route("POST /login"), steps=())
@@ -35,9 +37,12 @@ async def _inner(request: web.Request) -> web.Response:
     return web.json_response({"seen": body}, status=status)
 
 
-def make_app(config: RateLimitConfig, redis: RedisConnection | None) -> web.Application:
+def make_app(
+    config: RateLimitConfig, redis: RedisConnection | None, proxies: TrustedProxies = NO_TRUSTED_PROXIES
+) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[redis_key] = redis
+    app[trusted_proxies_key] = proxies
     app[counter_key] = make_counter(app)
     step = build(config, BuildContext(app, PIPELINE))
 
@@ -61,8 +66,10 @@ def make_app(config: RateLimitConfig, redis: RedisConnection | None) -> web.Appl
 def make_client(request: pytest.FixtureRequest, aiohttp_client: AiohttpClient) -> MakeClient:
     redis: RedisConnection | None = request.getfixturevalue("redis_connection") if request.param == "redis" else None
 
-    async def make(**settings: Any) -> TestClient[web.Request, web.Application]:
-        return await aiohttp_client(make_app(RateLimitConfig(**settings), redis))
+    async def make(
+        proxies: TrustedProxies = NO_TRUSTED_PROXIES, **settings: Any
+    ) -> TestClient[web.Request, web.Application]:
+        return await aiohttp_client(make_app(RateLimitConfig(**settings), redis, proxies))
 
     return make
 
@@ -157,6 +164,34 @@ async def test_x_forwarded_for_is_ignored_unless_trusted(make_client: MakeClient
     client = await make_client(name=f"ip-{unique}", limit=1, window_s=30)
     assert (await client.post("/login", json={}, headers={"X-Forwarded-For": "203.0.113.1"})).status == 200
     assert (await client.post("/login", json={}, headers={"X-Forwarded-For": "203.0.113.2"})).status == 429
+
+
+async def test_an_ipv6_client_is_counted_by_its_64_not_by_each_address(make_client: MakeClient, unique: str) -> None:
+    # Behind a trusted proxy (the test client's peer is 127.0.0.1), as an ingress reports them.
+    client = await make_client(TrustedProxies([ipaddress.ip_network("127.0.0.0/8")]),
+                               name=f"ip-{unique}", limit=2, window_s=30)
+
+    def sent_from(address: str) -> dict[str, str]:
+        return {"X-Forwarded-For": address}
+
+    statuses = [(await client.post("/login", json={}, headers=sent_from(f"2001:db8:1:2::{n:x}"))).status
+                for n in range(1, 4)]
+    assert statuses == [200, 200, 429]  # three addresses of one /64: one client
+    assert (await client.post("/login", json={}, headers=sent_from("2001:db8:1:3::1"))).status == 200
+    assert (await client.post("/login", json={}, headers=sent_from("203.0.113.7"))).status == 200
+
+
+@pytest.mark.parametrize(
+    ("address", "counted"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("::1", "::/64"),
+        ("", ""),
+    ],
+)
+def test_counted_client(address: str, counted: str) -> None:
+    assert counted_client(address) == counted
 
 
 async def test_redis_keys_hold_no_raw_email(
