@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import platform
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -160,3 +161,11 @@ async def test_the_reference_data_service_names_no_version(dataservice: str) -> 
         headers, body = await raw_exchange(str(parts.hostname), int(parts.port or 0), request)
         assert headers["server"] == SERVER, headers
         assert json.loads(body)["status"] == 400
+
+
+async def test_the_metrics_name_no_interpreter_version(stack: StackFactory) -> None:
+    client = await stack()
+    text = await (await client.get("/metrics")).text()
+    assert "python_info" not in text
+    assert platform.python_version() not in text
+    assert "process_resident_memory_bytes" in text  # the process's own numbers stay
