@@ -85,6 +85,8 @@ class ProblemError(Exception):
 
 
 class MalformedRequest(ProblemError):
+    """400: the request cannot be read as meant (a body that does not parse, a header sent twice)."""
+
     status, title, slug = 400, "Bad Request", "malformed-request"
 
 

@@ -14,6 +14,7 @@ from app import (
     DataService,
     Forbidden,
     Handler,
+    MalformedRequest,
     NotFound,
     OperationDoc,
     Unauthorized,
@@ -41,9 +42,21 @@ def unauthorized(detail: str, *, error: str | None = "invalid_token") -> Unautho
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """The token of an ``Authorization: Bearer`` header (scheme case-insensitive), else None."""
-    header = request.headers.get("Authorization")
-    if header is None or header[: len(_BEARER)].lower() != _BEARER:
+    """The token of an ``Authorization: Bearer`` header (scheme case-insensitive), else None.
+
+    Raises:
+        MalformedRequest: two Authorization headers (RFC 6750 §3.1, invalid_request): which one
+            counts would be up to each reader, and a proxy reading the other would see another
+            caller than this service does.
+    """
+    headers = request.headers
+    header = headers.get("Authorization")
+    if header is None:
+        return None
+    if len(headers.getall("Authorization")) > 1:
+        msg = "Send one Authorization header, not several."
+        raise MalformedRequest(msg, headers={"WWW-Authenticate": 'Bearer error="invalid_request"'})
+    if header[: len(_BEARER)].lower() != _BEARER:
         return None
     token = header[len(_BEARER):].strip()
     return token or None
@@ -127,6 +140,7 @@ def build(config: AuthConfig, ctx: BuildContext) -> AuthStep:
 
 def document(config: AuthConfig, doc: OperationDoc) -> None:
     challenge = {"WWW-Authenticate": 'The bearer challenge, e.g. `Bearer error="invalid_token"`.'}
+    doc.problem(400, "Several Authorization headers", headers=challenge)
     if "anyone" not in config.allow:
         doc.require_bearer()
         doc.problem(401, "Missing, invalid, expired or revoked bearer token", headers=challenge)

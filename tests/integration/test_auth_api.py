@@ -18,6 +18,7 @@ import jwt
 import orjson
 import pytest
 from aiohttp import ClientResponse
+from multidict import CIMultiDict
 
 from tests.integration.conftest import (
     ADMIN_EMAIL,
@@ -389,6 +390,19 @@ async def test_a_bad_bearer_token_is_401(stack: StackFactory, kind: str) -> None
     assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     bad = {"Authorization": f"Bearer {BAD_TOKENS[kind](fam)}"}
     await assert_problem(await client.get("/api/v1/users", headers=bad), 401)
+
+
+@pytest.mark.parametrize("order", ["valid-first", "valid-last"])
+async def test_two_authorization_headers_are_400_whichever_comes_first(stack: StackFactory, order: str) -> None:
+    # A proxy that reads the other header would see another caller than the service does.
+    client = await stack()
+    admin = await login(client, ADMIN_EMAIL, ADMIN_PASSWORD)
+    values = [f"Bearer {admin['access_token']}", "Bearer garbage"]
+    headers = CIMultiDict(("Authorization", value) for value in (values if order == "valid-first" else values[::-1]))
+    resp = await client.get("/api/v1/users", headers=headers)
+    problem = await assert_problem(resp, 400)
+    assert problem["detail"] == "Send one Authorization header, not several."
+    assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_request"'
 
 
 async def test_a_refresh_token_is_no_bearer(stack: StackFactory) -> None:
