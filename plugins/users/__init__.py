@@ -17,6 +17,7 @@ plugin's argon2id); without one a password is never sent anywhere: the request f
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -27,6 +28,7 @@ from app import (
     Command,
     InternalError,
     PipelineConfig,
+    Resources,
     data_service_key,
     hookimpl,
     models_key,
@@ -35,7 +37,14 @@ from app import (
     publisher_key,
 )
 from plugins.users import rules
-from plugins.users.admin import CREATE_ADMIN, AdminSettings, announcer, create_admin_if_absent
+from plugins.users.admin import (
+    CREATE_ADMIN,
+    AdminSettings,
+    StartUpAdmin,
+    announcer,
+    create_admin_if_absent,
+    start_up_admin_key,
+)
 from plugins.users.models import MODELS
 from plugins.users.rules import normalise_email
 
@@ -111,6 +120,19 @@ async def startup(app: web.Application) -> None:
     if hasher is None:
         msg = "TURNSTILE_ADMIN_EMAIL is set but no plugin hashes passwords (the auth plugin is disabled)"
         raise RuntimeError(msg)
-    # Logs its own outcome: created, or why an existing account was left as it is.
     announce = announcer(app[publisher_key], app, "admin from TURNSTILE_ADMIN_EMAIL")
-    await create_admin_if_absent(app[data_service_key], hasher, admin.email, admin.password, announce)
+    # Logs its own outcome: created, or why an existing account was left as it is.
+    await app[start_up_admin_key].ensure(functools.partial(
+        create_admin_if_absent, app[data_service_key], hasher, admin.email, admin.password, announce,
+    ))
+
+
+@hookimpl
+async def shutdown(app: web.Application) -> None:
+    await app[start_up_admin_key].stop()
+
+
+@hookimpl
+def setup_app(app: web.Application, resources: Resources) -> None:
+    resources.provide(start_up_admin_key, StartUpAdmin(),
+                      description="the start-up admin, tried again in the background while the data service fails")

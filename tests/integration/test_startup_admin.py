@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+import plugins.users.admin as admin_module
 from app.cli import main
 from app.keys import settings_key
 from tests.integration.amqp_capture import eventually
 from tests.integration.conftest import (
+    ADMIN_EMAIL,
+    ADMIN_PASSWORD,
     JWT_SECRET,
     Client,
     StackFactory,
@@ -27,6 +30,7 @@ from tests.integration.conftest import (
     login,
     register,
 )
+from tests.integration.faults import FaultProxy
 
 OWN_PASSWORD = "their-own-password-1"
 CONFIGURED_PASSWORD = "configured-admin-password-1"
@@ -143,3 +147,28 @@ async def test_a_promotion_from_the_command_line_reaches_a_running_service_throu
         return bool((await resp.json())["roles"] == ["admin", "user"])
 
     await eventually(promoted, 10, "the running service served the promoted user")
+
+
+async def test_a_data_service_down_at_start_up_delays_the_admin_not_the_start(
+    stack: StackFactory, dataservice: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before, the start-up failed, so on Kubernetes every new pod crash-looped through a
+    # data-service outage, though each would serve (503 where the data service is needed).
+    monkeypatch.setattr(admin_module, "RETRY_FIRST_S", 0.1)
+    monkeypatch.setattr(admin_module, "RETRY_MAX_S", 0.2)
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    await proxy.go_down()
+    try:
+        client = await stack(data_service_url=proxy.url, data_service_retries=0, breaker_cooldown_s=0.2)
+        assert (await client.get("/healthz")).status == 200
+        assert "trying again in the background" in caplog.text
+        await proxy.come_back()
+
+        async def created() -> bool:
+            resp = await client.post("/api/v1/auth/login", json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})
+            return resp.status == 200
+
+        await eventually(created, 15, "the admin was created once the data service came back")
+    finally:
+        await proxy.close()
