@@ -153,15 +153,39 @@ class _Reader:
         value = self.raw(name)
         if value is None:
             return None
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # an unclosed "[" of an IPv6 host
+            parts = urlsplit("")
         if parts.scheme not in schemes or not parts.netloc:
             self.problems.append(f"{name}: expected a URL of scheme {'/'.join(schemes)}, got {_redact(value)!r}")
+            return None
+        bad = [host for host in parts.netloc.rpartition("@")[2].split(",") if not _host_and_port(host)]
+        if bad:
+            self.problems.append(f"{name}: expected host or host:port (a port 1-65535), got {bad[0]!r}")
             return None
         return value
 
 
+def _host_and_port(text: str) -> bool:
+    """Whether `text` is a host with an optional port 1-65535 (`[v6]:port` for an IPv6 host)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            return False
+        port = rest[1:]
+    else:
+        host, _, port = text.partition(":")
+    if not host or ":" in port:
+        return False
+    return not port or (port.isdigit() and 0 < int(port) < 65536)
+
+
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # unparsable: whatever follows the scheme may be a password
+        return url.partition("://")[0] + "://***"
     if parts.password:
         return url.replace(parts.password, "***")
     return url
@@ -177,6 +201,13 @@ def _positive_int(value: str) -> int:
 def _positive_float(value: str) -> float:
     number = float(value)
     if number <= 0:
+        raise ValueError(value)
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
         raise ValueError(value)
     return number
 
@@ -233,7 +264,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "data_service_timeout_s": r.get(
             "DATA_SERVICE_TIMEOUT_S", _positive_float, 5.0, "a positive number of seconds"
         ),
-        "data_service_retries": r.get("DATA_SERVICE_RETRIES", int, 2, "a whole number"),
+        "data_service_retries": r.get("DATA_SERVICE_RETRIES", _non_negative_int, 2, "a whole number, 0 or more"),
         "breaker_failures": r.get("BREAKER_FAILURES", _positive_int, 5, "a positive whole number"),
         "breaker_cooldown_s": r.get("BREAKER_COOLDOWN_S", _positive_float, 5.0, "a positive number"),
         "redis_url": r.url("REDIS_URL", REDIS_SCHEMES),

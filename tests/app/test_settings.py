@@ -40,6 +40,31 @@ def test_every_bad_variable_gets_its_own_message() -> None:
     ]
 
 
+def test_urls_whose_port_or_host_cannot_be_used_are_refused_at_start_up() -> None:
+    # Each one passed before, then failed the start-up with a traceback (or, for the broker,
+    # was retried for ever as if it were down).
+    assert problems({
+        "REDIS_URL": "redis://:secret@127.0.0.1:notaport/12", "DATA_SERVICE_URL": "http://127.0.0.1:99999",
+        "RABBITMQ_URL": "amqp://127.0.0.1:abc/", "DATA_SERVICE_RETRIES": "-3",
+    }) == [
+        "DATA_SERVICE_URL: expected host or host:port (a port 1-65535), got '127.0.0.1:99999'",
+        "DATA_SERVICE_RETRIES='-3': expected a whole number, 0 or more",
+        "REDIS_URL: expected host or host:port (a port 1-65535), got '127.0.0.1:notaport'",
+        "RABBITMQ_URL: expected host or host:port (a port 1-65535), got '127.0.0.1:abc'",
+    ]
+    assert problems({"REDIS_URL": "redis://:secret@[::1/0"}) == [
+        "REDIS_URL: expected a URL of scheme redis/rediss/redis+cluster/rediss+cluster/redis+sentinel, got 'redis://***'"
+    ]
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:6379/0", "redis://redis", "redis://[::1]:6379/0", "redis://user:p:w@host:6379/0",
+    "redis+cluster://h1:7000,h2:7001", "redis+sentinel://:pw@s1:26379,s2/mymaster/0",
+])
+def test_every_documented_redis_url_form_is_taken(url: str) -> None:
+    assert load_settings({"REDIS_URL": url}).redis_url == url
+
+
 def test_production_refuses_embedded_defaults() -> None:
     # The core's own; what each plugin requires (a JWT secret for auth) is in test_plugin_settings.py.
     assert problems({"TURNSTILE_ENV": "production"}) == [
