@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import getpass
 import logging
+import re
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -43,7 +44,7 @@ from app import (
     plugin_settings,
     setting,
 )
-from plugins.users.models import PASSWORD_MAX, PASSWORD_MIN, PUBLIC_FIELDS
+from plugins.users.models import EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN, PUBLIC_FIELDS
 from plugins.users.rules import normalise_email, public_user
 
 log = logging.getLogger("turnstile.admin")
@@ -76,6 +77,22 @@ def announcer(publisher: Publisher, app: Any, origin: str) -> Announce:
     return announce
 
 
+def _checked_email(value: str) -> str:
+    """An address a user could register (the same rules: `EMAIL_PATTERN` after normalising)."""
+    if not re.search(EMAIL_PATTERN, normalise_email(value)):
+        msg = "an email address a user could register"
+        raise ValueError(msg)
+    return value
+
+
+def _checked_password(value: str) -> str:
+    """A password a user could choose: PASSWORD_MIN to PASSWORD_MAX characters."""
+    if not PASSWORD_MIN <= len(value) <= PASSWORD_MAX:
+        msg = f"{PASSWORD_MIN} to {PASSWORD_MAX} characters"
+        raise ValueError(msg)
+    return value
+
+
 @attrs.frozen(kw_only=True)
 class AdminSettings:
     """The start-up admin (contract §3), and `turnstile create-admin`'s password."""
@@ -86,10 +103,13 @@ class AdminSettings:
         default=None,
         description="with TURNSTILE_ADMIN_PASSWORD: created at start-up when no account has this email "
         "(an existing account is never changed at start-up)",
+        parse=_checked_email,
     )
     password: str | None = setting(
         default=None, secret=True, description="the start-up admin's password; create-admin's too",
+        parse=_checked_password,
     )
+
 
 
 async def create_admin_if_absent(
@@ -270,8 +290,10 @@ def create_admin_command(args: argparse.Namespace, context: CommandContext) -> i
     if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
         sys.stderr.write(f"create-admin: the password must be {PASSWORD_MIN} to {PASSWORD_MAX} characters\n")
         return 2
-    if "@" not in email or not email.strip():
-        sys.stderr.write("create-admin: --email must be an email address\n")
+    try:
+        _checked_email(email)
+    except ValueError:
+        sys.stderr.write("create-admin: --email must be an email address a user could register\n")
         return 2
     try:
         outcome = asyncio.run(_create_admin(context, hasher, email, password))

@@ -16,6 +16,7 @@ from app.commands import CommandContext
 from app.dataservice import start_dataservice
 from app.keys import data_service_key, publisher_key
 from app.main import load_configuration, prepare_app
+from app.settings import SettingsError
 from plugins.auth.passwords import Argon2Hasher as PasswordHasher
 from plugins.users.admin import CREATE_ADMIN, create_admin_if_absent, ensure_admin
 from plugins.users.rules import normalise_email
@@ -199,9 +200,19 @@ async def test_create_admin_command_talks_to_data_service_url(tmp_path: Path) ->
         await runner.cleanup()
 
 
-def test_create_admin_command_refuses_a_short_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert create_admin(tmp_path, "root@example.com", TURNSTILE_ADMIN_PASSWORD="short") == 2
-    assert "8 to 128" in capsys.readouterr().err
+def test_a_short_admin_password_or_a_bad_admin_email_is_a_settings_error(tmp_path: Path) -> None:
+    # For the start-up admin as for create-admin: the rules a user's own registration has.
+    with pytest.raises(SettingsError) as refused:
+        context(tmp_path, TURNSTILE_ADMIN_EMAIL="not an email", TURNSTILE_ADMIN_PASSWORD="short")
+    assert refused.value.problems == [
+        "TURNSTILE_ADMIN_EMAIL='not an email': expected an email address a user could register",
+        "TURNSTILE_ADMIN_PASSWORD: expected 8 to 128 characters",
+    ]
+
+
+def test_create_admin_command_refuses_a_bad_email(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert create_admin(tmp_path, "someone,else@example.com", TURNSTILE_ADMIN_PASSWORD="correct horse") == 2
+    assert "--email must be an email address" in capsys.readouterr().err
 
 
 def test_create_admin_command_prompts_when_no_password_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
