@@ -15,13 +15,13 @@ import attrs
 import pluggy
 
 from app.commands import Command, CommandContext, plugin_commands
-from app.main import make_settings_plugin_manager, prepare_app
+from app.main import prepare_app, read_configuration
 from app.pipeline.config import PipelineFileError
 from app.pipeline.registry import load_checked, make_registry
-from app.plugin_settings import PluginSettings, describe, embedded_defaults, read_plugin_settings, registered_settings
+from app.plugin_settings import PluginSettings, describe, embedded_defaults, registered_settings
 from app.plugins import hookspec_names, offered_hookspecs
 from app.resources import resources_key
-from app.settings import Settings, SettingsError, read_settings, read_token_file
+from app.settings import Settings, SettingsError, read_token_file
 
 
 def _parser(commands: Sequence[tuple[str, Command]]) -> argparse.ArgumentParser:
@@ -88,14 +88,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Settings come first (they name the plugins, and plugins add commands), but their
     # problems are reported after the arguments are parsed, so `--help` always works.
-    settings, problems = read_settings()
-    pm = make_settings_plugin_manager(settings)
-    values, plugin_problems = read_plugin_settings(pm, settings.environ, production=settings.production)
+    settings, pm, values, problems = read_configuration()
     try:
         commands = plugin_commands(pm)
         args = _parser(commands).parse_args(argv)
-        if problems or plugin_problems:
-            raise SettingsError(problems + plugin_problems)
+        if problems:
+            raise SettingsError(problems)
         loaded = _Loaded(_with_arguments(settings, args), pm, values)
         if args.command in _COMMANDS:
             return _COMMANDS[args.command](args, loaded, argv)

@@ -28,7 +28,7 @@ from app.pipeline.subscriptions import setup_subscriptions
 from app.pipeline.types import PipelineFile
 from app.plugin_routes import setup_plugin_routes
 from app.plugin_settings import PluginSettings, read_plugin_settings, set_plugin_settings
-from app.plugins import make_plugin_manager
+from app.plugins import make_plugin_manager, unknown_plugin_names
 from app.protocol_errors import answer_protocol_errors_as_problems
 from app.proxies import TrustedProxies, trusted_proxies_key
 from app.readiness import Readiness
@@ -60,12 +60,25 @@ def load_configuration(
         SettingsError: one line per bad variable, the core's and every plugin's in one report
             (the production requirements of each included).
     """
+    settings, pm, values, problems = read_configuration(environ)
+    if problems:
+        raise SettingsError(problems)
+    return settings, pm, values
+
+
+def read_configuration(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Settings, pluggy.PluginManager, PluginSettings, list[str]]:
+    """`load_configuration`'s parts and its problems (one line per bad variable), for a caller
+    that reports the problems later (the CLI: after the arguments, so `--help` always works)."""
     settings, problems = read_settings(environ)
+    problems.extend(
+        f"TURNSTILE_DISABLE_PLUGINS: {name!r} is not an installed plugin (see `turnstile plugins`)"
+        for name in unknown_plugin_names(settings.disabled_plugins, settings.extra_plugins)
+    )
     pm = make_settings_plugin_manager(settings)
     values, plugin_problems = read_plugin_settings(pm, settings.environ, production=settings.production)
-    if problems or plugin_problems:
-        raise SettingsError(problems + plugin_problems)
-    return settings, pm, values
+    return settings, pm, values, problems + plugin_problems
 
 
 def check_plugin_settings(settings: Settings, pm: pluggy.PluginManager) -> PluginSettings:

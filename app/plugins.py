@@ -77,6 +77,13 @@ def make_plugin_manager(
     return pm
 
 
+def unknown_plugin_names(names: Iterable[str], modules: Sequence[str] = ()) -> list[str]:
+    """The `names` (TURNSTILE_DISABLE_PLUGINS) that name no installed plugin and no module of
+    `modules` (TURNSTILE_PLUGINS): a misspelt name would otherwise disable nothing, silently."""
+    known = {ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)} | set(modules)
+    return [name for name in names if name not in known]
+
+
 def _built_in_entry_points() -> list[str]:
     """The entry-point names this package itself registers in the plugin group, in order."""
     try:

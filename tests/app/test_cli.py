@@ -94,6 +94,14 @@ def test_plugins_lists_hooks_step_types_and_offered_hook_specs(tmp_path: Path) -
     assert "Return fields to add to the echo step's answer" in spec
 
 
+def test_a_misspelt_plugin_to_disable_is_a_start_up_error(tmp_path: Path) -> None:
+    # It disabled nothing, and said nothing: the runbook's fix for a plugin that misbehaves.
+    result = run(tmp_path, "check", TURNSTILE_DISABLE_PLUGINS=f"{INSTALLED},acmee")
+    assert result.returncode == 2
+    assert "TURNSTILE_DISABLE_PLUGINS: 'acmee' is not an installed plugin" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_plugins_lists_each_plugins_settings_and_resources_never_a_secret(tmp_path: Path) -> None:
     secret = "a-jwt-secret-nobody-may-see-0123456789"
     result = run(tmp_path, "plugins", TURNSTILE_DISABLE_PLUGINS="", JWT_SECRET=secret,
