@@ -326,6 +326,7 @@ class _Loader:
 
 
 _TOML_LINE = re.compile(r"\(at line (\d+), column \d+\)")
+_TOML_END = re.compile(r" ?\(at end of document\)")
 
 
 def load_pipelines(
@@ -349,8 +350,11 @@ def load_pipelines(
         parsed = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         match = _TOML_LINE.search(str(exc))
-        line = int(match.group(1)) if match else 1
-        message = _TOML_LINE.sub("", str(exc)).strip()
+        # tomllib names no line for what runs into the end of the file (a bracket or a string
+        # left open): that is the last line, where an editor shows the file ending.
+        at_end = _TOML_END.search(str(exc)) is not None
+        line = int(match.group(1)) if match else max(1, len(text.splitlines())) if at_end else 1
+        message = _TOML_END.sub(" at the end of the file", _TOML_LINE.sub("", str(exc))).strip()
         raise PipelineFileError([ConfigError(str(path), line, f"TOML syntax error: {message}")]) from exc
     loader = _Loader(path, text, steps, models, os.environ if environ is None else environ)
     result = loader.load(parsed)

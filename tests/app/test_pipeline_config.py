@@ -39,6 +39,13 @@ def test_toml_syntax_error_has_its_line(tmp_path: Path) -> None:
     ]
 
 
+def test_toml_syntax_error_at_the_end_of_the_file_has_the_last_line(tmp_path: Path) -> None:
+    # A bracket left open: tomllib names no line; it was reported as line 1.
+    assert check(tmp_path, '[[pipelines]]\nname = "a"\nroute = "GET /a"\nsteps = [{ use = "echo" },\n') == [
+        "4: TOML syntax error: Invalid value at the end of the file"
+    ]
+
+
 def test_unknown_step_type(tmp_path: Path) -> None:
     errors = check(tmp_path, """
 [[pipelines]]
