@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import inspect
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,8 +31,8 @@ def _parser(commands: Sequence[tuple[str, Command]]) -> argparse.ArgumentParser:
 
     serve = subparsers.add_parser("serve", help="run the service")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int, default=1, help="processes sharing the port (SO_REUSEPORT)")
+    serve.add_argument("--port", type=_port_number)
+    serve.add_argument("--workers", type=_worker_count, default=1, help="processes sharing the port (SO_REUSEPORT)")
     serve.add_argument("--pipelines", type=Path, help="pipelines file (default: PIPELINES_FILE)")
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
 
@@ -84,6 +85,20 @@ class _Loaded:
     plugin_settings: PluginSettings
 
 
+def _port_number(text: str) -> int:
+    if not (text.isdigit() and 0 < int(text) < 65536):
+        msg = f"expected a port number 1-65535, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
+def _worker_count(text: str) -> int:
+    if not (text.isdigit() and int(text) > 0):
+        msg = f"expected a number of processes, 1 or more, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(text)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Settings come first (they name the plugins, and plugins add commands), but their
@@ -106,6 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PipelineFileError as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)  # noqa: T201
+        return 1
+    except BrokenPipeError:
+        # The reader went away (`turnstile openapi | head`): stop quietly, as other tools do,
+        # and keep Python from failing again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

@@ -94,6 +94,24 @@ def test_plugins_lists_hooks_step_types_and_offered_hook_specs(tmp_path: Path) -
     assert "Return fields to add to the echo step's answer" in spec
 
 
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path: Path) -> None:
+    # `turnstile openapi | head`: the pipe closes before the document is written.
+    proc = subprocess.Popen([sys.executable, "-m", "app", "openapi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env(tmp_path), cwd=ROOT)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err == b""
+
+
+@pytest.mark.parametrize(("option", "value"), [("--workers", "0"), ("--port", "99999"), ("--port", "http")])
+def test_serve_refuses_options_it_cannot_use(tmp_path: Path, option: str, value: str) -> None:
+    result = run(tmp_path, "serve", option, value)
+    assert result.returncode == 2
+    assert f"argument {option}: expected" in result.stderr
+
+
 def test_a_misspelt_plugin_to_disable_is_a_start_up_error(tmp_path: Path) -> None:
     # It disabled nothing, and said nothing: the runbook's fix for a plugin that misbehaves.
     result = run(tmp_path, "check", TURNSTILE_DISABLE_PLUGINS=f"{INSTALLED},acmee")
