@@ -32,6 +32,10 @@ class MailEnv:
     max_attempts: str | None = setting(default=None, description="sends of one mail at most (8)")
     retry_delay_s: str | None = setting(default=None, description="wait after the first failed send (2 s, doubling)")
 
+    def embedded_defaults(self) -> list[str]:
+        """For the one start-up line that names every embedded default in use (contract §3)."""
+        return [] if self.smtp_url else ["mail written as .eml files to mail/ in TURNSTILE_VAR_DIR (no SMTP_URL)"]
+
     def environ(self) -> dict[str, str]:
         """The variables that were set, by name, for `load_mail_settings`."""
         names = {

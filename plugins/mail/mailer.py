@@ -80,8 +80,8 @@ class Mailer:
         sender: Sender
         if settings.smtp is None:
             sender = EmlFileSender(settings.mail_dir)
-            log.warning("embedded default in use (development only): mail is written to %s as .eml files "
-                        "(set SMTP_URL to send it)", settings.mail_dir)
+            # Announced with the other embedded defaults, in the one start-up line (MailEnv).
+            log.info("mail is written to %s as .eml files (set SMTP_URL to send it)", settings.mail_dir)
         else:
             sender = SmtpSender(settings.smtp)
             log.info("mail goes through %s:%d (%s)", settings.smtp.host, settings.smtp.port, settings.smtp.security)

@@ -10,6 +10,7 @@ import pytest
 
 from app import Settings, SettingsError
 from app.settings import load_settings
+from plugins.mail.env import MailEnv
 from plugins.mail.settings import MailSettings, SmtpServer, load_mail_settings
 
 CORE = attrs.evolve(load_settings({}), var_dir=Path("/srv/var"), port=8080)
@@ -82,3 +83,9 @@ def test_production_refuses_the_file_stand_in_and_local_links() -> None:
         "SMTP_URL": "smtps://mail.test", "MAIL_FROM": "Shop <no-reply@shop.test>", "PUBLIC_URL": "https://shop.test/",
     }, PRODUCTION)
     assert (settings.mail_from, settings.public_url) == ("Shop <no-reply@shop.test>", "https://shop.test")
+
+
+def test_the_eml_stand_in_is_named_in_the_one_line_of_embedded_defaults() -> None:
+    # Contract §3: every embedded default is announced in one start-up line; mail had its own.
+    assert MailEnv().embedded_defaults() == ["mail written as .eml files to mail/ in TURNSTILE_VAR_DIR (no SMTP_URL)"]
+    assert MailEnv(smtp_url="smtp://mail.example.com").embedded_defaults() == []
