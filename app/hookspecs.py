@@ -1,9 +1,9 @@
 """Every hook a Turnstile plugin may implement, with when it runs and what it may return.
 
-pluggy is synchronous. Hooks marked *may be async* are called "collect, then await each":
-every implementation runs, in pluggy's call order (the last registered first), and the
-engine awaits the ones that
-returned an awaitable. Such hooks never use ``firstresult``. A hook that raises a
+pluggy is synchronous. Hooks marked *may be async* are called one implementation at a time,
+each awaited (when it returned an awaitable) before the next is called, in Turnstile's order:
+the order plugins were loaded, the built-ins first (`app.plugins.implementations`; pluggy's own
+is the reverse). Such hooks never use ``firstresult``. A hook that raises a
 `ProblemError` answers the request with that problem; any other exception becomes a 500
 for that request (logged with its request id), never a hang.
 

@@ -15,7 +15,7 @@ import pluggy
 from aiohttp import web
 
 from app import hookspecs
-from app.errors import GatewayTimeout
+from app.errors import GatewayTimeout, InternalError
 from app.keys import settings_key
 from app.pipeline.types import PipelineConfig
 from app.redact import Redacted
@@ -232,18 +232,30 @@ async def call_each(hook: pluggy.HookCaller, impls: Sequence[pluggy.HookImpl], *
     return results
 
 
-async def call_chain(hook: pluggy.HookCaller, value_name: str, value: Any, **kwargs: Any) -> Any:
+async def call_chain(
+    hook: pluggy.HookCaller, value_name: str, value: Any, *, expect: type | None = None, **kwargs: Any
+) -> Any:
     """Thread `value` through every implementation: each sees the previous one's result.
 
     An implementation returning None keeps the value; one returning False ends the chain
-    with False (used to suppress). Implementations run in pluggy's call order (the last
-    registered first), one at a time, so each can be async.
+    with False (used to suppress). Implementations run in Turnstile's call order
+    (`implementations`: load order), one at a time, so each can be async.
+
+    Raises:
+        InternalError: with `expect`, an implementation returned something else than None,
+            False or an `expect` (a dict for a body, say): the plugin's fault, logged with its
+            name, not the client's.
     """
     for impl in implementations(hook):
         result = await call_impl(hook, impl, {value_name: value, **kwargs})
         if result is False:
             return False
         if result is not None:
+            if expect is not None and not isinstance(result, expect):
+                log.error("hook %s of plugin %s returned a %s, not a %s or None", hook.name, impl.plugin_name,
+                          type(result).__name__, expect.__name__)
+                msg = "A business rule failed."
+                raise InternalError(msg)
             value = result
     return value
 

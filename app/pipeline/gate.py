@@ -5,14 +5,19 @@ The engine places it after the guard steps (auth, rate-limit) and before every o
 
 from __future__ import annotations
 
+import logging
+
 import attrs
 import pluggy
 from aiohttp import web
 
+from app.errors import InternalError
 from app.keys import actor_key, body_key, query_key
 from app.pipeline.body import BodyReader, QueryReader
 from app.pipeline.types import Handler, PipelineConfig
 from app.plugins import call_chain, call_each, has_implementations, implementations
+
+log = logging.getLogger("turnstile.plugins")
 
 
 @attrs.frozen
@@ -32,8 +37,12 @@ class RulesGate:
         if self.body is not None:
             raw = await self.body.read(request)
             if self.has_transforms and isinstance(raw, dict):
-                raw = await call_chain(self.hooks.transform_request, "body", raw,
+                raw = await call_chain(self.hooks.transform_request, "body", raw, expect=dict,
                                        request=request, pipeline=self.pipeline)
+                if raw is False:  # no suppressing a body: the hook's fault, as a wrong type is
+                    log.error("a transform_request hook returned False for pipeline %s", self.pipeline.name)
+                    msg = "A business rule failed."
+                    raise InternalError(msg)
             body = self.body.validate(raw)
             request[body_key] = body
         if self.rules:

@@ -102,7 +102,8 @@ class DataFetchStep:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request.get(body_key)
         if body is not None and self.transform_upstream is not None:
-            body = await call_chain(self.transform_upstream, "payload", body, request=request, pipeline=self.pipeline)
+            body = await call_chain(self.transform_upstream, "payload", body, expect=dict, request=request,
+                                    pipeline=self.pipeline)
         query = request.get(query_key)
         reply = await self.client.request(
             self.method,

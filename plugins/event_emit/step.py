@@ -95,7 +95,7 @@ class EventEmitStep:
         """The event as the `enrich_event` hooks leave it, or None when one suppresses it."""
         try:
             body = await call_chain(
-                self.hooks.enrich_event, "event", event.to_dict(), request=request, pipeline=self.pipeline
+                self.hooks.enrich_event, "event", event.to_dict(), expect=dict, request=request, pipeline=self.pipeline
             )
             return None if body is False else Event.from_dict(body)
         except Exception:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import logging
+from typing import Any
 
 import orjson
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
+from app import hookimpl
 from app.pipeline.content_coding import UNREADABLE_BODY
 from app.testing import StartService
 from tests.app.conftest import CORE_PIPELINES, json_lines
@@ -46,6 +50,26 @@ async def test_steps_run_outermost_first_and_unwind_in_reverse(client: Client) -
 async def test_transform_request_hook_runs_before_validation(client: Client) -> None:
     resp = await client.post("/widgets/1", json={"name": "  padded  ", "size": 1})
     assert (await resp.json())["body"]["name"] == "padded"
+
+
+class WrongTransforms:
+    """A team's transform_request with a bug: it returns what no body can be."""
+
+    @hookimpl
+    def transform_request(self, body: dict[str, Any]) -> Any:
+        return {"list": [body], "text": "a body", "false": False}.get(str(body.get("name")))
+
+
+@pytest.mark.parametrize("wrong", ["list", "text", "false"])
+async def test_a_transform_returning_no_body_is_the_plugins_500_not_the_clients_422(
+    turnstile: StartService, caplog: pytest.LogCaptureFixture, wrong: str
+) -> None:
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin, WrongTransforms()], entrypoints=False)
+    with caplog.at_level(logging.ERROR, logger="turnstile.plugins"):
+        resp = await service.client.post("/widgets/1", json={"name": wrong, "size": 1})
+    problem = await assert_problem(resp, 500)
+    assert problem["detail"] == "A business rule failed."
+    assert "transform_request" in caplog.text
 
 
 async def test_a_step_can_answer_at_once(client: Client) -> None:

@@ -236,5 +236,6 @@ def test_an_app_is_not_built_on_bad_plugin_settings(tmp_path: Path) -> None:
 def test_plugins_name_their_embedded_defaults_for_the_start_up_line() -> None:
     _settings, _pm, values = load_configuration({})
     assert "a random development JWT secret" in embedded_defaults(values)
-    _settings, _pm, values = load_configuration({"JWT_SECRET": SECRET})
+    assert "mail written as .eml files to mail/ in TURNSTILE_VAR_DIR (no SMTP_URL)" in embedded_defaults(values)
+    _settings, _pm, values = load_configuration({"JWT_SECRET": SECRET, "SMTP_URL": "smtp://mail.example.com"})
     assert embedded_defaults(values) == []
