@@ -25,7 +25,7 @@ from aiohttp import web
 
 from app.clients.amqp import AmqpPublisher, LogFilePublisher, Publisher
 from app.clients.dataservice import DataServiceClient, DataServiceOptions
-from app.clients.outbox import DEFAULT_FILE_NAME, FileOutbox, Outbox, RedisOutbox
+from app.clients.outbox import DEFAULT_FILE_NAME, FileOutbox, Outbox, RedisOutbox, SpilloverOutbox
 from app.clients.redis import RedisConnection
 from app.keys import data_service_key, publisher_key, readiness_key, redis_key, settings_key
 from app.readiness import Check
@@ -65,6 +65,13 @@ def setup_clients(app: web.Application, settings: Settings, *, mirrored: Iterabl
     )
     outbox = _make_outbox(settings, redis)
     app[publisher_key] = _make_publisher(settings, outbox)
+    if isinstance(outbox, SpilloverOutbox):
+        spill = outbox
+
+        async def release_spill_file(_app: web.Application) -> None:  # after the publisher stopped
+            spill.close()
+
+        app.on_cleanup.append(release_spill_file)
 
     app.cleanup_ctx.append(redis_ctx)
     app.cleanup_ctx.append(data_service_ctx)
@@ -103,7 +110,10 @@ def _make_outbox(
 ) -> Outbox | None:
     if settings.rabbitmq_url is None:
         return None  # embedded: events are written at once, nothing ever waits
-    return RedisOutbox(redis) if redis else FileOutbox(settings.var_dir, file_name)
+    if redis is None:
+        return FileOutbox(settings.var_dir, file_name)
+    # Redis and the broker down together must not leave an event only in the log.
+    return SpilloverOutbox(RedisOutbox(redis), settings.var_dir)
 
 
 def make_publisher(

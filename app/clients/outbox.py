@@ -19,11 +19,12 @@ REDIS_URL for `--workers N` anyway).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 from collections.abc import Collection
 from pathlib import Path
-from typing import Protocol, final
+from typing import Final, Protocol, final
 
 import coredis
 
@@ -225,3 +226,105 @@ class RedisOutbox:
         with redis_errors():
             await client.rpush(f"{self.key}:corrupt", [text])
             await client.lrem(self.key, 1, text)
+
+
+# How many local spill files one var directory offers: one per process of a `--workers N`.
+MAX_SPILL_FILES: Final = 64
+
+
+@final
+class SpilloverOutbox:
+    """The shared outbox (Redis), with a local file for the events it cannot take.
+
+    Redis and RabbitMQ down at once (one network fault, one node) left an event nowhere but an
+    error log line. Here an append the shared outbox refuses goes to a file of this process,
+    fsynced, and is delivered like any other once the broker is back; the drain reads both,
+    oldest first by `occurred_at` (events of one change keep their order; across the two
+    stores the order is as good as the clocks of the instances). The file lives in the var
+    directory: it outlives a restart of the process (Kubernetes' emptyDir outlives a container
+    restart, not the pod), and the next process to claim it delivers what it holds.
+
+    A file is claimed with an exclusive `flock` on its `.lock` companion, held for the life of
+    the process, so the processes of `--workers N` never share one and a dead process's file is
+    taken over by the next that starts. The claim is made on first use (the publisher reads its
+    outbox as it starts), not when the app is built.
+    """
+
+    def __init__(self, shared: Outbox, directory: str | os.PathLike[str]) -> None:
+        self.shared = shared
+        self.directory = Path(directory)
+        self._local: FileOutbox | None = None
+        self._lock_fd: int | None = None
+        self._spilled: set[str] = set()  # ids peeked from the local file
+        self._spilling = False
+
+    async def append(self, event: Event) -> None:
+        try:
+            await self.shared.append(event)
+        except Exception as exc:  # any backend's failure: the local file is the next place
+            local = await self._file()
+            await local.append(event)  # raises when it fails too: the publisher logs the event
+            if not self._spilling:
+                self._spilling = True
+                log.warning("event outbox %r failed (%r): events wait in %s until it answers",
+                            type(self.shared).__name__, exc, local.path)
+            return
+        if self._spilling:
+            self._spilling = False
+            log.info("event outbox %s answers again: new events wait there", type(self.shared).__name__)
+
+    async def peek(self, n: int) -> list[Event]:
+        local = await (await self._file()).peek(n)
+        self._spilled = {event.id for event in local}
+        try:
+            shared = await self.shared.peek(n)
+        except Exception:
+            if local:
+                return local  # deliver what this process holds while the shared store is away
+            raise
+        return sorted([*local, *shared], key=lambda event: event.occurred_at)[: max(n, 0)]
+
+    async def remove(self, event_ids: Collection[str]) -> None:
+        local = [event_id for event_id in event_ids if event_id in self._spilled]
+        shared = [event_id for event_id in event_ids if event_id not in self._spilled]
+        if local:
+            await (await self._file()).remove(local)
+        if shared:
+            await self.shared.remove(shared)
+
+    async def depth(self) -> int:
+        local = await (await self._file()).depth()
+        try:
+            return local + await self.shared.depth()
+        except Exception:
+            if local:
+                return local
+            raise
+
+    def close(self) -> None:
+        """Give up the claim on the spill file (what it holds stays for the next process)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor releases its flock
+            self._lock_fd = None
+            self._local = None
+
+    async def _file(self) -> FileOutbox:
+        if self._local is None:
+            file_name, self._lock_fd = await asyncio.to_thread(_claim_spill_file, self.directory)
+            self._local = FileOutbox(self.directory, file_name)
+        return self._local
+
+
+def _claim_spill_file(directory: Path) -> tuple[str, int]:
+    """The name of a spill file no live process holds, and the descriptor that holds it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for index in range(MAX_SPILL_FILES):
+        fd = os.open(directory / f"outbox-spill-{index}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return f"outbox-spill-{index}.jsonl", fd
+    msg = f"all {MAX_SPILL_FILES} event spill files in {directory} are held by live processes"
+    raise OSError(msg)

@@ -7,7 +7,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
+from app.clients.outbox import FileOutbox, Outbox, RedisOutbox, SpilloverOutbox
 from app.clients.redis import RedisConnection
 from app.models.events import Event
 
@@ -20,7 +20,7 @@ def make_events(n: int) -> list[Event]:
 
 
 
-@pytest.fixture(params=["file", "redis"])
+@pytest.fixture(params=["file", "redis", "spillover"])
 async def make_outbox(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> AsyncIterator[OutboxFactory]:
     """A factory, so a test can open a second instance on the same storage."""
     if request.param == "file":
@@ -29,9 +29,20 @@ async def make_outbox(request: pytest.FixtureRequest, tmp_path: Path, unique: st
     connection = RedisConnection(request.getfixturevalue("redis_url"))
     await connection.start()
     key = f"test:outbox:{unique}"
+    opened: list[SpilloverOutbox] = []
+
+    def spillover() -> SpilloverOutbox:
+        # One process at a time holds a spill file: the one before gives it up, as it would by exiting.
+        for earlier in opened:
+            earlier.close()
+        opened.append(SpilloverOutbox(RedisOutbox(connection, key=key), tmp_path / "var"))
+        return opened[-1]
+
     try:
-        yield lambda: RedisOutbox(connection, key=key)
+        yield (lambda: RedisOutbox(connection, key=key)) if request.param == "redis" else spillover
     finally:
+        for outbox in opened:
+            outbox.close()
         await connection.client.delete([key, f"{key}:corrupt"])
         await connection.stop()
 
@@ -131,3 +142,66 @@ async def test_redis_outbox_moves_an_unreadable_entry_aside(redis_connection: Re
         assert await client.lrange(f"{key}:corrupt", 0, -1) == ["garbage"]
     finally:
         await client.delete([key, f"{key}:corrupt"])
+
+
+# --- the shared outbox failing: the spill file -------------------------------------------------
+@pytest.fixture
+async def dead_redis() -> AsyncIterator[RedisConnection]:
+    """A Redis client whose server never answers (nothing listens on the port)."""
+    connection = RedisConnection("redis://127.0.0.1:1/0")
+    await connection.start()
+    yield connection
+    await connection.stop()
+
+
+async def test_events_the_shared_outbox_refuses_wait_in_a_local_file_and_are_delivered_from_it(
+    dead_redis: RedisConnection, tmp_path: Path
+) -> None:
+    outbox = SpilloverOutbox(RedisOutbox(dead_redis), tmp_path / "var")
+    events = make_events(3)
+    for event in events:
+        await outbox.append(event)  # Redis and the broker down at once: before, only a log line
+
+    assert await outbox.depth() == 3
+    assert await outbox.peek(10) == events
+    await outbox.remove([events[0].id])
+    assert await outbox.peek(10) == events[1:]
+    outbox.close()
+    # The next process (a restart) claims the file and delivers what it holds.
+    again = SpilloverOutbox(RedisOutbox(dead_redis), tmp_path / "var")
+    assert await again.peek(10) == events[1:]
+    again.close()
+
+
+async def test_spilled_and_shared_events_are_delivered_oldest_first(
+    dead_redis: RedisConnection, redis_connection: RedisConnection, tmp_path: Path, unique: str
+) -> None:
+    key = f"test:outbox:{unique}"
+    first, second, third = make_events(3)
+    live = SpilloverOutbox(RedisOutbox(redis_connection, key=key), tmp_path / "var")
+    await live.append(first)
+    live.close()
+    cut_off = SpilloverOutbox(RedisOutbox(dead_redis, key=key), tmp_path / "var")
+    await cut_off.append(second)  # Redis away for this one
+    cut_off.close()
+    back = SpilloverOutbox(RedisOutbox(redis_connection, key=key), tmp_path / "var")
+    await back.append(third)
+    try:
+        assert await back.peek(10) == [first, second, third]
+        await back.remove([first.id, second.id, third.id])
+        assert await back.depth() == 0
+    finally:
+        back.close()
+        await redis_connection.client.delete([key])
+
+
+async def test_each_process_claims_a_spill_file_of_its_own(dead_redis: RedisConnection, tmp_path: Path) -> None:
+    one = SpilloverOutbox(RedisOutbox(dead_redis), tmp_path / "var")
+    two = SpilloverOutbox(RedisOutbox(dead_redis), tmp_path / "var")
+    await one.append(make_events(1)[0])
+    await two.append(make_events(1)[0])
+    assert sorted(path.name for path in (tmp_path / "var").glob("*.jsonl")) == [
+        "outbox-spill-0.jsonl", "outbox-spill-1.jsonl",
+    ]
+    one.close()
+    two.close()

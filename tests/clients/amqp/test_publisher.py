@@ -14,7 +14,7 @@ from aiormq.abc import AbstractChannel, DeliveredMessage
 from prometheus_client import REGISTRY
 
 from app.clients.amqp import AmqpPublisher
-from app.clients.outbox import FileOutbox, Outbox, RedisOutbox
+from app.clients.outbox import FileOutbox, Outbox, RedisOutbox, SpilloverOutbox
 from app.clients.redis import RedisConnection
 from app.models.events import Event
 from tests.clients.amqp.broker import FreezableProxy
@@ -277,6 +277,46 @@ async def test_a_late_confirm_empties_the_outbox_without_a_duplicate(
 
     # Each was sent once: the late confirm of the held publish removed its outbox entry, no re-send.
     assert got == events
+
+
+async def test_an_event_published_while_redis_and_the_broker_are_both_down_is_kept_and_delivered(
+    amqp_url: str, redis_connection: RedisConnection, unique: str, tmp_path: Path
+) -> None:
+    exchange, queue = f"test.{unique}", f"test.{unique}.capture"
+    event = Event.create("user.updated", {"id": 1}, "req-both-down")
+    dead_redis = RedisConnection("redis://127.0.0.1:1/0")
+    await dead_redis.start()
+    cut_off = SpilloverOutbox(RedisOutbox(dead_redis, key=f"test:outbox:{unique}"), tmp_path)
+    publisher = make_publisher(UNREACHABLE_URL, exchange, cut_off)
+    await publisher.start()
+    logged = published("logged")
+    try:
+        # Before, the outbox's failure left the event in an error log line only.
+        assert await publisher.publish(event, confirm_deadline_s=DEADLINE_S) == "outboxed"
+        assert published("logged") == logged
+    finally:
+        await publisher.stop(0.5)
+        cut_off.close()
+        await dead_redis.stop()
+
+    async with broker_channel(amqp_url) as channel:
+        await channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        await channel.queue_declare(queue, durable=True)
+        await channel.queue_bind(queue, exchange, routing_key="#")
+    back = SpilloverOutbox(RedisOutbox(redis_connection, key=f"test:outbox:{unique}"), tmp_path)
+    publisher = make_publisher(amqp_url, exchange, back)  # the next start, both back
+    await publisher.start()
+    try:
+        await eventually(lambda: _empty(back), 30, "the spilled event was delivered")
+        async with broker_channel(amqp_url) as channel:
+            body = await _get(channel, queue)
+    finally:
+        await publisher.stop(1.0)
+        back.close()
+        async with broker_channel(amqp_url) as channel:
+            await channel.queue_delete(queue)
+            await channel.exchange_delete(exchange)
+    assert Event.from_json(body or b"") == event
 
 
 async def _empty(outbox: Outbox) -> bool:
