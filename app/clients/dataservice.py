@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, Self, final
 
 import aiohttp
@@ -120,6 +120,7 @@ class DataService(Protocol):
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         request_id: str | None = None,
+        accept: Callable[[Any], bool] | None = None,
     ) -> UpstreamReply: ...
 
     async def ready(self) -> bool: ...
@@ -224,6 +225,7 @@ class DataServiceClient:
         json: Any = None,
         params: Mapping[str, str | int] | None = None,
         request_id: str | None = None,
+        accept: Callable[[Any], bool] | None = None,
     ) -> UpstreamReply:
         """Call the data service once (idempotent methods: with retries) and map the outcome.
 
@@ -231,6 +233,10 @@ class DataServiceClient:
             method: HTTP method. path: absolute path under `base_url`, e.g. ``/api/v1/users/7``.
             json: body to send as JSON (None: no body). params: query parameters.
             request_id: sent as ``X-Request-ID`` and put in every log line about this call.
+            accept: whether a 2xx JSON answer is one the caller can use (it fits its model).
+                One it cannot counts as ``bad_gateway`` and against the circuit breaker, as an
+                answer that is not JSON does, and is still returned: the caller says why, and
+                follows a write the data service saved.
 
         Raises:
             NotFound, Conflict: the data service said so (its detail passes on when short and plain).
@@ -254,7 +260,7 @@ class DataServiceClient:
         )
         session = self._require_session()
         started = time.perf_counter()
-        result = await self._call(session, call)
+        result = await self._call(session, call, accept)
         self._calls[result.outcome].inc()
         if result.outcome != "circuit_open":
             self._call_seconds.observe(time.perf_counter() - started)
@@ -269,7 +275,9 @@ class DataServiceClient:
             raise RuntimeError(msg)
         return self._session
 
-    async def _call(self, session: aiohttp.ClientSession, call: _Call) -> _Result:
+    async def _call(
+        self, session: aiohttp.ClientSession, call: _Call, accept: Callable[[Any], bool] | None
+    ) -> _Result:
         retries = self.options.retries if is_idempotent(call.method) else 0
         last: _Result | None = None
         for attempt in range(retries + 1):
@@ -285,15 +293,20 @@ class DataServiceClient:
             if permit is None:
                 # Refused mid-retry (the circuit opened meanwhile): the real cause is the last answer.
                 return last if last is not None else _Result("circuit_open")
-            last = await self._attempt_with_permit(session, call, permit)
+            last = await self._attempt_with_permit(session, call, permit, accept)
             if not last.retryable:
                 return last
         assert last is not None  # the loop runs at least once
         return last
 
-    async def _attempt_with_permit(self, session: aiohttp.ClientSession, call: _Call, permit: Permit) -> _Result:
+    async def _attempt_with_permit(
+        self, session: aiohttp.ClientSession, call: _Call, permit: Permit, accept: Callable[[Any], bool] | None
+    ) -> _Result:
         try:
             result = await self._attempt(session, call)
+            if result.reply is not None and result.reply.data is not None and accept is not None \
+                    and not accept(result.reply.data):
+                result = _Result("bad_gateway", reply=result.reply, failure=True)
         except BaseException:
             # Cancelled (the client went away) or a bug: no verdict, but free a probe's slot.
             self._breaker.release(permit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, final
 
@@ -105,12 +106,14 @@ class DataFetchStep:
             body = await call_chain(self.transform_upstream, "payload", body, expect=dict, request=request,
                                     pipeline=self.pipeline)
         query = request.get(query_key)
+        checked: list[Any] = []  # the answer as `check_answer` made it, or its BadGateway
         reply = await self.client.request(
             self.method,
             self.path.for_request(request),
             json=body,
             params=None if query is None else _params(query),
             request_id=request.get(request_id_key),
+            accept=None if self.check_answer is None else functools.partial(self._fits, checked),
         )
         if self.status == 204:
             return self._answer(request, web.Response(status=204))
@@ -121,7 +124,11 @@ class DataFetchStep:
             # the route's parameters, then the checked answer.
             saved = request[committed_key] = web.Response(status=self.status)
         data = reply.data
-        if self.check_answer is not None:
+        if checked:  # checked once, as the client took the answer (a wrong one counts as bad_gateway)
+            data = checked[0]
+            if isinstance(data, BadGateway):
+                raise data
+        elif self.check_answer is not None:
             data = self.check_answer(data, self.pipeline.name)
         if saved is not None and data is not None:
             saved[payload_key] = data
@@ -132,6 +139,15 @@ class DataFetchStep:
         response = json_response(data, status=self.status)
         response[payload_key] = data
         return self._answer(request, response)
+
+    def _fits(self, checked: list[Any], data: Any) -> bool:
+        assert self.check_answer is not None  # only asked with a model to check against
+        try:
+            checked.append(self.check_answer(data, self.pipeline.name))
+        except BadGateway as exc:
+            checked.append(exc)
+            return False
+        return True
 
     def _answer(self, request: web.Request, response: web.Response) -> web.Response:
         if self.method in _COMMITS:

@@ -12,7 +12,9 @@ import attrs
 import coredis
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
+from app.keys import data_service_key
 from plugins.users.models import User
 from tests.integration.conftest import Client, StackFactory, admin_headers, assert_problem, bearer, login, register
 from tests.integration.faults import EXTRA_FIELDS, FaultProxy, Mode
@@ -78,6 +80,27 @@ async def test_a_page_with_a_bad_record_is_a_502(stack: StackFactory, proxy: Fau
     proxy.mode = mode
 
     await assert_problem(await client.get("/api/v1/users", headers=admin), 502)
+
+
+def calls(upstream: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value("turnstile_data_service_calls_total", {"upstream": upstream, "outcome": outcome})
+    return value or 0.0
+
+
+async def test_an_answer_of_the_wrong_shape_counts_as_bad_gateway(stack: StackFactory, proxy: FaultProxy) -> None:
+    # The runbooks send an operator to `bad_gateway` for this very case (a version mismatch);
+    # it counted as `ok`, and never against the circuit breaker.
+    client, _, admin = await signed_in(stack, proxy)
+    upstream = client.app[data_service_key].name
+
+    async def outcomes_of_a_listing() -> tuple[float, float]:
+        ok, bad = calls(upstream, "ok"), calls(upstream, "bad_gateway")
+        await client.get("/api/v1/users", headers=admin)  # never cached: one call for the page
+        return calls(upstream, "ok") - ok, calls(upstream, "bad_gateway") - bad
+
+    assert await outcomes_of_a_listing() == (1, 0)
+    proxy.mode = "json-list"
+    assert await outcomes_of_a_listing() == (0, 1)
 
 
 async def test_a_write_whose_answer_does_not_fit_is_a_502(stack: StackFactory, proxy: FaultProxy) -> None:
