@@ -169,9 +169,9 @@ def _data_service_check(client: DataServiceClient, settings: Settings) -> Check:
     async def check() -> tuple[str, bool]:
         ok = await client.ready()
         state = client.breaker_state
-        if settings.data_service_url is None:
-            return ("embedded" if ok else state), ok
-        return ("ok" if ok else state), ok
+        if state != "closed":  # open, or half-open: ready for a probe call, but not known to answer
+            return state, ok
+        return ("embedded" if settings.data_service_url is None else "ok"), ok
 
     return check
 

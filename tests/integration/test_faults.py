@@ -119,6 +119,10 @@ async def test_a_failed_probe_reopens_the_circuit(stack: StackFactory, proxy: Fa
     for _ in range(BREAKER_FAILURES):
         await assert_problem(await client.get(ME, headers=headers), 502)
     await asyncio.sleep(COOLDOWN_S + 0.1)
+    # Cooled down: ready again, for the probe's sake, but the data service is not known to answer.
+    ready = await client.get("/readyz")
+    assert ready.status == 200
+    assert (await ready.json())["checks"]["data_service"] == "half_open"
     calls = proxy.calls
     await assert_problem(await client.get(ME, headers=headers), 502)  # the probe, still failing
     assert proxy.calls == calls + 1
