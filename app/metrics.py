@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from typing import Final
 
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     PLATFORM_COLLECTOR,
     REGISTRY,
+    CollectorRegistry,
     Counter,
     Histogram,
     disable_created_metrics,
     generate_latest,
+    multiprocess,
 )
+
+from app.resources import PLUGIN_GAUGES
 
 # prometheus_client's python_info names the interpreter's exact version, and no answer of the
 # service names the versions of its software (contract §4): /metrics is as open as the rest.
@@ -38,7 +44,24 @@ STEP_SECONDS = Histogram(
 )
 
 
+# Set by `turnstile serve --workers N` for its workers (app/serve.py): where each keeps its metrics.
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(REGISTRY))
+    response = web.Response(body=generate_latest(_registry()))
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response
+
+
+def _registry() -> CollectorRegistry:
+    """This process's metrics, or under `--workers N` every worker's, summed from their files:
+    a scrape reaches one worker, and must see the whole. A plugin's own gauges
+    (`Resources.gauge`, read at each scrape) are the answering worker's."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # unannotated
+    registry.register(PLUGIN_GAUGES)
+    return registry

@@ -38,6 +38,7 @@ CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 RESOURCE_OPEN = Gauge(
     "turnstile_plugin_resource_open", "1 while a plugin's resource is open (between start-up and shutdown)",
     ["plugin", "resource"],
+    multiprocess_mode="livemin",  # under --workers N: 1 only while every worker has it open
 )
 _METRIC_NAME: Final = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 

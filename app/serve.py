@@ -13,16 +13,21 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import multiprocess
 
 from app.collector import freeze_long_lived, tune_thresholds
 from app.keys import readiness_key
 from app.main import create_app
+from app.metrics import MULTIPROC_ENV
 from app.readiness import Phase
 from app.reload import reload_on_signal
 from app.settings import Settings
@@ -89,9 +94,23 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
 
 def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
     """Start `workers` processes sharing the port through SO_REUSEPORT; forward signals
-    (SIGTERM and SIGINT stop every worker, SIGHUP makes each reload the pipelines file)."""
+    (SIGTERM and SIGINT stop every worker, SIGHUP makes each reload the pipelines file).
+
+    The workers keep their metrics in files of one directory (prometheus_client's
+    multiprocess mode, `PROMETHEUS_MULTIPROC_DIR`), and each one's /metrics answers the sum of
+    all: a scrape reaches whichever worker the kernel picks, and without it every scrape would
+    show another worker's counters, going back and forth.
+    """
     command = [sys.executable, "-m", "app", *argv, "--workers", "1", "--reuse-port"]
     children: list[subprocess.Popen[bytes]] = []
+    with metrics_directory() as directory:
+        env = {**os.environ, MULTIPROC_ENV: str(directory)}
+        return _supervise(command, children, env, directory, workers)
+
+
+def _supervise(
+    command: list[str], children: list[subprocess.Popen[bytes]], env: dict[str, str], directory: Path, workers: int
+) -> int:
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -100,6 +119,29 @@ def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
     # Before the first worker starts: an early SIGHUP must not end this process (its default).
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    children.extend(subprocess.Popen(command) for _ in range(workers))  # noqa: S603  # our own program
-    codes = [child.wait() for child in children]
+    children.extend(subprocess.Popen(command, env=env) for _ in range(workers))  # noqa: S603  # our own program
+    codes = []
+    for child in children:
+        codes.append(child.wait())
+        # Its gauges stop counting in the live sums (its counters stay in the totals).
+        multiprocess.mark_process_dead(child.pid, str(directory))  # type: ignore[no-untyped-call]  # unannotated
     return max(codes, default=0)
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[Path]:
+    """The workers' metrics directory: `PROMETHEUS_MULTIPROC_DIR` when set (emptied first: files
+    of an earlier run would be counted again), else a fresh temporary one, removed at the end."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        directory = Path(given)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink()
+        yield directory
+        return
+    directory = Path(tempfile.mkdtemp(prefix="turnstile-metrics-"))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)

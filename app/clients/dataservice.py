@@ -51,7 +51,8 @@ RETRIES = Counter(
     "turnstile_data_service_retries_total", "Extra attempts made by idempotent upstream calls", ["upstream"]
 )
 CIRCUIT_STATE = Gauge(
-    "turnstile_circuit_state", "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open", ["upstream"]
+    "turnstile_circuit_state", "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open", ["upstream"],
+    multiprocess_mode="livemax",  # under --workers N: the worst worker's breaker
 )
 _GAUGE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
 

@@ -38,7 +38,8 @@ LATE_TIMEOUT_S: Final = 0.1
 HASHING_NICE: Final = 19
 
 HASHES_IN_FLIGHT = Gauge(
-    "turnstile_password_hashes_in_flight", "Password hashes and checks running or queued in this process"
+    "turnstile_password_hashes_in_flight", "Password hashes and checks running or queued in this process",
+    multiprocess_mode="livesum",  # under --workers N: every worker's
 )
 HASHES_REFUSED = Counter(
     "turnstile_password_hashes_refused_total",

@@ -37,7 +37,8 @@ FAILED = Counter(
     ["reason"],
 )
 RETRIES = Counter("turnstile_mail_retries_total", "Failed sends that will be tried again")
-WAITING = Gauge("turnstile_mail_waiting", "Mails in the send queue or waiting for a retry")
+WAITING = Gauge("turnstile_mail_waiting", "Mails in the send queue or waiting for a retry",
+                multiprocess_mode="livesum")  # under --workers N: every worker's queue
 
 
 @attrs.define

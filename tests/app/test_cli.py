@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from openapi_spec_validator import validate
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import CORE_PIPELINES
 from tests.services import ROOT
@@ -221,6 +222,19 @@ def test_workers_need_external_state(tmp_path: Path) -> None:
     assert "--workers 2 needs DATA_SERVICE_URL and REDIS_URL" in result.stderr
 
 
+OPERATIONAL = ("healthz", "readyz", "metrics")
+
+
+async def answered_by_pipelines(metrics: str) -> float:
+    """The requests the pipelines answered, as a scrape counts them (not the operational routes')."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics) if family.name == "turnstile_requests"
+        for sample in family.samples
+        if sample.name == "turnstile_requests_total" and sample.labels["pipeline"] not in OPERATIONAL
+    )
+
+
 @pytest.mark.timeout(90)
 async def test_workers_share_the_port_and_stop_together(tmp_path: Path, redis_url: str) -> None:
     data_port, port = free_port(), free_port()
@@ -246,9 +260,13 @@ async def test_workers_share_the_port_and_stop_together(tmp_path: Path, redis_ur
                     pass
                 assert time.monotonic() < deadline, "workers did not become ready"
                 await asyncio.sleep(0.2)
-            for _ in range(20):
-                async with http.get(f"http://127.0.0.1:{port}/things/x") as resp:
+            for _ in range(20):  # each on a connection of its own, so the kernel spreads them
+                async with http.get(f"http://127.0.0.1:{port}/things/x", headers={"Connection": "close"}) as resp:
                     assert resp.status == 200
+            # Whichever worker a scrape reaches, it counts every worker's requests.
+            for _ in range(6):
+                async with http.get(f"http://127.0.0.1:{port}/metrics", headers={"Connection": "close"}) as resp:
+                    assert await answered_by_pipelines(await resp.text()) == 20
         children = subprocess.run(["pgrep", "-P", str(workers.pid)], capture_output=True, text=True, check=False)
         assert len(children.stdout.split()) == 2
         workers.send_signal(signal.SIGTERM)
