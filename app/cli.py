@@ -86,8 +86,8 @@ class _Loaded:
 
 
 def _port_number(text: str) -> int:
-    if not (text.isdigit() and 0 < int(text) < 65536):
-        msg = f"expected a port number 1-65535, got {text!r}"
+    if not (text.isdigit() and int(text) < 65536):
+        msg = f"expected a port number 0-65535 (0: any free one), got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return int(text)
 

@@ -443,7 +443,7 @@ async def test_without_smtp_each_mail_is_an_eml_file_announced_without_its_link(
     def mail_lines() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.name == "turnstile.mail"]
 
-    assert any("embedded default" in line and str(mail_dir) in line for line in mail_lines())
+    assert any("written to" in line and str(mail_dir) in line for line in mail_lines())
     # The file is renamed into place in a worker thread; the line naming it follows on the loop.
     await until(lambda: any(str(eml) in line for line in mail_lines()), "the line naming the .eml file")
     assert not any("#token=" in line for line in caplog.messages)

@@ -125,7 +125,7 @@ async def test_no_secret_in_responses_logs_or_events(
     assert any(record.name.startswith("turnstile") for record in records)
     assert leaking_loggers(records) == []
     events = (tmp_path / "var" / "events.jsonl").read_text()
-    assert events.count("user.created") == 2
+    assert events.count("user.created") == 3  # the start-up admin's, and the journey's two
     assert leaks([events]) == []
 
 
