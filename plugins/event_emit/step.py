@@ -24,6 +24,7 @@ from app import (
     Event,
     EventsDoc,
     Handler,
+    InternalError,
     OperationDoc,
     PipelineConfig,
     Publisher,
@@ -97,7 +98,16 @@ class EventEmitStep:
             body = await call_chain(
                 self.hooks.enrich_event, "event", event.to_dict(), expect=dict, request=request, pipeline=self.pipeline
             )
-            return None if body is False else Event.from_dict(body)
+            if body is False:
+                return None
+            enriched = Event.from_dict(body)
+            if (enriched.id, enriched.type) != (event.id, event.type):
+                # The id is what consumers dedupe by, the type the routing key the documents name.
+                log.error("pipeline %s: an enrich_event hook changed the event's id or type (%r to %r)",
+                          self.pipeline.name, event.type, enriched.type)
+                msg = "A business rule failed."
+                raise InternalError(msg)
+            return enriched
         except Exception:
             if request.get(committed_key) is None:
                 raise

@@ -214,3 +214,21 @@ async def test_a_failed_enrichment_without_a_saved_change_publishes_nothing(turn
     assert resp.status == 500
     assert service.events() == []
     assert unenriched("widget.created") == before
+
+
+class Retyper:
+    """A team's enrichment that renames what happened: consumers bound to the real key miss it."""
+
+    @hookimpl
+    def enrich_event(self, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "type": "Not A Key!"}
+
+
+async def test_an_enrichment_may_not_change_the_events_id_or_type(turnstile: StartService) -> None:
+    service = await start_committing(turnstile, Retyper())
+
+    resp = await service.client.post("/widgets/3")
+
+    assert resp.status == 500  # the hook's fault; the saved change still has its event, as made
+    [event] = service.events()
+    assert event["type"] == "widget.updated"
