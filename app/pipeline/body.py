@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from aiohttp import hdrs, web
@@ -57,7 +58,13 @@ async def read_body(request: web.Request) -> bytes:
             raw = await request.read()
     except web.RequestPayloadError:
         raise MalformedRequest(UNREADABLE_BODY) from None
-    return decode_content(raw, request.headers.get(hdrs.CONTENT_ENCODING, ""), request.client_max_size)
+    return decode_content(raw, content_coding(request), request.client_max_size)
+
+
+def content_coding(request: web.Request) -> str:
+    """The request's Content-Encoding, every header line of it: two `gzip` lines are the list
+    `gzip, gzip` (RFC 9110 §5.3), a coding applied twice, and refused as one line saying so is."""
+    return ", ".join(request.headers.getall(hdrs.CONTENT_ENCODING, ()))
 
 
 @contextlib.asynccontextmanager
@@ -117,7 +124,7 @@ class BodyReader:
                 msg = "The request body is not valid JSON."
                 raise MalformedRequest(msg) from None
         if self.form_fields is not None and content_type in FORM_CONTENT_TYPES:
-            if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in ("", "identity"):
+            if content_coding(request).strip().lower() not in ("", "identity"):
                 # aiohttp's form reader would see the coded bytes: aiohttp decodes no request body
                 # in this app, read_body does (app/pipeline/content_coding.py).
                 msg = "A form body must be sent without a Content-Encoding."
@@ -188,16 +195,19 @@ class QueryReader:
         return value
 
 
+# A number in a query spelled as JSON spells it: ASCII digits, no "+", no "_", no spaces, no
+# NaN or Infinity (Python's int() and float() take all of them: "1_0" as 10, Arabic-Indic digits too).
+_JSON_INTEGER: Final = re.compile(r"-?(0|[1-9][0-9]*)")
+_JSON_NUMBER: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+
+
 def _convert(text: str, kind: str | None) -> Any:
     """A query string value as its schema type, or the text when it does not convert (so
     the validator reports it)."""
-    try:
-        if kind == "integer":
-            return int(text)
-        if kind == "number":
-            return float(text)
-    except ValueError:
-        return text
+    if kind == "integer" and _JSON_INTEGER.fullmatch(text):
+        return int(text)
+    if kind == "number" and _JSON_NUMBER.fullmatch(text):
+        return float(text)
     if kind == "boolean" and text in ("true", "false"):
         return text == "true"
     return text

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from app.pipeline.content_coding import MAX_GZIP_MEMBERS
 from tests.app.test_http import assert_problem
@@ -110,6 +111,15 @@ async def test_a_coding_not_taken_is_415_naming_those_that_are(client: Client, c
 
     assert resp.headers["Accept-Encoding"] == "gzip, deflate"  # RFC 7694 §3
     assert "gzip, deflate" in str(problem["detail"])
+
+
+async def test_a_coding_on_two_header_lines_is_the_same_list_as_on_one(client: Client) -> None:
+    # RFC 9110 §5.3: two `gzip` lines are `gzip, gzip`, a coding applied twice. The second line
+    # was ignored: the body was inflated once, as though it had been coded once.
+    twice = gzip.compress(gzip.compress(WIDGET))
+    headers = CIMultiDict([("Content-Type", "application/json"), ("Content-Encoding", "gzip"),
+                           ("Content-Encoding", "gzip")])
+    await assert_problem(await client.post("/widgets/1", data=twice, headers=headers), 415)
 
 
 async def test_identity_is_no_coding(client: Client) -> None:

@@ -196,7 +196,10 @@ async def test_list_users_needs_an_admin(stack: StackFactory) -> None:
     ("query", "field"),
     [("limit=0", "limit"), ("limit=abc", "limit"), ("offset=-1", "offset"), ("limit=501", "limit"),
      ("limit=2.5", "limit"), (f"offset={2**63}", "offset"),
-     ("limit=1&limit=2", "limit"), ("offset=abc&offset=0", "offset")],  # sent twice: refused, not resolved by order
+     ("limit=1&limit=2", "limit"), ("offset=abc&offset=0", "offset"),  # sent twice: refused, not resolved by order
+     # Spelled as JSON spells a number, or it is no number: Python's int() would take each of these.
+     ("limit=1_0", "limit"), ("limit=%2B5", "limit"), ("limit=%205", "limit"), ("limit=%D9%A3", "limit"),
+     ("limit=007", "limit")],
 )
 async def test_list_users_with_bad_paging_is_422(stack: StackFactory, query: str, field: str) -> None:
     client = await stack()
