@@ -106,9 +106,12 @@ class QueueTopology:
                 await channel.queue_declare(self.queue, durable=True, arguments=self.arguments())
             except aiormq.exceptions.ChannelPreconditionFailed as exc:
                 msg = (
-                    f"queue {self.queue} exists with other arguments than a {self.queue_type} queue needs "
-                    f"(a classic queue from an older version?): delete it (rabbitmqctl delete_queue "
-                    f"{self.queue}) or set RABBITMQ_QUEUE_TYPE to its type; the broker said: {exc}"
+                    f"queue {self.queue} exists with other arguments than this subscription needs: a "
+                    f"{self.queue_type} queue dead-lettering to {self.dead_letter_exchange}. Another release "
+                    "on this vhost with the same queue names (they come from the pipelines file, not from "
+                    "EVENTS_EXCHANGE)? Give this one its own vhost or queue names. A classic queue from an "
+                    f"older version? Set RABBITMQ_QUEUE_TYPE to its type, or once no release uses it, delete "
+                    f"it (rabbitmqctl delete_queue {self.queue}: its messages go too). The broker said: {exc}"
                 )
                 raise TopologyMismatch(msg) from exc
         else:
