@@ -43,8 +43,11 @@ class ReservedRoute:
         route = _pattern(pipeline.route.path)
         if not self.prefix:
             return route.fullmatch(self.path) is not None
-        # Paths under the prefix: one segment or more past it (a parameter spans one segment).
-        return any(route.fullmatch(f"{self.path}{rest}") for rest in ("x", "x/x", "x/x/x"))
+        # Under the prefix: a path whose fixed start is there, or whose parameters can reach
+        # one segment or more past it (a parameter spans one segment).
+        return pipeline.route.path.startswith(self.path) or any(
+            route.fullmatch(f"{self.path}{rest}") for rest in ("x", "x/x", "x/x/x")
+        )
 
 
 def _pattern(path: str) -> re.Pattern[str]:

@@ -131,6 +131,11 @@ route = "GET /api/docs/static/{name}/{version}"
 steps = [{ use = "echo" }]
 
 [[pipelines]]
+name = "a_named_file"
+route = "GET /api/docs/static/swagger-ui.css"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
 name = "post_health"
 route = "POST /healthz"
 steps = [{ use = "echo" }]
@@ -160,6 +165,8 @@ def test_a_pipeline_on_a_route_the_service_or_a_plugin_serves_is_refused_with_it
         (12, "pipeline 'any_doc': GET /api/docs/{page} is taken by the events' documentation "
              "(GET /api/docs/events), which the router tries first: the pipeline would never run"),
         (17, "pipeline 'a_file': GET /api/docs/static/{name}/{version} is taken by the API documentation's "
+             "files (GET /api/docs/static/…), which the router tries first: the pipeline would never run"),
+        (22, "pipeline 'a_named_file': GET /api/docs/static/swagger-ui.css is taken by the API documentation's "
              "files (GET /api/docs/static/…), which the router tries first: the pipeline would never run"),
     ]
 
