@@ -102,15 +102,12 @@ def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
     show another worker's counters, going back and forth.
     """
     command = [sys.executable, "-m", "app", *argv, "--workers", "1", "--reuse-port"]
-    children: list[subprocess.Popen[bytes]] = []
     with metrics_directory() as directory:
-        env = {**os.environ, MULTIPROC_ENV: str(directory)}
-        return _supervise(command, children, env, directory, workers)
+        return _supervise(command, {**os.environ, MULTIPROC_ENV: str(directory)}, directory, workers)
 
 
-def _supervise(
-    command: list[str], children: list[subprocess.Popen[bytes]], env: dict[str, str], directory: Path, workers: int
-) -> int:
+def _supervise(command: list[str], env: dict[str, str], directory: Path, workers: int) -> int:
+    children: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
