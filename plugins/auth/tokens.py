@@ -198,7 +198,8 @@ def _claims(payload: dict[str, Any], expected_type: str) -> Claims:
         msg = f"expected a {expected_type} token"
         raise TokenError(msg)
     sub, roles, jti, fam = payload["sub"], payload["roles"], payload["jti"], payload.get("fam")
-    if not (isinstance(sub, str) and sub.isdigit() and isinstance(jti, str)):
+    # isdigit() alone takes "¹" and other scripts' digits, which int() then refuses (a 500).
+    if not (isinstance(sub, str) and sub.isascii() and sub.isdigit() and isinstance(jti, str)):
         msg = "malformed sub or jti claim"
         raise TokenError(msg)
     if not (isinstance(roles, list) and all(isinstance(r, str) for r in roles)):

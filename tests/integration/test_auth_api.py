@@ -375,6 +375,9 @@ BAD_TOKENS: dict[str, Callable[[str], str]] = {
     "no-session": lambda fam: forge(),
     "ended-session": lambda fam: forge(fam=uuid.uuid4().hex),
     "garbage": lambda fam: "abc.def.ghi",
+    # Signed with the key, as only a key holder could: a digit of another script in `sub` was a 500.
+    "superscript-sub": lambda fam: forge(fam=fam, sub="\u00b9"),
+    "arabic-indic-sub": lambda fam: forge(fam=fam, sub="\u0661"),
 }
 
 
