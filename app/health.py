@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from app.answers import json_response
+from app.expect import expect_handler
 from app.keys import readiness_key
 from app.pipeline.routes import routes_key
 from app.reserved_routes import HEALTHZ_PATH, READYZ_PATH
@@ -47,5 +48,5 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def setup_health_routes(app: web.Application) -> None:
-    app.router.add_get(HEALTHZ_PATH, healthz, name="healthz")
-    app.router.add_get(READYZ_PATH, readyz, name="readyz")
+    app.router.add_get(HEALTHZ_PATH, healthz, name="healthz", expect_handler=expect_handler)
+    app.router.add_get(READYZ_PATH, readyz, name="readyz", expect_handler=expect_handler)

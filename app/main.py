@@ -10,6 +10,7 @@ from aiohttp import web
 
 from app.asyncapi import build_asyncapi, setup_asyncapi
 from app.deadlines import RequestDeadlines, request_deadlines_ctx, request_deadlines_key
+from app.expect import expect_handler
 from app.head_routes import answer_head_beside_get
 from app.health import setup_health_routes
 from app.keys import models_key, pipelines_key, plugin_manager_key, readiness_key, settings_key
@@ -153,7 +154,7 @@ def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) ->
     setup_reload(app)
     setup_subscriptions(app)
     setup_health_routes(app)
-    app.router.add_get(METRICS_PATH, metrics_handler, name="metrics")
+    app.router.add_get(METRICS_PATH, metrics_handler, name="metrics", expect_handler=expect_handler)
     routes = setup_plugin_routes(app, pm)
     setup_openapi(app, build_document(pipelines, registry.models, routes=routes))
     setup_asyncapi(app, build_asyncapi(pipelines, registry.models, exchange=settings.events_exchange))

@@ -17,6 +17,7 @@ import pluggy
 from aiohttp import web
 
 from app.deadlines import RequestDeadlines, request_deadlines_key, within_deadline
+from app.expect import expect_handler
 from app.pipeline.types import Handler
 
 
@@ -73,7 +74,7 @@ def setup_plugin_routes(app: web.Application, pm: pluggy.PluginManager) -> tuple
             raise ValueError(msg)
         taken.add((route.method, route.path))
         app.router.add_route(route.method, route.path, _within_deadline(app[request_deadlines_key], route.handler),
-                             name=route.name)
+                             name=route.name, expect_handler=expect_handler)
     app[plugin_routes_key] = routes
     return routes
 

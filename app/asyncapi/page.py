@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 from app.errors import NotFound
+from app.expect import expect_handler
 
 ASYNCAPI_PATH: Final = "/api/docs/asyncapi.json"
 EVENTS_PAGE_PATH: Final = "/api/docs/events"
@@ -47,9 +48,10 @@ def setup_asyncapi(app: web.Application, document: dict[str, Any]) -> None:
     async def asyncapi_json(request: web.Request) -> web.Response:
         return web.Response(body=served.body, content_type="application/json")
 
-    app.router.add_get(ASYNCAPI_PATH, asyncapi_json, name="asyncapi")
-    app.router.add_get(EVENTS_PAGE_PATH, events_page, name="events_docs")
-    app.router.add_get(f"{ASSETS_PATH}/{{name}}", events_asset, name="events_docs_asset")
+    app.router.add_get(ASYNCAPI_PATH, asyncapi_json, name="asyncapi", expect_handler=expect_handler)
+    app.router.add_get(EVENTS_PAGE_PATH, events_page, name="events_docs", expect_handler=expect_handler)
+    app.router.add_get(f"{ASSETS_PATH}/{{name}}", events_asset, name="events_docs_asset",
+                       expect_handler=expect_handler)
 
 
 def replace_asyncapi(app: web.Application, document: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ import orjson
 from aiohttp import web
 
 from app.errors import PROBLEM_CONTENT_TYPE, InternalError, ProblemError, problem_for_status
+from app.expect import refuse_unmet_expectation
 from app.keys import request_id_key
 from app.pipeline.types import Handler
 
@@ -23,6 +24,7 @@ _DETAILS = {
     404: "No route matches this path.",
     405: "This route does not accept that method.",
     413: "The request body is larger than allowed (1 MiB).",
+    417: "This service meets no expectation but 100-continue.",
 }
 
 
@@ -43,6 +45,7 @@ def render_problem(problem: ProblemError, request_id: str) -> web.Response:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        refuse_unmet_expectation(request)
         return await handler(request)
     except ProblemError as problem:
         return problem_response(request, problem)

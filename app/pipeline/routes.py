@@ -24,6 +24,7 @@ from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource, AbstractRoute, UrlMappingMatchInfo
 from yarl import URL
 
+from app.expect import expect_handler
 from app.head_routes import answer_head_beside_get
 from app.pipeline.build import build_pipeline
 from app.pipeline.types import PipelineFile
@@ -53,7 +54,8 @@ def build_routing_table(
     router = web.UrlDispatcher()
     for pipeline in pipelines.pipelines:
         handler = build_pipeline(pipeline, app, pm, models)
-        router.add_route(pipeline.route.method, pipeline.route.router_path, handler, name=pipeline.name)
+        router.add_route(pipeline.route.method, pipeline.route.router_path, handler, name=pipeline.name,
+                         expect_handler=expect_handler)
     answer_head_beside_get(router)  # a GET pipeline answers HEAD too, under its own name
     router.freeze()
     index: dict[str, list[AbstractResource]] = {}
