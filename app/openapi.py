@@ -127,6 +127,7 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
                                    "or a form over 1,000 fields"),
                              (415, "Wrong content type"), (422, "Invalid fields")):
             operation["responses"].setdefault(str(status), _problem(text))
+    operation["responses"].setdefault("417", _problem("An `Expect` header other than 100-continue"))
     operation["responses"].setdefault("500", _problem("Internal error (no internals disclosed)"))
     operation["responses"].setdefault("504", _problem(
         "The request did not complete in time (TURNSTILE_REQUEST_TIMEOUT_S), or a business rule did not answer "

@@ -40,7 +40,7 @@ from plugins.accounts.answers import CacheKeys, PublicUser, cache_keys, public_u
 from plugins.accounts.config import RedeemConfig
 from plugins.accounts.service import Accounts, accounts_for
 from plugins.accounts.tokens import RESET, VERIFY, TokenRecord, password_fingerprint
-from plugins.users import normalise_email
+from plugins.users import normalise_email, user_record
 
 log = logging.getLogger("turnstile.accounts")
 
@@ -87,9 +87,13 @@ class Redeemer:
             with contextlib.suppress(RedisUnavailable):
                 await self.accounts.tokens.give_back(token, record)
             raise
-        user = reply.data
-        if not (isinstance(user, dict) and user.get("is_active") is True
-                and normalise_email(str(user.get("email", ""))) == record.email):
+        try:
+            user = user_record(reply.data, with_hash=True)
+        except BadGateway:  # the data service's fault: the link stays usable
+            with contextlib.suppress(RedisUnavailable):
+                await self.accounts.tokens.give_back(token, record)
+            raise
+        if not (user["is_active"] and normalise_email(user["email"]) == record.email):
             raise InvalidToken(BAD_TOKEN)
         return record, user
 
@@ -201,6 +205,7 @@ _RETRY: Final = {"Retry-After": "Seconds to wait."}
 def document_verify(config: RedeemConfig, doc: OperationDoc) -> None:
     doc.respond(200, "The user, now verified", schema=model_ref("User"))
     doc.problem(400, "The token is unknown, expired, already used, for another purpose, or its email changed")
+    doc.problem(502, "The data service gave an answer this service could not use (the token stays usable)")
     doc.problem(503, "Token state or the data service is unavailable (the token stays usable)", headers=_RETRY)
 
 
@@ -208,4 +213,5 @@ def document_reset(config: RedeemConfig, doc: OperationDoc) -> None:
     doc.respond(204, "The password is changed and every session of the user has ended")
     doc.problem(400, "The token is unknown, expired, already used, for another purpose, or the password "
                 "or email changed since it was sent")
+    doc.problem(502, "The data service gave an answer this service could not use (the token stays usable)")
     doc.problem(503, "Token state or the data service is unavailable", headers=_RETRY)

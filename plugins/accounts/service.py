@@ -29,6 +29,7 @@ from plugins.accounts.tokens import (
 )
 from plugins.auth.services import AuthServices, services_key
 from plugins.mail import Mailer, MailTemplate, mailer_for
+from plugins.users import user_page, user_record
 
 log = logging.getLogger("turnstile.accounts")
 
@@ -110,9 +111,8 @@ class Accounts:
         reply = await self.data.request(
             "GET", "/api/v1/users", params={"email": email, "limit": 1}, request_id=request_id
         )
-        items = reply.data.get("items") if isinstance(reply.data, dict) else None
-        user = items[0] if isinstance(items, list) and items else None
-        return user if isinstance(user, dict) else None
+        items = user_page(reply.data)
+        return user_record(items[0], with_hash=True) if items else None
 
     async def mail_if_due(self, purpose: str, email: str, request_id: str | None) -> None:
         """A `purpose` mail to the user with `email` when one is due: a reset mail to an active

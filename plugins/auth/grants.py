@@ -32,7 +32,7 @@ from plugins.auth.services import AuthServices, services_key, store_errors
 from plugins.auth.step import unauthorized
 from plugins.auth.store import Rotation
 from plugins.auth.tokens import REFRESH, Claims, TokenError
-from plugins.users import normalise_email
+from plugins.users import normalise_email, user_page, user_record
 
 log = logging.getLogger("turnstile.auth")
 
@@ -79,15 +79,15 @@ class LoginStep:
         reply = await self.data.request(
             "GET", "/api/v1/users", params={"email": email, "limit": 1}, request_id=request_id
         )
-        items = reply.data.get("items") if isinstance(reply.data, dict) else None
-        user: dict[str, Any] | None = items[0] if items else None
+        items = user_page(reply.data)
+        user = user_record(items[0], with_hash=True) if items else None
         if user is None:
             await self.services.hasher.verify_dummy(password)
             raise unauthorized(BAD_CREDENTIALS, error=None)
-        password_hash = str(user.get("password_hash", ""))
+        password_hash = str(user["password_hash"])
         if not await self.services.hasher.verify(password_hash, password):
             raise unauthorized(BAD_CREDENTIALS, error=None)
-        if not user.get("is_active", False):
+        if not user["is_active"]:
             msg = "This account is disabled."
             raise Forbidden(msg)
         if self.config.rehash and self.services.hasher.needs_rehash(password_hash):
@@ -146,14 +146,17 @@ class RefreshStep:
         try:
             reply = await self.data.request("GET", f"/api/v1/users/{claims.user_id}", request_id=request_id)
         except NotFound:
-            reply = None
-        if reply is None or not isinstance(reply.data, dict) or not reply.data.get("is_active", False):
+            user = None
+        else:
+            # A record that does not fit is a 502 that ends nothing: the session outlives the glitch.
+            user = user_record(reply.data)
+        if user is None or not user["is_active"]:
             with store_errors():
                 await self.services.store.revoke_family(claims.family)
             msg = "The account no longer exists or is disabled."
             raise unauthorized(msg)
-        await self.services.revocations.seen(claims.user_id, reply.data)
-        return reply.data
+        await self.services.revocations.seen(claims.user_id, user)
+        return user
 
 
 @attrs.frozen
@@ -221,6 +224,7 @@ def document_login(config: LoginConfig, doc: OperationDoc) -> None:
     doc.respond(200, "An access token and a refresh token", schema=model_ref("TokenPair"))
     doc.problem(401, "Incorrect email or password (the same answer for both)", headers=_CHALLENGE)
     doc.problem(403, "The account is disabled")
+    doc.problem(502, "The data service gave an answer this service could not use")
     doc.problem(503, "The data service or token state is unavailable", headers=_RETRY)
 
 
@@ -229,6 +233,7 @@ def document_refresh(config: RefreshConfig, doc: OperationDoc) -> None:
                 f"{config.grace_s:g} s, it answers the same pair)", schema=model_ref("TokenPair"))
     doc.problem(401, "Invalid, expired, revoked or reused refresh token (reuse revokes its family)",
                 headers=_CHALLENGE)
+    doc.problem(502, "The data service gave an answer this service could not use (the session goes on)")
     doc.problem(503, "The data service or token state is unavailable", headers=_RETRY)
 
 

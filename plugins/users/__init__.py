@@ -46,9 +46,10 @@ from plugins.users.admin import (
     start_up_admin_key,
 )
 from plugins.users.models import MODELS
+from plugins.users.records import user_page, user_record
 from plugins.users.rules import normalise_email
 
-__all__ = ["normalise_email"]
+__all__ = ["normalise_email", "user_page", "user_record"]
 
 
 @hookimpl

@@ -42,6 +42,7 @@ from tests.integration.conftest import (
     login,
     register,
 )
+from tests.integration.faults import FaultProxy
 from tests.integration.test_cancelled_writes import stack_cancelling_patches
 from tests.integration.test_sessions import HoldingProxy
 from tests.smtp import SmtpInbox, bodies, link_in, token_in, until
@@ -250,6 +251,25 @@ async def test_a_verification_cancelled_once_saved_never_leaves_an_unproven_addr
 
     await eventually(unproven, 5, "the other address is not verified")
     assert not [e for e in events_written(tmp_path / "var") if e["type"] == "user.verified"]  # nothing changed
+
+
+async def test_a_link_spent_while_the_data_service_answers_nonsense_stays_usable(
+    inbox: SmtpInbox, stack: StackFactory, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(data_service_url=proxy.url, data_service_retries=0, breaker_failures=100)
+        await register(client, ANN)
+        token = await verification_token(inbox, ANN)
+        proxy.mode = "wrong-type"  # `is_active: 1`: read as it came, the link was spent as invalid
+
+        await assert_problem(await client.post(VERIFY, json={"token": token}), 502)
+
+        proxy.mode = "pass"
+        assert (await client.post(VERIFY, json={"token": token})).status == 200
+    finally:
+        await proxy.close()
 
 
 async def test_a_reset_token_dies_when_the_password_changes_by_another_route(

@@ -144,3 +144,22 @@ async def test_fields_the_model_does_not_declare_are_dropped_everywhere(
     hit = await client.get(f"/api/v1/users/{user_id}", headers=admin)
     assert hit.headers["X-Cache"] == "HIT"
     assert set(await hit.json()) == PUBLIC_FIELDS
+
+
+async def test_a_record_that_does_not_fit_is_a_502_for_login_and_refresh_and_ends_no_session(
+    stack: StackFactory, proxy: FaultProxy
+) -> None:
+    # Read as it came, `is_active: 1` made the login "disabled" (403) and the refresh end the
+    # session for good (401), though the account was fine and the data service at fault.
+    client, _, _ = await signed_in(stack, proxy)
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    proxy.mode = "wrong-type"
+
+    await assert_problem(await client.post("/api/v1/auth/login",
+                                           json={"email": "ann@example.com", "password": PASSWORD}), 502)
+    await assert_problem(await client.post("/api/v1/auth/refresh",
+                                           json={"refresh_token": tokens["refresh_token"]}), 502)
+
+    proxy.mode = "pass"
+    refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refreshed.status == 200, await refreshed.text()

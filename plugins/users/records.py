@@ -1,0 +1,63 @@
+"""The data service's user records as the steps that act on them read them (contract §7).
+
+A login, a refresh or a mail link decides on a record's `is_active`, `roles` and password
+hash. A record that lacks one, or has it of the wrong type (a version mismatch, a proxy's
+error page turned JSON), is the data service's fault: a 502. Read as it came, a missing
+`is_active` made a login "disabled" and a refresh end the session for good.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+from app import BadGateway
+
+log = logging.getLogger("turnstile.users")
+
+UNUSABLE = "The data service gave an answer this service could not use."
+
+
+def user_record(data: Any, *, with_hash: bool = False) -> dict[str, Any]:
+    """`data` when it is a user record with what the auth steps read, else BadGateway."""
+    problem = _problem(data, with_hash=with_hash)
+    if problem is not None:
+        log.warning("the data service's user record does not fit: %s", problem)  # the field, never its value
+        raise BadGateway(UNUSABLE)
+    return data  # type: ignore[no-any-return]  # checked above
+
+
+def user_page(data: Any) -> list[Any]:
+    """The items of a page of users (`{"items": [...]}`), else BadGateway."""
+    items = data.get("items") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        log.warning("the data service's page of users does not fit: no items list")
+        raise BadGateway(UNUSABLE)
+    return items
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_roles(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(role, str) for role in value)
+
+
+# What the auth steps read of a record: each field, its test, and what it must be.
+_FIELDS: Final = (
+    ("id", _is_int, "an integer"),
+    ("email", lambda value: isinstance(value, str), "a string"),
+    ("is_active", lambda value: isinstance(value, bool), "true or false"),
+    ("roles", _is_roles, "a list of strings"),
+)
+_HASH: Final = ("password_hash", lambda value: isinstance(value, str), "a string")
+
+
+def _problem(data: Any, *, with_hash: bool) -> str | None:
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    for name, fits, expected in (*_FIELDS, _HASH) if with_hash else _FIELDS:
+        if not fits(data.get(name)):
+            return f"{name}: expected {expected}"
+    return None
