@@ -308,6 +308,14 @@ class OperationDoc:
     parameters: list[dict[str, Any]] = attrs.Factory(list)
     # Sentences steps add to the operation's description (e.g. the event it publishes).
     pipeline_notes: list[str] = attrs.Factory(list)
+    # What a step that saves a change without answering it in a body puts under `payload_key`
+    # (`saves`), for the steps that announce the change to document (EventsDoc.payload_schema).
+    saved: dict[str, Any] | None = None
+
+    def saves(self, schema: dict[str, Any] | str) -> None:
+        """The change this route saves is `schema` (a schema, or a registered model's name),
+        though its answer has no body: what an `event-emit` step around it publishes as data."""
+        self.saved = model_ref(schema) if isinstance(schema, str) else schema
 
     def respond(
         self, status: int, description: str, *, schema: dict[str, Any] | None = None,
@@ -406,6 +414,12 @@ class EventsDoc:
             if schema is not None:
                 return dict(schema)
         return None
+
+    def payload_schema(self) -> dict[str, Any] | None:
+        """The schema of what the route's steps saved and answered: its JSON answer, or what a
+        step that answers without a body said it saved (`OperationDoc.saves`); None when neither."""
+        answered = self.response_schema()
+        return answered if answered is not None else self.operation.saved
 
     def route_params_schema(self) -> dict[str, Any]:
         """An object of the route's parameters, e.g. ``{"id": 7}`` for ``/users/{id:int}``."""

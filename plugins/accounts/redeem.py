@@ -211,6 +211,7 @@ def document_verify(config: RedeemConfig, doc: OperationDoc) -> None:
 
 def document_reset(config: RedeemConfig, doc: OperationDoc) -> None:
     doc.respond(204, "The password is changed and every session of the user has ended")
+    doc.saves("User")  # the public user: what `user.password_reset` carries
     doc.problem(400, "The token is unknown, expired, already used, for another purpose, or the password "
                 "or email changed since it was sent")
     doc.problem(502, "The data service gave an answer this service could not use (the token stays usable)")

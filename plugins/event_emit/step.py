@@ -155,9 +155,9 @@ def document(config: EventEmitConfig, doc: OperationDoc) -> None:
 
 
 def document_events(config: EventEmitConfig, doc: EventsDoc) -> None:
-    # What `_data` sends: the route's answer, or its parameters when it answers without a body.
-    data = doc.response_schema()
-    source = "the route's answer"
+    # What `_data` sends: the route's answer (or what it saved), or its parameters without either.
+    data = doc.payload_schema()
+    source = "the route's answer, or the change it saved"
     if data is None:
         data, source = doc.route_params_schema(), "the route's parameters (it answers without a body)"
     doc.publishes(config.event, data=data, description=(
