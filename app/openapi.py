@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp_apispec import AiohttpApiSpec
@@ -91,6 +91,11 @@ def build_document(
     for route in routes:
         paths.setdefault(route.path, {})[route.method.lower()] = route.operation()
     for path, operations in paths.items():
+        for operation in operations.values():
+            for status, response in operation["responses"].items():  # contract §6: on every answer
+                operation["responses"][status] = {
+                    **response, "headers": {**response.get("headers", {}), "X-Request-ID": _REQUEST_ID_HEADER},
+                }
         spec.path(path=path, operations=operations)
     return spec.to_dict()
 
@@ -134,6 +139,12 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
         "in time (TURNSTILE_HOOK_TIMEOUT_S)"))
     operation["responses"] = dict(sorted(operation["responses"].items()))
     return operation
+
+
+_REQUEST_ID_HEADER: Final = {
+    "description": "The request's id: the caller's X-Request-ID when it is safe to echo, else a new one.",
+    "schema": {"type": "string"},
+}
 
 
 def _form_schema(model: type, form_fields: dict[str, str]) -> dict[str, Any]:

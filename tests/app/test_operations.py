@@ -71,7 +71,11 @@ async def test_openapi_document_is_valid_and_complete(client: Client) -> None:
     assert {"/widgets/{slot}", "/things/{name}", "/healthz", "/readyz", "/metrics", "/api/docs"} <= set(paths)
     post = paths["/widgets/{slot}"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Widget"}
-    assert {"201", "400", "404", "408", "413", "415", "422", "500", "504"} <= set(post["responses"])
+    assert {"201", "400", "404", "408", "413", "415", "417", "422", "500", "504"} <= set(post["responses"])
+    # Every answer of every route carries its request id (contract §6), and says so.
+    assert all("X-Request-ID" in response["headers"]
+               for operations in paths.values() for operation in operations.values()
+               for response in operation["responses"].values())
     assert "TURNSTILE_REQUEST_TIMEOUT_S" in post["responses"]["504"]["description"]
     assert post["responses"]["422"]["content"]["application/problem+json"]["schema"]["$ref"].endswith("/Problem")
     assert post["parameters"][0] == {"name": "slot", "in": "path", "required": True, "schema": {
