@@ -37,17 +37,12 @@ from app import (
     publisher_key,
 )
 from plugins.users import rules
-from plugins.users.admin import (
-    CREATE_ADMIN,
-    AdminSettings,
-    StartUpAdmin,
-    announcer,
-    create_admin_if_absent,
-    start_up_admin_key,
-)
+from plugins.users.admin import CREATE_ADMIN, AdminSettings, create_admin_if_absent
+from plugins.users.announce import announcer
 from plugins.users.models import MODELS
 from plugins.users.records import user_page, user_record
 from plugins.users.rules import normalise_email
+from plugins.users.startup_admin import StartUpAdmin, start_up_admin_key
 
 __all__ = ["normalise_email", "user_page", "user_record"]
 

@@ -18,64 +18,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import logging
 import re
-import secrets
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, Final, Literal, final
+from typing import Any, ClassVar, Literal
 
 import attrs
-from aiohttp import web
 
 from app import (
     Command,
     CommandContext,
     Conflict,
     DataService,
-    Event,
     PasswordHasher,
     ProblemError,
-    Publisher,
-    models_key,
     password_hasher_key,
     plugin_settings,
     setting,
 )
-from plugins.users.models import EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN, PUBLIC_FIELDS
-from plugins.users.rules import normalise_email, public_user
+from plugins.users.announce import Announce, announcer
+from plugins.users.models import EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN
+from plugins.users.rules import normalise_email
+from plugins.users.startup_admin import StartupOutcome
 
 log = logging.getLogger("turnstile.admin")
 
 AdminOutcome = Literal["created", "promoted", "unchanged"]
-StartupOutcome = Literal["created", "exists"]
 ADMIN_ROLES = ("admin", "user")
 _USERS = "/api/v1/users"
-
-Announce = Callable[[str, Any], Awaitable[None]]
-"""Publishes the event of a saved change: its type and the data service's answer (the stored user)."""
-
-
-def announcer(publisher: Publisher, app: Any, origin: str) -> Announce:
-    """`Announce` through `publisher`, with the public user (the app's User model, which plugins
-    may extend) as data. `origin` names what made the change in the log line; the events'
-    request id is fresh, and logged with it."""
-    user_model = (app.get(models_key) or {}).get("User")
-    fields = PUBLIC_FIELDS if user_model is None else frozenset(field.name for field in attrs.fields(user_model))
-    request_id = secrets.token_hex(16)
-
-    async def announce(event_type: str, record: Any) -> None:
-        if not isinstance(record, dict) or "id" not in record:
-            log.warning("%s: the data service answered the write without the user; no %s event", origin, event_type)
-            return
-        outcome = await publisher.publish(Event.create(event_type, public_user(record, fields), request_id))
-        log.info("%s: %s event of user %s %s", origin, event_type, record["id"], outcome,
-                 extra={"request_id": request_id})
-
-    return announce
-
 
 def _checked_email(value: str) -> str:
     """An address a user could register (the same rules: `EMAIL_PATTERN` after normalising)."""
@@ -111,7 +82,6 @@ class AdminSettings:
     )
 
 
-
 async def create_admin_if_absent(
     client: DataService, hasher: PasswordHasher, email: str, password: str, announce: Announce
 ) -> StartupOutcome:
@@ -140,59 +110,6 @@ async def create_admin_if_absent(
             return "created"
     _log_existing(record)
     return "exists"
-
-
-# While the data service cannot answer at start-up, how long to wait before trying again.
-RETRY_FIRST_S: Final = 1.0
-RETRY_MAX_S: Final = 30.0
-
-
-@final
-class StartUpAdmin:
-    """Creates the start-up admin, and keeps trying in the background while the data service
-    is down or slow, instead of failing the start-up: a pod that cannot start during a
-    data-service outage would crash-loop, though every route it serves would answer (with a
-    503 where the data service is needed) and come back on its own with the data service."""
-
-    def __init__(self) -> None:
-        self._retrying: asyncio.Task[None] | None = None
-
-    async def ensure(self, create: Callable[[], Awaitable[StartupOutcome]]) -> None:
-        try:
-            await create()
-        except ProblemError as exc:
-            if exc.status < 502:  # an answer about the admin itself, not the data service down: stop
-                raise
-            log.warning("admin from TURNSTILE_ADMIN_EMAIL not created yet: the data service failed (%s); "
-                        "trying again in the background", exc.detail)
-            self._retrying = asyncio.create_task(self._until_created(create), name="start-up admin")
-
-    async def stop(self) -> None:
-        if self._retrying is not None:
-            self._retrying.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retrying
-
-    @staticmethod
-    async def _until_created(create: Callable[[], Awaitable[StartupOutcome]]) -> None:
-        delay = RETRY_FIRST_S
-        while True:
-            await asyncio.sleep(delay)
-            try:
-                await create()  # logs its outcome
-            except ProblemError as exc:
-                if exc.status < 502:
-                    log.error("admin from TURNSTILE_ADMIN_EMAIL not created: %s", exc.detail)
-                    return
-                delay = min(delay * 2, RETRY_MAX_S)
-            except Exception:
-                log.exception("admin from TURNSTILE_ADMIN_EMAIL not created")
-                return
-            else:
-                return
-
-
-start_up_admin_key: Final = web.AppKey("start_up_admin", StartUpAdmin)
 
 
 def _log_existing(record: dict[str, Any] | None) -> None:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-import plugins.users.admin as admin_module
 from app.cli import main
 from app.keys import settings_key
+from plugins.users import startup_admin
 from tests.integration.amqp_capture import eventually
 from tests.integration.conftest import (
     ADMIN_EMAIL,
@@ -154,8 +154,8 @@ async def test_a_data_service_down_at_start_up_delays_the_admin_not_the_start(
 ) -> None:
     # Before, the start-up failed, so on Kubernetes every new pod crash-looped through a
     # data-service outage, though each would serve (503 where the data service is needed).
-    monkeypatch.setattr(admin_module, "RETRY_FIRST_S", 0.1)
-    monkeypatch.setattr(admin_module, "RETRY_MAX_S", 0.2)
+    monkeypatch.setattr(startup_admin, "RETRY_FIRST_S", 0.1)
+    monkeypatch.setattr(startup_admin, "RETRY_MAX_S", 0.2)
     proxy = FaultProxy(dataservice)
     await proxy.start()
     await proxy.go_down()
