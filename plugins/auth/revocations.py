@@ -31,6 +31,7 @@ from typing import Any, Final, final
 from coredis import PureToken
 
 from app import DataService, NotFound, RedisConnection, RedisUnavailable, SingleFlight, redis_errors
+from plugins.auth.rollback import RollbackWatch
 
 NONE: Final = "none"  # Redis: the record has no cut-off
 MISSING: Final = object()  # Redis: no key (read the record)
@@ -161,10 +162,14 @@ class RedisRevocations:
     """The shared cache of cut-offs: ``{prefix}revoked:{user_id}`` holds a cut-off or "none",
     for `ttl_s` (as long as a token can live). Its reads go through the local mirror."""
 
-    def __init__(self, redis: RedisConnection, *, ttl_s: int, prefix: str = "turnstile:auth:") -> None:
+    def __init__(
+        self, redis: RedisConnection, *, ttl_s: int, prefix: str = "turnstile:auth:",
+        watch: RollbackWatch | None = None,
+    ) -> None:
         self.redis = redis
         self._ttl_s = ttl_s
         self._prefix = prefix
+        self.watch = watch  # counts each cut-off written, so a Redis that loses it is noticed
 
     def key(self, user_id: int) -> str:
         return f"{self._prefix}revoked:{user_id}"
@@ -185,6 +190,8 @@ class RedisRevocations:
                 await self.redis.client.eval(_RAISE, keys=[key], args=[repr(cutoff), self._ttl_s])
         finally:
             self.redis.invalidate_local(key)
+        if self.watch is not None:
+            await self.watch.counted()
 
     async def fill(self, user_id: int, cutoff: float | None) -> None:
         """Keep what the record said, unless a revocation was written meanwhile. Raises RedisUnavailable."""
@@ -249,7 +256,8 @@ class Revocations:
 
         Raises the data service's ProblemErrors when only the record can tell and it cannot answer.
         """
-        return newest(self.local.cutoff(user_id), await self._shared(user_id))
+        everyone = None if self.redis is None or self.redis.watch is None else self.redis.watch.everyone_cutoff
+        return newest(self.local.cutoff(user_id), await self._shared(user_id), everyone)
 
     async def _share(self, user_id: int, cutoff: float) -> bool:
         redis = self.redis

@@ -26,6 +26,7 @@ from app import (
 )
 from plugins.auth.passwords import Argon2Hasher, hasher_for
 from plugins.auth.revocations import LocalRevocations, RecordRevocations, RedisRevocations, Revocations
+from plugins.auth.rollback import RollbackWatch
 from plugins.auth.sessions import MemorySessionIndex, RedisSessionIndex, SessionIndex
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
@@ -108,13 +109,14 @@ def make_services(app: web.Application) -> AuthServices:
     local = MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
     store: TokenStore = local
     sessions: SessionIndex = MemorySessionIndex()
+    watch = RollbackWatch(redis, ttl_s=revocation_ttl_s) if redis is not None else None
     if redis is not None:
-        store = MirroredTokenStore(RedisTokenStore(redis), local, on_fallback=_count_fallback)
+        store = MirroredTokenStore(RedisTokenStore(redis, watch=watch), local, on_fallback=_count_fallback)
         sessions = RedisSessionIndex(redis)
     revocations = Revocations(
         LocalRevocations(ttl_s=revocation_ttl_s),
         RecordRevocations(app[data_service_key]),
-        RedisRevocations(redis, ttl_s=revocation_ttl_s) if redis is not None else None,
+        RedisRevocations(redis, ttl_s=revocation_ttl_s, watch=watch) if redis is not None else None,
         on_fallback=_count_fallback,
     )
     hasher = hasher_for(plugin_settings(app, PasswordSettings))

@@ -36,6 +36,7 @@ from typing import Any, Final, Protocol
 import attrs
 
 from app import RedisConnection, RedisUnavailable, redis_errors
+from plugins.auth.rollback import RollbackWatch
 
 
 class Rotation(enum.Enum):
@@ -180,9 +181,10 @@ class RedisTokenStore:
     """The shared store: one Redis key per family, ``{prefix}fam:{family}``, holding its current
     jti, with the family's TTL."""
 
-    def __init__(self, redis: RedisConnection, *, prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, redis: RedisConnection, *, prefix: str = KEY_PREFIX, watch: RollbackWatch | None = None) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._watch = watch  # counts each family ended, so a Redis that revives it is noticed
 
     def new_family(self) -> str:
         """A random id whose key lives on a node that answers: with one master of a cluster
@@ -229,6 +231,8 @@ class RedisTokenStore:
                 await self._redis.client.delete([key])
         finally:
             self._redis.invalidate_local(key)
+        if self._watch is not None:
+            await self._watch.counted()
 
     async def family_alive(self, family: str) -> bool:
         with redis_errors():

@@ -1,0 +1,148 @@
+"""A Redis that comes back with older data (contract §9a: "a failover that lost writes"): a
+server of the test's own, snapshotted, then killed and started again from the snapshot, so
+every write made after the snapshot is undone, as a promoted replica that lagged undoes them.
+
+Before the watch, a session ended after the snapshot worked again on every instance."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import coredis
+import pytest
+from prometheus_client import REGISTRY
+
+from app.clients.redis import RedisConnection
+from plugins.auth.rollback import RollbackWatch
+from tests.integration.accounts import ME, PASSWORD
+from tests.integration.amqp_capture import eventually
+from tests.integration.conftest import StackFactory, bearer, login, register
+
+
+class SnapshotRedis:
+    """A redis-server of its own in `directory`, which `snapshot` saves and `roll_back` kills
+    (SIGKILL: nothing more is written) and starts again from that save."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self._process = subprocess.Popen(  # a fixed program, the test's own arguments
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for _ in range(100):
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.1):
+                return
+            await asyncio.sleep(0.05)
+        pytest.fail("redis-server did not start")
+
+    async def snapshot(self) -> None:
+        client: coredis.Redis[str] = coredis.Redis.from_url(self.url, decode_responses=True)
+        async with client:
+            await client.save()
+
+    async def roll_back(self) -> None:
+        self.stop()
+        await self.start()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(10)
+            self._process = None
+
+
+@pytest.fixture
+async def snapshot_redis(tmp_path: Path) -> AsyncIterator[SnapshotRedis]:
+    server = SnapshotRedis(tmp_path)
+    await server.start()
+    yield server
+    server.stop()
+
+
+def everyone(watch: RollbackWatch) -> float | None:
+    """The cut-off a rollback set for every user (read through a call: it changes under the awaits)."""
+    return watch.everyone_cutoff
+
+
+def rollbacks() -> float:
+    return REGISTRY.get_sample_value("turnstile_auth_redis_rollbacks_total") or 0.0
+
+
+async def test_a_count_gone_down_is_a_rollback_and_a_restart_with_everything_is_not(
+    snapshot_redis: SnapshotRedis,
+) -> None:
+    connection = RedisConnection(snapshot_redis.url)
+    await connection.start()
+    try:
+        watch = RollbackWatch(connection, ttl_s=60)
+        await watch.counted()
+        await snapshot_redis.snapshot()  # everything saved: a restart from here loses nothing
+        await snapshot_redis.roll_back()
+        await eventually(lambda: _checks(watch), 10, "Redis answered again")
+        assert everyone(watch) is None
+
+        before = rollbacks()
+        await watch.counted()
+        await watch.counted()  # not in the snapshot: undone by the roll-back
+        await snapshot_redis.roll_back()
+        await eventually(lambda: _checks(watch), 10, "Redis answered again")
+        assert everyone(watch) is not None
+        assert rollbacks() == before + 1
+
+        # A process started after it learns the cut-off from Redis, with nothing of its own seen.
+        newcomer = RollbackWatch(connection, ttl_s=60)
+        await newcomer.check()
+        assert newcomer.everyone_cutoff == watch.everyone_cutoff
+    finally:
+        await connection.stop()
+
+
+async def _checks(watch: RollbackWatch) -> bool:
+    try:
+        await watch.check()
+    except Exception:  # reconnecting after the restart
+        return False
+    return True
+
+
+async def test_a_session_ended_after_the_snapshot_stays_ended_when_redis_rolls_back(
+    stack: StackFactory, snapshot_redis: SnapshotRedis,
+) -> None:
+    client = await stack(redis_url=snapshot_redis.url)
+    await register(client, "ann@example.com")
+    phone = await login(client, "ann@example.com", PASSWORD)
+    await snapshot_redis.snapshot()
+    logout = await client.post("/api/v1/auth/logout", json={"refresh_token": phone["refresh_token"]},
+                               headers=bearer(phone))
+    assert logout.status == 204
+    assert (await client.get(ME, headers=bearer(phone))).status == 401
+
+    await snapshot_redis.roll_back()  # the logout is undone in Redis: the session's record is back
+
+    async def refused_again() -> bool:
+        return (await client.get(ME, headers=bearer(phone))).status == 401
+
+    # Refused throughout, once Redis answers (and for ever after): every session was ended.
+    await eventually(refused_again, 10, "Redis answered again")
+    for _ in range(5):
+        await asyncio.sleep(0.3)
+        assert await refused_again()
+    refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": phone["refresh_token"]})
+    assert refreshed.status == 401
+    # Logging in again works: the price is a new session.
+    again = await login(client, "ann@example.com", PASSWORD)
+    assert (await client.get(ME, headers=bearer(again))).status == 200
