@@ -75,6 +75,7 @@ class LoginStep:
         body = request[body_key]
         email, password = normalise_email(str(body["email"])), str(body["password"])
         request_id = request.get(request_id_key)
+        await self.services.check_for_rollback()
         issued_at = self.services.tokens.now()  # before the read: see issue_pair
         reply = await self.data.request(
             "GET", "/api/v1/users", params={"email": email, "limit": 1}, request_id=request_id
@@ -115,6 +116,7 @@ class RefreshStep:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         claims = verify_refresh(self.services, request[body_key]["refresh_token"])
+        await self.services.check_for_rollback()
         await self.services.check_not_revoked(claims)
         tokens = self.services.tokens
         issued_at = tokens.now()  # before the read, as for a login

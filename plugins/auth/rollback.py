@@ -6,10 +6,10 @@ a restore from a snapshot) is not: the records of sessions ended since come back
 a cut-off cached as "none" comes back over a password change.
 
 So every write that ends sessions (a family revoked, a cut-off raised) also increments
-`{prefix}writes`, and each process remembers the highest value it has seen (its own
+`{prefix}{rollback}:writes`, and each process remembers the highest value it has seen (its own
 increments, and a read every `CHECK_EVERY_S`). A value lower than that is a rollback: what was
-ended since is unknown, so every session is, as of now (`{prefix}everyone-revoked`, a cut-off
-for every user), and users log in again: the price §9a allows. A restart with all its data
+ended since is unknown, so every session is, as of now (`{prefix}{rollback}:everyone-revoked`,
+a cut-off for every user), and users log in again: the price §9a allows. A restart with all its data
 (AOF) changes nothing. Every process reads the shared cut-off with the counter, so one that
 starts after the rollback knows it too.
 
@@ -63,8 +63,9 @@ class RollbackWatch:
     ) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
-        self._writes_key = f"{prefix}writes"
-        self._everyone_key = f"{prefix}everyone-revoked"
+        # One hash tag: the two are read in one MGET, which Redis Cluster allows in one slot only.
+        self._writes_key = f"{prefix}{{rollback}}:writes"
+        self._everyone_key = f"{prefix}{{rollback}}:everyone-revoked"
         self._clock = clock
         self._highest = 0
         self.everyone_cutoff: float | None = None
@@ -85,7 +86,7 @@ class RollbackWatch:
         with redis_errors():
             writes, everyone = await client.mget([self._writes_key, self._everyone_key])
         count = int(writes or 0)
-        if count < expected:
+        if count < expected and count < self._highest:  # not already handled by a check beside this one
             await self._rolled_back(count, expected)
         else:
             self._highest = max(self._highest, count)

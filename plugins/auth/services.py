@@ -43,6 +43,16 @@ class AuthServices:
     revocations: Revocations
     # Which sessions each user has (GET /auth/sessions); the store says which still live.
     sessions: SessionIndex = attrs.field(factory=MemorySessionIndex)
+    # A Redis back with older data ends every session (plugins/auth/rollback.py); None: embedded.
+    watch: RollbackWatch | None = None
+
+    async def check_for_rollback(self) -> None:
+        """Before tokens are issued: a rollback noticed after them would end them too (its
+        cut-off is when it was noticed), so a login or a refresh looks first. Redis down: the
+        store answers for it."""
+        if self.watch is not None:
+            with contextlib.suppress(RedisUnavailable):
+                await self.watch.check()
 
     async def start_session(self, user_id: int, roles: tuple[str, ...], issued_at: float) -> tuple[Issued, Issued]:
         """A new session (refresh-token family): its first access and refresh tokens.
@@ -120,7 +130,7 @@ def make_services(app: web.Application) -> AuthServices:
         on_fallback=_count_fallback,
     )
     hasher = hasher_for(plugin_settings(app, PasswordSettings))
-    return AuthServices(tokens_for(settings), store, hasher, revocations, sessions)
+    return AuthServices(tokens_for(settings), store, hasher, revocations, sessions, watch)
 
 
 REVOCATION_FALLBACKS = Counter(
