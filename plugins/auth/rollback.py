@@ -93,6 +93,21 @@ class RollbackWatch:
         if everyone is not None:
             self.everyone_cutoff = max(self.everyone_cutoff or 0.0, float(everyone))
 
+    async def warn_of_eviction(self) -> None:
+        """Say so at start-up when Redis may evict keys that have no expiry: the count would
+        go with them and read as a rollback (docs/deploy.md). A Redis that keeps its CONFIG to
+        itself (a managed one) says nothing, and neither does this."""
+        try:
+            with redis_errors():
+                config: Any = await self._redis.client.config_get(["maxmemory-policy"])
+        except Exception:  # CONFIG refused, renamed, or Redis away: nothing to tell
+            return
+        policy = str(config.get("maxmemory-policy", "")) if isinstance(config, dict) else ""
+        if policy.startswith("allkeys-"):
+            log.warning("Redis's maxmemory-policy is %s: it may evict the event outbox and the count of "
+                        "session-ending writes, which would end every session; use volatile-lru or noeviction",
+                        policy)
+
     async def _rolled_back(self, count: int, expected: int) -> None:
         cutoff = self._clock()
         ROLLBACKS.inc()
@@ -109,6 +124,7 @@ def watching(watch: RollbackWatch) -> Callable[[web.Application], AsyncIterator[
     """A cleanup context that checks `watch` every `CHECK_EVERY_S` while the app runs."""
 
     async def run(_app: web.Application) -> AsyncIterator[None]:
+        await watch.warn_of_eviction()
         task = asyncio.create_task(_every_second(watch), name="redis rollback watch")
         yield
         task.cancel()

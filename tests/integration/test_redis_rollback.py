@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import subprocess
@@ -29,8 +30,9 @@ class SnapshotRedis:
     """A redis-server of its own in `directory`, which `snapshot` saves and `roll_back` kills
     (SIGKILL: nothing more is written) and starts again from that save."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         self.directory = directory
+        self.extra = extra
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = int(sock.getsockname()[1])
@@ -40,7 +42,7 @@ class SnapshotRedis:
     async def start(self) -> None:
         self._process = subprocess.Popen(  # a fixed program, the test's own arguments
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no"],
+             "--save", "", "--appendonly", "no", *self.extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for _ in range(100):
@@ -146,3 +148,20 @@ async def test_a_session_ended_after_the_snapshot_stays_ended_when_redis_rolls_b
     # Logging in again works: the price is a new session.
     again = await login(client, "ann@example.com", PASSWORD)
     assert (await client.get(ME, headers=bearer(again))).status == 200
+
+
+@pytest.mark.parametrize(("policy", "warned"), [("allkeys-lru", True), ("volatile-lru", False)])
+async def test_an_eviction_policy_that_may_drop_the_count_is_named_at_start_up(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str, warned: bool,
+) -> None:
+    server = SnapshotRedis(tmp_path, "--maxmemory-policy", policy)
+    await server.start()
+    connection = RedisConnection(server.url)
+    await connection.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="turnstile.auth"):
+            await RollbackWatch(connection, ttl_s=60).warn_of_eviction()
+        assert any(policy in record.getMessage() for record in caplog.records) is warned
+    finally:
+        await connection.stop()
+        server.stop()
