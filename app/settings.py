@@ -19,6 +19,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from app.hostports import split_host_port
+
 log = logging.getLogger("turnstile.settings")
 
 T = TypeVar("T")
@@ -168,17 +170,11 @@ class _Reader:
 
 
 def _host_and_port(text: str) -> bool:
-    """Whether `text` is a host with an optional port 1-65535 (`[v6]:port` for an IPv6 host)."""
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        if rest and not rest.startswith(":"):
-            return False
-        port = rest[1:]
-    else:
-        host, _, port = text.partition(":")
-    if not host or ":" in port:
+    try:
+        split_host_port(text)
+    except ValueError:
         return False
-    return not port or (port.isdigit() and 0 < int(port) < 65536)
+    return True
 
 
 def _redact(url: str) -> str:

@@ -17,6 +17,8 @@ from urllib.parse import unquote, urlsplit
 
 import attrs
 
+from app.hostports import split_host_port
+
 PLAIN_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 CLUSTER_SCHEMES: Final = frozenset({"redis+cluster", "rediss+cluster"})
 SENTINEL_SCHEME: Final = "redis+sentinel"
@@ -76,16 +78,12 @@ def _parse_multi_host(url: str, scheme: str) -> RedisTarget:
 
 def _host_port(item: str, url: str, default_port: int) -> tuple[str, int]:
     """``host``, ``host:port`` or ``[v6addr]:port``."""
-    host, port = item, ""
-    if item.startswith("["):
-        host, _, rest = item[1:].partition("]")
-        port = rest.removeprefix(":")
-    elif item.count(":") == 1:
-        host, _, port = item.partition(":")
-    if not host or (port and not port.isdigit()):
+    try:
+        host, port = split_host_port(item)
+    except ValueError:
         msg = f"Redis URL {redact_url(url)} has a bad host:port {item!r}"
-        raise ValueError(msg)
-    return host, int(port) if port else default_port
+        raise ValueError(msg) from None
+    return host, default_port if port is None else port
 
 
 def redact_url(url: str) -> str:
