@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Final
 
@@ -59,8 +60,12 @@ def _registry() -> CollectorRegistry:
     a scrape reaches one worker, and must see the whole. A plugin's own gauges
     (`Resources.gauge`, read at each scrape) are the answering worker's."""
     directory = os.environ.get(MULTIPROC_ENV)
-    if not directory:
-        return REGISTRY
+    return _workers_registry(directory) if directory else REGISTRY
+
+
+@functools.cache
+def _workers_registry(directory: str) -> CollectorRegistry:
+    """Made once per directory: its collector reads the workers' files at each scrape."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # unannotated
     registry.register(PLUGIN_GAUGES)
