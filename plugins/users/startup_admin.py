@@ -10,13 +10,13 @@ from typing import Final, Literal, final
 
 from aiohttp import web
 
-from app import ProblemError
+from app import Backoff, ProblemError
 
 log = logging.getLogger("turnstile.admin")
 
 StartupOutcome = Literal["created", "exists"]
 
-# While the data service cannot answer at start-up, how long to wait before trying again.
+# While the data service cannot answer at start-up: the waits between tries (jittered, doubling to the cap).
 RETRY_FIRST_S: Final = 1.0
 RETRY_MAX_S: Final = 30.0
 
@@ -49,20 +49,18 @@ class StartUpAdmin:
 
     @staticmethod
     async def _until_created(create: Callable[[], Awaitable[StartupOutcome]]) -> None:
-        delay = RETRY_FIRST_S
+        backoff = Backoff(base_s=RETRY_FIRST_S, max_s=RETRY_MAX_S)
         while True:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(backoff.next_s())
             try:
                 await create()  # logs its outcome
+                return
             except ProblemError as exc:
                 if exc.status < 502:
                     log.error("admin from TURNSTILE_ADMIN_EMAIL not created: %s", exc.detail)
                     return
-                delay = min(delay * 2, RETRY_MAX_S)
             except Exception:
                 log.exception("admin from TURNSTILE_ADMIN_EMAIL not created")
-                return
-            else:
                 return
 
 
