@@ -10,6 +10,7 @@ from app.clients.amqp import Publisher
 from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
 from app.clients.dataservice import DataService
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
+from app.clients.redis.rollback import RollbackWatch
 from app.clients.retry import Backoff
 from app.clients.singleflight import SingleFlight
 from app.commands import Command, CommandContext
@@ -128,6 +129,7 @@ __all__ = [
     "RedisConnection",
     "RedisUnavailable",
     "Resources",
+    "RollbackWatch",
     "Route",
     "ServiceUnavailable",
     "Settings",

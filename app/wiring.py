@@ -133,11 +133,14 @@ def _make_publisher(settings: Settings, outbox: Outbox | None) -> Publisher:
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = app[redis_key]
-    if redis is not None:
-        await redis.start()
-    yield
-    if redis is not None:
-        await redis.stop()
+    if redis is None:
+        yield
+        return
+    await redis.start()
+    # While the app serves: a Redis back with older data is noticed within a second (§9a).
+    async with redis.rollbacks.watching():
+        yield
+    await redis.stop()
 
 
 async def data_service_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -29,7 +29,6 @@ from plugins.auth.config import (
 )
 from plugins.auth.jwks import JWKS_ROUTE
 from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, Session, SessionList, TokenPair
-from plugins.auth.rollback import watching
 from plugins.auth.services import make_services, services_key
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MIRRORED_PREFIXES
@@ -52,10 +51,6 @@ def setup_app(app: web.Application, resources: Resources) -> None:
         description="token signing and checks, and the token store (Redis when REDIS_URL is set, else memory)",
     )
     resources.provide(password_hasher_key, services.hasher, description="argon2id password hashing (ARGON2_*)")
-    redis = services.revocations.redis
-    if redis is not None and redis.watch is not None:
-        resources.add("redis rollback watch", watching(redis.watch),
-                      description="every second: a Redis back with older data ends every session (§9a)")
 
 
 @hookimpl

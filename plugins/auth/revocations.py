@@ -30,8 +30,7 @@ from typing import Any, Final, final
 
 from coredis import PureToken
 
-from app import DataService, NotFound, RedisConnection, RedisUnavailable, SingleFlight, redis_errors
-from plugins.auth.rollback import RollbackWatch
+from app import DataService, NotFound, RedisConnection, RedisUnavailable, RollbackWatch, SingleFlight, redis_errors
 
 NONE: Final = "none"  # Redis: the record has no cut-off
 MISSING: Final = object()  # Redis: no key (read the record)
@@ -256,7 +255,7 @@ class Revocations:
 
         Raises the data service's ProblemErrors when only the record can tell and it cannot answer.
         """
-        everyone = None if self.redis is None or self.redis.watch is None else self.redis.watch.everyone_cutoff
+        everyone = None if self.redis is None or self.redis.watch is None else self.redis.watch.rolled_back_at
         return newest(self.local.cutoff(user_id), await self._shared(user_id), everyone)
 
     async def _share(self, user_id: int, cutoff: float) -> bool:

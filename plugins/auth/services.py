@@ -18,6 +18,7 @@ from prometheus_client import Counter
 from app import (
     OutageLog,
     RedisUnavailable,
+    RollbackWatch,
     ServiceUnavailable,
     Unauthorized,
     data_service_key,
@@ -26,7 +27,6 @@ from app import (
 )
 from plugins.auth.passwords import Argon2Hasher, hasher_for
 from plugins.auth.revocations import LocalRevocations, RecordRevocations, RedisRevocations, Revocations
-from plugins.auth.rollback import RollbackWatch
 from plugins.auth.sessions import MemorySessionIndex, RedisSessionIndex, SessionIndex
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
@@ -43,7 +43,7 @@ class AuthServices:
     revocations: Revocations
     # Which sessions each user has (GET /auth/sessions); the store says which still live.
     sessions: SessionIndex = attrs.field(factory=MemorySessionIndex)
-    # A Redis back with older data ends every session (plugins/auth/rollback.py); None: embedded.
+    # A Redis back with older data ends every session (app/clients/redis/rollback.py); None: embedded.
     watch: RollbackWatch | None = None
 
     async def check_for_rollback(self) -> None:
@@ -119,7 +119,7 @@ def make_services(app: web.Application) -> AuthServices:
     local = MemoryTokenStore(revocation_ttl_s=revocation_ttl_s)
     store: TokenStore = local
     sessions: SessionIndex = MemorySessionIndex()
-    watch = RollbackWatch(redis, ttl_s=revocation_ttl_s) if redis is not None else None
+    watch = redis.rollbacks if redis is not None else None
     if redis is not None:
         store = MirroredTokenStore(RedisTokenStore(redis, watch=watch), local, on_fallback=_count_fallback)
         sessions = RedisSessionIndex(redis)

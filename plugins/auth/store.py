@@ -35,8 +35,7 @@ from typing import Any, Final, Protocol
 
 import attrs
 
-from app import RedisConnection, RedisUnavailable, redis_errors
-from plugins.auth.rollback import RollbackWatch
+from app import RedisConnection, RedisUnavailable, RollbackWatch, redis_errors
 
 
 class Rotation(enum.Enum):

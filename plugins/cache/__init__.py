@@ -6,11 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from app import PipelineFile, Resources, StepKind, StepType, hookimpl
+from app import PipelineFile, Resources, StepKind, StepType, hookimpl, redis_key
 from plugins.cache import invalidate, step
 from plugins.cache.backend import cache_backend_key, make_backend, mirrored_prefixes
 from plugins.cache.config import CacheConfig, CacheInvalidateConfig
 from plugins.cache.made import MadeInvalidations, made_invalidations_key
+from plugins.cache.rollback import CacheKeyHeads, cache_key_heads_key, empty_on_rollback
 
 
 @hookimpl
@@ -28,6 +29,13 @@ def setup_app(app: web.Application, resources: Resources) -> None:
         made_invalidations_key, MadeInvalidations(),
         description="tombstones this process stored right after a write, by event id: its subscriptions skip them",
     )
+    heads = resources.provide(
+        cache_key_heads_key, CacheKeyHeads(),
+        description="the key prefixes of the cache steps: emptied when Redis comes back with older data (§9a)",
+    )
+    redis = app[redis_key]
+    if redis is not None:
+        empty_on_rollback(redis, heads)
 
 
 @hookimpl

@@ -19,6 +19,7 @@ is applied again once it is back (the deferral is this process's; the message is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import final
 
 import attrs
@@ -33,11 +34,14 @@ from app import (
     Event,
     Handler,
     MessageHandler,
+    RedisUnavailable,
+    RollbackWatch,
     SubscriptionContext,
     Template,
     committed_key,
     complete_despite_cancellation,
     event_id_key,
+    redis_key,
     template_placeholders,
 )
 from plugins.cache.backend import cache_backend_key
@@ -63,6 +67,7 @@ class CacheInvalidateStep:
     cache: CacheBackend
     tombstone_ttl_s: int
     made: MadeInvalidations
+    rollbacks: RollbackWatch | None
     ok: Counter
     deferred: Counter
 
@@ -83,7 +88,7 @@ class CacheInvalidateStep:
 
     async def _invalidate(self, request: web.Request) -> None:
         keys = [key.for_request(request) for key in self.keys]
-        stored = await _tombstone(self.cache, keys, self.tombstone_ttl_s)
+        stored = await _tombstone(self.cache, keys, self.tombstone_ttl_s, self.rollbacks)
         if (event_id := request.get(event_id_key)) is not None:
             self.made.record(event_id, stored)
         (self.ok if len(stored) == len(keys) else self.deferred).inc()
@@ -98,6 +103,7 @@ class CacheInvalidateMessageStep:
     cache: CacheBackend
     tombstone_ttl_s: int
     made: MadeInvalidations
+    rollbacks: RollbackWatch | None
     ok: Counter
     deferred: Counter
     failed: Counter
@@ -115,18 +121,25 @@ class CacheInvalidateMessageStep:
             if not keys:
                 self.skipped.inc()
                 return
-        if len(await _tombstone(self.cache, keys, self.tombstone_ttl_s)) < len(keys):
+        if len(await _tombstone(self.cache, keys, self.tombstone_ttl_s, self.rollbacks)) < len(keys):
             self.deferred.inc()
             msg = f"cache backend unavailable: invalidation of {', '.join(keys)} deferred"
             raise CacheUnavailable(msg)  # the message waits for the backend too
         self.ok.inc()
 
 
-async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int) -> list[str]:
+async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int, rollbacks: RollbackWatch | None) -> list[str]:
     """Tombstone every key now, or defer those the backend cannot take now; the keys stored now."""
     # One SET per key: there is no multi-key SET with a TTL, and a step names one or two keys.
     # A fresh tombstone per key and write, so a fill that saw an older one cannot replace it.
-    return [key for key in keys if await cache.set_or_defer(key, new_tombstone(), ttl_s)]
+    stored = [key for key in keys if await cache.set_or_defer(key, new_tombstone(), ttl_s)]
+    if stored and rollbacks is not None:
+        # Counted after the tombstones, never before: a Redis that loses them loses the count
+        # too, and the rollback is noticed (the cache emptied, see plugins/cache/rollback.py).
+        # Redis gone meanwhile: the tombstones may be lost with the count, as if never stored.
+        with contextlib.suppress(RedisUnavailable):
+            await rollbacks.counted()
+    return stored
 
 
 def _check_placeholders(config: CacheInvalidateConfig, context: BuildContext) -> None:
@@ -142,6 +155,11 @@ def _check_placeholders(config: CacheInvalidateConfig, context: BuildContext) ->
                 raise ValueError(msg)
 
 
+def _rollbacks(app: web.Application) -> RollbackWatch | None:
+    redis = app.get(redis_key)  # absent in an app made for a step alone
+    return None if redis is None else redis.rollbacks
+
+
 def build(config: CacheInvalidateConfig, context: BuildContext) -> CacheInvalidateStep:
     _check_placeholders(config, context)
     name = context.pipeline.name
@@ -150,6 +168,7 @@ def build(config: CacheInvalidateConfig, context: BuildContext) -> CacheInvalida
         cache=context.app[cache_backend_key],
         tombstone_ttl_s=config.tombstone_ttl_s,
         made=context.app[made_invalidations_key],
+        rollbacks=_rollbacks(context.app),
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
         deferred=CACHE_INVALIDATIONS.labels(pipeline=name, result="deferred"),
     )
@@ -162,6 +181,7 @@ def build_for_message(config: CacheInvalidateConfig, context: SubscriptionContex
         cache=context.app[cache_backend_key],
         tombstone_ttl_s=config.tombstone_ttl_s,
         made=context.app[made_invalidations_key],
+        rollbacks=_rollbacks(context.app),
         ok=CACHE_INVALIDATIONS.labels(pipeline=name, result="ok"),
         deferred=CACHE_INVALIDATIONS.labels(pipeline=name, result="deferred"),
         failed=CACHE_INVALIDATIONS.labels(pipeline=name, result="failed"),

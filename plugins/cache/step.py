@@ -44,10 +44,11 @@ from app import (
     Template,
     payload_key,
 )
-from plugins.cache.backend import cache_backend_key
+from plugins.cache.backend import KEY_PREFIX, cache_backend_key
 from plugins.cache.config import CacheConfig
 from plugins.cache.markers import NOT_FOUND_MARKER, is_tombstone
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
+from plugins.cache.rollback import cache_key_heads_key
 
 CACHE_REQUESTS = Counter(
     "turnstile_cache_requests_total", "Requests through a cache step by result", ["pipeline", "result"]
@@ -187,6 +188,7 @@ def _status(status: int, stored: bool, *, leader: bool, x_cache: XCache) -> str:
 
 def build(config: CacheConfig, context: BuildContext) -> CacheStep:
     pipeline = context.pipeline.name
+    context.app[cache_key_heads_key].add(KEY_PREFIX + config.key)
     return CacheStep(
         config=config,
         key=Template(config.key),

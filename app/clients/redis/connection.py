@@ -34,6 +34,7 @@ from app.clients.redis.health import DEFAULT_INTERVAL_S, HealthState, RedisHealt
 from app.clients.redis.mirror import MISSING, LocalMirror
 from app.clients.redis.owner import ClientOwner, Companion
 from app.clients.redis.pending import PendingWrites
+from app.clients.redis.rollback import RollbackWatch
 from app.clients.redis.urls import RedisTarget, Topology, parse_redis_url, redact_url
 
 
@@ -83,6 +84,8 @@ class RedisConnection:
             if mirror_prefixes and self._target.topology != "cluster"
             else None
         )
+        # Counts the writes whose loss matters; an app runs its check while it serves (§9a).
+        self.rollbacks = RollbackWatch(self)
 
     @property
     def url(self) -> str:
