@@ -18,8 +18,13 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # the versions in constraints.txt, the ones the image is built with (scripts/lock.sh)
 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
-# A team's plugin package (its own pyproject.toml), found through its entry point like any other.
-.venv/bin/python -m pip install -q -c constraints.txt -e examples/acme-plugin
+# A team's plugin package (its own pyproject.toml), found through its entry point like any other,
+# for the tests only: on their path (its metadata made here; tests/conftest.py), never installed in .venv, so
+# the run command serves Turnstile alone. (Earlier checkouts installed it: taken out again.)
+if .venv/bin/python -m pip show -q acme-turnstile-plugin 2>/dev/null; then
+  .venv/bin/python -m pip uninstall -q -y acme-turnstile-plugin
+fi
+(cd examples/acme-plugin && ../../.venv/bin/python -W ignore -c 'import setuptools; setuptools.setup()' -q egg_info)
 
 reachable() {  # host port
   .venv/bin/python - "$1" "$2" <<'PY'

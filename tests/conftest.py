@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -8,7 +9,12 @@ import pytest
 
 from app.clients.redis import RedisConnection
 from tests.content_coding import count_aiohttp_inflation
-from tests.services import RABBITMQ_URL, REDIS_CLUSTER_URL, REDIS_URL, require
+from tests.services import ACME_PLUGIN, RABBITMQ_URL, REDIS_CLUSTER_URL, REDIS_URL, require
+
+# ACME's example plugin package is on the tests' path (setup.cfg), not installed in the product's
+# virtualenv: the processes the tests start with the environment as it is find it there too.
+if str(ACME_PLUGIN) not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ACME_PLUGIN), os.environ.get("PYTHONPATH"))))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -24,6 +24,11 @@ import pytest
 from app.clients.redis import RedisConnection
 
 ROOT = Path(__file__).resolve().parent.parent
+# ACME's example plugin package: on the tests' path (setup.cfg), never installed in the product's
+# virtualenv (scripts/test.sh makes its entry point's metadata in place).
+ACME_PLUGIN = ROOT / "examples" / "acme-plugin"
+# What a process a test starts needs on its path: this checkout, and the example team plugin.
+TEST_PYTHONPATH = os.pathsep.join((str(ROOT), str(ACME_PLUGIN)))
 SERVICES_SCRIPT = ROOT / "scripts" / "services.sh"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -19,7 +19,7 @@ from openapi_spec_validator import validate
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.app.conftest import CORE_PIPELINES
-from tests.services import ROOT
+from tests.services import ROOT, TEST_PYTHONPATH
 
 BUILT_INS = "auth,rate-limit,cache,data-fetch,event-emit,users,mail,accounts"
 # The core's commands run with the sample plugin alone: no built-in, nor the example team
@@ -34,7 +34,7 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         TURNSTILE_DISABLE_PLUGINS=INSTALLED,
         PIPELINES_FILE=str(CORE_PIPELINES),
         TURNSTILE_VAR_DIR=str(tmp_path / "var"),
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=TEST_PYTHONPATH,
     )
     env.update(extra)
     return env

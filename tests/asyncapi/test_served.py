@@ -23,7 +23,7 @@ from app.asyncapi.page import STATIC_DIR
 from tests.asyncapi.conftest import audit_queue
 from tests.integration.amqp_capture import body_of, capture, next_message, remove_topology
 from tests.integration.conftest import StackFactory, admin_headers, assert_problem, bearer, login, register
-from tests.services import ROOT
+from tests.services import ROOT, TEST_PYTHONPATH
 
 AUDIT_PLUGIN = "tests.asyncapi.audit_plugin"
 
@@ -32,7 +32,7 @@ async def cli_asyncapi(tmp_path: Path, pipelines: Path, exchange: str) -> dict[s
     """What `turnstile asyncapi` prints, run as a user runs it."""
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RABBITMQ_URL", "DATA_SERVICE_URL")}
     env.update(PIPELINES_FILE=str(pipelines), EVENTS_EXCHANGE=exchange, TURNSTILE_PLUGINS=AUDIT_PLUGIN,
-               TURNSTILE_VAR_DIR=str(tmp_path / "cli-var"), PYTHONPATH=str(ROOT))
+               TURNSTILE_VAR_DIR=str(tmp_path / "cli-var"), PYTHONPATH=TEST_PYTHONPATH)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app", "asyncapi", cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,

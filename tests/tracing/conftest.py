@@ -35,7 +35,7 @@ from tests.integration.conftest import (  # noqa: F401  # fixtures, shared with 
     redis_db,
     stack,
 )
-from tests.services import ROOT
+from tests.services import ROOT, TEST_PYTHONPATH
 from tests.tracing.otlp_receiver import OtlpReceiver
 
 
@@ -78,7 +78,7 @@ def service_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """What an operator sets, tracing aside; OTEL_* of the test's own environment are dropped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "REDIS_", "RABBITMQ_", "SERVER_TIMING"))}
     env.update(
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=TEST_PYTHONPATH,
         HOST="127.0.0.1",
         TURNSTILE_VAR_DIR=str(tmp_path / "var"),
         TURNSTILE_DRAIN_SECONDS="0.1",

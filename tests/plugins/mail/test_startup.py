@@ -9,14 +9,14 @@ import sys
 from pathlib import Path
 
 from tests.app.test_cli import free_port
-from tests.services import ROOT
+from tests.services import ROOT, TEST_PYTHONPATH
 
 
 def serve(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "RABBITMQ_URL", "DATA_SERVICE_URL")}
     base.update(
         PIPELINES_FILE=str(ROOT / "pipelines.toml"), TURNSTILE_VAR_DIR=str(tmp_path / "var"),
-        HOST="127.0.0.1", PORT=str(free_port()), PYTHONPATH=str(ROOT), **env,
+        HOST="127.0.0.1", PORT=str(free_port()), PYTHONPATH=TEST_PYTHONPATH, **env,
     )
     return subprocess.run(
         [sys.executable, "-m", "app", "serve"], capture_output=True, text=True, timeout=60, env=base, cwd=ROOT,
