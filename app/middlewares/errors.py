@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import orjson
 from aiohttp import web
 
-from app.errors import PROBLEM_CONTENT_TYPE, InternalError, ProblemError, problem_for_status
+from app.errors import PROBLEM_CONTENT_TYPE, InternalError, NotFound, ProblemError, problem_for_status
 from app.expect import refuse_unmet_expectation
 from app.keys import request_id_key
 from app.pipeline.types import Handler
@@ -42,11 +43,25 @@ def render_problem(problem: ProblemError, request_id: str) -> web.Response:
     return response
 
 
+def _names_no_file(request: web.Request) -> bool:
+    """Whether a static route's answer names a file that is not there. aiohttp finds that out
+    only while sending it, and then answers a bare 404 past every middleware."""
+    resource = request.match_info.route.resource
+    if not isinstance(resource, web.StaticResource):
+        return False
+    directory = Path(resource.get_info()["directory"])
+    path = (directory / request.match_info.get("filename", "")).resolve()
+    return not (path.is_file() and path.is_relative_to(directory.resolve()))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         refuse_unmet_expectation(request)
-        return await handler(request)
+        response = await handler(request)
+        if isinstance(response, web.FileResponse) and _names_no_file(request):
+            raise NotFound("No such file.")  # answered as every error is, just below
+        return response
     except ProblemError as problem:
         return problem_response(request, problem)
     except web.HTTPException as exc:

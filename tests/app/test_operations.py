@@ -8,6 +8,7 @@ from openapi_spec_validator import validate
 
 from app.keys import readiness_key
 from app.readiness import Phase
+from tests.app.test_http import assert_problem
 
 Client = TestClient[web.Request, web.Application]
 
@@ -95,3 +96,12 @@ async def test_swagger_ui_is_served_offline(client: Client) -> None:
     assert "https://" not in html
     asset = await client.get("/api/docs/static/swagger-ui-bundle.js")
     assert asset.status == 200
+
+
+async def test_a_documentation_file_that_is_not_there_is_a_problem_404(client: Client) -> None:
+    # aiohttp finds out only while sending the file, past every middleware, and answered a bare 404.
+    for path in ("/api/docs/static/nope.js", "/api/docs/static/%2e%2e/__init__.py"):
+        problem = await assert_problem(await client.get(path), 404)
+        assert problem["detail"] in {"No such file.", "No route matches this path."}
+    problem = await assert_problem(await client.get("/api/docs/static/nope.js"), 404)
+    assert problem["detail"] == "No such file."
