@@ -18,7 +18,10 @@ Delivery is at-least-once (a crash between a confirm and the outbox removal repe
 consumers dedupe by `message_id`.
 
 Ordering: while the outbox holds anything, new events go behind it rather than past it, and
-the actor drains it oldest first, removing entries only after their confirm.
+the actor drains it oldest first, removing entries only after their confirm. The outbox is shared
+by every process on one Redis, so the actor looks at it before each batch it would publish
+directly: an event another process outboxed (its broker link down) is never overtaken by a later
+event of this one.
 
 Metrics: ``turnstile_events_published_total{outcome}`` counts what happened to an event at each
 step: ``confirmed`` (by the broker, directly or from the outbox), ``outboxed`` (entered the
@@ -217,6 +220,13 @@ class AmqpPublisher:
                 self._backlog = await self._outbox.has_backlog()
             return
         letters = [self._mailbox.take(), *self._mailbox.take_more(self._drain_batch - 1)]
+        if await self._outbox.has_backlog():
+            # Events of another process wait in the shared outbox (its broker link is down, or it
+            # spilled them while Redis was): these may follow them (a change of the user they
+            # created), so they go behind them, and the drain sends all in order.
+            for letter in letters:
+                await self._outbox_letter(letter)
+            return
         # aiormq takes the channel lock in call order, so the wire order is the mailbox order. A
         # letter past its deadline is still sent: it goes to the outbox only if its confirm is late.
         loop = asyncio.get_running_loop()

@@ -328,3 +328,35 @@ async def _get(channel: AbstractChannel, queue: str) -> bytes | None:
     if isinstance(message.delivery, aiormq.spec.Basic.GetEmpty):
         return None
     return message.body
+
+
+async def test_an_event_another_process_outboxed_is_not_overtaken_by_a_later_one_of_this_process(
+    amqp_url: str, unique: str, redis_connection: RedisConnection,
+) -> None:
+    # Two processes on one Redis: C has lost the broker, B has not. A user C created (its event
+    # outboxed) and B then changed must reach consumers in that order (contract §9, §9a).
+    exchange = f"test.{unique}"
+    shared_key = f"test:{unique}:outbox"
+    disconnected = make_publisher(UNREACHABLE_URL, exchange, RedisOutbox(redis_connection, shared_key))
+    # B only looks for others' entries when idle after a minute: what keeps the order is the
+    # look before each publish.
+    connected = AmqpPublisher(amqp_url, exchange, RedisOutbox(redis_connection, shared_key), idle_check_s=60,
+                              reconnect_base_s=0.1, reconnect_max_s=1.0, connect_timeout_s=2.0)
+    created = Event.create("user.created", {"id": 7}, "create-on-c")
+    changed = Event.create("user.updated", {"id": 7}, "patch-on-b")
+    async with capture(amqp_url, exchange) as received:
+        await connected.start()
+        await disconnected.start()
+        try:
+            await eventually(connected.ready, 10, "B connected")
+            assert await connected.publish(Event.create("user.created", {"id": 1}, "warm-up")) == "confirmed"
+            assert Event.from_json((await asyncio.wait_for(received.get(), 10)).body).request_id == "warm-up"
+
+            assert await disconnected.publish(created, confirm_deadline_s=0.3) == "outboxed"
+            assert await connected.publish(changed, confirm_deadline_s=2.0) in {"confirmed", "outboxed"}
+            got = [Event.from_json((await asyncio.wait_for(received.get(), 10)).body) for _ in range(2)]
+        finally:
+            await disconnected.stop(0.1)
+            await connected.stop(2.0)
+            await redis_connection.client.delete([shared_key])
+    assert [event.id for event in got] == [created.id, changed.id]
