@@ -19,6 +19,7 @@ REDIS_URL for `--workers N` anyway).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -230,6 +231,8 @@ class RedisOutbox:
 
 # How many local spill files one var directory offers: one per process of a `--workers N`.
 MAX_SPILL_FILES: Final = 64
+# Spilled events moved to the shared store per rewrite of the spill file.
+MOVE_BATCH: Final = 100
 
 
 @final
@@ -240,7 +243,9 @@ class SpilloverOutbox:
     error log line. Here an append the shared outbox refuses goes to a file of this process,
     fsynced, and is delivered like any other once the broker is back; the drain reads both,
     oldest first by `occurred_at` (events of one change keep their order; across the two
-    stores the order is as good as the clocks of the instances). The file lives in the var
+    stores the order is as good as the clocks of the instances). Once the shared outbox answers
+    again, the file's events move there, ahead of any new event (`_move_spilled`): another
+    process may be the one that drains it. The file lives in the var
     directory: it outlives a restart of the process (Kubernetes' emptyDir outlives a container
     restart, not the pod), and the next process to claim it delivers what it holds.
 
@@ -260,6 +265,7 @@ class SpilloverOutbox:
 
     async def append(self, event: Event) -> None:
         try:
+            await self._move_spilled()
             await self.shared.append(event)
         except Exception as exc:  # any backend's failure: the local file is the next place
             local = await self._file()
@@ -293,6 +299,8 @@ class SpilloverOutbox:
             await self.shared.remove(shared)
 
     async def depth(self) -> int:
+        with contextlib.suppress(Exception):  # the shared store still away: they wait here
+            await self._move_spilled()
         local = await (await self._file()).depth()
         try:
             return local + await self.shared.depth()
@@ -300,6 +308,23 @@ class SpilloverOutbox:
             if local:
                 return local
             raise
+
+    async def _move_spilled(self) -> None:
+        """What this process spilled goes to the shared store, oldest first, before anything new.
+
+        Another process may be the one that drains the shared store (this one has lost its broker
+        link): an event left in this file would reach consumers after the later events of the
+        same user that went to the shared store. Raises the shared store's failure; what was not
+        moved stays (what was moved but not yet dropped from the file is sent twice: at-least-once).
+        """
+        local = await self._file()
+        if not await local.depth():
+            return
+        while waiting := await local.peek(MOVE_BATCH):
+            for event in waiting:
+                await self.shared.append(event)
+            await local.remove([event.id for event in waiting])
+        log.info("events spilled to %s while %s was away are in it now", local.path, type(self.shared).__name__)
 
     def close(self) -> None:
         """Give up the claim on the spill file (what it holds stays for the next process)."""

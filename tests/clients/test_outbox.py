@@ -195,6 +195,36 @@ async def test_spilled_and_shared_events_are_delivered_oldest_first(
         await redis_connection.client.delete([key])
 
 
+async def test_spilled_events_go_to_the_shared_outbox_ahead_of_new_ones_once_it_answers(
+    dead_redis: RedisConnection, redis_connection: RedisConnection, tmp_path: Path, unique: str
+) -> None:
+    # Another process may be the one draining the shared outbox (this one lost its broker link):
+    # an event left in the file would reach consumers after the later events of its user.
+    key = f"test:outbox:{unique}"
+    created, changed, deleted = make_events(3)
+    cut_off = SpilloverOutbox(RedisOutbox(dead_redis, key=key), tmp_path / "var")
+    await cut_off.append(created)  # Redis (and the broker) away
+    cut_off.close()
+    back = SpilloverOutbox(RedisOutbox(redis_connection, key=key), tmp_path / "var")
+    seen_by_others = RedisOutbox(redis_connection, key=key)
+    try:
+        await back.append(changed)
+        assert await seen_by_others.peek(10) == [created, changed]
+        assert await (await back._file()).depth() == 0
+        back.close()
+        # Without a new event: the next look at the depth moves them (the publisher looks often).
+        spilled = SpilloverOutbox(RedisOutbox(dead_redis, key=key), tmp_path / "var")
+        await spilled.append(deleted)
+        spilled.close()
+        looked = SpilloverOutbox(RedisOutbox(redis_connection, key=key), tmp_path / "var")
+        assert await looked.depth() == 3
+        assert await seen_by_others.peek(10) == [created, changed, deleted]
+        looked.close()
+    finally:
+        back.close()
+        await redis_connection.client.delete([key])
+
+
 async def test_each_process_claims_a_spill_file_of_its_own(dead_redis: RedisConnection, tmp_path: Path) -> None:
     one = SpilloverOutbox(RedisOutbox(dead_redis), tmp_path / "var")
     two = SpilloverOutbox(RedisOutbox(dead_redis), tmp_path / "var")
