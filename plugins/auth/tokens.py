@@ -160,6 +160,11 @@ class Tokens:
         return Issued(token, claims)
 
     def _decode(self, token: str, expected_type: str) -> Claims:
+        if not token.isascii():
+            # A JWT is base64url and dots. aiohttp hands a header's bytes that are not UTF-8 over
+            # as surrogates, on which PyJWT's encoding raised: a 500 for anyone who sent them.
+            msg = "not a JWT: characters outside ASCII"
+            raise TokenError(msg)
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as exc:

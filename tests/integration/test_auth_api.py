@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from tests.integration.conftest import (
     login,
     register,
 )
+from tests.integration.test_headers import raw_exchange
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
@@ -457,3 +459,14 @@ async def test_a_multipart_login_is_415_the_grant_is_a_urlencoded_form(stack: St
     form = b"--xyz\r\nContent-Disposition: form-data; name=\"username\"\r\n\r\nann@example.com\r\n--xyz--\r\n"
     resp = await client.post("/api/v1/auth/login", data=form, headers={"Content-Type": content_type})
     await assert_problem(resp, 415)
+
+
+async def test_a_token_that_is_not_ascii_is_401_not_a_500(stack: StackFactory) -> None:
+    # Bytes that are not UTF-8 reach the token check as surrogates, on which PyJWT raised.
+    client = await stack()
+    request = b"GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n\r\n"
+    headers, body = await raw_exchange(str(client.host), int(client.port or 0), request, status=401)
+    assert headers["www-authenticate"] == 'Bearer error="invalid_token"'
+    assert json.loads(body)["status"] == 401
+    refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": "é.é.é"})
+    await assert_problem(refresh, 401)
