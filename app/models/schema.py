@@ -37,7 +37,9 @@ def schema_field(*, description: str, **kwargs: Any) -> Any:
 
 def schema_of(cls: type[Any]) -> dict[str, Any]:
     """The OpenAPI 3.0 schema of an attrs class: every field, `required` for those without
-    a default, and no other properties (the validator refuses unknown keys)."""
+    a default, and no other properties (the validator refuses unknown keys), unless the class
+    says ``ignores_unknown_fields: ClassVar[bool] = True`` (a protocol's form whose standard
+    says to ignore what it does not know, as RFC 6749 §3.2 does)."""
     hints = typing.get_type_hints(cls)
     properties: dict[str, Any] = {}
     required = []
@@ -51,7 +53,8 @@ def schema_of(cls: type[Any]) -> dict[str, Any]:
             required.append(field.name)
         elif isinstance(field.default, str | int | float | bool):
             prop.setdefault("default", field.default)
-    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    schema: dict[str, Any] = {"type": "object", "properties": properties,
+                              "additionalProperties": bool(getattr(cls, "ignores_unknown_fields", False))}
     if required:
         schema["required"] = required
     if cls.__doc__:

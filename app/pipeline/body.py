@@ -87,7 +87,8 @@ class BodyReader:
     ClassVar[type]`` (an attrs model the form is validated against first, with its own
     field names in the errors) and ``form_fields: ClassVar[dict[str, str]]`` (form field →
     body field, e.g. ``{"username": "email", "password": "password"}``): only those fields
-    of a valid form become the body, which is then validated like a JSON one.
+    of a valid form become the body, which is then validated like a JSON one. A form model
+    that `ignores_unknown_fields` drops the fields it does not know before it is validated.
     """
 
     def __init__(self, model: type[Any]) -> None:
@@ -96,7 +97,16 @@ class BodyReader:
         self.form_fields: Mapping[str, str] | None = getattr(model, "form_fields", None)
         self.max_json_containers: int = getattr(model, "max_json_containers", MAX_JSON_CONTAINERS)
         form_model = getattr(model, "form_model", None)
-        self.form_validator = SchemaValidator(schema_of(form_model)) if form_model is not None else None
+        self.form_validator: SchemaValidator | None = None
+        # With a form model that ignores unknown fields (RFC 6749 §3.2), what a form keeps: its
+        # own fields, and those named as the body's (`email` beside `username`), which are
+        # refused: which of the two counts would be up to each reader (a limiter, the login).
+        self.form_keeps: frozenset[str] | None = None
+        if form_model is not None:
+            form_schema = schema_of(form_model)
+            self.form_validator = SchemaValidator({**form_schema, "additionalProperties": False})
+            if form_schema["additionalProperties"] is True and self.form_fields is not None:
+                self.form_keeps = frozenset(form_schema["properties"]) | frozenset(self.form_fields.values())
 
     async def read(self, request: web.Request) -> Any:
         """The JSON value of the body, its sizes within the model's maxima (not yet validated
@@ -153,6 +163,8 @@ class BodyReader:
         fields: dict[str, Any] = {}
         for name, value in form.items():
             fields[name] = [fields[name], value] if name in fields else value
+        if self.form_keeps is not None:
+            fields = {name: value for name, value in fields.items() if name in self.form_keeps}
         if self.form_validator is not None:
             errors = self.form_validator.errors(fields)
             if errors:

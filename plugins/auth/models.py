@@ -16,8 +16,11 @@ class LoginForm:
     Authorize button and OAuth2 client libraries send it; `username` is the email.
 
     `scope`, `client_id` and `client_secret` are accepted and ignored: every token has the
-    user's roles, and the API has no registered clients.
+    user's roles, and the API has no registered clients. Any other parameter (`audience`,
+    `resource`, a vendor's) is ignored too, as RFC 6749 §3.2 requires.
     """
+
+    ignores_unknown_fields: ClassVar[bool] = True
 
     grant_type: Literal["password"] = schema_field(description="Always `password`.", example="password")
     username: str = schema_field(description="The account's email (trimmed, case-insensitive).",

@@ -191,6 +191,19 @@ async def test_swagger_uis_authorize_form_logs_in(stack: StackFactory) -> None:
     assert (await client.get(ME, headers=bearer(await resp.json()))).status == 200
 
 
+async def test_the_login_form_ignores_parameters_it_does_not_know(stack: StackFactory) -> None:
+    # RFC 6749 §3.2: "The authorization server MUST ignore unrecognized request parameters";
+    # OAuth2 client libraries add `audience`, `resource` (RFC 8707) or their own.
+    client = await stack()
+    await register(client, "ann@example.com")
+    form = {"grant_type": "password", "username": "ann@example.com", "password": PASSWORD, "audience": "api",
+            "resource": "https://api.example.com/", "x-vendor": "1"}
+    resp = await client.post(LOGIN, data=form)
+    assert resp.status == 200, await resp.text()
+    login_form = (await (await client.get("/api/docs/swagger.json")).json())["components"]["schemas"]["LoginForm"]
+    assert login_form["additionalProperties"] is True
+
+
 @pytest.mark.parametrize(
     ("form", "loc"),
     [
