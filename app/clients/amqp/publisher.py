@@ -116,6 +116,7 @@ class AmqpPublisher:
         self._flush_until = 0.0
         self._backlog = False  # the outbox (may) hold something: new events go behind it
         self._inflight: dict[str, asyncio.Task[Any]] = {}  # event id -> publish awaiting its confirm
+        self._depth_watch: asyncio.Task[None] | None = None
 
     # --- the caller's side -------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class AmqpPublisher:
             return
         self._stopping = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._run(), name=f"amqp-publisher:{self.exchange}")
+        self._depth_watch = asyncio.create_task(self._watch_depth(), name=f"outbox-depth:{self.exchange}")
         await self._outbox.update_depth()
 
     async def stop(self, flush_deadline_s: float = DEFAULT_FLUSH_DEADLINE_S) -> None:
@@ -153,6 +155,11 @@ class AmqpPublisher:
             await self._outbox_mailbox()
         finally:
             self._task = None
+            if self._depth_watch is not None:
+                self._depth_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._depth_watch
+                self._depth_watch = None
 
     async def publish(self, event: Event, *, confirm_deadline_s: float = DEFAULT_CONFIRM_DEADLINE_S) -> PublishOutcome:
         if self._task is None or self._task.done():
@@ -168,6 +175,15 @@ class AmqpPublisher:
         except TimeoutError:
             # The actor still holds the letter and will publish or outbox it; it never drops it.
             return "outboxed"
+
+    async def _watch_depth(self) -> None:
+        """Without a broker link the actor reads the outbox only when it stores an event, and the
+        shared outbox is drained by the other processes meanwhile: its depth is read again every
+        `idle_check_s`, so the gauge (the maximum over processes) shows no backlog that is gone."""
+        while True:
+            await asyncio.sleep(self._idle_check_s)
+            if self._state != "connected":
+                await self._outbox.update_depth()
 
     # --- the actor ---------------------------------------------------------------------------
 

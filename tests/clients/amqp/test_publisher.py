@@ -360,3 +360,26 @@ async def test_an_event_another_process_outboxed_is_not_overtaken_by_a_later_one
             await connected.stop(2.0)
             await redis_connection.client.delete([shared_key])
     assert [event.id for event in got] == [created.id, changed.id]
+
+
+async def test_without_a_broker_the_depth_gauge_follows_the_shared_outbox(
+    unique: str, redis_connection: RedisConnection,
+) -> None:
+    # Another process drains the shared outbox: this one's gauge must not keep its last count.
+    shared_key = f"test:{unique}:outbox"
+    disconnected = AmqpPublisher(UNREACHABLE_URL, f"test.{unique}", RedisOutbox(redis_connection, shared_key),
+                                 idle_check_s=0.1, reconnect_base_s=0.1, reconnect_max_s=1.0)
+    await disconnected.start()
+    try:
+        assert await disconnected.publish(Event.create("user.created", {"id": 1}, "r"), confirm_deadline_s=0.2) \
+            == "outboxed"
+        assert REGISTRY.get_sample_value("turnstile_outbox_depth") == 1
+        await redis_connection.client.delete([shared_key])  # drained by another process
+
+        async def follows() -> bool:
+            return REGISTRY.get_sample_value("turnstile_outbox_depth") == 0
+
+        await eventually(follows, 5, "the gauge read the outbox again")
+    finally:
+        await disconnected.stop(0.1)
+        await redis_connection.client.delete([shared_key])
