@@ -88,13 +88,33 @@ def routing_key_channel(key: str, exchange: str) -> dict[str, Any]:
 
 
 def queue_channel(sub: SubscriptionConfig, exchange: str, keys: list[str]) -> dict[str, Any]:
+    bound = f"bound to the `{exchange}` exchange with {_code_list(sub.bindings)}"
+    if sub.delivery == "each-instance":
+        # Each process declares a queue of its own, exclusive to its connection: the name is a
+        # template, as the process's host, id and a random part complete it (instance_queue_name).
+        address = f"{sub.queue}.{{instance}}"
+        return {
+            "address": address,
+            "title": f"Queues {sub.queue}.*",
+            "description": (
+                f"The queue of each process of subscription `{sub.name}` (every process hears every "
+                f"event), {bound}: exclusive to the process's connection and deleted with it."
+            ),
+            "parameters": {"instance": {
+                "description": "The process: its host name, process id and six random hex digits, "
+                               "`<host>.<pid>.<random>`.",
+            }},
+            "messages": _message_refs(keys),
+            "bindings": {"amqp": {
+                "is": "queue",
+                "queue": {"name": address, "durable": False, "exclusive": True, "autoDelete": True},
+                "bindingVersion": AMQP_BINDING,
+            }},
+        }
     return {
         "address": sub.queue,
         "title": f"Queue {sub.queue}",
-        "description": (
-            f"The durable queue of subscription `{sub.name}`, bound to the `{exchange}` exchange with "
-            f"{_code_list(sub.bindings)}."
-        ),
+        "description": f"The durable queue of subscription `{sub.name}` (its events shared by the processes), {bound}.",
         "messages": _message_refs(keys),
         "bindings": {"amqp": {
             "is": "queue",

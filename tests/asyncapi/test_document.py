@@ -131,6 +131,13 @@ def test_send_for_each_published_key_and_receive_for_each_subscription() -> None
     assert queue["bindings"]["amqp"]["queue"]["name"] == "turnstile.user-changes"
     assert queue["bindings"]["amqp"]["queue"]["durable"] is True
     assert [resolve(document, m["$ref"])["name"] for m in receive["messages"]] == ["user.deleted", "user.updated"]
+    # Each process's own queue: a name it completes, exclusive to its connection (topology.py).
+    own = resolve(document, operations["receive.user_changes_each_instance"]["channel"]["$ref"])
+    assert own["address"] == "turnstile.user-changes.instance.{instance}"
+    assert set(own["parameters"]) == {"instance"}
+    assert own["bindings"]["amqp"]["queue"] == {
+        "name": "turnstile.user-changes.instance.{instance}", "durable": False, "exclusive": True, "autoDelete": True,
+    }
 
 
 def test_a_plugins_step_type_and_model_appear_without_core_changes(audit_pipelines: Path, unique: str) -> None:
