@@ -92,6 +92,8 @@ def build_document(
         paths.setdefault(route.path, {})[route.method.lower()] = route.operation()
     for path, operations in paths.items():
         for operation in operations.values():
+            # Every route of the service answers it (app/expect.py), operational ones included.
+            operation["responses"].setdefault("417", _problem(EXPECTATION_FAILED))
             for status, response in operation["responses"].items():  # contract §6: on every answer
                 operation["responses"][status] = {
                     **response, "headers": {**response.get("headers", {}), "X-Request-ID": _REQUEST_ID_HEADER},
@@ -132,7 +134,7 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
                                    "or a form over 1,000 fields"),
                              (415, "Wrong content type"), (422, "Invalid fields")):
             operation["responses"].setdefault(str(status), _problem(text))
-    operation["responses"].setdefault("417", _problem("An `Expect` header other than 100-continue"))
+    operation["responses"].setdefault("417", _problem(EXPECTATION_FAILED))
     operation["responses"].setdefault("500", _problem("Internal error (no internals disclosed)"))
     operation["responses"].setdefault("504", _problem(
         "The request did not complete in time (TURNSTILE_REQUEST_TIMEOUT_S), or a business rule did not answer "
@@ -155,6 +157,9 @@ def _form_schema(model: type, form_fields: dict[str, str]) -> dict[str, Any]:
     if "required" in schema:
         out["required"] = [renamed.get(k, k) for k in schema["required"]]
     return out
+
+
+EXPECTATION_FAILED: Final = "An `Expect` header other than 100-continue"
 
 
 def _problem(description: str) -> dict[str, Any]:

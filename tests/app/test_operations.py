@@ -73,6 +73,8 @@ async def test_openapi_document_is_valid_and_complete(client: Client) -> None:
     post = paths["/widgets/{slot}"]["post"]
     assert post["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Widget"}
     assert {"201", "400", "404", "408", "413", "415", "417", "422", "500", "504"} <= set(post["responses"])
+    # Every route answers an unmet expectation with a 417 (app/expect.py), operational ones too.
+    assert all("417" in operation["responses"] for operations in paths.values() for operation in operations.values())
     # Every answer of every route carries its request id (contract §6), and says so.
     assert all("X-Request-ID" in response["headers"]
                for operations in paths.values() for operation in operations.values()
