@@ -8,8 +8,13 @@ import attrs
 
 from app import schema_field
 
-# As the users plugin checks an address (a body's email is normalised before this).
-EMAIL_PATTERN: Final = r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$"
+# Spaces, spelled out: `\s` means other characters to Python (which checks the pattern) than to
+# ECMAScript (which JSON Schema's patterns follow, so the OpenAPI document's readers), e.g. U+0085.
+_SPACE: Final = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_NOT_IN_PART: Final = rf"@{_SPACE}\x00-\x1f\x7f"
+# An address, loosely (a body's email is normalised before this; the users plugin checks a stored
+# one more strictly): an unknown address is answered as a known one anyway.
+EMAIL_PATTERN: Final = rf"^[^{_NOT_IN_PART}]+@[^{_NOT_IN_PART}.]+(\.[^{_NOT_IN_PART}.]+)+$"
 TOKEN_MAX: Final = 256  # tokens are 43 characters; anything much longer is not one
 
 
