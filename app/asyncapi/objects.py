@@ -153,7 +153,10 @@ def message(key: str, data: dict[str, Any], *, any_type: bool = False) -> dict[s
                        "description": "The event's id, also its AMQP `message_id`: consumers dedupe by it."},
                 "type": event_type,
                 "occurred_at": {"type": "string", "format": "date-time",
-                                "description": "When the change was made (RFC 3339, UTC)."},
+                                "description": "When the change was announced: stamped once the data service "
+                                               "answered (RFC 3339, UTC). Two writes to one user at the same moment "
+                                               "may carry them out of the order the data service saved them in; "
+                                               "`data.updated_at` orders those."},
                 "request_id": {"type": "string", "description": "The X-Request-ID of the request that caused it."},
                 "data": data,
             },
