@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if not wrk.installed():
         parser.error("wrk and taskset are needed: apt-get install -y wrk util-linux")
     if args.profile is not None and not profile.installed():
-        parser.error(f"--profile needs py-spy on PATH or beside {sys.executable}: pip install py-spy")
+        parser.error(f"--profile needs py-spy on PATH or beside {sys.executable} (install it in a virtualenv "
+                     "of its own and put that on PATH: the tests refuse packages .venv does not pin)")
     base = QUICK if args.quick else FULL
     changes = {k: v for k, v in vars(args).items() if k in attrs.fields_dict(Options) and v is not None}
     opts = attrs.evolve(base, **changes)

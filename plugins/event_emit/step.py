@@ -5,7 +5,8 @@ when the data service accepted the write (`committed_key`) but a later step fail
 revocation that could not be recorded answers 503) or the request was cancelled: the other
 instances and consumers must still hear of the change. For the same reason an `enrich_event`
 hook that fails on the event of a saved change does not lose it: the event goes out as it was
-made, without that enrichment, and the request still answers the hook's error.
+made, without that enrichment, and the request still answers the hook's error. A PATCH whose
+body names no field (`{}`) changes nothing, and announces nothing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from app import (
     OperationDoc,
     PipelineConfig,
     Publisher,
+    body_key,
     call_chain,
     committed_key,
     complete_despite_cancellation,
@@ -84,6 +86,8 @@ class EventEmitStep:
         return response
 
     async def _emit(self, request: web.Request, response: web.StreamResponse, event_id: str) -> None:
+        if request.method == "PATCH" and request.get(body_key) == {}:
+            return  # a patch that names no field changes nothing (RFC 7396): there is no change to announce
         event = Event.create(self.config.event, self._data(request, response), request[request_id_key], id=event_id)
         if self.has_enrichers:
             enriched = await self._enriched(request, event)

@@ -167,6 +167,25 @@ async def test_a_failed_write_publishes_nothing(broker: str, stack: StackFactory
     assert body_of(first)["data"]["email"] == "z@example.com"  # nothing came before it
 
 
+async def test_a_patch_that_names_no_field_announces_nothing(
+    broker: str, stack: StackFactory, redis_db: str, unique: str
+) -> None:
+    # It changes nothing (the data service keeps updated_at): an event would be a phantom change.
+    client = await stack(redis_url=redis_db, rabbitmq_url=broker)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    user = await register(client, "ann@example.com")
+    async with capture(broker, f"test.{unique}", routing_key="user.*") as received:
+        empty = await client.patch(f"/api/v1/users/{user['id']}", json={}, headers=admin)
+        named = await client.patch(f"/api/v1/users/{user['id']}", json={"full_name": None}, headers=admin)
+        first = await next_message(received)
+
+    assert (empty.status, named.status) == (200, 200)
+    assert (await empty.json())["updated_at"] == user["updated_at"]
+    assert body_of(first)["request_id"] == named.headers["X-Request-ID"]  # nothing came before it
+    assert received.empty()
+
+
 @pytest.mark.timeout(120)
 async def test_events_wait_in_the_outbox_while_rabbitmq_is_down_and_arrive_in_order(
     broker: str, stack: StackFactory, unique: str
