@@ -233,6 +233,11 @@ class RedisTokenStore:
         if self._watch is not None:
             await self._watch.counted()
 
+    def defer_revoke(self, family: str) -> None:
+        """End `family` in Redis as soon as it answers again (a `revoke_family` it could not take)."""
+        self._redis.pending.defer(self._family(family), f"end of session {family[:8]}…",
+                                  lambda: self.revoke_family(family))
+
     async def family_alive(self, family: str) -> bool:
         with redis_errors():
             return await self._redis.get(self._family(family)) is not None
@@ -253,7 +258,9 @@ class MirroredTokenStore:
     request: the contract wants reads to keep working then. What it cannot know is a session
     another instance ended meanwhile (which could only be a reuse detected just before the
     outage); that window is bounded by the access token's lifetime (15 minutes by default).
-    Families stay strict: rotation and logout need Redis and answer 503 without it.
+    Families stay strict: rotation and logout need Redis and answer 503 without it; a session
+    ended meanwhile (a logout, an end of session) is ended in Redis by this process as soon as
+    it answers again (contract §9a), and this process refuses it from the start.
     """
 
     def __init__(
@@ -279,9 +286,19 @@ class MirroredTokenStore:
 
     async def revoke_family(self, family: str) -> None:
         self.local.remember_ended(family)  # first: it holds even when Redis is down
-        await self.remote.revoke_family(family)
+        try:
+            await self.remote.revoke_family(family)
+        except RedisUnavailable:
+            # Made by this process as soon as Redis answers again (contract §9a), so the other
+            # instances refuse the session then even if the client never retries. The caller
+            # still answers 503: until then they do not know.
+            self.remote.defer_revoke(family)
+            raise
 
     async def family_alive(self, family: str) -> bool:
+        if self.local.ended(family):
+            # Ended here, perhaps while Redis was away: Redis may not have heard yet.
+            return False
         try:
             alive = await self.remote.family_alive(family)
         except RedisUnavailable as exc:

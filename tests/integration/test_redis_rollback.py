@@ -179,6 +179,33 @@ async def test_a_user_changed_after_the_snapshot_is_not_read_stale_from_the_cach
         assert await read_fresh()
 
 
+async def test_a_logout_redis_missed_is_made_when_it_answers_again(
+    stack: StackFactory, snapshot_redis: SnapshotRedis,
+) -> None:
+    # §9a: "a revocation that could not be written while Redis was down is applied when it
+    # returns". The logout answers 503 (the client may never retry); the other instance must
+    # still refuse the session once Redis is back with it.
+    one = await stack(redis_url=snapshot_redis.url)
+    other = await stack(redis_url=snapshot_redis.url)
+    await register(one, "ann@example.com")
+    tokens = await login(one, "ann@example.com", PASSWORD)
+    assert (await other.get(ME, headers=bearer(tokens))).status == 200
+    await snapshot_redis.snapshot()  # Redis comes back with the session in it
+    snapshot_redis.stop()
+    logout = await one.post("/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]},
+                            headers=bearer(tokens))
+    assert logout.status == 503
+    assert (await one.get(ME, headers=bearer(tokens))).status == 401  # this instance knows at once
+    await snapshot_redis.start()
+
+    async def refused_by_the_other() -> bool:
+        return (await other.get(ME, headers=bearer(tokens))).status == 401
+
+    await eventually(refused_by_the_other, 10, "the logout made in Redis")
+    refreshed = await other.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refreshed.status == 401
+
+
 @pytest.mark.parametrize(("policy", "warned"), [("allkeys-lru", True), ("volatile-lru", False)])
 async def test_an_eviction_policy_that_may_drop_the_count_is_named_at_start_up(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, policy: str, warned: bool,
