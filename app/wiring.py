@@ -17,9 +17,12 @@ Which checks make the service not ready, and why:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Iterable
+from typing import Final
 
 from aiohttp import web
 
@@ -32,6 +35,11 @@ from app.readiness import Check
 from app.settings import Settings
 
 log = logging.getLogger("turnstile.wiring")
+
+# A call the data service answers 200 or 404 (contract §7), for the probe of an idle client.
+PROBE_PATH: Final = "/api/v1/users/0"
+PROBE_EVERY_S: Final = 1.0  # how often the probe looks; it calls only when no verdict is fresh (5 s)
+FIRST_PROBE_WAIT_S: Final = 2.0
 
 # Where the embedded data service is reached; the real port is set when it listens.
 _EMBEDDED_PLACEHOLDER_URL = "http://127.0.0.1"
@@ -155,10 +163,28 @@ async def data_service_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.start(base_url=url)
     else:
         await client.start()
+    # The first probe before the app serves (bounded: a blackholed address must not hold the
+    # start-up), so /readyz knows at once whether the data service answers.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(client.probe(PROBE_PATH), FIRST_PROBE_WAIT_S)
+    probing = asyncio.create_task(_probe_while_idle(client), name="data service probe")
     yield
+    probing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probing
     await client.close()
     if runner is not None:
         await runner.cleanup()
+
+
+async def _probe_while_idle(client: DataServiceClient) -> None:
+    """Probe the data service whenever no call told whether it answers (app/clients/reachability.py)."""
+    while True:
+        await asyncio.sleep(PROBE_EVERY_S)
+        try:
+            await client.probe(PROBE_PATH)
+        except Exception:  # the probe must outlive any surprise; the client logs the outage itself
+            log.exception("the data service probe failed; it goes on")
 
 
 async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -172,7 +198,12 @@ def _data_service_check(client: DataServiceClient, settings: Settings) -> Check:
     async def check() -> tuple[str, bool]:
         ok = await client.ready()
         state = client.breaker_state
-        if state != "closed":  # open, or half-open: ready for a probe call, but not known to answer
+        if state == "open":
+            return state, False
+        reached = client.reachability.state
+        if reached != "ok":  # never reached yet, unreachable, or our token refused: not ready
+            return reached, False
+        if state != "closed":  # half-open, though its last call or probe was answered
             return state, ok
         return ("embedded" if settings.data_service_url is None else "ok"), ok
 

@@ -24,8 +24,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
 
 from app.clients.breaker import CircuitBreaker, CircuitState, Permit
+from app.clients.reachability import Reachability, State
 from app.clients.retry import RETRYABLE_STATUSES, backoff_s, is_idempotent
 from app.errors import BadGateway, Conflict, GatewayTimeout, NotFound, ProblemError, ServiceUnavailable
+from app.outage import OutageLog
 
 log = logging.getLogger("turnstile.dataservice")
 
@@ -145,6 +147,13 @@ class _Result:
     detail: str | None = None  # the upstream's own detail for 404/409, when safe to pass on
     failure: bool = False  # counts against the circuit breaker
     retryable: bool = False
+    refused: bool = False  # a 401 or 403: our credential is wrong, whatever the call
+
+    @property
+    def reached(self) -> State:
+        if self.refused:
+            return "refused"
+        return "unreachable" if self.failure else "ok"
 
 
 @final
@@ -170,6 +179,10 @@ class DataServiceClient:
         )
         self._gauge = CIRCUIT_STATE.labels(upstream=name)
         self._publish_state()
+        self.reachability = Reachability()
+        # An outage is one WARNING and its end one INFO, not a line per call (or per probe).
+        self._outage = OutageLog(log, name)
+        self._refusal_logged_at: float | None = None
 
     async def start(self, base_url: str | None = None) -> None:
         """Create the pooled session; it belongs to the loop this runs in.
@@ -285,7 +298,7 @@ class DataServiceClient:
             if last is not None:
                 self._retries.inc()
                 delay = backoff_s(attempt - 1, base_s=self.options.backoff_base_s, max_s=self.options.backoff_max_s)
-                log.info(
+                log.debug(  # counted in turnstile_data_service_retries_total; one line each would flood an outage
                     "%s: retrying %s %s in %.3f s (request_id=%s)",
                     self.name, call.method, call.path, delay, call.request_id, extra={"request_id": call.request_id},
                 )
@@ -316,7 +329,27 @@ class DataServiceClient:
             self._breaker.record_failure(permit)
         else:
             self._breaker.record_success(permit)
+            if not result.refused:
+                self._outage.ok()
+        self.reachability.note(result.reached)
         return result
+
+    async def probe(self, path: str) -> None:
+        """Call `path` (a GET that answers 200 or 404) when no call gave a verdict lately, so the
+        reachability (and a half-open circuit) follow the upstream while no request comes.
+
+        Not counted with the calls: no client asked for it. An open circuit still cooling down
+        is left alone; a half-open one takes the probe as its trial call.
+        """
+        if self._session is None or not self.reachability.probe_due():
+            return
+        permit = self._breaker.acquire()
+        if permit is None:
+            return
+        call = _Call(method="GET", path=path, url=self._base + path, body=None, params=None, headers={},
+                     request_id=None)
+        await self._attempt_with_permit(self._session, call, permit, None)
+        self._publish_state()
 
     async def _attempt(self, session: aiohttp.ClientSession, call: _Call) -> _Result:
         try:
@@ -342,22 +375,38 @@ class DataServiceClient:
 
     def _classify(self, call: _Call, status: int, content_type: str, body: bytes) -> _Result:
         if 200 <= status < 300:
-            if status == 204 or call.method == "HEAD":
-                return _Result("ok", reply=UpstreamReply(status, None))
-            parsed, data = _parse_json(content_type, body)
-            if not parsed:
-                self._log_status(call, status, f"with a body that is not JSON ({content_type}, {len(body)} bytes)")
-                return _Result("bad_gateway", failure=True)
-            return _Result("ok", reply=UpstreamReply(status, data))
+            return self._answered(call, status, content_type, body)
         if status in (404, 409):
             return _Result("not_found" if status == 404 else "conflict", detail=_safe_detail(content_type, body))
         if status >= 500:
-            self._log_status(call, status, "")
+            self._outage.warning(f"{call.method} {call.url} (request_id={call.request_id})",
+                                 _UpstreamStatus(f"answered {status}"))
             return _Result("bad_gateway", failure=True, retryable=status in RETRYABLE_STATUSES)
         # Any other answer (400, 422, a redirect...): the data service refused what we sent, or
         # answered with something we never ask for. That is this service's fault, not the client's.
+        if status in (401, 403):
+            return self._refused(call, status)
         self._log_status(call, status, f"(upstream detail: {_safe_detail(content_type, body)!r})", level=logging.ERROR)
         return _Result("client_error" if 400 <= status < 500 else "bad_gateway")
+
+    def _answered(self, call: _Call, status: int, content_type: str, body: bytes) -> _Result:
+        if status == 204 or call.method == "HEAD":
+            return _Result("ok", reply=UpstreamReply(status, None))
+        parsed, data = _parse_json(content_type, body)
+        if not parsed:
+            self._log_status(call, status, f"with a body that is not JSON ({content_type}, {len(body)} bytes)")
+            return _Result("bad_gateway", failure=True)
+        return _Result("ok", reply=UpstreamReply(status, data))
+
+    def _refused(self, call: _Call, status: int) -> _Result:
+        """A 401 or 403: our credential (DATA_SERVICE_TOKEN) is refused, and every call will be
+        until someone fixes the configuration. One ERROR a minute says so, not one per request."""
+        now = time.monotonic()
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= _REFUSAL_LOG_EVERY_S:
+            self._refusal_logged_at = now
+            self._log_status(call, status, "(our credential is refused: check the token it was given; "
+                             "logged once a minute)", level=logging.ERROR)
+        return _Result("client_error", refused=True)
 
     def _problem(self, result: _Result) -> ProblemError:
         match result.outcome:
@@ -380,13 +429,10 @@ class DataServiceClient:
         return max(1, math.ceil(self._breaker.retry_after_s()))
 
     def _log_failure(self, call: _Call, what: str, exc: BaseException) -> None:
-        # The exception's text, never the exception itself: a ClientResponseError's repr holds
-        # the request's headers, and so the bearer token, and a handler may render args with repr.
-        log.warning(
-            "%s %s: %s %s (request_id=%s): %s",
-            self.name, what, call.method, call.url, call.request_id, f"{type(exc).__name__}: {exc}",
-            extra={"request_id": call.request_id},
-        )
+        # The exception's text (OutageLog writes that, never the exception itself: a
+        # ClientResponseError's repr holds the request's headers, and so the bearer token).
+        # One WARNING per outage; the calls that fail during it are DEBUG lines (and counted).
+        self._outage.warning(f"{call.method} {call.url} (request_id={call.request_id}): {what}", exc)
 
     def _log_status(self, call: _Call, status: int, note: str, *, level: int = logging.WARNING) -> None:
         # The URL without its query: `?email=` would put personal data in the log.
@@ -397,12 +443,26 @@ class DataServiceClient:
         )
 
     def _on_circuit_change(self, old: CircuitState, new: CircuitState) -> None:
-        level = logging.WARNING if new is CircuitState.OPEN else logging.INFO
+        # Opening from closed and closing are news; the open <-> half-open cycle of each cool-down
+        # while the upstream stays down is not (the gauge shows it).
+        if new is CircuitState.OPEN and old is CircuitState.CLOSED:
+            level = logging.WARNING
+        elif new is CircuitState.CLOSED:
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
         log.log(level, "circuit for %s: %s -> %s", self.name, old.value, new.value)
         self._gauge.set(_GAUGE_VALUE[new])
 
     def _publish_state(self) -> None:
         self._gauge.set(_GAUGE_VALUE[self._breaker.state])
+
+
+_REFUSAL_LOG_EVERY_S = 60.0
+
+
+class _UpstreamStatus(Exception):
+    """An upstream's error status, as the cause an outage line names."""
 
 
 def _headers(request_id: str | None, *, has_body: bool) -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import uuid
 from collections import Counter
@@ -455,3 +456,17 @@ async def test_request_before_start_is_a_programming_error() -> None:
 def test_options_refuse_a_base_url_that_is_not_http(url: str) -> None:
     with pytest.raises(ValueError, match="base_url"):
         DataServiceOptions(base_url=url)
+
+
+async def test_an_outage_is_one_warning_and_its_end_one_info_not_a_line_per_call(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = closed_port()
+    client = await make_client(f"http://127.0.0.1:{port}", retries=2, breaker_failures=100)
+    with caplog.at_level(logging.DEBUG, logger="turnstile.dataservice"):
+        for n in range(5):
+            with pytest.raises(ServiceUnavailable):
+                await client.request("GET", f"/users/{n}")
+    mine = [r for r in caplog.records if r.name == "turnstile.dataservice"]
+    assert [r.levelno for r in mine if r.levelno >= logging.INFO] == [logging.WARNING]
+    assert client.reachability.state == "unreachable"

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.amqp_capture import eventually
 from tests.integration.conftest import Client, StackFactory, admin_headers, assert_problem, bearer, login, register
 from tests.integration.faults import FaultProxy, Mode
 
@@ -119,10 +120,11 @@ async def test_a_failed_probe_reopens_the_circuit(stack: StackFactory, proxy: Fa
     for _ in range(BREAKER_FAILURES):
         await assert_problem(await client.get(ME, headers=headers), 502)
     await asyncio.sleep(COOLDOWN_S + 0.1)
-    # Cooled down: ready again, for the probe's sake, but the data service is not known to answer.
+    # Cooled down, a trial call may go, but the last answer failed: not ready (an idle pod's own
+    # probe, app/clients/reachability.py, brings it back when the data service answers).
     ready = await client.get("/readyz")
-    assert ready.status == 200
-    assert (await ready.json())["checks"]["data_service"] == "half_open"
+    assert ready.status == 503
+    assert (await ready.json())["checks"]["data_service"] == "unreachable"
     calls = proxy.calls
     await assert_problem(await client.get(ME, headers=headers), 502)  # the probe, still failing
     assert proxy.calls == calls + 1
@@ -161,3 +163,18 @@ async def test_timeouts_open_the_breaker_and_cached_reads_do_not_need_it(
     cached = await client.get(user_url, headers=headers)
     assert cached.status == 200
     assert cached.headers["X-Cache"] == "HIT"
+
+
+async def test_readyz_follows_the_data_service_while_no_request_comes(stack: StackFactory, proxy: FaultProxy) -> None:
+    # A breaker learns only from calls: with none, it said "ok" for a data service never reached
+    # and "half_open" for one still down. An idle pod probes (app/clients/reachability.py).
+    client, _ = await behind(stack, proxy)
+    proxy.mode = "error500"
+
+    async def readiness(status: int, state: str) -> bool:
+        ready = await client.get("/readyz")
+        return (ready.status, (await ready.json())["checks"]["data_service"]) == (status, state)
+
+    await eventually(lambda: readiness(503, "unreachable"), 15, "the idle pod found the data service down")
+    proxy.mode = "pass"
+    await eventually(lambda: readiness(200, "ok"), 15, "the idle pod found it back")

@@ -88,7 +88,7 @@ async def test_passes_with_every_dependency_up(
 async def test_fails_with_a_wrong_data_service_token(
     busybox: Path, stack: StackFactory, redis_db: str, amqp_url: str, tmp_path: Path
 ) -> None:
-    # /readyz cannot tell: the data service is up, it only refuses this instance's calls
+    # The data service is up, it only refuses this instance's calls: /readyz's probe tells.
     runner, url = await start_dataservice(tmp_path / "guarded.sqlite3", token="the-data-service-token-0123")
     try:
         client = await stack(
@@ -97,11 +97,12 @@ async def test_fails_with_a_wrong_data_service_token(
         )
         await publisher_connected(client)
         code, output = await run_helm_test(client, busybox)
+        ready = await client.get("/readyz")
+        assert (ready.status, (await ready.json())["checks"]["data_service"]) == (503, "refused")
     finally:
         await runner.cleanup()
     assert code != 0, output
-    assert '"status":"ready"' in output
-    assert "the data service does not answer as it should" in output
+    assert "GET /readyz failed: not ready" in output
 
 
 async def test_fails_while_the_service_is_not_ready(
@@ -125,7 +126,7 @@ async def test_fails_while_the_service_is_not_ready(
         ),
         pytest.param(
             {"data_service_url": closed_port_url("http://"), "env": NO_ADMIN},
-            "the data service does not answer as it should",
+            "GET /readyz failed: not ready",  # /readyz probes the data service (app/clients/reachability.py)
             id="data-service",
         ),
     ],
