@@ -22,6 +22,7 @@ from app import (
     NotFound,
     OperationDoc,
     Template,
+    TooManyRequests,
     body_key,
     committed_key,
     payload_key,
@@ -42,6 +43,10 @@ class VerificationMailStep:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         changes_email = self.user is not None and await self._changes_email(request, self.user)
         if changes_email:
+            retry_after_s = await self.accounts.change_mails.spend(normalise_email(request[body_key]["email"]))
+            if retry_after_s is not None:
+                msg = "Too many verification mails went to that address lately; try again later."
+                raise TooManyRequests(msg, retry_after_s=retry_after_s)
             body: dict[str, Any] = request[body_key].copy()
             body["is_verified"] = False
             request[body_key] = body
@@ -94,6 +99,9 @@ def build(config: VerificationMailConfig, ctx: BuildContext) -> VerificationMail
 def document(config: VerificationMailConfig, doc: OperationDoc) -> None:
     if config.user:
         doc.pipeline_notes.append("A changed `email` makes the user unverified and sends a verification "
-                                  "mail to the new address.")
+                                  "mail to the new address (at most 3 such mails an address in 10 minutes: "
+                                  "beyond, the change is a 429 with Retry-After).")
+        doc.problem(429, "Too many verification mails to the new address lately",
+                    headers={"Retry-After": "Seconds to wait."})
     else:
         doc.pipeline_notes.append("The new user is unverified and gets a mail with a verification link.")

@@ -17,6 +17,7 @@ from typing import Any, Final, final
 from aiohttp import web
 
 from app import DataService, ProblemError, RedisUnavailable, data_service_key, redis_key
+from plugins.accounts.budget import ChangeMailBudget
 from plugins.accounts.settings import AccountsSettings
 from plugins.accounts.tokens import (
     RESET,
@@ -62,11 +63,15 @@ def lifetime_in_words(seconds: int) -> str:
 class Accounts:
     """Made when the first accounts step is built; `start` reads the settings and templates."""
 
-    def __init__(self, *, data: DataService, mailer: Mailer, tokens: MailTokens, auth: AuthServices) -> None:
+    def __init__(
+        self, *, data: DataService, mailer: Mailer, tokens: MailTokens, auth: AuthServices,
+        change_mails: ChangeMailBudget | None = None,
+    ) -> None:
         self.data = data
         self.mailer = mailer
         self.tokens = tokens
         self.auth = auth
+        self.change_mails = change_mails if change_mails is not None else ChangeMailBudget(None)
         self.settings = AccountsSettings()
         self.templates: dict[str, MailTemplate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -158,7 +163,8 @@ def make_accounts(app: web.Application) -> Accounts:
     redis = app.get(redis_key)
     store: RecordStore = RedisRecordStore(redis) if redis is not None else MemoryRecordStore()
     return Accounts(
-        data=app[data_service_key], mailer=mailer_for(app), tokens=MailTokens(store), auth=app[services_key]
+        data=app[data_service_key], mailer=mailer_for(app), tokens=MailTokens(store), auth=app[services_key],
+        change_mails=ChangeMailBudget(redis),
     )
 
 

@@ -530,3 +530,34 @@ async def test_a_flood_of_mail_requests_is_dropped_and_counted_not_piled_up(
     assert await metric(client, "turnstile_mail_failed_total", reason="queue_full") == dropped + 1
     await asyncio.sleep(0.3)
     assert inbox.received.empty()
+
+
+async def test_switching_an_email_back_and_forth_cannot_flood_the_other_address(
+    inbox: SmtpInbox, stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    # Each change mails the new address; its budget (3 in 10 minutes) is spent by real changes only.
+    client = await stack(**token_state)
+    user = await register(client, ANN)
+    await verification_token(inbox, ANN)
+    own = bearer(await login(client, ANN, PASSWORD))
+    victim = "victim@example.net"
+
+    async def change(address: str) -> Any:
+        return await client.patch(f"/api/v1/users/{user['id']}", headers=own,
+                                  json={"email": address, "current_password": PASSWORD})
+
+    for _ in range(3):
+        assert (await change(victim)).status == 200
+        await verification_token(inbox, victim)
+        assert (await change(ANN)).status == 200
+        await verification_token(inbox, ANN)
+    refused = await change(victim)
+    await assert_problem(refused, 429)
+    assert 1 <= int(refused.headers["Retry-After"]) <= 600
+    # Refused before anything was saved: the account keeps its address, and no mail went.
+    assert (await (await client.get(ME, headers=own)).json())["email"] == ANN
+    await asyncio.sleep(0.3)
+    assert inbox.received.empty()
+    # Posting the same address back (a profile form) spends nothing.
+    same = await client.patch(f"/api/v1/users/{user['id']}", headers=own, json={"email": ANN, "full_name": "Ann"})
+    assert same.status == 200

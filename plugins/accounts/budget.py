@@ -1,0 +1,84 @@
+"""How many verification mails an email change may send to one address.
+
+`verify_request` and `forgot_password` limit the mails an address gets through their rate-limit
+steps, but a change of email mails the new address too, and an account holder switching their
+email between someone else's address and their own sent that address a mail per switch, at the
+speed of their requests. Here each new address has a budget of mails per window, spent only by
+real changes (a profile form that posts the same address back spends nothing); beyond it the
+change is refused with 429 and Retry-After, before anything is saved.
+
+With Redis the budget is shared by every instance (`INCR`, and the window's expiry set by the
+first mail); without it, per process. Redis down: the change goes through (as the rate limits
+let requests through), a mail is never the reason a user cannot change their address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Final, final
+
+from coredis import PureToken
+
+from app import OutageLog, RedisConnection, RedisUnavailable, redis_errors
+
+KEY_PREFIX: Final = "turnstile:accounts:change-mails:"
+LIMIT: Final = 3  # as verify_request's per-address limit
+WINDOW_S: Final = 600
+log = logging.getLogger("turnstile.accounts")
+
+
+def _key(address: str) -> str:
+    # The address hashed: a key name is no place for personal data (`redis-cli --scan` shows it).
+    return KEY_PREFIX + hashlib.sha256(address.encode()).hexdigest()[:32]
+
+
+@final
+class ChangeMailBudget:
+    """`spend(address)`: None when a mail may go, else the seconds until one may."""
+
+    def __init__(
+        self, redis: RedisConnection | None, *, limit: int = LIMIT, window_s: int = WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._redis = redis
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._local: dict[str, tuple[int, float]] = {}  # key -> (mails, window's end)
+        self._outage = OutageLog(log, "the mail budget (Redis)")
+
+    async def spend(self, address: str) -> int | None:
+        key = _key(address)
+        if self._redis is None:
+            return self._spend_locally(key)
+        client: Any = self._redis.client
+        try:
+            with redis_errors():
+                spent = int(await client.incr(key))
+                # NX: the window's end is set once, by whichever mail finds none (the first, or
+                # the next one should the first have died between the two commands).
+                await client.expire(key, self.window_s, condition=PureToken.NX)
+                if spent <= self.limit:
+                    return None
+                left = int(await client.ttl(key))
+        except RedisUnavailable as exc:
+            self._outage.warning("counting a verification mail (the change goes through)", exc)
+            return None
+        self._outage.ok()
+        return max(1, left)
+
+    def _spend_locally(self, key: str) -> int | None:
+        now = self._clock()
+        if len(self._local) > 10_000:
+            self._local = {k: v for k, v in self._local.items() if v[1] > now}
+        spent, ends = self._local.get(key, (0, now + self.window_s))
+        if ends <= now:
+            spent, ends = 0, now + self.window_s
+        if spent >= self.limit:
+            return max(1, math.ceil(ends - now))
+        self._local[key] = (spent + 1, ends)
+        return None
