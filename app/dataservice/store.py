@@ -158,6 +158,11 @@ def utc_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _owner_only(db: Path) -> None:
+    db.touch(mode=0o600, exist_ok=True)
+    db.chmod(0o600)  # a file made by an earlier release may be world-readable
+
+
 def _record(row: sqlite3.Row) -> UserRecord:
     return UserRecord(
         id=row["id"],
@@ -200,7 +205,11 @@ class UserStore:
 
     @classmethod
     async def open(cls, path: str | Path) -> UserStore:
-        """Connect (autocommit), switch to WAL, set `busy_timeout`, create the schema if missing."""
+        """Connect (autocommit), switch to WAL, set `busy_timeout`, create the schema if missing.
+
+        The file holds every password hash: it is made readable by its owner alone, and SQLite
+        gives its WAL and shared-memory files the database file's permissions."""
+        await asyncio.to_thread(_owner_only, Path(path))
         conn = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row

@@ -221,6 +221,11 @@ class RedisTokenStore:
         if not isinstance(result, list) or not result or not isinstance(result[0], int):
             return Rotated(Rotation.UNKNOWN)
         rotation = _ROTATIONS.get(result[0], Rotation.UNKNOWN)
+        if self._watch is not None and rotation in (Rotation.ROTATED, Rotation.REUSED):
+            # Lost with a Redis that comes back older, a rotation would make the spent refresh
+            # token current again, and an end for reuse would revive the family: counted, so
+            # that such a rollback is noticed (app/clients/redis/rollback.py).
+            await self._watch.counted()
         return Rotated(rotation, str(result[1]) if rotation is Rotation.REPEATED else None)
 
     async def revoke_family(self, family: str) -> None:

@@ -23,6 +23,17 @@ async def test_wal_mode_is_on(client: Client, db_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+async def test_the_database_and_its_wal_are_readable_by_their_owner_alone(client: Client, db_path: Path) -> None:
+    # They hold every password hash.
+    resp = await client.post("/api/v1/users/", json={
+        "email": "ann@example.com", "password_hash": "$argon2id$x", "full_name": None, "roles": ["user"],
+        "is_active": True,
+    })
+    assert resp.status == 201, await resp.text()
+    for path in (db_path, db_path.with_name(db_path.name + "-wal")):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
 async def test_parent_dir_and_schema_are_created(client: Client, db_path: Path) -> None:
     # read-only: fails rather than creating the file if the app did not
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:

@@ -179,6 +179,26 @@ async def test_a_user_changed_after_the_snapshot_is_not_read_stale_from_the_cach
         assert await read_fresh()
 
 
+async def test_a_spent_refresh_token_stays_spent_when_redis_rolls_back(
+    stack: StackFactory, snapshot_redis: SnapshotRedis,
+) -> None:
+    client = await stack(redis_url=snapshot_redis.url)
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    await snapshot_redis.snapshot()  # the first refresh token is current in it
+    refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert refreshed.status == 200
+    before = rollbacks()
+    await snapshot_redis.roll_back()  # the rotation is undone: the spent token is current again
+
+    async def noticed() -> bool:
+        return rollbacks() > before
+
+    await eventually(noticed, 10, "the rollback noticed")
+    spent = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
+    assert spent.status == 401
+
+
 async def test_a_logout_redis_missed_is_made_when_it_answers_again(
     stack: StackFactory, snapshot_redis: SnapshotRedis,
 ) -> None:
