@@ -105,11 +105,12 @@ class Accounts:
         try:
             await work
         except ProblemError as exc:  # the data service's answer
-            log.warning("%s not sent: %s", what, exc.detail)
+            self.mailer.count_unprepared(what, exc.detail)
         except RedisUnavailable as exc:
-            log.warning("%s not sent: token state (Redis) unavailable: %s", what, exc)
+            self.mailer.count_unprepared(what, f"token state (Redis) unavailable: {exc}")
         except Exception:
             log.exception("%s not sent", what)
+            self.mailer.count_unprepared(what, "an unexpected error (logged above)")
 
     async def user_by_email(self, email: str, request_id: str | None) -> dict[str, Any] | None:
         """The stored record (hash included) of the user with `email`, or None."""

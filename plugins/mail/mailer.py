@@ -75,6 +75,12 @@ class Mailer:
         FAILED.labels(reason="queue_full").inc()
         log.error("mail %s dropped: %s", kind, why)
 
+    def count_unprepared(self, kind: str, why: str) -> None:
+        """Count (as `unprepared`) and log a mail that could not be made: what it needed (its
+        token's state in Redis, the user's record) did not answer. The user asks again."""
+        FAILED.labels(reason="unprepared").inc()
+        log.warning("mail %s not sent: %s", kind, why)
+
     async def start(self, settings: MailSettings) -> None:
         self._settings = settings
         sender: Sender

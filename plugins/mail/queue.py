@@ -33,7 +33,7 @@ QUEUED = Counter("turnstile_mail_queued_total", "Mails accepted into the send qu
 SENT = Counter("turnstile_mail_sent_total", "Mails handed to the SMTP server (or written as .eml files)")
 FAILED = Counter(
     "turnstile_mail_failed_total",
-    "Mails given up on, by reason (rejected, attempts_exhausted, queue_full, shutdown, error)",
+    "Mails given up on, by reason (rejected, attempts_exhausted, queue_full, shutdown, error, unprepared)",
     ["reason"],
 )
 RETRIES = Counter("turnstile_mail_retries_total", "Failed sends that will be tried again")

@@ -43,6 +43,7 @@ from tests.integration.conftest import (
     register,
 )
 from tests.integration.faults import FaultProxy
+from tests.integration.scrapes import closed_port_url
 from tests.integration.test_cancelled_writes import stack_cancelling_patches
 from tests.integration.test_sessions import HoldingProxy
 from tests.smtp import SmtpInbox, bodies, link_in, token_in, until
@@ -561,3 +562,18 @@ async def test_switching_an_email_back_and_forth_cannot_flood_the_other_address(
     # Posting the same address back (a profile form) spends nothing.
     same = await client.patch(f"/api/v1/users/{user['id']}", headers=own, json={"email": ANN, "full_name": "Ann"})
     assert same.status == 200
+
+
+async def test_a_verification_mail_that_cannot_be_made_is_counted_not_lost_silently(
+    inbox: SmtpInbox, stack: StackFactory
+) -> None:
+    # Redis down: the registration stands, its mail's token cannot be stored.
+    client = await stack(redis_url=closed_port_url("redis://", "/0"))
+    before = await metric(client, "turnstile_mail_failed_total", reason="unprepared") or 0.0
+    assert (await client.post("/api/v1/auth/register", json={"email": ANN, "password": PASSWORD})).status == 201
+
+    async def counted() -> bool:
+        return await metric(client, "turnstile_mail_failed_total", reason="unprepared") == before + 1
+
+    await eventually(counted, 10, "the mail that could not be made counted")
+    assert inbox.received.empty()
