@@ -37,6 +37,7 @@ class PendingWrites:
         self._writes: OrderedDict[str, tuple[str, Replay]] = OrderedDict()
         self._max_entries = max_entries
         self._overflowed = False
+        self._announced = False  # a deferral was logged at WARNING since the list was last empty
 
     def __len__(self) -> int:
         return len(self._writes)
@@ -49,8 +50,12 @@ class PendingWrites:
         """Keep `replay` (which writes `key`, described as `what`) until Redis takes it."""
         self._writes.pop(key, None)
         self._writes[key] = (what, replay)
-        log.warning("Redis unreachable: %s deferred until it answers (the key is not read from Redis meanwhile)",
-                    what)
+        # One WARNING per outage, not one per write (a subscription retrying its events while
+        # Redis is down defers the same write again and again); the others are DEBUG lines.
+        level = logging.DEBUG if self._announced else logging.WARNING
+        self._announced = True
+        log.log(level, "Redis unreachable: %s deferred until it answers (the key is not read from Redis "
+                "meanwhile; later deferrals are logged at DEBUG until they are made)", what)
         if len(self._writes) > self._max_entries:
             dropped, (dropped_what, _) = self._writes.popitem(last=False)
             if not self._overflowed:
@@ -77,4 +82,5 @@ class PendingWrites:
             log.info("made %d Redis write(s) deferred during the outage; %d still waiting", done, len(self._writes))
         if not self._writes:
             self._overflowed = False
+            self._announced = False
         return done

@@ -66,6 +66,22 @@ async def test_each_deferral_is_told_and_the_replay_too(caplog: pytest.LogCaptur
     assert any("made 1 Redis write(s) deferred during the outage" in m for m in messages)
 
 
+async def test_an_outage_is_one_warning_however_many_writes_it_defers(caplog: pytest.LogCaptureFixture) -> None:
+    # A subscription retrying its events while Redis is down defers the same writes again and again.
+    caplog.set_level(logging.DEBUG, logger="turnstile.redis")
+    target = Target()
+    pending = PendingWrites()
+    for n in range(20):
+        pending.defer(f"user:{n % 3}", f"cache write of 'user:{n % 3}'", target.write(f"user:{n % 3}", "t"))
+    assert [r.levelno for r in caplog.records].count(logging.WARNING) == 1
+    target.down = False
+    await pending.replay()
+    caplog.clear()
+    target.down = True
+    pending.defer("user:9", "cache write of 'user:9'", target.write("user:9", "t"))  # the next outage
+    assert [r.levelno for r in caplog.records] == [logging.WARNING]
+
+
 async def test_past_the_bound_the_oldest_go_first_with_one_error(caplog: pytest.LogCaptureFixture) -> None:
     target = Target()
     pending = PendingWrites(max_entries=2)
