@@ -19,7 +19,6 @@ is applied again once it is back (the deferral is this process's; the message is
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import final
 
 import attrs
@@ -34,7 +33,6 @@ from app import (
     Event,
     Handler,
     MessageHandler,
-    RedisUnavailable,
     RollbackWatch,
     SubscriptionContext,
     Template,
@@ -136,9 +134,7 @@ async def _tombstone(cache: CacheBackend, keys: list[str], ttl_s: int, rollbacks
     if stored and rollbacks is not None:
         # Counted after the tombstones, never before: a Redis that loses them loses the count
         # too, and the rollback is noticed (the cache emptied, see plugins/cache/rollback.py).
-        # Redis gone meanwhile: the tombstones may be lost with the count, as if never stored.
-        with contextlib.suppress(RedisUnavailable):
-            await rollbacks.counted()
+        await rollbacks.counted()
     return stored
 
 

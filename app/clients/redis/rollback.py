@@ -89,9 +89,18 @@ class RollbackWatch:
         self._cleaning = False
 
     async def counted(self) -> None:
-        """Count a write whose loss matters, once it is made. Raises RedisUnavailable."""
-        with redis_errors():
-            value = await self._redis.client.incr(self._writes_key)
+        """Count a write whose loss matters, once it is made.
+
+        Never raises: the write is made, and what asked for it must not fail because the count
+        could not follow (under Redis Cluster the counter's master may be the one that is down
+        while the write's own answered); a rollback that loses that write goes unnoticed.
+        """
+        try:
+            with redis_errors():
+                value = await self._redis.client.incr(self._writes_key)
+        except RedisUnavailable as exc:
+            log.debug("a session-ending or cache-invalidating write was not counted: %s", exc)
+            return
         self._highest = max(self._highest, value)
 
     async def check(self) -> None:

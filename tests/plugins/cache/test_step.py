@@ -16,7 +16,7 @@ from app.main import create_app
 from app.pipeline.config import PipelineFileError
 from app.plugins import make_plugin_manager
 from app.settings import Settings
-from tests.plugins.data_fetch.apps import FakeUpstream, make_client, start_fake, write_pipelines
+from tests.plugins.data_fetch.apps import FakeUpstream, answer_probes, make_client, start_fake, write_pipelines
 from tests.services import start_service, stop_service
 
 PIPELINES = """
@@ -227,6 +227,7 @@ async def racing_client(
         .replace("tombstone_ttl_s = 1", "tombstone_ttl_s = 30")  # no tombstone expires mid-test
     )
     app = web.Application()
+    answer_probes(app)
     app.router.add_route("*", "/{tail:.*}", upstream.handle)
     server = await aiohttp_server(app)
     url = str(server.make_url("")).rstrip("/")

@@ -19,6 +19,7 @@ import plugins.data_fetch
 from app.main import create_app
 from app.plugins import make_plugin_manager
 from app.settings import Settings
+from app.wiring import PROBE_PATH
 
 
 def write_pipelines(tmp_path: Path, text: str) -> Path:
@@ -87,8 +88,19 @@ class FakeUpstream:
         return web.Response(status=self.status, body=self.body, content_type=self.content_type)
 
 
+async def _no_such_user(_request: web.Request) -> web.Response:
+    return web.Response(status=404)
+
+
+def answer_probes(app: web.Application) -> None:
+    """Answer the idle client's probe (app/wiring.py) as a data service would, apart from the
+    calls a test scripts and counts. Add it before a catch-all route."""
+    app.router.add_get(PROBE_PATH, _no_such_user)
+
+
 async def start_fake(aiohttp_server: AiohttpServer, fake: FakeUpstream) -> str:
     app = web.Application()
+    answer_probes(app)
     app.router.add_route("*", "/{tail:.*}", fake.handle)
     server: TestServer = await aiohttp_server(app)
     return str(server.make_url("")).rstrip("/")
