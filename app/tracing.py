@@ -34,7 +34,7 @@ import logging
 import os
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import attrs
 from aiohttp import web
@@ -330,7 +330,7 @@ def _server_middleware(provider: TracerProvider) -> Middleware:
         ) as span:
             recording = span.is_recording()
             if recording:
-                span.set_attributes(instrumented.collect_request_attributes(request, mode))
+                span.set_attributes(_queryless_attributes(instrumented.collect_request_attributes(request, mode)))
                 span.set_attributes(instrumented.collect_request_headers_attributes(request))
             try:
                 response = await handler(request)
@@ -350,6 +350,20 @@ def _server_middleware(provider: TracerProvider) -> Middleware:
             return response
 
     return server_span
+
+
+# The request's URL attributes, in either semantic-convention mode: a query string may carry
+# what a client should not have put there (a token, an email), and spans leave the service.
+_URL_ATTRIBUTES: Final = ("http.target", "http.url", "url.full")
+
+
+def _queryless_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    cleaned = {key: value for key, value in attributes.items() if key != "url.query"}
+    for key in _URL_ATTRIBUTES:
+        value = cleaned.get(key)
+        if isinstance(value, str):
+            cleaned[key] = value.partition("?")[0]
+    return cleaned
 
 
 @web.middleware

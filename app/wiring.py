@@ -33,6 +33,7 @@ from app.clients.redis import RedisConnection
 from app.keys import data_service_key, publisher_key, readiness_key, redis_key, settings_key
 from app.readiness import Check
 from app.settings import Settings
+from app.untraced import untraced
 
 log = logging.getLogger("turnstile.wiring")
 
@@ -165,7 +166,7 @@ async def data_service_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.start()
     # The first probe before the app serves (bounded: a blackholed address must not hold the
     # start-up), so /readyz knows at once whether the data service answers.
-    with contextlib.suppress(TimeoutError):
+    with contextlib.suppress(TimeoutError), untraced():
         await asyncio.wait_for(client.probe(PROBE_PATH), FIRST_PROBE_WAIT_S)
     probing = asyncio.create_task(_probe_while_idle(client), name="data service probe")
     yield
@@ -179,12 +180,13 @@ async def data_service_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _probe_while_idle(client: DataServiceClient) -> None:
     """Probe the data service whenever no call told whether it answers (app/clients/reachability.py)."""
-    while True:
-        await asyncio.sleep(PROBE_EVERY_S)
-        try:
-            await client.probe(PROBE_PATH)
-        except Exception:  # the probe must outlive any surprise; the client logs the outage itself
-            log.exception("the data service probe failed; it goes on")
+    with untraced():
+        while True:
+            await asyncio.sleep(PROBE_EVERY_S)
+            try:
+                await client.probe(PROBE_PATH)
+            except Exception:  # the probe must outlive any surprise; the client logs the outage itself
+                log.exception("the data service probe failed; it goes on")
 
 
 async def publisher_ctx(app: web.Application) -> AsyncIterator[None]:

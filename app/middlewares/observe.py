@@ -19,6 +19,7 @@ from app.keys import pipeline_key, request_id_key
 from app.logs import direct_handler, json_line
 from app.metrics import REQUEST_SECONDS, REQUESTS
 from app.pipeline.types import Handler
+from app.proxies import client_address
 
 ACCESS_LOGGER: Final = "turnstile.access"
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -46,7 +47,10 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _log_access(request: web.Request, pipeline: str, status: int, elapsed: float) -> None:
-    extra = {"pipeline": pipeline, "status": status, "duration_ms": round(elapsed * 1000, 2)}
+    # `client`: the address the rate limits count (trusted proxies applied), which an operator
+    # looks up when a limiter refuses (docs/operations.md).
+    extra = {"pipeline": pipeline, "status": status, "duration_ms": round(elapsed * 1000, 2),
+             "client": client_address(request)}
     handler = direct_handler(access_log)
     if handler is None:
         access_log.info("%s %s %s pipeline=%s %.1fms", request.method, request.path, status, pipeline,

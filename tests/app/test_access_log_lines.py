@@ -57,7 +57,9 @@ async def test_a_request_writes_one_access_line_with_its_fields(
     access = [line for line in json_lines(json_logs) if line["logger"] == ACCESS_LOGGER]
     assert len(access) == 1
     line = access[0]
-    assert list(line) == ["ts", "level", "logger", "msg", "request_id", "pipeline", "status", "duration_ms"]
+    assert list(line) == ["ts", "level", "logger", "msg", "request_id", "pipeline", "status", "duration_ms",
+                          "client"]
+    assert line["client"] == "127.0.0.1"  # the address the rate limits count
     assert line["level"] == "INFO"
     assert line["request_id"] == "direct-1"
     assert line["pipeline"] == "get_thing"
@@ -66,7 +68,7 @@ async def test_a_request_writes_one_access_line_with_its_fields(
 
 
 def test_the_direct_line_is_the_line_the_json_formatter_writes() -> None:
-    extra = {"pipeline": "get_user", "status": 200, "duration_ms": 1.25}
+    extra = {"pipeline": "get_user", "status": 200, "duration_ms": 1.25, "client": "203.0.113.7"}
     record = logging.makeLogRecord({
         "name": ACCESS_LOGGER, "levelno": logging.INFO, "levelname": "INFO", "msg": "GET /x 200", "args": None,
         "created": 1_800_000_000.123456, "request_id": "r-1", **extra,

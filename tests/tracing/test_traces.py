@@ -5,6 +5,7 @@ continues the same trace."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -219,3 +220,14 @@ async def test_an_event_carries_the_trace_to_the_subscription_that_consumes_it(
     [consumer] = [c for c in consumers if c.attributes["messaging.destination.subscription.name"] == service.queue]
     # The subscription's steps (here the revocation) call Redis inside the consumer span.
     assert any(is_redis(s) and s.parent_span_id == consumer.span_id for s in trace), sorted(s.name for s in trace)
+
+
+async def test_an_idle_service_exports_no_traces_of_its_background_work(traced_service: ServiceFactory) -> None:
+    # Health checks, the rollback watch, the mirror's keep-alive, the data-service probe and the
+    # outbox's depth run every second or so: each command was a root span, a trace of its own.
+    service = await traced_service()
+    await asyncio.sleep(1)  # what the start-up did (the admin it creates, say) is exported by now
+    seen = len(service.receiver.spans)
+    await asyncio.sleep(7)  # several rounds of each, the probe's included (every 5 s when idle)
+    roots = [span.name for span in service.receiver.spans[seen:] if span.parent_span_id == ""]
+    assert roots == []

@@ -51,6 +51,7 @@ from app.clients.amqp.publishing import (
 )
 from app.clients.outbox import Outbox
 from app.models.events import Event
+from app.untraced import untraced
 
 log = logging.getLogger("turnstile.amqp.publisher")
 
@@ -180,22 +181,26 @@ class AmqpPublisher:
         """Without a broker link the actor reads the outbox only when it stores an event, and the
         shared outbox is drained by the other processes meanwhile: its depth is read again every
         `idle_check_s`, so the gauge (the maximum over processes) shows no backlog that is gone."""
-        while True:
-            await asyncio.sleep(self._idle_check_s)
-            if self._state != "connected":
-                await self._outbox.update_depth()
+        with untraced():
+            while True:
+                await asyncio.sleep(self._idle_check_s)
+                if self._state != "connected":
+                    await self._outbox.update_depth()
 
     # --- the actor ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
         assert self._stopping is not None
-        try:
-            await self._link.run(self._session, self._stopping, wait=self._serve_until_stop)
-        finally:
-            await self._outbox_mailbox()
-            for task in self._inflight.values():
-                task.cancel()
-            self._inflight.clear()
+        # The actor's own Redis work (the outbox's reads and writes) belongs to no request: each
+        # event's producer span is made in its request, before the letter reaches the actor.
+        with untraced():
+            try:
+                await self._link.run(self._session, self._stopping, wait=self._serve_until_stop)
+            finally:
+                await self._outbox_mailbox()
+                for task in self._inflight.values():
+                    task.cancel()
+                self._inflight.clear()
 
     async def _declare(self, channel: AbstractChannel) -> None:
         await channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)

@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, Literal, final
 
+from app.untraced import untraced
+
 log = logging.getLogger("turnstile.redis")
 
 HealthState = Literal["ok", "degraded", "down"]
@@ -68,12 +70,13 @@ class RedisHealth:
 
     async def run(self) -> None:
         """Check every `interval_s` until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                await self.check()
-            except Exception:  # a failing hook must not stop the checks
-                log.exception("%s: a health check hook failed", self.name)
+        with untraced():
+            while True:
+                await asyncio.sleep(self.interval_s)
+                try:
+                    await self.check()
+                except Exception:  # a failing hook must not stop the checks
+                    log.exception("%s: a health check hook failed", self.name)
 
     def _announce(self, state: HealthState, nodes: dict[str, str | None]) -> None:
         down = {node: why for node, why in nodes.items() if why is not None}

@@ -37,6 +37,7 @@ import anyio
 
 from app.clients.redis.patches import close_buffers
 from app.clients.retry import Backoff
+from app.untraced import untraced
 
 log = logging.getLogger("turnstile.redis")
 
@@ -135,16 +136,18 @@ class LocalMirror:
     async def run(self, pool: Any, *, timeout_s: float) -> None:
         """Keep a tracking connection on `pool`'s server until cancelled; reconnect with backoff."""
         backoff = Backoff(_BACKOFF_BASE_S, _BACKOFF_MAX_S)
-        while True:
-            self._went_live = False
-            try:
-                await self._track(pool, timeout_s=timeout_s)
-            except Exception as exc:  # any failure only means "no local copies until tracking is back"
-                if self._went_live:
-                    backoff.reset()
-                # Redis's own outage is logged once by its health check; this is a detail of it.
-                log.debug("Redis invalidation tracking ended (%s: %s); local copies dropped", type(exc).__name__, exc)
-            await asyncio.sleep(backoff.next_s())
+        with untraced():
+            while True:
+                self._went_live = False
+                try:
+                    await self._track(pool, timeout_s=timeout_s)
+                except Exception as exc:  # any failure only means "no local copies until tracking is back"
+                    if self._went_live:
+                        backoff.reset()
+                    # Redis's own outage is logged once by its health check; this is a detail of it.
+                    log.debug("Redis invalidation tracking ended (%s: %s); local copies dropped",
+                              type(exc).__name__, exc)
+                await asyncio.sleep(backoff.next_s())
 
     async def _track(self, pool: Any, *, timeout_s: float) -> None:
         # Built outside the pool's slots: a leased connection that dies never returns its slot.

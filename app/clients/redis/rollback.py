@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 from prometheus_client import Counter
 
 from app.clients.redis.errors import RedisUnavailable, redis_errors
+from app.untraced import untraced
 
 if TYPE_CHECKING:
     from app.clients.redis.connection import RedisConnection
@@ -183,11 +184,12 @@ class RollbackWatch:
             await task
 
     async def _every_second(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except RedisUnavailable:
-                pass  # the outage is logged by the clients that need Redis; checked again when it answers
-            except Exception:
-                log.exception("the Redis rollback watch failed; it goes on")
-            await asyncio.sleep(CHECK_EVERY_S)
+        with untraced():
+            while True:
+                try:
+                    await self.check()
+                except RedisUnavailable:
+                    pass  # the outage is logged by the clients that need Redis; checked again when it answers
+                except Exception:
+                    log.exception("the Redis rollback watch failed; it goes on")
+                await asyncio.sleep(CHECK_EVERY_S)
