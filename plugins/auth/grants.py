@@ -28,6 +28,7 @@ from app import (
     request_id_key,
 )
 from plugins.auth.config import LoginConfig, LogoutConfig, RefreshConfig
+from plugins.auth.grace import Unsealable, seal, unseal
 from plugins.auth.services import AuthServices, services_key, store_errors
 from plugins.auth.step import unauthorized
 from plugins.auth.store import Rotation
@@ -125,13 +126,14 @@ class RefreshStep:
         new = tokens.issue_refresh(claims.user_id, roles, claims.family, issued_at=issued_at)
         access = tokens.issue_access(claims.user_id, roles, claims.family, issued_at=issued_at)
         pair = _Pair(access.token, new.token, issued_at)
+        presented = request[body_key]["refresh_token"]
         with store_errors():
             rotated = await self.services.store.rotate(
                 claims.family, claims.jti, new.claims.jti, tokens.refresh_ttl_s,
-                pair=pair.to_text(), grace_s=self.config.grace_s,
+                pair=seal(pair.to_text(), presented), grace_s=self.config.grace_s,
             )
         if rotated.rotation is Rotation.REPEATED and rotated.pair is not None:
-            pair = _Pair.from_text(rotated.pair)  # a retry within the grace window: the same pair
+            pair = _kept_pair(rotated.pair, presented)  # a retry within the grace window: the same pair
         elif rotated.rotation is Rotation.REUSED:
             log.warning("refresh token reused for user %s: token family revoked", claims.user_id)
             msg = "The refresh token was already used; every token of its session is revoked."
@@ -176,6 +178,22 @@ class _Pair:
     def from_text(cls, text: str) -> _Pair:
         raw = orjson.loads(text)
         return cls(str(raw["access_token"]), str(raw["refresh_token"]), float(raw["issued_at"]))
+
+
+def _kept_pair(kept: str, presented: str) -> _Pair:
+    """The pair the grace entry keeps, sealed with the refresh token it answered (plugins/auth/grace.py).
+
+    Raises:
+        Unauthorized: it does not open (corrupt): the token is spent, and nothing else is known.
+    """
+    try:
+        return _Pair.from_text(unseal(kept, presented))
+    except Unsealable:
+        if kept.startswith("{"):  # kept in plain text by a process of an earlier release
+            return _Pair.from_text(kept)
+        log.error("the grace entry of a refresh does not open with the token it answered")
+        msg = "The refresh token was already used."
+        raise unauthorized(msg) from None
 
 
 def verify_refresh(services: AuthServices, token: str) -> Claims:

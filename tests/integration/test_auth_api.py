@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import coredis
 import jwt
 import orjson
 import pytest
@@ -483,3 +484,24 @@ async def test_a_token_that_is_not_ascii_is_401_not_a_500(stack: StackFactory) -
     assert json.loads(body)["status"] == 401
     refresh = await client.post("/api/v1/auth/refresh", json={"refresh_token": "é.é.é"})
     await assert_problem(refresh, 401)
+
+
+async def test_the_answer_kept_for_the_grace_window_is_no_token_in_plain_text(
+    stack: StackFactory, redis_db: str
+) -> None:
+    # Anyone who reads Redis in those seconds (MONITOR, a replica, a snapshot, a backup) would
+    # have taken the session over: it is sealed with the refresh token it answers.
+    client = await stack(redis_url=redis_db)
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    first = await refresh(client, tokens["refresh_token"])
+    assert first.status == 200
+    pair = await first.json()
+    redis: Any = coredis.Redis.from_url(redis_db, decode_responses=True)
+    async with redis:
+        kept = [await redis.get(key) async for key in redis.scan_iter(match="turnstile:auth:grace:*")]
+    assert kept
+    assert not any(pair["refresh_token"] in value or pair["access_token"] in value for value in kept)
+    again = await refresh(client, tokens["refresh_token"])  # within the window: the same pair
+    assert again.status == 200
+    assert await again.json() == pair
