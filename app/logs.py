@@ -24,7 +24,9 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "reque
 
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "request_id"):
+        # A caller's `extra={"request_id": None}` (a call made for no request) reads as "-" too:
+        # the field is always a string, as log queries expect.
+        if getattr(record, "request_id", None) is None:
             record.request_id = current_request_id.get()
         return True
 

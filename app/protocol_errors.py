@@ -38,13 +38,15 @@ def _answer_problem(
     """What `RequestHandler.handle_error` answers: a problem, and the connection closed after it."""
     request_id = accept_or_generate(None)
     problem: ProblemError
+    # The id the answer carries, in the line's own field too (no request context sets it here).
+    extra = {"request_id": request_id}
     if status >= 500:
-        log.error("could not handle a request from %s [%s]", request.remote, request_id, exc_info=exc)
+        log.error("could not handle a request from %s [%s]", request.remote, request_id, exc_info=exc, extra=extra)
         problem = InternalError("An internal error occurred.")
     else:
         reason = (getattr(exc, "message", None) or message or type(exc).__name__)[:_REASON_CHARS]
         log.info("refused a malformed HTTP request from %s with %d [%s]: %r", request.remote, status, request_id,
-                 reason)
+                 reason, extra=extra)
         problem = problem_for_status(status, MALFORMED)
     if request.writer.output_size > 0:  # as aiohttp: a response already began, the connection is broken
         msg = "Response is sent already, cannot send another response with the error message"

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from app.logs import (
     JsonFormatter,
     JsonLinesHandler,
+    RequestIdFilter,
     TextFormatter,
     direct_handler,
     iso_utc,
@@ -151,3 +152,10 @@ def test_a_text_line_keeps_its_traceback_below_it() -> None:
     first, *traceback = TextFormatter().format(record).splitlines()
     assert first.endswith(r"failed\nhere")
     assert traceback[0] == "Traceback (most recent call last):"
+
+
+def test_a_request_id_passed_as_none_reads_as_the_current_one() -> None:
+    # A client call made for no request passes `extra={"request_id": None}`: the field stays a string.
+    record = logging.makeLogRecord({"msg": "x", "request_id": None})
+    RequestIdFilter().filter(record)
+    assert record.__dict__["request_id"] == "-"

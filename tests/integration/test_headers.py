@@ -148,6 +148,8 @@ async def test_requests_aiohttp_refuses_itself_are_problems_and_log_no_error(
             assert b"999" not in quoted
     refused = [r for r in caplog.records if r.getMessage().startswith("refused a malformed HTTP request")]
     assert len(refused) == len(MALFORMED)
+    # Each line carries the id its answer gave the client, in its own field too.
+    assert all(record.__dict__["request_id"] in record.getMessage() for record in refused)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
