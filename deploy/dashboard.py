@@ -73,7 +73,7 @@ def requests_row() -> list[timeseries.Panel]:
             "Requests by pipeline", "Requests answered per second, per pipeline and status class.", "reqps",
             query(f"sum by (pipeline) ({rate('turnstile_requests_total', API_ONLY)})", "{{pipeline}}"),
             query(
-                f"sum by (pipeline, status) ({rate('turnstile_requests_total', SERVER_ERRORS)})",
+                f"sum by (pipeline, status) ({rate('turnstile_requests_total', f'{API_ONLY}, {SERVER_ERRORS}')})",
                 "{{pipeline}} {{status}}", "B",
             ),
         ),
@@ -132,7 +132,7 @@ def data_service_row() -> list[timeseries.Panel | stat.Panel]:
         ),
         graph(
             "Data-service latency", "p50 and p99 of a call, retries and backoff included.", "s",
-            *quantiles("turnstile_data_service_call_seconds", "job", "call"),
+            *quantiles("turnstile_data_service_call_seconds", "upstream", "{{upstream}}"),
         ).span(6),
         circuit_state(),
     ]
