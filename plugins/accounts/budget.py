@@ -1,15 +1,17 @@
-"""How many verification mails an email change may send to one address.
+"""How many verification mails one mailbox may get from registrations and email changes.
 
 `verify_request` and `forgot_password` limit the mails an address gets through their rate-limit
-steps, but a change of email mails the new address too, and an account holder switching their
-email between someone else's address and their own sent that address a mail per switch, at the
-speed of their requests. Here each new address has a budget of mails per window, spent only by
-real changes (a profile form that posts the same address back spends nothing); beyond it the
-change is refused with 429 and Retry-After, before anything is saved.
+steps, but a registration and a change of email mail the address too: an account holder switching
+their email between someone else's address and their own sent that address a mail per switch, and
+registrations of `victim+1@…`, `victim+2@…` (one mailbox, many addresses) a mail each, at the speed
+of the requests. Here each mailbox (the address without its `+tag`) has a budget of mails per
+window, spent only by a registration or a real change (a profile form that posts the same address
+back spends nothing); beyond it the request is refused with 429 and Retry-After, before anything is
+saved.
 
 With Redis the budget is shared by every instance (`INCR`, and the window's expiry set by the
-first mail); without it, per process. Redis down: the change goes through (as the rate limits
-let requests through), a mail is never the reason a user cannot change their address.
+first mail); without it, per process. Redis down: the request goes through (as the rate limits
+let requests through), a mail is never the reason a user cannot register or change their address.
 """
 
 from __future__ import annotations
@@ -25,19 +27,26 @@ from coredis import PureToken
 
 from app import OutageLog, RedisConnection, RedisUnavailable, redis_errors
 
-KEY_PREFIX: Final = "turnstile:accounts:change-mails:"
+KEY_PREFIX: Final = "turnstile:accounts:verification-mails:"
 LIMIT: Final = 3  # as verify_request's per-address limit
 WINDOW_S: Final = 600
 log = logging.getLogger("turnstile.accounts")
 
 
+def mailbox(address: str) -> str:
+    """The mailbox an (already normalised) address reaches: without the local part's `+tag`,
+    which many providers deliver to the same mailbox."""
+    local, at, domain = address.rpartition("@")
+    return f"{local.split('+', 1)[0]}{at}{domain}" if at else address
+
+
 def _key(address: str) -> str:
-    # The address hashed: a key name is no place for personal data (`redis-cli --scan` shows it).
-    return KEY_PREFIX + hashlib.sha256(address.encode()).hexdigest()[:32]
+    # The mailbox hashed: a key name is no place for personal data (`redis-cli --scan` shows it).
+    return KEY_PREFIX + hashlib.sha256(mailbox(address).encode()).hexdigest()[:32]
 
 
 @final
-class ChangeMailBudget:
+class VerificationMailBudget:
     """`spend(address)`: None when a mail may go, else the seconds until one may."""
 
     def __init__(

@@ -42,11 +42,13 @@ class VerificationMailStep:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         changes_email = self.user is not None and await self._changes_email(request, self.user)
-        if changes_email:
-            retry_after_s = await self.accounts.change_mails.spend(normalise_email(request[body_key]["email"]))
+        address = (request.get(body_key) or {}).get("email")
+        if (self.user is None or changes_email) and isinstance(address, str):  # a registration, or a real change
+            retry_after_s = await self.accounts.verification_mails.spend(normalise_email(address))
             if retry_after_s is not None:
-                msg = "Too many verification mails went to that address lately; try again later."
+                msg = "Too many verification mails went to that mailbox lately; try again later."
                 raise TooManyRequests(msg, retry_after_s=retry_after_s)
+        if changes_email:
             body: dict[str, Any] = request[body_key].copy()
             body["is_verified"] = False
             request[body_key] = body
@@ -99,9 +101,11 @@ def build(config: VerificationMailConfig, ctx: BuildContext) -> VerificationMail
 def document(config: VerificationMailConfig, doc: OperationDoc) -> None:
     if config.user:
         doc.pipeline_notes.append("A changed `email` makes the user unverified and sends a verification "
-                                  "mail to the new address (at most 3 such mails an address in 10 minutes: "
-                                  "beyond, the change is a 429 with Retry-After).")
-        doc.problem(429, "Too many verification mails to the new address lately",
-                    headers={"Retry-After": "Seconds to wait."})
+                                  "mail to the new address (at most 3 such mails a mailbox, the address "
+                                  "without its +tag, in 10 minutes: beyond, the change is a 429 with "
+                                  "Retry-After).")
     else:
-        doc.pipeline_notes.append("The new user is unverified and gets a mail with a verification link.")
+        doc.pipeline_notes.append("The new user is unverified and gets a mail with a verification link (at "
+                                  "most 3 such mails a mailbox, the address without its +tag, in 10 minutes: "
+                                  "beyond, a 429 with Retry-After).")
+    doc.problem(429, "Too many verification mails to that mailbox lately", headers={"Retry-After": "Seconds to wait."})

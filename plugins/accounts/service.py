@@ -17,7 +17,7 @@ from typing import Any, Final, final
 from aiohttp import web
 
 from app import DataService, ProblemError, RedisUnavailable, data_service_key, redis_key
-from plugins.accounts.budget import ChangeMailBudget
+from plugins.accounts.budget import VerificationMailBudget
 from plugins.accounts.settings import AccountsSettings
 from plugins.accounts.tokens import (
     RESET,
@@ -65,13 +65,13 @@ class Accounts:
 
     def __init__(
         self, *, data: DataService, mailer: Mailer, tokens: MailTokens, auth: AuthServices,
-        change_mails: ChangeMailBudget | None = None,
+        verification_mails: VerificationMailBudget | None = None,
     ) -> None:
         self.data = data
         self.mailer = mailer
         self.tokens = tokens
         self.auth = auth
-        self.change_mails = change_mails if change_mails is not None else ChangeMailBudget(None)
+        self.verification_mails = verification_mails if verification_mails is not None else VerificationMailBudget(None)
         self.settings = AccountsSettings()
         self.templates: dict[str, MailTemplate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,7 +165,7 @@ def make_accounts(app: web.Application) -> Accounts:
     store: RecordStore = RedisRecordStore(redis) if redis is not None else MemoryRecordStore()
     return Accounts(
         data=app[data_service_key], mailer=mailer_for(app), tokens=MailTokens(store), auth=app[services_key],
-        change_mails=ChangeMailBudget(redis),
+        verification_mails=VerificationMailBudget(redis),
     )
 
 

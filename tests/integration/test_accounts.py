@@ -547,21 +547,35 @@ async def test_switching_an_email_back_and_forth_cannot_flood_the_other_address(
         return await client.patch(f"/api/v1/users/{user['id']}", headers=own,
                                   json={"email": address, "current_password": PASSWORD})
 
-    for _ in range(3):
+    for n in range(3):
         assert (await change(victim)).status == 200
         await verification_token(inbox, victim)
-        assert (await change(ANN)).status == 200
-        await verification_token(inbox, ANN)
-    refused = await change(victim)
+        assert (await change(f"ann{n}@own.example")).status == 200  # a mailbox of the holder's each time
+        await verification_token(inbox, f"ann{n}@own.example")
+    refused = await change("victim+4@example.net")  # another address of the same mailbox
     await assert_problem(refused, 429)
     assert 1 <= int(refused.headers["Retry-After"]) <= 600
     # Refused before anything was saved: the account keeps its address, and no mail went.
-    assert (await (await client.get(ME, headers=own)).json())["email"] == ANN
+    assert (await (await client.get(ME, headers=own)).json())["email"] == "ann2@own.example"
     await asyncio.sleep(0.3)
     assert inbox.received.empty()
     # Posting the same address back (a profile form) spends nothing.
-    same = await client.patch(f"/api/v1/users/{user['id']}", headers=own, json={"email": ANN, "full_name": "Ann"})
+    same = await client.patch(f"/api/v1/users/{user['id']}", headers=own,
+                              json={"email": "ann2@own.example", "full_name": "Ann"})
     assert same.status == 200
+
+
+async def test_registrations_cannot_flood_one_mailbox_through_its_tagged_addresses(
+    inbox: SmtpInbox, stack: StackFactory
+) -> None:
+    client = await stack()
+    for n in range(3):
+        await register(client, f"victim+{n}@example.net")
+    refused = await client.post("/api/v1/auth/register", json={"email": "victim+3@example.net", "password": PASSWORD})
+    await assert_problem(refused, 429)
+    assert "Retry-After" in refused.headers
+    assert (await client.post("/api/v1/auth/register", json={"email": "other@example.net", "password": PASSWORD})
+            ).status == 201
 
 
 async def test_a_verification_mail_that_cannot_be_made_is_counted_not_lost_silently(
