@@ -23,14 +23,19 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, final
 
-from coredis import PureToken
-
 from app import OutageLog, RedisConnection, RedisUnavailable, redis_errors
 
 KEY_PREFIX: Final = "turnstile:accounts:verification-mails:"
 LIMIT: Final = 3  # as verify_request's per-address limit
 WINDOW_S: Final = 600
 log = logging.getLogger("turnstile.accounts")
+# KEYS[1] the mailbox's count, ARGV[1] the window: one more mail, the window's end set by the
+# first (or by any that finds none: never a count without an expiry); the count and its seconds left.
+_SPEND: Final = """
+local spent = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return {spent, redis.call('TTL', KEYS[1])}
+"""
 
 
 def mailbox(address: str) -> str:
@@ -67,18 +72,12 @@ class VerificationMailBudget:
         client: Any = self._redis.client
         try:
             with redis_errors():
-                spent = int(await client.incr(key))
-                # NX: the window's end is set once, by whichever mail finds none (the first, or
-                # the next one should the first have died between the two commands).
-                await client.expire(key, self.window_s, condition=PureToken.NX)
-                if spent <= self.limit:
-                    return None
-                left = int(await client.ttl(key))
+                spent, left = await client.eval(_SPEND, keys=[key], args=[self.window_s])
         except RedisUnavailable as exc:
-            self._outage.warning("counting a verification mail (the change goes through)", exc)
+            self._outage.warning("counting a verification mail (the request goes through)", exc)
             return None
         self._outage.ok()
-        return max(1, left)
+        return None if int(spent) <= self.limit else max(1, int(left))
 
     def _spend_locally(self, key: str) -> int | None:
         now = self._clock()
