@@ -15,13 +15,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import coredis
 import jwt
 import orjson
 import pytest
 from aiohttp import ClientResponse
 from multidict import CIMultiDict
 
+from app.clients.redis import RedisConnection
 from tests.integration.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
@@ -497,9 +497,13 @@ async def test_the_answer_kept_for_the_grace_window_is_no_token_in_plain_text(
     first = await refresh(client, tokens["refresh_token"])
     assert first.status == 200
     pair = await first.json()
-    redis: Any = coredis.Redis.from_url(redis_db, decode_responses=True)
-    async with redis:
+    connection = RedisConnection(redis_db)  # standalone or a cluster (its second pass): every master scanned
+    await connection.start()
+    try:
+        redis: Any = connection.client
         kept = [await redis.get(key) async for key in redis.scan_iter(match="turnstile:auth:grace:*")]
+    finally:
+        await connection.stop()
     assert kept
     assert not any(pair["refresh_token"] in value or pair["access_token"] in value for value in kept)
     again = await refresh(client, tokens["refresh_token"])  # within the window: the same pair
