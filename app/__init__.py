@@ -8,6 +8,7 @@ not exported here may change without notice. docs/plugins.md explains each group
 from app.answers import json_response
 from app.clients.amqp import Publisher
 from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
+from app.clients.counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 from app.clients.dataservice import DataService
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 from app.clients.redis.rollback import RollbackWatch
@@ -113,6 +114,7 @@ __all__ = [
     "InternalError",
     "MalformedRequest",
     "MemoryCache",
+    "MemoryWindowCounter",
     "MessageHandler",
     "MessageStep",
     "NotFound",
@@ -128,6 +130,7 @@ __all__ = [
     "RedisCache",
     "RedisConnection",
     "RedisUnavailable",
+    "RedisWindowCounter",
     "Resources",
     "RollbackWatch",
     "Route",
@@ -147,6 +150,7 @@ __all__ = [
     "Unauthorized",
     "Upstreams",
     "ValidationFailed",
+    "WindowCounter",
     "actor_key",
     "body_key",
     "call_all",

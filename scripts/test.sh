@@ -88,7 +88,7 @@ echo "== pytest"
 if [ "${TURNSTILE_CLUSTER_RUN:-1}" != 0 ]; then
   echo "== pytest on the Redis Cluster"
   REDIS_URL=$REDIS_CLUSTER_URL .venv/bin/pytest "$@" \
-    tests/clients/test_cache.py tests/clients/test_outbox.py \
+    tests/clients/test_cache.py tests/clients/test_outbox.py tests/clients/test_counters.py \
     tests/plugins/cache tests/plugins/auth tests/plugins/rate_limit \
     tests/integration/test_cache.py tests/integration/test_auth_api.py tests/integration/test_sessions.py \
     tests/integration/test_events.py tests/integration/test_subscriptions.py

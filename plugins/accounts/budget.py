@@ -9,8 +9,8 @@ window, spent only by a registration or a real change (a profile form that posts
 back spends nothing); beyond it the request is refused with 429 and Retry-After, before anything is
 saved.
 
-With Redis the budget is shared by every instance (`INCR`, and the window's expiry set by the
-first mail); without it, per process. Redis down: the request goes through (as the rate limits
+With Redis the budget is shared by every instance; without it, per process (the rate limits'
+window counters, app/clients/counters.py). Redis down: the request goes through (as the rate limits
 let requests through), a mail is never the reason a user cannot register or change their address.
 """
 
@@ -19,23 +19,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import time
-from collections.abc import Callable
-from typing import Any, Final, final
+from typing import Final, final
 
-from app import OutageLog, RedisConnection, RedisUnavailable, redis_errors
+from app import OutageLog, RedisUnavailable, WindowCounter
 
 KEY_PREFIX: Final = "turnstile:accounts:verification-mails:"
 LIMIT: Final = 3  # as verify_request's per-address limit
 WINDOW_S: Final = 600
 log = logging.getLogger("turnstile.accounts")
-# KEYS[1] the mailbox's count, ARGV[1] the window: one more mail, the window's end set by the
-# first (or by any that finds none: never a count without an expiry); the count and its seconds left.
-_SPEND: Final = """
-local spent = redis.call('INCR', KEYS[1])
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return {spent, redis.call('TTL', KEYS[1])}
-"""
 
 
 def mailbox(address: str) -> str:
@@ -52,41 +43,22 @@ def _key(address: str) -> str:
 
 @final
 class VerificationMailBudget:
-    """`spend(address)`: None when a mail may go, else the seconds until one may."""
+    """`spend(address)`: None when a mail may go, else the seconds until one may.
 
-    def __init__(
-        self, redis: RedisConnection | None, *, limit: int = LIMIT, window_s: int = WINDOW_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._redis = redis
+    Counted by the rate limits' window counter (Redis's, shared, or this process's).
+    """
+
+    def __init__(self, counter: WindowCounter, *, limit: int = LIMIT, window_s: int = WINDOW_S) -> None:
+        self._counter = counter
         self.limit = limit
         self.window_s = window_s
-        self._clock = clock
-        self._local: dict[str, tuple[int, float]] = {}  # key -> (mails, window's end)
         self._outage = OutageLog(log, "the mail budget (Redis)")
 
     async def spend(self, address: str) -> int | None:
-        key = _key(address)
-        if self._redis is None:
-            return self._spend_locally(key)
-        client: Any = self._redis.client
         try:
-            with redis_errors():
-                spent, left = await client.eval(_SPEND, keys=[key], args=[self.window_s])
+            spent, left_ms = await self._counter.hit(_key(address), self.window_s * 1000)
         except RedisUnavailable as exc:
             self._outage.warning("counting a verification mail (the request goes through)", exc)
             return None
         self._outage.ok()
-        return None if int(spent) <= self.limit else max(1, int(left))
-
-    def _spend_locally(self, key: str) -> int | None:
-        now = self._clock()
-        if len(self._local) > 10_000:
-            self._local = {k: v for k, v in self._local.items() if v[1] > now}
-        spent, ends = self._local.get(key, (0, now + self.window_s))
-        if ends <= now:
-            spent, ends = 0, now + self.window_s
-        if spent >= self.limit:
-            return max(1, math.ceil(ends - now))
-        self._local[key] = (spent + 1, ends)
-        return None
+        return None if spent <= self.limit else max(1, math.ceil(left_ms / 1000))

@@ -16,7 +16,15 @@ from typing import Any, Final, final
 
 from aiohttp import web
 
-from app import DataService, ProblemError, RedisUnavailable, data_service_key, redis_key
+from app import (
+    DataService,
+    MemoryWindowCounter,
+    ProblemError,
+    RedisUnavailable,
+    RedisWindowCounter,
+    data_service_key,
+    redis_key,
+)
 from plugins.accounts.budget import VerificationMailBudget
 from plugins.accounts.settings import AccountsSettings
 from plugins.accounts.tokens import (
@@ -71,7 +79,9 @@ class Accounts:
         self.mailer = mailer
         self.tokens = tokens
         self.auth = auth
-        self.verification_mails = verification_mails if verification_mails is not None else VerificationMailBudget(None)
+        self.verification_mails = (
+            verification_mails if verification_mails is not None else VerificationMailBudget(MemoryWindowCounter())
+        )
         self.settings = AccountsSettings()
         self.templates: dict[str, MailTemplate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -165,7 +175,9 @@ def make_accounts(app: web.Application) -> Accounts:
     store: RecordStore = RedisRecordStore(redis) if redis is not None else MemoryRecordStore()
     return Accounts(
         data=app[data_service_key], mailer=mailer_for(app), tokens=MailTokens(store), auth=app[services_key],
-        verification_mails=VerificationMailBudget(redis),
+        verification_mails=VerificationMailBudget(
+            RedisWindowCounter(redis) if redis is not None else MemoryWindowCounter()
+        ),
     )
 
 

@@ -28,16 +28,18 @@ from app import (
     BuildContext,
     Handler,
     InternalError,
+    MemoryWindowCounter,
     ProblemError,
     RedisUnavailable,
+    RedisWindowCounter,
     TooManyRequests,
+    WindowCounter,
     actor_key,
     body_key,
     client_address,
     redis_key,
 )
 from plugins.rate_limit.config import FAILURE_STATUSES, RateLimitConfig
-from plugins.rate_limit.counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 
 log = logging.getLogger("turnstile.rate_limit")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from app import MemoryWindowCounter, RedisWindowCounter
 from app.clients.redis import RedisConnection
 from plugins.accounts.budget import KEY_PREFIX, VerificationMailBudget, mailbox
 
@@ -16,7 +17,8 @@ def test_a_mailbox_is_the_address_without_its_tag() -> None:
 
 @pytest.mark.parametrize("shared", [True, False], ids=["redis", "memory"])
 async def test_three_mails_then_the_seconds_left(redis_connection: RedisConnection, unique: str, shared: bool) -> None:
-    budget = VerificationMailBudget(redis_connection if shared else None, window_s=600)
+    budget = VerificationMailBudget(RedisWindowCounter(redis_connection) if shared else MemoryWindowCounter(),
+                                    window_s=600)
     address = f"{unique}@example.net"
     assert [await budget.spend(f"{unique}+{n}@example.net") for n in range(3)] == [None, None, None]
     left = await budget.spend(address)
@@ -25,7 +27,8 @@ async def test_three_mails_then_the_seconds_left(redis_connection: RedisConnecti
     assert await budget.spend(f"other-{unique}@example.net") is None
     if shared:
         # Another instance shares the count; the count always has an expiry.
-        assert await VerificationMailBudget(redis_connection, window_s=600).spend(address) is not None
+        assert await VerificationMailBudget(RedisWindowCounter(redis_connection), window_s=600).spend(address) \
+            is not None
         keys = [key async for key in redis_connection.client.scan_iter(match=KEY_PREFIX + "*")]
         assert keys
         assert all([await redis_connection.client.ttl(key) > 0 for key in keys])

@@ -1,5 +1,7 @@
 """Window counters: one in Redis, shared by every process; one in memory, for one process.
 
+The rate limits count with them, and so does the accounts plugin's budget of verification mails.
+
 Both implement a *fixed window* that starts at a key's first hit: the first hit creates the
 counter with the window as its lifetime, later hits only increment it, and the counter
 disappears when the window ends. It costs one small key per (limiter, value) and gives an
@@ -19,7 +21,7 @@ from typing import Any, Final, Protocol, final
 
 from coredis.commands.script import Script
 
-from app import RedisConnection, redis_errors
+from app.clients.redis import RedisConnection, redis_errors
 
 # INCR and the expiry in one script, so the counter can never be left without an expiry
 # (a crash between INCR and EXPIRE would lock a key out forever). A key found without a

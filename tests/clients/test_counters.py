@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+from app import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 from app.clients.redis import RedisConnection
-from plugins.rate_limit.counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 
 
 @pytest.fixture(params=["redis", "memory"])
