@@ -1,15 +1,19 @@
-"""The one cattrs Converter: strict scalars, unknown keys refused, errors as (path, message).
+"""The one cattrs Converter: strict scalars and lists, unknown keys refused, errors as (path, message).
 
-cattrs is lenient by default (``5`` structures into ``"5"`` for a ``str`` field); settings
-in pipelines.toml are typed, so the scalar hooks here accept only their own type.
+cattrs is lenient by default (``5`` structures into ``"5"`` for a ``str`` field, and ``"team"``
+into ``["t", "e", "a", "m"]`` for a ``list[str]`` one, a string being a sequence); settings in
+pipelines.toml are typed, so the hooks here accept only their own type.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import collections.abc
+import typing
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import cattrs
+from cattrs.cols import homogenous_tuple_structure_factory, list_structure_factory
 from cattrs.errors import (
     AttributeValidationNote,
     ClassValidationError,
@@ -37,10 +41,50 @@ def _strict(kind: type[Any]) -> Any:
     return structure
 
 
+# Collection types a setting may be declared with, and the hook cattrs would make for each.
+_LISTS = (list, collections.abc.Sequence, collections.abc.MutableSequence)
+_SETS = (set, frozenset, collections.abc.Set, collections.abc.MutableSet)
+
+
+def _is_collection(type_: Any) -> bool:
+    origin = typing.get_origin(type_)
+    if origin is tuple:  # only tuple[X, ...]: a fixed-length tuple is a record, cattrs's own
+        args = typing.get_args(type_)
+        return len(args) == 2 and args[1] is Ellipsis  # (item type, ...)
+    return origin in _LISTS or origin in _SETS
+
+
+def _collection_hook(converter: cattrs.Converter) -> Callable[[Any], Callable[[Any, Any], Any]]:
+    def factory(type_: Any) -> Callable[[Any, Any], Any]:
+        origin = typing.get_origin(type_)
+        inner: Callable[[Any, Any], Any]
+        if origin is tuple:
+            inner = homogenous_tuple_structure_factory(type_, converter)
+        elif origin in _LISTS:
+            inner = list_structure_factory(type_, converter)
+        else:
+            (item,) = typing.get_args(type_)
+            make = frozenset if origin in (frozenset, collections.abc.Set) else set
+
+            def inner(value: Any, _type: Any) -> Any:
+                return make(converter.structure(v, item) for v in value)
+
+        def structure(value: Any, hinted: Any) -> Any:
+            if not isinstance(value, list | tuple | set | frozenset):
+                msg = f"expected a list, got {value!r}"
+                raise TypeError(msg)
+            return inner(value, hinted)
+
+        return structure
+
+    return factory
+
+
 def make_converter() -> cattrs.Converter:
     converter = cattrs.Converter(forbid_extra_keys=True)
     for kind in (str, int, float, bool):
         converter.register_structure_hook(kind, _strict(kind))
+    converter.register_structure_hook_factory(_is_collection, _collection_hook(converter))
     return converter
 
 

@@ -77,11 +77,16 @@ class Reloader:
         upstreams.stage(file.upstreams)
         try:
             table = build_routing_table(file, app, pm, app[models_key])
+        except PipelineFileError as exc:  # a plugin's build() failed, logged with its traceback
+            upstreams.abort()
+            _log_refused(routes.table, exc.errors)
+            return Outcome.INVALID
+        try:
             document = build_document(file, app[models_key], routes=app[plugin_routes_key])
             events_document = build_asyncapi(file, registry.models, exchange=app[settings_key].events_exchange)
-        except Exception:  # a plugin's build() failed: the old routes are still whole
+        except Exception:  # a plugin's document callback failed: the old routes are still whole
             upstreams.abort()
-            log.exception("reload refused: a step of %s could not be built; still serving sha256 %s",
+            log.exception("reload refused: the API documents of %s could not be made; still serving sha256 %s",
                           path, _short(routes.table.sha256))
             return Outcome.INVALID
         await upstreams.commit()

@@ -14,6 +14,7 @@ request pays nothing for them.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import attrs
@@ -39,6 +40,8 @@ from app.server_timing import entry_name, record, server_timing_on
 from app.tracing import Tracing, app_tracer, step_span_name, traced_step
 
 RULES = "rules"
+
+log = logging.getLogger("turnstile.plugins")
 
 
 async def _end_of_chain(request: web.Request) -> web.StreamResponse:
@@ -70,31 +73,57 @@ def _link(
         )
         step = traced_step(step, tracing.tracer, name)
     if timing:
-        return _timed(step, rest, timer, position, entry_name(link.label))
+        return _timed(link, step, rest, timer, pipeline=pipeline, position=position)
 
     async def run(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            return await step(request, rest)
+            response = await step(request, rest)
         finally:
             timer.observe(time.perf_counter() - started)
+        if not isinstance(response, web.StreamResponse):
+            raise _not_an_answer(link, pipeline, response)
+        return response
 
     return run
 
 
-def _timed(step: Step, rest: Handler, timer: Histogram, position: int, entry: str) -> Handler:
+def _timed(link: _Link, step: Step, rest: Handler, timer: Histogram, *, pipeline: str, position: int) -> Handler:
     """`_link`'s wrapper that also notes the step's time for the Server-Timing header."""
+    entry = entry_name(link.label)
 
     async def run(request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            return await step(request, rest)
+            response = await step(request, rest)
         finally:
             elapsed = time.perf_counter() - started
             timer.observe(elapsed)
             record(request, position, entry, elapsed)
+        if not isinstance(response, web.StreamResponse):
+            raise _not_an_answer(link, pipeline, response)
+        return response
 
     return run
+
+
+def _not_an_answer(link: _Link, pipeline: str, returned: object) -> InternalError:
+    """A step returned something that is not a response: a plugin bug, logged with who to ask
+    (a wrapper around it never sees the value, so the blame cannot land on the wrong step)."""
+    configured = link.configured
+    where = (f"step {link.label} of pipeline {pipeline!r} (line {configured.line}, plugin {configured.plugin or '?'})"
+             if configured is not None else f"the rules gate of pipeline {pipeline!r}")
+    log.error("%s returned %s, not a response", where, type(returned).__name__)
+    return InternalError("A step of this route did not answer.")
+
+
+class StepBuildError(Exception):
+    """A plugin's `StepType.build` raised: the pipelines file cannot be served."""
+
+    def __init__(self, pipeline: PipelineConfig, index: int, step: ConfiguredStep, cause: Exception) -> None:
+        self.step = step
+        super().__init__(f"pipeline {pipeline.name!r}, step {index} ({step.type.name}): plugin "
+                         f"{step.plugin or '?'} could not build it: {type(cause).__name__}: {cause}")
 
 
 def build_pipeline(
@@ -108,7 +137,12 @@ def build_pipeline(
     for index, configured in enumerate(pipeline.steps, start=1):
         if index - 1 == gate_at:
             chain.append(_Link(RULES, make_gate(pipeline, pm, models), None))
-        step = configured.type.build(configured.config, context)
+        try:
+            step = configured.type.build(configured.config, context)
+        except Exception as exc:  # a plugin's build: anything; named, with its traceback logged
+            log.exception("pipeline %r, step %d (%s): plugin %s could not build it", pipeline.name, index,
+                          configured.type.name, configured.plugin or "?")
+            raise StepBuildError(pipeline, index, configured, exc) from exc
         chain.append(_Link(f"{index}:{configured.type.name}", step, configured))
     tracing, timing = app_tracer(app), server_timing_on(app)
     handler: Handler = _end_of_chain

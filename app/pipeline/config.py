@@ -20,7 +20,7 @@ import attrs
 
 from app.converter import converter, format_path, iter_errors
 from app.pipeline.locate import PositionIndex
-from app.pipeline.template import template_placeholders
+from app.pipeline.template import Template, template_placeholders
 from app.pipeline.types import (
     DATA_SERVICE,
     RESERVED_PLACEHOLDERS,
@@ -134,7 +134,7 @@ def parse_route(text: str) -> Route:
 class _Loader:
     def __init__(
         self, path: Path, text: str, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]],
-        environ: Mapping[str, str],
+        *, environ: Mapping[str, str], origins: Mapping[str, str],
     ) -> None:
         self.file = str(path)
         self.path = path
@@ -142,6 +142,7 @@ class _Loader:
         self.step_types = steps
         self.models = models
         self.environ = environ
+        self.origins = origins
         self.upstream_names = frozenset({DATA_SERVICE})
         self.errors: list[ConfigError] = []
 
@@ -256,9 +257,13 @@ class _Loader:
             self.check_templates(where, label, step_type, config, params)
             if step_type.check is not None:
                 context = CheckContext(frozenset(params), frozenset(self.models), self.upstream_names)
-                for problem in step_type.check(config, context):
+                try:
+                    problems = list(step_type.check(config, context))
+                except Exception as exc:  # a plugin's check: anything; the file's other errors still count
+                    problems = [f"the check of plugin {self.origins.get(use, '?')} failed: {type(exc).__name__}: {exc}"]
+                for problem in problems:
                     self.error(where, f"{label}: {problem}")
-        return ConfiguredStep(step_type, config, self.positions.line_of(where))
+        return ConfiguredStep(step_type, config, self.positions.line_of(where), self.origins.get(use, ""))
 
     def check_templates(
         self, where: tuple[str | int, ...], label: str, step_type: StepType[Any], config: Any, params: set[str]
@@ -267,7 +272,8 @@ class _Loader:
             value = getattr(config, field.name)
             if not field.metadata.get("template"):
                 continue
-            templates = [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)]
+            values = [value] if isinstance(value, str | Template) else list(value)
+            templates = [v.text if isinstance(v, Template) else v for v in values if isinstance(v, str | Template)]
             for template in templates:
                 self.check_template(where, label, field.name, template, params)
 
@@ -331,12 +337,13 @@ _TOML_END = re.compile(r" ?\(at end of document\)")
 
 def load_pipelines(
     path: Path, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]],
-    environ: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None, origins: Mapping[str, str] | None = None,
 ) -> PipelineFile:
     """Read, parse and check a pipelines file.
 
     Args:
         environ: where the upstream tables' ``${VAR}``s are looked up (default: ``os.environ``).
+        origins: the plugin that added each step type, by its name (messages name it).
 
     Raises:
         PipelineFileError: with every problem found, each as ``FILE:LINE: message``.
@@ -356,7 +363,8 @@ def load_pipelines(
         line = int(match.group(1)) if match else max(1, len(text.splitlines())) if at_end else 1
         message = _TOML_END.sub(" at the end of the file", _TOML_LINE.sub("", str(exc))).strip()
         raise PipelineFileError([ConfigError(str(path), line, f"TOML syntax error: {message}")]) from exc
-    loader = _Loader(path, text, steps, models, os.environ if environ is None else environ)
+    loader = _Loader(path, text, steps, models, environ=os.environ if environ is None else environ,
+                     origins=origins or {})
     result = loader.load(parsed)
     if loader.errors:
         raise PipelineFileError(loader.errors)

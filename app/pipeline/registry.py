@@ -100,7 +100,7 @@ def load_checked(
         reserved = _reserved(pm)
     except RegistryError as exc:
         raise PipelineFileError([ConfigError(str(path), 0, str(exc))]) from exc
-    file = load_pipelines(path, registry.steps, registry.models, environ)
+    file = load_pipelines(path, registry.steps, registry.models, environ, registry.origins)
     clashes = [
         ConfigError(str(path), pipeline.line, f"pipeline {pipeline.name!r}: {pipeline.route} is taken by "
                     f"{route.owner} ({route.method} {route.path}{'…' if route.prefix else ''}), which the "

@@ -26,7 +26,8 @@ from yarl import URL
 
 from app.expect import expect_handler
 from app.head_routes import answer_head_beside_get
-from app.pipeline.build import build_pipeline
+from app.pipeline.build import StepBuildError, build_pipeline
+from app.pipeline.config import ConfigError, PipelineFileError
 from app.pipeline.types import PipelineFile
 
 
@@ -52,10 +53,17 @@ def build_routing_table(
     """Every pipeline of `pipelines` composed into its handler, and the table that finds them."""
     # A router of its own only to build and check the resources (names, paths), as add_route does.
     router = web.UrlDispatcher()
+    errors: list[ConfigError] = []
     for pipeline in pipelines.pipelines:
-        handler = build_pipeline(pipeline, app, pm, models)
+        try:
+            handler = build_pipeline(pipeline, app, pm, models)
+        except StepBuildError as exc:
+            errors.append(ConfigError(str(pipelines.path), exc.step.line, str(exc)))
+            continue
         router.add_route(pipeline.route.method, pipeline.route.router_path, handler, name=pipeline.name,
                          expect_handler=expect_handler)
+    if errors:
+        raise PipelineFileError(errors)
     answer_head_beside_get(router)  # a GET pipeline answers HEAD too, under its own name
     router.freeze()
     index: dict[str, list[AbstractResource]] = {}

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from app.converter import converter
 from app.errors import InternalError
 from app.keys import actor_key
 from app.pipeline.types import Actor
@@ -99,6 +100,21 @@ class Template:
             if name is not None:
                 out.append(str(data[name]))
         return "".join(out)
+
+
+def _structure_template(value: Any, _type: Any) -> Template:
+    # A config field may be declared as a Template (parsed at load) as well as a str.
+    if not isinstance(value, str):
+        msg = f"expected a template string such as \"user:{{id}}\", got {value!r}"
+        raise TypeError(msg)
+    try:
+        return Template(value)
+    except ValueError as exc:
+        msg = f"bad template {value!r}: {exc}"
+        raise ValueError(msg) from exc
+
+
+converter.register_structure_hook(Template, _structure_template)
 
 
 def _actor_id(request: web.Request) -> int:

@@ -207,11 +207,13 @@ class Route:
 
 @attrs.frozen
 class ConfiguredStep:
-    """One step of a pipeline: its type, its validated config, and where it was written."""
+    """One step of a pipeline: its type, its validated config, where it was written, and the
+    plugin that added its type (for the messages that name who to ask)."""
 
     type: StepType[Any]
     config: Any
     line: int
+    plugin: str = ""
 
     @property
     def kind(self) -> StepKind:

@@ -33,6 +33,14 @@ steps = [
   { use = "auth", allow = ["authenticated"] },
   { use = "echo", status = 201 },
 ]
+
+[[pipelines]]
+name = "silent_widget"
+route = "GET /widgets/silent"
+steps = [
+  { use = "tag", name = "outer" },
+  { use = "silent" },
+]
 """
 
 
@@ -78,3 +86,20 @@ async def test_after_authentication_the_gate_validates_and_runs_the_rules(client
     # The wrapper before auth still ran, first in and last out.
     assert (await ok.json())["trail"] == ["in:audit"]
     assert ok.headers["X-Trail"] == "out:audit"
+
+
+async def test_a_step_that_returns_no_response_is_a_500_naming_it_not_its_wrapper(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    resp = await client.get("/widgets/silent", headers={"X-Request-ID": "mine-1"})
+    assert resp.status == 500
+    assert resp.content_type == "application/problem+json"
+    # Answered by the error middleware like any failure: the request's own id, no-store.
+    assert resp.headers["X-Request-ID"] == "mine-1"
+    assert (await resp.json())["request_id"] == "mine-1"
+    assert resp.headers["Cache-Control"] == "no-store"
+    (record,) = [r for r in caplog.records if "not a response" in r.getMessage()]
+    message = record.getMessage()
+    assert "step 2:silent of pipeline 'silent_widget'" in message
+    assert "plugin tests.fixtures.sample_plugin" in message
+    assert "returned NoneType" in message

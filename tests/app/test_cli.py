@@ -61,7 +61,7 @@ def test_check_reports_every_error_with_file_and_line(tmp_path: Path) -> None:
     result = run(tmp_path, "check", str(broken))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        f"{broken}:4: pipeline 'a', step 1: unknown step type 'nope' (known: answer, boom, echo, sleep, tag)",
+        f"{broken}:4: pipeline 'a', step 1: unknown step type 'nope' (known: answer, boom, echo, silent, sleep, tag)",
         f"{broken}:4: pipeline 'a', step 2 (echo): x: unknown setting 'x'",
     ]
 
@@ -86,7 +86,7 @@ def test_plugins_lists_hooks_step_types_and_offered_hook_specs(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("tests.fixtures.sample_plugin"))
     assert "check_request" in line
-    assert "answer,boom,echo,sleep,tag" in line
+    assert "answer,boom,echo,silent,sleep,tag" in line
     assert "Widget" in line
     assert any(line.startswith("auth") and "(disabled)" in line for line in result.stdout.splitlines())
     # The hook the sample plugin offers other plugins, with the first line of its docstring.

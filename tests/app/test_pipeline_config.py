@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 
+from app import CheckContext, StepKind, StepType, hookimpl
 from app.pipeline.config import PipelineFileError, parse_route
 from app.pipeline.registry import load_checked
 from app.pipeline.types import INT_PARAM_MAX, INT_PARAM_PATTERN, int_param_in_range
@@ -57,7 +60,7 @@ steps = [
 ]
 """)
     assert errors == [
-        "7: pipeline 'a', step 2: unknown step type 'ecko' (known: answer, boom, echo, sleep, tag)"
+        "7: pipeline 'a', step 2: unknown step type 'ecko' (known: answer, boom, echo, silent, sleep, tag)"
     ]
 
 
@@ -178,3 +181,53 @@ def test_int_params_stop_at_the_int64_maximum(value: str, in_range: bool) -> Non
 def test_int_params_match_one_spelling_only(value: str) -> None:
     assert re.fullmatch(INT_PARAM_PATTERN, value) is None
     assert "{id:" + INT_PARAM_PATTERN + "}" in parse_route("GET /users/{id:int}").router_path
+
+
+@attrs.frozen(kw_only=True)
+class _CrashConfig:
+    """`{ use = "crash-check" }`: a step type whose `check` has a bug."""
+
+
+class _CrashingCheckPlugin:
+    @hookimpl
+    def register_steps(self) -> list[StepType[Any]]:
+        def crash(config: _CrashConfig, ctx: CheckContext) -> list[str]:
+            raise KeyError("check crashed")
+
+        return [StepType(name="crash-check", config_cls=_CrashConfig, kind=StepKind.TERMINAL,
+                         build=lambda c, ctx: sample_plugin.AnswerStep(sample_plugin.AnswerConfig()), check=crash)]
+
+
+def test_a_check_that_raises_is_an_error_at_its_line_and_the_others_are_still_reported(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text("""
+[[pipelines]]
+name = "a"
+route = "GET /a/{id}"
+steps = [{ use = "tag" }, { use = "echo" }]
+
+[[pipelines]]
+name = "b"
+route = "GET /b"
+steps = [{ use = "crash-check" }]
+""")
+    pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, _CrashingCheckPlugin()])
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, pm)
+    errors = [str(e)[len(str(path)) + 1:] for e in info.value.errors]
+    assert len(errors) == 2, errors
+    assert errors[1].startswith("10: pipeline 'b', step 1 (crash-check): the check of plugin ")
+    assert errors[1].endswith("failed: KeyError: 'check crashed'")
+
+
+def test_a_list_setting_given_one_string_is_refused_not_split(tmp_path: Path) -> None:
+    # cattrs would make ["t", "e", "a", "m"] of it: a rule testing `"team" in pipeline.tags`
+    # would silently stop matching.
+    errors = check(tmp_path, """
+[[pipelines]]
+name = "a"
+route = "GET /a"
+tags = "team"
+steps = [{ use = "echo" }]
+""")
+    assert errors == ["5: pipelines[0].tags: expected a list, got 'team'"]

@@ -168,7 +168,7 @@ async def test_a_broken_file_changes_nothing_and_logs_its_errors(
     lines = [r.getMessage() for r in caplog.records if r.name == "turnstile.reload"]
     assert lines[0].startswith("reload refused: 1 error(s); still serving")
     assert lines[1] == (f"{running.path}:4: pipeline 'get_thing', step 1: unknown step type 'tga' "
-                        "(known: answer, boom, cache, cache-invalidate, echo, event-emit, sleep, tag)")
+                        "(known: answer, boom, cache, cache-invalidate, echo, event-emit, silent, sleep, tag)")
     assert await trail(client, "/things/a") == "out:v1"
     assert (await client.get("/gadgets/7")).status == 404
     after = await running.ready()
@@ -271,8 +271,14 @@ async def test_a_step_that_fails_to_build_changes_nothing(
     pm = make_plugin_manager(entrypoints=False, extra=[sample_plugin, FragilePlugin()])
     running = Running(await aiohttp_client(create_app(settings, pm=pm)), path)
     broken = V2.replace('{ use = "tag", name = "v2" }', '{ use = "fragile", fail = true }', 1)
-    with caplog.at_level(logging.ERROR, logger="turnstile.reload"):
+    with caplog.at_level(logging.ERROR):
         assert await running.reload(broken) is Outcome.INVALID
-    assert "reload refused: a step of" in caplog.text
+    assert "reload refused: 1 error(s)" in caplog.text
+    # The file, the line, the step and the plugin, then the plugin's own traceback.
+    line = broken.splitlines().index(next(x for x in broken.splitlines() if "fragile" in x)) + 1
+    assert f"{path}:{line}: pipeline " in caplog.text
+    assert "(fragile): plugin " in caplog.text
+    assert "could not build it: RuntimeError: cannot build" in caplog.text
+    assert any(r.exc_info for r in caplog.records if r.name == "turnstile.plugins")
     assert await trail(running.client, "/things/a") == "out:v1"
     assert (await running.client.get("/gadgets/7")).status == 404
