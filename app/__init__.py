@@ -9,7 +9,7 @@ from app.answers import json_response
 from app.clients.amqp import Publisher
 from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
 from app.clients.counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
-from app.clients.dataservice import DataService
+from app.clients.dataservice import DataService, UpstreamReply
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 from app.clients.redis.rollback import RollbackWatch
 from app.clients.retry import Backoff
@@ -40,6 +40,7 @@ from app.keys import (
     data_service_key,
     event_id_key,
     models_key,
+    outcome_unknown_key,
     password_hasher_key,
     payload_key,
     pipeline_key,
@@ -148,6 +149,7 @@ __all__ = [
     "Templates",
     "TooManyRequests",
     "Unauthorized",
+    "UpstreamReply",
     "Upstreams",
     "ValidationFailed",
     "WindowCounter",
@@ -169,6 +171,7 @@ __all__ = [
     "json_response",
     "model_ref",
     "models_key",
+    "outcome_unknown_key",
     "password_hasher_key",
     "payload_key",
     "pipeline_key",

@@ -42,6 +42,9 @@ class ProblemError(Exception):
     slug: str = "internal"
     # The connection cannot carry another request after this answer (a body left half-read).
     closes_connection: bool = False
+    # Set by the data-service client when the request reached the upstream and its answer was
+    # lost or unusable (a timeout, a 5xx, a dropped connection): a write may have been applied.
+    outcome_unknown: bool = False
 
     def __init__(
         self,

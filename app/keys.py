@@ -58,6 +58,10 @@ query_key = web.RequestKey("query", dict[str, Any])
 # committed, so steps that must follow every committed change (event-emit, cache-invalidate)
 # act on it even when a step after them failed and the request answers an error.
 committed_key = web.RequestKey("committed", web.StreamResponse)
+# Set by `data-fetch` when a write reached the data service but its answer was lost and reading
+# the record back could not tell whether it was applied: steps that must follow a change that
+# may have been made (cache-invalidate, revoke-tokens) act as if it was; the request's error stands.
+outcome_unknown_key = web.RequestKey("outcome_unknown", bool)
 # The id of the event this request's `event-emit` step will publish, set before the steps it
 # wraps run: a step can tie what it did to the event (the cache plugin records the tombstones
 # it stored, so its subscriptions need not write them again for this very event).

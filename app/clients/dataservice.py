@@ -148,6 +148,7 @@ class _Result:
     failure: bool = False  # counts against the circuit breaker
     retryable: bool = False
     refused: bool = False  # a 401 or 403: our credential is wrong, whatever the call
+    sent: bool = False  # the call reached the upstream, which may have acted on it, but no usable answer came
 
     @property
     def reached(self) -> State:
@@ -281,7 +282,9 @@ class DataServiceClient:
         self._publish_state()
         if result.reply is not None:
             return result.reply
-        raise self._problem(result)
+        problem = self._problem(result)
+        problem.outcome_unknown = result.sent
+        raise problem
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -294,8 +297,10 @@ class DataServiceClient:
     ) -> _Result:
         retries = self.options.retries if is_idempotent(call.method) else 0
         last: _Result | None = None
+        sent = False  # an earlier attempt may have been acted on, whatever the last one met
         for attempt in range(retries + 1):
             if last is not None:
+                sent = sent or last.sent
                 self._retries.inc()
                 delay = backoff_s(attempt - 1, base_s=self.options.backoff_base_s, max_s=self.options.backoff_max_s)
                 log.debug(  # counted in turnstile_data_service_retries_total; one line each would flood an outage
@@ -309,9 +314,9 @@ class DataServiceClient:
                 return last if last is not None else _Result("circuit_open")
             last = await self._attempt_with_permit(session, call, permit, accept)
             if not last.retryable:
-                return last
+                break
         assert last is not None  # the loop runs at least once
-        return last
+        return attrs.evolve(last, sent=True) if sent and last.reply is None and not last.sent else last
 
     async def _attempt_with_permit(
         self, session: aiohttp.ClientSession, call: _Call, permit: Permit, accept: Callable[[Any], bool] | None
@@ -364,13 +369,15 @@ class DataServiceClient:
                 body = await resp.read()
         except TimeoutError as exc:  # before ClientConnectionError: ServerTimeoutError is both
             self._log_failure(call, "timed out", exc)
-            return _Result("timeout", failure=True)
+            return _Result("timeout", failure=True, sent=True)
         except aiohttp.ClientConnectionError as exc:  # refused, reset, DNS
             self._log_failure(call, "unreachable", exc)
-            return _Result("unavailable", failure=True, retryable=True)
+            # Only a connection never made is a call never sent; one dropped later may have been acted on.
+            sent = not isinstance(exc, aiohttp.ClientConnectorError)
+            return _Result("unavailable", failure=True, retryable=True, sent=sent)
         except aiohttp.ClientError as exc:  # a malformed HTTP answer, a truncated body
             self._log_failure(call, "sent a broken answer", exc)
-            return _Result("bad_gateway", failure=True)
+            return _Result("bad_gateway", failure=True, sent=True)
         return self._classify(call, resp.status, resp.content_type, body)
 
     def _classify(self, call: _Call, status: int, content_type: str, body: bytes) -> _Result:
@@ -381,7 +388,7 @@ class DataServiceClient:
         if status >= 500:
             self._outage.warning(f"{call.method} {call.url} (request_id={call.request_id})",
                                  _UpstreamStatus(f"answered {status}"))
-            return _Result("bad_gateway", failure=True, retryable=status in RETRYABLE_STATUSES)
+            return _Result("bad_gateway", failure=True, retryable=status in RETRYABLE_STATUSES, sent=True)
         # Any other answer (400, 422, a redirect...): the data service refused what we sent, or
         # answered with something we never ask for. That is this service's fault, not the client's.
         if status in (401, 403):
@@ -395,7 +402,7 @@ class DataServiceClient:
         parsed, data = _parse_json(content_type, body)
         if not parsed:
             self._log_status(call, status, f"with a body that is not JSON ({content_type}, {len(body)} bytes)")
-            return _Result("bad_gateway", failure=True)
+            return _Result("bad_gateway", failure=True, sent=True)
         return _Result("ok", reply=UpstreamReply(status, data))
 
     def _refused(self, call: _Call, status: int) -> _Result:

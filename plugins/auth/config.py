@@ -17,10 +17,6 @@ def _check_allow(_inst: object, _attr: attrs.Attribute[tuple[str, ...]], value: 
     if not value:
         msg = f"allow: must name at least one of {choices}"
         raise ValueError(msg)
-    if len(value) > 1 and all(len(item) == 1 for item in value):
-        # A bare string was given: cattrs iterates it into characters.
-        msg = f'allow: expected a list such as ["{"".join(value)}"], got a string'
-        raise ValueError(msg)
     for item in value:
         if item not in ALLOW_CHOICES:
             msg = f"allow: unknown {item!r}: expected any of {choices}"

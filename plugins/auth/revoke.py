@@ -39,6 +39,7 @@ from app import (
     body_key,
     committed_key,
     complete_despite_cancellation,
+    outcome_unknown_key,
 )
 from plugins.auth.config import RevokeTokensConfig
 from plugins.auth.services import AuthServices, services_key
@@ -84,8 +85,12 @@ class RevokeTokensStep:
                     await complete_despite_cancellation(self._end_sessions(request, committed))
             raise
         except Exception:
-            # Saved, though a step after the write failed: the sessions the change ends end.
+            # Saved, though a step after the write failed, or perhaps saved (its answer was lost:
+            # an admin who disabled an account and got a 504 must not leave it signed in): the
+            # sessions the change ends end.
             committed = request.get(committed_key)
+            if committed is None and outcome_unknown_key in request:
+                committed = web.Response(status=200)
             if committed is not None:
                 with contextlib.suppress(ServiceUnavailable):  # logged; the request's own error stands
                     await self._end_sessions(request, committed)

@@ -39,6 +39,7 @@ from app import (
     committed_key,
     complete_despite_cancellation,
     event_id_key,
+    outcome_unknown_key,
     redis_key,
     template_placeholders,
 )
@@ -77,7 +78,9 @@ class CacheInvalidateStep:
                 await complete_despite_cancellation(self._invalidate(request))
             raise
         except Exception:
-            if committed_key in request:  # saved, though a later step failed: the cache must follow
+            # Saved though a later step failed, or perhaps saved (the answer was lost): the
+            # cache must not keep what may be the old record.
+            if committed_key in request or outcome_unknown_key in request:
                 await self._invalidate(request)
             raise
         if 200 <= response.status < 300 or committed_key in request:

@@ -19,9 +19,11 @@ from app import (
     InternalError,
     OperationDoc,
     PipelineConfig,
+    ProblemError,
     Projection,
     ShapeMismatch,
     Template,
+    UpstreamReply,
     body_key,
     call_chain,
     committed_key,
@@ -29,6 +31,7 @@ from app import (
     json_response,
     model_ref,
     models_key,
+    outcome_unknown_key,
     payload_key,
     plugin_manager_key,
     projection_of,
@@ -37,6 +40,7 @@ from app import (
     upstreams_key,
 )
 from plugins.data_fetch.config import DataFetchConfig
+from plugins.data_fetch.settle import Settled, settle
 
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 DATA_SERVICE = "data_service"
@@ -99,6 +103,7 @@ class DataFetchStep:
     transform_response: pluggy.HookCaller | None
     # None without a `response` model (or with status 204): the answer is passed on unchecked.
     check_answer: AnswerCheck | None = None
+    upstream: str = DATA_SERVICE
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request.get(body_key)
@@ -107,14 +112,21 @@ class DataFetchStep:
                                     pipeline=self.pipeline)
         query = request.get(query_key)
         checked: list[Any] = []  # the answer as `check_answer` made it, or its BadGateway
-        reply = await self.client.request(
-            self.method,
-            self.path.for_request(request),
-            json=body,
-            params=None if query is None else _params(query),
-            request_id=request.get(request_id_key),
-            accept=None if self.check_answer is None else functools.partial(self._fits, checked),
-        )
+        path = self.path.for_request(request)
+        try:
+            reply = await self.client.request(
+                self.method,
+                path,
+                json=body,
+                params=None if query is None else _params(query),
+                request_id=request.get(request_id_key),
+                accept=None if self.check_answer is None else functools.partial(self._fits, checked),
+            )
+        except ProblemError as exc:
+            if not (exc.outcome_unknown and self.method in _COMMITS):
+                raise
+            reply = await self._read_back(request, path, body, exc)
+            checked.clear()
         if self.status == 204:
             return self._answer(request, web.Response(status=204))
         saved: web.Response | None = None
@@ -139,6 +151,17 @@ class DataFetchStep:
         response = json_response(data, status=self.status)
         response[payload_key] = data
         return self._answer(request, response)
+
+    async def _read_back(self, request: web.Request, path: str, sent: Any, error: ProblemError) -> UpstreamReply:
+        """The record read back when it shows the lost write applied (see settle.py); else
+        `error` again, the request marked for the steps around when the write may have been made."""
+        settled, reply = await settle(self.client if self.upstream == DATA_SERVICE else None, self.method, path,
+                                      sent, request.get(request_id_key))
+        if settled is Settled.APPLIED:
+            return reply if reply is not None else UpstreamReply(self.status, None)
+        if settled is Settled.UNKNOWN:
+            request[outcome_unknown_key] = True
+        raise error
 
     def _fits(self, checked: list[Any], data: Any) -> bool:
         assert self.check_answer is not None  # only asked with a model to check against
@@ -181,6 +204,7 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         transform_upstream=hook.transform_upstream if has_implementations(hook.transform_upstream) else None,
         transform_response=hook.transform_response if has_implementations(hook.transform_response) else None,
         check_answer=_answer_check(config, context),
+        upstream=config.upstream,
     )
 
 

@@ -214,6 +214,7 @@ async def test_5xx_becomes_bad_gateway_without_internals(make_client: ClientFact
         await client.request("GET", "/boom")
     assert "Traceback" not in caught.value.detail
     assert "127.0.0.1" not in caught.value.detail
+    assert caught.value.outcome_unknown  # it was reached: a write may have been applied
 
 
 @pytest.mark.parametrize("path", ["/text", "/broken-json"])
@@ -252,8 +253,9 @@ async def test_a_reset_connection_is_unavailable_and_get_is_retried(make_client:
     port = server.sockets[0].getsockname()[1]
     try:
         client = await make_client(f"http://127.0.0.1:{port}", retries=2)
-        with pytest.raises(ServiceUnavailable):
+        with pytest.raises(ServiceUnavailable) as caught:
             await client.request("GET", "/users/1")
+        assert caught.value.outcome_unknown  # dropped once connected: it may have been acted on
         # aiohttp itself resends an idempotent request once when its connection drops: 2 per attempt
         assert 3 <= accepted <= 6
     finally:
@@ -269,6 +271,7 @@ async def test_slow_answer_beyond_the_total_timeout_is_a_gateway_timeout(
     with pytest.raises(GatewayTimeout) as caught:
         await client.request("GET", "/slow", request_id="rid-slow")
     assert "127.0.0.1" not in caught.value.detail
+    assert caught.value.outcome_unknown
     assert calls(client, "timeout") == before + 1
     assert fake.hits["GET", "/slow"] == 1  # a timeout is not retried: it would multiply the wait
 
@@ -281,6 +284,7 @@ async def test_closed_port_is_service_unavailable_with_retry_after(make_client: 
         await client.request("GET", "/users/1")
     assert caught.value.headers["Retry-After"] == "1"
     assert str(port) not in caught.value.detail
+    assert not caught.value.outcome_unknown  # never connected: nothing was sent
     assert calls(client, "unavailable") == before + 1
 
 

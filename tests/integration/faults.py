@@ -12,6 +12,9 @@ otherwise misbehaves the way a real upstream does:
   as the integer 1, or with fields the public User does not have (`EXTRA_FIELDS`);
 - ``refuse-revocations``: forwards everything but a PATCH that records a revocation
   (``sessions_revoked_at``), which it answers 503, as a data service that failed just then;
+- ``lose-write-answers``: forwards every request, but answers a user's PATCH or DELETE 500 once the
+  data service has applied it (an answer lost after the commit); a revocation's PATCH passes;
+- ``lose-write-answers-and-reads``: the same, and every GET is answered 503 (nothing can be read back);
 - ``down``: `go_down()` closes the listener and every open connection (connection refused),
   `come_back()` listens again on the same port.
 
@@ -31,7 +34,7 @@ from aiohttp import web
 
 Mode = Literal[
     "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields",
-    "refuse-revocations",
+    "refuse-revocations", "lose-write-answers", "lose-write-answers-and-reads",
 ]
 # What `extra-fields` adds to each record: fields a data service may well keep, and one it made up.
 EXTRA_FIELDS: Final = {
@@ -100,7 +103,7 @@ class FaultProxy:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _handle(self, request: web.Request) -> web.StreamResponse:  # noqa: PLR0911  # one answer per mode
         self.calls += 1
         match self.mode:
             case "garbage":
@@ -116,6 +119,11 @@ class FaultProxy:
                     await asyncio.wait_for(self._released.wait(), self.slow_s)
             case "refuse-revocations" if request.method == "PATCH" and b"sessions_revoked_at" in await request.read():
                 return web.json_response({"detail": "database is locked"}, status=503)
+            case "lose-write-answers-and-reads" if request.method == "GET":
+                return web.json_response({"detail": "database is locked"}, status=503)
+            case "lose-write-answers" | "lose-write-answers-and-reads" if await _loses_answer(request):
+                await self._forward(request)
+                return web.json_response({"detail": "connection to the database lost"}, status=500)
         return await self._forward(request)
 
     async def _forward(self, request: web.Request) -> web.Response:
@@ -133,6 +141,12 @@ class FaultProxy:
             if self.mode in _RECORD_CHANGES and upstream.content_type == "application/json":
                 body = orjson.dumps(_with_changed_records(orjson.loads(body), self.mode))
             return web.Response(status=upstream.status, body=body, headers=out)
+
+
+async def _loses_answer(request: web.Request) -> bool:
+    """A user's PATCH or DELETE, but not a revocation's PATCH (what the lost answer is about)."""
+    return request.method in {"PATCH", "DELETE"} and request.path.startswith("/api/v1/users/") \
+        and b"sessions_revoked_at" not in await request.read()
 
 
 def _with_changed_records(answer: Any, mode: Mode) -> Any:

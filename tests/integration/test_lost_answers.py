@@ -1,0 +1,100 @@
+"""Writes the data service applied but whose answer was lost (a 500 after the commit, a
+timeout): the record is read back, and what may have changed is followed (contract §4, §9, §9a)."""
+
+from __future__ import annotations
+
+from tests.integration.amqp_capture import body_of, capture, metric, next_message, wait_connected
+from tests.integration.conftest import (
+    Client,
+    StackFactory,
+    admin_headers,
+    assert_problem,
+    bearer,
+    login,
+    register,
+)
+from tests.integration.faults import FaultProxy
+
+
+async def _count(client: Client, result: str) -> float:
+    # The process's metrics outlive a test (stacks run in the test process): compare counts.
+    return await metric(client, "turnstile_uncertain_writes_total", result=result) or 0.0
+
+
+async def _ann(client: Client) -> tuple[int, dict[str, str]]:
+    user = await register(client, "ann@example.com", "correct-horse-1")
+    return int(user["id"]), bearer(await login(client, "ann@example.com", "correct-horse-1"))
+
+
+async def test_a_deactivation_whose_answer_was_lost_is_read_back_answered_announced_and_revoked(
+    stack: StackFactory, redis_db: str, amqp_url: str, unique: str, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
+        await wait_connected(client)
+        admin = await admin_headers(client)
+        ann_id, ann = await _ann(client)
+        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+        applied = await _count(client, "applied")
+        async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
+            proxy.mode = "lose-write-answers"
+            resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
+            # Read back, the record shows the change: the request succeeded after all.
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["is_active"] is False
+            message = await next_message(received)
+        assert body_of(message)["data"]["is_active"] is False
+        proxy.mode = "pass"
+        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+        fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
+        assert fresh.headers["X-Cache"] == "MISS"
+        assert (await fresh.json())["is_active"] is False
+        assert await _count(client, "applied") == applied + 1
+    finally:
+        await proxy.close()
+
+
+async def test_a_deactivation_whose_outcome_stays_unknown_still_ends_the_sessions_and_drops_the_cache(
+    stack: StackFactory, redis_db: str, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(redis_url=redis_db, data_service_url=proxy.url)
+        admin = await admin_headers(client)
+        ann_id, ann = await _ann(client)
+        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+        unknown = await _count(client, "unknown")
+        proxy.mode = "lose-write-answers-and-reads"
+        resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
+        await assert_problem(resp, 502)  # nothing could say what became of it
+        proxy.mode = "pass"
+        # It was applied: as an admin who disabled an account must be able to count on, the
+        # account's tokens no longer work, and nobody is served the old record from the cache.
+        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+        fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
+        assert fresh.headers["X-Cache"] == "MISS"
+        assert (await fresh.json())["is_active"] is False
+        assert await _count(client, "unknown") == unknown + 1
+    finally:
+        await proxy.close()
+
+
+async def test_a_deletion_whose_answer_was_lost_is_found_done(
+    stack: StackFactory, redis_db: str, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(redis_url=redis_db, data_service_url=proxy.url)
+        admin = await admin_headers(client)
+        ann_id, ann = await _ann(client)
+        proxy.mode = "lose-write-answers"
+        assert (await client.delete(f"/api/v1/users/{ann_id}", headers=admin)).status == 204
+        proxy.mode = "pass"
+        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).status == 404
+    finally:
+        await proxy.close()
