@@ -25,19 +25,21 @@ def _not_longer_than_ttl(inst: CacheConfig, _attribute: Any, value: int) -> None
 
 @frozen(kw_only=True)
 class CacheConfig:
-    """`{ use = "cache", key = "user:{id}", ttl_s = 3600, not_found_ttl_s = 30, fail_open = true }`
+    """`{ use = "cache", key = "user:{id}", ttl_s = 3600, not_found_ttl_s = 0, fail_open = true }`
 
     key: the cache key, a template over the route parameters and ``{actor}``.
     ttl_s: lifetime in seconds of a stored 200 answer (> 0).
-    not_found_ttl_s: lifetime of a remembered 404, kept short so a created resource shows up
-        soon (0: 404s are not cached; at most ttl_s).
+    not_found_ttl_s: lifetime of a remembered 404 (0, the default: 404s are not cached; at most
+        ttl_s). Nothing that creates a record drops a remembered 404 of its key (its id comes
+        with the answer), so with it on a record created meanwhile, its owner included, reads
+        as 404 until it ends: for keys that never name a resource yet to be created.
     fail_open: when the cache backend is down or slow, answer from the rest of the chain with
         ``X-Cache: BYPASS`` (Kong's fault_tolerant); false answers 503 instead.
     """
 
     key: str = template_field(validator=check_template)
     ttl_s: int = field(default=3600, validator=gt(0))
-    not_found_ttl_s: int = field(default=30, validator=[ge(0), _not_longer_than_ttl])
+    not_found_ttl_s: int = field(default=0, validator=[ge(0), _not_longer_than_ttl])
     fail_open: bool = True
 
 

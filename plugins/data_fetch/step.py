@@ -37,6 +37,7 @@ from app import (
     projection_of,
     query_key,
     request_id_key,
+    schema_of,
     upstreams_key,
 )
 from plugins.data_fetch.config import DataFetchConfig
@@ -58,9 +59,21 @@ class AnswerCheck:
     model: str
     project: Projection
     upstream: str = DATA_SERVICE
+    # The model's field names: a query value of the same name fills one the answer leaves out.
+    fields: frozenset[str] = frozenset()
 
-    def __call__(self, data: Any, pipeline: str) -> Any:
-        """The answer with only the model's fields; BadGateway when it does not fit."""
+    def __call__(self, data: Any, pipeline: str, query: dict[str, Any] | None = None) -> Any:
+        """The answer with only the model's fields; BadGateway when it does not fit.
+
+        A field the answer leaves out is taken from the validated query when it has one of that
+        name: a list's ``limit`` and ``offset`` are what was asked (the data service's list
+        answer is ``{items, total}``, contract §7).
+        """
+        if query and isinstance(data, dict):
+            echoed = {name: value for name, value in query.items()
+                      if name in self.fields and name not in data and value is not None}
+            if echoed:
+                data = {**data, **echoed}
         try:
             return self.project(data)
         except ShapeMismatch as exc:
@@ -104,6 +117,8 @@ class DataFetchStep:
     # None without a `response` model (or with status 204): the answer is passed on unchecked.
     check_answer: AnswerCheck | None = None
     upstream: str = DATA_SERVICE
+    # The query model's defaults: what a parameter the client left out stands for.
+    query_defaults: dict[str, Any] = attrs.Factory(dict)
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request.get(body_key)
@@ -111,6 +126,7 @@ class DataFetchStep:
             body = await call_chain(self.transform_upstream, "payload", body, expect=dict, request=request,
                                     pipeline=self.pipeline)
         query = request.get(query_key)
+        asked = None if query is None else {**self.query_defaults, **query}
         checked: list[Any] = []  # the answer as `check_answer` made it, or its BadGateway
         path = self.path.for_request(request)
         try:
@@ -120,7 +136,7 @@ class DataFetchStep:
                 json=body,
                 params=None if query is None else _params(query),
                 request_id=request.get(request_id_key),
-                accept=None if self.check_answer is None else functools.partial(self._fits, checked),
+                accept=None if self.check_answer is None else functools.partial(self._fits, checked, asked),
             )
         except ProblemError as exc:
             if not (exc.outcome_unknown and self.method in _COMMITS):
@@ -141,7 +157,7 @@ class DataFetchStep:
             if isinstance(data, BadGateway):
                 raise data
         elif self.check_answer is not None:
-            data = self.check_answer(data, self.pipeline.name)
+            data = self.check_answer(data, self.pipeline.name, asked)
         if saved is not None and data is not None:
             saved[payload_key] = data
         if data is not None and self.transform_response is not None:
@@ -163,10 +179,10 @@ class DataFetchStep:
             request[outcome_unknown_key] = True
         raise error
 
-    def _fits(self, checked: list[Any], data: Any) -> bool:
+    def _fits(self, checked: list[Any], query: dict[str, Any] | None, data: Any) -> bool:
         assert self.check_answer is not None  # only asked with a model to check against
         try:
-            checked.append(self.check_answer(data, self.pipeline.name))
+            checked.append(self.check_answer(data, self.pipeline.name, query))
         except BadGateway as exc:
             checked.append(exc)
             return False
@@ -205,14 +221,24 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         transform_response=hook.transform_response if has_implementations(hook.transform_response) else None,
         check_answer=_answer_check(config, context),
         upstream=config.upstream,
+        query_defaults=_query_defaults(context),
     )
+
+
+def _query_defaults(context: BuildContext) -> dict[str, Any]:
+    if context.pipeline.query is None:
+        return {}
+    properties = schema_of(context.app[models_key][context.pipeline.query]).get("properties", {})
+    return {name: spec["default"] for name, spec in properties.items() if "default" in spec}
 
 
 def _answer_check(config: DataFetchConfig, context: BuildContext) -> AnswerCheck | None:
     if config.response is None or config.status == 204:
         return None
     # `check` made sure the model is registered.
-    return AnswerCheck(config.response, projection_of(context.app[models_key][config.response]), config.upstream)
+    model = context.app[models_key][config.response]
+    fields = frozenset(field.name for field in attrs.fields(model)) if attrs.has(model) else frozenset()
+    return AnswerCheck(config.response, projection_of(model), config.upstream, fields)
 
 
 def _public_name(upstream: str) -> str:

@@ -12,7 +12,7 @@ from plugins.cache.config import CacheConfig, CacheInvalidateConfig
 def test_cache_defaults() -> None:
     config = converter.structure({"key": "user:{id}"}, CacheConfig)
 
-    assert config == CacheConfig(key="user:{id}", ttl_s=3600, not_found_ttl_s=30, fail_open=True)
+    assert config == CacheConfig(key="user:{id}", ttl_s=3600, not_found_ttl_s=0, fail_open=True)
 
 
 def test_invalidate_keys_become_a_tuple() -> None:

@@ -69,6 +69,15 @@ class Thing:
     id: int
 
 
+@attrs.frozen(kw_only=True)
+class Listing:
+    """A page of things: `limit` is what was asked."""
+
+    items: list[int]
+    total: int
+    limit: int
+
+
 class HashAndStrip:
     """A team plugin: fills the stored record from the sign-up, and strips the hash on the way out."""
 
@@ -95,7 +104,7 @@ class HashAndStrip:
 class ModelsOnly:
     @hookimpl
     def register_models(self) -> list[type[Any]]:
-        return [SignUp, Page, Thing]
+        return [SignUp, Page, Thing, Listing]
 
 
 @pytest.fixture
@@ -296,3 +305,25 @@ def test_template_naming_the_actor_without_auth_is_an_internal_error() -> None:
 
     with pytest.raises(InternalError):
         Template("user:{actor}").for_request(request)
+
+
+@pytest.mark.parametrize(("query", "limit"), [("", 10), ("?limit=5", 5)])
+async def test_a_field_the_answer_leaves_out_is_the_querys_value_of_that_name(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, query: str, limit: int
+) -> None:
+    # The data service's list answer is {items, total} (contract §7); the page's limit is what was asked.
+    fake = FakeUpstream(body=b'{"items": [1, 2], "total": 9}')
+    listing = """
+[[pipelines]]
+name = "list_things"
+route = "GET /things"
+query = "Page"
+steps = [{ use = "data-fetch", call = "GET /api/v1/things", response = "Listing" }]
+"""
+    upstream = await start_fake(aiohttp_server, fake)
+    client = await make_client(aiohttp_client, tmp_path, listing, data_service_url=upstream, extra=[ModelsOnly()])
+
+    response = await client.get(f"/things{query}")
+
+    assert response.status == 200, await response.text()
+    assert await response.json() == {"items": [1, 2], "total": 9, "limit": limit}
