@@ -22,7 +22,7 @@ from app.pipeline.registry import load_checked, make_registry
 from app.plugin_settings import PluginSettings, describe, embedded_defaults, registered_settings
 from app.plugins import hookspec_names, offered_hookspecs
 from app.resources import resources_key
-from app.settings import Settings, SettingsError, read_token_file
+from app.settings import Settings, SettingsError, read_token_file, read_token_lines
 
 
 def _parser(commands: Sequence[tuple[str, Command]]) -> argparse.ArgumentParser:
@@ -54,6 +54,10 @@ def _parser(commands: Sequence[tuple[str, Command]]) -> argparse.ArgumentParser:
     dataservice.add_argument(
         "--token-file", type=Path,
         help="file holding the bearer token every call must carry (default: DATA_SERVICE_TOKEN[_FILE])",
+    )
+    dataservice.add_argument(
+        "--previous-token-file", type=Path,
+        help="file holding tokens still accepted during a rotation, one a line",
     )
     for plugin, command in commands:
         if command.name in subparsers.choices:
@@ -258,13 +262,23 @@ def _cmd_dataservice(args: argparse.Namespace, loaded: _Loaded, argv: list[str])
     settings = loaded.settings
     setup_logging(settings.log_level, settings.log_format)
     token = settings.data_service_token
-    if args.token_file is not None:
+    previous: list[str] = []
+    for option, path in (("--token-file", args.token_file), ("--previous-token-file", args.previous_token_file)):
+        if path is None:
+            continue
         try:
-            token = read_token_file(args.token_file)
+            if option == "--token-file":
+                token = read_token_file(path)
+            else:
+                previous = read_token_lines(path)
         except ValueError as exc:
-            print(f"turnstile: --token-file {args.token_file}: {exc}", file=sys.stderr)  # noqa: T201
+            print(f"turnstile: {option} {path}: {exc}", file=sys.stderr)  # noqa: T201
             return 2
-    run_dataservice(args.host, args.port, args.db, token=token)
+    if previous and token is None:
+        print("turnstile: --previous-token-file needs a current token (--token-file or DATA_SERVICE_TOKEN[_FILE])",  # noqa: T201
+              file=sys.stderr)
+        return 2
+    run_dataservice(args.host, args.port, args.db, token=token, previous_tokens=previous)
     return 0
 
 

@@ -338,6 +338,29 @@ def read_token_file(path: str | Path) -> str:
     return token
 
 
+def read_token_lines(path: str | Path) -> list[str]:
+    """The tokens in the file at `path`, one a line (blank lines skipped; may be none).
+
+    Raises:
+        ValueError: the file cannot be read, or a line is not a usable token (named by number).
+    """
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        msg = f"cannot be read ({exc.strerror})"
+        raise ValueError(msg) from None
+    tokens = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        problem = check_bearer_token(line.strip())
+        if problem is not None:
+            msg = f"line {number}: {problem}"
+            raise ValueError(msg)
+        tokens.append(line.strip())
+    return tokens
+
+
 def _data_service_token(r: _Reader) -> str | None:
     """DATA_SERVICE_TOKEN_FILE (read once, here) or else DATA_SERVICE_TOKEN; the value is never echoed."""
     path = r.raw("DATA_SERVICE_TOKEN_FILE")

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from yarl import URL
 
 from app.clients.breaker import CircuitBreaker, CircuitState, Permit
-from app.clients.reachability import Reachability, State
+from app.clients.reachability import STATES, Reachability, State
 from app.clients.retry import RETRYABLE_STATUSES, backoff_s, is_idempotent
 from app.errors import BadGateway, Conflict, GatewayTimeout, NotFound, ProblemError, ServiceUnavailable
 from app.outage import OutageLog
@@ -57,6 +57,16 @@ CIRCUIT_STATE = Gauge(
     multiprocess_mode="livemax",  # under --workers N: the worst worker's breaker
 )
 _GAUGE_VALUE = {CircuitState.CLOSED: 0, CircuitState.HALF_OPEN: 1, CircuitState.OPEN: 2}
+# Readiness follows it; a pod that is not ready gets no traffic, so no request metric shows a
+# data service that refuses our token, and the breaker stays closed (a 401 is no failure):
+# this is what an alert can watch (TurnstileUpstreamRefused).
+REACHABILITY = Gauge(
+    "turnstile_upstream_reachability",
+    "What the latest call or probe of each upstream said: 1 for its state (unknown, ok, unreachable, refused), "
+    "0 for the others",
+    ["upstream", "state"],
+    multiprocess_mode="livemax",  # under --workers N: a state any live worker is in
+)
 
 _MAX_DETAIL_CHARS = 200
 
@@ -180,7 +190,7 @@ class DataServiceClient:
         )
         self._gauge = CIRCUIT_STATE.labels(upstream=name)
         self._publish_state()
-        self.reachability = Reachability()
+        self.reachability = Reachability(on_change=self._publish_reachability)
         # An outage is one WARNING and its end one INFO, not a line per call (or per probe).
         self._outage = OutageLog(log, name)
         self._refusal_logged_at: float | None = None
@@ -463,6 +473,10 @@ class DataServiceClient:
 
     def _publish_state(self) -> None:
         self._gauge.set(_GAUGE_VALUE[self._breaker.state])
+
+    def _publish_reachability(self, current: State) -> None:
+        for state in STATES:
+            REACHABILITY.labels(self.name, state).set(1 if state == current else 0)
 
 
 _REFUSAL_LOG_EVERY_S = 60.0

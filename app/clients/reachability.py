@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Final, Literal, final
 
 State = Literal["unknown", "ok", "unreachable", "refused"]
+STATES: Final[tuple[State, ...]] = ("unknown", "ok", "unreachable", "refused")
 # How long a verdict stands before a probe is due.
 FRESH_S: Final = 5.0
 
@@ -23,13 +24,20 @@ class Reachability:
     """The last verdict on an upstream: never seen, answered, unreachable or refusing our
     credentials (a 401 or 403: a wrong token is a configuration fault, not a client's)."""
 
-    def __init__(self, *, fresh_s: float = FRESH_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, fresh_s: float = FRESH_S, clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[State], object] = lambda _state: None,
+    ) -> None:
         self.fresh_s = fresh_s
         self._clock = clock
+        self._on_change = on_change
         self.state: State = "unknown"
         self._at: float | None = None
+        on_change(self.state)
 
     def note(self, state: State) -> None:
+        if state != self.state:
+            self._on_change(state)
         self.state = state
         self._at = self._clock()
 

@@ -2,14 +2,15 @@
 
 Turnstile holds every password hash in this service, so without a token any process that can
 reach the port (or any request forgery from a neighbour) could read the hashes or make itself
-admin. Given a token, every call except the liveness probe `/healthz` must send
-`Authorization: Bearer <token>`; anything else is a 401. The comparison takes the same time
+admin. Given a token (and, during a rotation, the previous ones), every call except the liveness
+probe `/healthz` must send `Authorization: Bearer <token>`; anything else is a 401. The comparison takes the same time
 whatever the bytes sent (hmac.compare_digest), so the token cannot be guessed byte by byte.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from typing import Final
 
 from aiohttp import web
@@ -29,9 +30,10 @@ def _presented(header: str) -> bytes | None:
     return credentials.strip().encode("utf-8", "replace")
 
 
-def bearer_token_middleware(token: str) -> Middleware:
-    """A middleware that answers 401 to every call (but `/healthz`) without `Bearer <token>`."""
-    expected = token.encode()
+def bearer_token_middleware(token: str, *, previous: Sequence[str] = ()) -> Middleware:
+    """A middleware that answers 401 to every call (but `/healthz`) without `Bearer <token>`
+    (or one of the `previous` tokens, still accepted during a rotation)."""
+    accepted = [candidate.encode() for candidate in (token, *previous)]
 
     @web.middleware
     async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -41,7 +43,8 @@ def bearer_token_middleware(token: str) -> Middleware:
                 msg = "This service needs a bearer token."
                 # RFC 6750 §3.1: no error code when the request carried no credential at all.
                 raise Unauthorized(msg).with_headers({"WWW-Authenticate": "Bearer"})
-            if not hmac.compare_digest(presented, expected):
+            # Every token compared, whichever matches: the time says nothing about which one.
+            if not sum(hmac.compare_digest(presented, expected) for expected in accepted):
                 msg = "The bearer token is not valid."
                 raise Unauthorized(msg)
         return await handler(request)

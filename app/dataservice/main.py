@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -39,13 +39,16 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
-def create_dataservice_app(db_path: str | Path, *, token: str | None = None) -> web.Application:
+def create_dataservice_app(
+    db_path: str | Path, *, token: str | None = None, previous_tokens: Sequence[str] = ()
+) -> web.Application:
     """The data service as an aiohttp app on the SQLite file `db_path`.
 
     Args:
         db_path: the database file; its parent directory is created if missing.
         token: when given, every call but `/healthz` must carry `Authorization: Bearer <token>`
             (a 401 otherwise). None leaves the service open to whoever reaches its port.
+        previous_tokens: tokens still accepted beside `token` during a rotation.
     """
     hide_server_version()
     answer_protocol_errors_as_problems()
@@ -53,7 +56,8 @@ def create_dataservice_app(db_path: str | Path, *, token: str | None = None) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     middlewares: list[Middleware] = [request_middleware]
     if token is not None:
-        middlewares.append(bearer_token_middleware(token))  # inside: its 401 is rendered and logged
+        # inside: its 401 is rendered and logged
+        middlewares.append(bearer_token_middleware(token, previous=previous_tokens))
     # Bodies are inflated by the routes, within the limit (app/pipeline/content_coding.py):
     # aiohttp would inflate even the unread rest of a body it drains after an early 401.
     app = web.Application(middlewares=middlewares, handler_args={"auto_decompress": False})
@@ -69,17 +73,19 @@ def _base_url(address: tuple[str, int] | tuple[str, int, int, int]) -> str:
 
 
 async def start_dataservice(
-    db_path: str | Path, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None
+    db_path: str | Path, host: str = "127.0.0.1", port: int = 0, *, token: str | None = None,
+    previous_tokens: Sequence[str] = (),
 ) -> tuple[web.AppRunner, str]:
     """Start the data service in the running event loop.
 
-    `token`: the bearer token calls must carry (see `create_dataservice_app`).
+    `token`, `previous_tokens`: the bearer tokens calls must carry (see `create_dataservice_app`).
 
     Returns:
         The runner (the caller owns it and calls `await runner.cleanup()`) and the base URL,
         e.g. `http://127.0.0.1:54321`, with the port actually bound (port 0 picks a free one).
     """
-    runner = web.AppRunner(create_dataservice_app(db_path, token=token), access_log=None)
+    app = create_dataservice_app(db_path, token=token, previous_tokens=previous_tokens)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()
@@ -96,7 +102,9 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return socket.create_server(address[:2], family=family)
 
 
-def run_dataservice(host: str, port: int, db_path: str, *, token: str | None = None) -> None:
+def run_dataservice(
+    host: str, port: int, db_path: str, *, token: str | None = None, previous_tokens: Sequence[str] = ()
+) -> None:
     """Serve until SIGINT/SIGTERM, announcing the address in one line on stdout.
 
     The socket is bound here, before `web.run_app`, so the line names the real port even for
@@ -115,4 +123,5 @@ def run_dataservice(host: str, port: int, db_path: str, *, token: str | None = N
         sys.stdout.write(f"Turnstile reference data service listening on {url} (database {db_path}; {guarded})\n")
         sys.stdout.flush()
 
-    web.run_app(create_dataservice_app(db_path, token=token), sock=sock, print=announce, access_log=None)
+    app = create_dataservice_app(db_path, token=token, previous_tokens=previous_tokens)
+    web.run_app(app, sock=sock, print=announce, access_log=None)

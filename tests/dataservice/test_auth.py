@@ -20,6 +20,7 @@ from tests.dataservice.conftest import Client
 from tests.services import ROOT
 
 TOKEN = "reference-data-service-token-1"  # a test credential
+PREVIOUS = "the-token-before-it-0123"  # one a rotation retires
 PROBLEM = "application/problem+json"
 USER = {"email": "ada@example.com", "password_hash": "$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA"}
 
@@ -117,13 +118,29 @@ async def test_start_dataservice_takes_a_token(tmp_path: Path) -> None:
         await runner.cleanup()
 
 
+async def test_during_a_rotation_the_previous_tokens_are_accepted_too(tmp_path: Path) -> None:
+    new, older = "the-new-token-0123456789", "an-older-one-0123456789"
+    runner, url = await start_dataservice(tmp_path / "data.sqlite3", token=new, previous_tokens=[TOKEN, older])
+    try:
+        async with aiohttp.ClientSession() as session:
+            for accepted in (new, TOKEN, older):
+                async with session.get(f"{url}/api/v1/users", headers=bearer(accepted)) as resp:
+                    assert resp.status == 200
+            async with session.get(f"{url}/api/v1/users", headers=bearer("not-one-of-them-0123456")) as resp:
+                assert resp.status == 401
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def process(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, str]]:
     """`turnstile dataservice` run as an operator runs it; (its URL, everything it printed)."""
     args, env = request.param
     token_file = tmp_path / "token"
     token_file.write_text(f"{TOKEN}\n")
-    argv = [arg.replace("TOKEN_FILE", str(token_file)) for arg in args]
+    previous_file = tmp_path / "previous"
+    previous_file.write_text(f"{PREVIOUS}\n\n")
+    argv = [arg.replace("PREVIOUS_FILE", str(previous_file)).replace("TOKEN_FILE", str(token_file)) for arg in args]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "app", "dataservice", "--port", "0", "--db", str(tmp_path / "d.sqlite3"), *argv,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -162,6 +179,19 @@ async def test_the_command_takes_the_token_and_listens_on_loopback(process: tupl
         async with session.get(f"{url}/api/v1/users", headers=bearer(TOKEN)) as resp:
             assert resp.status == 200
             assert resp.headers["Server"] == "turnstile"  # no software versions (contract §4)
+        async with session.get(f"{url}/api/v1/users", headers=bearer(PREVIOUS)) as resp:
+            assert resp.status == 401  # no rotation under way
+
+
+@pytest.mark.parametrize(
+    "process", [(["--token-file", "TOKEN_FILE", "--previous-token-file", "PREVIOUS_FILE"], {})], indirect=True
+)
+async def test_the_command_accepts_the_previous_tokens_during_a_rotation(process: tuple[str, str]) -> None:
+    url, _line = process
+    async with aiohttp.ClientSession() as session:
+        for token in (TOKEN, PREVIOUS):
+            async with session.get(f"{url}/api/v1/users", headers=bearer(token)) as resp:
+                assert resp.status == 200
 
 
 def test_the_command_refuses_an_unusable_token_file(tmp_path: Path) -> None:

@@ -110,6 +110,8 @@ def test_a_changed_secret_value_rolls_the_pods(chart: Chart, minimal_values: dic
         {"jwt": {"secret": "a-rotated-jwt-secret-of-the-deploy-tests"}},
         {"admin": {"email": "root@example.com", "password": "correct horse battery"}},
         {"redis": {"existingSecret": {"name": "shared-redis", "key": "REDIS_URL"}}},
+        {"mail": {"smtpUrl": "smtp+starttls://turnstile:a-new-password@smtp.example.com:587"}},
+        {"mail": {"existingSecret": {"name": "mail", "key": "SMTP_URL"}}},
     ]
     for change in changes:
         after = pod_annotations(render(chart, merged(minimal_values, change)))[SECRET_CHECKSUM]

@@ -114,7 +114,8 @@ def test_selectors_match_the_server_pods_only(manifests_fixture: str, request: p
     # the selector must not contain labels that change on upgrade
     assert "app.kubernetes.io/version" not in selector
     assert "helm.sh/chart" not in selector
-    assert only(manifests, "Service")["spec"]["selector"] == selector
+    # the Service, and with a ServiceMonitor the metrics Service beside it
+    assert all(m["spec"]["selector"] == selector for m in manifests if m["kind"] == "Service")
     assert only(manifests, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == selector
     test_pod = only(manifests, "Pod")
     assert not selector.items() <= test_pod["metadata"]["labels"].items()
@@ -278,8 +279,16 @@ def test_service_monitor_scrapes_metrics_on_the_http_port(full_manifests: list[M
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint == {"port": "http", "path": "/metrics", "interval": "15s", "scrapeTimeout": "5s"}
-    service = only(full_manifests, "Service")
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # It selects the metrics Service alone, which lists unready pods too (their metrics say why
+    # they are unready), and whose selector is the pods' own.
+    services = [m for m in full_manifests if m["kind"] == "Service"]
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    (selected,) = [s for s in services if wanted <= s["metadata"]["labels"].items()]
+    assert selected["metadata"]["name"] == f"{FULLNAME}-metrics"
+    assert selected["spec"]["publishNotReadyAddresses"] is True
+    (main,) = [s for s in services if s is not selected]
+    assert selected["spec"]["selector"] == main["spec"]["selector"]
+    assert selected["spec"]["ports"][0]["targetPort"] == "http"
 
 
 def test_helm_test_pod_checks_readyz_through_the_service(minimal_manifests: list[Manifest]) -> None:

@@ -11,14 +11,17 @@ burst repeated every minute, as if the condition lasted.
 from __future__ import annotations
 
 import asyncio
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import hookimpl
+from app.dataservice import start_dataservice
 from app.keys import data_service_key
 from tests.app.test_cli import free_port
 from tests.integration.conftest import (
@@ -39,6 +42,8 @@ TARGET_LABELS = frozenset({"namespace", "job", "pod", "instance", "service", "co
 STEPS = 60
 
 Labels = frozenset[tuple[str, str]]
+# Gauges each upstream client sets for itself: only this instance's count.
+_PER_CLIENT = frozenset({"turnstile_circuit_state", "turnstile_upstream_reachability"})
 
 
 @attrs.frozen
@@ -67,7 +72,7 @@ async def scrape(client: Client) -> Scrape:
         for name, labels, value, *_ in family.samples:
             if name.endswith("_created"):
                 continue
-            if name == "turnstile_circuit_state" and labels["upstream"] not in upstreams:
+            if name in _PER_CLIENT and labels["upstream"] not in upstreams:
                 continue
             sample = Sample(name, frozenset(labels.items()), float(value), family.type)
             samples[(name, sample.labels)] = sample
@@ -233,6 +238,25 @@ async def broker_down(stack: StackFactory, deps: dict[str, Any]) -> Observed:
     return await _observe(await stack(**{**deps, **down}), traffic)
 
 
+async def token_refused(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """Sign-ups while the data service refuses the token Turnstile sends (a rotation gone wrong)."""
+
+    async def traffic(client: Client) -> None:
+        for n in range(8):
+            body = {"email": f"t{n}@example.com", "password": "correct-horse-1"}
+            resp = await client.post("/api/v1/auth/register", json=body)
+            assert resp.status == 502, await resp.text()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runner, url = await start_dataservice(Path(tmp) / "data.sqlite3", token="the-data-services-own-token")
+        try:
+            no_admin = {"TURNSTILE_ADMIN_EMAIL": "", "TURNSTILE_ADMIN_PASSWORD": ""}
+            client = await stack(no_admin, **deps, data_service_url=url, data_service_token="a-token-it-does-not-take")
+            return await _observe(client, traffic)
+        finally:
+            await runner.cleanup()
+
+
 class BlockingRule:
     """A team's `def` rule calling a slow service with a blocking client, on one route."""
 
@@ -265,6 +289,7 @@ SCENARIOS: dict[str, Scenario] = {
     "data-service-down": data_service_down,
     "redis-down": redis_down,
     "broker-down": broker_down,
+    "token-refused": token_refused,
     "loop-blocked": loop_blocked,
 }
 

@@ -50,6 +50,11 @@ EXPECTED: dict[str, list[Alert]] = {
         ],
     ],
     "broker-down": [("TurnstileOutboxGrowing", {"severity": "warning", **RELEASE})],
+    # In a cluster the unready pods get no request; here the burst reaches them, and its 502s count.
+    "token-refused": [
+        ("TurnstileUpstreamRefused", {"severity": "critical", "upstream": "data_service", **RELEASE}),
+        ("TurnstileHighErrorRate", {"severity": "critical", **RELEASE}),
+    ],
     "loop-blocked": [("TurnstileEventLoopBlocked", {"severity": "warning", **RELEASE})],
 }
 

@@ -175,7 +175,8 @@ roll pods because of it.
   (list "REDIS_URL" $v.redis.existingSecret $v.redis.url)
   (list "RABBITMQ_URL" $v.rabbitmq.existingSecret $v.rabbitmq.url)
   (list "JWT_SECRET" $v.jwt.existingSecret $v.jwt.secret)
-  (list "TURNSTILE_ADMIN_PASSWORD" $v.admin.existingSecret $v.admin.password) }}
+  (list "TURNSTILE_ADMIN_PASSWORD" $v.admin.existingSecret $v.admin.password)
+  (list "SMTP_URL" $v.mail.existingSecret $v.mail.smtpUrl) }}
 {{- with $v.jwt.previous }}
 {{- range $env, $key := dict "JWT_PREVIOUS_SECRETS_FILE" .secretsKey "JWT_PREVIOUS_PUBLIC_KEYS_FILE" .publicKeysKey }}
 {{- if and $.Values.jwt.previous.existingSecret $key }}
