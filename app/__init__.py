@@ -52,6 +52,7 @@ from app.keys import (
     request_id_key,
     settings_key,
 )
+from app.middlewares.request_id import current_request_id
 from app.models.events import Event
 from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field, schema_of
@@ -163,6 +164,7 @@ __all__ = [
     "committed_key",
     "complete_despite_cancellation",
     "converter",
+    "current_request_id",
     "data_service_key",
     "event_id_key",
     "has_implementations",

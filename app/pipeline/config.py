@@ -256,7 +256,7 @@ class _Loader:
         if params is not None:
             self.check_templates(where, label, step_type, config, params)
             if step_type.check is not None:
-                context = CheckContext(frozenset(params), frozenset(self.models), self.upstream_names)
+                context = CheckContext(frozenset(params), frozenset(self.models), self.upstream_names, self.models)
                 try:
                     problems = list(step_type.check(config, context))
                 except Exception as exc:  # a plugin's check: anything; the file's other errors still count

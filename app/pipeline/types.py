@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
@@ -97,6 +97,14 @@ class CheckContext:
     models: frozenset[str]
     # The HTTP services a step may call by name: DATA_SERVICE and each `[upstreams.NAME]`.
     upstreams: frozenset[str] = frozenset({DATA_SERVICE})
+    # The registered models themselves, by name (see `model_fields`).
+    model_classes: Mapping[str, type[Any]] = attrs.field(factory=dict)
+
+    def model_fields(self, name: str) -> frozenset[str]:
+        """The field names of the registered model `name` (none for an unknown or non-attrs one)."""
+        model = self.model_classes.get(name)
+        return frozenset(field.name for field in attrs.fields(model)) if model is not None and attrs.has(model) \
+            else frozenset()
 
 
 @attrs.frozen

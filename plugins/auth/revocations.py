@@ -15,7 +15,7 @@ Where a cut-off lives, most durable first:
 
 A revocation is written to all three: this process at once (it holds whatever else fails),
 Redis (deferred until it answers when it is down, app/clients/redis/pending.py) and the record.
-While Redis is down the check asks the record instead, keeping what it read for a short while.
+While Redis is down the check asks the record instead, keeping what it read for a second.
 """
 
 from __future__ import annotations
@@ -34,7 +34,10 @@ from app import DataService, NotFound, RedisConnection, RedisUnavailable, Rollba
 
 NONE: Final = "none"  # Redis: the record has no cut-off
 MISSING: Final = object()  # Redis: no key (read the record)
-RECORD_READ_TTL_S: Final = 30.0
+# While Redis is down, how long a read of the record stands for it: a revocation made by another
+# instance (which reaches every instance through Redis, or its event) is seen within this even
+# when the broker is down too. One data-service read per user and second, single-flighted.
+RECORD_READ_TTL_S: Final = 1.0
 MAX_LOCAL_ENTRIES: Final = 100_000
 
 # KEYS[1] the user's key; ARGV[1] a cut-off, ARGV[2] its TTL. Keeps the later cut-off: a late

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import field, frozen
-from attrs.validators import and_, ge, le
+from attrs.validators import and_, ge, le, optional
 
 from app import check_template, template_field
 
@@ -36,12 +36,16 @@ class DataFetchConfig:
         on as it came. Also the success schema in the OpenAPI document.
     upstream: the service called: ``data_service`` (the default, set by DATA_SERVICE_URL) or
         the NAME of an ``[upstreams.NAME]`` table of the same file.
+    location: the ``Location`` header of the answer (RFC 9110: where a created resource is),
+        a template over the fields of the answer, e.g. ``"/api/v1/users/{id}"``; needs
+        `response`, whose model must have every field it names.
     """
 
     call: str = template_field(validator=_check_call)
     status: int = field(default=200, validator=and_(ge(200), le(299)))
     response: str | None = None
     upstream: str = "data_service"
+    location: str | None = field(default=None, validator=optional(check_template))
 
     @property
     def method(self) -> str:

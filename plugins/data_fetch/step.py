@@ -38,6 +38,7 @@ from app import (
     query_key,
     request_id_key,
     schema_of,
+    template_placeholders,
     upstreams_key,
 )
 from plugins.data_fetch.config import DataFetchConfig
@@ -119,6 +120,8 @@ class DataFetchStep:
     upstream: str = DATA_SERVICE
     # The query model's defaults: what a parameter the client left out stands for.
     query_defaults: dict[str, Any] = attrs.Factory(dict)
+    # The Location header's template over the answer's fields (`location`), if any.
+    location: Template | None = None
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request.get(body_key)
@@ -166,6 +169,8 @@ class DataFetchStep:
                 data = self.check_answer.final(data, self.pipeline.name)
         response = json_response(data, status=self.status)
         response[payload_key] = data
+        if self.location is not None and isinstance(data, dict):
+            response.headers["Location"] = self.location.for_data(data)
         return self._answer(request, response)
 
     async def _read_back(self, request: web.Request, path: str, sent: Any, error: ProblemError) -> UpstreamReply:
@@ -222,6 +227,7 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         check_answer=_answer_check(config, context),
         upstream=config.upstream,
         query_defaults=_query_defaults(context),
+        location=Template(config.location) if config.location is not None else None,
     )
 
 
@@ -253,6 +259,8 @@ def check(config: DataFetchConfig, ctx: CheckContext) -> list[str]:
     if config.response is not None and config.response not in ctx.models:
         known = ", ".join(sorted(ctx.models)) or "none"
         problems.append(f"response: model {config.response!r} is not registered (known: {known})")
+    if config.location is not None:
+        problems.extend(_location_problems(config, ctx))
     if config.upstream not in ctx.upstreams:
         known = ", ".join(sorted(ctx.upstreams))
         problems.append(f"upstream: {config.upstream!r} is not declared by an [upstreams.NAME] table "
@@ -260,10 +268,19 @@ def check(config: DataFetchConfig, ctx: CheckContext) -> list[str]:
     return problems
 
 
+def _location_problems(config: DataFetchConfig, ctx: CheckContext) -> list[str]:
+    if config.response is None or config.status == 204:
+        return ["location: names fields of the answer, so it needs a response model (and a status other than 204)"]
+    return [f"location: placeholder {{{name}}} names no field of the answer ({config.response})"
+            for name in template_placeholders(config.location or "")
+            if name not in ctx.model_fields(config.response)]
+
+
 def document(config: DataFetchConfig, doc: OperationDoc) -> None:
     description = "Success" if config.status != 204 else "Done; no content"
     schema = model_ref(config.response) if config.response and config.status != 204 else None
-    doc.respond(config.status, description, schema=schema)
+    headers = {"Location": "Where the created resource is"} if config.location is not None else None
+    doc.respond(config.status, description, schema=schema, headers=headers)
     # The terminal step owns the success description; a wrapper documented first may have
     # created the response only to hang its headers on it.
     doc.responses[str(config.status)]["description"] = description

@@ -21,7 +21,7 @@ from typing import Final, final
 import attrs
 from prometheus_client import Counter, Gauge
 
-from app import OutageLog
+from app import OutageLog, current_request_id
 from plugins.mail.senders import Sender, SendFailed
 
 log = logging.getLogger("turnstile.mail")
@@ -46,6 +46,8 @@ class _Item:
     message: EmailMessage
     kind: str  # what the log may say about the mail
     attempt: int = 0
+    # The request that caused the mail: every line about it carries its id, as the request's own do.
+    request_id: str = attrs.field(factory=current_request_id.get)
 
 
 @final
@@ -119,6 +121,7 @@ class MailQueue:
 
     async def _attempt(self, item: _Item) -> None:
         item.attempt += 1
+        current_request_id.set(item.request_id)  # this worker task's own context, until its next mail
         try:
             await self.sender.send(item.message)
         except SendFailed as exc:

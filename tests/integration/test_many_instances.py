@@ -232,6 +232,30 @@ async def test_item3_a_deactivation_during_a_redis_outage_is_saved_revoked_and_h
         await assert_problem(await client.get(ME, headers=ann), 401)
 
 
+async def test_a_deactivation_while_redis_and_the_broker_are_both_away_reaches_the_other_within_a_second(
+    stack: StackFactory, cluster: str
+) -> None:
+    # No broker (embedded events): no event tells the other instance. It reads the record,
+    # at most once a second per user, while Redis is down.
+    a, b = await stack(redis_url=cluster), await stack(redis_url=cluster)
+    admin = await admin_headers(a)
+    user = await register(a, "ann@example.com", PASSWORD)
+    ann = bearer(await login(b, "ann@example.com", PASSWORD))
+    await stop_service("cluster")
+    try:
+        assert (await b.get(ME, headers=ann)).status == 200  # b has read the record: no cut-off
+        resp = await a.patch(f"/api/v1/users/{user['id']}", json={"is_active": False}, headers=admin)
+        assert resp.status == 200, await resp.text()
+
+        async def refused_by_b() -> bool:
+            return (await b.get(ME, headers=ann)).status == 401
+
+        # within the second a record read stands for, with room for a busy machine (it stood 30 s)
+        await eventually(refused_by_b, 5, "the other instance refusing the deactivated user's token")
+    finally:
+        await start_service("cluster")
+
+
 async def test_item5_every_instance_hears_every_revocation_while_redis_is_down(
     stack: StackFactory, cluster: str, broker: str, unique: str
 ) -> None:

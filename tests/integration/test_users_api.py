@@ -39,6 +39,7 @@ async def test_register_creates_a_plain_active_user(stack: StackFactory) -> None
     user = await resp.json()
     assert_user(user)
     assert user["email"] == "ann@example.com"
+    assert resp.headers["Location"] == f"/api/v1/users/{user['id']}"  # RFC 9110 §15.3.2
     assert (user["full_name"], user["roles"], user["is_active"]) == ("Ann", ["user"], True)
     no_name = await register(client, "bob@example.com")
     assert no_name["full_name"] is None
@@ -133,6 +134,7 @@ async def test_admin_creates_a_user_with_roles_and_is_active(stack: StackFactory
     user = await resp.json()
     assert_user(user)
     assert (user["email"], user["roles"], user["is_active"]) == ("ops@example.com", ["admin", "ops"], False)
+    assert resp.headers["Location"] == f"/api/v1/users/{user['id']}"
     resp = await client.post(USERS, headers=admin, json={"email": "p@example.com", "password": PASSWORD})
     plain = await resp.json()
     assert (plain["roles"], plain["is_active"]) == (["user"], True)

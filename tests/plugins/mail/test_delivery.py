@@ -13,6 +13,8 @@ import attrs
 import pytest
 from prometheus_client import REGISTRY
 
+from app import current_request_id
+from app.logs import RequestIdFilter
 from plugins.mail.message import OutgoingMail, compose
 from plugins.mail.queue import MailQueue
 from plugins.mail.senders import EmlFileSender, SmtpSender
@@ -172,3 +174,20 @@ def test_a_long_link_stays_whole_in_the_raw_message() -> None:
     assert raw.count(link) == 2  # in the text and in the HTML, neither folded nor escaped
     accented = compose(attrs.evolve(mail, text=f"Öffnen: {link}\n"), SENDER)
     assert accented.get_body(("plain",)).get_content().strip() == f"Öffnen: {link}"  # type: ignore[union-attr]
+
+
+async def test_the_lines_about_a_mail_carry_the_id_of_the_request_that_caused_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())  # as the service's handler does
+    caplog.set_level(logging.INFO, logger="turnstile.mail")
+    queue = MailQueue(EmlFileSender(tmp_path / "mail"), size=10, max_attempts=1, retry_delay_s=1)
+    queue.start()
+    request = current_request_id.set("rid-register-1")
+    try:
+        queue.submit(compose(MAIL, SENDER), MAIL.kind)
+    finally:
+        current_request_id.reset(request)
+    await queue.stop(2.0)
+    (written,) = [r for r in caplog.records if "written to" in r.getMessage()]
+    assert written.request_id == "rid-register-1"  # type: ignore[attr-defined]  # set by the filter
