@@ -57,7 +57,7 @@ def setting(
         default: the value when the variable is unset or empty; without one the variable is
             required and its absence is a problem of the report.
         secret: kept out of ``repr`` and never echoed in a problem or a listing; the value
-            may also come from a file named by ``<NAME>_FILE`` (which wins when both are set).
+            may also come from a file named by ``<NAME>_FILE`` (setting both is a problem).
         parse: turns the text into the value; it raises ``ValueError(what was expected)``,
             e.g. ``ValueError("a positive whole number")``. Without it the field's type says
             how: ``str``, ``int``, ``float``, ``bool`` (1/0, true/false, yes/no, on/off),
@@ -196,6 +196,10 @@ def _raw(reader: _Reader, variable: str, spec: _Spec) -> str | None:
     """The variable's text; for a secret, ``<NAME>_FILE``'s content first (read once, here)."""
     if spec.secret:
         path = reader.raw(f"{variable}_FILE")
+        if path is not None and reader.raw(variable) is not None:
+            # Which one wins would be a guess the operator never sees (one of them rotated, say).
+            reader.problems.append(f"{variable} and {variable}_FILE are both set: set one of them")
+            return None
         if path is not None:
             try:
                 return Path(path).read_text().strip() or None

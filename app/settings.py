@@ -362,8 +362,12 @@ def read_token_lines(path: str | Path) -> list[str]:
 
 
 def _data_service_token(r: _Reader) -> str | None:
-    """DATA_SERVICE_TOKEN_FILE (read once, here) or else DATA_SERVICE_TOKEN; the value is never echoed."""
+    """DATA_SERVICE_TOKEN_FILE (read once, here) or DATA_SERVICE_TOKEN; the value is never echoed."""
     path = r.raw("DATA_SERVICE_TOKEN_FILE")
+    if path is not None and r.raw("DATA_SERVICE_TOKEN") is not None:
+        # Which one wins would be a guess the operator never sees: a rotation that changed one of them.
+        r.problems.append("DATA_SERVICE_TOKEN and DATA_SERVICE_TOKEN_FILE are both set: set one of them")
+        return None
     if path is not None:
         try:
             return read_token_file(path)

@@ -93,7 +93,9 @@ class TokenSettings:
         in production, a real secret."""
         if self.hmac:
             if 0 < len(self.secret.encode()) < HMAC_SECRET_MIN_BYTES:
-                yield f"JWT_SECRET: must be at least {HMAC_SECRET_MIN_BYTES} bytes for HMAC signing (RFC 7518 §3.2)"
+                # the value came from one of the two (both set is a problem of its own)
+                yield (f"JWT_SECRET (or the file JWT_SECRET_FILE names): must be at least {HMAC_SECRET_MIN_BYTES} "
+                       "bytes for HMAC signing (RFC 7518 §3.2)")
             if production and not self.secret:
                 yield "JWT_SECRET or JWT_SECRET_FILE: required when TURNSTILE_ENV=production"
             if self.previous_public_keys_file is not None:

@@ -104,10 +104,13 @@ def test_every_bad_variable_gets_its_own_message_and_a_secret_is_never_echoed() 
 def test_a_secret_may_come_from_a_file(tmp_path: Path) -> None:
     secret = tmp_path / "api-key"
     secret.write_text("from-the-file\n")
-    settings, problems = read({"TEAM_API_KEY_FILE": str(secret), "TEAM_API_KEY": "from-the-variable"})
+    settings, problems = read({"TEAM_API_KEY_FILE": str(secret)})
     assert problems == []
     assert settings is not None
     assert settings.api_key == "from-the-file"
+    # Both set: which one wins would be a guess nobody sees (a rotation that changed one of them).
+    both = read({"TEAM_API_KEY_FILE": str(secret), "TEAM_API_KEY": "from-the-variable"})[1]
+    assert both[0] == "TEAM_API_KEY and TEAM_API_KEY_FILE are both set: set one of them"
     missing = tmp_path / "nowhere"
     assert read({"TEAM_API_KEY_FILE": str(missing)})[1] == [
         f"TEAM_API_KEY_FILE={str(missing)!r}: cannot be read (No such file or directory)",
@@ -173,7 +176,7 @@ def test_core_and_plugin_problems_come_in_one_report() -> None:
         "LOG_LEVEL='LOUD': expected one of CRITICAL, ERROR, WARNING, INFO, DEBUG",
         "JWT_ALGORITHM='none': expected one of HS256, HS384, HS512, RS256, EdDSA",
         "ACCESS_TOKEN_TTL_S='soon': expected a positive whole number",
-        "JWT_SECRET: must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)",
+        "JWT_SECRET (or the file JWT_SECRET_FILE names): must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)",
         "ARGON2_TIME_COST='-1': expected a positive whole number",
     ]
 

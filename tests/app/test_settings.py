@@ -125,6 +125,9 @@ def test_a_bad_data_service_token_is_one_message_that_never_echoes_it(tmp_path: 
     assert problems({"DATA_SERVICE_TOKEN_FILE": str(missing)}) == [
         f"DATA_SERVICE_TOKEN_FILE={str(missing)!r}: cannot be read (No such file or directory)",
     ]
+    assert problems({"DATA_SERVICE_TOKEN_FILE": str(missing), "DATA_SERVICE_TOKEN": TOKEN}) == [
+        "DATA_SERVICE_TOKEN and DATA_SERVICE_TOKEN_FILE are both set: set one of them",
+    ]
 
 
 def test_the_data_service_token_stays_out_of_repr() -> None:

@@ -60,7 +60,7 @@ async def test_bad_settings_are_reported_one_line_each(turnstile: StartService) 
     with pytest.raises(SettingsError) as info:
         await turnstile(ROOT / "pipelines.toml", env={"JWT_SECRET": "short", "ARGON2_TIME_COST": "0"})
     assert info.value.problems == [
-        "JWT_SECRET: must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)",
+        "JWT_SECRET (or the file JWT_SECRET_FILE names): must be at least 32 bytes for HMAC signing (RFC 7518 §3.2)",
         "ARGON2_TIME_COST='0': expected a positive whole number",
     ]
 
