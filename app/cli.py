@@ -19,6 +19,7 @@ from app.commands import Command, CommandContext, plugin_commands
 from app.main import prepare_app, read_configuration
 from app.pipeline.config import PipelineFileError
 from app.pipeline.registry import load_checked, make_registry
+from app.plugin_loading import PluginLoadError
 from app.plugin_settings import PluginSettings, describe, embedded_defaults, registered_settings
 from app.plugins import hookspec_names, offered_hookspecs
 from app.resources import resources_key
@@ -107,7 +108,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Settings come first (they name the plugins, and plugins add commands), but their
     # problems are reported after the arguments are parsed, so `--help` always works.
-    settings, pm, values, problems = read_configuration()
+    try:
+        settings, pm, values, problems = read_configuration()
+    except PluginLoadError as exc:
+        print(f"turnstile: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     try:
         commands = plugin_commands(pm)
         args = _parser(commands).parse_args(argv)
@@ -118,8 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _COMMANDS[args.command](args, loaded, argv)
         command = next(command for _plugin, command in commands if command.name == args.command)
         return command.run(args, CommandContext(loaded.settings, pm, lambda: prepare_app(loaded.settings, pm)))
-    except SettingsError as exc:
-        for problem in exc.problems:
+    except (SettingsError, PluginLoadError) as exc:  # the latter: a plugin's load-time hook, met by a command
+        for problem in exc.problems if isinstance(exc, SettingsError) else [str(exc)]:
             print(f"turnstile: {problem}", file=sys.stderr)  # noqa: T201
         return 2
     except PipelineFileError as exc:

@@ -22,6 +22,7 @@ from aiohttp import web
 from app.clients.amqp import Publisher
 from app.clients.dataservice import DataService, DataServiceClient, DataServiceOptions
 from app.clients.redis import RedisConnection
+from app.plugin_loading import call_at_load
 from app.settings import Settings
 
 # Where a command's events wait while RabbitMQ cannot take them and no Redis is configured: a
@@ -119,5 +120,5 @@ def plugin_commands(pm: pluggy.PluginManager) -> list[tuple[str, Command]]:
     return [
         (impl.plugin_name, command)
         for impl in pm.hook.register_commands.get_hookimpls()
-        for command in cast("Sequence[Command]", impl.function() or ())
+        for command in cast("Sequence[Command]", call_at_load(impl) or ())
     ]

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
     from app.resources import Resources
 
 PROJECT_NAME = "turnstile"
+# The hooks called once, while the app is put together, where nothing awaits: an `async def`
+# implementation of one of them is refused at load (app/plugins.py).
+LOAD_TIME_HOOKS = (
+    "register_steps", "register_models", "extend_models", "register_settings", "register_hookspecs",
+    "register_commands", "register_routes", "register_mirrored_keys", "setup_app",
+)
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)

@@ -19,6 +19,7 @@ from aiohttp import web
 from app.deadlines import RequestDeadlines, request_deadlines_key, within_deadline
 from app.expect import expect_handler
 from app.pipeline.types import Handler
+from app.plugin_loading import call_at_load
 
 
 @final
@@ -52,7 +53,7 @@ def plugin_routes(pm: pluggy.PluginManager) -> list[PluginRoute]:
     return [
         route
         for impl in pm.hook.register_routes.get_hookimpls()
-        for route in cast("Sequence[PluginRoute]", impl.function() or ())
+        for route in cast("Sequence[PluginRoute]", call_at_load(impl) or ())
     ]
 
 

@@ -27,6 +27,7 @@ import attrs
 import pluggy
 from aiohttp import web
 
+from app.plugin_loading import call_at_load
 from app.settings import _flag, _Reader
 
 T = TypeVar("T")
@@ -278,7 +279,7 @@ def registered_settings(pm: pluggy.PluginManager) -> list[tuple[str, type[Any]]]
     return [
         (impl.plugin_name, cls)
         for impl in pm.hook.register_settings.get_hookimpls()
-        for cls in cast("Sequence[type[Any]]", impl.function() or ())
+        for cls in cast("Sequence[type[Any]]", call_at_load(impl) or ())
     ]
 
 

@@ -18,6 +18,7 @@ from app import hookspecs
 from app.errors import GatewayTimeout, InternalError
 from app.keys import settings_key
 from app.pipeline.types import PipelineConfig
+from app.plugin_loading import PluginLoadError, call_at_load
 from app.redact import Redacted
 
 ENTRY_POINT_GROUP = "turnstile.plugins"
@@ -50,7 +51,8 @@ def make_plugin_manager(
         modules: dotted module names to import and register (TURNSTILE_PLUGINS).
 
     Raises:
-        pluggy.PluginValidationError: a plugin implements a hook that does not exist.
+        PluginLoadError: a plugin cannot be loaded as written: an implementation that does not fit
+            its hook spec, an ``async def`` load-time hook, a module that does not import.
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
@@ -62,19 +64,45 @@ def make_plugin_manager(
         for name in _built_in_entry_points():
             pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name=name)
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    for module in modules:
-        if module not in disabled:
-            pm.register(importlib.import_module(module), name=module)
-    for plugin in extra:
-        if not pm.is_registered(plugin):
-            pm.register(plugin)
-    for _plugin_name, holder in offered_hookspecs(pm):
-        pm.add_hookspecs(holder)
-    pm.check_pending()
+    try:
+        for module in modules:
+            if module not in disabled:
+                pm.register(_import(module), name=module)
+        for plugin in extra:
+            if not pm.is_registered(plugin):
+                pm.register(plugin)
+        _refuse_async_load_time_hooks(pm)
+        for _plugin_name, holder in offered_hookspecs(pm):
+            pm.add_hookspecs(holder)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginLoadError(f"plugin {_name_of(pm, exc.plugin)}: {exc}") from exc
     trace_log.setLevel(logging.INFO if trace else logging.WARNING)
     if trace:
         pm.add_hookcall_monitoring(_before_hook, _after_hook)
     return pm
+
+
+def _import(module: str) -> types.ModuleType:
+    try:
+        return importlib.import_module(module)
+    except Exception as exc:  # anything its import runs may raise
+        msg = f"TURNSTILE_PLUGINS: {module!r} cannot be imported: {type(exc).__name__}: {exc}"
+        raise PluginLoadError(msg) from exc
+
+
+def _name_of(pm: pluggy.PluginManager, plugin: object) -> str:
+    return pm.get_name(plugin) or repr(plugin)
+
+
+def _refuse_async_load_time_hooks(pm: pluggy.PluginManager) -> None:
+    """Load-time hooks are called where nothing awaits them: an ``async def`` one would never run."""
+    for name in hookspecs.LOAD_TIME_HOOKS:
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if inspect.iscoroutinefunction(impl.function) or inspect.isasyncgenfunction(impl.function):
+                msg = (f"plugin {impl.plugin_name}: {name} must be a plain def, not async def: it runs once, "
+                       "while the app is put together, where nothing awaits it")
+                raise PluginLoadError(msg)
 
 
 def unknown_plugin_names(names: Iterable[str], modules: Sequence[str] = ()) -> list[str]:
@@ -99,7 +127,7 @@ def offered_hookspecs(pm: pluggy.PluginManager) -> list[tuple[str, types.ModuleT
     return [
         (impl.plugin_name, holder)
         for impl in pm.hook.register_hookspecs.get_hookimpls()
-        for holder in cast("Sequence[types.ModuleType | type]", impl.function() or ())
+        for holder in cast("Sequence[types.ModuleType | type]", call_at_load(impl) or ())
     ]
 
 

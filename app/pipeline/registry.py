@@ -12,6 +12,7 @@ import pluggy
 from app.models.extend import ModelExtensionError, extend_model
 from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
 from app.pipeline.types import PipelineFile, StepType
+from app.plugin_loading import PluginLoadError, call_at_load
 from app.reserved_routes import ReservedRoute, reserved_routes
 
 
@@ -33,7 +34,7 @@ def make_registry(pm: pluggy.PluginManager) -> Registry:
     origins: dict[str, str] = {}
     problems = []
     for impl in pm.hook.register_steps.get_hookimpls():
-        step_types: list[StepType[Any]] = cast("list[StepType[Any]]", impl.function()) or []
+        step_types: list[StepType[Any]] = cast("list[StepType[Any]]", call_at_load(impl)) or []
         for step_type in step_types:
             if step_type.name in steps:
                 problems.append(f"step type {step_type.name!r} is added by both "
@@ -41,7 +42,7 @@ def make_registry(pm: pluggy.PluginManager) -> Registry:
             steps[step_type.name] = step_type
             origins[step_type.name] = impl.plugin_name
     for impl in pm.hook.register_models.get_hookimpls():
-        new_models = cast("list[type[Any]]", impl.function()) or []
+        new_models = cast("list[type[Any]]", call_at_load(impl)) or []
         for model in new_models:
             name = model.__name__
             if name in models and models[name] is not model:
@@ -59,7 +60,7 @@ def _extend_models(pm: pluggy.PluginManager, models: dict[str, type[Any]], origi
     """Apply every `extend_models` implementation to `models` in place; the problems found."""
     problems = []
     for impl in pm.hook.extend_models.get_hookimpls():
-        extensions = cast("dict[str, type[Any]]", impl.function()) or {}
+        extensions = cast("dict[str, type[Any]]", call_at_load(impl)) or {}
         for name, extension in extensions.items():
             if name not in models:
                 problems.append(f"{impl.plugin_name} extends model {name!r}, which no plugin registered")
@@ -98,7 +99,7 @@ def load_checked(
     try:
         registry = make_registry(pm)
         reserved = _reserved(pm)
-    except RegistryError as exc:
+    except (RegistryError, PluginLoadError) as exc:
         raise PipelineFileError([ConfigError(str(path), 0, str(exc))]) from exc
     file = load_pipelines(path, registry.steps, registry.models, environ, registry.origins)
     clashes = [

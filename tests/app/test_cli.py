@@ -53,6 +53,30 @@ def test_check_accepts_a_good_file(tmp_path: Path) -> None:
     assert "OK (5 pipelines" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("plugins", "expected"),
+    [
+        ("tests.fixtures.async_load_plugin", "turnstile: plugin tests.fixtures.async_load_plugin: register_steps "
+         "must be a plain def, not async def: it runs once, while the app is put together, where nothing awaits it\n"),
+        ("tests.fixtures.no_such_plugin", "turnstile: TURNSTILE_PLUGINS: 'tests.fixtures.no_such_plugin' cannot be "
+         "imported: ModuleNotFoundError: No module named 'tests.fixtures.no_such_plugin'\n"),
+    ],
+)
+def test_a_plugin_that_cannot_load_is_one_line_naming_it(tmp_path: Path, plugins: str, expected: str) -> None:
+    result = run(tmp_path, "check", TURNSTILE_PLUGINS=plugins)
+    assert result.returncode == 2
+    assert result.stderr == expected
+
+
+def test_a_load_time_hook_that_raises_is_one_line_naming_the_plugin(tmp_path: Path) -> None:
+    result = run(tmp_path, "check", TURNSTILE_PLUGINS="tests.fixtures.broken_route_plugin")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{CORE_PIPELINES}:0: plugin tests.fixtures.broken_route_plugin: register_routes raised TypeError: "
+        "PluginRoute.__init__() missing 1 required keyword-only argument: 'responses'\n"
+    )
+
+
 def test_check_reports_every_error_with_file_and_line(tmp_path: Path) -> None:
     broken = tmp_path / "broken.toml"
     broken.write_text(

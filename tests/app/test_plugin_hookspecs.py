@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from app import hookimpl
+from app.plugin_loading import PluginLoadError
 from app.plugins import hookspec_names, make_plugin_manager, offered_hookspecs
 from app.testing import StartService
 from tests.app.conftest import CORE_PIPELINES
@@ -51,13 +52,26 @@ def test_an_implementation_that_does_not_fit_the_spec_is_refused() -> None:
             """Asks for an argument the spec does not offer."""
 
     # Registered before the plugin that declares the spec: still checked.
-    with pytest.raises(pluggy.PluginValidationError, match="nonsense"):
+    with pytest.raises(PluginLoadError, match="nonsense") as info:
         make_plugin_manager(entrypoints=False, extra=[Wrong(), sample_plugin])
+    assert str(info.value).startswith("plugin ")
+    assert isinstance(info.value.__cause__, pluggy.PluginValidationError)
 
 
 def test_an_implementation_of_a_hook_nobody_offers_is_refused() -> None:
-    with pytest.raises(pluggy.PluginValidationError, match="echo_extras"):
+    with pytest.raises(PluginLoadError, match="echo_extras"):
         make_plugin_manager(entrypoints=False, extra=[Tagger()])
+
+
+def test_a_load_time_hook_written_async_is_refused_naming_the_plugin() -> None:
+    class Async:
+        @hookimpl
+        async def register_steps(self) -> list[Any]:
+            """Wrong: nothing awaits it; iterating its coroutine failed with a bare TypeError."""
+            return []
+
+    with pytest.raises(PluginLoadError, match="register_steps must be a plain def, not async def"):
+        make_plugin_manager(entrypoints=False, extra=[Async()])
 
 
 def test_offered_hook_specs_are_known_by_plugin() -> None:
