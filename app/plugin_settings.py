@@ -27,7 +27,7 @@ import attrs
 import pluggy
 from aiohttp import web
 
-from app.plugin_loading import call_at_load
+from app.plugin_loading import PluginLoadError, call_at_load
 from app.settings import _flag, _Reader
 
 T = TypeVar("T")
@@ -137,7 +137,7 @@ def _fields(cls: type[Any]) -> list[tuple[attrs.Attribute[Any], _Spec, str]]:
         msg = f"{cls.__qualname__} is not an attrs class: settings classes are (see app.setting)"
         raise TypeError(msg)
     prefix = getattr(cls, "env_prefix", "")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls) if attrs.has(cls) else {}
     out = []
     for field in attrs.fields(cls):
         spec = field.metadata.get(_SPEC)
@@ -146,6 +146,11 @@ def _fields(cls: type[Any]) -> list[tuple[attrs.Attribute[Any], _Spec, str]]:
             raise TypeError(msg)
         if spec.parse is None and _parser_for(hints[field.name]) is None:
             msg = f"{cls.__qualname__}.{field.name}: no parser for {hints[field.name]!r}; give setting(parse=...)"
+            raise TypeError(msg)
+        if spec.env is None and not prefix:
+            # Its variable would be the bare field name: `path` would read PATH, `user` USER.
+            msg = (f"{cls.__qualname__}.{field.name}: the class has no env_prefix (a ClassVar such as "
+                   f"\"ACME_\"), so its variable would be {field.name.upper()}, anyone's variable")
             raise TypeError(msg)
         out.append((field, spec, spec.env or f"{prefix}{field.name.upper()}"))
     return out
@@ -275,12 +280,23 @@ def set_plugin_settings(app: web.Application, values: PluginSettings) -> None:
 
 
 def registered_settings(pm: pluggy.PluginManager) -> list[tuple[str, type[Any]]]:
-    """(plugin name, settings class) for every class a plugin registered, in load order."""
-    return [
+    """(plugin name, settings class) for every class a plugin registered, in load order.
+
+    Raises:
+        PluginLoadError: a class that is not a settings class as `setting()` makes them.
+    """
+    registered = [
         (impl.plugin_name, cls)
         for impl in pm.hook.register_settings.get_hookimpls()
         for cls in cast("Sequence[type[Any]]", call_at_load(impl) or ())
     ]
+    for plugin, cls in registered:
+        try:
+            _fields(cls)
+        except TypeError as exc:
+            msg = f"plugin {plugin}: register_settings: {exc}"
+            raise PluginLoadError(msg) from exc
+    return registered
 
 
 def read_plugin_settings(

@@ -13,6 +13,7 @@ import pytest
 
 from app import hookimpl, plugin_settings, positive_int, setting
 from app.main import create_app, load_configuration
+from app.plugin_loading import PluginLoadError
 from app.plugin_settings import describe, embedded_defaults, read_plugin_settings
 from app.plugins import make_plugin_manager
 from app.settings import SettingsError, load_settings
@@ -154,8 +155,24 @@ def test_a_field_not_made_with_setting_is_the_plugins_bug() -> None:
             return [Broken]
 
     pm = make_plugin_manager(entrypoints=False, extra=[Plugin()])
-    with pytest.raises(TypeError, match=r"Broken.plain is not made with setting\(\)"):
+    with pytest.raises(PluginLoadError, match=r"register_settings: .*Broken.plain is not made with setting\(\)"):
         read_plugin_settings(pm, {}, production=False)
+
+
+def test_a_settings_class_without_a_prefix_is_the_plugins_bug() -> None:
+    # Its `path` field would read PATH: a variable of anything but the plugin.
+    @attrs.frozen
+    class NoPrefix:
+        path: str = setting(default="/srv", description="Where the files are")
+
+    class Plugin:
+        @hookimpl
+        def register_settings(self) -> list[type[Any]]:
+            return [NoPrefix]
+
+    pm = make_plugin_manager(entrypoints=False, extra=[Plugin()])
+    with pytest.raises(PluginLoadError, match=r"NoPrefix.path: the class has no env_prefix .* would be PATH"):
+        read_plugin_settings(pm, {"PATH": "/usr/bin"}, production=False)
 
 
 # --- with the built-ins ----------------------------------------------------------------------
