@@ -53,7 +53,7 @@ from app.keys import (
     settings_key,
 )
 from app.middlewares.request_id import current_request_id
-from app.models.events import Event
+from app.models.events import Event, EventDecodeError
 from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field, schema_of
 from app.outage import OutageLog
@@ -108,6 +108,7 @@ __all__ = [
     "Conflict",
     "DataService",
     "Event",
+    "EventDecodeError",
     "EventsDoc",
     "FieldError",
     "Forbidden",

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from app.keys import plugin_manager_key, readiness_key
-from app.plugins import call_all, call_impl, implementations
+from app.plugin_loading import PluginLoadError
+from app.plugins import HookTimeout, call_impl, implementations
 from app.readiness import Phase
 
 log = logging.getLogger("turnstile.lifecycle")
@@ -21,7 +22,13 @@ log = logging.getLogger("turnstile.lifecycle")
 
 async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     pm = app[plugin_manager_key]
-    await call_all(pm.hook.startup, app=app)
+    for impl in implementations(pm.hook.startup):
+        try:
+            await call_impl(pm.hook.startup, impl, {"app": app})
+        except Exception as exc:  # a plugin's code: the server does not start, and says whose
+            log.exception("startup hook of plugin %s failed", impl.plugin_name)
+            msg = f"plugin {impl.plugin_name}: its startup hook failed: {type(exc).__name__}: {exc}"
+            raise PluginLoadError(msg) from exc
     app[readiness_key].phase = Phase.READY
     yield
     app[readiness_key].phase = Phase.DRAINING
@@ -30,5 +37,7 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     for impl in reversed(implementations(pm.hook.shutdown)):
         try:
             await call_impl(pm.hook.shutdown, impl, {"app": app})
+        except HookTimeout:
+            pass  # logged where it timed out, naming the hook and the plugin
         except Exception:
             log.exception("shutdown hook of plugin %s failed", impl.plugin_name)

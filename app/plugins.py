@@ -8,7 +8,7 @@ import importlib.metadata
 import inspect
 import logging
 import types
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, Final, cast, final
 
 import pluggy
@@ -261,7 +261,8 @@ async def call_each(hook: pluggy.HookCaller, impls: Sequence[pluggy.HookImpl], *
 
 
 async def call_chain(
-    hook: pluggy.HookCaller, value_name: str, value: Any, *, expect: type | None = None, **kwargs: Any
+    hook: pluggy.HookCaller, value_name: str, value: Any, *, expect: type | None = None,
+    check: Callable[[Any], str | None] | None = None, **kwargs: Any,
 ) -> Any:
     """Thread `value` through every implementation: each sees the previous one's result.
 
@@ -269,10 +270,14 @@ async def call_chain(
     with False (used to suppress). Implementations run in Turnstile's call order
     (`implementations`: load order), one at a time, so each can be async.
 
+    Args:
+        expect: the type a new value must have (a dict for a body, say).
+        check: what is wrong with a new value (None: nothing), e.g. an answer that no longer fits
+            its model: the implementation that returned it is named, not the chain.
+
     Raises:
-        InternalError: with `expect`, an implementation returned something else than None,
-            False or an `expect` (a dict for a body, say): the plugin's fault, logged with its
-            name, not the client's.
+        InternalError: an implementation returned something else than None, False or an `expect`,
+            or a value `check` finds wrong: the plugin's fault, logged with its name, not the client's.
     """
     for impl in implementations(hook):
         result = await call_impl(hook, impl, {value_name: value, **kwargs})
@@ -282,6 +287,11 @@ async def call_chain(
             if expect is not None and not isinstance(result, expect):
                 log.error("hook %s of plugin %s returned a %s, not a %s or None", hook.name, impl.plugin_name,
                           type(result).__name__, expect.__name__)
+                msg = "A business rule failed."
+                raise InternalError(msg)
+            if check is not None and (problem := check(result)) is not None:
+                log.error("hook %s of plugin %s returned a %s it cannot be: %s", hook.name, impl.plugin_name,
+                          value_name, problem)
                 msg = "A business rule failed."
                 raise InternalError(msg)
             value = result

@@ -83,6 +83,14 @@ class AnswerCheck:
             log.warning("pipeline %s: %s does not fit %s: %s", pipeline, source, self.model, exc)
             raise BadGateway(f"{_public_name(self.upstream)} gave an answer this service could not use") from None
 
+    def problem(self, data: Any) -> str | None:
+        """Why `data` does not fit the model (a hook's answer, named with its plugin); None when it fits."""
+        try:
+            self.project(data)
+        except ShapeMismatch as exc:
+            return f"it does not fit {self.model}: {exc}"
+        return None
+
     def final(self, data: Any, pipeline: str) -> Any:
         """The answer as `transform_response` hooks left it, with only the model's fields:
         what a hook added without declaring it (`extend_models`) never leaves. A wrong type
@@ -164,7 +172,8 @@ class DataFetchStep:
         if saved is not None and data is not None:
             saved[payload_key] = data
         if data is not None and self.transform_response is not None:
-            data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline)
+            data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline,
+                                    check=None if self.check_answer is None else self.check_answer.problem)
             if self.check_answer is not None:
                 data = self.check_answer.final(data, self.pipeline.name)
         response = json_response(data, status=self.status)

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from app import (
     BuildContext,
     Event,
+    EventDecodeError,
     EventsDoc,
     Handler,
     InternalError,
@@ -100,7 +101,8 @@ class EventEmitStep:
         """The event as the `enrich_event` hooks leave it, or None when one suppresses it."""
         try:
             body = await call_chain(
-                self.hooks.enrich_event, "event", event.to_dict(), expect=dict, request=request, pipeline=self.pipeline
+                self.hooks.enrich_event, "event", event.to_dict(), expect=dict, check=_event_problem, request=request,
+                pipeline=self.pipeline,
             )
             if body is False:
                 return None
@@ -167,3 +169,12 @@ def document_events(config: EventEmitConfig, doc: EventsDoc) -> None:
     doc.publishes(config.event, data=data, description=(
         f"after a 2xx answer; data: {source}, as the `enrich_event` hooks leave it (they may also suppress it)"
     ))
+
+
+def _event_problem(body: object) -> str | None:
+    """Why an `enrich_event` hook's result is no event (named with its plugin); None when it is one."""
+    try:
+        Event.from_dict(body)
+    except EventDecodeError as exc:
+        return f"it is no event: {exc}"
+    return None

@@ -367,3 +367,14 @@ def test_create_admin_creates_then_is_idempotent(tmp_path: Path) -> None:
     again = run(tmp_path, "create-admin", "--email", "boss@example.com", **env)
     assert again.returncode == 0, again.stderr
     assert "unchanged" in again.stdout
+
+
+def test_a_failing_startup_hook_stops_the_server_naming_the_plugin(tmp_path: Path) -> None:
+    plugins = "tests.fixtures.sample_plugin,tests.fixtures.failing_startup_plugin"
+    result = run(tmp_path, "serve", "--host", "127.0.0.1", "--port", str(free_port()), TURNSTILE_PLUGINS=plugins)
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "turnstile: plugin tests.fixtures.failing_startup_plugin: its startup hook failed: "
+        "RuntimeError: cannot warm up\n"
+    )
+    assert "startup hook of plugin tests.fixtures.failing_startup_plugin failed" in result.stderr  # with its traceback

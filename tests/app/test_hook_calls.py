@@ -11,10 +11,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from app.errors import InternalError
 from app.hookspecs import hookimpl
 from app.keys import settings_key
 from app.main import create_app
-from app.plugins import call_all, has_implementations, make_plugin_manager
+from app.plugins import call_all, call_chain, has_implementations, make_plugin_manager
 from app.settings import Settings
 from app.testing import StartService
 from tests.app.conftest import CORE_PIPELINES
@@ -69,6 +70,33 @@ async def test_call_all_stops_at_the_first_failure_leaving_no_coroutine_unawaite
     with pytest.raises(ValueError, match="middle refuses"):
         await call_all(pm.hook.check_request, request=None, pipeline=None, actor=None, body={})
     assert recorder.calls == ["first", "middle"]
+
+
+async def test_call_chain_names_the_plugin_whose_value_its_check_refuses(caplog: pytest.LogCaptureFixture) -> None:
+    class Keeps:
+        @hookimpl
+        def transform_request(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {**body, "kept": True}
+
+    class Breaks:
+        @hookimpl
+        def transform_request(self, body: dict[str, Any]) -> dict[str, Any]:
+            return {"name": 5}
+
+    pm = make_plugin_manager(entrypoints=False, extra=[Keeps(), Breaks()])
+    pm.register(Breaks(), name="team_breaks")  # a name to find in the log, as an entry point's
+    pm.unregister(next(p for p in pm.get_plugins() if isinstance(p, Breaks) and pm.get_name(p) != "team_breaks"))
+
+    def problem(value: Any) -> str | None:
+        return None if isinstance(value.get("name", ""), str) else "name is not a string"
+
+    with pytest.raises(InternalError):
+        await call_chain(pm.hook.transform_request, "body", {"name": "a"}, expect=dict, check=problem,
+                         request=None, pipeline=None)
+    (record,) = [r for r in caplog.records if r.name == "turnstile.plugins"]
+    assert record.getMessage() == (
+        "hook transform_request of plugin team_breaks returned a body it cannot be: name is not a string"
+    )
 
 
 def test_has_implementations_ignores_nothing_but_absence() -> None:
