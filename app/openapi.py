@@ -117,6 +117,10 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
                                 schema.get("description", name), required=name in required)
         doc.problem(422, "Invalid query parameters")
     operation = doc.to_dict()
+    if not any(status.startswith("2") for status in operation["responses"]):
+        # A terminal step without a `document` callback says nothing of its answer: a route
+        # with no success at all would read as one that never succeeds.
+        operation["responses"]["200"] = {"description": "Success (its step type documents no answer)"}
     if pipeline.body:
         content: dict[str, Any] = {"application/json": {"schema": model_ref(pipeline.body)}}
         model = models[pipeline.body]

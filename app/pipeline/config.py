@@ -12,9 +12,9 @@ import hashlib
 import os
 import re
 import tomllib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -38,6 +38,7 @@ from app.pipeline.types import (
 from app.pipeline.upstream_tables import RawUpstream, check_upstream
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+T = TypeVar("T")
 _ROUTE = re.compile(r"^(?P<method>[A-Z]+) (?P<path>/\S*)$")
 _PARAM_SPEC = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)(?::(?P<type>int|str))?$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -78,9 +79,12 @@ class RawSubscription:
 
 @attrs.frozen(kw_only=True)
 class RawFile:
-    pipelines: list[RawPipeline] = attrs.Factory(list)
-    subscriptions: list[RawSubscription] = attrs.Factory(list)
-    upstreams: dict[str, RawUpstream] = attrs.Factory(dict)
+    """The file's top level; each table is structured on its own, so that one table's errors
+    never hide another's (`turnstile check` lists every error of the file in one run)."""
+
+    pipelines: list[dict[str, Any]] = attrs.Factory(list)
+    subscriptions: list[dict[str, Any]] = attrs.Factory(list)
+    upstreams: dict[str, dict[str, Any]] = attrs.Factory(dict)
 
 
 @attrs.frozen
@@ -135,6 +139,7 @@ class _Loader:
     def __init__(
         self, path: Path, text: str, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]],
         *, environ: Mapping[str, str], origins: Mapping[str, str],
+        pipeline_check: Callable[[PipelineConfig], Iterable[str]] = lambda _pipeline: (),
     ) -> None:
         self.file = str(path)
         self.path = path
@@ -143,6 +148,7 @@ class _Loader:
         self.models = models
         self.environ = environ
         self.origins = origins
+        self.pipeline_check = pipeline_check
         self.upstream_names = frozenset({DATA_SERVICE})
         self.errors: list[ConfigError] = []
 
@@ -150,24 +156,44 @@ class _Loader:
         self.errors.append(ConfigError(self.file, self.positions.line_of(where), message))
 
     def load(self, data: dict[str, Any]) -> PipelineFile:
-        try:
-            raw = converter.structure(data, RawFile)
-        except Exception as exc:  # cattrs raises groups of anything
-            for where, message in iter_errors(exc):
-                self.error(where, f"{format_path(where)}: {message}")
+        raw = self.structured(data, RawFile, ())
+        if raw is None:
             return PipelineFile(self.path, ())
         # Every declared name is known to the steps, even one whose table has errors of its own.
         self.upstream_names = frozenset({DATA_SERVICE, *raw.upstreams})
-        upstreams = [self.upstream(name, u) for name, u in raw.upstreams.items()]
-        pipelines = [self.pipeline(i, p) for i, p in enumerate(raw.pipelines)]
-        subscriptions = [self.subscription(i, s) for i, s in enumerate(raw.subscriptions)]
+        upstreams = [
+            self.upstream(name, upstream) for name, table in raw.upstreams.items()
+            if (upstream := self.structured(table, RawUpstream, ("upstreams", name))) is not None
+        ]
+        pipelines = [
+            self.pipeline(i, pipeline) if (pipeline := self.structured(table, RawPipeline, ("pipelines", i))) else None
+            for i, table in enumerate(raw.pipelines)
+        ]
+        subscriptions = [
+            self.subscription(i, s) if (s := self.structured(table, RawSubscription, ("subscriptions", i))) else None
+            for i, table in enumerate(raw.subscriptions)
+        ]
         self.check_unique(pipelines, subscriptions)
+        for index, loaded in enumerate(pipelines):
+            if loaded is not None:
+                for problem in self.pipeline_check(loaded):
+                    self.error(("pipelines", index), problem)
         return PipelineFile(
             self.path,
             tuple(p for p in pipelines if p is not None),
             tuple(s for s in subscriptions if s is not None),
             tuple(u for u in upstreams if u is not None),
         )
+
+    def structured(self, data: Any, cls: type[T], where: tuple[str | int, ...]) -> T | None:
+        """`data` as `cls`, or None with every error of it recorded at its place in the file."""
+        try:
+            return converter.structure(data, cls)
+        except Exception as exc:  # cattrs raises groups of anything
+            for sub, message in iter_errors(exc):
+                path = (*where, *sub)
+                self.error(path, f"{format_path(path)}: {message}")
+            return None
 
     def upstream(self, name: str, raw: RawUpstream) -> UpstreamConfig | None:
         upstream, problems = check_upstream(name, raw, self.environ, self.positions.line_of(("upstreams", name)))
@@ -336,14 +362,17 @@ _TOML_END = re.compile(r" ?\(at end of document\)")
 
 
 def load_pipelines(
-    path: Path, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]],
+    path: Path, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]], *,
     environ: Mapping[str, str] | None = None, origins: Mapping[str, str] | None = None,
+    pipeline_check: Callable[[PipelineConfig], Iterable[str]] = lambda _pipeline: (),
 ) -> PipelineFile:
     """Read, parse and check a pipelines file.
 
     Args:
         environ: where the upstream tables' ``${VAR}``s are looked up (default: ``os.environ``).
         origins: the plugin that added each step type, by its name (messages name it).
+        pipeline_check: more problems of a loaded pipeline, reported at its route's line with
+            every other error of the file (`load_checked`: a route the service's own routes take).
 
     Raises:
         PipelineFileError: with every problem found, each as ``FILE:LINE: message``.
@@ -364,7 +393,7 @@ def load_pipelines(
         message = _TOML_END.sub(" at the end of the file", _TOML_LINE.sub("", str(exc))).strip()
         raise PipelineFileError([ConfigError(str(path), line, f"TOML syntax error: {message}")]) from exc
     loader = _Loader(path, text, steps, models, environ=os.environ if environ is None else environ,
-                     origins=origins or {})
+                     origins=origins or {}, pipeline_check=pipeline_check)
     result = loader.load(parsed)
     if loader.errors:
         raise PipelineFileError(loader.errors)

@@ -11,7 +11,7 @@ import pluggy
 
 from app.models.extend import ModelExtensionError, extend_model
 from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
-from app.pipeline.types import PipelineFile, StepType
+from app.pipeline.types import PipelineConfig, PipelineFile, StepType
 from app.plugin_loading import PluginLoadError, call_at_load
 from app.reserved_routes import ReservedRoute, reserved_routes
 
@@ -101,17 +101,16 @@ def load_checked(
         reserved = _reserved(pm)
     except (RegistryError, PluginLoadError) as exc:
         raise PipelineFileError([ConfigError(str(path), 0, str(exc))]) from exc
-    file = load_pipelines(path, registry.steps, registry.models, environ, registry.origins)
-    clashes = [
-        ConfigError(str(path), pipeline.line, f"pipeline {pipeline.name!r}: {pipeline.route} is taken by "
-                    f"{route.owner} ({route.method} {route.path}{'…' if route.prefix else ''}), which the "
-                    "router tries first: the pipeline would never run")
-        for pipeline in file.pipelines
-        for route in reserved
-        if route.takes(pipeline)
-    ]
-    if clashes:
-        raise PipelineFileError(clashes)
+    def clashes(pipeline: PipelineConfig) -> list[str]:
+        return [
+            f"pipeline {pipeline.name!r}: {pipeline.route} is taken by {route.owner} ({route.method} "
+            f"{route.path}{'…' if route.prefix else ''}), which the router tries first: the pipeline would never run"
+            for route in reserved
+            if route.takes(pipeline)
+        ]
+
+    file = load_pipelines(path, registry.steps, registry.models, environ=environ, origins=registry.origins,
+                          pipeline_check=clashes)
     return registry, file
 
 

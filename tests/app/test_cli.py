@@ -174,6 +174,15 @@ def test_openapi_prints_a_valid_document(tmp_path: Path) -> None:
     assert "/widgets/{slot}" in doc["paths"]
 
 
+def test_a_route_whose_step_documents_no_answer_still_has_a_success_response(tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines.toml"
+    pipelines.write_text('[[pipelines]]\nname = "quiet"\nroute = "GET /quiet"\nsteps = [{ use = "silent" }]\n')
+    result = run(tmp_path, "openapi", "--pipelines", str(pipelines))
+    assert result.returncode == 0, result.stderr
+    responses = json.loads(result.stdout)["paths"]["/quiet"]["get"]["responses"]
+    assert responses["200"]["description"] == "Success (its step type documents no answer)"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -231,3 +231,34 @@ tags = "team"
 steps = [{ use = "echo" }]
 """)
     assert errors == ["5: pipelines[0].tags: expected a list, got 'team'"]
+
+
+def test_one_run_reports_the_errors_of_every_table_and_every_stage(tmp_path: Path) -> None:
+    # A table with an unknown key no longer hides the others' errors, nor do errors of shape
+    # hide a route the service's own routes take: one `turnstile check` lists them all.
+    errors = check(tmp_path, """
+[[pipelines]]
+name = "a"
+route = "GET /a"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "b"
+route = "GET /b/{x}/{x}"
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "c"
+route = "GET /c"
+unknown_key = 1
+steps = [{ use = "echo" }]
+
+[[pipelines]]
+name = "health"
+route = "GET /healthz"
+steps = [{ use = "echo" }]
+""")
+    assert [error.split(":", 1)[0] for error in errors] == ["9", "15", "18"]
+    assert "parameter {x} appears twice" in errors[0]
+    assert "unknown setting 'unknown_key'" in errors[1]
+    assert "GET /healthz is taken by" in errors[2]
