@@ -175,6 +175,10 @@ def setup_logging(level: str, fmt: str) -> None:
     # per retry; the link logs it once (app/clients/amqp/link.py). Its other lines (a blocked
     # connection, a close from the broker) stay.
     _drop_lines(logging.getLogger("aiormq.connection"), "error when creating transport")
+    # ... and a WARNING with a traceback each time a connection's reader meets the broker going
+    # away (several per outage, one per connection). A reader that fails on anything else (a
+    # malformed frame) is still logged.
+    _add_once(logging.getLogger("aiormq.connection"), _DropReaderConnectionLoss())
     # A request body that does not decode is answered 400 (app/pipeline/body.py); aiohttp then
     # meets the same error again while draining the rest of it, and logs it as an unhandled
     # ERROR with a traceback: one per bad request, which a hostile client could repeat at will.
@@ -191,6 +195,16 @@ class _DropLines(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (isinstance(record.msg, str) and record.msg.startswith(self.prefixes))
+
+
+@final
+class _DropReaderConnectionLoss(logging.Filter):
+    """Drops aiormq's "reader exited abnormally" record when what ended the reader is the
+    connection itself (reset, closed, cut mid-frame): the outage the link already logs once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        lost = record.exc_info is not None and isinstance(record.exc_info[1], OSError | asyncio.IncompleteReadError)
+        return not (lost and record.msg == "Cancelling cause reader exited abnormally")
 
 
 @final

@@ -130,6 +130,10 @@ class DataFetchStep:
     query_defaults: dict[str, Any] = attrs.Factory(dict)
     # The Location header's template over the answer's fields (`location`), if any.
     location: Template | None = None
+    # Route parameters the call names that are also fields of the answer (`{id}` of
+    # /users/{id}): the answer must be the record asked for (a data service answering another
+    # user's record must not show it, nor have it cached under this one's key).
+    identity: tuple[str, ...] = ()
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request.get(body_key)
@@ -162,13 +166,7 @@ class DataFetchStep:
             # revoke, announce) even if making the answer fails now. Until it is made they see
             # the route's parameters, then the checked answer.
             saved = request[committed_key] = web.Response(status=self.status)
-        data = reply.data
-        if checked:  # checked once, as the client took the answer (a wrong one counts as bad_gateway)
-            data = checked[0]
-            if isinstance(data, BadGateway):
-                raise data
-        elif self.check_answer is not None:
-            data = self.check_answer(data, self.pipeline.name, asked)
+        data = self._checked(request, reply, checked, asked)
         if saved is not None and data is not None:
             saved[payload_key] = data
         if data is not None and self.transform_response is not None:
@@ -192,6 +190,27 @@ class DataFetchStep:
         if settled is Settled.UNKNOWN:
             request[outcome_unknown_key] = True
         raise error
+
+    def _checked(self, request: web.Request, reply: UpstreamReply, checked: list[Any], asked: Any) -> Any:
+        """The answer as the response model and the route make it; BadGateway when it does not fit."""
+        data = reply.data
+        if checked:  # checked once, as the client took the answer (a wrong one counts as bad_gateway)
+            data = checked[0]
+            if isinstance(data, BadGateway):
+                raise data
+        elif self.check_answer is not None:
+            data = self.check_answer(data, self.pipeline.name, asked)
+        if self.identity and isinstance(data, dict):
+            self._check_identity(request, data)
+        return data
+
+    def _check_identity(self, request: web.Request, data: dict[str, Any]) -> None:
+        for name in self.identity:
+            if str(data.get(name)) != request.match_info.get(name):
+                log.warning("pipeline %s: the answer is another record than the one asked for (%s %r, not %r)",
+                            self.pipeline.name, name, data.get(name), request.match_info.get(name),
+                            extra={"request_id": request.get(request_id_key)})
+                raise BadGateway(f"{_public_name(self.upstream)} gave an answer this service could not use")
 
     def _fits(self, checked: list[Any], query: dict[str, Any] | None, data: Any) -> bool:
         assert self.check_answer is not None  # only asked with a model to check against
@@ -237,7 +256,18 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         upstream=config.upstream,
         query_defaults=_query_defaults(context),
         location=Template(config.location) if config.location is not None else None,
+        identity=_identity(config, context),
     )
+
+
+def _identity(config: DataFetchConfig, context: BuildContext) -> tuple[str, ...]:
+    """The route parameters the call names that the response model has as fields."""
+    if config.response is None or config.status == 204:
+        return ()
+    model = context.app[models_key][config.response]
+    fields = {field.name for field in attrs.fields(model)} if attrs.has(model) else set()
+    params = set(context.pipeline.route.params)
+    return tuple(name for name in template_placeholders(config.path) if name in fields and name in params)
 
 
 def _query_defaults(context: BuildContext) -> dict[str, Any]:

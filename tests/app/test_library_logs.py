@@ -40,3 +40,16 @@ def test_aiormq_s_other_lines_still_get_through(json_logs: io.StringIO) -> None:
     logging.getLogger("aiormq.connection").warning("Connection %r was blocked by: %r", "c", "low disk")
 
     assert [line["msg"] for line in json_lines(json_logs)] == ["Connection 'c' was blocked by: 'low disk'"]
+
+
+def test_a_reader_ended_by_the_broker_going_away_is_not_logged_but_a_bad_frame_is(json_logs: io.StringIO) -> None:
+    # What aiormq logs (with a traceback) for every connection the broker drops, and for a
+    # frame it cannot read; the link logs the outage once, and only the second is news.
+    reader = logging.getLogger("aiormq.connection")
+    for cause in (ConnectionResetError(104, "Connection reset by peer"), asyncio.IncompleteReadError(b"", 7),
+                  ValueError("malformed frame")):
+        reader.warning("Cancelling cause reader exited abnormally", exc_info=cause)
+
+    (line,) = json_lines(json_logs)
+    assert line["msg"] == "Cancelling cause reader exited abnormally"
+    assert "malformed frame" in line["exc"]

@@ -15,6 +15,8 @@ otherwise misbehaves the way a real upstream does:
 - ``lose-write-answers``: forwards every request, but answers a user's PATCH or DELETE 500 once the
   data service has applied it (an answer lost after the commit); a revocation's PATCH passes;
 - ``lose-write-answers-and-reads``: the same, and every GET is answered 503 (nothing can be read back);
+- ``other-record``: answers a GET of one user (``/api/v1/users/N``) with user 1's record, as a
+  data service with a bug in its lookup would;
 - ``down``: `go_down()` closes the listener and every open connection (connection refused),
   `come_back()` listens again on the same port.
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from typing import Any, Final, Literal
 
 import aiohttp
@@ -34,7 +37,7 @@ from aiohttp import web
 
 Mode = Literal[
     "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields",
-    "refuse-revocations", "lose-write-answers", "lose-write-answers-and-reads",
+    "refuse-revocations", "lose-write-answers", "lose-write-answers-and-reads", "other-record",
 ]
 # What `extra-fields` adds to each record: fields a data service may well keep, and one it made up.
 EXTRA_FIELDS: Final = {
@@ -42,6 +45,7 @@ EXTRA_FIELDS: Final = {
 }
 
 _RECORD_CHANGES: Final = frozenset({"missing-field", "wrong-type", "extra-fields"})
+_ONE_USER: Final = re.compile(r"/api/v1/users/[0-9]+")
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
     "transfer-encoding", "upgrade", "content-length", "content-encoding", "host",
@@ -129,9 +133,12 @@ class FaultProxy:
     async def _forward(self, request: web.Request) -> web.Response:
         assert self._session is not None  # started
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        target = request.rel_url.path_qs
+        if self.mode == "other-record" and request.method == "GET" and _ONE_USER.fullmatch(request.path):
+            target = "/api/v1/users/1"
         async with self._session.request(
             request.method,
-            self.upstream + request.rel_url.path_qs,
+            self.upstream + target,
             headers=headers,
             data=await request.read(),
             allow_redirects=False,

@@ -163,3 +163,17 @@ async def test_a_record_that_does_not_fit_is_a_502_for_login_and_refresh_and_end
     proxy.mode = "pass"
     refreshed = await client.post("/api/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert refreshed.status == 200, await refreshed.text()
+
+
+async def test_an_answer_for_another_user_is_a_502_and_never_cached_under_this_one(
+    stack: StackFactory, proxy: FaultProxy, redis_db: str
+) -> None:
+    client, user_id, admin = await signed_in(stack, proxy, redis_url=redis_db)
+    proxy.mode = "other-record"  # user 1 (the start-up admin) for whoever is asked
+    resp = await client.get(f"/api/v1/users/{user_id}", headers=admin)
+    await assert_problem(resp, 502)
+    assert "admin@" not in await resp.text()
+    async with coredis.Redis.from_url(redis_db) as redis:
+        assert await redis.get(f"{CACHE_PREFIX}user:{user_id}") is None
+    proxy.mode = "pass"
+    assert (await (await client.get(f"/api/v1/users/{user_id}", headers=admin)).json())["id"] == user_id
