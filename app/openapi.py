@@ -181,6 +181,11 @@ def _operational_paths() -> dict[str, dict[str, Any]]:
         "properties": {
             "status": {"type": "string"},
             "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+            "details": {
+                "type": "object", "additionalProperties": {"type": "object"},
+                "description": "What a dependency says about itself, by dependency (Redis: its topology and "
+                               "each node's state); absent when none says more than its check",
+            },
             "upstreams": {
                 "type": "object", "additionalProperties": {"type": "string", "enum": ["closed", "half_open", "open"]},
                 "description": "Each named upstream's circuit (absent when the file declares none)",

@@ -169,9 +169,18 @@ class BodyReader:
             errors = self.form_validator.errors(fields)
             if errors:
                 msg = "The form is not valid."
-                raise ValidationFailed(msg, errors=errors)
+                raise ValidationFailed(msg, errors=[self._form_error(error) for error in errors])
             return {self.form_fields[k]: v for k, v in fields.items() if k in self.form_fields}
         return {self.form_fields.get(k, k): v for k, v in fields.items()}
+
+    def _form_error(self, error: FieldError) -> FieldError:
+        """A body's name sent in a form (`email` beside `username`) says which name the form uses."""
+        assert self.form_fields is not None  # only forms are read with it
+        name = error.loc[-1] if error.loc else None
+        form_names = [form for form, body in self.form_fields.items() if body == name and form != name]
+        if error.msg == "unknown field" and form_names:
+            return FieldError(error.loc, f"a form sends this as {form_names[0]!r}")
+        return error
 
     def validate(self, value: Any) -> dict[str, Any]:
         errors = self.validator.errors(value)

@@ -17,7 +17,9 @@ class LoginForm:
 
     `scope`, `client_id` and `client_secret` are accepted and ignored: every token has the
     user's roles, and the API has no registered clients. Any other parameter (`audience`,
-    `resource`, a vendor's) is ignored too, as RFC 6749 §3.2 requires.
+    `resource`, a vendor's) is ignored too, as RFC 6749 §3.2 requires, but `email`: a form
+    sends the email as `username`, and both at once are refused (422), since a rate limit and
+    the login could otherwise each read another one.
     """
 
     ignores_unknown_fields: ClassVar[bool] = True

@@ -240,7 +240,10 @@ async def test_the_email_limiter_counts_the_email_the_login_checks(
     for n in range(8):
         form = {"grant_type": "password", "email": f"decoy{n}@example.com", "username": "ann@example.com",
                 "password": f"guess-{n}-xx"}
-        await assert_problem(await client.post(LOGIN, data=form), 422)
+        refused = await client.post(LOGIN, data=form)
+        await assert_problem(refused, 422)
+        expected = [{"loc": ["body", "email"], "msg": "a form sends this as 'username'"}]
+        assert (await refused.json())["errors"] == expected
     for n in range(5):
         form = {"grant_type": "password", "username": "ANN@example.com", "password": f"guess-{n}-xx"}
         await assert_problem(await client.post(LOGIN, data=form), 401)
