@@ -17,8 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
-from app import Resources, StepKind, StepType, hookimpl, plugin_settings
-from plugins.accounts import email_change, redeem, requests
+from app import PluginRoute, Resources, StepKind, StepType, hookimpl, plugin_settings
+from plugins.accounts import email_change, link_pages, redeem, requests
 from plugins.accounts.config import MailRequestConfig, RedeemConfig, VerificationMailConfig
 from plugins.accounts.env import AccountsEnv
 from plugins.accounts.models import MODELS
@@ -46,6 +46,11 @@ def register_steps() -> list[StepType[Any]]:
 @hookimpl
 def register_models() -> list[type[Any]]:
     return list(MODELS)
+
+
+@hookimpl
+def register_routes() -> list[PluginRoute]:
+    return list(link_pages.ROUTES)
 
 
 # Last at start-up (the mailer, whose templates it reads, is started by then) and so first at
