@@ -30,6 +30,7 @@ from app.pipeline.types import (
     model_ref,
 )
 from app.plugin_routes import PluginRoute
+from app.swagger_page import setup_swagger_page
 
 OPENAPI_VERSION = "3.0.3"
 DOCS_PATH = "/api/docs"
@@ -237,16 +238,14 @@ class _Spec:
 
 def setup_openapi(app: web.Application, document: dict[str, Any]) -> None:
     """Serve `document` at /api/docs/swagger.json and the Swagger UI at /api/docs."""
-    api = AiohttpApiSpec(
-        url=SPEC_PATH, swagger_path=DOCS_PATH, static_path=f"{DOCS_PATH}/static",
-        title=document["info"]["title"], version=document["info"]["version"],
-    )
+    api = AiohttpApiSpec(url=SPEC_PATH, title=document["info"]["title"], version=document["info"]["version"])
     api.spec = _Spec(document)
     with warnings.catch_warnings():
         # aiohttp-apispec keeps its state under string app keys: its choice, not a mistake of
         # ours, and a warning a plugin team's `-W error` test run would stop on.
         warnings.simplefilter("ignore", web.NotAppKeyWarning)
         api.register(app, in_place=True)
+    setup_swagger_page(app, DOCS_PATH)
 
 
 

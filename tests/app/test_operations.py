@@ -98,6 +98,17 @@ async def test_swagger_ui_is_served_offline(client: Client) -> None:
     assert "https://" not in html
     asset = await client.get("/api/docs/static/swagger-ui-bundle.js")
     assert asset.status == 200
+    assert asset.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_the_docs_pages_load_from_this_origin_alone_and_cannot_be_framed(client: Client) -> None:
+    for path in ("/api/docs", "/api/docs/events"):
+        resp = await client.get(path)
+        policy = resp.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy
+        assert "connect-src 'self'" in policy  # no document, and no password, from or to elsewhere
+        assert "frame-ancestors 'none'" in policy
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
 async def test_a_documentation_file_that_is_not_there_is_a_problem_404(client: Client) -> None:
