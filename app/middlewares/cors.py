@@ -6,7 +6,12 @@ credentials mode is offered and `*` is safe to allow. A preflight (OPTIONS with
 `Access-Control-Request-Method`) from an allowed origin is answered 204 here; one from any
 other origin goes on to the routes like any OPTIONS request (a 405), which the browser reads as
 a refusal. Answers to allowed origins name the origin and expose the headers a client reads
-(`X-Request-ID`, `X-Cache`, `Retry-After`, `WWW-Authenticate`).
+(`X-Request-ID`, `X-Cache`, `Cache-Status`, `Retry-After`, `WWW-Authenticate`, `Location`,
+`Allow`); every answer says it varies with `Origin` (a cache must not hand one origin's answer,
+or an answer without CORS headers, to another), or carries `*` whatever the request when any
+origin may call. A preflight may ask for the headers a client sends: `Authorization`,
+`Content-Type`, `Content-Encoding` (gzip bodies), `X-Request-ID`, and the trace context
+(`traceparent`, `tracestate`), which the service continues.
 
 Hand-written rather than aiohttp-cors: that library attaches to router resources one by one,
 and the pipelines' routes live in one reloadable table behind a single resource
@@ -24,8 +29,8 @@ from aiohttp.typedefs import Middleware
 from app.pipeline.types import Handler
 
 ALLOWED_METHODS: Final = "GET, POST, PUT, PATCH, DELETE"
-ALLOWED_HEADERS: Final = "Authorization, Content-Type, X-Request-ID"
-EXPOSED_HEADERS: Final = "X-Request-ID, X-Cache, Retry-After, WWW-Authenticate"
+ALLOWED_HEADERS: Final = "Authorization, Content-Type, Content-Encoding, X-Request-ID, traceparent, tracestate"
+EXPOSED_HEADERS: Final = "X-Request-ID, X-Cache, Cache-Status, Retry-After, WWW-Authenticate, Location, Allow"
 PREFLIGHT_MAX_AGE_S: Final = 600
 ANY: Final = "*"
 
@@ -39,20 +44,26 @@ class CorsPolicy:
         self.any = ANY in self.origins
 
     def allow_origin(self, origin: str | None) -> str | None:
-        """The `Access-Control-Allow-Origin` value for a request from `origin`, or None."""
-        if origin is None or not (self.any or origin in self.origins):
-            return None
-        return ANY if self.any else origin
+        """The `Access-Control-Allow-Origin` value for a request from `origin` (None: no
+        Origin header), or None when that origin may not call."""
+        if self.any:
+            return ANY
+        return origin if origin is not None and origin in self.origins else None
 
     def middleware(self) -> Middleware:
         policy = self
 
         @web.middleware
         async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            allowed = policy.allow_origin(request.headers.get("Origin"))
+            origin = request.headers.get("Origin")
+            allowed = policy.allow_origin(origin)
             if allowed is None:
-                return await handler(request)
-            if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+                response = await handler(request)
+                if not response.prepared:
+                    response.headers.add("Vary", "Origin")
+                return response
+            preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+            if origin is not None and preflight:
                 return web.Response(status=204, headers={
                     "Access-Control-Allow-Origin": allowed,
                     "Access-Control-Allow-Methods": ALLOWED_METHODS,

@@ -66,3 +66,25 @@ async def test_any_origin(turnstile: StartService) -> None:
     resp = await client.get("/things/a", headers={"Origin": "https://anywhere.example"})
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
     assert "Origin" not in resp.headers.getall("Vary", [])  # the same answer for every origin
+    # ... and for a request without Origin too: a cached copy then serves the apps as well.
+    plain = await client.get("/things/a")
+    assert plain.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_every_answer_varies_with_origin_and_the_headers_an_app_reads_are_exposed(
+    turnstile: StartService,
+) -> None:
+    client = await _client(turnstile, APP)
+    # Without Origin, or from another one: still "Vary: Origin", so no cache hands this answer
+    # (which has no CORS headers) to the app.
+    for headers in ({}, {"Origin": "https://evil.example.com"}):
+        resp = await client.get("/things/a", headers=headers)
+        assert "Origin" in resp.headers.getall("Vary", []), headers
+    ok = await client.post("/widgets/1", json={"name": "w", "size": 2}, headers={"Origin": APP})
+    exposed = {name.strip() for name in ok.headers["Access-Control-Expose-Headers"].split(",")}
+    assert {"Location", "Cache-Status", "Allow", "X-Request-ID", "X-Cache", "Retry-After"} <= exposed
+    asked = {"Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization,content-type,content-encoding,traceparent,tracestate"}
+    preflight = await client.options("/widgets/1", headers={"Origin": APP, **asked})
+    allowed = {h.strip().lower() for h in preflight.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"content-encoding", "traceparent", "tracestate"} <= allowed
