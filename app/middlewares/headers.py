@@ -1,4 +1,5 @@
-"""`Cache-Control: no-store` on every pipeline answer with a JSON body (contract §4).
+"""`Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on every pipeline answer
+with a JSON body (contract §4).
 
 Pipeline answers carry users (reads, cache HITs included, lists, creates, PATCH answers,
 /auth/me) and tokens (RFC 6749 §5.1 requires `no-store` on token responses), and a shared
@@ -31,8 +32,11 @@ async def headers_middleware(request: web.Request, handler: Handler) -> web.Stre
     if (
         pipeline_key in request
         and not response.prepared  # a streamed answer's headers are already sent
-        and "Cache-Control" not in response.headers
         and _is_json(response.content_type)
     ):
-        response.headers["Cache-Control"] = NO_STORE
+        headers = response.headers
+        if "Cache-Control" not in headers:
+            headers["Cache-Control"] = NO_STORE
+        # Nor read as anything but JSON by a browser that sniffs: a full_name is its user's text.
+        headers["X-Content-Type-Options"] = "nosniff"
     return response

@@ -89,6 +89,7 @@ async def test_pipeline_answers_with_users_or_tokens_are_no_store(stack: StackFa
                json={"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD + "x"})
     for label, resp in seen:
         assert resp.headers.get("Cache-Control") == "no-store", label
+        assert resp.headers.get("X-Content-Type-Options") == "nosniff", label
 
 
 async def test_operational_answers_are_left_to_their_own_caching(stack: StackFactory) -> None:
