@@ -38,7 +38,7 @@ from plugins.accounts.tokens import (
 )
 from plugins.auth.services import AuthServices, services_key
 from plugins.mail import Mailer, MailTemplate, mailer_for
-from plugins.users import user_page, user_record
+from plugins.users import user_with_email
 
 log = logging.getLogger("turnstile.accounts")
 
@@ -124,11 +124,7 @@ class Accounts:
 
     async def user_by_email(self, email: str, request_id: str | None) -> dict[str, Any] | None:
         """The stored record (hash included) of the user with `email`, or None."""
-        reply = await self.data.request(
-            "GET", "/api/v1/users", params={"email": email, "limit": 1}, request_id=request_id
-        )
-        items = user_page(reply.data)
-        return user_record(items[0], with_hash=True) if items else None
+        return await user_with_email(self.data, email, request_id)
 
     async def mail_if_due(self, purpose: str, email: str, request_id: str | None) -> None:
         """A `purpose` mail to the user with `email` when one is due: a reset mail to an active

@@ -33,7 +33,7 @@ from plugins.auth.services import AuthServices, services_key, store_errors
 from plugins.auth.step import unauthorized
 from plugins.auth.store import Rotation
 from plugins.auth.tokens import REFRESH, Claims, TokenError
-from plugins.users import normalise_email, user_page, user_record
+from plugins.users import normalise_email, user_record, user_with_email
 
 log = logging.getLogger("turnstile.auth")
 
@@ -78,11 +78,7 @@ class LoginStep:
         request_id = request.get(request_id_key)
         await self.services.check_for_rollback()
         issued_at = self.services.tokens.now()  # before the read: see issue_pair
-        reply = await self.data.request(
-            "GET", "/api/v1/users", params={"email": email, "limit": 1}, request_id=request_id
-        )
-        items = user_page(reply.data)
-        user = user_record(items[0], with_hash=True) if items else None
+        user = await user_with_email(self.data, email, request_id)
         if user is None:
             await self.services.hasher.verify_dummy(password)
             raise unauthorized(BAD_CREDENTIALS, error=None)

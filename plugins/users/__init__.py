@@ -40,11 +40,11 @@ from plugins.users import rules
 from plugins.users.admin import CREATE_ADMIN, AdminSettings, create_admin_if_absent
 from plugins.users.announce import announcer
 from plugins.users.models import MODELS
-from plugins.users.records import user_page, user_record
+from plugins.users.records import user_page, user_record, user_with_email
 from plugins.users.rules import normalise_email
 from plugins.users.startup_admin import StartUpAdmin, start_up_admin_key
 
-__all__ = ["normalise_email", "user_page", "user_record"]
+__all__ = ["normalise_email", "user_page", "user_record", "user_with_email"]
 
 
 @hookimpl

@@ -39,6 +39,7 @@ from app import (
 )
 from plugins.users.announce import Announce, announcer
 from plugins.users.models import EMAIL_PATTERN, PASSWORD_MAX, PASSWORD_MIN
+from plugins.users.records import user_with_email
 from plugins.users.rules import normalise_email
 from plugins.users.startup_admin import StartupOutcome
 
@@ -153,9 +154,7 @@ async def ensure_admin(
 
 
 async def _find(client: DataService, email: str) -> dict[str, Any] | None:
-    reply = await client.request("GET", _USERS, params={"email": email, "limit": 1, "offset": 0})
-    items = reply.data.get("items", []) if isinstance(reply.data, dict) else []
-    return items[0] if items else None
+    return await user_with_email(client, email, None, with_hash=False)
 
 
 async def _create(client: DataService, hasher: PasswordHasher, email: str, password: str) -> Any:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from app import BadGateway
+from app import BadGateway, DataService
+from plugins.users.rules import normalise_email
 
 log = logging.getLogger("turnstile.users")
 
@@ -60,4 +61,27 @@ def _problem(data: Any, *, with_hash: bool) -> str | None:
     for name, fits, expected in (*_FIELDS, _HASH) if with_hash else _FIELDS:
         if not fits(data.get(name)):
             return f"{name}: expected {expected}"
+    return None
+
+
+# As many as one page of a data service that filters `?email=` loosely (a "contains" match)
+# could put before the one account that has exactly that address.
+LOOKUP_PAGE: Final = 100
+
+
+async def user_with_email(
+    data: DataService, email: str, request_id: str | None, *, with_hash: bool = True
+) -> dict[str, Any] | None:
+    """The stored record of the user whose address is `email` (already normalised), or None.
+
+    Contract §7 says the list takes `?email=`, not that it matches exactly: a record is taken
+    only when its own address, normalised, is `email`. Taking the first item of a looser match
+    mailed one user's reset link to another, and let login attempts on one account spread over
+    "different" addresses, around the per-email limit.
+    """
+    reply = await data.request("GET", "/api/v1/users", params={"email": email, "limit": LOOKUP_PAGE},
+                               request_id=request_id)
+    for item in user_page(reply.data):
+        if isinstance(item, dict) and isinstance(item.get("email"), str) and normalise_email(item["email"]) == email:
+            return user_record(item, with_hash=with_hash)
     return None

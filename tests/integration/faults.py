@@ -17,6 +17,8 @@ otherwise misbehaves the way a real upstream does:
 - ``lose-write-answers-and-reads``: the same, and every GET is answered 503 (nothing can be read back);
 - ``other-record``: answers a GET of one user (``/api/v1/users/N``) with user 1's record, as a
   data service with a bug in its lookup would;
+- ``loose-email``: answers a lookup by ``?email=`` with every user, as a data service whose
+  filter is looser than an exact match (a "contains", or none) would;
 - ``down``: `go_down()` closes the listener and every open connection (connection refused),
   `come_back()` listens again on the same port.
 
@@ -37,7 +39,7 @@ from aiohttp import web
 
 Mode = Literal[
     "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields",
-    "refuse-revocations", "lose-write-answers", "lose-write-answers-and-reads", "other-record",
+    "refuse-revocations", "lose-write-answers", "lose-write-answers-and-reads", "other-record", "loose-email",
 ]
 # What `extra-fields` adds to each record: fields a data service may well keep, and one it made up.
 EXTRA_FIELDS: Final = {
@@ -136,6 +138,8 @@ class FaultProxy:
         target = request.rel_url.path_qs
         if self.mode == "other-record" and request.method == "GET" and _ONE_USER.fullmatch(request.path):
             target = "/api/v1/users/1"
+        if self.mode == "loose-email" and request.method == "GET" and "email" in request.query:
+            target = request.rel_url.with_query({k: v for k, v in request.query.items() if k != "email"}).path_qs
         async with self._session.request(
             request.method,
             self.upstream + target,

@@ -177,3 +177,14 @@ async def test_an_answer_for_another_user_is_a_502_and_never_cached_under_this_o
         assert await redis.get(f"{CACHE_PREFIX}user:{user_id}") is None
     proxy.mode = "pass"
     assert (await (await client.get(f"/api/v1/users/{user_id}", headers=admin)).json())["id"] == user_id
+
+
+async def test_a_lookup_by_email_takes_only_the_account_with_that_address(
+    stack: StackFactory, proxy: FaultProxy
+) -> None:
+    client, _user_id, _admin = await signed_in(stack, proxy)  # the admin first, then ann
+    proxy.mode = "loose-email"  # every lookup by email answers every user
+    ann = await client.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": PASSWORD})
+    assert ann.status == 200, await ann.text()  # not the admin's record, the first of the page
+    nobody = await client.post("/api/v1/auth/login", json={"email": "nn@example.com", "password": PASSWORD})
+    await assert_problem(nobody, 401)
