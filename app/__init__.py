@@ -91,6 +91,7 @@ from app.resources import Resources
 from app.settings import Settings, SettingsError
 from app.shielding import complete_despite_cancellation
 from app.upstreams import Upstreams, upstreams_key
+from app.workers import Worker, this_worker
 
 __all__ = [
     "BEARER_SCHEME",
@@ -155,6 +156,7 @@ __all__ = [
     "Upstreams",
     "ValidationFailed",
     "WindowCounter",
+    "Worker",
     "actor_key",
     "body_key",
     "call_all",
@@ -195,5 +197,6 @@ __all__ = [
     "settings_key",
     "template_field",
     "template_placeholders",
+    "this_worker",
     "upstreams_key",
 ]

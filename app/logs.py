@@ -17,6 +17,10 @@ import orjson
 from aiohttp import web
 
 from app.middlewares.request_id import current_request_id
+from app.workers import this_worker
+
+# Under `--workers N`, every line names its worker (a stalled loop, an error: which process).
+_WORKER: Final[dict[str, int]] = {"worker": worker.number} if (worker := this_worker()) is not None else {}
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is kept.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
@@ -55,6 +59,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
+            **_WORKER,
         }
         doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
@@ -70,6 +75,7 @@ def json_line(name: str, message: str, request_id: str, extra: dict[str, Any], c
         "logger": name,
         "msg": message,
         "request_id": request_id,
+        **_WORKER,
         **extra,
     }
     return orjson.dumps(doc, default=str).decode()
@@ -149,7 +155,8 @@ class TextFormatter(logging.Formatter):
     follows the message, keeps its lines."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        worker = f" worker={_WORKER['worker']}" if _WORKER else ""
+        super().__init__(f"%(asctime)s %(levelname)s %(name)s [%(request_id)s]{worker} %(message)s")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # logging's name
         return super().formatMessage(record).translate(_CONTROLS)

@@ -142,7 +142,7 @@ def _log_refused(table: RoutingTable, errors: Sequence[ConfigError]) -> None:
 
 def _log_loaded(table: RoutingTable, started: PipelineFile) -> None:
     file = table.file
-    log.info("reloaded %s (sha256 %s): %d pipelines, %d upstreams; subscriptions are not reloaded",
+    log.info("reloaded %s (sha256 %s): %d pipelines, %d upstreams",
              file.path, _short(file.sha256), len(file.pipelines), len(file.upstreams))
     if _subscriptions(file) != _subscriptions(started):
         log.warning("%s changes its subscriptions: a reload keeps the running ones, restart to apply them",

@@ -15,14 +15,12 @@ import logging
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from aiohttp import web
-from prometheus_client import multiprocess
 
 from app.collector import freeze_long_lived, tune_thresholds
 from app.keys import readiness_key
@@ -31,6 +29,7 @@ from app.metrics import MULTIPROC_ENV
 from app.readiness import Phase
 from app.reload import reload_on_signal
 from app.settings import Settings
+from app.supervisor import Supervisor
 
 log = logging.getLogger("turnstile.serve")
 
@@ -103,26 +102,7 @@ def run_workers(settings: Settings, argv: Sequence[str], workers: int) -> int:
     """
     command = [sys.executable, "-m", "app", *argv, "--workers", "1", "--reuse-port"]
     with metrics_directory() as directory:
-        return _supervise(command, {**os.environ, MULTIPROC_ENV: str(directory)}, directory, workers)
-
-
-def _supervise(command: list[str], env: dict[str, str], directory: Path, workers: int) -> int:
-    children: list[subprocess.Popen[bytes]] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            child.send_signal(signum)
-
-    # Before the first worker starts: an early SIGHUP must not end this process (its default).
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    children.extend(subprocess.Popen(command, env=env) for _ in range(workers))  # noqa: S603  # our own program
-    codes = []
-    for child in children:
-        codes.append(child.wait())
-        # Its gauges stop counting in the live sums (its counters stay in the totals).
-        multiprocess.mark_process_dead(child.pid, str(directory))  # type: ignore[no-untyped-call]  # unannotated
-    return max(codes, default=0)
+        return Supervisor(command, {**os.environ, MULTIPROC_ENV: str(directory)}, directory, workers).run()
 
 
 @contextlib.contextmanager

@@ -8,8 +8,9 @@ import re
 
 from aiohttp import web
 
-from app.keys import request_id_key
+from app.keys import readiness_key, request_id_key
 from app.pipeline.types import Handler
+from app.readiness import Phase
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
@@ -39,4 +40,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         exc.headers[REQUEST_ID_HEADER] = request_id
         raise
     response.headers[REQUEST_ID_HEADER] = request_id
+    if request.app[readiness_key].phase is Phase.DRAINING and not response.prepared:
+        # The listener closes at the end of the drain: a client that sends its next request on
+        # this connection then would have it cut off unanswered. `Connection: close` makes it
+        # open a new one, to an instance that stays (the load balancer sees /readyz's 503).
+        response.force_close()
     return response

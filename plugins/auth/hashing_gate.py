@@ -21,7 +21,7 @@ from typing import Final, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from app import ServiceUnavailable
+from app import ServiceUnavailable, this_worker
 
 T = TypeVar("T")
 
@@ -55,14 +55,16 @@ HASH_WAIT_SECONDS = Histogram(
 
 def usable_cores(cpu_max: Path = CPU_MAX) -> int:
     """The cores this process may use: its CPU affinity, capped by a cgroup CPU quota (a
-    container's CPU limit, rounded up), at least 1."""
+    container's CPU limit, rounded up), shared with the other workers of `--workers N` (each
+    gets 1/N: N workers must not run N times the hashes the host has cores for), at least 1."""
     cores = len(os.sched_getaffinity(0))
-    try:
+    with contextlib.suppress(OSError, ValueError):
         quota, period = cpu_max.read_text().split()[:2]
-    except (OSError, ValueError):
-        return max(1, cores)
-    if quota != "max" and int(period) > 0:
-        cores = min(cores, math.ceil(int(quota) / int(period)))
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, math.ceil(int(quota) / int(period)))
+    worker = this_worker()
+    if worker is not None:
+        cores //= worker.of
     return max(1, cores)
 
 

@@ -38,6 +38,16 @@ async def test_readyz_is_503_while_starting_and_draining(client: Client) -> None
     readiness.phase = Phase.READY
 
 
+async def test_answers_during_the_drain_close_their_connection(client: Client) -> None:
+    # The listener closes when the drain ends: a request sent then on a kept-alive connection
+    # would go unanswered, so every answer of the drain tells the client to reconnect.
+    assert (await client.get("/things/a")).headers.get("Connection") != "close"
+    client.app[readiness_key].phase = Phase.DRAINING
+    answer = await client.get("/things/a")
+    assert answer.status == 200
+    assert answer.headers["Connection"] == "close"
+
+
 async def test_probes_answer_head_with_the_status_and_headers_of_get_and_no_body(client: Client) -> None:
     # Uptime checkers and some load balancers probe with HEAD.
     readiness = client.app[readiness_key]

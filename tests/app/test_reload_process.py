@@ -155,7 +155,7 @@ async def test_sighup_reloads_under_load_with_no_error_answers(tmp_path: Path) -
             assert 'turnstile_config_reloads_total{outcome="invalid"} 1.0' in metrics
     log = log_path.read_text()
     assert f"{pipelines}:4: pipeline 'get_thing', step 1: unknown step type 'tga'" in log
-    assert log.count("subscriptions are not reloaded") == 5
+    assert log.count(f"reloaded {pipelines} (sha256") == 5
     # What start-up left alive is frozen once, and again after each reload that swapped the
     # routes (so the old routes' objects are collected), not after the refused one.
     assert log.count("objects frozen after start-up") == 1
@@ -195,7 +195,9 @@ async def test_the_parent_forwards_sighup_to_every_worker(tmp_path: Path, redis_
                     async with http.get(f"{base}/new") as resp:
                         assert resp.status == 200
             assert proc.poll() is None  # SIGHUP did not end the parent
-        assert log_path.read_text().count("subscriptions are not reloaded") == 2  # one line per worker
+        reloaded = [line for line in log_path.read_text().splitlines() if " reloaded " in line]
+        assert len(reloaded) == 2  # one line per worker, each naming its worker
+        assert {"worker=1" in line or '"worker": 1' in line for line in reloaded} == {True, False}
     finally:
         kill_orphans(workers, str(tmp_path))
         data.terminate()
