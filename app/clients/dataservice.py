@@ -407,7 +407,10 @@ class DataServiceClient:
         return _Result("client_error" if 400 <= status < 500 else "bad_gateway")
 
     def _answered(self, call: _Call, status: int, content_type: str, body: bytes) -> _Result:
-        if status == 204 or call.method == "HEAD":
+        # No body at all is "done, nothing to say" (as a 204 is): a 200 to a write with an empty
+        # body. Whether the caller can do without one is the caller's to say (data-fetch reads
+        # the record back).
+        if status == 204 or call.method == "HEAD" or not body:
             return _Result("ok", reply=UpstreamReply(status, None))
         parsed, data = _parse_json(content_type, body)
         if not parsed:

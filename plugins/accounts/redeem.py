@@ -97,15 +97,51 @@ class Redeemer:
             raise InvalidToken(BAD_TOKEN)
         return record, user
 
+    async def give_back(self, request: web.Request, record: TokenRecord) -> None:
+        """The link works again (the change could not be made, or not be known to be)."""
+        with contextlib.suppress(RedisUnavailable):
+            await self.accounts.tokens.give_back(str(request[body_key]["token"]), record)
+
     async def patch(self, request: web.Request, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
-        reply = await self.accounts.data.request(
-            "PATCH", f"/api/v1/users/{user_id}", json=changes, request_id=request.get(request_id_key)
-        )
-        if not isinstance(reply.data, dict):
-            log.warning("the data service answered a PATCH with a %s, not a user", type(reply.data).__name__)
-            msg = "the data service gave an answer this service could not use"
-            raise BadGateway(msg)
-        return reply.data
+        """The user's stored record once `changes` are written: the data service's answer or, when
+        that is no whole record (none, `{}`, the changed fields alone) or was lost, the record
+        read back. MaybeSaved when neither shows the change: it may or may not have been made."""
+        path = f"/api/v1/users/{user_id}"
+        request_id = request.get(request_id_key)
+        lost: ProblemError | None = None
+        try:
+            reply = await self.accounts.data.request("PATCH", path, json=changes, request_id=request_id)
+        except ProblemError as exc:
+            if not exc.outcome_unknown:
+                raise
+            lost = exc
+        else:
+            if _whole_record(reply.data):
+                return reply.data  # type: ignore[no-any-return]  # checked: a user record
+        with contextlib.suppress(ProblemError):
+            back = (await self.accounts.data.request("GET", path, request_id=request_id)).data
+            if _whole_record(back) and all(back.get(name) == value for name, value in changes.items()):
+                log.warning("PATCH %s: the data service's answer was lost or unusable; read back, the change "
+                            "is saved", path, extra={"request_id": request_id})
+                return back  # type: ignore[no-any-return]  # checked: a user record
+        raise MaybeSaved(lost or BadGateway("the data service gave an answer this service could not use"))
+
+
+class MaybeSaved(Exception):  # a state, not a failure of ours
+    """A change the data service may have made: its answer was lost or unusable, and reading the
+    record back did not show it. `problem` is the answer to give."""
+
+    def __init__(self, problem: ProblemError) -> None:
+        super().__init__(problem.detail)
+        self.problem = problem
+
+
+def _whole_record(data: Any) -> bool:
+    try:
+        user_record(data, with_hash=True)
+    except BadGateway:
+        return False
+    return True
 
 
 @final
@@ -121,7 +157,13 @@ class VerifyEmailStep:
         record, user = await self.redeemer.redeem(request, VERIFY)
         if user.get("is_verified") is not False:
             raise InvalidToken(BAD_TOKEN)
-        changed = await self.redeemer.patch(request, record.user_id, {"is_verified": True})
+        try:
+            changed = await self.redeemer.patch(request, record.user_id, {"is_verified": True})
+        except MaybeSaved as exc:
+            # Perhaps verified: the cached copy may be old now, and the link works again.
+            await self.cache.invalidate(user)
+            await self.redeemer.give_back(request, record)
+            raise exc.problem from None
         # Saved: what follows happens even if the request is cancelled now, or an unproven address
         # could stay verified and the cache stale.
         return await complete_despite_cancellation(self._settle(request, record, changed))
@@ -158,7 +200,14 @@ class ResetPasswordStep:
             raise InvalidToken(BAD_TOKEN)
         auth = self.redeemer.accounts.auth
         password_hash = await auth.hasher.hash(str(request[body_key]["password"]))
-        changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
+        try:
+            changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
+        except MaybeSaved as exc:
+            # The password may be the new one, so the sessions a reset ends end all the same (fail
+            # closed); the link works again, for a password that was not changed after all.
+            await complete_despite_cancellation(self._end_sessions(record.user_id, user))
+            await self.redeemer.give_back(request, record)
+            raise exc.problem from None
         # Saved: the sessions end even if the request is cancelled now (see
         # `complete_despite_cancellation`), and the change is announced even if they cannot.
         response = web.Response(status=204)

@@ -30,7 +30,16 @@ from typing import Any, Final, final
 
 from coredis import PureToken
 
-from app import DataService, NotFound, RedisConnection, RedisUnavailable, RollbackWatch, SingleFlight, redis_errors
+from app import (
+    DataService,
+    NotFound,
+    RedisConnection,
+    RedisUnavailable,
+    RollbackWatch,
+    SingleFlight,
+    current_request_id,
+    redis_errors,
+)
 
 NONE: Final = "none"  # Redis: the record has no cut-off
 MISSING: Final = object()  # Redis: no key (read the record)
@@ -151,9 +160,11 @@ class RecordRevocations:
 
     async def write(self, user_id: int, cutoff: float) -> None:
         """Record `cutoff`; a user who is gone needs none. Raises the data service's ProblemErrors."""
+        request_id = current_request_id.get()  # the request that ended the sessions, if any
         try:
             await self._data.request(
-                "PATCH", f"/api/v1/users/{user_id}", json={"sessions_revoked_at": to_rfc3339(cutoff)}
+                "PATCH", f"/api/v1/users/{user_id}", json={"sessions_revoked_at": to_rfc3339(cutoff)},
+                request_id=None if request_id == "-" else request_id,
             )
         except NotFound:
             return

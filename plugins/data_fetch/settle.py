@@ -1,4 +1,4 @@
-"""A write whose answer was lost: read the record back to learn whether it was applied.
+"""A write whose answer was lost or unusable: read the record back to learn whether it was applied.
 
 The data service may apply a write and then answer too late, with a 5xx, or over a connection
 that drops (the client marks those errors `outcome_unknown`). Answering the error and doing
@@ -49,7 +49,7 @@ async def settle(
     back when it shows the write applied. `client` None: not the data service, not read back."""
     result, reply = await _read_back(client, method, path, sent, request_id)
     UNCERTAIN_WRITES.labels(result.value).inc()
-    log.warning("%s %s: the data service's answer was lost; read back, the write is %s", method, path,
+    log.warning("%s %s: the data service's answer was lost or unusable; read back, the write is %s", method, path,
                 result.value.replace("_", " "), extra={"request_id": request_id})
     return result, reply
 

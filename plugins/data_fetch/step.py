@@ -158,6 +158,14 @@ class DataFetchStep:
                 raise
             reply = await self._read_back(request, path, body, exc)
             checked.clear()
+        if self._unusable(reply, checked):
+            # Saved (a 2xx) but answered with no record or one that does not fit: the record
+            # read back is the answer and what the event announces, when it shows the change.
+            settled, back = await settle(self.client if self.upstream == DATA_SERVICE else None, self.method,
+                                         path, body, request.get(request_id_key))
+            if settled is Settled.APPLIED and back is not None:
+                reply = back
+                checked.clear()
         if self.status == 204:
             return self._answer(request, web.Response(status=204))
         saved: web.Response | None = None
@@ -190,6 +198,14 @@ class DataFetchStep:
         if settled is Settled.UNKNOWN:
             request[outcome_unknown_key] = True
         raise error
+
+    def _unusable(self, reply: UpstreamReply, checked: list[Any]) -> bool:
+        """A write's 2xx answer that is no record the response model takes (none, `{}`, a part)."""
+        if self.method not in _COMMITS or self.check_answer is None or self.status == 204:
+            return False
+        if checked:
+            return isinstance(checked[0], BadGateway)
+        return reply.data is None
 
     def _checked(self, request: web.Request, reply: UpstreamReply, checked: list[Any], asked: Any) -> Any:
         """The answer as the response model and the route make it; BadGateway when it does not fit."""

@@ -46,6 +46,11 @@ from plugins.event_emit.config import EventEmitConfig
 
 log = logging.getLogger("turnstile.event_emit")
 
+UNANNOUNCED = Counter(
+    "turnstile_events_unannounced_total",
+    "Saved changes no event could describe: the data service's answer named no record and the route none",
+    ["event"],
+)
 UNENRICHED = Counter(
     "turnstile_events_unenriched_total",
     "Events of saved changes published without their enrichment, because an enrich_event hook failed on them.",
@@ -89,7 +94,15 @@ class EventEmitStep:
     async def _emit(self, request: web.Request, response: web.StreamResponse, event_id: str) -> None:
         if request.method == "PATCH" and request.get(body_key) == {}:
             return  # a patch that names no field changes nothing (RFC 7396): there is no change to announce
-        event = Event.create(self.config.event, self._data(request, response), request[request_id_key], id=event_id)
+        data = self._data(request, response)
+        if not data:
+            # Saved, but the data service's answer (which named the new record) was unusable and the
+            # route names none: an event with no data could be neither deduped nor applied.
+            UNANNOUNCED.labels(self.config.event).inc()
+            log.error("pipeline %s: a saved change cannot be announced: the data service's answer named no "
+                      "record", self.pipeline.name, extra={"request_id": request.get(request_id_key)})
+            return
+        event = Event.create(self.config.event, data, request[request_id_key], id=event_id)
         if self.has_enrichers:
             enriched = await self._enriched(request, event)
             if enriched is None:

@@ -114,7 +114,8 @@ class UserPage:
 
     items: list[User] = schema_field(description="The users on this page.")
     total: int = schema_field(description="How many users there are in all.")
-    limit: int = schema_field(description="The page size asked for.")
+    limit: int = schema_field(description="The page size asked for (a data service may cap it: the next "
+                                          "page starts at offset + the number of items received).")
     offset: int = schema_field(description="How many users come before this page.")
 
 

@@ -15,6 +15,10 @@ otherwise misbehaves the way a real upstream does:
 - ``lose-write-answers``: forwards every request, but answers a user's PATCH or DELETE 500 once the
   data service has applied it (an answer lost after the commit); a revocation's PATCH passes;
 - ``lose-write-answers-and-reads``: the same, and every GET is answered 503 (nothing can be read back);
+- ``lose-write-answers-then-reads``: as ``lose-write-answers``, and once an answer was lost every
+  GET is answered 503 too (the change cannot be read back);
+- ``empty-write-answers``: forwards every request, but answers a user's PATCH 200 with no body
+  (a data service whose contract reading is "the change is made, nothing to say");
 - ``other-record``: answers a GET of one user (``/api/v1/users/N``) with user 1's record, as a
   data service with a bug in its lookup would;
 - ``loose-email``: answers a lookup by ``?email=`` with every user, as a data service whose
@@ -40,6 +44,7 @@ from aiohttp import web
 Mode = Literal[
     "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields",
     "refuse-revocations", "lose-write-answers", "lose-write-answers-and-reads", "other-record", "loose-email",
+    "empty-write-answers", "lose-write-answers-then-reads",
 ]
 # What `extra-fields` adds to each record: fields a data service may well keep, and one it made up.
 EXTRA_FIELDS: Final = {
@@ -67,6 +72,7 @@ class FaultProxy:
         self.slow_s = slow_s
         self.mode: Mode = "pass"
         self.calls = 0
+        self.lost_one = False  # `lose-write-answers-then-reads`: an answer was lost
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -127,9 +133,18 @@ class FaultProxy:
                 return web.json_response({"detail": "database is locked"}, status=503)
             case "lose-write-answers-and-reads" if request.method == "GET":
                 return web.json_response({"detail": "database is locked"}, status=503)
+            case "lose-write-answers-then-reads" if request.method == "GET" and self.lost_one:
+                return web.json_response({"detail": "database is locked"}, status=503)
+            case "lose-write-answers-then-reads" if await _loses_answer(request):
+                await self._forward(request)
+                self.lost_one = True
+                return web.json_response({"detail": "connection to the database lost"}, status=500)
             case "lose-write-answers" | "lose-write-answers-and-reads" if await _loses_answer(request):
                 await self._forward(request)
                 return web.json_response({"detail": "connection to the database lost"}, status=500)
+            case "empty-write-answers" if request.method == "PATCH" and request.path.startswith("/api/v1/users/"):
+                forwarded = await self._forward(request)
+                return web.Response(status=forwarded.status) if forwarded.status == 200 else forwarded
         return await self._forward(request)
 
     async def _forward(self, request: web.Request) -> web.Response:

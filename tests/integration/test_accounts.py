@@ -591,3 +591,70 @@ async def test_a_verification_mail_that_cannot_be_made_is_counted_not_lost_silen
 
     await eventually(counted, 10, "the mail that could not be made counted")
     assert inbox.received.empty()
+
+
+@pytest.mark.parametrize("mode", ["empty-write-answers", "lose-write-answers"])
+async def test_a_reset_the_data_service_answered_without_a_record_is_read_back_and_done(
+    inbox: SmtpInbox, stack: StackFactory, dataservice: str, tmp_path: Path, mode: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(data_service_url=proxy.url)
+        user = await register(client, ANN)
+        await verification_token(inbox, ANN)
+        phone = await login(client, ANN, PASSWORD)
+        token = await reset_token(client, inbox, ANN)
+        proxy.mode = mode  # type: ignore[assignment]  # one of the proxy's modes
+        resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
+        assert resp.status == 204, await resp.text()
+        proxy.mode = "pass"
+        await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
+        await login(client, ANN, NEW_PASSWORD)
+        [event] = [e for e in events_written(tmp_path / "var") if e["type"] == "user.password_reset"]
+        assert event["data"]["id"] == user["id"]
+    finally:
+        await proxy.close()
+
+
+async def test_a_reset_whose_outcome_cannot_be_known_ends_the_sessions_all_the_same(
+    inbox: SmtpInbox, stack: StackFactory, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(data_service_url=proxy.url)
+        await register(client, ANN)
+        await verification_token(inbox, ANN)
+        phone = await login(client, ANN, PASSWORD)
+        token = await reset_token(client, inbox, ANN)
+        proxy.mode = "lose-write-answers-then-reads"  # the new password is saved; nothing can tell
+        resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
+        await assert_problem(resp, 502)
+        proxy.mode = "pass"
+        # Fail closed: the password may be an attacker's no longer, so no old session lives on.
+        await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
+        await assert_problem(await client.post("/api/v1/auth/refresh",
+                                               json={"refresh_token": phone["refresh_token"]}), 401)
+    finally:
+        await proxy.close()
+
+
+async def test_a_verification_answered_without_a_record_is_read_back_and_done(
+    inbox: SmtpInbox, stack: StackFactory, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(data_service_url=proxy.url)
+        await register(client, ANN)
+        token = await verification_token(inbox, ANN)
+        proxy.mode = "empty-write-answers"
+        resp = await client.post(VERIFY, json={"token": token})
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["is_verified"] is True
+        proxy.mode = "pass"
+        tokens = await login(client, ANN, PASSWORD)
+        assert (await (await client.get(ME, headers=bearer(tokens))).json())["is_verified"] is True
+    finally:
+        await proxy.close()

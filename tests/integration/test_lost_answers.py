@@ -3,6 +3,9 @@ timeout): the record is read back, and what may have changed is followed (contra
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from tests.integration.accounts import events_written
 from tests.integration.amqp_capture import body_of, capture, metric, next_message, wait_connected
 from tests.integration.conftest import (
     Client,
@@ -96,5 +99,50 @@ async def test_a_deletion_whose_answer_was_lost_is_found_done(
         proxy.mode = "pass"
         assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
         assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).status == 404
+    finally:
+        await proxy.close()
+
+
+async def test_a_change_answered_without_a_record_is_read_back_and_announced(
+    stack: StackFactory, redis_db: str, amqp_url: str, unique: str, dataservice: str
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
+        await wait_connected(client)
+        admin = await admin_headers(client)
+        ann_id, ann = await _ann(client)
+        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+        async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
+            proxy.mode = "empty-write-answers"  # 200 and no body, to the change and to the revocation
+            resp = await client.patch(f"/api/v1/users/{ann_id}", json={"roles": ["user", "auditor"]}, headers=admin)
+            assert resp.status == 200, await resp.text()
+            assert (await resp.json())["roles"] == ["user", "auditor"]
+            message = await next_message(received)
+        assert body_of(message)["data"]["roles"] == ["user", "auditor"]  # the whole record, read back
+        proxy.mode = "pass"
+        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401  # a role change ends sessions
+        fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
+        assert (fresh.headers["X-Cache"], (await fresh.json())["roles"]) == ("MISS", ["user", "auditor"])
+    finally:
+        await proxy.close()
+
+
+async def test_a_create_answered_with_an_unusable_record_publishes_no_empty_event(
+    stack: StackFactory, dataservice: str, tmp_path: Path
+) -> None:
+    proxy = FaultProxy(dataservice)
+    await proxy.start()
+    try:
+        client = await stack(data_service_url=proxy.url)
+        before = await metric(client, "turnstile_events_unannounced_total", event="user.created") or 0.0
+        proxy.mode = "missing-field"  # the stored user comes back without created_at
+        body = {"email": "nn@example.com", "password": "correct-horse-1"}
+        resp = await client.post("/api/v1/auth/register", json=body)
+        await assert_problem(resp, 502)
+        created = [e for e in events_written(tmp_path / "var") if e["type"] == "user.created"]
+        assert all(e["data"].get("id") for e in created), created  # never `"data": {}`
+        assert await metric(client, "turnstile_events_unannounced_total", event="user.created") == before + 1
     finally:
         await proxy.close()
