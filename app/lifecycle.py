@@ -16,6 +16,7 @@ from app.keys import plugin_manager_key, readiness_key
 from app.plugin_loading import PluginLoadError
 from app.plugins import HookTimeout, call_impl, implementations
 from app.readiness import Phase
+from app.settings import SettingsError
 
 log = logging.getLogger("turnstile.lifecycle")
 
@@ -25,6 +26,8 @@ async def lifecycle_ctx(app: web.Application) -> AsyncIterator[None]:
     for impl in implementations(pm.hook.startup):
         try:
             await call_impl(pm.hook.startup, impl, {"app": app})
+        except SettingsError:
+            raise  # a deployment's setting a plugin checked at start-up: the message names it
         except Exception as exc:  # a plugin's code: the server does not start, and says whose
             log.exception("startup hook of plugin %s failed", impl.plugin_name)
             msg = f"plugin {impl.plugin_name}: its startup hook failed: {type(exc).__name__}: {exc}"

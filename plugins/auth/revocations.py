@@ -33,6 +33,7 @@ from coredis import PureToken
 from app import (
     DataService,
     NotFound,
+    ProblemError,
     RedisConnection,
     RedisUnavailable,
     RollbackWatch,
@@ -47,6 +48,9 @@ MISSING: Final = object()  # Redis: no key (read the record)
 # instance (which reaches every instance through Redis, or its event) is seen within this even
 # when the broker is down too. One data-service read per user and second, single-flighted.
 RECORD_READ_TTL_S: Final = 1.0
+# Without Redis (embedded defaults: one process, so no other instance revokes anything), what
+# stands for the record is only what another producer changed in the data service itself.
+EMBEDDED_RECORD_READ_TTL_S: Final = 30.0
 MAX_LOCAL_ENTRIES: Final = 100_000
 
 # KEYS[1] the user's key; ARGV[1] a cut-off, ARGV[2] its TTL. Keeps the later cut-off: a late
@@ -97,12 +101,20 @@ class LocalRevocations:
 
     def remember_read(self, user_id: int, cutoff: float | None) -> None:
         """What the record said just now (None: no cut-off)."""
-        self._put(self._reads, user_id, (cutoff, self._clock() + self._read_ttl_s))
+        self._put(self._reads, user_id, (cutoff, self._clock()))
 
     def read(self, user_id: int) -> tuple[bool, float | None]:
         """(whether a recent read is known, its cut-off)."""
         entry = self._reads.get(user_id)
-        if entry is None or entry[1] <= self._clock():
+        if entry is None or self._clock() - entry[1] >= self._read_ttl_s:
+            return False, None
+        return True, entry[0]
+
+    def last_read(self, user_id: int) -> tuple[bool, float | None]:
+        """(whether any read is known, however old, up to `ttl_s`; its cut-off): what stands in
+        when the record cannot be read again (stale-if-error)."""
+        entry = self._reads.get(user_id)
+        if entry is None or self._clock() - entry[1] >= self._ttl_s:
             self._reads.pop(user_id, None)
             return False, None
         return True, entry[0]
@@ -306,7 +318,15 @@ class Revocations:
         known, cutoff = self.local.read(user_id)
         if known:
             return cutoff
-        cutoff = await self._read_record(user_id)
+        try:
+            cutoff = await self._read_record(user_id)
+        except ProblemError:
+            # The data service does not answer either: the last read stands (with this process's
+            # own revocations, which `cutoff` adds), rather than every request failing with it.
+            known, cutoff = self.local.last_read(user_id)
+            if known:
+                return cutoff
+            raise
         self.local.remember_read(user_id, cutoff)
         return cutoff
 

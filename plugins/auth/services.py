@@ -26,7 +26,14 @@ from app import (
     redis_key,
 )
 from plugins.auth.passwords import Argon2Hasher, hasher_for
-from plugins.auth.revocations import LocalRevocations, RecordRevocations, RedisRevocations, Revocations
+from plugins.auth.revocations import (
+    EMBEDDED_RECORD_READ_TTL_S,
+    RECORD_READ_TTL_S,
+    LocalRevocations,
+    RecordRevocations,
+    RedisRevocations,
+    Revocations,
+)
 from plugins.auth.sessions import MemorySessionIndex, RedisSessionIndex, SessionIndex
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
@@ -124,7 +131,8 @@ def make_services(app: web.Application) -> AuthServices:
         store = MirroredTokenStore(RedisTokenStore(redis, watch=watch), local, on_fallback=_count_fallback)
         sessions = RedisSessionIndex(redis)
     revocations = Revocations(
-        LocalRevocations(ttl_s=revocation_ttl_s),
+        LocalRevocations(ttl_s=revocation_ttl_s,
+                         record_read_ttl_s=RECORD_READ_TTL_S if redis is not None else EMBEDDED_RECORD_READ_TTL_S),
         RecordRevocations(app[data_service_key]),
         RedisRevocations(redis, ttl_s=revocation_ttl_s, watch=watch) if redis is not None else None,
         on_fallback=_count_fallback,

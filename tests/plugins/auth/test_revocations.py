@@ -164,12 +164,14 @@ def test_this_process_record_keeps_the_later_cut_off_until_tokens_are_dead() -> 
     local.remember(1, 500.0)
     local.remember(1, 400.0)
     assert local.cutoff(1) == 500.0
-    local.remember_read(2, None)
-    assert local.read(2) == (True, None)
+    local.remember_read(2, 700.0)
+    assert local.read(2) == (True, 700.0)
     now[0] += 3
-    assert local.read(2) == (False, None)
+    assert local.read(2) == (False, None)  # to be read again...
+    assert local.last_read(2) == (True, 700.0)  # ...but it stands while the record cannot be
     now[0] += 8
     assert local.cutoff(1) is None
+    assert local.last_read(2) == (False, None)  # no older than a token can live
 
 
 def test_the_record_gets_the_cut_off_rounded_up_to_the_microsecond() -> None:
