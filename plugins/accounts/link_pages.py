@@ -4,7 +4,8 @@ A verification or reset link is `PUBLIC_URL` + `/verify-email#token=…` or `/re
 a deployment's front end has those pages. Without one (`PUBLIC_URL` unset, as in development,
 or set to the service's own address), these serve them: static HTML and one script, which read
 the token from the fragment (no request carries it), drop it from the address bar, and call
-the API's default routes (`POST /api/v1/auth/verify`, `POST /api/v1/auth/reset-password`).
+the API's default routes (`POST /api/v1/auth/verify`, `POST /api/v1/auth/reset-password`) when
+the person acts: a click verifies, never the opening (mail scanners open links and run them).
 
 Nothing but this service's own script runs on them (Content-Security-Policy), they cannot be
 framed, and no Referer leaves them.

@@ -38,10 +38,27 @@ async function post(page, body) {
   });
 }
 
-async function verify(token) {
-  const response = await post("verify-email", { token });
-  say(response.ok ? "Your email address is verified. You can close this page."
-                  : await problemText(response));
+// A click, not the page's opening, verifies: mail scanners and link previews open links (and run
+// their scripts) too, and an address must not be proven by a machine that merely looked at it.
+function offerVerify(token) {
+  const button = document.getElementById("verify");
+  button.hidden = false;
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const response = await post("verify-email", { token });
+      if (response.ok) {
+        button.hidden = true;
+        say("Your email address is verified. You can close this page.");
+      } else {
+        button.disabled = false;
+        say(await problemText(response));
+      }
+    } catch {
+      button.disabled = false;
+      say("The service could not be reached; try again.");
+    }
+  });
 }
 
 function offerReset(token) {
@@ -70,7 +87,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (!token) {
     say("This link has no token: open the link from the mail as it is.");
   } else if (page === "verify-email") {
-    verify(token).catch(() => say("The service could not be reached; try the link again."));
+    offerVerify(token);
   } else {
     offerReset(token);
   }
