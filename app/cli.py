@@ -16,7 +16,7 @@ import attrs
 import pluggy
 
 from app.commands import Command, CommandContext, plugin_commands
-from app.main import prepare_app, read_configuration
+from app.main import build_steps, prepare_app, read_configuration
 from app.pipeline.config import PipelineFileError
 from app.pipeline.registry import load_checked, make_registry
 from app.plugin_loading import PluginLoadError
@@ -166,7 +166,10 @@ def _cmd_serve(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> in
 
 def _cmd_check(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     path = args.file or loaded.settings.pipelines_file
-    _registry, pipelines = load_checked(path, loaded.pm)
+    registry, pipelines = load_checked(path, loaded.pm)
+    # Every step built, as start-up builds it (without I/O), so a plugin's build that fails is
+    # found here too, with its FILE:LINE, not only by `serve`.
+    build_steps(attrs.evolve(loaded.settings, pipelines_file=path), loaded.pm, pipelines, registry.models)
     print(f"{path}: OK ({len(pipelines.pipelines)} pipelines, {len(pipelines.subscriptions)} subscriptions)")  # noqa: T201
     return 0
 

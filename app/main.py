@@ -24,7 +24,7 @@ from app.middlewares.observe import observe_middleware
 from app.middlewares.request_id import request_id_middleware
 from app.openapi import build_document, setup_openapi
 from app.pipeline.registry import load_checked
-from app.pipeline.routes import setup_pipeline_routes
+from app.pipeline.routes import build_routing_table, setup_pipeline_routes
 from app.pipeline.subscriptions import setup_subscriptions
 from app.pipeline.types import PipelineFile
 from app.plugin_routes import setup_plugin_routes
@@ -136,6 +136,20 @@ def prepare_app(
     setup_clients(app, settings, mirrored=[prefix for prefixes in mirrored for prefix in prefixes])
     setup_plugin_resources(app, pm)
     return app
+
+
+def build_steps(
+    settings: Settings, pm: pluggy.PluginManager, pipelines: PipelineFile, models: dict[str, type[Any]]
+) -> None:
+    """Build every pipeline's steps on an app that is never started, as `create_app` would.
+
+    Raises:
+        PipelineFileError: a plugin's `build` failed (FILE:LINE naming the step and the plugin).
+        SettingsError: a plugin's variables are wrong.
+    """
+    app = prepare_app(settings, pm, pipelines, models)
+    setup_upstreams(app, pipelines.upstreams)
+    build_routing_table(pipelines, app, pm, models)
 
 
 def create_app(settings: Settings, *, pm: pluggy.PluginManager | None = None) -> web.Application:

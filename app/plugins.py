@@ -290,7 +290,7 @@ async def call_chain(
                 msg = "A business rule failed."
                 raise InternalError(msg)
             if check is not None and (problem := check(result)) is not None:
-                log.error("hook %s of plugin %s returned a %s it cannot be: %s", hook.name, impl.plugin_name,
+                log.error("hook %s of plugin %s returned what its %s cannot be: %s", hook.name, impl.plugin_name,
                           value_name, problem)
                 msg = "A business rule failed."
                 raise InternalError(msg)

@@ -11,8 +11,8 @@ notices every worker's end.
   non-zero exit code, rather than a restart loop. Each ended worker's gauges leave the shared
   metrics (prometheus_client's live gauges), or a dead worker's open circuit would be reported
   for good.
-- The exit code is non-zero when a worker ended by a signal or with an error: a wrapper
-  (systemd's Restart=on-failure) sees a crash.
+- The exit code is non-zero when a worker ended by a signal or with an error, at the stop or
+  before it (even one started again): a wrapper (systemd's Restart=on-failure) sees a crash.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class Supervisor:
         self.running: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}  # pid -> (number, process)
         self.stopping = False
         self.failed = False
+        self.crashed = False  # a worker ended while nobody asked (started again)
         self.codes: list[int] = []
         self._restarts: deque[float] = deque()
 
@@ -77,14 +78,17 @@ class Supervisor:
             pid, status = os.waitpid(-1, 0)
             if pid in self.running:
                 self._ended(pid, os.waitstatus_to_exitcode(status))
-        if self.failed:
-            return 1
-        return max((exit_code(code) for code in self.codes), default=0)
+        stopped = max((exit_code(code) for code in self.codes), default=0)
+        return max(stopped, 1) if self.failed or self.crashed else stopped
 
     def _start(self, number: int) -> None:
         env = {**self.env, WORKER_ENV: str(number), WORKERS_ENV: str(self.workers)}
         process = subprocess.Popen(self.command, env=env, preexec_fn=_start_in_child)  # noqa: S603, PLW1509  # our own program; no thread runs here
         self.running[process.pid] = (number, process)
+        if self.stopping:
+            # The stop came while it was being started (its handler ran before the line above,
+            # so it was not told): it stops too.
+            process.send_signal(signal.SIGTERM)
 
     def _ended(self, pid: int, returncode: int) -> None:
         number, process = self.running.pop(pid)
@@ -92,8 +96,10 @@ class Supervisor:
         # Its live gauges leave the sums; its counters stay in the totals.
         multiprocess.mark_process_dead(pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]  # unannotated
         if self.stopping:
-            self.codes.append(returncode)
+            # Ended by the stop signal itself (one still starting has no handler yet): a stop.
+            self.codes.append(0 if -returncode in (signal.SIGTERM, signal.SIGINT) else returncode)
             return
+        self.crashed = True
         how = f"by signal {-returncode}" if returncode < 0 else f"with code {returncode}"
         now = time.monotonic()
         self._restarts.append(now)

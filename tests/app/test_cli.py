@@ -68,6 +68,19 @@ def test_a_plugin_that_cannot_load_is_one_line_naming_it(tmp_path: Path, plugins
     assert result.stderr == expected
 
 
+def test_check_builds_the_steps_as_start_up_does(tmp_path: Path) -> None:
+    pipelines = tmp_path / "pipelines.toml"
+    steps = 'steps = [{ use = "fragile" }, { use = "echo" }]'
+    pipelines.write_text(f'[[pipelines]]\nname = "a"\nroute = "GET /a"\n{steps}\n')
+    plugins = "tests.fixtures.sample_plugin,tests.fixtures.fragile_build_plugin"
+    result = run(tmp_path, "check", str(pipelines), TURNSTILE_PLUGINS=plugins)
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        f"{pipelines}:4: pipeline 'a', step 1 (fragile): plugin tests.fixtures.fragile_build_plugin could not "
+        "build it: RuntimeError: cannot build\n"
+    )
+
+
 def test_a_load_time_hook_that_raises_is_one_line_naming_the_plugin(tmp_path: Path) -> None:
     result = run(tmp_path, "check", TURNSTILE_PLUGINS="tests.fixtures.broken_route_plugin")
     assert result.returncode == 1

@@ -95,7 +95,7 @@ async def test_call_chain_names_the_plugin_whose_value_its_check_refuses(caplog:
                          request=None, pipeline=None)
     (record,) = [r for r in caplog.records if r.name == "turnstile.plugins"]
     assert record.getMessage() == (
-        "hook transform_request of plugin team_breaks returned a body it cannot be: name is not a string"
+        "hook transform_request of plugin team_breaks returned what its body cannot be: name is not a string"
     )
 
 

@@ -105,3 +105,26 @@ def test_a_worker_ended_by_a_signal_is_a_failure_in_the_exit_code() -> None:
     assert exit_code(0) == 0
     assert exit_code(3) == 3
     assert exit_code(-9) == 137  # as a shell reports SIGKILL
+
+
+@pytest.mark.timeout(120)
+async def test_a_stop_while_the_workers_start_stops_every_one(tmp_path: Path, redis_url: str) -> None:
+    data_port = free_port()
+    data = subprocess.Popen(
+        [sys.executable, "-m", "app", "dataservice", "--port", str(data_port), "--db", str(tmp_path / "d.sqlite3")],
+        env=cli_env(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    seen: set[int] = set()
+    try:
+        with serving(tmp_path, "--workers", "6", REDIS_URL=redis_url,
+                     DATA_SERVICE_URL=f"http://127.0.0.1:{data_port}") as (proc, _base, _log_path):
+            await until(lambda: len(children(proc.pid)) >= 1, 30, "a worker started")
+            seen.update(children(proc.pid))
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(proc.wait, 60)  # every worker, started or starting, stopped
+            assert code == 0
+    finally:
+        data.terminate()
+        data.wait(10)
+        kill_orphans(sorted(seen), str(tmp_path))
+    assert not any(alive(pid) for pid in seen)
