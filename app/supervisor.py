@@ -88,7 +88,7 @@ class Supervisor:
         if self.stopping:
             # The stop came while it was being started (its handler ran before the line above,
             # so it was not told): it stops too.
-            process.send_signal(signal.SIGTERM)
+            os.kill(process.pid, signal.SIGTERM)
 
     def _ended(self, pid: int, returncode: int) -> None:
         number, process = self.running.pop(pid)
@@ -119,6 +119,8 @@ class Supervisor:
         self._forward(signum, _frame)
 
     def _forward(self, signum: int, _frame: object) -> None:
-        for _number, process in list(self.running.values()):
+        # os.kill, not Popen.send_signal: that polls first, and a worker it reaped would never
+        # be seen by the loop's waitpid (which alone reaps them here).
+        for pid in list(self.running):
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signum)
+                os.kill(pid, signum)
