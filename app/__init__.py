@@ -5,6 +5,17 @@ imports from ``app`` and from nothing under it (a test holds the built-ins to th
 not exported here may change without notice. docs/plugins.md explains each group.
 """
 
+import signal as _signal
+import sys as _sys
+from pathlib import Path as _Path
+
+# `turnstile serve` (or `python -m app serve`): SIGHUP asks for a reload, but its default action
+# ends the process, and the server handles it only once the app is imported and built (about
+# half a second): a reload asked for meanwhile (config management right after a restart) ended
+# the service. Ignored from the first line the package runs; the server's handler replaces this.
+if _sys.argv[1:2] == ["serve"] and (_sys.argv[0] == "-m" or _Path(_sys.argv[0]).name == "turnstile"):
+    _signal.signal(_signal.SIGHUP, _signal.SIG_IGN)
+
 from app.answers import json_response
 from app.clients.amqp import Publisher
 from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache

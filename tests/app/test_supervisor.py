@@ -128,3 +128,26 @@ async def test_a_stop_while_the_workers_start_stops_every_one(tmp_path: Path, re
         data.wait(10)
         kill_orphans(sorted(seen), str(tmp_path))
     assert not any(alive(pid) for pid in seen)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [("--workers", "2"), ()], ids=["supervisor", "one process"])
+async def test_a_reload_asked_for_as_the_process_starts_ends_nothing(
+    tmp_path: Path, redis_url: str, workers: tuple[str, ...]
+) -> None:
+    data_port = free_port()
+    data = subprocess.Popen(
+        [sys.executable, "-m", "app", "dataservice", "--port", str(data_port), "--db", str(tmp_path / "d.sqlite3")],
+        env=cli_env(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        with serving(tmp_path, *workers, REDIS_URL=redis_url,
+                     DATA_SERVICE_URL=f"http://127.0.0.1:{data_port}") as (proc, base, _log_path):
+            await asyncio.sleep(0.15)  # Python is still importing the app: no handler of ours yet
+            proc.send_signal(signal.SIGHUP)
+            async with fresh_connections() as http:
+                await wait_ready(http, base, proc)
+            assert proc.poll() is None
+    finally:
+        data.terminate()
+        data.wait(10)
