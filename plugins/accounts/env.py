@@ -10,6 +10,8 @@ import attrs
 from app import SettingsError, setting
 from plugins.accounts.settings import AccountsSettings, load_accounts_settings
 
+_DEFAULTS = AccountsSettings()
+
 
 @attrs.frozen(kw_only=True)
 class AccountsEnv:
@@ -17,8 +19,11 @@ class AccountsEnv:
 
     env_prefix: ClassVar[str] = "ACCOUNTS_"
 
-    verify_token_ttl_s: str | None = setting(default=None, description="a verification link's lifetime (86400 s)")
-    reset_token_ttl_s: str | None = setting(default=None, description="a password-reset link's lifetime (3600 s)")
+    # Defaults as `turnstile plugins` shows them; `settings` checks every value, these included.
+    verify_token_ttl_s: str = setting(default=str(_DEFAULTS.verify_token_ttl_s),
+                                      description="a verification link's lifetime in seconds")
+    reset_token_ttl_s: str = setting(default=str(_DEFAULTS.reset_token_ttl_s),
+                                     description="a password-reset link's lifetime in seconds")
 
     def settings(self) -> AccountsSettings:
         """What the variables say (SettingsError when they are wrong)."""
