@@ -40,6 +40,7 @@ from plugins.accounts.answers import CacheKeys, PublicUser, cache_keys, public_u
 from plugins.accounts.config import RedeemConfig
 from plugins.accounts.service import Accounts, accounts_for
 from plugins.accounts.tokens import RESET, VERIFY, TokenRecord, password_fingerprint
+from plugins.data_fetch.settle import Settled, settle
 from plugins.users import normalise_email, user_record
 
 log = logging.getLogger("turnstile.accounts")
@@ -118,12 +119,10 @@ class Redeemer:
         else:
             if _whole_record(reply.data):
                 return reply.data  # type: ignore[no-any-return]  # checked: a user record
-        with contextlib.suppress(ProblemError):
-            back = (await self.accounts.data.request("GET", path, request_id=request_id)).data
-            if _whole_record(back) and all(back.get(name) == value for name, value in changes.items()):
-                log.warning("PATCH %s: the data service's answer was lost or unusable; read back, the change "
-                            "is saved", path, extra={"request_id": request_id})
-                return back  # type: ignore[no-any-return]  # checked: a user record
+        # Read back as data-fetch reads its writes back (logged and counted there).
+        settled, back = await settle(self.accounts.data, "PATCH", path, changes, request_id)
+        if settled is Settled.APPLIED and back is not None and _whole_record(back.data):
+            return back.data  # type: ignore[no-any-return]  # checked: a user record
         raise MaybeSaved(lost or BadGateway("the data service gave an answer this service could not use"))
 
 

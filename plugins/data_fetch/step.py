@@ -161,8 +161,7 @@ class DataFetchStep:
         if self._unusable(reply, checked):
             # Saved (a 2xx) but answered with no record or one that does not fit: the record
             # read back is the answer and what the event announces, when it shows the change.
-            settled, back = await settle(self.client if self.upstream == DATA_SERVICE else None, self.method,
-                                         path, body, request.get(request_id_key))
+            settled, back = await self._settle(request, path, body)
             if settled is Settled.APPLIED and back is not None:
                 reply = back
                 checked.clear()
@@ -191,13 +190,17 @@ class DataFetchStep:
     async def _read_back(self, request: web.Request, path: str, sent: Any, error: ProblemError) -> UpstreamReply:
         """The record read back when it shows the lost write applied (see settle.py); else
         `error` again, the request marked for the steps around when the write may have been made."""
-        settled, reply = await settle(self.client if self.upstream == DATA_SERVICE else None, self.method, path,
-                                      sent, request.get(request_id_key))
+        settled, reply = await self._settle(request, path, sent)
         if settled is Settled.APPLIED:
             return reply if reply is not None else UpstreamReply(self.status, None)
         if settled is Settled.UNKNOWN:
             request[outcome_unknown_key] = True
         raise error
+
+    async def _settle(self, request: web.Request, path: str, sent: Any) -> tuple[Settled, UpstreamReply | None]:
+        """What became of this write, read back (the data service's records only: settle.py)."""
+        client = self.client if self.upstream == DATA_SERVICE else None
+        return await settle(client, self.method, path, sent, request.get(request_id_key))
 
     def _unusable(self, reply: UpstreamReply, checked: list[Any]) -> bool:
         """A write's 2xx answer that is no record the response model takes (none, `{}`, a part)."""

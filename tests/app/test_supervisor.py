@@ -43,15 +43,17 @@ async def until(condition: Callable[[], bool], within_s: float, what: str) -> No
 
 
 @contextmanager
-def two_workers(tmp_path: Path, redis_url: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+def serving_with_data(
+    tmp_path: Path, redis_url: str, *args: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """`serving` with `args` (`--workers N`: it needs a data service and Redis of its own)."""
     data_port = free_port()
     data = subprocess.Popen(
         [sys.executable, "-m", "app", "dataservice", "--port", str(data_port), "--db", str(tmp_path / "d.sqlite3")],
         env=cli_env(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        with serving(tmp_path, "--workers", "2", REDIS_URL=redis_url,
-                     DATA_SERVICE_URL=f"http://127.0.0.1:{data_port}") as started:
+        with serving(tmp_path, *args, REDIS_URL=redis_url, DATA_SERVICE_URL=f"http://127.0.0.1:{data_port}") as started:
             yield started
     finally:
         data.terminate()
@@ -60,7 +62,7 @@ def two_workers(tmp_path: Path, redis_url: str) -> Iterator[tuple[subprocess.Pop
 
 @pytest.mark.timeout(120)
 async def test_a_worker_that_dies_is_logged_and_started_again(tmp_path: Path, redis_url: str) -> None:
-    with two_workers(tmp_path, redis_url) as (proc, base, log_path):
+    with serving_with_data(tmp_path, redis_url, "--workers", "2") as (proc, base, log_path):
         async with fresh_connections() as http:
             await wait_ready(http, base, proc)
             first = children(proc.pid)
@@ -80,7 +82,7 @@ async def test_a_worker_that_dies_is_logged_and_started_again(tmp_path: Path, re
 
 @pytest.mark.timeout(120)
 async def test_a_reload_asked_for_while_the_workers_start_ends_none(tmp_path: Path, redis_url: str) -> None:
-    with two_workers(tmp_path, redis_url) as (proc, base, _log_path):
+    with serving_with_data(tmp_path, redis_url, "--workers", "2") as (proc, base, _log_path):
         await until(lambda: len(children(proc.pid)) == 2, 30, "two workers started")
         proc.send_signal(signal.SIGHUP)  # before a worker's loop handles it (it ended them)
         async with fresh_connections() as http:
@@ -90,7 +92,7 @@ async def test_a_reload_asked_for_while_the_workers_start_ends_none(tmp_path: Pa
 
 @pytest.mark.timeout(120)
 async def test_workers_end_with_a_supervisor_killed_outright(tmp_path: Path, redis_url: str) -> None:
-    with two_workers(tmp_path, redis_url) as (proc, base, _log_path):
+    with serving_with_data(tmp_path, redis_url, "--workers", "2") as (proc, base, _log_path):
         async with fresh_connections() as http:
             await wait_ready(http, base, proc)
         workers = children(proc.pid)
@@ -109,23 +111,15 @@ def test_a_worker_ended_by_a_signal_is_a_failure_in_the_exit_code() -> None:
 
 @pytest.mark.timeout(120)
 async def test_a_stop_while_the_workers_start_stops_every_one(tmp_path: Path, redis_url: str) -> None:
-    data_port = free_port()
-    data = subprocess.Popen(
-        [sys.executable, "-m", "app", "dataservice", "--port", str(data_port), "--db", str(tmp_path / "d.sqlite3")],
-        env=cli_env(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
     seen: set[int] = set()
     try:
-        with serving(tmp_path, "--workers", "6", REDIS_URL=redis_url,
-                     DATA_SERVICE_URL=f"http://127.0.0.1:{data_port}") as (proc, _base, _log_path):
+        with serving_with_data(tmp_path, redis_url, "--workers", "6") as (proc, _base, _log_path):
             await until(lambda: len(children(proc.pid)) >= 1, 30, "a worker started")
             seen.update(children(proc.pid))
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(proc.wait, 60)  # every worker, started or starting, stopped
             assert code == 0
     finally:
-        data.terminate()
-        data.wait(10)
         kill_orphans(sorted(seen), str(tmp_path))
     assert not any(alive(pid) for pid in seen)
 
@@ -135,19 +129,9 @@ async def test_a_stop_while_the_workers_start_stops_every_one(tmp_path: Path, re
 async def test_a_reload_asked_for_as_the_process_starts_ends_nothing(
     tmp_path: Path, redis_url: str, workers: tuple[str, ...]
 ) -> None:
-    data_port = free_port()
-    data = subprocess.Popen(
-        [sys.executable, "-m", "app", "dataservice", "--port", str(data_port), "--db", str(tmp_path / "d.sqlite3")],
-        env=cli_env(tmp_path), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        with serving(tmp_path, *workers, REDIS_URL=redis_url,
-                     DATA_SERVICE_URL=f"http://127.0.0.1:{data_port}") as (proc, base, _log_path):
-            await asyncio.sleep(0.15)  # Python is still importing the app: no handler of ours yet
-            proc.send_signal(signal.SIGHUP)
-            async with fresh_connections() as http:
-                await wait_ready(http, base, proc)
-            assert proc.poll() is None
-    finally:
-        data.terminate()
-        data.wait(10)
+    with serving_with_data(tmp_path, redis_url, *workers) as (proc, base, _log_path):
+        await asyncio.sleep(0.15)  # Python is still importing the app: no handler of ours yet
+        proc.send_signal(signal.SIGHUP)
+        async with fresh_connections() as http:
+            await wait_ready(http, base, proc)
+        assert proc.poll() is None

@@ -27,6 +27,7 @@ from app.dataservice import start_dataservice
 from app.main import create_app
 from app.plugins import make_plugin_manager
 from app.settings import Settings, load_settings
+from tests.integration.faults import FaultProxy
 from tests.services import RABBITMQ_URL, ROOT, flush_redis, is_cluster
 
 DEFAULT_PIPELINES = ROOT / "pipelines.toml"
@@ -146,6 +147,16 @@ def _remove_broker_topology_at_the_end() -> Iterator[None]:
 
     with contextlib.suppress(OSError, aiormq.exceptions.AMQPError):  # a broker left stopped: nothing to do
         asyncio.run(remove_all())
+
+
+@pytest.fixture
+async def proxy(dataservice: str) -> AsyncIterator[FaultProxy]:
+    """A fault-injecting proxy in front of the test's data service (tests/integration/faults.py),
+    passing everything on until a test sets its `mode`."""
+    faulty = FaultProxy(dataservice)
+    await faulty.start()
+    yield faulty
+    await faulty.close()
 
 
 @pytest.fixture

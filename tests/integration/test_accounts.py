@@ -255,22 +255,17 @@ async def test_a_verification_cancelled_once_saved_never_leaves_an_unproven_addr
 
 
 async def test_a_link_spent_while_the_data_service_answers_nonsense_stays_usable(
-    inbox: SmtpInbox, stack: StackFactory, dataservice: str
+    inbox: SmtpInbox, stack: StackFactory, proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(data_service_url=proxy.url, data_service_retries=0, breaker_failures=100)
-        await register(client, ANN)
-        token = await verification_token(inbox, ANN)
-        proxy.mode = "wrong-type"  # `is_active: 1`: read as it came, the link was spent as invalid
+    client = await stack(data_service_url=proxy.url, data_service_retries=0, breaker_failures=100)
+    await register(client, ANN)
+    token = await verification_token(inbox, ANN)
+    proxy.mode = "wrong-type"  # `is_active: 1`: read as it came, the link was spent as invalid
 
-        await assert_problem(await client.post(VERIFY, json={"token": token}), 502)
+    await assert_problem(await client.post(VERIFY, json={"token": token}), 502)
 
-        proxy.mode = "pass"
-        assert (await client.post(VERIFY, json={"token": token})).status == 200
-    finally:
-        await proxy.close()
+    proxy.mode = "pass"
+    assert (await client.post(VERIFY, json={"token": token})).status == 200
 
 
 async def test_a_reset_token_dies_when_the_password_changes_by_another_route(
@@ -595,66 +590,51 @@ async def test_a_verification_mail_that_cannot_be_made_is_counted_not_lost_silen
 
 @pytest.mark.parametrize("mode", ["empty-write-answers", "lose-write-answers"])
 async def test_a_reset_the_data_service_answered_without_a_record_is_read_back_and_done(
-    inbox: SmtpInbox, stack: StackFactory, dataservice: str, tmp_path: Path, mode: str
+    inbox: SmtpInbox, stack: StackFactory, proxy: FaultProxy, tmp_path: Path, mode: str
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(data_service_url=proxy.url)
-        user = await register(client, ANN)
-        await verification_token(inbox, ANN)
-        phone = await login(client, ANN, PASSWORD)
-        token = await reset_token(client, inbox, ANN)
-        proxy.mode = mode  # type: ignore[assignment]  # one of the proxy's modes
-        resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
-        assert resp.status == 204, await resp.text()
-        proxy.mode = "pass"
-        await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
-        await login(client, ANN, NEW_PASSWORD)
-        [event] = [e for e in events_written(tmp_path / "var") if e["type"] == "user.password_reset"]
-        assert event["data"]["id"] == user["id"]
-    finally:
-        await proxy.close()
+    client = await stack(data_service_url=proxy.url)
+    user = await register(client, ANN)
+    await verification_token(inbox, ANN)
+    phone = await login(client, ANN, PASSWORD)
+    token = await reset_token(client, inbox, ANN)
+    proxy.mode = mode  # type: ignore[assignment]  # one of the proxy's modes
+    resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
+    assert resp.status == 204, await resp.text()
+    proxy.mode = "pass"
+    await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
+    await login(client, ANN, NEW_PASSWORD)
+    [event] = [e for e in events_written(tmp_path / "var") if e["type"] == "user.password_reset"]
+    assert event["data"]["id"] == user["id"]
 
 
 async def test_a_reset_whose_outcome_cannot_be_known_ends_the_sessions_all_the_same(
-    inbox: SmtpInbox, stack: StackFactory, dataservice: str
+    inbox: SmtpInbox, stack: StackFactory, proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(data_service_url=proxy.url)
-        await register(client, ANN)
-        await verification_token(inbox, ANN)
-        phone = await login(client, ANN, PASSWORD)
-        token = await reset_token(client, inbox, ANN)
-        proxy.mode = "lose-write-answers-then-reads"  # the new password is saved; nothing can tell
-        resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
-        await assert_problem(resp, 502)
-        proxy.mode = "pass"
-        # Fail closed: the password may be an attacker's no longer, so no old session lives on.
-        await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
-        await assert_problem(await client.post("/api/v1/auth/refresh",
-                                               json={"refresh_token": phone["refresh_token"]}), 401)
-    finally:
-        await proxy.close()
+    client = await stack(data_service_url=proxy.url)
+    await register(client, ANN)
+    await verification_token(inbox, ANN)
+    phone = await login(client, ANN, PASSWORD)
+    token = await reset_token(client, inbox, ANN)
+    proxy.mode = "lose-write-answers-then-reads"  # the new password is saved; nothing can tell
+    resp = await client.post(RESET, json={"token": token, "password": NEW_PASSWORD})
+    await assert_problem(resp, 502)
+    proxy.mode = "pass"
+    # Fail closed: the password may be an attacker's no longer, so no old session lives on.
+    await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
+    await assert_problem(await client.post("/api/v1/auth/refresh",
+                                           json={"refresh_token": phone["refresh_token"]}), 401)
 
 
 async def test_a_verification_answered_without_a_record_is_read_back_and_done(
-    inbox: SmtpInbox, stack: StackFactory, dataservice: str
+    inbox: SmtpInbox, stack: StackFactory, proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(data_service_url=proxy.url)
-        await register(client, ANN)
-        token = await verification_token(inbox, ANN)
-        proxy.mode = "empty-write-answers"
-        resp = await client.post(VERIFY, json={"token": token})
-        assert resp.status == 200, await resp.text()
-        assert (await resp.json())["is_verified"] is True
-        proxy.mode = "pass"
-        tokens = await login(client, ANN, PASSWORD)
-        assert (await (await client.get(ME, headers=bearer(tokens))).json())["is_verified"] is True
-    finally:
-        await proxy.close()
+    client = await stack(data_service_url=proxy.url)
+    await register(client, ANN)
+    token = await verification_token(inbox, ANN)
+    proxy.mode = "empty-write-answers"
+    resp = await client.post(VERIFY, json={"token": token})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["is_verified"] is True
+    proxy.mode = "pass"
+    tokens = await login(client, ANN, PASSWORD)
+    assert (await (await client.get(ME, headers=bearer(tokens))).json())["is_verified"] is True

@@ -7,7 +7,6 @@ any step runs, so neither the data service nor Redis hears of it and no ERROR li
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -36,12 +35,6 @@ NOT_IDS = {
 }
 
 
-@pytest.fixture
-async def proxy(dataservice: str) -> AsyncIterator[FaultProxy]:
-    counting = FaultProxy(dataservice)
-    await counting.start()
-    yield counting
-    await counting.close()
 
 
 @attrs.frozen

@@ -30,119 +30,94 @@ async def _ann(client: Client) -> tuple[int, dict[str, str]]:
 
 
 async def test_a_deactivation_whose_answer_was_lost_is_read_back_answered_announced_and_revoked(
-    stack: StackFactory, redis_db: str, amqp_url: str, unique: str, dataservice: str
+    stack: StackFactory, redis_db: str, amqp_url: str, unique: str, proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
-        await wait_connected(client)
-        admin = await admin_headers(client)
-        ann_id, ann = await _ann(client)
-        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
-        applied = await _count(client, "applied")
-        async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
-            proxy.mode = "lose-write-answers"
-            resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
-            # Read back, the record shows the change: the request succeeded after all.
-            assert resp.status == 200, await resp.text()
-            assert (await resp.json())["is_active"] is False
-            message = await next_message(received)
-        assert body_of(message)["data"]["is_active"] is False
-        proxy.mode = "pass"
-        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
-        fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
-        assert fresh.headers["X-Cache"] == "MISS"
-        assert (await fresh.json())["is_active"] is False
-        assert await _count(client, "applied") == applied + 1
-    finally:
-        await proxy.close()
+    client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    ann_id, ann = await _ann(client)
+    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+    applied = await _count(client, "applied")
+    async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
+        proxy.mode = "lose-write-answers"
+        resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
+        # Read back, the record shows the change: the request succeeded after all.
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["is_active"] is False
+        message = await next_message(received)
+    assert body_of(message)["data"]["is_active"] is False
+    proxy.mode = "pass"
+    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+    fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
+    assert fresh.headers["X-Cache"] == "MISS"
+    assert (await fresh.json())["is_active"] is False
+    assert await _count(client, "applied") == applied + 1
 
 
 async def test_a_deactivation_whose_outcome_stays_unknown_still_ends_the_sessions_and_drops_the_cache(
-    stack: StackFactory, redis_db: str, dataservice: str
+    stack: StackFactory, redis_db: str, proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(redis_url=redis_db, data_service_url=proxy.url)
-        admin = await admin_headers(client)
-        ann_id, ann = await _ann(client)
-        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
-        unknown = await _count(client, "unknown")
-        proxy.mode = "lose-write-answers-and-reads"
-        resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
-        await assert_problem(resp, 502)  # nothing could say what became of it
-        proxy.mode = "pass"
-        # It was applied: as an admin who disabled an account must be able to count on, the
-        # account's tokens no longer work, and nobody is served the old record from the cache.
-        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
-        fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
-        assert fresh.headers["X-Cache"] == "MISS"
-        assert (await fresh.json())["is_active"] is False
-        assert await _count(client, "unknown") == unknown + 1
-    finally:
-        await proxy.close()
+    client = await stack(redis_url=redis_db, data_service_url=proxy.url)
+    admin = await admin_headers(client)
+    ann_id, ann = await _ann(client)
+    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+    unknown = await _count(client, "unknown")
+    proxy.mode = "lose-write-answers-and-reads"
+    resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
+    await assert_problem(resp, 502)  # nothing could say what became of it
+    proxy.mode = "pass"
+    # It was applied: as an admin who disabled an account must be able to count on, the
+    # account's tokens no longer work, and nobody is served the old record from the cache.
+    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+    fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
+    assert fresh.headers["X-Cache"] == "MISS"
+    assert (await fresh.json())["is_active"] is False
+    assert await _count(client, "unknown") == unknown + 1
 
 
 async def test_a_deletion_whose_answer_was_lost_is_found_done(
-    stack: StackFactory, redis_db: str, dataservice: str
+    stack: StackFactory, redis_db: str, proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(redis_url=redis_db, data_service_url=proxy.url)
-        admin = await admin_headers(client)
-        ann_id, ann = await _ann(client)
-        proxy.mode = "lose-write-answers"
-        assert (await client.delete(f"/api/v1/users/{ann_id}", headers=admin)).status == 204
-        proxy.mode = "pass"
-        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
-        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).status == 404
-    finally:
-        await proxy.close()
+    client = await stack(redis_url=redis_db, data_service_url=proxy.url)
+    admin = await admin_headers(client)
+    ann_id, ann = await _ann(client)
+    proxy.mode = "lose-write-answers"
+    assert (await client.delete(f"/api/v1/users/{ann_id}", headers=admin)).status == 204
+    proxy.mode = "pass"
+    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).status == 404
 
 
 async def test_a_change_answered_without_a_record_is_read_back_and_announced(
-    stack: StackFactory, redis_db: str, amqp_url: str, unique: str, dataservice: str
+    stack: StackFactory, redis_db: str, amqp_url: str, unique: str, proxy: FaultProxy
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
-        await wait_connected(client)
-        admin = await admin_headers(client)
-        ann_id, ann = await _ann(client)
-        assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
-        async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
-            proxy.mode = "empty-write-answers"  # 200 and no body, to the change and to the revocation
-            resp = await client.patch(f"/api/v1/users/{ann_id}", json={"roles": ["user", "auditor"]}, headers=admin)
-            assert resp.status == 200, await resp.text()
-            assert (await resp.json())["roles"] == ["user", "auditor"]
-            message = await next_message(received)
-        assert body_of(message)["data"]["roles"] == ["user", "auditor"]  # the whole record, read back
-        proxy.mode = "pass"
-        assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401  # a role change ends sessions
-        fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
-        assert (fresh.headers["X-Cache"], (await fresh.json())["roles"]) == ("MISS", ["user", "auditor"])
-    finally:
-        await proxy.close()
+    client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    ann_id, ann = await _ann(client)
+    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+    async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
+        proxy.mode = "empty-write-answers"  # 200 and no body, to the change and to the revocation
+        resp = await client.patch(f"/api/v1/users/{ann_id}", json={"roles": ["user", "auditor"]}, headers=admin)
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["roles"] == ["user", "auditor"]
+        message = await next_message(received)
+    assert body_of(message)["data"]["roles"] == ["user", "auditor"]  # the whole record, read back
+    proxy.mode = "pass"
+    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401  # a role change ends sessions
+    fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
+    assert (fresh.headers["X-Cache"], (await fresh.json())["roles"]) == ("MISS", ["user", "auditor"])
 
 
 async def test_a_create_answered_with_an_unusable_record_publishes_no_empty_event(
-    stack: StackFactory, dataservice: str, tmp_path: Path
+    stack: StackFactory, proxy: FaultProxy, tmp_path: Path
 ) -> None:
-    proxy = FaultProxy(dataservice)
-    await proxy.start()
-    try:
-        client = await stack(data_service_url=proxy.url)
-        before = await metric(client, "turnstile_events_unannounced_total", event="user.created") or 0.0
-        proxy.mode = "missing-field"  # the stored user comes back without created_at
-        body = {"email": "nn@example.com", "password": "correct-horse-1"}
-        resp = await client.post("/api/v1/auth/register", json=body)
-        await assert_problem(resp, 502)
-        created = [e for e in events_written(tmp_path / "var") if e["type"] == "user.created"]
-        assert all(e["data"].get("id") for e in created), created  # never `"data": {}`
-        assert await metric(client, "turnstile_events_unannounced_total", event="user.created") == before + 1
-    finally:
-        await proxy.close()
+    client = await stack(data_service_url=proxy.url)
+    before = await metric(client, "turnstile_events_unannounced_total", event="user.created") or 0.0
+    proxy.mode = "missing-field"  # the stored user comes back without created_at
+    body = {"email": "nn@example.com", "password": "correct-horse-1"}
+    resp = await client.post("/api/v1/auth/register", json=body)
+    await assert_problem(resp, 502)
+    created = [e for e in events_written(tmp_path / "var") if e["type"] == "user.created"]
+    assert all(e["data"].get("id") for e in created), created  # never `"data": {}`
+    assert await metric(client, "turnstile_events_unannounced_total", event="user.created") == before + 1

@@ -5,7 +5,6 @@ into the cache. The real reference data service sits behind the fault proxy."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import attrs
@@ -24,12 +23,6 @@ PUBLIC_FIELDS = set(attrs.fields_dict(User))
 CACHE_PREFIX = "turnstile:"
 
 
-@pytest.fixture
-async def proxy(dataservice: str) -> AsyncIterator[FaultProxy]:
-    faulty = FaultProxy(dataservice)
-    await faulty.start()
-    yield faulty
-    await faulty.close()
 
 
 async def signed_in(stack: StackFactory, proxy: FaultProxy, **settings: Any) -> tuple[Client, int, dict[str, str]]:
