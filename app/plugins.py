@@ -112,6 +112,34 @@ def unknown_plugin_names(names: Iterable[str], modules: Sequence[str] = ()) -> l
     return [name for name in names if name not in known]
 
 
+def disabled_origins(pm: pluggy.PluginManager) -> dict[str, str]:
+    """What the plugins TURNSTILE_DISABLE_PLUGINS blocks would add, keyed as `Registry.origins`
+    is (a step type by its name, a model as ``model:<name>``), with the plugin's name: a
+    pipelines file that still uses one is told why it is unknown.
+
+    A blocked plugin was never loaded; its `register_steps` and `register_models` are imported
+    and called here alone. Whatever goes wrong doing so only leaves the messages as they were.
+    """
+    blocked = [name for name, plugin in pm.list_name_plugin() if plugin is None]
+    if not blocked:
+        return {}
+    entry_points = {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    found: dict[str, str] = {}
+    for name in blocked:
+        try:
+            holder = entry_points[name].load() if name in entry_points else importlib.import_module(name)
+            for hook, key in (("register_steps", lambda added: added.name),
+                              ("register_models", lambda added: f"model:{added.__name__}")):
+                register = getattr(holder, hook, None)
+                if register is None or getattr(register, f"{hookspecs.PROJECT_NAME}_impl", None) is None:
+                    continue  # not an implementation of this hook
+                for added in cast("Sequence[Any]", register() or ()):
+                    found.setdefault(key(added), name)
+        except Exception:  # noqa: S112  # a disabled plugin's failure is not this run's
+            continue
+    return found
+
+
 def _built_in_entry_points() -> list[str]:
     """The entry-point names this package itself registers in the plugin group, in order."""
     try:

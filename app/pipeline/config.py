@@ -140,6 +140,7 @@ class _Loader:
         self, path: Path, text: str, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]],
         *, environ: Mapping[str, str], origins: Mapping[str, str],
         pipeline_check: Callable[[PipelineConfig], Iterable[str]] = lambda _pipeline: (),
+        disabled: Mapping[str, str],
     ) -> None:
         self.file = str(path)
         self.path = path
@@ -149,6 +150,7 @@ class _Loader:
         self.environ = environ
         self.origins = origins
         self.pipeline_check = pipeline_check
+        self.disabled = disabled
         self.upstream_names = frozenset({DATA_SERVICE})
         self.errors: list[ConfigError] = []
 
@@ -211,6 +213,10 @@ class _Loader:
             self.error((*where, "route"), f"{label}: {exc}")
         for kind, model in (("body", raw.body), ("query", raw.query)):
             if model is not None and model not in self.models:
+                if f"model:{model}" in self.disabled:
+                    self.error((*where, kind), f"{label}: {kind} model {model!r} is added by plugin "
+                               f"{self.disabled[f'model:{model}']!r}, which TURNSTILE_DISABLE_PLUGINS disables")
+                    continue
                 known = ", ".join(sorted(self.models)) or "none"
                 self.error((*where, kind), f"{label}: {kind} model {model!r} is not registered (known: {known})")
         params = set(route.params) if route else None
@@ -265,6 +271,10 @@ class _Loader:
             return None
         step_type = self.step_types.get(use)
         if step_type is None:
+            if use in self.disabled:
+                self.error((*where, "use"), f"{label}: step type {use!r} is added by plugin "
+                           f"{self.disabled[use]!r}, which TURNSTILE_DISABLE_PLUGINS disables")
+                return None
             known = ", ".join(sorted(self.step_types)) or "none"
             self.error((*where, "use"), f"{label}: unknown step type {use!r} (known: {known})")
             return None
@@ -365,6 +375,7 @@ def load_pipelines(
     path: Path, steps: Mapping[str, StepType[Any]], models: Mapping[str, type[Any]], *,
     environ: Mapping[str, str] | None = None, origins: Mapping[str, str] | None = None,
     pipeline_check: Callable[[PipelineConfig], Iterable[str]] = lambda _pipeline: (),
+    disabled: Mapping[str, str] | None = None,
 ) -> PipelineFile:
     """Read, parse and check a pipelines file.
 
@@ -373,6 +384,7 @@ def load_pipelines(
         origins: the plugin that added each step type, by its name (messages name it).
         pipeline_check: more problems of a loaded pipeline, reported at its route's line with
             every other error of the file (`load_checked`: a route the service's own routes take).
+        disabled: what disabled plugins would add, keyed as `origins`, and the plugin (messages say so).
 
     Raises:
         PipelineFileError: with every problem found, each as ``FILE:LINE: message``.
@@ -393,7 +405,8 @@ def load_pipelines(
         message = _TOML_END.sub(" at the end of the file", _TOML_LINE.sub("", str(exc))).strip()
         raise PipelineFileError([ConfigError(str(path), line, f"TOML syntax error: {message}")]) from exc
     loader = _Loader(path, text, steps, models, environ=os.environ if environ is None else environ,
-                     origins=origins or {}, pipeline_check=pipeline_check)
+                     origins=origins or {}, pipeline_check=pipeline_check,
+                     disabled=disabled or {})
     result = loader.load(parsed)
     if loader.errors:
         raise PipelineFileError(loader.errors)

@@ -13,6 +13,7 @@ from app.models.extend import ModelExtensionError, extend_model
 from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
 from app.pipeline.types import PipelineConfig, PipelineFile, StepType
 from app.plugin_loading import PluginLoadError, call_at_load
+from app.plugins import disabled_origins
 from app.reserved_routes import ReservedRoute, reserved_routes
 
 
@@ -22,6 +23,8 @@ class Registry:
     models: dict[str, type[Any]]
     # which plugin added each step type and model, for `turnstile plugins`
     origins: dict[str, str]
+    # what a disabled plugin would add, keyed as `origins`, and its name (the file's errors say so)
+    disabled: dict[str, str] = attrs.field(factory=dict)
 
 
 class RegistryError(Exception):
@@ -53,7 +56,7 @@ def make_registry(pm: pluggy.PluginManager) -> Registry:
     problems.extend(_body_bounds(models, origins))
     if problems:
         raise RegistryError("; ".join(problems))
-    return Registry(steps, models, origins)
+    return Registry(steps, models, origins, disabled_origins(pm))
 
 
 def _extend_models(pm: pluggy.PluginManager, models: dict[str, type[Any]], origins: dict[str, str]) -> list[str]:
@@ -110,7 +113,7 @@ def load_checked(
         ]
 
     file = load_pipelines(path, registry.steps, registry.models, environ=environ, origins=registry.origins,
-                          pipeline_check=clashes)
+                          pipeline_check=clashes, disabled=registry.disabled)
     return registry, file
 
 

@@ -158,6 +158,25 @@ def test_a_misspelt_plugin_to_disable_is_a_start_up_error(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_a_step_type_or_model_of_a_disabled_plugin_is_named_with_the_plugin_that_adds_it(tmp_path: Path) -> None:
+    # "unknown step type 'cache'" sent an operator who disabled the cache plugin looking for a typo.
+    # A plugin of TURNSTILE_PLUGINS (a module, not an entry point) is named the same way.
+    result = run(tmp_path, "check", TURNSTILE_DISABLE_PLUGINS="cache,tests.fixtures.sample_plugin",
+                 PIPELINES_FILE=str(ROOT / "pipelines.toml"))
+    assert result.returncode == 1
+    assert "step 2: step type 'cache' is added by plugin 'cache'" in result.stderr
+    result = run(tmp_path, "check", TURNSTILE_DISABLE_PLUGINS="cache,tests.fixtures.sample_plugin")
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert any(line.endswith("step type 'echo' is added by plugin 'tests.fixtures.sample_plugin', which "
+                             "TURNSTILE_DISABLE_PLUGINS disables") for line in lines), result.stderr
+    assert any(line.endswith("body model 'Widget' is added by plugin 'tests.fixtures.sample_plugin', which "
+                             "TURNSTILE_DISABLE_PLUGINS disables") for line in lines), result.stderr
+    assert "unknown step type" not in result.stderr
+    assert "is not registered" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_plugins_lists_each_plugins_settings_and_resources_never_a_secret(tmp_path: Path) -> None:
     secret = "a-jwt-secret-nobody-may-see-0123456789"
     result = run(tmp_path, "plugins", TURNSTILE_DISABLE_PLUGINS="", JWT_SECRET=secret,
