@@ -61,9 +61,11 @@ CORE_ROUTES: Final = (
     ReservedRoute("GET", READYZ_PATH, "the readiness probe"),
     ReservedRoute("GET", METRICS_PATH, "the metrics"),
     ReservedRoute("GET", DOCS_PATH, "the API documentation"),
+    ReservedRoute("GET", f"{DOCS_PATH}/", "the API documentation (a redirect)"),
     ReservedRoute("GET", SPEC_PATH, "the OpenAPI document"),
     ReservedRoute("GET", ASYNCAPI_PATH, "the AsyncAPI document"),
     ReservedRoute("GET", EVENTS_PAGE_PATH, "the events' documentation"),
+    ReservedRoute("GET", f"{EVENTS_PAGE_PATH}/", "the events' documentation (a redirect)"),
     ReservedRoute("GET", f"{DOCS_PATH}/static/", "the API documentation's files", prefix=True),
     ReservedRoute("GET", f"{ASSETS_PATH}/", "the events' documentation's files", prefix=True),
 )

@@ -40,6 +40,20 @@ DOCS_SECURITY_HEADERS: Final = {
 }
 
 
+def add_slash_redirect(app: web.Application, page_path: str) -> None:
+    """`page_path` + "/" (as typed, or as a proxy adds it) sends the browser to the page.
+
+    Relatively (``../docs``), so that it also lands right under a prefix an ingress strips; and
+    permanently, as the slash never names anything else here.
+    """
+    target = f"../{page_path.rstrip('/').rpartition('/')[2]}"
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        raise web.HTTPPermanentRedirect(target)
+
+    app.router.add_get(f"{page_path}/", redirect, name=None, expect_handler=expect_handler)
+
+
 def setup_swagger_page(app: web.Application, page_path: str) -> None:
     """Serve the page at `page_path` and its files under `page_path`/static/."""
 
@@ -57,4 +71,5 @@ def setup_swagger_page(app: web.Application, page_path: str) -> None:
                                 headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"})
 
     app.router.add_get(page_path, page, name="docs", expect_handler=expect_handler)
+    add_slash_redirect(app, page_path)
     app.router.add_get(f"{page_path}/static/{{name}}", asset, name="docs_static", expect_handler=expect_handler)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from app.errors import NotFound
 from app.expect import expect_handler
-from app.swagger_page import DOCS_SECURITY_HEADERS
+from app.swagger_page import DOCS_SECURITY_HEADERS, add_slash_redirect
 
 ASYNCAPI_PATH: Final = "/api/docs/asyncapi.json"
 EVENTS_PAGE_PATH: Final = "/api/docs/events"
@@ -51,6 +51,7 @@ def setup_asyncapi(app: web.Application, document: dict[str, Any]) -> None:
 
     app.router.add_get(ASYNCAPI_PATH, asyncapi_json, name="asyncapi", expect_handler=expect_handler)
     app.router.add_get(EVENTS_PAGE_PATH, events_page, name="events_docs", expect_handler=expect_handler)
+    add_slash_redirect(app, EVENTS_PAGE_PATH)
     app.router.add_get(f"{ASSETS_PATH}/{{name}}", events_asset, name="events_docs_asset",
                        expect_handler=expect_handler)
 

@@ -121,6 +121,18 @@ async def test_the_docs_pages_load_from_this_origin_alone_and_cannot_be_framed(c
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
 
 
+async def test_a_docs_page_asked_for_with_a_trailing_slash_redirects_to_the_page(client: Client) -> None:
+    # A typed or proxy-added slash was a 404; the redirect is relative so it holds under a prefix.
+    for path, target in (("/api/docs/", "../docs"), ("/api/docs/events/", "../events")):
+        resp = await client.get(path, allow_redirects=False)
+        assert resp.status == 308
+        assert resp.headers["Location"] == target
+        followed = await client.get(path)
+        assert followed.status == 200
+        assert followed.url.path == path.rstrip("/")
+        assert "Content-Security-Policy" in followed.headers
+
+
 async def test_a_documentation_file_that_is_not_there_is_a_problem_404(client: Client) -> None:
     # aiohttp finds out only while sending the file, past every middleware, and answered a bare 404.
     for path in ("/api/docs/static/nope.js", "/api/docs/static/%2e%2e/__init__.py"):
