@@ -99,7 +99,10 @@ class CacheStep:
                 raise ServiceUnavailable(msg) from exc
             return await self._forward(request, handler, key, None, x_cache="BYPASS", store=False)
         outage_log.ok()
-        if cached is None or is_tombstone(cached):
+        if cached is None or is_tombstone(cached) or (cached == NOT_FOUND_MARKER and not self.config.not_found_ttl_s):
+            # A "not found" this step does not cache is no answer of its own: another configuration
+            # (an earlier release cached 404s for 30 s) wrote it, and a user who registered since
+            # would read their own record as missing. Replaced like a tombstone.
             self.misses.inc()
             return await self._forward(request, handler, key, cached, x_cache="MISS", store=True)
         self.hits.inc()

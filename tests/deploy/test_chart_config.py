@@ -180,6 +180,26 @@ def test_an_admin_password_without_an_email_is_refused(chart: Chart, minimal_val
         render(chart, merged(minimal_values, {"admin": {"password": "correct horse battery"}}))
 
 
+@pytest.mark.parametrize("variable", ["JWT_SECRET_FILE", "DATA_SERVICE_TOKEN_FILE", "SMTP_URL_FILE"])
+def test_a_file_twin_of_a_secret_the_chart_sets_is_refused(
+    chart: Chart, minimal_values: dict[str, Any], variable: str
+) -> None:
+    # Turnstile refuses NAME and NAME_FILE together: the pods would crash-loop after the upgrade.
+    extra = {"extraEnv": [{"name": variable, "value": "/var/run/secrets/x"}]}
+    with pytest.raises(HelmRenderError, match=rf"extraEnv sets {variable}, but the chart already sets "):
+        render(chart, merged(minimal_values, extra))
+
+
+def test_the_admin_passwords_file_is_refused_only_beside_the_charts_admin_password(
+    chart: Chart, minimal_values: dict[str, Any]
+) -> None:
+    extra = {"extraEnv": [{"name": "TURNSTILE_ADMIN_PASSWORD_FILE", "value": "/var/run/secrets/admin"},
+                          {"name": "TURNSTILE_ADMIN_EMAIL_X", "value": "unrelated"}]}
+    render(chart, merged(minimal_values, extra))  # the chart sets no admin password: the file is the one
+    with pytest.raises(HelmRenderError, match="TURNSTILE_ADMIN_PASSWORD_FILE"):
+        render(chart, merged(minimal_values, {**extra, "admin": {"email": "a@example.com", "password": "pw pw pw pw"}}))
+
+
 def test_chart_pipelines_are_mounted_with_their_checksum(minimal_manifests: list[Manifest]) -> None:
     shipped = (CHART_DIR / "files" / "pipelines.toml").read_text()
     config_map = only(minimal_manifests, "ConfigMap")

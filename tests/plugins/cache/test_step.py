@@ -16,6 +16,8 @@ from app.main import create_app
 from app.pipeline.config import PipelineFileError
 from app.plugins import make_plugin_manager
 from app.settings import Settings
+from plugins.cache.backend import cache_backend_key
+from plugins.cache.markers import NOT_FOUND_MARKER
 from tests.plugins.data_fetch.apps import FakeUpstream, answer_probes, make_client, start_fake, write_pipelines
 from tests.services import start_service, stop_service
 
@@ -156,6 +158,27 @@ async def test_not_found_ttl_zero_disables_negative_caching(
         assert response.status == 404
         assert response.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=404"
     assert fake.calls == 2
+
+
+async def test_a_not_found_marker_another_configuration_wrote_is_a_miss_where_404s_are_not_cached(
+    aiohttp_client: AiohttpClient, aiohttp_server: AiohttpServer, tmp_path: Path, unique: str,
+    cache_redis_url: str | None,
+) -> None:
+    # During a rolling upgrade older pods cached a 404 for 30 s: a user who registered since read
+    # their own record as missing on the new pods, which cache no 404.
+    fake = FakeUpstream(body=b'{"id":7}')
+    client = await cache_client(aiohttp_client, aiohttp_server, tmp_path, unique, fake=fake,
+                                redis_url=cache_redis_url, not_found_ttl_s=0)
+    backend = client.app[cache_backend_key]
+    key = f"test:{unique}:thing:7"
+    await backend.set(key, NOT_FOUND_MARKER, 30)
+
+    response = await client.get("/things/7")
+    assert response.status == 200
+    assert response.headers["Cache-Status"] == "turnstile; fwd=uri-miss; fwd-status=200; stored"
+    assert await backend.get(key) == b'{"id":7}'  # the marker replaced by the record
+    assert (await client.get("/things/7")).headers["X-Cache"] == "HIT"
+    assert fake.calls == 1
 
 
 async def test_upstream_errors_are_not_cached(

@@ -313,4 +313,16 @@ period too short for the whole shutdown, and on memory too small for the passwor
 {{- if lt $limitMiB $needMiB }}
 {{- fail (printf "resources.limits.memory (%v) is below what the password hashes need: passwordHashing.baselineMemoryMiB %v + %s concurrent hashes x %v KiB (argon2MemoryKib) = %.0f MiB" $limit $v.passwordHashing.baselineMemoryMiB $hashing._1 $v.passwordHashing.argon2MemoryKib $needMiB) }}
 {{- end }}
+{{- /* A secret's <NAME>_FILE beside the <NAME> the chart sets: Turnstile refuses both at start-up,
+  so the pods would crash-loop; say so at `helm upgrade` instead. */}}
+{{- $chartSecrets := dict "JWT_SECRET" "jwt.secret or jwt.existingSecret" "DATA_SERVICE_TOKEN" "dataService.token or dataService.existingSecret" "SMTP_URL" "mail.smtpUrl or mail.existingSecret" }}
+{{- if or $v.admin.password $v.admin.existingSecret.name }}
+{{- $_ := set $chartSecrets "TURNSTILE_ADMIN_PASSWORD" "admin.password or admin.existingSecret" }}
+{{- end }}
+{{- range $v.extraEnv }}
+{{- $name := trimSuffix "_FILE" (toString .name) }}
+{{- if and (hasSuffix "_FILE" (toString .name)) (hasKey $chartSecrets $name) }}
+{{- fail (printf "extraEnv sets %s, but the chart already sets %s (from %s) and Turnstile refuses both: give the secret through %s" .name $name (get $chartSecrets $name) (get $chartSecrets $name)) }}
+{{- end }}
+{{- end }}
 {{- end }}
