@@ -79,7 +79,7 @@ def build_document(
     )
     spec.components.schema("Problem", PROBLEM_SCHEMA)
     for name, model in sorted(models.items()):
-        spec.components.schema(name, schema_of(model))
+        spec.components.schema(name, schema_of(model, components=models.keys()))
     spec.components.security_scheme(BEARER_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.security_scheme(
         OAUTH2_SCHEME, {"type": "oauth2", "flows": {"password": {"tokenUrl": LOGIN_PATH, "scopes": {}}}}
