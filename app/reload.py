@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, final
 
 from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from app.asyncapi import build_asyncapi, replace_asyncapi
 from app.keys import models_key, pipelines_key, plugin_manager_key, settings_key
@@ -46,6 +46,13 @@ class Outcome(enum.StrEnum):
 RELOADS = Counter("turnstile_config_reloads_total", "Reloads of the pipelines file, by outcome", ["outcome"])
 for _outcome in Outcome:
     RELOADS.labels(outcome=_outcome.value)  # both exported from the start, at 0
+# What an alert can hold on to while the file on disk stays bad (the counter's increase fades):
+# the name and meaning of Prometheus's own prometheus_config_last_reload_successful.
+LAST_RELOAD_OK = Gauge(
+    "turnstile_config_last_reload_successful",
+    "1 when the latest load of the pipelines file (start-up or SIGHUP) succeeded, 0 when it was refused",
+    multiprocess_mode="livemin",  # under --workers N: 0 when any worker refused it
+)
 
 
 @final
@@ -61,6 +68,7 @@ class Reloader:
         async with self._lock:  # a second SIGHUP waits, then reads the file as it is by then
             outcome = await self._reload()
         RELOADS.labels(outcome=outcome.value).inc()
+        LAST_RELOAD_OK.set(1 if outcome is Outcome.OK else 0)
         return outcome
 
     async def _reload(self) -> Outcome:
@@ -103,6 +111,11 @@ reloader_key = web.AppKey("reloader", Reloader)
 
 def setup_reload(app: web.Application) -> None:
     app[reloader_key] = Reloader(app)
+    app.on_startup.append(_loaded_at_start)
+
+
+async def _loaded_at_start(app: web.Application) -> None:
+    LAST_RELOAD_OK.set(1)  # an app that starts serving loaded its file
 
 
 async def reload_pipelines(app: web.Application) -> Outcome:

@@ -11,6 +11,7 @@ import yaml
 from tests.deploy.rendering import (
     CHART_DIR,
     FULLNAME,
+    NAMESPACE,
     RELEASE,
     Chart,
     HelmRenderError,
@@ -312,10 +313,29 @@ def test_prometheus_rule_ships_the_rule_file_with_labels_and_runbook_links(full_
     assert [g["name"] for g in rule["spec"]["groups"]] == [g["name"] for g in shipped["groups"]]
     for group, shipped_group in zip(rule["spec"]["groups"], shipped["groups"], strict=True):
         for alert, source in zip(group["rules"], shipped_group["rules"], strict=True):
-            assert alert["expr"] == source["expr"]
+            # the placeholder scrape target of TurnstileDown becomes this release's
+            target = f'job="{FULLNAME}-metrics", namespace="{NAMESPACE}"'
+            assert alert["expr"] == source["expr"].replace('job="turnstile-metrics", namespace="turnstile"', target)
             assert alert["labels"] == {**source["labels"], "team": "identity"}
             anchor = source["alert"].lower()
             assert alert["annotations"]["runbook_url"] == f"https://docs.example.com/turnstile/operations#{anchor}"
+
+
+def test_turnstile_down_watches_this_releases_scrape_job_or_the_one_given(
+    chart: Chart, minimal_values: dict[str, Any]
+) -> None:
+    def down_expr(values: dict[str, Any]) -> str:
+        rule = only(render(chart, merged(minimal_values, values)), "PrometheusRule")
+        (expr,) = [r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "TurnstileDown"]
+        return str(expr)
+
+    expr = down_expr({"prometheusRule": {"enabled": True}, "serviceMonitor": {"enabled": True}})
+    assert f'up{{job="{FULLNAME}-metrics", namespace="{NAMESPACE}"}}' in expr
+    manifests = render(chart, merged(minimal_values, {"serviceMonitor": {"enabled": True}}))
+    services = {m["metadata"]["name"] for m in manifests if m["kind"] == "Service"}
+    assert f"{FULLNAME}-metrics" in services  # the job the ServiceMonitor gives: its Service's name
+    expr = down_expr({"prometheusRule": {"enabled": True, "scrapeJob": "kubernetes-pods"}})
+    assert f'up{{job="kubernetes-pods", namespace="{NAMESPACE}"}}' in expr
 
 
 def test_grafana_dashboard_config_map_carries_the_sidecar_label(full_manifests: list[Manifest]) -> None:

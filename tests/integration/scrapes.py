@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app import hookimpl
 from app.dataservice import start_dataservice
-from app.keys import data_service_key
+from app.keys import data_service_key, settings_key
+from app.reload import Outcome, reload_pipelines
 from tests.app.test_cli import free_port
 from tests.integration.conftest import (
     Client,
@@ -32,10 +33,13 @@ from tests.integration.conftest import (
     login,
     register,
 )
+from tests.integration.faults import FaultProxy
+from tests.services import flush_redis
 
-# The labels Prometheus gives what it scrapes through the chart's ServiceMonitor.
+# The labels Prometheus gives what it scrapes through the chart's ServiceMonitor: its job is the
+# name of the Service it selects, the chart's metrics Service (release "shop", namespace "apps").
 NAMESPACE = "apps"
-JOB = "shop-turnstile"
+JOB = "shop-turnstile-metrics"
 PODS = ("shop-turnstile-7d9f-a", "shop-turnstile-7d9f-b")
 TARGET_LABELS = frozenset({"namespace", "job", "pod", "instance", "service", "container", "endpoint"})
 # Each promtool step is a minute of the condition: the scraped burst, once more.
@@ -115,9 +119,12 @@ def input_series(observed: Observed) -> list[dict[str, str]]:
     Counters (and histogram parts) grow by the burst each minute. Gauges hold their last value,
     but for the outbox depth, whose growth is the condition itself: it grows by the burst's change
     on the first pod, while the second pod, publishing nothing, keeps reporting what it saw
-    before (every pod reports the one shared list, but only when it looks).
+    before (every pod reports the one shared list, but only when it looks). Each pod answered
+    its scrapes: `up` is 1, as Prometheus records it beside what it scraped.
     """
-    out: list[dict[str, str]] = []
+    out: list[dict[str, str]] = [
+        {"series": _series("up", frozenset(), pod), "values": _values(1, 0)} for pod in PODS
+    ]
     for key, sample in sorted(observed.after.items()):
         start = observed.before[key].value if key in observed.before else 0.0
         for pod in PODS:
@@ -257,6 +264,71 @@ async def token_refused(stack: StackFactory, deps: dict[str, Any]) -> Observed:
             await runner.cleanup()
 
 
+async def data_service_slow(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """Sign-ups while the data service answers, but only after 1.5 s (its timeout is 5 s)."""
+    proxy: FaultProxy
+
+    async def traffic(client: Client) -> None:
+        proxy.mode = "slow"
+        bodies = [{"email": f"s{n}@example.com", "password": "correct-horse-1"} for n in range(4)]
+        answers = await asyncio.gather(*(client.post("/api/v1/auth/register", json=body) for body in bodies))
+        assert [resp.status for resp in answers] == [201] * 4, [await resp.text() for resp in answers]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runner, url = await start_dataservice(Path(tmp) / "data.sqlite3", token="the-data-services-token")
+        proxy = FaultProxy(url, slow_s=1.5)
+        await proxy.start()
+        try:
+            client = await stack(**deps, data_service_url=proxy.url, data_service_token="the-data-services-token")
+            return await _observe(client, traffic)
+        finally:
+            await proxy.close()
+            await runner.cleanup()
+
+
+async def reload_refused(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """A SIGHUP's reload of a pipelines file that now has an error (the pod keeps the old one)."""
+    client = await stack(**deps)
+    path = client.app[settings_key].pipelines_file
+    good = path.read_text()
+
+    async def traffic(client: Client) -> None:
+        path.write_text(good.replace('use = "data-fetch"', 'use = "data-fetchh"', 1))
+        try:
+            assert await reload_pipelines(client.app) is Outcome.INVALID
+        finally:
+            path.write_text(good)
+        assert (await client.get("/healthz")).status == 200
+
+    return await _observe(client, traffic)
+
+
+async def redis_data_lost(stack: StackFactory, deps: dict[str, Any]) -> Observed:
+    """Redis emptied under a running pod that had counted session-ending writes (a flush, a
+    restart without its data): the pod notices the count gone down and ends every session."""
+    client = await stack(**deps)
+    await register(client, "fay@example.com")
+
+    async def traffic(client: Client) -> None:
+        tokens = await login(client, "fay@example.com", "correct-horse-1")
+        resp = await client.post("/api/v1/auth/logout", json={"refresh_token": tokens["refresh_token"]},
+                                 headers=bearer(tokens))
+        assert resp.status == 204, await resp.text()  # a counted write: the count is above 0
+        await flush_redis(deps["redis_url"])
+        for _ in range(100):  # the pod reads the count every second
+            if observed_rollbacks(await scrape(client)) > rollbacks_before:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("the pod did not notice that Redis lost its writes")
+
+    rollbacks_before = observed_rollbacks(await scrape(client))
+    return await _observe(client, traffic)
+
+
+def observed_rollbacks(samples: Scrape) -> float:
+    return sum(s.value for s in samples.values() if s.name == "turnstile_auth_redis_rollbacks_total")
+
+
 class BlockingRule:
     """A team's `def` rule calling a slow service with a blocking client, on one route."""
 
@@ -291,6 +363,9 @@ SCENARIOS: dict[str, Scenario] = {
     "broker-down": broker_down,
     "token-refused": token_refused,
     "loop-blocked": loop_blocked,
+    "data-service-slow": data_service_slow,
+    "reload-refused": reload_refused,
+    "redis-data-lost": redis_data_lost,
 }
 
 

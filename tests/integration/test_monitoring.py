@@ -21,7 +21,7 @@ import yaml
 
 from tests.integration.conftest import StackFactory
 from tests.integration.promql import check_expressions, fill_in, problems, run_promtool
-from tests.integration.scrapes import JOB, NAMESPACE, SCENARIOS, Sample, input_series, observe
+from tests.integration.scrapes import JOB, NAMESPACE, PODS, SCENARIOS, Sample, input_series, observe
 from tests.services import ROOT
 
 CHART_FILES = ROOT / "deploy" / "helm" / "turnstile" / "files"
@@ -49,13 +49,19 @@ EXPECTED: dict[str, list[Alert]] = {
             for limiter in LIMITERS_ON_THE_WAY
         ],
     ],
-    "broker-down": [("TurnstileOutboxGrowing", {"severity": "warning", **RELEASE})],
+    "broker-down": [
+        ("TurnstileBrokerUnreachable", {"severity": "warning", **RELEASE}),
+        ("TurnstileOutboxGrowing", {"severity": "warning", **RELEASE}),
+    ],
     # In a cluster the unready pods get no request; here the burst reaches them, and its 502s count.
     "token-refused": [
         ("TurnstileUpstreamRefused", {"severity": "critical", "upstream": "data_service", **RELEASE}),
         ("TurnstileHighErrorRate", {"severity": "critical", **RELEASE}),
     ],
     "loop-blocked": [("TurnstileEventLoopBlocked", {"severity": "warning", **RELEASE})],
+    "data-service-slow": [("TurnstileUpstreamSlow", {"severity": "warning", "upstream": "data_service", **RELEASE})],
+    "reload-refused": [("TurnstileReloadRefused", {"severity": "warning", **RELEASE})],
+    "redis-data-lost": [("TurnstileRedisDataLost", {"severity": "warning", **RELEASE})],
 }
 
 
@@ -115,6 +121,20 @@ async def test_alerts_fire_exactly_for_their_condition(
     test_file.write_text(yaml.safe_dump(promtool_test(shipped_rules(), input_series(observed), EXPECTED[scenario])))
     result = await asyncio.to_thread(run_promtool, "test", "rules", test_file)
     assert result.returncode == 0, f"{scenario}:\n{result.stdout}{result.stderr}"
+
+
+def test_no_pod_answering_its_scrape_is_an_alert_of_its_own(tmp_path: Path) -> None:
+    # Every other alert reads the pods' own series: with the pods down they all went quiet.
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(without_annotations(shipped_rules())))
+    down = [{"series": f'up{{instance="{pod}:8080", job="{JOB}", namespace="{NAMESPACE}", pod="{pod}"}}',
+             "values": "1x5 0x60"} for pod in PODS]
+    one_left = [{**down[0], "values": "1x65"}, down[1]]
+    for series, expected in ((down, [("TurnstileDown", {"severity": "critical", **RELEASE})]), (one_left, []),
+                             ([], [("TurnstileDown", {"severity": "critical", **RELEASE})])):
+        test_file = tmp_path / "test.yaml"
+        test_file.write_text(yaml.safe_dump(promtool_test(shipped_rules(), series, expected)))
+        result = run_promtool("test", "rules", test_file)
+        assert result.returncode == 0, f"{series}:\n{result.stdout}{result.stderr}"
 
 
 def test_every_alert_has_a_runbook_and_mail_a_placeholder() -> None:
