@@ -138,6 +138,41 @@ async def test_a_body_that_does_not_arrive_in_time_is_408_and_the_connection_clo
         writer.close()
 
 
+async def test_a_client_gone_mid_body_is_a_499_not_a_server_error(
+    turnstile: StartService, json_logs: io.StringIO,
+) -> None:
+    # Re-raised, the disconnect reached aiohttp as a 500: counted in the 5xx ratio the alerts
+    # watch, with an ERROR traceback per request, any client able to send as many as it liked.
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin], entrypoints=False)
+    server = service.client.server
+    runner = server.runner
+    assert runner is not None
+    assert runner.server is not None
+    runner.server.handler_cancellation = False  # as `turnstile serve` runs it
+
+    def counted(status: int) -> float:
+        labels = {"pipeline": "echo_widget", "method": "POST", "status": str(status)}
+        return REGISTRY.get_sample_value("turnstile_requests_total", labels) or 0.0
+
+    before = {status: counted(status) for status in (499, 500)}
+    for _ in range(3):
+        _reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+        writer.write(b"POST /widgets/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{\"name\": ")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+    for _ in range(50):
+        if counted(499) == before[499] + 3:
+            break
+        await asyncio.sleep(0.05)
+    assert counted(499) == before[499] + 3
+    assert counted(500) == before[500]
+    lines = json_lines(json_logs)
+    assert [line for line in lines if line["level"] == "ERROR"] == []
+    assert sum(line["msg"].startswith("POST /widgets/1 499 ") for line in lines) == 3, lines
+
+
 async def test_a_gzip_body_is_read_decoded(client: Client) -> None:
     resp = await client.post("/widgets/1", data=gzip.compress(orjson.dumps({"name": "w", "size": 2})),
                              headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
