@@ -23,9 +23,11 @@ from pathlib import Path
 from aiohttp import web
 
 from app.collector import freeze_long_lived, tune_thresholds
+from app.connection_limits import ConnectionLimits, default_max_connections
 from app.keys import readiness_key
 from app.main import create_app
 from app.metrics import MULTIPROC_ENV
+from app.proxies import trusted_proxies_key
 from app.readiness import Phase
 from app.reload import reload_on_signal
 from app.settings import Settings
@@ -57,6 +59,12 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=IN_FLIGHT_GRACE_S,
                            keepalive_timeout=settings.keepalive_timeout_s)
     await runner.setup()
+    assert runner.server is not None  # made by setup()
+    ConnectionLimits(
+        total=settings.max_connections or default_max_connections(),
+        per_client=settings.max_connections_per_client,
+        trusted=app[trusted_proxies_key],
+    ).install(runner.server)
     site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
     try:
         await site.start()

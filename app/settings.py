@@ -86,6 +86,10 @@ class Settings:
     # last answer, is closed: idle keep-alives, and clients that send a request slowly on purpose
     # (slowloris). Longer than the usual load balancers' idle timeout (60 s), so they close first.
     keepalive_timeout_s: float = 75.0
+    # Connections one process holds (app/connection_limits.py): in all (None: under its file
+    # descriptor limit, at most 10,000), and from one client address (0: no bound per client).
+    max_connections: int | None = None
+    max_connections_per_client: int = 256
     # The longest a request's body may take to arrive once its headers have: past it, a 408 and
     # the connection closed, so a client trickling a body cannot hold a request open for good.
     body_timeout_s: float = BODY_TIMEOUT_S
@@ -277,6 +281,10 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "drain_seconds": r.get("TURNSTILE_DRAIN_SECONDS", _positive_float, 10.0, "a positive number"),
         "keepalive_timeout_s": r.get(
             "TURNSTILE_KEEPALIVE_TIMEOUT_S", _positive_float, 75.0, "a positive number of seconds"
+        ),
+        "max_connections": r.get("TURNSTILE_MAX_CONNECTIONS", _positive_int, None, "a positive whole number"),
+        "max_connections_per_client": r.get(
+            "TURNSTILE_MAX_CONNECTIONS_PER_CLIENT", _non_negative_int, 256, "a whole number, 0 for no bound"
         ),
         "body_timeout_s": r.get(
             "TURNSTILE_BODY_TIMEOUT_S", _positive_float, BODY_TIMEOUT_S, "a positive number of seconds"

@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 from app.main import create_app
 from app.settings import load_settings
+import app.serve  # what `turnstile serve` adds around the app: the connection bounds
 create_app(load_settings({"PIPELINES_FILE": "pipelines.toml", "TURNSTILE_VAR_DIR": "/nonexistent"}))
 found = {}
 for collector in list(REGISTRY._collector_to_names):  # the registry offers no public listing
