@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+from collections.abc import Callable
 from typing import Any, Final, final
 
 import orjson
@@ -24,6 +25,23 @@ _WORKER: Final[dict[str, int]] = {"worker": worker.number} if (worker := this_wo
 
 # Attributes every LogRecord has; anything else was passed through `extra=` and is kept.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+
+# The current span's ids, as the OpenTelemetry log data model names them (`trace_id`, `span_id`,
+# lowercase hex), or None outside a recording span: set by app/tracing.py when tracing is on, so
+# that a log line leads to its trace. None while tracing is off: a line then costs nothing more.
+SpanIds = Callable[[], dict[str, str] | None]
+_span_ids: SpanIds | None = None
+
+
+def use_span_ids(source: SpanIds | None) -> None:
+    global _span_ids  # noqa: PLW0603  # set once, when tracing is set up
+    _span_ids = source
+
+
+def _with_span_ids(doc: dict[str, Any]) -> dict[str, Any]:
+    if _span_ids is not None and (ids := _span_ids()) is not None:
+        doc.update(ids)
+    return doc
 
 
 class RequestIdFilter(logging.Filter):
@@ -62,6 +80,7 @@ class JsonFormatter(logging.Formatter):
             **_WORKER,
         }
         doc.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        _with_span_ids(doc)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(doc, default=str).decode()
@@ -78,7 +97,7 @@ def json_line(name: str, message: str, request_id: str, extra: dict[str, Any], c
         **_WORKER,
         **extra,
     }
-    return orjson.dumps(doc, default=str).decode()
+    return orjson.dumps(_with_span_ids(doc), default=str).decode()
 
 
 class JsonLinesHandler(logging.StreamHandler):  # type: ignore[type-arg]  # typeshed: StreamHandler[TextIO]

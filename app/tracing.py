@@ -47,6 +47,7 @@ from app.clients.amqp import Publisher, PublishOutcome
 from app.clients.amqp.publishing import DEFAULT_CONFIRM_DEADLINE_S, DEFAULT_FLUSH_DEADLINE_S
 from app.errors import ProblemError
 from app.keys import pipelines_key, publisher_key, request_id_key, settings_key
+from app.logs import use_span_ids
 from app.models.events import Event
 from app.pipeline.types import Handler, MessageHandler, Step, SubscriptionConfig
 from app.server_timing import setup_server_timing
@@ -110,6 +111,14 @@ def setup_tracing(app: web.Application) -> None:
     app.middlewares.insert(0, _server_middleware(provider))
     app[publisher_key] = TracedPublisher(app[publisher_key], tracer, app[settings_key].events_exchange)
     app.on_cleanup.append(_end_at_cleanup)  # after every cleanup context: their spans go too
+    use_span_ids(_current_span_ids)  # JSON log lines name their trace and span
+
+
+def _current_span_ids() -> dict[str, str] | None:
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return {"trace_id": trace.format_trace_id(context.trace_id), "span_id": trace.format_span_id(context.span_id)}
 
 
 def app_tracer(app: web.Application) -> Tracing | None:

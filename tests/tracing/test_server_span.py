@@ -5,7 +5,9 @@ exports nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -56,6 +58,28 @@ async def test_a_sampled_request_s_server_span_describes_the_request_and_its_ans
     assert server.attributes["http.status_code"] == 401
     assert server.attributes["http.user_agent"].startswith("Python/")
     assert server.status_code == 0  # unset: a 4xx is the client's error, not the server's
+
+
+async def test_a_json_log_line_names_its_trace_and_span(
+    traced_service: ServiceFactory, unique: str, tmp_path: Path
+) -> None:
+    # A log line found by its request id leads to its trace (the OpenTelemetry log data model's
+    # field names); before, only the spans carried the request id.
+    service = await traced_service(LOG_FORMAT="json")
+    request_id = f"logged-{unique}"
+    assert await get(service.process.base_url, "/api/v1/users/987654321", request_id) == 401
+    await service.receiver.wait_for(f"the server span of {request_id}", served(request_id))
+    server = by_request_id(service.receiver.spans, request_id)
+    assert server is not None
+    await service.process.stop()  # its last lines written
+    lines = [json.loads(line) for line in (tmp_path / "service.log").read_text().splitlines() if line.startswith("{")]
+    (access,) = [line for line in lines
+                 if line.get("request_id") == request_id and line["logger"] == "turnstile.access"]
+    assert (access["trace_id"], access["span_id"]) == (server.trace_id, server.span_id)
+    assert all(len(line.get("trace_id", "")) in (0, 32) for line in lines)
+    started = [line for line in lines if line["logger"] != "turnstile.access" and line.get("request_id") == "-"]
+    assert started, lines  # lines outside any request exist, with no ids
+    assert not any("trace_id" in line for line in started if "starting" in line["msg"] or "listening" in line["msg"])
 
 
 async def test_a_caller_s_sampled_trace_is_continued(traced_service: ServiceFactory, unique: str) -> None:
