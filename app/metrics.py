@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Final
 
 from aiohttp import web
@@ -15,12 +17,16 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from app.resources import PLUGIN_GAUGES
+from app.workers import RESTARTED_ENV, read_worker_pids
 
 # prometheus_client's python_info names the interpreter's exact version, and no answer of the
 # service names the versions of its software (contract §4): /metrics is as open as the rest.
@@ -48,6 +54,44 @@ STEP_SECONDS = Histogram(
 # Set by `turnstile serve --workers N` for its workers (app/serve.py): where each keeps its metrics.
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 
+# Under --workers N: workers started again after one ended unasked (a crash, the OOM killer).
+# The container is not restarted, so Kubernetes' restart count never shows them.
+WORKER_RESTARTS = Counter(
+    "turnstile_worker_restarts_total",
+    "Workers of --workers N started again after one ended unasked, by how it ended (signal, error)",
+    ["reason"],
+)
+
+
+def count_worker_restart() -> None:
+    """Called as a worker starts: counts it when the supervisor started it again."""
+    reason = os.environ.get(RESTARTED_ENV)
+    if reason in ("signal", "error"):
+        WORKER_RESTARTS.labels(reason=reason).inc()
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+class WorkerProcesses(Collector):
+    """prometheus_client's process metrics (CPU, memory, descriptors, start time) of every running
+    worker, labelled with its number: its own collector reports the answering worker alone, and
+    the shared registry of --workers N had none at all."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        families: dict[str, Metric] = {}
+        for number, pid in sorted(read_worker_pids(self.directory).items()):
+            collector = ProcessCollector(pid=_constant(pid), registry=None)
+            for family in collector.collect():
+                merged = families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+                for sample in family.samples:
+                    merged.add_sample(sample.name, {**sample.labels, "worker": str(number)}, sample.value)
+        return list(families.values())
+
 
 async def metrics_handler(request: web.Request) -> web.Response:
     response = web.Response(body=generate_latest(_registry()))
@@ -68,5 +112,6 @@ def _workers_registry(directory: str) -> CollectorRegistry:
     """Made once per directory: its collector reads the workers' files at each scrape."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # unannotated
+    registry.register(WorkerProcesses(Path(directory)))
     registry.register(PLUGIN_GAUGES)
     return registry

@@ -26,7 +26,7 @@ from app.collector import freeze_long_lived, tune_thresholds
 from app.connection_limits import ConnectionLimits, default_max_connections
 from app.keys import readiness_key
 from app.main import create_app
-from app.metrics import MULTIPROC_ENV
+from app.metrics import MULTIPROC_ENV, count_worker_restart
 from app.proxies import trusted_proxies_key
 from app.readiness import Phase
 from app.reload import reload_on_signal
@@ -56,6 +56,7 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
     hangups = asyncio.Event()
     loop.add_signal_handler(signal.SIGHUP, hangups.set)
     app = create_app(settings)
+    count_worker_restart()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=IN_FLIGHT_GRACE_S,
                            keepalive_timeout=settings.keepalive_timeout_s)
     await runner.setup()

@@ -30,7 +30,7 @@ from typing import Final, final
 
 from prometheus_client import multiprocess
 
-from app.workers import WORKER_ENV, WORKERS_ENV
+from app.workers import RESTARTED_ENV, WORKER_ENV, WORKERS_ENV, write_worker_pids
 
 log = logging.getLogger("turnstile.serve")
 
@@ -81,17 +81,25 @@ class Supervisor:
         stopped = max((exit_code(code) for code in self.codes), default=0)
         return max(stopped, 1) if self.failed or self.crashed else stopped
 
-    def _start(self, number: int) -> None:
+    def _start(self, number: int, *, restarted: str | None = None) -> None:
         env = {**self.env, WORKER_ENV: str(number), WORKERS_ENV: str(self.workers)}
+        if restarted is not None:
+            env[RESTARTED_ENV] = restarted  # counted by the new worker, in the shared metrics
         process = subprocess.Popen(self.command, env=env, preexec_fn=_start_in_child)  # noqa: S603, PLW1509  # our own program; no thread runs here
         self.running[process.pid] = (number, process)
+        self._record_pids()
         if self.stopping:
             # The stop came while it was being started (its handler ran before the line above,
             # so it was not told): it stops too.
             os.kill(process.pid, signal.SIGTERM)
 
+    def _record_pids(self) -> None:
+        with contextlib.suppress(OSError):  # the process metrics miss a worker; nothing else does
+            write_worker_pids(self.metrics_dir, {number: pid for pid, (number, _p) in self.running.items()})
+
     def _ended(self, pid: int, returncode: int) -> None:
         number, process = self.running.pop(pid)
+        self._record_pids()
         process.returncode = returncode  # reaped here: Popen must not wait for it again
         # Its live gauges leave the sums; its counters stay in the totals.
         multiprocess.mark_process_dead(pid, str(self.metrics_dir))  # type: ignore[no-untyped-call]  # unannotated
@@ -112,7 +120,7 @@ class Supervisor:
             self._stop(signal.SIGTERM, None)
             return
         log.error("worker %d (pid %d) ended %s; starting it again", number, pid, how)
-        self._start(number)
+        self._start(number, restarted="signal" if returncode < 0 else "error")
 
     def _stop(self, signum: int, _frame: object) -> None:
         self.stopping = True

@@ -75,6 +75,24 @@ async def test_a_worker_that_dies_is_logged_and_started_again(tmp_path: Path, re
             await until(replaced, 30, "the dead worker replaced")
             assert not alive(first[0])  # reaped, not a zombie
             await wait_ready(http, base, proc)
+            # Whichever worker answers the scrape: the restart is counted (the container was not
+            # restarted, so Kubernetes shows nothing), and every worker's process is reported.
+            async def scrape() -> str:
+                async with http.get(f"{base}/metrics", headers={"Connection": "close"}) as resp:
+                    return await resp.text()
+
+            restarted = 'turnstile_worker_restarts_total{reason="signal"} 1.0'
+            deadline = time.monotonic() + 30
+            while restarted not in await scrape():  # counted by the new worker as it starts
+                assert time.monotonic() < deadline, "the restart was not counted"
+                await asyncio.sleep(0.2)
+            for _ in range(4):
+                metrics = await scrape()
+                assert restarted in metrics
+                for number in ("1", "2"):
+                    assert f'process_resident_memory_bytes{{worker="{number}"}}' in metrics
+                    assert f'process_open_fds{{worker="{number}"}}' in metrics
+                    assert f'process_cpu_seconds_total{{worker="{number}"}}' in metrics
         log = log_path.read_text()
         assert f"(pid {first[0]}) ended by signal 9; starting it again" in log
     kill_orphans(first, str(tmp_path))

@@ -137,6 +137,24 @@ def test_no_pod_answering_its_scrape_is_an_alert_of_its_own(tmp_path: Path) -> N
         assert result.returncode == 0, f"{series}:\n{result.stdout}{result.stderr}"
 
 
+def test_workers_that_keep_dying_are_an_alert(tmp_path: Path) -> None:
+    # A worker started again inside the container moves no Kubernetes restart count.
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(without_annotations(shipped_rules())))
+    up = [{"series": f'up{{instance="{pod}:8080", job="{JOB}", namespace="{NAMESPACE}", pod="{pod}"}}',
+           "values": "1x60"} for pod in PODS]
+
+    def restarts(values: str) -> list[dict[str, str]]:
+        labels = f'instance="{PODS[0]}:8080", job="{JOB}", namespace="{NAMESPACE}", pod="{PODS[0]}", reason="signal"'
+        return [*up, {"series": f"turnstile_worker_restarts_total{{{labels}}}", "values": values}]
+
+    firing = [("TurnstileWorkerRestarting", {"severity": "warning", **RELEASE})]
+    for series, expected in ((restarts("0x30 1 2 3 4 4x30"), firing), (restarts("0x30 1 1x30"), [])):
+        test_file = tmp_path / "test.yaml"
+        test_file.write_text(yaml.safe_dump(promtool_test(shipped_rules(), series, expected)))
+        result = run_promtool("test", "rules", test_file)
+        assert result.returncode == 0, f"{series}:\n{result.stdout}{result.stderr}"
+
+
 def test_every_alert_has_a_runbook_and_mail_a_placeholder() -> None:
     doc = OPERATIONS.read_text()
     missing = [name for name in alert_names() if f"\n### {name}\n" not in doc]
