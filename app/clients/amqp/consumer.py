@@ -20,7 +20,7 @@ from typing import Any, final
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from app.clients.amqp.link import CONNECTION_ERRORS, BrokerLink, LinkState, Opened
-from app.clients.amqp.metrics import EVENTS_CONSUMED
+from app.clients.amqp.metrics import CONSUMER_CONNECTED, EVENTS_CONSUMED
 from app.clients.amqp.retries import DeliveryLimitRetries, RepublishRetries, Retries
 from app.clients.amqp.topology import Delivery, QueueTopology, QueueType
 from app.clients.amqp.waits import (
@@ -196,6 +196,7 @@ class Consumer:
 
     def _on_link_state(self, state: LinkState) -> None:
         self._state = state
+        CONSUMER_CONNECTED.labels(self.name).set(1 if state == "connected" else 0)
 
     # --- one message -------------------------------------------------------------------------
 

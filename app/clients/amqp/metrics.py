@@ -1,4 +1,4 @@
-"""The event metrics (contract §12): published, outboxed, consumed, and the publisher's link."""
+"""The event metrics (contract §12): published, outboxed, consumed, and the broker links."""
 
 from __future__ import annotations
 
@@ -19,4 +19,9 @@ EVENTS_CONSUMED = Counter(
     "turnstile_events_consumed_total",
     "Consumed events by subscription (queue) and outcome: acked, retried, waited, dead_lettered.",
     ["subscription", "outcome"],
+)
+# A subscription cut off from the broker hears of no change made elsewhere: its link shows it.
+CONSUMER_CONNECTED = Gauge(
+    "turnstile_consumer_connected", "1 while the subscription's consumer has a broker channel.", ["subscription"],
+    multiprocess_mode="livemin",
 )

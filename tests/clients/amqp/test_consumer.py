@@ -227,17 +227,24 @@ async def test_consumer_resubscribes_after_a_broker_restart(amqp_url: str, uniqu
 
     event = Event.create("user.updated", {"id": 8}, "req-8")
     async with running(make_consumer(amqp_url, unique, handler), amqp_url) as consumer:
+        assert _link_gauge(consumer) == 1
         await stop_service("rabbitmq")
         try:
             await eventually(lambda: _is_not(consumer, "connected"), 10, "consumer noticed the outage")
+            assert _link_gauge(consumer) == 0  # a subscription cut off shows in the metrics
         finally:
             await start_service("rabbitmq")
         await eventually(lambda: _is(consumer, "connected"), 30, "consumer resubscribed")
+        assert _link_gauge(consumer) == 1
 
         await send(amqp_url, consumer.exchange, "user.updated", event.to_json(), event)
         await eventually(lambda: _has(seen, 1), 5, "event handled after the restart")
 
     assert seen == [event]
+
+
+def _link_gauge(consumer: Consumer) -> float | None:
+    return REGISTRY.get_sample_value("turnstile_consumer_connected", {"subscription": consumer.name})
 
 
 async def _is(consumer: Consumer, state: str) -> bool:
