@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol, Self, final
+from typing import Any, Final, Literal, Protocol, Self, final
 
 import aiohttp
 import attrs
@@ -150,6 +150,10 @@ class _Call:
     request_id: str | None
 
 
+# What a failed call says of its upstream (reachability): no answer in time, or a bad one.
+_FAILED_STATES: Final[dict[str, State]] = {"timeout": "timeout", "bad_gateway": "failing"}
+
+
 @attrs.frozen
 class _Result:
     outcome: Outcome
@@ -164,7 +168,9 @@ class _Result:
     def reached(self) -> State:
         if self.refused:
             return "refused"
-        return "unreachable" if self.failure else "ok"
+        if not self.failure:
+            return "ok"
+        return _FAILED_STATES.get(self.outcome, "unreachable")
 
 
 @final

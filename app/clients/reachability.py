@@ -13,16 +13,20 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal, final
 
-State = Literal["unknown", "ok", "unreachable", "refused"]
-STATES: Final[tuple[State, ...]] = ("unknown", "ok", "unreachable", "refused")
+# "unreachable": no answer (refused connection, reset, DNS); "timeout": none in time; "failing":
+# it answers, with a 5xx or what is no answer of the contract's (an operator looks at the
+# service itself, not at the network); "refused": a 401 or 403 to our credentials.
+State = Literal["unknown", "ok", "unreachable", "timeout", "failing", "refused"]
+STATES: Final[tuple[State, ...]] = ("unknown", "ok", "unreachable", "timeout", "failing", "refused")
 # How long a verdict stands before a probe is due.
 FRESH_S: Final = 5.0
 
 
 @final
 class Reachability:
-    """The last verdict on an upstream: never seen, answered, unreachable or refusing our
-    credentials (a 401 or 403: a wrong token is a configuration fault, not a client's)."""
+    """The last verdict on an upstream: never seen, answered, unreachable, too slow, answering
+    badly, or refusing our credentials (a 401 or 403: a wrong token is a configuration fault,
+    not a client's)."""
 
     def __init__(
         self, *, fresh_s: float = FRESH_S, clock: Callable[[], float] = time.monotonic,

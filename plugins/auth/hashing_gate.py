@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import os
 import threading
@@ -21,7 +22,7 @@ from typing import Final, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from app import ServiceUnavailable, this_worker
+from app import OutageLog, ServiceUnavailable, this_worker
 
 T = TypeVar("T")
 
@@ -68,9 +69,18 @@ def usable_cores(cpu_max: Path = CPU_MAX) -> int:
     return max(1, cores)
 
 
+# A storm's refusals, told once when they begin (again after 30 s without one): the 503s alone
+# left no line but the access lines, and the runbook starts from the logs. No "over" line: in a
+# storm admitted hashes and refusals alternate all the time, and each would end and start one.
+storm_log = OutageLog(logging.getLogger("turnstile.auth.hashing"), "password hashing")
+
+
 def _refused(msg: str) -> ServiceUnavailable:
     HASHES_REFUSED.inc()
-    return ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S)
+    refusal = ServiceUnavailable(msg, retry_after_s=RETRY_AFTER_S)
+    storm_log.warning("logins, registrations or password changes asked for more hashes than it takes "
+                      "(turnstile_password_hashes_refused_total counts them)", refusal)
+    return refusal
 
 
 def lower_thread_priority() -> None:

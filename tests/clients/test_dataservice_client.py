@@ -215,6 +215,7 @@ async def test_5xx_becomes_bad_gateway_without_internals(make_client: ClientFact
     assert "Traceback" not in caught.value.detail
     assert "127.0.0.1" not in caught.value.detail
     assert caught.value.outcome_unknown  # it was reached: a write may have been applied
+    assert client.reachability.state == "failing"  # it answers, badly: not a network matter
 
 
 @pytest.mark.parametrize("path", ["/text", "/broken-json"])
@@ -274,6 +275,7 @@ async def test_slow_answer_beyond_the_total_timeout_is_a_gateway_timeout(
     assert caught.value.outcome_unknown
     assert calls(client, "timeout") == before + 1
     assert fake.hits["GET", "/slow"] == 1  # a timeout is not retried: it would multiply the wait
+    assert client.reachability.state == "timeout"
 
 
 async def test_closed_port_is_service_unavailable_with_retry_after(make_client: ClientFactory) -> None:
@@ -286,6 +288,7 @@ async def test_closed_port_is_service_unavailable_with_retry_after(make_client: 
     assert str(port) not in caught.value.detail
     assert not caught.value.outcome_unknown  # never connected: nothing was sent
     assert calls(client, "unavailable") == before + 1
+    assert client.reachability.state == "unreachable"
 
 
 async def test_get_is_retried_on_503_until_it_succeeds(make_client: ClientFactory, fake: FakeDataService) -> None:
