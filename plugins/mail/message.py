@@ -106,6 +106,11 @@ def compose(mail: OutgoingMail, sender: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = mail.to
+    if str(message["To"]) != mail.to:
+        # The header reads as another address (an encoded word decoded, say), and the envelope
+        # is taken from it: the mail would go to someone else's mailbox.
+        msg = f"the address {mail.to!r} reads as {str(message['To'])!r} in a mail header"
+        raise ValueError(msg)
     message["Subject"] = mail.subject
     message["Date"] = email.utils.formatdate(localtime=False, usegmt=True)
     _name, address = email.utils.parseaddr(sender)

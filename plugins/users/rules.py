@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
-from app import Actor, Forbidden
+from app import Actor, FieldError, Forbidden, ValidationFailed
 from plugins.users.models import PUBLIC_FIELDS
 
 DEFAULT_ROLES: Final = ("user",)
@@ -28,6 +29,45 @@ def normalise_email(email: str) -> str:
     lower-casing before NFKC is not.
     """
     return unicodedata.normalize("NFKC", email).strip().lower()
+
+
+# Bodies that give an account its address: the rule below applies to them (a login or a lookup
+# with such an address finds nothing, and an account made before the rule can still sign in).
+EMAIL_SETTING_BODIES: Final = frozenset({"UserRegister", "UserCreate", "UserPatch"})
+# Unicode categories no character of an address may have: controls, format characters (zero-width,
+# bidirectional, Mongolian variation selectors), private use, surrogates, unassigned code points,
+# separators. NFKC keeps them, and each made "admin<it>@example.com" an account that reads as
+# another (a hand-written list of such characters missed most of them).
+_UNSEEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zs", "Zl", "Zp"})
+# Encoded-word syntax (RFC 2047): a mail program decodes "=?utf-8?q?admin?=@example.com" in a To
+# header as admin@example.com, so the mail of one account went to another's mailbox.
+_ENCODED_WORD: Final = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=")
+
+
+def email_character_problem(email: str) -> str | None:
+    """Why `email` (normalised) cannot be an account's address, or None: a character no one sees,
+    a combining mark on a plain ASCII letter (a look-alike NFKC leaves apart), or an encoded word."""
+    if _ENCODED_WORD.search(email):
+        return "an encoded word (=?charset?q?...?=) is no part of an address"
+    previous = ""
+    for char in email:
+        category = unicodedata.category(char)
+        if category in _UNSEEN_CATEGORIES or (category == "Mn" and previous.isascii() and previous.isalnum()):
+            return f"the character U+{ord(char):04X} is invisible, unassigned or of private use here"
+        previous = char
+    return None
+
+
+def check_email_characters(body_model: str | None, body: Mapping[str, Any] | None) -> None:
+    """An address given to an account has no character `email_character_problem` refuses.
+
+    Raises ValidationFailed (422, the field named)."""
+    if body_model not in EMAIL_SETTING_BODIES or body is None:
+        return
+    email = body.get("email")
+    problem = email_character_problem(email) if isinstance(email, str) else None
+    if problem is not None:
+        raise ValidationFailed("The email address is not valid.", errors=[FieldError(("body", "email"), problem)])
 
 
 def with_normalised_email(body: Mapping[str, Any]) -> dict[str, Any] | None:

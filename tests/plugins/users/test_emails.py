@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from plugins.users import normalise_email
+from plugins.users.rules import email_character_problem
 
 
 @pytest.mark.parametrize(("raw", "normal"), [
@@ -33,3 +34,26 @@ def test_normalising_twice_changes_nothing() -> None:
         for text in (chr(code_point), f"A{chr(code_point)}a"):
             once = normalise_email(text)
             assert normalise_email(once) == once, hex(code_point)
+
+
+# What the Unicode review registered beside the start-up admin as accounts that read as it.
+@pytest.mark.parametrize("look_alike", [
+    "admin\u180b@example.com", "admin\u180f@example.com",  # Mongolian variation selectors
+    "admin\ufff9@example.com",  # an interlinear annotation anchor (format)
+    "\u0600admin@example.com",  # Arabic number sign (format)
+    "admin\ue000@example.com",  # private use
+    "admin\u0378@example.com",  # unassigned
+    "admin\u0334@example.com",  # a combining overlay on a plain letter
+    "=?utf-8?q?admin?=@example.com",  # an encoded word: mail programs decode it as admin@example.com
+    "=?UTF-8?B?YWRtaW4=?=@example.com",
+])
+def test_an_address_with_a_character_no_one_sees_is_refused(look_alike: str) -> None:
+    assert email_character_problem(normalise_email(look_alike)) is not None
+
+
+@pytest.mark.parametrize("address", [
+    "ann@example.com", "bücher@bücher.de", "josé@example.com", "用户@例子.广告", "x=y?z@example.com",
+    "\u0928\u092e\u0938\u094d\u0924\u0947@example.in",  # Devanagari: a virama (Mn) after a letter of its own script
+])
+def test_real_addresses_are_not(address: str) -> None:
+    assert email_character_problem(normalise_email(address)) is None

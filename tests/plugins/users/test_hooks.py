@@ -68,6 +68,19 @@ async def test_an_invalid_body_is_422(aiohttp_client: AiohttpClient) -> None:
     assert resp.status == 422
 
 
+@pytest.mark.parametrize("body_model", ["UserRegister", "UserCreate", "UserPatch"])
+async def test_an_address_that_reads_as_another_is_refused_where_an_account_gets_it(
+    aiohttp_client: AiohttpClient, body_model: str
+) -> None:
+    client = await gate_client(aiohttp_client, body_model)
+    body = {"email": "admin\u180b@example.com", "password": "correct horse"}
+    resp = await client.post("/users", json=body, headers={"X-Test-Roles": "admin"})
+    assert resp.status == 422
+    problem = await resp.json(content_type=None)
+    assert problem["errors"] == [{"loc": ["body", "email"],
+                                  "msg": "the character U+180B is invisible, unassigned or of private use here"}]
+
+
 @pytest.mark.parametrize("field", ["roles", "is_active"])
 @pytest.mark.parametrize("body_model", ["UserPatch", "UserCreate"])
 async def test_only_an_admin_sets_roles_or_is_active(
