@@ -43,9 +43,12 @@ EMAIL_MAX: Final = 254  # RFC 5321's limit on a path, less the angle brackets
 PASSWORD_MIN: Final = 8
 PASSWORD_MAX: Final = 128
 FULL_NAME_MAX: Final = 200
-# No C0 control characters or DEL: a NUL or a line break in a name breaks the databases, mails
-# and log lines it ends up in (PostgreSQL refuses NUL in text), and is never part of a name.
-FULL_NAME_PATTERN: Final = r"^[^\x00-\x1f\x7f]*$"
+# No control characters (C0, DEL, C1), Unicode line and paragraph separators, nor bidirectional
+# embeddings, overrides or isolates: a NUL or a line break in a name breaks the databases, mails
+# and log lines it ends up in (PostgreSQL refuses NUL in text; U+2028 and U+0085 end a line for
+# Python's splitlines, cutting an event of events.jsonl in two), an override makes the text
+# after it read backwards ("invoice\u202egnp.exe"), and none is part of a name.
+FULL_NAME_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
 ROLE_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
 ROLE_MAX: Final = 64  # characters of one role, as ROLE_PATTERN says
 ROLES_MAX: Final = 64  # roles one user may hold

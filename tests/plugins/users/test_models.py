@@ -19,6 +19,7 @@ def bad_fields(model: type[Any], value: dict[str, Any]) -> list[tuple[str | int,
         {"email": "ada@example.com", "password": "correct horse"},
         {"email": "ada@example.com", "password": "12345678", "full_name": None},
         {"email": "ada@example.com", "password": "x" * 128, "full_name": "x" * 200},
+        {"email": "ada@example.com", "password": "12345678", "full_name": "Zoë \u05e9\u05dc\u05d5\u05dd \u7530\u4e2d"},
     ],
 )
 def test_register_accepts(body: dict[str, Any]) -> None:
@@ -31,6 +32,9 @@ def test_register_accepts(body: dict[str, Any]) -> None:
         ({"email": "ada@example.com", "password": "1234567"}, "password"),
         ({"email": "ada@example.com", "password": "x" * 129}, "password"),
         ({"email": "ada@example.com", "password": "12345678", "full_name": "x" * 201}, "full_name"),
+        # a C1 control, Unicode's line separator, a bidirectional override, an isolate
+        *[({"email": "ada@example.com", "password": "12345678", "full_name": f"Ann{c}Lee"}, "full_name")
+          for c in ("\x85", "\x9b", "\u2028", "\u202e", "\u2067")],
         ({"email": "not an email", "password": "12345678"}, "email"),
         ({"email": "ada@localhost", "password": "12345678"}, "email"),
         ({"email": "ada@example.com", "password": "12345678", "roles": ["admin"]}, "roles"),
