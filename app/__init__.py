@@ -47,6 +47,7 @@ from app.keys import (
     PasswordHasher,
     actor_key,
     body_key,
+    committed_at_key,
     committed_key,
     data_service_key,
     event_id_key,
@@ -64,7 +65,7 @@ from app.keys import (
     settings_key,
 )
 from app.middlewares.request_id import current_request_id
-from app.models.events import Event, EventDecodeError
+from app.models.events import Event, EventDecodeError, utc_now_rfc3339
 from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field, schema_of
 from app.outage import OutageLog
@@ -175,6 +176,7 @@ __all__ = [
     "check_template",
     "check_templates",
     "client_address",
+    "committed_at_key",
     "committed_key",
     "complete_despite_cancellation",
     "converter",
@@ -210,4 +212,5 @@ __all__ = [
     "template_placeholders",
     "this_worker",
     "upstreams_key",
+    "utc_now_rfc3339",
 ]

@@ -58,6 +58,11 @@ query_key = web.RequestKey("query", dict[str, Any])
 # committed, so steps that must follow every committed change (event-emit, cache-invalidate)
 # act on it even when a step after them failed and the request answers an error.
 committed_key = web.RequestKey("committed", web.StreamResponse)
+# When the data service accepted that write (RFC 3339, stamped as its answer came; set by the steps
+# that write): the time its event says the change occurred. Stamped once the whole chain had run,
+# an update that committed before a delete could carry the later time, and a consumer ordering by
+# it would bring the deleted user back.
+committed_at_key = web.RequestKey("committed_at", str)
 # Set by `data-fetch` when a write reached the data service but its answer was lost and reading
 # the record back could not tell whether it was applied: steps that must follow a change that
 # may have been made (cache-invalidate, revoke-tokens) act as if it was; the request's error stands.

@@ -72,12 +72,15 @@ class Event:
         return str(uuid.uuid4())
 
     @classmethod
-    def create(cls, type: str, data: dict[str, Any], request_id: str, *, id: str | None = None) -> Event:
-        """A new event stamped now, with a fresh id unless `id` was chosen before (`new_id`)."""
+    def create(
+        cls, type: str, data: dict[str, Any], request_id: str, *, id: str | None = None, occurred_at: str | None = None
+    ) -> Event:
+        """A new event, with a fresh id unless `id` was chosen before (`new_id`), stamped
+        `occurred_at` (when the change was committed: `committed_at_key`) or else now."""
         return cls(
             id=id if id is not None else cls.new_id(),
             type=type,
-            occurred_at=utc_now_rfc3339(),
+            occurred_at=occurred_at if occurred_at is not None else utc_now_rfc3339(),
             request_id=request_id,
             data=data,
         )

@@ -29,12 +29,14 @@ from app import (
     RedisUnavailable,
     ServiceUnavailable,
     body_key,
+    committed_at_key,
     committed_key,
     complete_despite_cancellation,
     json_response,
     model_ref,
     payload_key,
     request_id_key,
+    utc_now_rfc3339,
 )
 from plugins.accounts.answers import CacheKeys, PublicUser, cache_keys, public_user
 from plugins.accounts.config import RedeemConfig
@@ -78,6 +80,12 @@ class Redeemer:
             record = await self.accounts.tokens.redeem(purpose, token)
         if record is None:
             raise InvalidToken(BAD_TOKEN)
+        return record, await self.account(request, record)
+
+    async def account(self, request: web.Request, record: TokenRecord) -> dict[str, Any]:
+        """The user's stored record, read now; InvalidToken unless it is active and still has the
+        address the mail went to. When the data service cannot tell, the link works again."""
+        token = str(request[body_key]["token"])
         try:
             reply = await self.accounts.data.request(
                 "GET", f"/api/v1/users/{record.user_id}", request_id=request.get(request_id_key)
@@ -96,7 +104,7 @@ class Redeemer:
             raise
         if not (user["is_active"] and normalise_email(user["email"]) == record.email):
             raise InvalidToken(BAD_TOKEN)
-        return record, user
+        return user
 
     async def give_back(self, request: web.Request, record: TokenRecord) -> None:
         """The link works again (the change could not be made, or not be known to be)."""
@@ -117,11 +125,13 @@ class Redeemer:
                 raise
             lost = exc
         else:
+            request[committed_at_key] = utc_now_rfc3339()  # the change's time, for its event
             if _whole_record(reply.data):
                 return reply.data  # type: ignore[no-any-return]  # checked: a user record
         # Read back as data-fetch reads its writes back (logged and counted there).
         settled, back = await settle(self.accounts.data, "PATCH", path, changes, request_id)
         if settled is Settled.APPLIED and back is not None and _whole_record(back.data):
+            request.setdefault(committed_at_key, utc_now_rfc3339())
             return back.data  # type: ignore[no-any-return]  # checked: a user record
         raise MaybeSaved(lost or BadGateway("the data service gave an answer this service could not use"))
 
@@ -195,10 +205,14 @@ class ResetPasswordStep:
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         record, user = await self.redeemer.redeem(request, RESET)
-        if password_fingerprint(str(user.get("password_hash", ""))) != record.state:
-            raise InvalidToken(BAD_TOKEN)
+        _check_unchanged(record, user)
         auth = self.redeemer.accounts.auth
         password_hash = await auth.hasher.hash(str(request[body_key]["password"]))
+        # The hash took a tenth of a second: the account is read again, so that an address or a
+        # password changed meanwhile wins over this link (it overwrote a new password, or reset
+        # the password of an address the link's mail no longer names).
+        user = await self.redeemer.account(request, record)
+        _check_unchanged(record, user)
         try:
             changed = await self.redeemer.patch(request, record.user_id, {"password_hash": password_hash})
         except MaybeSaved as exc:
@@ -207,6 +221,12 @@ class ResetPasswordStep:
             await complete_despite_cancellation(self._end_sessions(record.user_id, user))
             await self.redeemer.give_back(request, record)
             raise exc.problem from None
+        if normalise_email(str(changed.get("email", ""))) != record.email:
+            # The address changed between the read and the write: the link no longer proves the
+            # account. The password goes back (unless another change followed this one) and the
+            # sessions end all the same.
+            await complete_despite_cancellation(self._undo(request, record.user_id, user, password_hash, changed))
+            raise InvalidToken(BAD_TOKEN)
         # Saved: the sessions end even if the request is cancelled now (see
         # `complete_despite_cancellation`), and the change is announced even if they cannot.
         response = web.Response(status=204)
@@ -223,6 +243,14 @@ class ResetPasswordStep:
         finally:
             await self._end_sessions(user_id, changed)
 
+    async def _undo(self, request: web.Request, user_id: int, before: dict[str, Any], written: str,
+                    changed: dict[str, Any]) -> None:
+        try:
+            if changed.get("password_hash") == written:
+                await self.redeemer.patch(request, user_id, {"password_hash": before["password_hash"]})
+        finally:
+            await self._end_sessions(user_id, changed)
+
     async def _end_sessions(self, user_id: int, changed: dict[str, Any]) -> None:
         await self.cache.invalidate(changed)
         try:
@@ -232,6 +260,12 @@ class ResetPasswordStep:
             msg = ("The password was changed, but the account's sessions could not all be ended; "
                    "ask for another reset to end them.")
             raise ServiceUnavailable(msg, retry_after_s=STATE_RETRY_AFTER_S) from None
+
+
+def _check_unchanged(record: TokenRecord, user: dict[str, Any]) -> None:
+    """A reset link is for the password it was issued against: changed since, it is spent."""
+    if password_fingerprint(str(user.get("password_hash", ""))) != record.state:
+        raise InvalidToken(BAD_TOKEN)
 
 
 def check(config: RedeemConfig, ctx: CheckContext) -> list[str]:

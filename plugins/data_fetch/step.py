@@ -26,6 +26,7 @@ from app import (
     UpstreamReply,
     body_key,
     call_chain,
+    committed_at_key,
     committed_key,
     has_implementations,
     json_response,
@@ -40,6 +41,7 @@ from app import (
     schema_of,
     template_placeholders,
     upstreams_key,
+    utc_now_rfc3339,
 )
 from plugins.data_fetch.config import DataFetchConfig
 from plugins.data_fetch.settle import Settled, settle
@@ -158,6 +160,8 @@ class DataFetchStep:
                 raise
             reply = await self._read_back(request, path, body, exc)
             checked.clear()
+        if self.method in _COMMITS:
+            request[committed_at_key] = utc_now_rfc3339()  # the change's time, for its event
         if self._unusable(reply, checked):
             # Saved (a 2xx) but answered with no record or one that does not fit: the record
             # read back is the answer and what the event announces, when it shows the change.

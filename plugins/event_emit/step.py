@@ -32,6 +32,7 @@ from app import (
     Publisher,
     body_key,
     call_chain,
+    committed_at_key,
     committed_key,
     complete_despite_cancellation,
     event_id_key,
@@ -102,7 +103,8 @@ class EventEmitStep:
             log.error("pipeline %s: a saved change cannot be announced: the data service's answer named no "
                       "record", self.pipeline.name, extra={"request_id": request.get(request_id_key)})
             return
-        event = Event.create(self.config.event, data, request[request_id_key], id=event_id)
+        event = Event.create(self.config.event, data, request[request_id_key], id=event_id,
+                             occurred_at=request.get(committed_at_key))
         if self.has_enrichers:
             enriched = await self._enriched(request, event)
             if enriched is None:

@@ -16,6 +16,7 @@ from aiohttp.pytest_plugin import AiohttpServer
 
 from app import BadGateway
 from plugins.accounts.redeem import Redeemer
+from plugins.auth.passwords import Argon2Hasher
 from plugins.auth.revocations import Revocations
 from tests.cancelling import cancel_this_request, send_cancelled
 from tests.integration.accounts import (
@@ -281,6 +282,40 @@ async def test_a_reset_token_dies_when_the_password_changes_by_another_route(
     assert changed.status == 200, await changed.text()
     await assert_problem(await client.post(RESET, json={"token": token, "password": "third-password-3"}), 400)
     await login(client, ANN, NEW_PASSWORD)
+
+
+async def test_a_reset_racing_an_email_change_or_a_password_change_loses(
+    inbox: SmtpInbox, stack: StackFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race review's finding: the reset read the account, hashed for a tenth of a second, and
+    # wrote: an address changed meanwhile got a password chosen through the old address's link.
+    # Here the change lands while the new password is hashed, every time.
+    client = await stack()
+    user = await register(client, ANN)
+    await verification_token(inbox, ANN)
+    admin = await admin_headers(client)
+    changes = iter([{"email": "ann@new.example"}, {"password": "admins-choice-1"}])
+    hashing = Argon2Hasher.hash
+
+    async def hash_while_an_admin_changes_the_account(self: Argon2Hasher, password: str) -> str:
+        hashed = await hashing(self, password)
+        if password == NEW_PASSWORD:
+            change = next(changes)
+            resp = await client.patch(f"/api/v1/users/{user['id']}", headers=admin, json=change)
+            assert resp.status == 200, await resp.text()
+        return hashed
+
+    monkeypatch.setattr(Argon2Hasher, "hash", hash_while_an_admin_changes_the_account)
+    token = await reset_token(client, inbox, ANN)
+    await assert_problem(await client.post(RESET, json={"token": token, "password": NEW_PASSWORD}), 400)
+    await assert_problem(await client.post("/api/v1/auth/login",
+                                           json={"email": "ann@new.example", "password": NEW_PASSWORD}), 401)
+    await login(client, "ann@new.example", PASSWORD)  # the password is the one before
+
+    await verification_token(inbox, "ann@new.example")  # the changed address's own mail
+    token = await reset_token(client, inbox, "ann@new.example")
+    await assert_problem(await client.post(RESET, json={"token": token, "password": NEW_PASSWORD}), 400)
+    await login(client, "ann@new.example", "admins-choice-1")  # the admin's change stands
 
 
 async def test_a_changed_email_makes_the_user_unverified_and_kills_the_old_link(

@@ -3,16 +3,18 @@ body and properties, the durable outbox through a broker outage, and across a sh
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiormq.abc import DeliveredMessage
 
+from app import hookimpl
 from app.clients.outbox import DEFAULT_REDIS_KEY
 from tests.integration.amqp_capture import (
     DurableCapture,
@@ -148,6 +150,35 @@ async def test_user_writes_publish_contract_events(
     assert len({body_of(m)["id"] for m in messages}) == 4
     assert deleted["data"]["id"] == created["id"]
     assert received.empty()
+
+
+class SlowAnswers:
+    """A team's `transform_response` that takes half a second, after the data service saved."""
+
+    @hookimpl
+    async def transform_response(self, request: Any, pipeline: Any, data: Any) -> None:
+        if pipeline.name == "update_user":
+            await asyncio.sleep(0.5)
+
+
+async def test_an_event_is_stamped_when_its_change_was_saved_not_when_the_request_ended(
+    broker: str, stack: StackFactory, redis_db: str, unique: str
+) -> None:
+    # Stamped once the whole chain had run, an update saved before a delete could carry the later
+    # time, and a consumer ordering by it would bring the deleted user back (the race review).
+    client = await stack(redis_url=redis_db, rabbitmq_url=broker, plugins=(SlowAnswers(),))
+    await wait_connected(client)
+    admin = await admin_headers(client)
+    user = await register(client, "ann@example.com")
+    async with capture(broker, f"test.{unique}", routing_key="user.updated") as received:
+        sent = datetime.now(UTC)
+        patched = await client.patch(f"/api/v1/users/{user['id']}", json={"full_name": "Ann B"}, headers=admin)
+        answered = datetime.now(UTC)
+        assert patched.status == 200
+        event = body_of(await next_message(received))
+    occurred = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+    assert answered - sent >= timedelta(seconds=0.5)
+    assert sent <= occurred <= answered - timedelta(seconds=0.4)
 
 
 async def test_a_failed_write_publishes_nothing(broker: str, stack: StackFactory, redis_db: str, unique: str) -> None:
