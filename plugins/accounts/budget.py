@@ -62,3 +62,11 @@ class VerificationMailBudget:
             return None
         self._outage.ok()
         return None if spent <= self.limit else max(1, math.ceil(left_ms / 1000))
+
+    async def give_back(self, address: str) -> None:
+        """A mail spent for a registration or change that saved nothing (the address was taken, the
+        body refused): it goes back, or failed attempts alone would lock the mailbox out."""
+        try:
+            await self._counter.refund(_key(address))
+        except RedisUnavailable as exc:
+            self._outage.warning("giving back a verification mail", exc)

@@ -25,6 +25,7 @@ from app import (
     TooManyRequests,
     body_key,
     committed_key,
+    outcome_unknown_key,
     payload_key,
     request_id_key,
 )
@@ -43,8 +44,10 @@ class VerificationMailStep:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         changes_email = self.user is not None and await self._changes_email(request, self.user)
         address = (request.get(body_key) or {}).get("email")
+        spent: str | None = None
         if (self.user is None or changes_email) and isinstance(address, str):  # a registration, or a real change
-            retry_after_s = await self.accounts.verification_mails.spend(normalise_email(address))
+            spent = normalise_email(address)
+            retry_after_s = await self.accounts.verification_mails.spend(spent)
             if retry_after_s is not None:
                 msg = "Too many verification mails went to that mailbox lately; try again later."
                 raise TooManyRequests(msg, retry_after_s=retry_after_s)
@@ -58,10 +61,19 @@ class VerificationMailStep:
         except BaseException:  # failed or cancelled: a write already saved still gets its mail
             if sends:
                 self._mail(request.get(committed_key), changes_email)
+            await self._unspend(request, spent)
             raise
         if sends:
             self._mail(response if 200 <= response.status < 300 else request.get(committed_key), changes_email)
+        if not 200 <= response.status < 300:
+            await self._unspend(request, spent)
         return response
+
+    async def _unspend(self, request: web.Request, spent: str | None) -> None:
+        """Nothing saved, no mail: the budget spent for it goes back (a duplicate registration's
+        409 spent it, and three of them kept the owner's mailbox from any mail for ten minutes)."""
+        if spent is not None and request.get(committed_key) is None and request.get(outcome_unknown_key) is None:
+            await self.accounts.verification_mails.give_back(spent)
 
     def _mail(self, answer: web.StreamResponse | None, changes_email: bool) -> None:
         """A verification mail to the user the saved write answered with, when it is unverified;

@@ -608,6 +608,23 @@ async def test_registrations_cannot_flood_one_mailbox_through_its_tagged_address
             ).status == 201
 
 
+async def test_registrations_that_save_nothing_spend_no_mail_of_the_mailbox(
+    inbox: SmtpInbox, stack: StackFactory, token_state: dict[str, Any]
+) -> None:
+    # Three refused duplicates spent the owner's whole budget: no mail could reach the mailbox
+    # (a registration, a change of address to it) for ten minutes.
+    client = await stack(**token_state)
+    await register(client, "victim@example.net")
+    for _ in range(3):
+        taken = await client.post("/api/v1/auth/register", json={"email": "victim@example.net", "password": PASSWORD})
+        await assert_problem(taken, 409)
+    for n in range(2):  # the two mails left of the budget of three
+        assert (await client.post("/api/v1/auth/register",
+                                  json={"email": f"victim+{n}@example.net", "password": PASSWORD})).status == 201
+    await assert_problem(await client.post("/api/v1/auth/register",
+                                           json={"email": "victim+9@example.net", "password": PASSWORD}), 429)
+
+
 async def test_a_verification_mail_that_cannot_be_made_is_counted_not_lost_silently(
     inbox: SmtpInbox, stack: StackFactory
 ) -> None:
