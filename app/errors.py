@@ -56,6 +56,9 @@ class ProblemError(Exception):
         self.detail = detail if detail is not None else self.title
         self.headers = dict(headers or {})
         self.errors = tuple(errors)
+        # RFC 9457 extension members beside the standard ones (e.g. OAuth2's `error`, which the
+        # token endpoint's clients look for): they never replace a standard member.
+        self.extensions: dict[str, Any] = {}
         super().__init__(self.detail)
 
     def with_headers(self, headers: Mapping[str, str]) -> ProblemError:
@@ -84,6 +87,8 @@ class ProblemError(Exception):
         }
         if self.errors:
             doc["errors"] = [e.as_dict() for e in self.errors]
+        for name, value in self.extensions.items():
+            doc.setdefault(name, value)
         return doc
 
 

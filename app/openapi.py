@@ -58,6 +58,11 @@ PROBLEM_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "error": {
+            "type": "string",
+            "description": "A refused login or refresh only (401, 403): the OAuth2 error code (RFC 6749 "
+                           "§5.2), `invalid_grant`, which OAuth2 client libraries read",
+        },
     },
 }
 

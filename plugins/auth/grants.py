@@ -5,7 +5,9 @@ Each is a TERMINAL step reading the validated body from `request[body_key]`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, Final, final
 
 import attrs
@@ -59,6 +61,19 @@ def _pair_response(services: AuthServices, access_token: str, refresh_token: str
     return json_response(body, headers=_NO_STORE)
 
 
+@contextlib.contextmanager
+def oauth2_errors() -> Iterator[None]:
+    """A refused grant (401, 403) also says so as OAuth2 clients read a token endpoint's error
+    (RFC 6749 §5.2: `"error": "invalid_grant"`): without it a standard client library took the
+    problem document for a token."""
+    try:
+        yield
+    except ProblemError as exc:
+        if exc.status in (401, 403):
+            exc.extensions.setdefault("error", "invalid_grant")
+        raise
+
+
 def _roles(user: dict[str, Any]) -> tuple[str, ...]:
     return tuple(str(r) for r in user.get("roles", ()))
 
@@ -71,6 +86,10 @@ class LoginStep:
     data: DataService
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        with oauth2_errors():
+            return await self._login(request)
+
+    async def _login(self, request: web.Request) -> web.StreamResponse:
         # Every login costs a hash (a dummy one for an unknown email): refused before the read.
         self.services.hasher.gate.check_capacity()
         body = request[body_key]
@@ -112,6 +131,10 @@ class RefreshStep:
     data: DataService
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        with oauth2_errors():
+            return await self._refresh(request)
+
+    async def _refresh(self, request: web.Request) -> web.StreamResponse:
         claims = verify_refresh(self.services, request[body_key]["refresh_token"])
         await self.services.check_for_rollback()
         await self.services.check_not_revoked(claims)

@@ -132,6 +132,9 @@ async def test_login_answers_unknown_email_and_wrong_password_alike(stack: Stack
         del body["request_id"]
     assert bodies[0] == bodies[1]
     assert unknown.headers["WWW-Authenticate"] == wrong.headers["WWW-Authenticate"] == "Bearer"
+    # RFC 6749 §5.2: what an OAuth2 client library looks for in a token endpoint's error (without
+    # it one took the problem document for a token).
+    assert bodies[0]["error"] == "invalid_grant"
 
 
 async def test_login_with_a_member_sent_twice_is_422_and_logs_nobody_in(stack: StackFactory) -> None:
@@ -152,7 +155,9 @@ async def test_login_of_a_disabled_user_is_403(stack: StackFactory) -> None:
         json={"email": "off@example.com", "password": PASSWORD, "is_active": False},
     )
     assert resp.status == 201, await resp.text()
-    await assert_problem(await client.post(LOGIN, json={"email": "off@example.com", "password": PASSWORD}), 403)
+    problem = await assert_problem(await client.post(LOGIN, json={"email": "off@example.com", "password": PASSWORD}),
+                                   403)
+    assert problem["error"] == "invalid_grant"
 
 
 @pytest.mark.parametrize(
@@ -336,7 +341,9 @@ async def test_racing_refreshes_of_one_token_rotate_once_and_get_the_same_pair(
 async def test_refresh_with_a_bad_token_is_401_or_422(stack: StackFactory, token: str) -> None:
     client = await stack()
     resp = await refresh(client, token)
-    await assert_problem(resp, 422 if token == "" else 401)
+    problem = await assert_problem(resp, 422 if token == "" else 401)
+    if token:
+        assert problem["error"] == "invalid_grant"  # RFC 6749 §5.2, as for a login
 
 
 async def test_an_access_token_cannot_refresh(stack: StackFactory) -> None:
