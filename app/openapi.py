@@ -98,6 +98,8 @@ def build_document(
         paths.setdefault(route.path, {})[route.method.lower()] = route.operation()
     for path, operations in paths.items():
         for operation in operations.values():
+            # Contract §6: a caller's id is kept (a generated client gets a way to send it).
+            operation.setdefault("parameters", []).append(_REQUEST_ID_PARAMETER)
             # Every route of the service answers it (app/expect.py), operational ones included.
             operation["responses"].setdefault("417", _problem(EXPECTATION_FAILED))
             for status, response in operation["responses"].items():  # contract §6: on every answer
@@ -105,6 +107,10 @@ def build_document(
                     **response, "headers": {**response.get("headers", {}), "X-Request-ID": _REQUEST_ID_HEADER},
                 }
         spec.path(path=path, operations=operations)
+    used = {tag for operations in paths.values() for operation in operations.values()
+            for tag in operation.get("tags", ())}
+    for tag in sorted(used):
+        spec.tag({"name": tag})  # declared, as linters and generators expect of every tag used
     return spec.to_dict()
 
 
@@ -153,6 +159,12 @@ def _operation(pipeline: PipelineConfig, models: dict[str, type]) -> dict[str, A
     return operation
 
 
+_REQUEST_ID_PARAMETER: Final = {
+    "name": "X-Request-ID", "in": "header", "required": False,
+    "description": "The caller's id for this request, echoed and carried to the data service and the events; "
+                   "another one is made when it is absent or not of this form.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,128}$"},
+}
 _REQUEST_ID_HEADER: Final = {
     "description": "The request's id: the caller's X-Request-ID when it is safe to echo, else a new one.",
     "schema": {"type": "string"},

@@ -93,6 +93,13 @@ def _schema_of_type(tp: Any, components: Collection[str]) -> dict[str, Any]:
     if origin is dict:
         return {"type": "object", "additionalProperties": _schema_of_type(args[1], components) if args else {}}
     if origin is typing.Literal:
-        return {"enum": list(args)}
+        return _enum(args)
     msg = f"no OpenAPI schema for type {tp!r}"
     raise TypeError(msg)
+
+
+def _enum(values: tuple[Any, ...]) -> dict[str, Any]:
+    """A `Literal`'s schema, with its type: an enum alone leaves generated clients a value of any type."""
+    kinds = {type(value) for value in values}
+    kind = next(iter(kinds)) if len(kinds) == 1 else None
+    return {**_SCALARS[kind], "enum": list(values)} if kind in _SCALARS else {"enum": list(values)}

@@ -300,6 +300,11 @@ BEARER_SCHEME = "bearerAuth"
 OAUTH2_SCHEME = "oauth2Password"
 # An ``{name:int}`` path parameter: any other spelling matches no route (a 404).
 _INT64 = {"type": "integer", "format": "int64", "minimum": 0, "maximum": INT_PARAM_MAX}
+# What the headers a route may send always hold, for generated clients' types.
+HEADER_SCHEMAS: Final[dict[str, dict[str, Any]]] = {
+    "Retry-After": {"type": "integer", "minimum": 0},  # seconds, never an HTTP date here
+    "X-Cache": {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]},
+}
 
 
 def model_ref(name: str) -> dict[str, str]:
@@ -348,9 +353,12 @@ class OperationDoc:
         for name, text in (headers or {}).items():
             self.header(status, name, text)
 
-    def header(self, status: int, name: str, description: str) -> None:
+    def header(self, status: int, name: str, description: str, *, schema: dict[str, Any] | None = None) -> None:
+        """A header of the `status` answer; its schema is a string unless `schema` (or, for the
+        headers every route may send, `HEADER_SCHEMAS`) says more."""
         response = self.responses.setdefault(str(status), {"description": description})
-        response.setdefault("headers", {})[name] = {"description": description, "schema": {"type": "string"}}
+        schema = schema if schema is not None else HEADER_SCHEMAS.get(name, {"type": "string"})
+        response.setdefault("headers", {})[name] = {"description": description, "schema": schema}
 
     def require_bearer(self) -> None:
         self.security = [{BEARER_SCHEME: []}, {OAUTH2_SCHEME: []}]

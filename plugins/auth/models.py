@@ -63,7 +63,7 @@ class TokenPair:
 
     access_token: str = schema_field(description="Bearer token for the API (a JWT).")
     refresh_token: str = schema_field(description="Single-use token for POST /api/v1/auth/refresh.")
-    token_type: str = schema_field(description="Always `bearer`.", example="bearer")
+    token_type: Literal["bearer"] = schema_field(description="Always `bearer`.", example="bearer")
     expires_in: int = schema_field(description="Seconds until the access token expires.", example=900)
 
 

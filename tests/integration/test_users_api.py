@@ -427,6 +427,11 @@ async def test_openapi_document_is_valid_and_documents_every_route(stack: StackF
             assert "WWW-Authenticate" in responses["401"].get("headers", {}), (method, path)
     login_form = spec["paths"]["/api/v1/auth/login"]["post"]["requestBody"]["content"]
     assert "application/x-www-form-urlencoded" in login_form
+    # Typed for generated clients: Retry-After is seconds, X-Cache one of three words.
+    login_429 = spec["paths"]["/api/v1/auth/login"]["post"]["responses"]["429"]["headers"]
+    assert login_429["Retry-After"]["schema"] == {"type": "integer", "minimum": 0}
+    cached = spec["paths"]["/api/v1/users/{id}"]["get"]["responses"]["200"]["headers"]["X-Cache"]["schema"]
+    assert cached == {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]}
     assert {"limit", "offset"} <= {p["name"] for p in spec["paths"]["/api/v1/users"]["get"]["parameters"]}
     user_schema = spec["components"]["schemas"]["User"]
     assert set(user_schema["properties"]) == USER_FIELDS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from app.models.schema import schema_field, schema_of
@@ -38,3 +40,14 @@ def test_without_components_a_schema_stands_alone_for_the_validators() -> None:
     item = {"name": {"type": "string", "description": "Its name."}}
     assert schema["properties"]["items"]["items"]["properties"] == item
     assert "$ref" not in str(schema)
+
+
+def test_a_literal_is_an_enum_of_its_type() -> None:
+    @attrs.frozen
+    class Grant:
+        kind: Literal["password"] = schema_field(description="Always password.")
+        mixed: Literal["a", 1] = schema_field(description="Either.")
+
+    properties = schema_of(Grant)["properties"]
+    assert properties["kind"] == {"type": "string", "enum": ["password"], "description": "Always password."}
+    assert properties["mixed"] == {"enum": ["a", 1], "description": "Either."}
