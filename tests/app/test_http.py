@@ -173,6 +173,27 @@ async def test_a_client_gone_mid_body_is_a_499_not_a_server_error(
     assert sum(line["msg"].startswith("POST /widgets/1 499 ") for line in lines) == 3, lines
 
 
+@pytest.mark.parametrize("expect", [True, False])
+async def test_a_body_declared_too_large_is_413_before_a_byte_of_it_is_read(
+    turnstile: StartService, expect: bool,
+) -> None:
+    # 100 Continue invited a 100 MiB upload; without Expect, a megabyte of it was read (or 30 s
+    # waited for) before the 413.
+    service = await turnstile(CORE_PIPELINES, plugins=[sample_plugin], entrypoints=False)
+    server = service.client.server
+    reader, writer = await asyncio.open_connection(str(server.host), int(server.port or 0))
+    try:
+        writer.write(b"POST /widgets/1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + (b"Expect: 100-continue\r\n" if expect else b"") + b"Content-Length: 104857600\r\n\r\n")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 413 "), head  # no "100 Continue" first
+        assert b"Content-Type: application/problem+json" in head
+        assert b"Connection: close" in head
+    finally:
+        writer.close()
+
+
 async def test_a_gzip_body_is_read_decoded(client: Client) -> None:
     resp = await client.post("/widgets/1", data=gzip.compress(orjson.dumps({"name": "w", "size": 2})),
                              headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
