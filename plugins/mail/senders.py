@@ -99,7 +99,8 @@ class EmlFileSender:
             await asyncio.to_thread(self._write, path, message.as_bytes())
         except OSError as exc:
             raise SendFailed(f"cannot write {path}: {exc.strerror}", transient=True) from None
-        log.info("mail %r to %s written to %s (the link is in the file only)", message["Subject"], message["To"], path)
+        # Neither the link nor the address: a log is no place for a user's mailbox (the file has both).
+        log.info("mail %r written to %s (its address and link are in the file only)", message["Subject"], path)
 
     def _write(self, path: Path, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

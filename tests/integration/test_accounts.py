@@ -498,6 +498,7 @@ async def test_without_smtp_each_mail_is_an_eml_file_announced_without_its_link(
     # The file is renamed into place in a worker thread; the line naming it follows on the loop.
     await until(lambda: any(str(eml) in line for line in mail_lines()), "the line naming the .eml file")
     assert not any("#token=" in line for line in caplog.messages)
+    assert not any("ann@example.com" in line for line in mail_lines())  # personal data stays in the file
 
 
 async def test_tokens_never_reach_a_log_the_cache_redis_or_an_event(
