@@ -16,7 +16,8 @@ This module owns every OpenTelemetry import. When tracing is on, a request is on
 The standard variables are honoured by the SDK itself: `OTEL_SERVICE_NAME` (default here:
 ``turnstile``), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`/`_ARG`, `OTEL_PROPAGATORS`,
 `OTEL_EXPORTER_OTLP_*` (headers, timeout, compression, certificates), `OTEL_BSP_*`,
-`OTEL_SDK_DISABLED`, `OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS`. Spans go out over OTLP/HTTP
+`OTEL_SDK_DISABLED`, `OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS` (default here: the probes and
+/metrics), `OTEL_SEMCONV_STABILITY_OPT_IN` (default here: `http`). Spans go out over OTLP/HTTP
 (protobuf) from the SDK's batch processor thread.
 
 Zero cost when off: the decision is made once, when the app is built. Off, nothing is
@@ -65,6 +66,10 @@ END_DEADLINE_S: Final = 5.0
 _ENDPOINT_VARIABLES: Final = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 _PROTOCOL_VARIABLES: Final = ("OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
 _SHIPPED_PROTOCOL: Final = "http/protobuf"
+_DEFAULT_VARIABLES: Final = {
+    "OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS": "^/healthz$,^/readyz$,^/metrics$",
+    "OTEL_SEMCONV_STABILITY_OPT_IN": "http",
+}
 
 
 @final
@@ -263,6 +268,13 @@ def _process_provider() -> TracerProvider:
     Once per process: OpenTelemetry's provider and instrumentations are global by design.
     """
     _check_protocol()
+    # This service's defaults where the variables are unset, read by the instrumentations below:
+    # the kubelet's probes and Prometheus's scrapes make no trace (some twenty a minute that say
+    # nothing, and a drain's 503s read as errors), and HTTP spans use the stable semantic
+    # conventions (http.request.method, url.path, ...: the older names are deprecated, and
+    # coredis's Redis spans already use the stable ones).
+    for name, default in _DEFAULT_VARIABLES.items():
+        os.environ.setdefault(name, default)
     # Imported here, not at the top: the exporter pulls in protobuf and requests (about a
     # second of start-up) that a service without tracing must not pay.
     import coredis  # noqa: PLC0415

@@ -144,6 +144,8 @@ async def test_a_cache_miss_is_one_trace_from_the_server_span_to_the_data_servic
     (client,) = [s for s in trace if s.kind == "client" and not is_redis(s)]
     assert client.parent_span_id == fetch.span_id
     assert "email" not in str(client.attributes)
+    assert (client.attributes["http.request.method"], client.attributes["http.response.status_code"]) == ("GET", 200)
+    assert client.attributes["server.address"] == "127.0.0.1"
     (reached,) = [r for r in service.proxy.received if r.path == f"/api/v1/users/{user['id']}" and r.method == "GET"]
     assert parent_of(reached.headers["traceparent"]) == (server.trace_id, client.span_id)
     assert reached.headers["X-Request-ID"] == request_id
