@@ -5,7 +5,7 @@
   email (the login step, the per-email rate limit).
 - check_request: `roles` and `is_active` (UserCreate, UserPatch bodies) are for admins only; an
   address given to an account has no invisible, unassigned or private-use character and no
-  encoded word (`email_character_problem`).
+  encoded word, and a local part of at most 64 octets (`email_address_problem`).
 - transform_upstream: a `password` becomes `password_hash` (argon2id) before it is sent;
   new users get their defaults, and a self-registered one is always a plain active user.
 - transform_response: user records, alone or in a page, keep only the public User fields.
@@ -74,7 +74,7 @@ def check_request(
     request: web.Request, pipeline: PipelineConfig, actor: Actor | None, body: dict[str, Any] | None
 ) -> None:
     rules.check_admin_fields(pipeline.body, actor, body)
-    rules.check_email_characters(pipeline.body, body)
+    rules.check_email_address(pipeline.body, body)
 
 
 @hookimpl

@@ -27,7 +27,7 @@ from app import schema_field
 #   nor a space of another script: NFKC keeps them, so "admin\u200b@example.com" would be an account
 #   that shows as another. This list is what a JavaScript pattern can say; the rule that gives an
 #   account its address refuses every such character by its Unicode category too
-#   (rules.email_character_problem).
+#   (rules.email_address_problem).
 # Characters past the Basic Multilingual Plane (emoji) are refused: the pattern is also the OpenAPI
 # document's, in JavaScript's syntax, where they are two code units.
 _UNSEEN: Final = (

@@ -41,14 +41,19 @@ EMAIL_SETTING_BODIES: Final = frozenset({"UserRegister", "UserCreate", "UserPatc
 _UNSEEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zs", "Zl", "Zp"})
 # Encoded-word syntax (RFC 2047): a mail program decodes "=?utf-8?q?admin?=@example.com" in a To
 # header as admin@example.com, so the mail of one account went to another's mailbox.
+LOCAL_PART_MAX_OCTETS: Final = 64
 _ENCODED_WORD: Final = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=")
 
 
-def email_character_problem(email: str) -> str | None:
+def email_address_problem(email: str) -> str | None:
     """Why `email` (normalised) cannot be an account's address, or None: a character no one sees,
-    a combining mark on a plain ASCII letter (a look-alike NFKC leaves apart), or an encoded word."""
+    a combining mark on a plain ASCII letter (a look-alike NFKC leaves apart), an encoded word, or
+    a local part over RFC 5321's 64 octets (the pattern counts characters: 64 of "é" are 128
+    octets, an address that could be stored but never mailed)."""
     if _ENCODED_WORD.search(email):
         return "an encoded word (=?charset?q?...?=) is no part of an address"
+    if len(email.rpartition("@")[0].encode()) > LOCAL_PART_MAX_OCTETS:
+        return f"the part before @ is longer than {LOCAL_PART_MAX_OCTETS} octets (UTF-8)"
     previous = ""
     for char in email:
         category = unicodedata.category(char)
@@ -58,14 +63,14 @@ def email_character_problem(email: str) -> str | None:
     return None
 
 
-def check_email_characters(body_model: str | None, body: Mapping[str, Any] | None) -> None:
-    """An address given to an account has no character `email_character_problem` refuses.
+def check_email_address(body_model: str | None, body: Mapping[str, Any] | None) -> None:
+    """An address given to an account has nothing `email_address_problem` refuses.
 
     Raises ValidationFailed (422, the field named)."""
     if body_model not in EMAIL_SETTING_BODIES or body is None:
         return
     email = body.get("email")
-    problem = email_character_problem(email) if isinstance(email, str) else None
+    problem = email_address_problem(email) if isinstance(email, str) else None
     if problem is not None:
         raise ValidationFailed("The email address is not valid.", errors=[FieldError(("body", "email"), problem)])
 
