@@ -8,6 +8,7 @@ at once, and how many may wait, is bounded (`HashingGate`: 503 past it).
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Final
 
 import argon2
@@ -18,6 +19,15 @@ from plugins.auth.settings import PasswordSettings
 
 _HASH_LEN: Final = 32
 _SALT_LEN: Final = 16
+
+
+def prepare_password(password: str) -> str:
+    """The password as hashed (RFC 8265's OpaqueString, its mappings): every space of another
+    script as U+0020, then NFC. The same password typed on another system (macOS writes "é" as
+    e + U+0301, NFD) or with a no-break space is the same password; otherwise it failed to log
+    in. Nothing is refused: a password is the user's to choose."""
+    spaced = "".join(" " if unicodedata.category(char) == "Zs" else char for char in password)
+    return unicodedata.normalize("NFC", spaced)
 
 
 class Argon2Hasher:
@@ -47,12 +57,12 @@ class Argon2Hasher:
         self.gate = gate
 
     async def hash(self, password: str) -> str:
-        """The argon2id hash of `password` (PHC string format)."""
-        return await self.gate.run(self._hasher.hash, password)
+        """The argon2id hash of `password` as prepared (`prepare_password`; PHC string format)."""
+        return await self.gate.run(self._hasher.hash, prepare_password(password))
 
     async def verify(self, password_hash: str, password: str) -> bool:
         """Whether `password` matches `password_hash`; False also for a malformed hash."""
-        return await self.gate.run(self._verify, password_hash, password)
+        return await self.gate.run(self._verify_as_typed_or_prepared, password_hash, password)
 
     async def verify_dummy(self, password: str) -> None:
         """Spend one verification on a hash nobody has, so an unknown account costs what a known one does."""
@@ -66,6 +76,13 @@ class Argon2Hasher:
             return self._hasher.check_needs_rehash(password_hash)
         except (InvalidHashError, ValueError):
             return True
+
+    def _verify_as_typed_or_prepared(self, password_hash: str, password: str) -> bool:
+        """As prepared; failing that, as typed, when that differs: the hashes made before passwords
+        were prepared are of the password as typed. One slot of the gate for both (a dummy
+        verification does the same, so an unknown account still costs what a known one does)."""
+        prepared = prepare_password(password)
+        return self._verify(password_hash, prepared) or (prepared != password and self._verify(password_hash, password))
 
     def _verify(self, password_hash: str, password: str) -> bool:
         try:
