@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from tests.deploy.rendering import (
     FULLNAME,
     Chart,
     HelmRenderError,
+    HelmValuesError,
     Manifest,
     env_of,
     kinds,
@@ -178,6 +180,42 @@ def test_trusted_proxies_follow_the_value(
 def test_an_admin_password_without_an_email_is_refused(chart: Chart, minimal_values: dict[str, Any]) -> None:
     with pytest.raises(HelmRenderError, match=r"admin\.email"):
         render(chart, merged(minimal_values, {"admin": {"password": "correct horse battery"}}))
+
+
+@pytest.mark.parametrize(("values", "says"), [
+    ({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}}, "autoscaling.minReplicas (5) is above"),
+    ({"updateStrategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}}, "both 0"),
+    ({"podDisruptionBudget": {"maxUnavailable": 0}}, "no node could ever be drained"),
+    ({"probes": {"liveness": {"timeoutSeconds": 20, "periodSeconds": 10}}}, "probes.liveness.timeoutSeconds (20)"),
+    ({"serviceMonitor": {"enabled": True, "interval": "15s", "scrapeTimeout": "1m"}},
+     "longer than serviceMonitor.interval"),
+])
+def test_combinations_the_api_server_refuses_or_that_stall_a_drain_are_refused(
+    chart: Chart, minimal_values: dict[str, Any], values: dict[str, Any], says: str
+) -> None:
+    with pytest.raises(HelmRenderError, match=re.escape(says)):
+        render(chart, merged(minimal_values, values))
+
+
+def test_a_scrape_timeout_within_the_interval_renders(chart: Chart, minimal_values: dict[str, Any]) -> None:
+    monitor = {"enabled": True, "interval": "1m", "scrapeTimeout": "30s"}
+    assert only(render(chart, merged(minimal_values, {"serviceMonitor": monitor})), "ServiceMonitor")
+
+
+@pytest.mark.parametrize(("variable", "instead"), [
+    ("SMTP_URL", "mail.smtpUrl or mail.existingSecret"), ("REDIS_URL", "redis.url or redis.existingSecret"),
+    ("LOG_LEVEL", "logLevel"), ("ARGON2_MEMORY_KIB", "passwordHashing.argon2MemoryKib"),
+])
+def test_a_variable_the_chart_sets_is_refused_in_extra_env(
+    chart: Chart, minimal_values: dict[str, Any], variable: str, instead: str
+) -> None:
+    # Kubernetes keeps the last of two: a plain SMTP_URL shadowed the chart's, its password in the
+    # Deployment for anyone who may read it.
+    extra = {"extraEnv": [{"name": variable, "value": "smtp://user:password@mail.example:587"}]}
+    with pytest.raises((HelmRenderError, HelmValuesError)) as caught:
+        render(chart, merged(minimal_values, extra))
+    if variable != "ARGON2_MEMORY_KIB":  # that one the schema refuses first
+        assert f"extraEnv sets {variable}, which the chart sets itself: use {instead} instead" in str(caught.value)
 
 
 @pytest.mark.parametrize("variable", ["JWT_SECRET_FILE", "DATA_SERVICE_TOKEN_FILE", "SMTP_URL_FILE"])

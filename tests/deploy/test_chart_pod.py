@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from app.clients.amqp import AmqpPublisher
 from app.serve import IN_FLIGHT_GRACE_S
 from app.wiring import PUBLISHER_FLUSH_DEADLINE_S
 from tests.deploy.rendering import (
+    CHART_DIR,
     FULLNAME,
     Chart,
     HelmRenderError,
@@ -279,3 +282,28 @@ def test_user_affinity_and_scheduling_values_reach_the_pod(full_manifests: list[
     assert spec["tolerations"][0]["key"] == "dedicated"
     assert spec["priorityClassName"] == "business-critical"
     assert spec["imagePullSecrets"] == [{"name": "registry-credentials"}]
+
+
+LIVE_NAMESPACE = 'lookup "v1" "ConfigMap" .Release.Namespace "kube-root-ca.crt"'
+LIVE_DEPLOYMENT = 'lookup "apps/v1" "Deployment" .Release.Namespace (include "turnstile.fullname" .)'
+
+
+@pytest.mark.parametrize(("live", "expected"), [
+    (None, None),  # helm template, GitOps: the field is left out, the HPA's alone
+    ("(dict)", 2),  # a first install: minReplicas, not one pod
+    ('(dict "spec" (dict "replicas" 7))', 7),  # an upgrade: what the HPA left, never back to one
+])
+def test_with_the_hpa_the_pod_count_is_the_hpas(
+    tmp_path: Path, minimal_values: dict[str, Any], live: str | None, expected: int | None
+) -> None:
+    # lookup() answers nothing without a cluster: the chart is rendered with its answers written in.
+    chart_dir = tmp_path / "turnstile"
+    shutil.copytree(CHART_DIR, chart_dir)
+    template = chart_dir / "templates" / "deployment.yaml"
+    text = template.read_text()
+    assert LIVE_NAMESPACE in text
+    assert LIVE_DEPLOYMENT in text
+    if live is not None:
+        template.write_text(text.replace(LIVE_NAMESPACE, "true").replace(LIVE_DEPLOYMENT, live))
+    deployment = only(render(Chart.load(chart_dir), minimal_values), "Deployment")
+    assert deployment["spec"].get("replicas") == expected

@@ -211,7 +211,7 @@ def test_network_policy_is_on_by_default_and_restricts_egress(minimal_manifests:
     # Redis, RabbitMQ, the data service (its port from dataService.url) and the SMTP server
     # (production needs mail), and nothing else
     assert [egress_ports(rule) for rule in rules] == [
-        {(6379, "TCP"), (26379, "TCP")},
+        {(6379, "TCP"), (6380, "TCP"), (26379, "TCP")},
         {(5672, "TCP"), (5671, "TCP")},
         {(8000, "TCP")},
         {(25, "TCP"), (465, "TCP"), (587, "TCP")},

@@ -284,7 +284,7 @@ period too short for the whole shutdown, and on memory too small for the passwor
 {{- $missing = append $missing "mail.publicUrl (PUBLIC_URL)" }}
 {{- end }}
 {{- if $missing }}
-{{- fail (printf "TURNSTILE_ENV=production refuses embedded defaults and an unauthenticated data service; set %s" (join ", " $missing)) }}
+{{- fail (printf "missing values (the service runs with TURNSTILE_ENV=production, which starts with none of them missing): set %s" (join ", " $missing)) }}
 {{- end }}
 {{- with $v.jwt.previous }}
 {{- if and .existingSecret (not (or .secretsKey .publicKeysKey)) }}
@@ -319,10 +319,59 @@ period too short for the whole shutdown, and on memory too small for the passwor
 {{- if or $v.admin.password $v.admin.existingSecret.name }}
 {{- $_ := set $chartSecrets "TURNSTILE_ADMIN_PASSWORD" "admin.password or admin.existingSecret" }}
 {{- end }}
+{{- /* The forms of values that may hold a secret: checked here, not by the schema, whose message
+  quotes the value it refuses (a password or a key in a terminal or a CI log). */}}
+{{- $forms := list (list "redis.url" $v.redis.url "^(redis|rediss|redis\\+cluster|rediss\\+cluster|redis\\+sentinel)://." "a redis://, rediss://, redis+cluster://, rediss+cluster:// or redis+sentinel:// URL") (list "rabbitmq.url" $v.rabbitmq.url "^amqps?://." "an amqp:// or amqps:// URL") (list "jwt.secret" $v.jwt.secret "(?s)^.{32,}$" "at least 32 characters long") (list "dataService.token" $v.dataService.token "^[A-Za-z0-9._~+/-]{16,}=*$" "an RFC 6750 token: at least 16 letters, digits or . _ ~ + / -") (list "mail.smtpUrl" $v.mail.smtpUrl "^(smtp|smtps|smtp\\+starttls)://." "an smtp://, smtp+starttls:// or smtps:// URL") }}
+{{- range $forms }}
+{{- $value := toString (index . 1) }}
+{{- if and $value (not (regexMatch (index . 2) $value)) }}
+{{- fail (printf "%s must be %s (its value is not shown: it may hold a secret)" (index . 0) (index . 3)) }}
+{{- end }}
+{{- end }}
+{{- /* Combinations the schema cannot see, which the API server refuses or which stall a drain. */}}
+{{- if and $v.autoscaling.enabled (gt (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- fail (printf "autoscaling.minReplicas (%d) is above autoscaling.maxReplicas (%d)" (int $v.autoscaling.minReplicas) (int $v.autoscaling.maxReplicas)) }}
+{{- end }}
+{{- with $v.updateStrategy.rollingUpdate }}
+{{- if and (eq (toString .maxSurge) "0") (eq (toString .maxUnavailable) "0") }}
+{{- fail "updateStrategy.rollingUpdate: maxSurge and maxUnavailable are both 0, so no rollout could make progress; keep maxSurge (25%) with maxUnavailable 0" }}
+{{- end }}
+{{- end }}
+{{- if and $v.podDisruptionBudget.enabled (eq (toString $v.podDisruptionBudget.maxUnavailable) "0") }}
+{{- fail "podDisruptionBudget.maxUnavailable is 0: no node could ever be drained; keep 1" }}
+{{- end }}
+{{- range $name, $probe := $v.probes }}
+{{- if gt (int $probe.timeoutSeconds) (int $probe.periodSeconds) }}
+{{- fail (printf "probes.%s.timeoutSeconds (%d) is above its periodSeconds (%d): a check would still run when the next is due" $name (int $probe.timeoutSeconds) (int $probe.periodSeconds)) }}
+{{- end }}
+{{- end }}
+{{- if and $v.serviceMonitor.enabled (gt (int (include "turnstile.seconds" $v.serviceMonitor.scrapeTimeout)) (int (include "turnstile.seconds" $v.serviceMonitor.interval))) }}
+{{- fail (printf "serviceMonitor.scrapeTimeout (%s) is longer than serviceMonitor.interval (%s): Prometheus refuses the scrape configuration" $v.serviceMonitor.scrapeTimeout $v.serviceMonitor.interval) }}
+{{- end }}
+{{- /* A variable the chart sets itself, again in extraEnv: Kubernetes keeps the last one, which
+  silently shadowed the chart's (a plain SMTP_URL put the SMTP password in the Deployment, out of
+  checksum/secret), and duplicate names trouble the patches of later upgrades. */}}
+{{- $chartSet := dict "TURNSTILE_ENV" "(always production)" "HOST" "(the pod listens on all addresses)" "PORT" "(8080, the probes' port)" "DATA_SERVICE_URL" "dataService.url" "DATA_SERVICE_TOKEN" "dataService.token or dataService.existingSecret" "TRUSTED_PROXIES" "trustedProxies" "REDIS_URL" "redis.url or redis.existingSecret" "RABBITMQ_URL" "rabbitmq.url or rabbitmq.existingSecret" "JWT_SECRET" "jwt.secret or jwt.existingSecret" "JWT_PREVIOUS_SECRETS_FILE" "jwt.previous" "JWT_PREVIOUS_PUBLIC_KEYS_FILE" "jwt.previous" "TURNSTILE_ADMIN_EMAIL" "admin.email" "TURNSTILE_ADMIN_PASSWORD" "admin.password or admin.existingSecret" "SMTP_URL" "mail.smtpUrl or mail.existingSecret" "MAIL_FROM" "mail.from" "PUBLIC_URL" "mail.publicUrl" "MAIL_TEMPLATES_DIR" "mail.templatesConfigMap" "PIPELINES_FILE" "pipelines.content or pipelines.existingConfigMap" "TURNSTILE_DRAIN_SECONDS" "shutdown.drainSeconds" "ARGON2_MEMORY_KIB" "passwordHashing.argon2MemoryKib" "ARGON2_MAX_CONCURRENT" "passwordHashing" "LOG_LEVEL" "logLevel" "LOG_FORMAT" "logFormat" }}
+{{- range $v.extraEnv }}
+{{- if hasKey $chartSet (toString .name) }}
+{{- fail (printf "extraEnv sets %s, which the chart sets itself: use %s instead" .name (get $chartSet (toString .name))) }}
+{{- end }}
+{{- end }}
 {{- range $v.extraEnv }}
 {{- $name := trimSuffix "_FILE" (toString .name) }}
 {{- if and (hasSuffix "_FILE" (toString .name)) (hasKey $chartSecrets $name) }}
 {{- fail (printf "extraEnv sets %s, but the chart already sets %s (from %s) and Turnstile refuses both: give the secret through %s" .name $name (get $chartSecrets $name) (get $chartSecrets $name)) }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/*
+A Prometheus duration ("30s", "1m", "2h") in seconds, for comparing two of them.
+*/}}
+{{- define "turnstile.seconds" -}}
+{{- $text := toString . -}}
+{{- $units := dict "ms" 0 "s" 1 "m" 60 "h" 3600 -}}
+{{- $number := regexFind "^[0-9]+" $text | default "0" | int -}}
+{{- $unit := regexFind "[a-z]+$" $text | default "s" -}}
+{{- if eq $unit "ms" }}{{ div $number 1000 }}{{ else }}{{ mul $number (get $units $unit | default 1) }}{{ end -}}
 {{- end }}
