@@ -17,6 +17,7 @@ anything; established connections are untouched.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import resource
@@ -69,6 +70,12 @@ def client_key(address: IPAddress) -> str:
     if address.version == 6:
         return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
     return str(address)
+
+
+def _answer_and_close(transport: Any, answer: bytes) -> None:
+    if not transport.is_closing():
+        transport.write(answer)
+        transport.close()
 
 
 def _refusal(detail: str) -> bytes:
@@ -139,8 +146,11 @@ class ConnectionLimits:
 
     def _refuse(self, transport: Any, limit: str, detail: str) -> None:
         REFUSED.labels(limit=limit).inc()
-        transport.write(_refusal(detail))
-        transport.close()
+        # Not here: aiohttp's handler is still being set up, and a transport closed now ends it
+        # before its task starts (an AssertionError traceback per refusal, any client's to send).
+        # Two loop turns later the handler waits for its first request, and a close ends it cleanly.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, _answer_and_close, transport, _refusal(detail))
         self._refused_since_log += 1
         now = time.monotonic()
         if now - self._last_logged >= REFUSAL_LOG_EVERY_S:

@@ -218,6 +218,17 @@ def test_a_variable_the_chart_sets_is_refused_in_extra_env(
         assert f"extraEnv sets {variable}, which the chart sets itself: use {instead} instead" in str(caught.value)
 
 
+def test_a_variable_the_chart_sets_only_when_told_is_free_in_extra_env_until_then(
+    chart: Chart, minimal_values: dict[str, Any]
+) -> None:
+    # RS256 keys mounted by hand name their previous public keys themselves.
+    extra = {"extraEnv": [{"name": "JWT_PREVIOUS_PUBLIC_KEYS_FILE", "value": "/etc/keys/previous.pem"},
+                          {"name": "TRUSTED_PROXIES", "value": "10.0.0.0/8"}]}
+    render(chart, merged(minimal_values, {**extra, "trustedProxies": []}))
+    with pytest.raises(HelmRenderError, match="extraEnv sets TRUSTED_PROXIES, which the chart sets itself"):
+        render(chart, merged(minimal_values, {**extra, "trustedProxies": ["10.1.0.0/16"]}))
+
+
 @pytest.mark.parametrize("variable", ["JWT_SECRET_FILE", "DATA_SERVICE_TOKEN_FILE", "SMTP_URL_FILE"])
 def test_a_file_twin_of_a_secret_the_chart_sets_is_refused(
     chart: Chart, minimal_values: dict[str, Any], variable: str

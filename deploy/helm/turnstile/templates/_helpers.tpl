@@ -351,7 +351,14 @@ period too short for the whole shutdown, and on memory too small for the passwor
 {{- /* A variable the chart sets itself, again in extraEnv: Kubernetes keeps the last one, which
   silently shadowed the chart's (a plain SMTP_URL put the SMTP password in the Deployment, out of
   checksum/secret), and duplicate names trouble the patches of later upgrades. */}}
-{{- $chartSet := dict "TURNSTILE_ENV" "(always production)" "HOST" "(the pod listens on all addresses)" "PORT" "(8080, the probes' port)" "DATA_SERVICE_URL" "dataService.url" "DATA_SERVICE_TOKEN" "dataService.token or dataService.existingSecret" "TRUSTED_PROXIES" "trustedProxies" "REDIS_URL" "redis.url or redis.existingSecret" "RABBITMQ_URL" "rabbitmq.url or rabbitmq.existingSecret" "JWT_SECRET" "jwt.secret or jwt.existingSecret" "JWT_PREVIOUS_SECRETS_FILE" "jwt.previous" "JWT_PREVIOUS_PUBLIC_KEYS_FILE" "jwt.previous" "TURNSTILE_ADMIN_EMAIL" "admin.email" "TURNSTILE_ADMIN_PASSWORD" "admin.password or admin.existingSecret" "SMTP_URL" "mail.smtpUrl or mail.existingSecret" "MAIL_FROM" "mail.from" "PUBLIC_URL" "mail.publicUrl" "MAIL_TEMPLATES_DIR" "mail.templatesConfigMap" "PIPELINES_FILE" "pipelines.content or pipelines.existingConfigMap" "TURNSTILE_DRAIN_SECONDS" "shutdown.drainSeconds" "ARGON2_MEMORY_KIB" "passwordHashing.argon2MemoryKib" "ARGON2_MAX_CONCURRENT" "passwordHashing" "LOG_LEVEL" "logLevel" "LOG_FORMAT" "logFormat" }}
+{{- $chartSet := dict "TURNSTILE_ENV" "(always production)" "HOST" "(the pod listens on all addresses)" "PORT" "(8080, the probes' port)" "DATA_SERVICE_URL" "dataService.url" "DATA_SERVICE_TOKEN" "dataService.token or dataService.existingSecret" "REDIS_URL" "redis.url or redis.existingSecret" "RABBITMQ_URL" "rabbitmq.url or rabbitmq.existingSecret" "JWT_SECRET" "jwt.secret or jwt.existingSecret" "SMTP_URL" "mail.smtpUrl or mail.existingSecret" "MAIL_FROM" "mail.from" "PUBLIC_URL" "mail.publicUrl" "PIPELINES_FILE" "pipelines.content or pipelines.existingConfigMap" "TURNSTILE_DRAIN_SECONDS" "shutdown.drainSeconds" "ARGON2_MEMORY_KIB" "passwordHashing.argon2MemoryKib" "ARGON2_MAX_CONCURRENT" "passwordHashing" "LOG_LEVEL" "logLevel" "LOG_FORMAT" "logFormat" }}
+{{- /* and those it sets only when told to */}}
+{{- if $v.trustedProxies }}{{ $_ := set $chartSet "TRUSTED_PROXIES" "trustedProxies" }}{{ end }}
+{{- if $v.jwt.previous.secretsKey }}{{ $_ := set $chartSet "JWT_PREVIOUS_SECRETS_FILE" "jwt.previous" }}{{ end }}
+{{- if $v.jwt.previous.publicKeysKey }}{{ $_ := set $chartSet "JWT_PREVIOUS_PUBLIC_KEYS_FILE" "jwt.previous" }}{{ end }}
+{{- if $v.admin.email }}{{ $_ := set $chartSet "TURNSTILE_ADMIN_EMAIL" "admin.email" }}{{ end }}
+{{- if or $v.admin.password $v.admin.existingSecret.name }}{{ $_ := set $chartSet "TURNSTILE_ADMIN_PASSWORD" "admin.password or admin.existingSecret" }}{{ end }}
+{{- if $v.mail.templatesConfigMap }}{{ $_ := set $chartSet "MAIL_TEMPLATES_DIR" "mail.templatesConfigMap" }}{{ end }}
 {{- range $v.extraEnv }}
 {{- if hasKey $chartSet (toString .name) }}
 {{- fail (printf "extraEnv sets %s, which the chart sets itself: use %s instead" .name (get $chartSet (toString .name))) }}
