@@ -21,6 +21,7 @@ from app.expect import expect_handler
 from app.keys import readiness_key
 from app.pipeline.routes import routes_key
 from app.reserved_routes import HEALTHZ_PATH, READYZ_PATH
+from app.untraced import untraced_outside_a_trace
 from app.upstreams import upstreams_key
 
 _OK = b'{"status":"ok"}'
@@ -33,7 +34,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """``{"status", "checks": {dependency: state}, "details"?: {dependency: {...}}}``."""
     readiness = request.app[readiness_key]
-    ready, checks = await readiness.report()
+    with untraced_outside_a_trace():  # the probes make no span: neither do their checks
+        ready, checks = await readiness.report()
     status = "ready" if ready else ("not_ready" if readiness.phase.value == "ready" else readiness.phase.value)
     body: dict[str, Any] = {"status": status, "checks": checks}
     upstreams = request.app[upstreams_key].breaker_states()

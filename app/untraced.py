@@ -33,3 +33,14 @@ def untraced() -> Iterator[None]:
         yield
     finally:
         context.detach(token)
+
+
+@contextlib.contextmanager
+def untraced_outside_a_trace() -> Iterator[None]:
+    """`untraced()` unless the block already runs in a trace (a request that is traced): the
+    readiness checks of an untraced probe made a root span per Redis command."""
+    if trace.get_current_span().get_span_context().is_valid:
+        yield
+        return
+    with untraced():
+        yield

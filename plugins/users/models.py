@@ -32,7 +32,7 @@ from app import schema_field
 # document's, in JavaScript's syntax, where they are two code units.
 _UNSEEN: Final = (
     r"\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f"
-    r"\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    r"\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0"
 )
 _LOCAL: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u00a0-\ud7ff\ue000-\ufffd-]"
 _LABEL: Final = r"[A-Za-z0-9\u00a0-\ud7ff\ue000-\ufffd-]{1,63}"
@@ -47,8 +47,10 @@ FULL_NAME_MAX: Final = 200
 # embeddings, overrides or isolates: a NUL or a line break in a name breaks the databases, mails
 # and log lines it ends up in (PostgreSQL refuses NUL in text; U+2028 and U+0085 end a line for
 # Python's splitlines, cutting an event of events.jsonl in two), an override makes the text
-# after it read backwards ("invoice\u202egnp.exe"), and none is part of a name.
-FULL_NAME_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
+# after it read backwards ("invoice\u202egnp.exe"), and none is part of a name; nor a zero-width
+# space, a byte-order mark or a noncharacter (the joiners U+200C and U+200D stay: Persian and
+# Indic names, and emoji, need them).
+FULL_NAME_PATTERN: Final = r"^[^\x00-\x1f\x7f-\x9f\u200b\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff\ufffe\uffff]*$"
 ROLE_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,63}$"
 ROLE_MAX: Final = 64  # characters of one role, as ROLE_PATTERN says
 ROLES_MAX: Final = 64  # roles one user may hold

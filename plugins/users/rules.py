@@ -39,6 +39,8 @@ EMAIL_SETTING_BODIES: Final = frozenset({"UserRegister", "UserCreate", "UserPatc
 # separators. NFKC keeps them, and each made "admin<it>@example.com" an account that reads as
 # another (a hand-written list of such characters missed most of them).
 _UNSEEN_CATEGORIES: Final = frozenset({"Cc", "Cf", "Co", "Cs", "Cn", "Zs", "Zl", "Zp"})
+# Blank characters of other categories (Hangul fillers, Khmer inherent vowels, the braille blank).
+_BLANKS: Final = frozenset("\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
 # Encoded-word syntax (RFC 2047): a mail program decodes "=?utf-8?q?admin?=@example.com" in a To
 # header as admin@example.com, so the mail of one account went to another's mailbox.
 LOCAL_PART_MAX_OCTETS: Final = 64
@@ -57,7 +59,8 @@ def email_address_problem(email: str) -> str | None:
     previous = ""
     for char in email:
         category = unicodedata.category(char)
-        if category in _UNSEEN_CATEGORIES or (category == "Mn" and previous.isascii() and previous.isalnum()):
+        if (category in _UNSEEN_CATEGORIES or char in _BLANKS
+                or (category == "Mn" and previous.isascii() and previous.isalnum())):
             return f"the character U+{ord(char):04X} is invisible, unassigned or of private use here"
         previous = char
     return None

@@ -5,6 +5,7 @@ exports nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -114,11 +115,19 @@ async def test_probes_and_scrapes_make_no_trace_by_default(traced_service: Servi
     # Some twenty traces a minute that said nothing, and a drain's 503s read as errors.
     service = await traced_service()
     base = service.process.base_url
-    for path in ("/healthz", "/readyz", "/metrics"):
+    await asyncio.sleep(0.5)  # the spans of the start-up (the admin's creation among them) are in
+
+    def root_llen() -> int:
+        return sum(1 for s in service.receiver.spans if s.name == "LLEN" and s.parent_span_id == "")
+
+    before = root_llen()
+    for path in ("/healthz", "/readyz", "/metrics", "/readyz", "/readyz"):
         assert await get(base, path, f"probe-{unique}") == 200
     assert await get(base, "/api/v1/users/987654321", f"api-{unique}") == 401
     await service.receiver.wait_for("the API call's span", served(f"api-{unique}"))
     assert by_request_id(service.receiver.spans, f"probe-{unique}") is None
+    # nor do the readiness checks' Redis commands (the outbox's depth), which were a root span each
+    assert root_llen() == before
 
 
 async def test_an_unsampled_request_is_answered_and_exports_nothing(

@@ -44,6 +44,7 @@ def test_normalising_twice_changes_nothing() -> None:
     "admin\ue000@example.com",  # private use
     "admin\u0378@example.com",  # unassigned
     "admin\u0334@example.com",  # a combining overlay on a plain letter
+    "admin\u2800@example.com",  # the braille blank: a symbol no one sees
     "=?utf-8?q?admin?=@example.com",  # an encoded word: mail programs decode it as admin@example.com
     "=?UTF-8?B?YWRtaW4=?=@example.com",
     "\u00e9" * 33 + "@example.com",  # 33 characters, 66 octets: over RFC 5321's 64

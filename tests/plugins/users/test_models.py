@@ -34,7 +34,7 @@ def test_register_accepts(body: dict[str, Any]) -> None:
         ({"email": "ada@example.com", "password": "12345678", "full_name": "x" * 201}, "full_name"),
         # a C1 control, Unicode's line separator, a bidirectional override, an isolate
         *[({"email": "ada@example.com", "password": "12345678", "full_name": f"Ann{c}Lee"}, "full_name")
-          for c in ("\x85", "\x9b", "\u2028", "\u202e", "\u2067")],
+          for c in ("\x85", "\x9b", "\u2028", "\u202e", "\u2067", "\u200b", "\ufeff", "\uffff")],
         ({"email": "not an email", "password": "12345678"}, "email"),
         ({"email": "ada@localhost", "password": "12345678"}, "email"),
         ({"email": "ada@example.com", "password": "12345678", "roles": ["admin"]}, "roles"),
