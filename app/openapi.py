@@ -36,6 +36,7 @@ OPENAPI_VERSION = "3.0.3"
 DOCS_PATH = "/api/docs"
 SPEC_PATH = "/api/docs/swagger.json"
 LOGIN_PATH = "/api/v1/auth/login"
+REFRESH_PATH = "/api/v1/auth/refresh"
 
 PROBLEM_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -87,7 +88,8 @@ def build_document(
         spec.components.schema(name, schema_of(model, components=models.keys()))
     spec.components.security_scheme(BEARER_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.security_scheme(
-        OAUTH2_SCHEME, {"type": "oauth2", "flows": {"password": {"tokenUrl": LOGIN_PATH, "scopes": {}}}}
+        OAUTH2_SCHEME,
+        {"type": "oauth2", "flows": {"password": {"tokenUrl": LOGIN_PATH, "refreshUrl": REFRESH_PATH, "scopes": {}}}},
     )
     paths: dict[str, dict[str, Any]] = {}
     for pipeline in pipelines.pipelines:

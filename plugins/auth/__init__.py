@@ -3,7 +3,7 @@
 Step types: `auth` (guard), `login`, `refresh`, `logout` (terminal), `revoke-tokens` (wrapper,
 also in subscriptions), `reauthenticate` (wrapper: `current_password` for one's own email or
 password), `sessions` and `end-session` (terminal: a user's own sessions). Models: LoginForm,
-LoginRequest, RefreshRequest, TokenPair, Session, SessionList. Route: the JWK Set at
+LoginRequest, RefreshForm, RefreshRequest, TokenPair, Session, SessionList. Route: the JWK Set at
 /.well-known/jwks.json (plugins/auth/jwks.py). Settings: JWT_*, ACCESS_TOKEN_TTL_S,
 REFRESH_TOKEN_TTL_S, ARGON2_* (plugins/auth/settings.py). It provides
 password hashing to other plugins (`password_hasher_key`) and mirrors its token-state keys.
@@ -28,7 +28,15 @@ from plugins.auth.config import (
     SessionsConfig,
 )
 from plugins.auth.jwks import JWKS_ROUTE
-from plugins.auth.models import LoginForm, LoginRequest, RefreshRequest, Session, SessionList, TokenPair
+from plugins.auth.models import (
+    LoginForm,
+    LoginRequest,
+    RefreshForm,
+    RefreshRequest,
+    Session,
+    SessionList,
+    TokenPair,
+)
 from plugins.auth.services import make_services, services_key
 from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MIRRORED_PREFIXES
@@ -83,4 +91,4 @@ def register_routes() -> list[PluginRoute]:
 
 @hookimpl
 def register_models() -> list[type[Any]]:
-    return [LoginForm, LoginRequest, RefreshRequest, TokenPair, Session, SessionList]
+    return [LoginForm, LoginRequest, RefreshForm, RefreshRequest, TokenPair, Session, SessionList]

@@ -50,8 +50,32 @@ class LoginRequest:
 
 
 @attrs.frozen(kw_only=True)
+class RefreshForm:
+    """The OAuth2 refresh token grant (RFC 6749 §6), as OAuth2 client libraries send it to the
+    flow's `refreshUrl`. `scope`, `client_id` and `client_secret` are accepted and ignored, as any
+    other parameter (RFC 6749 §3.2)."""
+
+    ignores_unknown_fields: ClassVar[bool] = True
+
+    grant_type: Literal["refresh_token"] = schema_field(description="Always `refresh_token`.",
+                                                        example="refresh_token")
+    refresh_token: str = schema_field(description="A refresh token from login or an earlier refresh.",
+                                      minLength=1, maxLength=4096)
+    scope: str | None = schema_field(default=None, nullable=False, maxLength=1024,
+                                     description="Space-separated scopes (ignored).")
+    client_id: str | None = schema_field(default=None, nullable=False, maxLength=256,
+                                         description="The client's id (ignored).")
+    client_secret: str | None = schema_field(default=None, nullable=False, maxLength=256,
+                                             description="The client's secret (ignored).")
+
+
+@attrs.frozen(kw_only=True)
 class RefreshRequest:
-    """A refresh token, to exchange (refresh) or revoke with its family (logout)."""
+    """A refresh token, to exchange (refresh) or revoke with its family (logout): JSON, or the
+    OAuth2 refresh token grant's form (`RefreshForm`)."""
+
+    form_model: ClassVar[type[RefreshForm]] = RefreshForm
+    form_fields: ClassVar[dict[str, str]] = {"refresh_token": "refresh_token"}
 
     refresh_token: str = schema_field(description="A refresh token from login or an earlier refresh.",
                                       minLength=1, maxLength=4096)

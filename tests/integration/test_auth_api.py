@@ -346,6 +346,24 @@ async def test_refresh_with_a_bad_token_is_401_or_422(stack: StackFactory, token
         assert problem["error"] == "invalid_grant"  # RFC 6749 §5.2, as for a login
 
 
+async def test_the_oauth2_refresh_grant_form_refreshes_as_json_does(stack: StackFactory) -> None:
+    # RFC 6749 §6, as an OAuth2 client library sends it to the flow's refreshUrl: it took a 422
+    # for a token before.
+    client = await stack()
+    await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    form = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": "web"}
+    resp = await client.post("/api/v1/auth/refresh", data=form)
+    assert resp.status == 200, await resp.text()
+    pair = await resp.json()
+    assert set(pair) == {"access_token", "refresh_token", "token_type", "expires_in"}
+    again = await client.post("/api/v1/auth/refresh", data={**form, "grant_type": "password"})
+    assert (await assert_problem(again, 422))["errors"][0]["loc"] == ["body", "grant_type"]
+    spec = await (await client.get("/api/docs/swagger.json")).json()
+    flow = spec["components"]["securitySchemes"]["oauth2Password"]["flows"]["password"]
+    assert flow["refreshUrl"] == "/api/v1/auth/refresh"
+
+
 async def test_an_access_token_cannot_refresh(stack: StackFactory) -> None:
     client = await stack()
     await register(client, "ann@example.com")
