@@ -82,6 +82,8 @@ def build_document(
         version=version,
         openapi_version=OPENAPI_VERSION,
         info={"description": "Users and authentication; every route is a pipeline of plugin steps."},
+        # Relative: the document is served by the service it describes, under whatever prefix.
+        servers=[{"url": "/", "description": "The service that serves this document"}],
     )
     spec.components.schema("Problem", PROBLEM_SCHEMA)
     for name, model in sorted(models.items()):
@@ -102,6 +104,8 @@ def build_document(
         for operation in operations.values():
             # Contract §6: a caller's id is kept (a generated client gets a way to send it).
             operation.setdefault("parameters", []).append(_REQUEST_ID_PARAMETER)
+            # Said, not left to a missing key: linters and generators read no `security` as "unknown".
+            operation.setdefault("security", [])
             # Every route of the service answers it (app/expect.py), operational ones included.
             operation["responses"].setdefault("417", _problem(EXPECTATION_FAILED))
             for status, response in operation["responses"].items():  # contract §6: on every answer

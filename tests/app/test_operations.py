@@ -108,6 +108,8 @@ async def test_the_openapi_document_gives_generated_clients_their_types(client: 
         (request_id,) = [p for p in operation["parameters"] if p["name"] == "X-Request-ID"]
         assert (request_id["in"], request_id["required"]) == ("header", False)
     assert {tag["name"] for tag in doc["tags"]} == {tag for op in operations for tag in op.get("tags", ())}
+    assert all("security" in op for op in operations)  # [] on the public ones, said rather than left out
+    assert doc["servers"] == [{"url": "/", "description": "The service that serves this document"}]
     # the typed headers of the shipped pipelines: tests/integration/test_users_api.py
 
 
