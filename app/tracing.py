@@ -379,7 +379,10 @@ _URL_ATTRIBUTES: Final = ("http.target", "http.url", "url.full")
 
 
 def _queryless_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
-    cleaned = {key: value for key, value in attributes.items() if key != "url.query"}
+    # Without its query (it may hold an email), and without an empty route: a path that matched
+    # none has no `http.route` (the conventions say to leave it out), not "".
+    cleaned = {key: value for key, value in attributes.items()
+               if key != "url.query" and not (key == "http.route" and value == "")}
     for key in _URL_ATTRIBUTES:
         value = cleaned.get(key)
         if isinstance(value, str):

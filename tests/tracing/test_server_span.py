@@ -61,6 +61,13 @@ async def test_a_sampled_request_s_server_span_describes_the_request_and_its_ans
     assert server.attributes["http.response.status_code"] == 401
     assert server.attributes["user_agent.original"].startswith("Python/")
     assert "http.method" not in server.attributes
+
+    nowhere = f"nowhere-{unique}"
+    assert await get(service.process.base_url, "/no/such/route", nowhere) == 404
+    await service.receiver.wait_for(f"the server span of {nowhere}", served(nowhere))
+    unmatched = by_request_id(service.receiver.spans, nowhere)
+    assert unmatched is not None
+    assert "http.route" not in unmatched.attributes  # left out, not "" (the conventions' word)
     assert server.status_code == 0  # unset: a 4xx is the client's error, not the server's
 
 
