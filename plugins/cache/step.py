@@ -212,3 +212,8 @@ def document(config: CacheConfig, doc: OperationDoc) -> None:
     doc.header(
         200, "Cache-Status", "RFC 9211, e.g. `turnstile; hit` or `turnstile; fwd=uri-miss; fwd-status=200; stored`"
     )
+    # A 404 passes through the cache too, and says so with the same headers.
+    doc.problem(404, "Not found", headers={
+        "X-Cache": "MISS, BYPASS, or HIT when `not_found_ttl_s` keeps a 404",
+        "Cache-Status": "RFC 9211, e.g. `turnstile; fwd=uri-miss; fwd-status=404`",
+    })

@@ -432,6 +432,9 @@ async def test_openapi_document_is_valid_and_documents_every_route(stack: StackF
     assert login_429["Retry-After"]["schema"] == {"type": "integer", "minimum": 0}
     cached = spec["paths"]["/api/v1/users/{id}"]["get"]["responses"]["200"]["headers"]["X-Cache"]["schema"]
     assert cached == {"type": "string", "enum": ["HIT", "MISS", "BYPASS"]}
+    not_found = spec["paths"]["/api/v1/users/{id}"]["get"]["responses"]["404"]
+    assert {"X-Cache", "Cache-Status"} <= set(not_found["headers"])  # a 404 passes the cache too
+    assert PROBLEM in not_found["content"]
     assert {"limit", "offset"} <= {p["name"] for p in spec["paths"]["/api/v1/users"]["get"]["parameters"]}
     user_schema = spec["components"]["schemas"]["User"]
     assert set(user_schema["properties"]) == USER_FIELDS
