@@ -39,7 +39,13 @@ from plugins.auth.settings import PasswordSettings, TokenSettings
 from plugins.auth.store import MemoryTokenStore, MirroredTokenStore, RedisTokenStore, TokenStore
 from plugins.auth.tokens import ACCESS, Claims, Issued, Tokens, tokens_for
 
+log = logging.getLogger("turnstile.auth")
+
 STORE_RETRY_AFTER_S: Final = 2
+# Live sessions one user may have: a login past it ends the least recently used one. Unbounded, a
+# script with the password (or a client that logs in on every start) made thousands, and the
+# list (GET /auth/sessions) and every "end this session" walked them all.
+MAX_SESSIONS_PER_USER: Final = 100
 
 
 @attrs.frozen
@@ -79,8 +85,21 @@ class AuthServices:
         # take its entry (one cluster master down, say) must not refuse the login.
         with contextlib.suppress(RedisUnavailable):
             await self.sessions.started(user_id, family, self.tokens.now(), self.tokens.refresh_ttl_s)
+            await self._end_the_least_used_beyond(user_id, MAX_SESSIONS_PER_USER)
         await self.check_not_overtaken(user_id, family, issued_at)
         return self.tokens.issue_access(user_id, roles, family, issued_at=issued_at), refresh
+
+    async def _end_the_least_used_beyond(self, user_id: int, limit: int) -> None:
+        sessions = await self.sessions.of(user_id)
+        if len(sessions) <= limit:
+            return
+        by_use = sorted(sessions, key=lambda family: sessions[family].last_used_at)
+        ended = by_use[: len(sessions) - limit]
+        with store_errors():
+            for family in ended:
+                await self.store.revoke_family(family)
+        await self.sessions.forget(user_id, *ended)
+        log.info("user %s logged in past %d sessions: the %d least recently used ended", user_id, limit, len(ended))
 
     async def session_used(self, user_id: int, family: str) -> None:
         """Record that session `family` just refreshed its tokens (its `last_used_at`)."""

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
 
+import plugins.auth.services
 from tests.integration.conftest import (
     REFRESH_GRACE_S,
     Client,
@@ -42,6 +43,27 @@ async def test_logout_ends_that_sessions_access_token_at_once(
     assert resp.status == 204
     await assert_problem(await client.get(ME, headers=bearer(phone)), 401)
     assert (await client.get(ME, headers=bearer(laptop))).status == 200  # the other session lives
+
+
+async def test_a_login_past_the_sessions_a_user_may_have_ends_the_least_used_one(
+    stack: StackFactory, token_state: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unbounded, a script with the password made thousands, and every list walked them all.
+    monkeypatch.setattr(plugins.auth.services, "MAX_SESSIONS_PER_USER", 3)
+    client = await stack(**token_state)
+    await register(client, "ann@example.com")
+    oldest, used, third = [await login(client, "ann@example.com", PASSWORD) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    resp = await client.post(REFRESH, json={"refresh_token": used["refresh_token"]})
+    assert resp.status == 200  # used since: no longer the least recently used
+    renewed = await resp.json()
+    newest = await login(client, "ann@example.com", PASSWORD)
+    await assert_problem(await client.get(ME, headers=bearer(oldest)), 401)
+    await assert_problem(await client.post(REFRESH, json={"refresh_token": oldest["refresh_token"]}), 401)
+    for tokens in (renewed, third, newest):
+        assert (await client.get(ME, headers=bearer(tokens))).status == 200
+    listed = await (await client.get("/api/v1/auth/sessions", headers=bearer(newest))).json()
+    assert len(listed["items"]) == 3
 
 
 async def test_a_refresh_replay_ends_the_sessions_access_tokens(
