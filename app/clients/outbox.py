@@ -31,6 +31,7 @@ import coredis
 
 from app.clients.redis import redis_errors
 from app.models.events import Event, EventDecodeError
+from app.private_files import open_private
 
 log = logging.getLogger("turnstile.outbox")
 
@@ -120,14 +121,14 @@ class FileOutbox:
         return entries
 
     def _append_line(self, line: bytes) -> None:
-        with self.path.open("ab") as file:
+        with open_private(self.path, append=True) as file:
             file.write(line)
             file.flush()
             os.fsync(file.fileno())
 
     def _rewrite(self, lines: list[bytes]) -> None:
         temp = self.path.with_name(self.path.name + ".tmp")
-        with temp.open("wb") as file:
+        with open_private(temp, append=False) as file:
             file.writelines(lines)
             file.flush()
             os.fsync(file.fileno())

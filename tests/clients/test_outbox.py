@@ -129,6 +129,20 @@ async def test_file_outbox_is_one_json_line_per_event(tmp_path: Path) -> None:
     assert [Event.from_json(line) for line in lines] == [events[0], events[2]]
 
 
+async def test_file_outbox_is_for_the_services_user_alone(tmp_path: Path) -> None:
+    # Its events carry users' emails and names: the file was 0644, readable by anyone on the host.
+    path = tmp_path / "outbox.jsonl"
+    path.write_bytes(b"")
+    path.chmod(0o644)  # made by an earlier release
+    outbox = FileOutbox(tmp_path)
+    events = make_events(2)
+    for event in events:
+        await outbox.append(event)
+    assert path.stat().st_mode & 0o777 == 0o600
+    await outbox.remove([events[0].id])  # rewritten through a temporary file
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
 async def test_redis_outbox_moves_an_unreadable_entry_aside(redis_connection: RedisConnection, unique: str) -> None:
     key = f"test:outbox:{unique}"
     outbox = RedisOutbox(redis_connection, key=key)

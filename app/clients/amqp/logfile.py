@@ -11,6 +11,7 @@ from typing import final
 from app.clients.amqp.metrics import EVENTS_PUBLISHED
 from app.clients.amqp.publishing import DEFAULT_CONFIRM_DEADLINE_S, DEFAULT_FLUSH_DEADLINE_S, PublishOutcome
 from app.models.events import Event
+from app.private_files import open_private
 
 log = logging.getLogger("turnstile.amqp.publisher")
 
@@ -50,5 +51,5 @@ class LogFilePublisher:
 
     def _append(self, line: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as file:
+        with open_private(self.path, append=True) as file:
             file.write(line)

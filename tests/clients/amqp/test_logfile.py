@@ -21,3 +21,4 @@ async def test_log_file_publisher_writes_json_lines(tmp_path: Path) -> None:
     assert publisher.state == "embedded"
     assert await publisher.ready()
     assert [Event.from_json(line) for line in path.read_bytes().splitlines()] == events
+    assert path.stat().st_mode & 0o777 == 0o600  # users' emails and names: the service's user alone
