@@ -19,6 +19,7 @@ import pytest
 from app.supervisor import exit_code
 from tests.app.test_cli import cli_env, free_port
 from tests.app.test_reload_process import fresh_connections, kill_orphans, serving, wait_ready
+from tests.integration.amqp_capture import eventually
 from tests.services import ROOT
 
 
@@ -82,10 +83,11 @@ async def test_a_worker_that_dies_is_logged_and_started_again(tmp_path: Path, re
                     return await resp.text()
 
             restarted = 'turnstile_worker_restarts_total{reason="signal"} 1.0'
-            deadline = time.monotonic() + 30
-            while restarted not in await scrape():  # counted by the new worker as it starts
-                assert time.monotonic() < deadline, "the restart was not counted"
-                await asyncio.sleep(0.2)
+
+            async def counted() -> bool:  # by the new worker, as it starts
+                return restarted in await scrape()
+
+            await eventually(counted, 30, "the restart counted")
             for _ in range(4):
                 metrics = await scrape()
                 assert restarted in metrics

@@ -4,6 +4,7 @@ timeout): the record is read back, and what may have changed is followed (contra
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tests.integration.accounts import events_written
 from tests.integration.amqp_capture import body_of, capture, metric, next_message, wait_connected
@@ -24,9 +25,23 @@ async def _count(client: Client, result: str) -> float:
     return await metric(client, "turnstile_uncertain_writes_total", result=result) or 0.0
 
 
-async def _ann(client: Client) -> tuple[int, dict[str, str]]:
+async def _ann(client: Client, admin: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """Ann, signed in, her record in the cache (read once by the admin)."""
     user = await register(client, "ann@example.com", "correct-horse-1")
-    return int(user["id"]), bearer(await login(client, "ann@example.com", "correct-horse-1"))
+    ann_id = int(user["id"])
+    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+    return ann_id, bearer(await login(client, "ann@example.com", "correct-horse-1"))
+
+
+async def _signed_out_and_read_afresh(
+    client: Client, admin: dict[str, str], ann_id: int, ann: dict[str, str]
+) -> dict[str, Any]:
+    """Ann's session ended and her record read from the data service, not the cache: that record."""
+    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+    fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
+    assert fresh.headers["X-Cache"] == "MISS"
+    record: dict[str, Any] = await fresh.json()
+    return record
 
 
 async def test_a_deactivation_whose_answer_was_lost_is_read_back_answered_announced_and_revoked(
@@ -35,8 +50,7 @@ async def test_a_deactivation_whose_answer_was_lost_is_read_back_answered_announ
     client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
     await wait_connected(client)
     admin = await admin_headers(client)
-    ann_id, ann = await _ann(client)
-    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+    ann_id, ann = await _ann(client, admin)
     applied = await _count(client, "applied")
     async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
         proxy.mode = "lose-write-answers"
@@ -47,10 +61,7 @@ async def test_a_deactivation_whose_answer_was_lost_is_read_back_answered_announ
         message = await next_message(received)
     assert body_of(message)["data"]["is_active"] is False
     proxy.mode = "pass"
-    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
-    fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
-    assert fresh.headers["X-Cache"] == "MISS"
-    assert (await fresh.json())["is_active"] is False
+    assert (await _signed_out_and_read_afresh(client, admin, ann_id, ann))["is_active"] is False
     assert await _count(client, "applied") == applied + 1
 
 
@@ -59,8 +70,7 @@ async def test_a_deactivation_whose_outcome_stays_unknown_still_ends_the_session
 ) -> None:
     client = await stack(redis_url=redis_db, data_service_url=proxy.url)
     admin = await admin_headers(client)
-    ann_id, ann = await _ann(client)
-    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+    ann_id, ann = await _ann(client, admin)
     unknown = await _count(client, "unknown")
     proxy.mode = "lose-write-answers-and-reads"
     resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
@@ -68,10 +78,7 @@ async def test_a_deactivation_whose_outcome_stays_unknown_still_ends_the_session
     proxy.mode = "pass"
     # It was applied: as an admin who disabled an account must be able to count on, the
     # account's tokens no longer work, and nobody is served the old record from the cache.
-    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
-    fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
-    assert fresh.headers["X-Cache"] == "MISS"
-    assert (await fresh.json())["is_active"] is False
+    assert (await _signed_out_and_read_afresh(client, admin, ann_id, ann))["is_active"] is False
     assert await _count(client, "unknown") == unknown + 1
 
 
@@ -80,7 +87,7 @@ async def test_a_deletion_whose_answer_was_lost_is_found_done(
 ) -> None:
     client = await stack(redis_url=redis_db, data_service_url=proxy.url)
     admin = await admin_headers(client)
-    ann_id, ann = await _ann(client)
+    ann_id, ann = await _ann(client, admin)
     proxy.mode = "lose-write-answers"
     assert (await client.delete(f"/api/v1/users/{ann_id}", headers=admin)).status == 204
     proxy.mode = "pass"
@@ -94,8 +101,7 @@ async def test_a_change_answered_without_a_record_is_read_back_and_announced(
     client = await stack(redis_url=redis_db, rabbitmq_url=amqp_url, data_service_url=proxy.url)
     await wait_connected(client)
     admin = await admin_headers(client)
-    ann_id, ann = await _ann(client)
-    assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).headers["X-Cache"] == "MISS"
+    ann_id, ann = await _ann(client, admin)
     async with capture(amqp_url, f"test.{unique}", routing_key="user.updated") as received:
         proxy.mode = "empty-write-answers"  # 200 and no body, to the change and to the revocation
         resp = await client.patch(f"/api/v1/users/{ann_id}", json={"roles": ["user", "auditor"]}, headers=admin)
@@ -104,9 +110,8 @@ async def test_a_change_answered_without_a_record_is_read_back_and_announced(
         message = await next_message(received)
     assert body_of(message)["data"]["roles"] == ["user", "auditor"]  # the whole record, read back
     proxy.mode = "pass"
-    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401  # a role change ends sessions
-    fresh = await client.get(f"/api/v1/users/{ann_id}", headers=admin)
-    assert (fresh.headers["X-Cache"], (await fresh.json())["roles"]) == ("MISS", ["user", "auditor"])
+    # a role change ends sessions
+    assert (await _signed_out_and_read_afresh(client, admin, ann_id, ann))["roles"] == ["user", "auditor"]
 
 
 async def test_a_create_answered_with_an_unusable_record_publishes_no_empty_event(

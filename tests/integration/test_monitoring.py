@@ -111,35 +111,35 @@ def without_annotations(rules: dict[str, Any]) -> dict[str, Any]:
     return {"groups": groups}
 
 
+def assert_alerts(tmp_path: Path, series: list[dict[str, str]], expected: list[Alert], what: str) -> None:
+    """promtool evaluates the shipped rules on `series`: exactly `expected` fire at EVAL_TIME."""
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(without_annotations(shipped_rules())))
+    test_file = tmp_path / "test.yaml"
+    test_file.write_text(yaml.safe_dump(promtool_test(shipped_rules(), series, expected)))
+    result = run_promtool("test", "rules", test_file)
+    assert result.returncode == 0, f"{what}:\n{result.stdout}{result.stderr}"
+
+
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 async def test_alerts_fire_exactly_for_their_condition(
     stack: StackFactory, redis_db: str, amqp_url: str, tmp_path: Path, scenario: str
 ) -> None:
     observed = await observe(stack, scenario, redis_db, amqp_url)
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(without_annotations(shipped_rules())))
-    test_file = tmp_path / "test.yaml"
-    test_file.write_text(yaml.safe_dump(promtool_test(shipped_rules(), input_series(observed), EXPECTED[scenario])))
-    result = await asyncio.to_thread(run_promtool, "test", "rules", test_file)
-    assert result.returncode == 0, f"{scenario}:\n{result.stdout}{result.stderr}"
+    await asyncio.to_thread(assert_alerts, tmp_path, input_series(observed), EXPECTED[scenario], scenario)
 
 
 def test_no_pod_answering_its_scrape_is_an_alert_of_its_own(tmp_path: Path) -> None:
     # Every other alert reads the pods' own series: with the pods down they all went quiet.
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(without_annotations(shipped_rules())))
     down = [{"series": f'up{{instance="{pod}:8080", job="{JOB}", namespace="{NAMESPACE}", pod="{pod}"}}',
              "values": "1x5 0x60"} for pod in PODS]
     one_left = [{**down[0], "values": "1x65"}, down[1]]
     for series, expected in ((down, [("TurnstileDown", {"severity": "critical", **RELEASE})]), (one_left, []),
                              ([], [("TurnstileDown", {"severity": "critical", **RELEASE})])):
-        test_file = tmp_path / "test.yaml"
-        test_file.write_text(yaml.safe_dump(promtool_test(shipped_rules(), series, expected)))
-        result = run_promtool("test", "rules", test_file)
-        assert result.returncode == 0, f"{series}:\n{result.stdout}{result.stderr}"
+        assert_alerts(tmp_path, series, expected, str(series))
 
 
 def test_workers_that_keep_dying_are_an_alert(tmp_path: Path) -> None:
     # A worker started again inside the container moves no Kubernetes restart count.
-    (tmp_path / "rules.yaml").write_text(yaml.safe_dump(without_annotations(shipped_rules())))
     up = [{"series": f'up{{instance="{pod}:8080", job="{JOB}", namespace="{NAMESPACE}", pod="{pod}"}}',
            "values": "1x60"} for pod in PODS]
 
@@ -149,10 +149,7 @@ def test_workers_that_keep_dying_are_an_alert(tmp_path: Path) -> None:
 
     firing = [("TurnstileWorkerRestarting", {"severity": "warning", **RELEASE})]
     for series, expected in ((restarts("0x30 1 2 3 4 4x30"), firing), (restarts("0x30 1 1x30"), [])):
-        test_file = tmp_path / "test.yaml"
-        test_file.write_text(yaml.safe_dump(promtool_test(shipped_rules(), series, expected)))
-        result = run_promtool("test", "rules", test_file)
-        assert result.returncode == 0, f"{series}:\n{result.stdout}{result.stderr}"
+        assert_alerts(tmp_path, series, expected, str(series))
 
 
 def test_every_alert_has_a_runbook_and_mail_a_placeholder() -> None:
