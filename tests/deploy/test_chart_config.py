@@ -218,6 +218,22 @@ def test_a_variable_the_chart_sets_is_refused_in_extra_env(
         assert f"extraEnv sets {variable}, which the chart sets itself: use {instead} instead" in str(caught.value)
 
 
+def test_every_variable_the_chart_sets_is_one_extra_env_may_not_set(
+    chart: Chart, full_values: dict[str, Any], full_manifests: list[Manifest]
+) -> None:
+    # The list of names in _helpers.tpl is written beside the Deployment's env: one forgotten
+    # there would let extraEnv shadow the chart's value again.
+    own = {entry["name"] for entry in full_values.get("extraEnv", [])}
+    set_by_chart = sorted(set(env_of(only(full_manifests, "Deployment"))) - own)
+    assert "SMTP_URL" in set_by_chart
+    extra = full_values.get("extraEnv", [])
+    for name in set_by_chart:
+        values = merged(full_values, {"extraEnv": [*extra, {"name": name, "value": "x"}]})
+        # the chart's message names it; the schema (ARGON2_*) names the entry
+        with pytest.raises((HelmRenderError, HelmValuesError), match=rf"{name}|/extraEnv/{len(extra)}/name"):
+            render(chart, values)
+
+
 def test_a_variable_the_chart_sets_only_when_told_is_free_in_extra_env_until_then(
     chart: Chart, minimal_values: dict[str, Any]
 ) -> None:

@@ -350,7 +350,8 @@ period too short for the whole shutdown, and on memory too small for the passwor
 {{- end }}
 {{- /* A variable the chart sets itself, again in extraEnv: Kubernetes keeps the last one, which
   silently shadowed the chart's (a plain SMTP_URL put the SMTP password in the Deployment, out of
-  checksum/secret), and duplicate names trouble the patches of later upgrades. */}}
+  checksum/secret), and duplicate names trouble the patches of later upgrades. The names are those
+  the Deployment's env sets (templates/deployment.yaml): a name added there goes here too. */}}
 {{- $chartSet := dict "TURNSTILE_ENV" "(always production)" "HOST" "(the pod listens on all addresses)" "PORT" "(8080, the probes' port)" "DATA_SERVICE_URL" "dataService.url" "DATA_SERVICE_TOKEN" "dataService.token or dataService.existingSecret" "REDIS_URL" "redis.url or redis.existingSecret" "RABBITMQ_URL" "rabbitmq.url or rabbitmq.existingSecret" "JWT_SECRET" "jwt.secret or jwt.existingSecret" "SMTP_URL" "mail.smtpUrl or mail.existingSecret" "MAIL_FROM" "mail.from" "PUBLIC_URL" "mail.publicUrl" "PIPELINES_FILE" "pipelines.content or pipelines.existingConfigMap" "TURNSTILE_DRAIN_SECONDS" "shutdown.drainSeconds" "ARGON2_MEMORY_KIB" "passwordHashing.argon2MemoryKib" "ARGON2_MAX_CONCURRENT" "passwordHashing" "LOG_LEVEL" "logLevel" "LOG_FORMAT" "logFormat" }}
 {{- /* and those it sets only when told to */}}
 {{- if $v.trustedProxies }}{{ $_ := set $chartSet "TRUSTED_PROXIES" "trustedProxies" }}{{ end }}
