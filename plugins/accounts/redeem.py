@@ -102,9 +102,14 @@ class Redeemer:
             with contextlib.suppress(RedisUnavailable):
                 await self.accounts.tokens.give_back(token, record)
             raise
-        if not (user["is_active"] and normalise_email(user["email"]) == record.email):
+        if not (user["is_active"] and self.sent_to(request, record, user)):
             raise InvalidToken(BAD_TOKEN)
         return user
+
+    @staticmethod
+    def sent_to(request: web.Request, record: TokenRecord, user: dict[str, Any]) -> bool:
+        """Whether `user`'s address is the one the token's mail went to."""
+        return record.sent_to(str(request[body_key]["token"]), normalise_email(str(user.get("email", ""))))
 
     async def give_back(self, request: web.Request, record: TokenRecord) -> None:
         """The link works again (the change could not be made, or not be known to be)."""
@@ -181,7 +186,7 @@ class VerifyEmailStep:
         """The answer once the address is proven still the user's. When it changed between the
         read and the write, the flag is taken back (a 400, and no change to announce). The cache
         forgets the user either way."""
-        proven = normalise_email(str(changed.get("email", ""))) == record.email
+        proven = self.redeemer.sent_to(request, record, changed)
         if not proven:
             await self.redeemer.patch(request, record.user_id, {"is_verified": False})
         await self.cache.invalidate(changed)
@@ -221,7 +226,7 @@ class ResetPasswordStep:
             await complete_despite_cancellation(self._end_sessions(record.user_id, user))
             await self.redeemer.give_back(request, record)
             raise exc.problem from None
-        if normalise_email(str(changed.get("email", ""))) != record.email:
+        if not self.redeemer.sent_to(request, record, changed):
             # The address changed between the read and the write: the link no longer proves the
             # account. The password goes back (unless another change followed this one) and the
             # sessions end all the same.

@@ -38,7 +38,7 @@ from plugins.accounts.tokens import (
 )
 from plugins.auth.services import AuthServices, services_key
 from plugins.mail import Mailer, MailTemplate, mailer_for
-from plugins.users import user_with_email
+from plugins.users import normalise_email, user_with_email
 
 log = logging.getLogger("turnstile.accounts")
 
@@ -149,7 +149,8 @@ class Accounts:
             ttl_s, state = self.settings.reset_token_ttl_s, password_fingerprint(str(user["password_hash"]))
         else:
             ttl_s, state = self.settings.verify_token_ttl_s, ""
-        token = await self.tokens.issue(purpose, user_id=int(user["id"]), email=email, state=state, ttl_s=ttl_s)
+        token = await self.tokens.issue(purpose, user_id=int(user["id"]), email=normalise_email(email), state=state,
+                                        ttl_s=ttl_s)
         public_url = self.mailer.public_url
         values = {
             "link": f"{public_url}{LINK_PATH_FOR[purpose]}#token={token}",

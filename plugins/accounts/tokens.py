@@ -6,10 +6,13 @@ of it) cannot use what they read. The key names the purpose, so a verification t
 up as a reset token finds nothing. Taking a record deletes it in the same step (Redis
 ``GETDEL``, atomic): of two requests with one token, on one instance or two, one gets it.
 
-The record holds what the token was issued for (the user, the address the mail went to, and
-for a reset a fingerprint of the password hash then stored); `plugins.accounts.redeem`
+The record holds what the token was issued for (the user, a proof of the address the mail went
+to, and for a reset a fingerprint of the password hash then stored); `plugins.accounts.redeem`
 compares it with the account as it is now, so a password changed by any route, or an email
-changed, kills the tokens issued before. An email changed back would make the old address's
+changed, kills the tokens issued before. The address itself is not kept: the proof is an HMAC
+of it keyed by the token, which only the mail carries, so a record outliving its account (a
+deleted user, an address changed) names nobody to whoever reads Redis, and cannot be tested
+against guessed addresses. An email changed back would make the old address's
 tokens match again, so a change of address also voids every token the user was sent before it
 (`void_issued_before`: one record per user, as long as a token lives).
 
@@ -19,6 +22,7 @@ Redis when the service has one (shared by every instance), process memory otherw
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable
@@ -40,27 +44,45 @@ PURPOSES: Final = (VERIFY, RESET)
 @attrs.frozen(kw_only=True)
 class TokenRecord:
     """What a token was issued for. `state`: a fingerprint of what must not have changed since.
-    `issued_at` is 0 in records written before it was kept: void once any change voids them."""
+    `issued_at` is 0 in records written before it was kept: void once any change voids them.
+    `email_proof`: `address_proof` of the address the mail went to; records written before it
+    was kept hold the address itself in `email` instead (empty in newer ones)."""
 
     purpose: str
     user_id: int
-    email: str
     state: str
     expires_at: float
     issued_at: float = 0.0
+    email_proof: str = ""
+    email: str = ""
+
+    def sent_to(self, token: str, email: str) -> bool:
+        """Whether the mail carrying `token` went to `email` (normalised, as it was at issue)."""
+        if self.email_proof:
+            return hmac.compare_digest(self.email_proof, address_proof(token, email))
+        return bool(self.email) and self.email == email
 
     def to_json(self) -> str:
-        return orjson.dumps(attrs.asdict(self)).decode()
+        fields = attrs.asdict(self)
+        if not self.email:  # only a record of an older build, given back, holds one
+            del fields["email"]
+        return orjson.dumps(fields).decode()
 
     @classmethod
     def from_json(cls, text: str) -> TokenRecord | None:
         try:
             data = orjson.loads(text)
-            return cls(purpose=str(data["purpose"]), user_id=int(data["user_id"]), email=str(data["email"]),
-                       state=str(data["state"]), expires_at=float(data["expires_at"]),
-                       issued_at=float(data.get("issued_at", 0.0)))
+            return cls(purpose=str(data["purpose"]), user_id=int(data["user_id"]), state=str(data["state"]),
+                       expires_at=float(data["expires_at"]), issued_at=float(data.get("issued_at", 0.0)),
+                       email_proof=str(data.get("email_proof", "")), email=str(data.get("email", "")))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
+
+
+def address_proof(token: str, email: str) -> str:
+    """An HMAC of `email` keyed by `token`: equal for the same pair, and without the token (never
+    stored) no way back to the address."""
+    return hmac.new(token.encode(), email.encode(), hashlib.sha256).hexdigest()
 
 
 def password_fingerprint(password_hash: str) -> str:
@@ -148,10 +170,10 @@ class MailTokens:
         self._clock = clock
 
     async def issue(self, purpose: str, *, user_id: int, email: str, state: str, ttl_s: int) -> str:
-        """A new token for `purpose`, alive `ttl_s` seconds."""
+        """A new token for `purpose`, alive `ttl_s` seconds, for a mail to `email` (normalised)."""
         token = secrets.token_urlsafe(32)
         now = self._clock()
-        record = TokenRecord(purpose=purpose, user_id=user_id, email=email, state=state,
+        record = TokenRecord(purpose=purpose, user_id=user_id, email_proof=address_proof(token, email), state=state,
                              expires_at=now + ttl_s, issued_at=now)
         await self._store.put(_key(purpose, token), record.to_json(), ttl_s)
         return token

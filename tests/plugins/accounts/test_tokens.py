@@ -4,6 +4,7 @@ given back after a failure, and stored only as a digest."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator
 
 import coredis
@@ -61,7 +62,10 @@ async def test_a_token_is_redeemed_once_for_its_own_purpose(store: RecordStore) 
     assert await tokens.redeem(RESET, token) is None  # another purpose finds nothing...
     record = await tokens.redeem(VERIFY, token)  # ...and spends nothing
     assert record is not None
-    assert (record.purpose, record.user_id, record.email) == (VERIFY, 7, "ann@example.com")
+    assert (record.purpose, record.user_id) == (VERIFY, 7)
+    assert record.sent_to(token, "ann@example.com")
+    assert not record.sent_to(token, "bob@example.com")
+    assert not record.sent_to(token + "x", "ann@example.com")
     assert await tokens.redeem(VERIFY, token) is None
 
 
@@ -117,6 +121,16 @@ def test_a_record_written_before_issue_times_were_kept_reads_as_issued_at_zero()
     assert record.issued_at == 0.0
 
 
+def test_a_record_written_with_the_address_itself_still_matches_it() -> None:
+    # Records of older builds hold the address, not a proof: their links keep working.
+    old = '{"purpose":"verify","user_id":7,"email":"ann@example.com","state":"","expires_at":5.0,"issued_at":1.0}'
+    record = TokenRecord.from_json(old)
+    assert record is not None
+    assert record.sent_to("any-token", "ann@example.com")
+    assert not record.sent_to("any-token", "bob@example.com")
+    assert not TokenRecord(purpose=VERIFY, user_id=7, state="", expires_at=5.0).sent_to("t", "")
+
+
 async def test_redis_holds_a_digest_of_the_token_never_the_token(
     redis_store: RedisRecordStore, redis_url: str
 ) -> None:
@@ -129,6 +143,21 @@ async def test_redis_holds_a_digest_of_the_token_never_the_token(
     assert len(keys) == 1
     assert token not in keys[0]
     assert token not in str(values)
+
+
+async def test_redis_holds_no_address_only_a_proof_keyed_by_the_token(
+    redis_store: RedisRecordStore, redis_url: str
+) -> None:
+    # A record outliving its account (deleted, or its address changed) names nobody.
+    await MailTokens(redis_store).issue(RESET, user_id=7, email="ann@example.com", state="abc", ttl_s=60)
+    raw: coredis.Redis[str] = coredis.Redis.from_url(redis_url.rsplit("/", 1)[0] + f"/{TOKEN_DB}",
+                                                     decode_responses=True)
+    async with raw:
+        values = [await raw.get(key) async for key in raw.scan_iter(match=f"{KEY_PREFIX}*")]
+    assert len(values) == 1
+    assert "ann" not in str(values)
+    assert "example.com" not in str(values)
+    assert hashlib.sha256(b"ann@example.com").hexdigest() not in str(values)
 
 
 def test_the_password_fingerprint_follows_the_hash_and_is_not_it() -> None:
