@@ -116,6 +116,8 @@ class RevokeTokensStep:
             log.warning("could not record the revocation of user %s's tokens: %s", user_id, exc.detail)
             msg = "The change was saved, but the user's tokens could not be revoked; retry."
             raise ServiceUnavailable(msg) from None
+        if request.method == "DELETE":
+            await self.services.forget_deleted_user(user_id)
 
 
 @final
@@ -137,6 +139,8 @@ class RevokeTokensMessageStep:
         if not await self.services.revocations.revoke(user_id, event.timestamp.timestamp(), durable=False):
             msg = f"revocation of user {user_id} deferred until Redis answers"
             raise RedisUnavailable(msg)  # the message waits for Redis too
+        if event.type == "user.deleted":  # (a deletion made elsewhere, or by a producer of its own)
+            await self.services.forget_deleted_user(user_id)
 
 
 def build(config: RevokeTokensConfig, ctx: BuildContext) -> RevokeTokensStep:

@@ -106,6 +106,13 @@ class AuthServices:
         with contextlib.suppress(RedisUnavailable):  # a convenience, as in start_session
             await self.sessions.used(user_id, family, self.tokens.now(), self.tokens.refresh_ttl_s)
 
+    async def forget_deleted_user(self, user_id: int) -> None:
+        """Drop what is kept of a deleted user's sessions (when each began and was last used):
+        its tokens are dead already (the revocation), so this is only data no longer needed.
+        Redis down: the index expires with the last refresh token instead."""
+        with contextlib.suppress(RedisUnavailable):
+            await self.sessions.forget_user(user_id)
+
     async def check_not_overtaken(self, user_id: int, family: str, issued_at: float) -> None:
         """401, ending `family`, when the user's tokens were revoked at or after `issued_at`."""
         with store_errors():

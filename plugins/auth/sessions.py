@@ -53,6 +53,9 @@ class SessionIndex(Protocol):
 
     async def forget(self, user_id: int, *families: str) -> None: ...
 
+    async def forget_user(self, user_id: int) -> None:
+        """Drop everything indexed for `user_id` (a deleted user: its sessions died with it)."""
+
 
 @final
 class MemorySessionIndex:
@@ -81,6 +84,9 @@ class MemorySessionIndex:
         entries = self._users.get(user_id, {})
         for family in families:
             entries.pop(family, None)
+
+    async def forget_user(self, user_id: int) -> None:
+        self._users.pop(user_id, None)
 
 
 @final
@@ -111,6 +117,10 @@ class RedisSessionIndex:
         if families:
             with redis_errors():
                 await self._redis.client.hdel(self._key(user_id), list(families))
+
+    async def forget_user(self, user_id: int) -> None:
+        with redis_errors():
+            await self._redis.client.delete([self._key(user_id)])
 
     async def _write(self, user_id: int, family: str, times: SessionTimes, ttl_s: int) -> None:
         key = self._key(user_id)

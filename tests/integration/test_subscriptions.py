@@ -144,6 +144,15 @@ async def cached_value(redis_url: str, user_id: int) -> bytes | None:
         await connection.stop()
 
 
+async def redis_has(redis_url: str, key: str) -> bool:
+    connection = RedisConnection(redis_url)
+    await connection.start()
+    try:
+        return bool(await connection.client.exists([key]))
+    finally:
+        await connection.stop()
+
+
 async def test_an_own_write_is_tombstoned_once_and_a_foreign_one_by_both_subscriptions(
     broker: str, stack: StackFactory, unique: str, redis_db: str
 ) -> None:
@@ -209,6 +218,9 @@ async def test_delete_from_another_producer_revokes_the_users_tokens(
     assert (await client.get(f"/api/v1/users/{user['id']}", headers=headers)).status == 401
     assert (await client.get("/api/v1/auth/me", headers=bystander_headers)).status == 200
     assert bystander["id"] != user["id"]
+    # What was kept of the deleted user's sessions (when each began and was last used) is gone.
+    assert not await redis_has(redis_db, f"turnstile:auth:sessions:{user['id']}")
+    assert await redis_has(redis_db, f"turnstile:auth:sessions:{bystander['id']}")
 
 
 async def test_poison_messages_end_in_the_dead_letter_queue(

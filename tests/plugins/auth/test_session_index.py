@@ -56,3 +56,13 @@ async def test_an_index_entry_expires_with_the_sessions_it_holds(index: SessionI
     await index.started(7, "a" * 32, 100.0, 1)
     await asyncio.sleep(1.2)
     assert await index.of(7) == {}
+
+
+async def test_a_deleted_users_entries_are_dropped_whole_and_no_one_elses(index: SessionIndex) -> None:
+    await index.started(7, "a" * 32, 100.0, 60)
+    await index.started(7, "b" * 32, 110.0, 60)
+    await index.started(8, "c" * 32, 120.0, 60)
+    await index.forget_user(7)
+    await index.forget_user(9)  # nothing indexed: nothing to do
+    assert await index.of(7) == {}
+    assert set(await index.of(8)) == {"c" * 32}
