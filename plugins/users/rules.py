@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from app import Actor, FieldError, Forbidden, ValidationFailed
 from plugins.users.models import PUBLIC_FIELDS
+from plugins.users.scripts import mixed_part
 
 DEFAULT_ROLES: Final = ("user",)
 ADMIN_ONLY_FIELDS: Final = ("roles", "is_active")
@@ -51,7 +52,8 @@ def email_address_problem(email: str) -> str | None:
     """Why `email` (normalised) cannot be an account's address, or None: a character no one sees,
     a combining mark on a plain ASCII letter (a look-alike NFKC leaves apart), an encoded word, or
     a local part over RFC 5321's 64 octets (the pattern counts characters: 64 of "é" are 128
-    octets, an address that could be stored but never mailed)."""
+    octets, an address that could be stored but never mailed), or a part that mixes scripts
+    (`plugins.users.scripts`: a Cyrillic a, U+0430, among Latin letters)."""
     if _ENCODED_WORD.search(email):
         return "an encoded word (=?charset?q?...?=) is no part of an address"
     if len(email.rpartition("@")[0].encode()) > LOCAL_PART_MAX_OCTETS:
@@ -63,6 +65,9 @@ def email_address_problem(email: str) -> str | None:
                 or (category == "Mn" and previous.isascii() and previous.isalnum())):
             return f"the character U+{ord(char):04X} is invisible, unassigned or of private use here"
         previous = char
+    mixed = mixed_part(email)
+    if mixed is not None:
+        return f"{mixed!r} mixes letters of different scripts (a look-alike of another address)"
     return None
 
 

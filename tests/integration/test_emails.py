@@ -52,3 +52,25 @@ async def test_changing_an_email_to_a_look_alike_of_another_is_409(stack: StackF
     changed = await client.patch(path, json={"email": "\uff43\uff41\uff52\uff4f\uff4c@example.com"}, headers=admin)
     assert changed.status == 200, await changed.text()
     assert (await changed.json())["email"] == "carol@example.com"
+
+
+@pytest.mark.parametrize("route", ["register", "create", "change"])
+async def test_a_mixed_script_look_alike_is_422_on_every_route_that_gives_an_address(
+    stack: StackFactory, route: str
+) -> None:
+    # "admin" with a Cyrillic a (U+0430): NFKC keeps it apart (another letter), so it would be a second
+    # account that reads as the first.
+    client = await stack()
+    bob = await register(client, "bob@example.com", PASSWORD)
+    look_alike = "\u0430dmin@example.com"
+    if route == "register":
+        resp = await client.post(REGISTER, json={"email": look_alike, "password": PASSWORD})
+    elif route == "create":
+        resp = await client.post("/api/v1/users", json={"email": look_alike, "password": PASSWORD},
+                                 headers=await admin_headers(client))
+    else:
+        resp = await client.patch(f"/api/v1/users/{bob['id']}", json={"email": look_alike},
+                                  headers=await admin_headers(client))
+    problem = await assert_problem(resp, 422)
+    assert [error["loc"] for error in problem["errors"]] == [["body", "email"]]
+    assert "mixes letters of different scripts" in problem["errors"][0]["msg"]

@@ -60,3 +60,30 @@ def test_an_address_with_a_character_no_one_sees_is_refused(look_alike: str) -> 
 ])
 def test_real_addresses_are_not(address: str) -> None:
     assert email_address_problem(normalise_email(address)) is None
+
+
+# Mixed scripts (UTS #39, highly restrictive): one letter of another script inside a part.
+@pytest.mark.parametrize("look_alike", [
+    "\u0430dmin@example.com",  # a Cyrillic a (U+0430) among Latin letters
+    "admin@ex\u0430mple.com",  # in a label of the domain
+    "\u0440\u0430\u0443\u0440\u0430l@example.com",  # Cyrillic "payp" + Latin l: reads "paypal"
+    "\u03b5\u03bb\u03bb\u03b7\u03bd\u03b9\u03ba\u03ac\u0430@example.gr",  # Greek with a Cyrillic a
+    "admin\u13aa@example.com",  # Cherokee GO, which reads as A
+])
+def test_an_address_part_mixing_scripts_is_refused(look_alike: str) -> None:
+    problem = email_address_problem(normalise_email(look_alike))
+    assert problem is not None
+    assert "mixes letters of different scripts" in problem
+
+
+@pytest.mark.parametrize("address", [
+    "\u0438\u0432\u0430\u043d@example.com",  # a whole Cyrillic local part: "иван"
+    "ivan@\u043f\u0440\u0438\u043c\u0435\u0440.\u0440\u0444",  # a Cyrillic domain beside a Latin local part
+    "tokyo\u6771\u4eac@example.jp",  # Latin with Han
+    "\u65e5\u672c\u8a9e\u30c6\u30ad\u30b9\u30c8@example.jp",  # Han with Katakana
+    "\u30c6\u30fc\u30d6\u30eb@example.jp",  # Katakana with the prolonged sound mark (Hiragana or Katakana)
+    "seoul\uc11c\uc6b8@example.kr",  # Latin with Hangul
+    "ann.o-neil_2+tag@example.com",  # digits and punctuation go with any script
+])
+def test_one_script_or_latin_beside_han_is_not(address: str) -> None:
+    assert email_address_problem(normalise_email(address)) is None
