@@ -45,6 +45,9 @@ _BLANKS: Final = frozenset("\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
 # Encoded-word syntax (RFC 2047): a mail program decodes "=?utf-8?q?admin?=@example.com" in a To
 # header as admin@example.com, so the mail of one account went to another's mailbox.
 LOCAL_PART_MAX_OCTETS: Final = 64
+DNS_LABEL_MAX_OCTETS: Final = 63  # RFC 1035
+DNS_NAME_MAX_OCTETS: Final = 253  # RFC 1035's 255, less the length octets at each end
+IDEOGRAPHIC_FULL_STOP: Final = "\u3002"  # NFKC makes the half-width one (U+FF61) this one
 _ENCODED_WORD: Final = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=")
 
 
@@ -65,9 +68,26 @@ def email_address_problem(email: str) -> str | None:
                 or (category == "Mn" and previous.isascii() and previous.isalnum())):
             return f"the character U+{ord(char):04X} is invisible, unassigned or of private use here"
         previous = char
+    domain_problem = _domain_problem(email.rpartition("@")[2])
+    if domain_problem is not None:
+        return domain_problem
     mixed = mixed_part(email)
     if mixed is not None:
         return f"{mixed!r} mixes letters of different scripts (a look-alike of another address)"
+    return None
+
+
+def _domain_problem(domain: str) -> str | None:
+    """Why `domain` cannot be mailed to as written: an ideographic full stop (mail programs map it
+    to a dot, IDNA's UTS #46, so "ann@a\u3002b.com" would be another account whose mails go to
+    ann@a.b.com), or a label or a whole too long for DNS once encoded (IDNA's xn-- form)."""
+    if IDEOGRAPHIC_FULL_STOP in domain:
+        return "the ideographic full stop (U+3002) is read as a dot: write the dot"
+    encoded = [label if label.isascii() else f"xn--{label.encode('punycode').decode()}" for label in domain.split(".")]
+    if any(len(label) > DNS_LABEL_MAX_OCTETS for label in encoded):
+        return f"a label of the domain is longer than {DNS_LABEL_MAX_OCTETS} octets once encoded for DNS (IDNA)"
+    if len(".".join(encoded)) > DNS_NAME_MAX_OCTETS:
+        return f"the domain is longer than {DNS_NAME_MAX_OCTETS} octets once encoded for DNS (IDNA)"
     return None
 
 

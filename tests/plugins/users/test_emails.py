@@ -87,3 +87,21 @@ def test_an_address_part_mixing_scripts_is_refused(look_alike: str) -> None:
 ])
 def test_one_script_or_latin_beside_han_is_not(address: str) -> None:
     assert email_address_problem(normalise_email(address)) is None
+
+
+@pytest.mark.parametrize(("address", "reason"), [
+    ("ann@a\u3002b.com", "ideographic full stop"),  # mail programs send it to ann@a.b.com
+    ("ann@a\uff61b.com", "ideographic full stop"),  # the half-width one: NFKC makes it U+3002
+    ("ann@" + "\u00e9" * 63 + ".com", "63 octets once encoded"),  # 63 characters, xn--… far past 63
+    ("ann@" + ".".join(["\u00e9" * 30] * 8) + ".fr", "253 octets once encoded"),
+])
+def test_a_domain_dns_cannot_carry_as_written_is_refused(address: str, reason: str) -> None:
+    problem = email_address_problem(normalise_email(address))
+    assert problem is not None
+    assert reason in problem
+
+
+def test_a_long_label_that_fits_once_encoded_is_not() -> None:
+    label = "\u00e9" * 40
+    assert len(f"xn--{label.encode('punycode').decode()}") <= 63
+    assert email_address_problem(f"ann@{label}.fr") is None
