@@ -18,7 +18,7 @@ if _sys.argv[1:2] == ["serve"] and (_sys.argv[0] == "-m" or _Path(_sys.argv[0]).
 
 from app.answers import json_response
 from app.clients.amqp import Publisher
-from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
+from app.clients.cache import CacheBackend, CacheUnavailable, LeaseClaim, MemoryCache, Read, RedisCache
 from app.clients.counters import MemoryWindowCounter, RedisWindowCounter, WindowCounter
 from app.clients.dataservice import DataService, UpstreamReply
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
@@ -128,6 +128,7 @@ __all__ = [
     "GatewayTimeout",
     "Handler",
     "InternalError",
+    "LeaseClaim",
     "MalformedRequest",
     "MemoryCache",
     "MemoryWindowCounter",
@@ -143,6 +144,7 @@ __all__ = [
     "ProblemError",
     "Projection",
     "Publisher",
+    "Read",
     "RedisCache",
     "RedisConnection",
     "RedisUnavailable",

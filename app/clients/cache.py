@@ -13,8 +13,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final, Literal, Protocol, final
 
+import attrs
 from coredis import PureToken
 from coredis.commands.script import Script
+from coredis.exceptions import NoScriptError
 
 from app.clients.redis import RedisConnection, RedisUnavailable, redis_errors
 
@@ -27,6 +29,81 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+# Read a key and, unless it holds an answer, claim its fetch, in one round trip. KEYS[1] the entry,
+# KEYS[2] its lease (one hash slot: the lease key's hash tag is the entry's name). An answer is a
+# value that neither starts with ARGV[3] nor (when ARGV[5] is 1) equals ARGV[4]. A lease names
+# what the entry held when it was taken (a digest after "|"): one taken before the entry changed
+# (a write's tombstone) is for an older fetch, and is taken over. Answers {0, the answer}, or
+# {1, what the entry holds, the lease} when ARGV[1] took it for ARGV[2] ms, or {2, what the entry
+# holds, the lease someone else holds}.
+_READ_OR_CLAIM_SCRIPT: Final = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, string.len(ARGV[3])) ~= ARGV[3]
+    and not (ARGV[5] == '1' and current == ARGV[4]) then
+  return {0, current}
+end
+local found = '|' .. (current and redis.sha1hex(current) or '-')
+local held = redis.call('GET', KEYS[2])
+if held and string.sub(held, -string.len(found)) == found then
+  return {2, current, held}
+end
+local lease = ARGV[1] .. found
+redis.call('SET', KEYS[2], lease, 'PX', ARGV[2])
+return {1, current, lease}
+"""
+# A claimed fetch's answer: stored as `add` (ARGV[4] is 0) or `replace` of ARGV[1] would store it,
+# and the lease ARGV[5] given up either way. Answers 1 when stored.
+_FILL_SCRIPT: Final = """
+local current = redis.call('GET', KEYS[1])
+local stored = 0
+if (ARGV[4] == '0' and not current) or (ARGV[4] == '1' and current == ARGV[1]) then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  stored = 1
+end
+if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
+return stored
+"""
+# Give a lease up (its fetch stored nothing): delete KEYS[1] if it still holds ARGV[1].
+_RELEASE_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@final
+@attrs.frozen
+class LeaseClaim:
+    """How `CacheBackend.read` claims the fetch of a key that holds no answer.
+
+    new_lease: makes the lease to claim with (called only when a claim is tried, just before);
+        the lease a claim wins may carry a suffix after "|" (`Read.lease`).
+    lost: told of a lease made by `new_lease` that was not won (its claim failed or lost).
+    ttl_s: how long a lease lives unless given up: at most one fetch's time.
+    not_answers: values that start with this are no answers (tombstones).
+    not_answer: nor is this value, unless None (a "not found" the step does not keep).
+    """
+
+    new_lease: Callable[[], bytes]
+    lost: Callable[[bytes], None]
+    ttl_s: float
+    not_answers: bytes
+    not_answer: bytes | None = None
+
+    def answers(self, value: bytes | None) -> bool:
+        return value is not None and not value.startswith(self.not_answers) and value != self.not_answer
+
+
+@final
+@attrs.frozen
+class Read:
+    """What `CacheBackend.read` found: the key's `value`; when a claim was tried and that value is
+    no answer, either the caller's `lease` (its claim won: it fetches) or the `holder`'s lease (a
+    fetch of another is under way). Neither: no claim was tried (the value is this process's copy)."""
+
+    value: bytes | None
+    lease: bytes | None = None
+    holder: bytes | None = None
 
 
 class CacheUnavailable(Exception):
@@ -65,6 +142,21 @@ class CacheBackend(Protocol):
         """Drop the keys; missing ones are fine. Raises CacheUnavailable."""
         ...
 
+    async def read(self, key: str, claim: LeaseClaim, *, fresh: bool = False) -> Read:
+        """`key`'s value and, when it holds no answer, a claim of its fetch: of every caller of
+        every instance that reads it so, one holds the lease (until it fills the key, gives the
+        lease up, or the lease's time ends). A value read from this process's copy tries no claim
+        unless `fresh`. Raises CacheUnavailable."""
+        ...
+
+    async def fill(self, key: str, seen: bytes | None, value: bytes, ttl_s: float, lease: bytes) -> bool:
+        """Store as `add` (`seen` None) or `replace(key, seen, ...)` would, and give `lease` up. True if stored."""
+        ...
+
+    async def release(self, key: str, lease: bytes) -> None:
+        """Give `lease` on `key`'s fetch up (nothing was stored). Raises CacheUnavailable."""
+        ...
+
     async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
         """Store like `set`, or, when the backend cannot answer now, keep the write and make it
         as soon as it can, reading `key` as unavailable until then. True when stored now.
@@ -73,6 +165,29 @@ class CacheBackend(Protocol):
         CacheUnavailable.
         """
         ...
+
+
+async def _evalsha(client: Any, script: Script[bytes], keys: list[str], args: list[Any]) -> Any:
+    """`script` run by its digest, loaded first when the server does not have it (a restart).
+
+    What `Script.__call__` does, without its per-call retry and transform wrappers: they cost
+    this hot path (a miss's read) more than the command itself."""
+    try:
+        return await client.evalsha(script.sha, keys=keys, args=args)
+    except NoScriptError:
+        await client.script_load(script.script)
+        return await client.evalsha(script.sha, keys=keys, args=args)
+
+
+def _ttl_ms(ttl_s: float) -> int:
+    # PX keeps sub-second TTLs exact; rounding up keeps a tiny TTL from meaning "no expiry".
+    return max(_MIN_REDIS_TTL_MS, math.ceil(ttl_s * 1000))
+
+
+def _lease_key(full: str) -> str:
+    # The entry's name as the hash tag: the lease lives in its slot (Redis Cluster), and outside
+    # the mirrored prefixes, so taking and giving it up pushes nothing to the instances.
+    return f"{{{full}}}:lease"
 
 
 def _check_ttl(ttl_s: float) -> None:
@@ -97,8 +212,11 @@ class RedisCache:
     def __init__(self, connection: RedisConnection, *, prefix: str = "") -> None:
         self._connection = connection
         self._prefix = prefix
-        # Registered once: it runs by EVALSHA and is loaded again only if the server lost it.
+        # Registered once: each runs by EVALSHA and is loaded again only if the server lost it.
         self._replace_script: Script[str] = Script(script=_REPLACE_SCRIPT)
+        self._read_script: Script[bytes] = Script(script=_READ_OR_CLAIM_SCRIPT)
+        self._fill_script: Script[bytes] = Script(script=_FILL_SCRIPT)
+        self._release_script: Script[bytes] = Script(script=_RELEASE_SCRIPT)
 
     async def get(self, key: str) -> bytes | None:
         full = self._prefix + key
@@ -112,6 +230,57 @@ class RedisCache:
         except RedisUnavailable as exc:
             raise CacheUnavailable(str(exc)) from exc
         return value
+
+    async def read(self, key: str, claim: LeaseClaim, *, fresh: bool = False) -> Read:
+        full = self._prefix + key
+        if self._connection.pending.holds(full) or "{" in full or "}" in full:
+            # A key with a hash tag of its own cannot share its lease's slot: no claim, one fetch
+            # per instance.
+            return Read(await self.get(key))
+
+        async def read_or_claim(client: Any) -> tuple[bytes | None, Read]:
+            lease = claim.new_lease()
+            args: list[Any] = [lease, _ttl_ms(claim.ttl_s), claim.not_answers, claim.not_answer or b"",
+                               "0" if claim.not_answer is None else "1"]
+            try:
+                with client.decoding(False) as raw:
+                    reply: Any = await _evalsha(raw, self._read_script, [full, _lease_key(full)], args)
+            except BaseException:
+                claim.lost(lease)
+                raise
+            value = reply[1] if len(reply) > 1 else None
+            outcome = int(reply[0])
+            if outcome == 1:
+                return value, Read(value, lease=reply[2])
+            claim.lost(lease)
+            return value, Read(value, holder=reply[2] if outcome == 2 else None)  # the script's answer
+
+        try:
+            with redis_errors():
+                value, read = await self._connection.read_mirrored(full, read_or_claim, fresh=fresh)
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        return read or Read(value)
+
+    async def fill(self, key: str, seen: bytes | None, value: bytes, ttl_s: float, lease: bytes) -> bool:
+        _check_ttl(ttl_s)
+        full = self._prefix + key
+        args = [seen or b"", value, _ttl_ms(ttl_s), "0" if seen is None else "1", lease]
+        return int(await self._script(self._fill_script, [full, _lease_key(full)], args, invalidates=full)) == 1
+
+    async def release(self, key: str, lease: bytes) -> None:
+        await self._script(self._release_script, [_lease_key(self._prefix + key)], [lease], invalidates=None)
+
+    async def _script(self, script: Script[bytes], keys: list[str], args: list[Any], *, invalidates: str | None) -> Any:
+        try:
+            # Bytes replies: stored values are compared and kept as they are.
+            with redis_errors(), self._connection.client.decoding(False) as raw:
+                return await _evalsha(raw, script, keys, args)
+        except RedisUnavailable as exc:
+            raise CacheUnavailable(str(exc)) from exc
+        finally:
+            if invalidates is not None:
+                self._connection.invalidate_local(invalidates)
 
     async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
         try:
@@ -194,6 +363,8 @@ class MemoryCache:
         self._max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        # Leases on fetches, by key: (lease, when it ends, what the key held when it was taken).
+        self._leases: dict[str, tuple[bytes, float, bytes | None]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -237,3 +408,26 @@ class MemoryCache:
     async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
         await self.set(key, value, ttl_s)
         return True
+
+    async def read(self, key: str, claim: LeaseClaim, *, fresh: bool = False) -> Read:
+        value = await self.get(key)
+        if claim.answers(value):
+            return Read(value)
+        now = self._clock()
+        held = self._leases.get(key)
+        if held is not None and held[1] > now and held[2] == value:  # one for what the key holds now
+            return Read(value, holder=held[0])
+        lease = claim.new_lease()
+        self._leases[key] = (lease, now + claim.ttl_s, value)
+        return Read(value, lease=lease)
+
+    async def fill(self, key: str, seen: bytes | None, value: bytes, ttl_s: float, lease: bytes) -> bool:
+        try:
+            return await (self.add(key, value, ttl_s) if seen is None else self.replace(key, seen, value, ttl_s))
+        finally:
+            await self.release(key, lease)
+
+    async def release(self, key: str, lease: bytes) -> None:
+        held = self._leases.get(key)
+        if held is not None and held[0] == lease:
+            del self._leases[key]

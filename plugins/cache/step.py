@@ -18,14 +18,30 @@ key it is add-if-absent, so it never overwrites a tombstone written since (its a
 predate that write), nor another instance's fill; after tombstone T it replaces T only if the
 key still holds exactly T (the read began after that write, so its answer is fresh).
 
+Concurrent misses of a key make one fetch across every instance (contract §8 with §9a), not one
+per instance: the read that finds no answer also claims the key's fetch with a lease (one Redis
+script, the same round trip as a plain read; `CacheBackend.read`), and the claimer fetches and
+fills the key, giving the lease up in the same script as the fill. A reader that finds the lease
+held waits: on the holder's outcome when it is a request of this process, else by reading (and
+claiming) again after 2, 4, 8 ... ms until the key holds an answer or the lease is free. A
+holder that gives up (its fetch failed, or left nothing to store) frees the lease for the next
+claim; one that died leaves it until its time ends: one data-service call's. A read served from
+this process's mirror that finds no answer claims in a second round trip. Leases live in keys
+of their own (not mirrored: taking one pushes nothing to the instances), so the entries, their
+tombstones and their conditional fills are as before, and older builds ignore the leases.
+
 A hit answers the stored bytes without parsing them, so it carries no ``payload_key``; a
-miss (and every collapsed waiter) carries the data-fetch step's payload.
+miss (and every waiter on this process's fetch) carries the data-fetch step's payload, an answer
+another instance fetched does not.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 from collections.abc import Iterable
-from typing import Final, Literal, final
+from typing import Final, Literal, TypeGuard, final
 
 import attrs
 from aiohttp import web
@@ -36,6 +52,7 @@ from app import (
     BuildContext,
     CacheBackend,
     Handler,
+    LeaseClaim,
     NotFound,
     OperationDoc,
     ProblemError,
@@ -43,10 +60,12 @@ from app import (
     SingleFlight,
     Template,
     payload_key,
+    settings_key,
 )
 from plugins.cache.backend import KEY_PREFIX, cache_backend_key
 from plugins.cache.config import CacheConfig
-from plugins.cache.markers import NOT_FOUND_MARKER, is_tombstone
+from plugins.cache.leases import LocalLeases
+from plugins.cache.markers import NOT_FOUND_MARKER, TOMBSTONE_PREFIX
 from plugins.cache.outage import BACKEND_ERRORS, outage_log
 from plugins.cache.rollback import cache_key_heads_key
 
@@ -59,6 +78,9 @@ XCache = Literal["MISS", "BYPASS"]  # what a forwarded answer's X-Cache says
 HIT_HEADERS: Final = {"X-Cache": "HIT", "Cache-Status": "turnstile; hit"}
 # Headers of the leader's answer that a collapsed follower must not copy.
 _NOT_SHARED: Final = frozenset({"content-length", "x-request-id", "date", "server"})
+# Waiting on another instance's fetch: the key is read again after 2, 4, 8 ... ms, then every 50.
+_FIRST_WAIT_S: Final = 0.002
+_LAST_WAIT_S: Final = 0.05
 
 
 @final
@@ -72,6 +94,8 @@ class _Fetched:
     body: bytes | None  # None: not shareable (a streamed answer, or a problem)
     shared_headers: tuple[tuple[str, str], ...]
     stored: bool
+    seen: bytes | None = None  # what the key held when the fetch was claimed
+    collapsed: bool = False  # an answer another fetch stored, not this request's own
 
 
 @final
@@ -80,9 +104,12 @@ class CacheStep:
     config: CacheConfig
     key: Template
     cache: CacheBackend
-    # Keyed by (cache key, what the read found): a fill's store depends on it, and a read that
-    # found a tombstone must not take the answer of a fetch that may have begun before the write.
-    flight: SingleFlight[tuple[str, bytes | None], _Fetched]
+    # Keyed by (cache key, what the read found, the lease waited on): a fill's store depends on
+    # what was found, and a read that found a tombstone must not take the answer of a fetch that
+    # may have begun before the write.
+    flight: SingleFlight[tuple[str, bytes | None, bytes | None], _Fetched]
+    leases: LocalLeases[_Fetched]
+    claim: LeaseClaim
     hits: Counter
     misses: Counter
     bypasses: Counter
@@ -90,35 +117,91 @@ class CacheStep:
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         key = self.key.for_request(request)
         try:
-            cached = await self.cache.get(key)
+            read = await self.cache.read(key, self.claim)
         except BACKEND_ERRORS as exc:
             outage_log.warning("reading", exc)
             self.bypasses.inc()
             if not self.config.fail_open:
                 msg = "The cache is unavailable."
                 raise ServiceUnavailable(msg) from exc
-            return await self._forward(request, handler, key, None, x_cache="BYPASS", store=False)
+            # b"": a flight of its own, which neither claims nor stores
+            fetched = await self.flight.do((key, None, b""), lambda: self._fetch(request, handler, key, None))
+            return await self._answer(request, handler, fetched, x_cache="BYPASS")
         outage_log.ok()
-        if cached is None or is_tombstone(cached) or (cached == NOT_FOUND_MARKER and not self.config.not_found_ttl_s):
-            # A "not found" this step does not cache is no answer of its own: another configuration
-            # (an earlier release cached 404s for 30 s) wrote it, and a user who registered since
-            # would read their own record as missing. Replaced like a tombstone.
-            self.misses.inc()
-            return await self._forward(request, handler, key, cached, x_cache="MISS", store=True)
-        self.hits.inc()
-        if cached == NOT_FOUND_MARKER:
-            raise NotFound("not found", headers=HIT_HEADERS)
-        return web.Response(body=cached, content_type=JSON, headers=HIT_HEADERS)
+        cached = read.value
+        if self._answers(cached):
+            self.hits.inc()
+            if cached == NOT_FOUND_MARKER:
+                raise NotFound("not found", headers=HIT_HEADERS)
+            return web.Response(body=cached, content_type=JSON, headers=HIT_HEADERS)
+        self.misses.inc()
+        if read.lease is not None:
+            fetched = await self.leases.run(
+                read.lease, functools.partial(self._fetch, request, handler, key, cached, lease=read.lease)
+            )
+        else:  # another's fetch, or (this process's copy was read) nobody's yet
+            fetched = await self.flight.do(
+                (key, cached, read.holder), lambda: self._await_fetch(request, handler, key, cached, read.holder)
+            )
+        return await self._answer(request, handler, fetched, x_cache="MISS")
 
-    async def _forward(
-        self, request: web.Request, handler: Handler, key: str, seen: bytes | None, *, x_cache: XCache, store: bool
+    def _answers(self, cached: bytes | None) -> TypeGuard[bytes]:
+        """Whether `cached` is an answer: not nothing, a tombstone, nor a "not found" this step
+        does not cache (another configuration wrote it: an earlier release cached 404s for 30 s,
+        and a user who registered since would read their own record as missing; it is replaced
+        like a tombstone)."""
+        return self.claim.answers(cached)
+
+    async def _await_fetch(
+        self, request: web.Request, handler: Handler, key: str, seen: bytes | None, holder: bytes | None
+    ) -> _Fetched:
+        """The answer of the fetch under `holder`'s lease (None: nobody's yet), or of this one's
+        once it claims the key in turn; without one after two leases' time, its own, not stored."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + 2 * self.claim.ttl_s
+        wait_s = _FIRST_WAIT_S
+        while loop.time() < give_up:
+            if holder is not None:
+                local = self.leases.outcome(holder)
+                if local is not None:  # a fetch of this process: its outcome, unless a write came between
+                    try:
+                        fetched = await asyncio.shield(local)
+                    except asyncio.CancelledError:
+                        if not local.cancelled():
+                            raise  # this wait itself was cancelled
+                    else:
+                        if fetched.seen == seen:
+                            return fetched
+                else:
+                    await asyncio.sleep(wait_s)
+                    wait_s = min(wait_s * 2, _LAST_WAIT_S)
+            try:
+                read = await self.cache.read(key, self.claim, fresh=True)
+            except BACKEND_ERRORS as exc:
+                outage_log.warning("reading", exc)
+                break
+            if self._answers(read.value):
+                return self._filled(request, read.value)
+            if read.lease is not None:
+                return await self.leases.run(
+                    read.lease, functools.partial(self._fetch, request, handler, key, read.value, lease=read.lease)
+                )
+            seen, holder = read.value, read.holder
+        return await self._fetch(request, handler, key, seen)
+
+    def _filled(self, request: web.Request, value: bytes) -> _Fetched:
+        """The answer another fetch (of another instance) stored while this request waited."""
+        if value == NOT_FOUND_MARKER:
+            return _Fetched(request, None, NotFound("not found"), None, (), stored=True, collapsed=True)
+        response = web.Response(body=value, content_type=JSON)
+        return _Fetched(request, response, None, value, _shareable(response.headers.items()), stored=True,
+                        collapsed=True)
+
+    async def _answer(
+        self, request: web.Request, handler: Handler, fetched: _Fetched, *, x_cache: XCache
     ) -> web.StreamResponse:
-        """Run the rest of the chain once per key (and `seen`) at a time; every waiter gets its own answer.
-
-        `seen`: what the cache held when this request read it, None or a tombstone.
-        """
-        fetched = await self.flight.do((key, seen), lambda: self._fetch(request, handler, key, seen, store=store))
-        leader = fetched.leader is request
+        """This request's own answer from a (possibly shared) fetch's."""
+        leader = fetched.leader is request and not fetched.collapsed
         if fetched.problem is not None:
             # Each waiter raises its own copy: the headers differ, and one exception object
             # raised in many tasks would share (and overwrite) one traceback.
@@ -143,32 +226,41 @@ class CacheStep:
         return response
 
     async def _fetch(
-        self, request: web.Request, handler: Handler, key: str, seen: bytes | None, *, store: bool
+        self, request: web.Request, handler: Handler, key: str, seen: bytes | None, *, lease: bytes | None = None
     ) -> _Fetched:
+        """The rest of the chain's answer; stored when this fetch holds `lease` (None: not stored),
+        and the lease given up either way."""
+        released = lease is None
         try:
-            response = await handler(request)
-        except ProblemError as problem:
+            try:
+                response = await handler(request)
+            except ProblemError as problem:
+                stored = False
+                if lease is not None and problem.status == 404 and self.config.not_found_ttl_s > 0:
+                    stored = released = await self._store(key, seen, NOT_FOUND_MARKER,
+                                                          self.config.not_found_ttl_s, lease)
+                return _Fetched(request, None, problem, None, (), stored, seen)
+            body = response.body if isinstance(response, web.Response) else None
+            if not isinstance(body, bytes):
+                return _Fetched(request, response, None, None, (), stored=False, seen=seen)
             stored = False
-            if store and problem.status == 404 and self.config.not_found_ttl_s > 0:
-                stored = await self._store(key, seen, NOT_FOUND_MARKER, self.config.not_found_ttl_s)
-            return _Fetched(request, None, problem, None, (), stored)
-        body = response.body if isinstance(response, web.Response) else None
-        if not isinstance(body, bytes):
-            return _Fetched(request, response, None, None, (), stored=False)
-        stored = False
-        if store and response.status == 200:
-            stored = await self._store(key, seen, body, self.config.ttl_s)
-        return _Fetched(request, response, None, body, _shareable(response.headers.items()), stored)
+            if lease is not None and response.status == 200:
+                stored = await self._store(key, seen, body, self.config.ttl_s, lease)
+                released = True  # by the fill, stored or not (unless Redis failed: then by its time)
+            return _Fetched(request, response, None, body, _shareable(response.headers.items()), stored, seen)
+        finally:
+            if not released:
+                assert lease is not None
+                with contextlib.suppress(*BACKEND_ERRORS):
+                    await self.cache.release(key, lease)
 
-    async def _store(self, key: str, seen: bytes | None, value: bytes, ttl_s: int) -> bool:
+    async def _store(self, key: str, seen: bytes | None, value: bytes, ttl_s: int, lease: bytes) -> bool:
         # Found nothing: add, never overwrite. A tombstone written since this request read means
         # its answer may predate the write (and another instance's fill is as fresh as this one).
         # Found tombstone T: replace T only. A newer tombstone means a newer write; a stored
-        # answer means another fill, as fresh as this one, won.
+        # answer means another fill, as fresh as this one, won. The lease goes in the same step.
         try:
-            if seen is None:
-                return await self.cache.add(key, value, ttl_s)
-            return await self.cache.replace(key, seen, value, ttl_s)
+            return await self.cache.fill(key, seen, value, ttl_s, lease)
         except BACKEND_ERRORS as exc:
             outage_log.warning("storing", exc)
             return False
@@ -192,11 +284,18 @@ def _status(status: int, stored: bool, *, leader: bool, x_cache: XCache) -> str:
 def build(config: CacheConfig, context: BuildContext) -> CacheStep:
     pipeline = context.pipeline.name
     context.app[cache_key_heads_key].add(KEY_PREFIX + config.key)
+    leases: LocalLeases[_Fetched] = LocalLeases()
     return CacheStep(
         config=config,
         key=Template(config.key),
         cache=context.app[cache_backend_key],
         flight=SingleFlight(),
+        leases=leases,
+        # A lease lasts one data-service call at most: a holder that died delays the others by that.
+        claim=LeaseClaim(new_lease=leases.reserve, lost=leases.forget,
+                         ttl_s=context.app[settings_key].data_service_timeout_s,
+                         not_answers=TOMBSTONE_PREFIX,
+                         not_answer=None if config.not_found_ttl_s else NOT_FOUND_MARKER),
         hits=CACHE_REQUESTS.labels(pipeline=pipeline, result="hit"),
         misses=CACHE_REQUESTS.labels(pipeline=pipeline, result="miss"),
         bypasses=CACHE_REQUESTS.labels(pipeline=pipeline, result="bypass"),

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 
-from app.clients.cache import CacheBackend, CacheUnavailable, MemoryCache, RedisCache
+from app.clients.cache import CacheBackend, CacheUnavailable, LeaseClaim, MemoryCache, RedisCache
 from app.clients.redis import RedisConnection
 from tests.clients.redis.proxy import Proxy
 from tests.services import is_cluster, start_service, stop_service
@@ -131,6 +131,95 @@ async def test_entries_expire_after_their_ttl(backend: CacheBackend) -> None:
 
     assert await backend.get("short") is None
     assert await backend.get("long") == b"y"
+
+
+class Leases:
+    """What a cache step gives `read`: numbered leases, and the ones that did not win."""
+
+    def __init__(self) -> None:
+        self.made = 0
+        self.lost: list[bytes] = []
+
+    def new(self) -> bytes:
+        self.made += 1
+        return f"lease-{self.made}".encode()
+
+    def claim(self, ttl_s: float = 60, not_answer: bytes | None = None) -> LeaseClaim:
+        return LeaseClaim(new_lease=self.new, lost=self.lost.append, ttl_s=ttl_s, not_answers=b"\x00tomb:",
+                          not_answer=not_answer)
+
+
+async def test_of_many_reads_of_a_missing_key_one_claims_its_fetch_and_the_others_see_its_lease(
+    backend: CacheBackend,
+) -> None:
+    leases = Leases()
+    reads = await asyncio.gather(*(backend.read("user:7", leases.claim()) for _ in range(10)))
+    won = [read.lease for read in reads if read.lease is not None]
+    assert len(won) == 1
+    assert {read.holder for read in reads if read.lease is None} == {won[0]}
+    assert {read.value for read in reads} == {None}
+    assert len(leases.lost) == leases.made - 1  # every lease made and not won is told
+
+
+async def test_an_answer_is_read_without_a_claim(backend: CacheBackend) -> None:
+    leases = Leases()
+    await backend.set("user:7", b'{"id":7}', ttl_s=60)
+    read = await backend.read("user:7", leases.claim())
+    assert (read.value, read.lease, read.holder) == (b'{"id":7}', None, None)
+    await backend.set("user:8", b"\x00tomb:1", ttl_s=60)  # no answer: claimed
+    assert (await backend.read("user:8", leases.claim())).lease is not None
+    await backend.set("user:9", b"404", ttl_s=60)  # a value the caller says is none
+    assert (await backend.read("user:9", leases.claim(not_answer=b"404"))).lease is not None
+
+
+async def test_a_fill_stores_as_add_or_replace_and_frees_the_lease(backend: CacheBackend) -> None:
+    leases = Leases()
+    first = await backend.read("user:7", leases.claim())
+    assert first.lease is not None
+    assert await backend.fill("user:7", None, b'{"id":7}', 60, first.lease)
+    assert await backend.get("user:7") == b'{"id":7}'
+
+    await backend.set("user:7", b"\x00tomb:1", ttl_s=60)  # a write
+    second = await backend.read("user:7", leases.claim())
+    assert second.lease is not None  # the fill freed the lease
+    await backend.set("user:7", b"\x00tomb:2", ttl_s=60)  # another write while fetching
+    assert not await backend.fill("user:7", b"\x00tomb:1", b'{"id":7,"v":1}', 60, second.lease)
+    third = await backend.read("user:7", leases.claim())
+    assert third.lease is not None  # freed though not stored
+
+
+async def test_a_lease_taken_before_the_key_changed_is_taken_over(backend: CacheBackend) -> None:
+    # A fetch that began before a write must not keep the reads after it waiting.
+    leases = Leases()
+    old = await backend.read("user:7", leases.claim())
+    await backend.set("user:7", b"\x00tomb:1", ttl_s=60)
+    new = await backend.read("user:7", leases.claim())
+    assert old.lease is not None
+    assert new.lease is not None
+    assert new.lease != old.lease
+    assert (await backend.read("user:7", leases.claim())).holder == new.lease
+
+
+async def test_a_lease_is_free_again_when_released_or_when_its_time_ends(backend: CacheBackend) -> None:
+    leases = Leases()
+    first = await backend.read("user:7", leases.claim())
+    assert first.lease is not None
+    await backend.release("user:7", first.lease)
+    second = await backend.read("user:7", leases.claim(ttl_s=0.05))
+    assert second.lease is not None
+    assert (await backend.read("user:7", leases.claim())).holder == second.lease
+    await asyncio.sleep(0.15)
+    assert (await backend.read("user:7", leases.claim())).lease is not None
+
+
+async def test_a_release_of_a_lease_taken_over_leaves_the_new_one(backend: CacheBackend) -> None:
+    leases = Leases()
+    old = await backend.read("user:7", leases.claim())
+    await backend.set("user:7", b"\x00tomb:1", ttl_s=60)
+    new = await backend.read("user:7", leases.claim())
+    assert old.lease is not None
+    await backend.release("user:7", old.lease)
+    assert (await backend.read("user:7", leases.claim())).holder == new.lease
 
 
 @pytest.mark.parametrize("ttl_s", [0, -1, float("inf"), float("nan")])

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import coredis
@@ -36,6 +37,8 @@ from app.clients.redis.owner import ClientOwner, Companion
 from app.clients.redis.pending import PendingWrites
 from app.clients.redis.rollback import RollbackWatch
 from app.clients.redis.urls import RedisTarget, Topology, parse_redis_url, redact_url
+
+T = TypeVar("T")
 
 
 class RedisConnection:
@@ -123,6 +126,31 @@ class RedisConnection:
         if mirror is not None:
             mirror.complete(key, ticket, (decode, value))
         return value
+
+    async def read_mirrored(
+        self, key: str, read: Callable[[Any], Awaitable[tuple[bytes | None, T]]], *, fresh: bool = False
+    ) -> tuple[bytes | None, T | None]:
+        """`key`'s bytes from the local mirror (and None), or what `read(client)` answers: the
+        value it read from `key` (kept in the mirror as a GET's would be) and anything else.
+        `fresh`: ask Redis even when the mirror has a copy. For reads that do more than GET (a
+        script that also claims a lease). Raises coredis's errors like `get`."""
+        mirror = self.mirror
+        ticket = None
+        if mirror is not None:
+            if not fresh:
+                entry = mirror.lookup(key)
+                if entry is not MISSING and entry[0] is False:
+                    return entry[1], None
+            ticket = mirror.begin(key)
+        try:
+            value, extra = await read(self.client)
+        except BaseException:
+            if mirror is not None:
+                mirror.abandon(key, ticket)
+            raise
+        if mirror is not None:
+            mirror.complete(key, ticket, (False, value))
+        return value, extra
 
     def invalidate_local(self, *keys: str) -> None:
         """Drop this process's copies of `keys` (it has just written them)."""

@@ -4,7 +4,7 @@ import pytest
 from aiohttp import web
 
 from app import Templates
-from app.clients.cache import CacheUnavailable, MemoryCache
+from app.clients.cache import CacheUnavailable, LeaseClaim, MemoryCache, Read
 from app.models.events import Event
 from app.pipeline.types import SubscriptionContext
 from plugins.cache.backend import cache_backend_key
@@ -35,6 +35,15 @@ class DownCache:
     async def set_or_defer(self, key: str, value: bytes, ttl_s: float) -> bool:
         self.deferred.append(key)
         return False
+
+    async def read(self, key: str, claim: LeaseClaim, *, fresh: bool = False) -> Read:
+        raise CacheUnavailable("down")
+
+    async def fill(self, key: str, seen: bytes | None, value: bytes, ttl_s: float, lease: bytes) -> bool:
+        raise CacheUnavailable("down")
+
+    async def release(self, key: str, lease: bytes) -> None:
+        raise CacheUnavailable("down")
 
     def __init__(self) -> None:
         self.deferred: list[str] = []
