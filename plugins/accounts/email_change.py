@@ -18,9 +18,11 @@ from aiohttp import web
 
 from app import (
     BuildContext,
+    Conflict,
     Handler,
     NotFound,
     OperationDoc,
+    ProblemError,
     Template,
     TooManyRequests,
     body_key,
@@ -49,6 +51,7 @@ class VerificationMailStep:
             spent = normalise_email(address)
             retry_after_s = await self.accounts.verification_mails.spend(spent)
             if retry_after_s is not None:
+                await self._conflict_first(request, spent)
                 msg = "Too many verification mails went to that mailbox lately; try again later."
                 raise TooManyRequests(msg, retry_after_s=retry_after_s)
         if changes_email:
@@ -68,6 +71,18 @@ class VerificationMailStep:
         if not 200 <= response.status < 300:
             await self._unspend(request, spent)
         return response
+
+    async def _conflict_first(self, request: web.Request, address: str) -> None:
+        """409 instead of 429 when `address` has an account: the write would have been refused
+        anyway, and one after another such requests get 409 (concurrent registrations of one
+        address spent the budget before the first 409 came back, and the rest got 429)."""
+        try:
+            holder = await self.accounts.user_by_email(address, request.get(request_id_key))
+        except ProblemError:
+            return  # the data service cannot tell: the budget's answer stands
+        if holder is not None:
+            msg = "Another user already has this email."
+            raise Conflict(msg)
 
     async def _unspend(self, request: web.Request, spent: str | None) -> None:
         """Nothing saved, no mail: the budget spent for it goes back (a duplicate registration's

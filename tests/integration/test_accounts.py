@@ -626,6 +626,19 @@ async def test_registrations_that_save_nothing_spend_no_mail_of_the_mailbox(
                                            json={"email": "victim+9@example.net", "password": PASSWORD}), 429)
 
 
+async def test_past_the_budget_an_address_that_has_an_account_is_409_and_a_new_one_429(
+    inbox: SmtpInbox, stack: StackFactory
+) -> None:
+    # The write would be refused anyway: the budget is no reason to hide that (it was a 429).
+    client = await stack()
+    for n in range(3):
+        await register(client, f"solo+{n}@example.net")
+    await assert_problem(await client.post("/api/v1/auth/register",
+                                           json={"email": "solo+0@example.net", "password": PASSWORD}), 409)
+    await assert_problem(await client.post("/api/v1/auth/register",
+                                           json={"email": "solo+3@example.net", "password": PASSWORD}), 429)
+
+
 async def test_a_verification_mail_that_cannot_be_made_is_counted_not_lost_silently(
     inbox: SmtpInbox, stack: StackFactory
 ) -> None:
