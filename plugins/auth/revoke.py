@@ -77,9 +77,11 @@ class RevokeTokensStep:
         try:
             response = await handler(request)
         except asyncio.CancelledError:
-            # Cancelled once the change was saved (`complete_despite_cancellation` says when):
-            # the sessions it ends must end all the same.
+            # Cancelled once the change was saved, or perhaps saved (`complete_despite_cancellation`
+            # says when): the sessions it ends must end all the same.
             committed = request.get(committed_key)
+            if committed is None and outcome_unknown_key in request:
+                committed = web.Response(status=200)
             if committed is not None:
                 with contextlib.suppress(ServiceUnavailable):  # logged; the cancellation stands
                     await complete_despite_cancellation(self._end_sessions(request, committed))

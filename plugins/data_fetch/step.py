@@ -28,6 +28,7 @@ from app import (
     call_chain,
     committed_at_key,
     committed_key,
+    complete_despite_cancellation,
     has_implementations,
     json_response,
     model_ref,
@@ -144,42 +145,18 @@ class DataFetchStep:
                                     pipeline=self.pipeline)
         query = request.get(query_key)
         asked = None if query is None else {**self.query_defaults, **query}
-        checked: list[Any] = []  # the answer as `check_answer` made it, or its BadGateway
         path = self.path.for_request(request)
-        try:
-            reply = await self.client.request(
-                self.method,
-                path,
-                json=body,
-                params=None if query is None else _params(query),
-                request_id=request.get(request_id_key),
-                accept=None if self.check_answer is None else functools.partial(self._fits, checked, asked),
-            )
-        except ProblemError as exc:
-            if not (exc.outcome_unknown and self.method in _COMMITS):
-                raise
-            reply = await self._read_back(request, path, body, exc)
-            checked.clear()
         if self.method in _COMMITS:
-            request[committed_at_key] = utc_now_rfc3339()  # the change's time, for its event
-        if self._unusable(reply, checked):
-            # Saved (a 2xx) but answered with no record or one that does not fit: the record
-            # read back is the answer and what the event announces, when it shows the change.
-            settled, back = await self._settle(request, path, body)
-            if settled is Settled.APPLIED and back is not None:
-                reply = back
-                checked.clear()
+            # Once sent, a write is seen through (its answer, or a read-back when the answer is
+            # lost) even if the request is cancelled meanwhile (its deadline, a client gone): the
+            # steps around then see it saved, and announce it, invalidate and revoke as they unwind.
+            data = await complete_despite_cancellation(self._write(request, path, body, query, asked))
+        else:
+            checked: list[Any] = []  # the answer as `check_answer` made it, or its BadGateway
+            reply = await self._call(request, path, body, query, asked, checked=checked)
+            data = self._checked(request, reply, checked, asked)
         if self.status == 204:
             return self._answer(request, web.Response(status=204))
-        saved: web.Response | None = None
-        if self.method in _COMMITS:
-            # The data service accepted the write: the steps around must follow it (invalidate,
-            # revoke, announce) even if making the answer fails now. Until it is made they see
-            # the route's parameters, then the checked answer.
-            saved = request[committed_key] = web.Response(status=self.status)
-        data = self._checked(request, reply, checked, asked)
-        if saved is not None and data is not None:
-            saved[payload_key] = data
         if data is not None and self.transform_response is not None:
             data = await call_chain(self.transform_response, "data", data, request=request, pipeline=self.pipeline,
                                     check=None if self.check_answer is None else self.check_answer.problem)
@@ -190,6 +167,51 @@ class DataFetchStep:
         if self.location is not None and isinstance(data, dict):
             response.headers["Location"] = self.location.for_data(data)
         return self._answer(request, response)
+
+    async def _call(
+        self, request: web.Request, path: str, body: Any, query: dict[str, Any] | None, asked: Any, *,
+        checked: list[Any],
+    ) -> UpstreamReply:
+        return await self.client.request(
+            self.method,
+            path,
+            json=body,
+            params=None if query is None else _params(query),
+            request_id=request.get(request_id_key),
+            accept=None if self.check_answer is None else functools.partial(self._fits, checked, asked),
+        )
+
+    async def _write(
+        self, request: web.Request, path: str, body: Any, query: dict[str, Any] | None, asked: Any
+    ) -> Any:
+        """The write's checked answer (None for a 204 route), the request marked saved from the
+        moment the data service is known to have taken it (`committed_key`)."""
+        checked: list[Any] = []
+        try:
+            reply = await self._call(request, path, body, query, asked, checked=checked)
+        except ProblemError as exc:
+            if not exc.outcome_unknown:
+                raise
+            reply = await self._read_back(request, path, body, exc)
+            checked.clear()
+        request[committed_at_key] = utc_now_rfc3339()  # the change's time, for its event
+        # The data service accepted the write: the steps around must follow it (invalidate,
+        # revoke, announce) even if making the answer fails now. Until it is made they see the
+        # route's parameters, then the checked answer.
+        saved = request[committed_key] = web.Response(status=self.status)
+        if self._unusable(reply, checked):
+            # Saved (a 2xx) but answered with no record or one that does not fit: the record
+            # read back is the answer and what the event announces, when it shows the change.
+            settled, back = await self._settle(request, path, body)
+            if settled is Settled.APPLIED and back is not None:
+                reply = back
+                checked.clear()
+        if self.status == 204:
+            return None
+        data = self._checked(request, reply, checked, asked)
+        if data is not None:
+            saved[payload_key] = data
+        return data
 
     async def _read_back(self, request: web.Request, path: str, sent: Any, error: ProblemError) -> UpstreamReply:
         """The record read back when it shows the lost write applied (see settle.py); else

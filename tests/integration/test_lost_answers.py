@@ -126,3 +126,26 @@ async def test_a_create_answered_with_an_unusable_record_publishes_no_empty_even
     created = [e for e in events_written(tmp_path / "var") if e["type"] == "user.created"]
     assert all(e["data"].get("id") for e in created), created  # never `"data": {}`
     assert await metric(client, "turnstile_events_unannounced_total", event="user.created") == before + 1
+
+
+async def test_a_deactivation_still_waiting_for_its_answer_at_the_request_deadline_is_announced_and_revoked(
+    stack: StackFactory, tmp_path: Path, proxy: FaultProxy
+) -> None:
+    # The request runs out of time while the data service holds the write; it then saves it. The
+    # write is seen through: the user's tokens end and the change is announced, though the
+    # client got a 504.
+    client = await stack(data_service_url=proxy.url, request_timeout_s=1.0, body_timeout_s=0.5)
+    admin = await admin_headers(client)
+    ann_id, ann = await _ann(client, admin)
+    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 200
+    proxy.mode = "slow"  # held 2 s, then forwarded: saved after the deadline, answered within the client's 5 s
+    resp = await client.patch(f"/api/v1/users/{ann_id}", json={"is_active": False}, headers=admin)
+    await assert_problem(resp, 504)
+    proxy.mode = "pass"
+
+    assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
+    record = await _signed_out_and_read_afresh(client, admin, ann_id, ann)
+    assert record["is_active"] is False
+    [event] = [e for e in events_written(tmp_path / "var") if e["type"] == "user.updated"]
+    assert event["data"]["id"] == ann_id
+    assert event["data"]["is_active"] is False
