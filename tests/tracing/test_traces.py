@@ -153,7 +153,8 @@ async def test_a_cache_miss_is_one_trace_from_the_server_span_to_the_data_servic
     redis_spans = [s for s in trace if is_redis(s)]
     assert redis_spans, sorted(s.name for s in trace)
     under_cache = [s for s in redis_spans if cache in ancestors(s, trace)]
-    assert {s.name for s in under_cache} >= {"SET"}, [s.name for s in under_cache]
+    # The read that claims the fetch and the fill that gives the claim up: one script each.
+    assert [s.name for s in under_cache].count("EVALSHA") >= 2, [s.name for s in under_cache]
     assert all(server in ancestors(s, trace) for s in redis_spans)
     assert not any("ann@example.com" in str(s.attributes) for s in redis_spans)
 
