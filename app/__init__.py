@@ -65,7 +65,7 @@ from app.keys import (
     settings_key,
 )
 from app.middlewares.request_id import current_request_id
-from app.models.events import Event, EventDecodeError, utc_now_rfc3339
+from app.models.events import Event, EventDecodeError, parse_rfc3339, utc_now_rfc3339
 from app.models.projection import Projection, ShapeMismatch, projection_of
 from app.models.schema import schema_field, schema_of
 from app.outage import OutageLog
@@ -192,6 +192,7 @@ __all__ = [
     "model_ref",
     "models_key",
     "outcome_unknown_key",
+    "parse_rfc3339",
     "password_hasher_key",
     "payload_key",
     "pipeline_key",

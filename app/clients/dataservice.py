@@ -69,6 +69,8 @@ REACHABILITY = Gauge(
 )
 
 _MAX_DETAIL_CHARS = 200
+# The calls a 409 can answer (a write meeting a uniqueness rule); a read or a delete cannot conflict.
+_MAY_CONFLICT: Final = frozenset({"POST", "PUT", "PATCH"})
 
 
 def _check_base_url(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
@@ -158,7 +160,6 @@ _FAILED_STATES: Final[dict[str, State]] = {"timeout": "timeout", "bad_gateway": 
 class _Result:
     outcome: Outcome
     reply: UpstreamReply | None = None
-    detail: str | None = None  # the upstream's own detail for 404/409, when safe to pass on
     failure: bool = False  # counts against the circuit breaker
     retryable: bool = False
     refused: bool = False  # a 401 or 403: our credential is wrong, whatever the call
@@ -270,7 +271,8 @@ class DataServiceClient:
                 follows a write the data service saved.
 
         Raises:
-            NotFound, Conflict: the data service said so (its detail passes on when short and plain).
+            NotFound, Conflict: the data service said so (in this service's words, not its own);
+                a 404 to a POST or a 409 to a read or a delete is no answer the call can have: 502.
             BadGateway: a 5xx, any other 4xx (our fault, logged), or a body that is not JSON.
             GatewayTimeout: no whole answer within ``total_timeout_s``.
             ServiceUnavailable: connection refused, reset or unresolvable, or the circuit is open;
@@ -341,7 +343,9 @@ class DataServiceClient:
             result = await self._attempt(session, call)
             if result.reply is not None and result.reply.data is not None and accept is not None \
                     and not accept(result.reply.data):
-                result = _Result("bad_gateway", reply=result.reply, failure=True)
+                # Not a failure of the upstream's: it answered, with a record that does not fit
+                # (one bad row must not open the circuit for every user, a caller reading it at will).
+                result = _Result("bad_gateway", reply=result.reply)
         except BaseException:
             # Cancelled (the client went away) or a bug: no verdict, but free a probe's slot.
             self._breaker.release(permit)
@@ -399,8 +403,15 @@ class DataServiceClient:
     def _classify(self, call: _Call, status: int, content_type: str, body: bytes) -> _Result:
         if 200 <= status < 300:
             return self._answered(call, status, content_type, body)
-        if status in (404, 409):
-            return _Result("not_found" if status == 404 else "conflict", detail=_safe_detail(content_type, body))
+        if (status == 404 and call.method != "POST") or (status == 409 and call.method in _MAY_CONFLICT):
+            # Its detail stays here (a data service may name a table, a constraint, a file in it):
+            # the client gets this service's own words (contract §5).
+            log.debug("%s answered %s %s with %d: %r", self.name, call.method, call.path, status,
+                      _safe_detail(content_type, body), extra={"request_id": call.request_id})
+            return _Result("not_found" if status == 404 else "conflict")
+        if status in (404, 409):  # an answer this call cannot have (contract §7): a create is never "not found"
+            self._log_status(call, status, "(an answer this call cannot have)", level=logging.ERROR)
+            return _Result("bad_gateway")
         if status >= 500:
             self._outage.warning(f"{call.method} {call.url} (request_id={call.request_id})",
                                  _UpstreamStatus(f"answered {status}"))
@@ -437,9 +448,9 @@ class DataServiceClient:
     def _problem(self, result: _Result) -> ProblemError:
         match result.outcome:
             case "not_found":
-                return NotFound(result.detail or "not found")
+                return NotFound("not found")
             case "conflict":
-                return Conflict(result.detail or "conflict")
+                return Conflict("the change conflicts with a stored record")
             case "timeout":
                 return GatewayTimeout(f"{self.label} did not answer in time")
             case "unavailable":

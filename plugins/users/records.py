@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from app import BadGateway, DataService
+from app import BadGateway, DataService, parse_rfc3339
 from plugins.users.rules import normalise_email
 
 log = logging.getLogger("turnstile.users")
@@ -52,14 +52,32 @@ _FIELDS: Final = (
     ("is_active", lambda value: isinstance(value, bool), "true or false"),
     ("roles", _is_roles, "a list of strings"),
 )
-_HASH: Final = ("password_hash", lambda value: isinstance(value, str), "a string")
+def _is_moment_or_null(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        parse_rfc3339(value)
+    except ValueError:
+        return False
+    return True
+
+
+# What a login, a refresh or a mail link reads besides: the stored record whole (contract §7).
+_STORED: Final = (
+    ("password_hash", lambda value: isinstance(value, str), "a string"),
+    ("is_verified", lambda value: isinstance(value, bool), "true or false"),
+    ("sessions_revoked_at", _is_moment_or_null, "an RFC 3339 time or null"),
+)
 
 
 def _problem(data: Any, *, with_hash: bool) -> str | None:
     if not isinstance(data, dict):
         return f"expected a JSON object, got {type(data).__name__}"
-    for name, fits, expected in (*_FIELDS, _HASH) if with_hash else _FIELDS:
-        if not fits(data.get(name)):
+    for name, fits, expected in (*_FIELDS, *_STORED) if with_hash else _FIELDS:
+        # `in`: a field left out is a problem, and so is a null where null is no value
+        if name not in data or not fits(data[name]):
             return f"{name}: expected {expected}"
     return None
 
@@ -82,6 +100,9 @@ async def user_with_email(
     reply = await data.request("GET", "/api/v1/users", params={"email": email, "limit": LOOKUP_PAGE},
                                request_id=request_id)
     for item in user_page(reply.data):
-        if isinstance(item, dict) and isinstance(item.get("email"), str) and normalise_email(item["email"]) == email:
+        email_of = item.get("email") if isinstance(item, dict) else None
+        if not isinstance(email_of, str):  # a record without an address is no "unknown email": a 502
+            user_record(item, with_hash=with_hash)
+        elif normalise_email(email_of) == email:
             return user_record(item, with_hash=with_hash)
     return None

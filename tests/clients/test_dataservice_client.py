@@ -54,6 +54,9 @@ class FakeDataService:
         app.router.add_get("/missing", answer(lambda: problem(404, "user 7 does not exist")))
         app.router.add_get("/missing-odd", answer(lambda: problem(404, "x" * 500)))
         app.router.add_get("/missing-bare", answer(lambda: web.Response(status=404, text="no")))
+        app.router.add_get("/missing-secret", answer(lambda: problem(404, "internal /srv/secret.py line 3")))
+        app.router.add_route("*", "/conflicts", answer(lambda: problem(409, "unique constraint users_email_key")))
+        app.router.add_post("/missing", answer(lambda: problem(404, "no such table")))
         app.router.add_post("/taken", answer(lambda: problem(409, "email already registered")))
         app.router.add_post("/taken-odd", answer(lambda: problem(409, {"nested": "thing"})))
         app.router.add_post("/invalid", answer(lambda: problem(422, "password_hash is required")))
@@ -168,29 +171,31 @@ async def test_204_gives_no_data(make_client: ClientFactory) -> None:
     assert await client.request("GET", "/empty") == UpstreamReply(204, None)
 
 
-async def test_404_becomes_not_found_with_the_upstream_detail(make_client: ClientFactory) -> None:
-    client = await make_client()
-    with pytest.raises(NotFound) as caught:
-        await client.request("GET", "/missing")
-    assert caught.value.detail == "user 7 does not exist"
-
-
-@pytest.mark.parametrize("path", ["/missing-odd", "/missing-bare"])
-async def test_404_without_a_safe_detail_says_not_found(make_client: ClientFactory, path: str) -> None:
+@pytest.mark.parametrize("path", ["/missing", "/missing-odd", "/missing-bare", "/missing-secret"])
+async def test_404_becomes_not_found_in_this_services_words(make_client: ClientFactory, path: str) -> None:
+    # The upstream's detail may name a file, a table, a constraint: it never reaches a client.
     client = await make_client()
     with pytest.raises(NotFound) as caught:
         await client.request("GET", path)
     assert caught.value.detail == "not found"
 
 
-async def test_409_becomes_conflict(make_client: ClientFactory) -> None:
+@pytest.mark.parametrize("path", ["/taken", "/taken-odd"])
+async def test_409_becomes_conflict_in_this_services_words(make_client: ClientFactory, path: str) -> None:
     client = await make_client()
     with pytest.raises(Conflict) as caught:
-        await client.request("POST", "/taken", json={})
-    assert caught.value.detail == "email already registered"
-    with pytest.raises(Conflict) as caught:
-        await client.request("POST", "/taken-odd", json={})
-    assert caught.value.detail == "conflict"
+        await client.request("POST", path, json={})
+    assert caught.value.detail == "the change conflicts with a stored record"
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/conflicts"), ("DELETE", "/conflicts"), ("POST", "/missing")])
+async def test_a_404_or_409_a_call_cannot_have_is_a_bad_gateway(
+    make_client: ClientFactory, method: str, path: str
+) -> None:
+    # A read or a delete never conflicts, a create is never "not found" (contract §7).
+    client = await make_client()
+    with pytest.raises(BadGateway):
+        await client.request(method, path, json={} if method == "POST" else None)
 
 
 async def test_other_4xx_is_our_fault_a_bad_gateway_and_logged(

@@ -181,3 +181,16 @@ async def test_a_lookup_by_email_takes_only_the_account_with_that_address(
     assert ann.status == 200, await ann.text()  # not the admin's record, the first of the page
     nobody = await client.post("/api/v1/auth/login", json={"email": "nn@example.com", "password": PASSWORD})
     await assert_problem(nobody, 401)
+
+
+async def test_records_of_the_wrong_shape_do_not_open_the_circuit(stack: StackFactory, proxy: FaultProxy) -> None:
+    # The data service answers: one bad row, read at will by its user, must not refuse every other
+    # user with "calls are paused" (503) as an unreachable one would.
+    client = await stack(data_service_url=proxy.url, data_service_retries=0, breaker_failures=3)
+    user = await register(client, "ann@example.com", PASSWORD)
+    admin = await admin_headers(client)
+    proxy.mode = "missing-field"
+    for _ in range(6):
+        await assert_problem(await client.get(f"/api/v1/users/{user['id']}", headers=admin), 502)
+    proxy.mode = "pass"
+    assert (await client.get("/api/v1/auth/me", headers=admin)).status == 200
