@@ -32,7 +32,7 @@ SERVER_CORE: Final = "0"
 CIRCUIT_METRIC: Final = 'turnstile_circuit_state{upstream="data_service"}'
 CIRCUIT_CLOSED: Final = 0.0
 # Where Turnstile's cache step keeps `user:{id}` (the default pipelines' key).
-TURNSTILE_USER_PREFIX: Final = "turnstile:user:"
+TURNSTILE_USER_PREFIX: Final = "user:"
 ADMIN_EMAIL: Final = "bench-admin@bench.example.com"
 ADMIN_PASSWORD: Final = "bench-admin-password-1"  # a throw-away account of a throw-away database
 SEED_PASSWORD_HASH: Final = "$argon2id$v=19$m=8,t=1,p=1$c2VlZGVkLXVzZXI$bm90LWEtcmVhbC1oYXNo"

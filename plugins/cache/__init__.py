@@ -23,7 +23,8 @@ def register_mirrored_keys(app: web.Application, pipelines: PipelineFile) -> lis
 def setup_app(app: web.Application, resources: Resources) -> None:
     resources.provide(
         cache_backend_key, make_backend(app),
-        description="the cache's store: Redis under turnstile: when REDIS_URL is set, else memory (CACHE_MAX_ENTRIES)",
+        description=("the cache's store: Redis under the steps' own keys (user:{id}) when REDIS_URL is set, "
+                     "else memory (CACHE_MAX_ENTRIES)"),
     )
     resources.provide(
         made_invalidations_key, MadeInvalidations(),

@@ -1,8 +1,9 @@
 """The cache plugin's backend: Redis when the core has a connection, else process memory.
 
-Keys are the step's `key` templates under `KEY_PREFIX` (``user:{id}`` is stored as
-``turnstile:user:{id}``). The literal head of each `cache` step's key (``turnstile:user:``)
-is mirrored in process memory: a cached read hits it on every request, while writes are rare.
+Keys are the step's `key` templates as written: ``user:{id}`` is the Redis key ``user:7``, as the
+contract names it (§8; every other key of the service is under ``turnstile:``). The literal head
+of each `cache` step's key (``user:``) is mirrored in process memory: a cached read hits it on
+every request, while writes are rare.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiohttp import web
 from app import CacheBackend, MemoryCache, PipelineFile, RedisCache, redis_key, settings_key
 from plugins.cache.config import CacheConfig
 
-KEY_PREFIX: Final = "turnstile:"
+KEY_PREFIX: Final = ""  # the keys as the pipelines file writes them
 
 cache_backend_key: Final[web.AppKey[CacheBackend]] = web.AppKey("cache_backend")
 

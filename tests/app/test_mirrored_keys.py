@@ -37,7 +37,7 @@ def mirrored(tmp_path: Path, pipelines: Path = ROOT / "pipelines.toml", **enviro
 
 
 def test_the_default_pipelines_mirror_the_cached_users_and_the_token_state(tmp_path: Path) -> None:
-    assert mirrored(tmp_path) == ("turnstile:auth:fam:", "turnstile:auth:revoked:", "turnstile:user:")
+    assert mirrored(tmp_path) == ("turnstile:auth:fam:", "turnstile:auth:revoked:", "user:")
 
 
 def test_only_what_the_enabled_plugins_and_their_steps_read_is_mirrored(tmp_path: Path) -> None:

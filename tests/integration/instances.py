@@ -19,7 +19,7 @@ from tests.integration.conftest import Client, StackFactory
 from tests.services import redis_client
 
 AUTH_PREFIX = "turnstile:auth:"
-CACHE_PREFIX = "turnstile:"
+CACHE_PREFIX = ""  # the cache keys are the pipelines file's own (contract §8: user:{id})
 
 
 async def start_instances(stack: StackFactory, *redis_urls: str, broker: str, **settings: Any) -> list[Client]:

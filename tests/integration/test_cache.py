@@ -21,7 +21,7 @@ from tests.services import redis_client, start_service, stop_service
 
 PASSWORD = "correct-horse-1"
 PROXY_DELAY_S = 0.3  # holds each user read so that concurrent misses overlap
-CACHE_PREFIX = "turnstile:"
+CACHE_PREFIX = ""  # the cache keys are the pipelines file's own (contract §8: user:{id})
 
 # RFC 9211 §2: an sf-list member is a cache name (sf-token or sf-string) with parameters.
 _TOKEN = r"[A-Za-z*][A-Za-z0-9!#$%&'*+.^_`|~:/-]*"

@@ -138,7 +138,7 @@ async def cached_value(redis_url: str, user_id: int) -> bytes | None:
     connection = RedisConnection(redis_url)
     await connection.start()
     try:
-        value: bytes | None = await connection.get(f"turnstile:user:{user_id}", decode=False)
+        value: bytes | None = await connection.get(f"user:{user_id}", decode=False)
         return value
     finally:
         await connection.stop()

@@ -26,7 +26,7 @@ async def two_instances(
 
 
 def entry(unique: str) -> str:
-    return f"turnstile:test:{unique}:thing:7"
+    return f"test:{unique}:thing:7"
 
 
 def lease_of(unique: str) -> str:
