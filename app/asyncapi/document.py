@@ -113,6 +113,11 @@ def _published(pipelines: PipelineFile) -> dict[str, list[_Source]]:
     return published
 
 
+def published_events(pipelines: PipelineFile) -> dict[str, list[PublishedEvent]]:
+    """Each routing key the pipelines publish, with what each publishing step says its data is."""
+    return {key: [source.event for source in sources] for key, sources in _published(pipelines).items()}
+
+
 def _check_models(pipelines: PipelineFile, published: dict[str, list[_Source]], models: dict[str, type]) -> None:
     errors = [
         ConfigError(str(pipelines.path), source.line, (

@@ -354,9 +354,17 @@ class _Loader:
                            f"{pipeline.route} (also pipeline {other.name!r} at line {other.line})")
             seen_routes.setdefault(key, pipeline)
             self.check_name(("pipelines", index), "pipeline", pipeline.name, seen_names)
+        seen_queues: dict[str, SubscriptionConfig] = {}
         for index, sub in enumerate(subscriptions):
-            if sub is not None:
-                self.check_name(("subscriptions", index), "subscription", sub.name, seen_names)
+            if sub is None:
+                continue
+            self.check_name(("subscriptions", index), "subscription", sub.name, seen_names)
+            # One queue, two subscriptions: their consumers would share its messages, each event
+            # going to one of them only, with the other's steps (half of them not invalidated).
+            first = seen_queues.setdefault(sub.queue, sub)
+            if first is not sub:
+                self.error(("subscriptions", index, "queue"), f"subscription {sub.name!r}: queue {sub.queue!r} is "
+                           f"taken by subscription {first.name!r} (line {first.line}): each needs a queue of its own")
 
     def check_name(self, where: tuple[str | int, ...], kind: str, name: str, seen: dict[str, int]) -> None:
         line = self.positions.line_of(where)

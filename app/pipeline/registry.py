@@ -9,11 +9,13 @@ from typing import Any, cast
 import attrs
 import pluggy
 
+from app.asyncapi.document import published_events
+from app.asyncapi.subscription_fields import subscription_placeholder_errors
 from app.models.extend import ModelExtensionError, extend_model
 from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
 from app.pipeline.types import PipelineConfig, PipelineFile, StepType
 from app.plugin_loading import PluginLoadError, call_at_load
-from app.plugins import disabled_origins
+from app.plugins import disabled_origins, has_implementations
 from app.reserved_routes import ReservedRoute, reserved_routes
 
 
@@ -114,6 +116,11 @@ def load_checked(
 
     file = load_pipelines(path, registry.steps, registry.models, environ=environ, origins=registry.origins,
                           pipeline_check=clashes, disabled=registry.disabled)
+    if file.subscriptions and not has_implementations(pm.hook.enrich_event):  # (enrichers may add any field)
+        # The events' data is known from the pipelines that publish them, as the AsyncAPI document has it.
+        errors = subscription_placeholder_errors(file, published_events(file), registry.models)
+        if errors:
+            raise PipelineFileError(errors)
     return registry, file
 
 

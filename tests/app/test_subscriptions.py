@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 from aiohttp import web
 
 import plugins.cache
+from app import hookimpl
 from app.clients.cache import CacheUnavailable
 from app.clients.redis import RedisUnavailable
 from app.errors import BadGateway, GatewayTimeout, NotFound, ServiceUnavailable
@@ -93,3 +95,85 @@ def test_an_unknown_delivery_is_an_error_with_its_line(tmp_path: Path) -> None:
 )
 def test_only_a_dependency_down_makes_a_message_wait(exc: BaseException, waits: bool) -> None:
     assert depends_on_something_down(exc) is waits
+
+
+def test_two_subscriptions_on_one_queue_are_an_error_with_both_lines(tmp_path: Path) -> None:
+    # Their consumers would share the queue's messages: each event handled by one of them only.
+    text = SUBSCRIPTIONS.replace('queue = "test.mine"', 'queue = "test.shared"')
+    path = tmp_path / "pipelines.toml"
+    path.write_text(text)
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
+    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+        "11: subscription 'mine': queue 'test.shared' is taken by subscription 'shared_one' (line 2): "
+        "each needs a queue of its own"
+    ]
+
+
+PUBLISHERS = """
+[[pipelines]]
+name = "delete_user"
+route = "DELETE /api/v1/users/{id}"
+steps = [
+  { use = "event-emit", event = "user.deleted" },
+  { use = "data-fetch", call = "DELETE /api/v1/users/{id}", status = 204 },
+]
+
+[[pipelines]]
+name = "update_user"
+route = "PATCH /api/v1/users/{id}"
+body = "UserPatch"
+steps = [
+  { use = "event-emit", event = "user.updated" },
+  { use = "data-fetch", call = "PATCH /api/v1/users/{id}", response = "User" },
+]
+"""
+
+
+def subscribed(bindings: str, keys: str) -> str:
+    return PUBLISHERS + f"""
+[[subscriptions]]
+name = "changes"
+queue = "test.changes"
+bindings = {bindings}
+steps = [{{ use = "cache-invalidate", keys = {keys} }}]
+"""
+
+
+def test_a_subscription_placeholder_naming_no_field_of_its_events_is_an_error_with_its_line(tmp_path: Path) -> None:
+    # It failed every message at run time (retried, then dead-lettered); `check` said OK.
+    path = tmp_path / "pipelines.toml"
+    path.write_text(subscribed('["user.updated", "user.deleted"]', '["user:{nope}", "user:{id}", "mail:{email}"]'))
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, make_plugin_manager())
+    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+        "23: subscription 'changes', step 1 (cache-invalidate): keys: placeholder {nope} names no field of "
+        "every event it receives (user.updated, user.deleted: id)",
+        # user.deleted carries the id alone: {email} fails on every deletion
+        "23: subscription 'changes', step 1 (cache-invalidate): keys: placeholder {email} names no field of "
+        "every event it receives (user.updated, user.deleted: id)",
+    ]
+
+
+def test_fields_of_every_event_received_pass(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text(subscribed('["user.updated"]', '["user:{id}", "mail:{email}"]'))
+    load_checked(path, make_plugin_manager())
+
+
+@pytest.mark.parametrize("bindings", ['["user.*"]', '["order.created"]'])
+def test_events_of_other_producers_are_not_second_guessed(tmp_path: Path, bindings: str) -> None:
+    path = tmp_path / "pipelines.toml"
+    path.write_text(subscribed(bindings, '["order:{order_id}"]'))
+    load_checked(path, make_plugin_manager())
+
+
+def test_with_a_plugin_that_enriches_events_any_field_may_be_there(tmp_path: Path) -> None:
+    class Enricher:
+        @hookimpl
+        def enrich_event(self, request: Any, pipeline: Any, event: dict[str, Any]) -> None:
+            return None
+
+    path = tmp_path / "pipelines.toml"
+    path.write_text(subscribed('["user.updated"]', '["tenant:{tenant}"]'))
+    load_checked(path, make_plugin_manager(extra=[Enricher()]))
