@@ -398,6 +398,33 @@ def test_serve_refuses_production_without_its_services(tmp_path: Path) -> None:
     assert "turnstile: REDIS_URL: required when TURNSTILE_ENV=production" in result.stderr
 
 
+async def test_the_data_service_starts_in_production_without_the_servers_services(tmp_path: Path) -> None:
+    # It reads none of them (Redis, the broker, the JWT secret, mail): they are no reason to refuse.
+    port = free_port()
+    (tmp_path / "token").write_text("data-service-token-0123456789abcdef")
+    env = cli_env(tmp_path, TURNSTILE_ENV="production", TURNSTILE_DISABLE_PLUGINS="")
+    data = subprocess.Popen(
+        [sys.executable, "-m", "app", "dataservice", "--port", str(port), "--db", str(tmp_path / "d.sqlite3"),
+         "--token-file", str(tmp_path / "token")],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 30
+            while True:
+                assert data.poll() is None, "the data service stopped"
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/api/v1/users/1") as resp:
+                        assert resp.status == 401  # it runs, and wants its token
+                        break
+                except aiohttp.ClientConnectionError:
+                    assert time.monotonic() < deadline, "the data service did not start"
+                    await asyncio.sleep(0.2)
+    finally:
+        data.terminate()
+        data.wait(timeout=10)
+
+
 def test_create_admin_creates_then_is_idempotent(tmp_path: Path) -> None:
     # The users plugin adds the command; the auth plugin hashes the password.
     env = {"TURNSTILE_ADMIN_PASSWORD": "boss-password-1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8",
