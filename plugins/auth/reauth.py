@@ -4,7 +4,8 @@ account over by changing its credentials.
 
 An admin changing another user needs nothing more (their own token carries the admin role);
 an admin changing their own email or password is a user like any other here. The current
-password is checked against the data service's record and then taken out of the body, so it
+password is checked against the data service's record (whenever a user sends it with a change of
+their own account, needed or not) and then taken out of the body, so it
 never goes upstream, into an event or a log. Put a `rate-limit` with ``count = "failures"``
 before this step to throttle guessing (a wrong current password is a 403).
 
@@ -57,24 +58,26 @@ class ReauthenticateStep:
             # Never passed on, whoever sent it: the secret ends at the step that checks it.
             body = {k: v for k, v in body.items() if k != CURRENT_PASSWORD}
             request[body_key] = body
-        if self._needs_proof(request, body):
-            if isinstance(current, str):
-                await self._check(request, current)
-            else:
-                body = request[body_key] = await self._without_unchanged(request, body)
-                if self._needs_proof(request, body):
-                    changed = " or ".join(f for f in self.config.fields if f in body)
-                    msg = "The request body is not valid."
-                    raise ValidationFailed(msg, errors=[
-                        FieldError(("body", CURRENT_PASSWORD), f"field required to change your own {changed}"),
-                    ])
+        if isinstance(current, str) and self._own(request):
+            # Checked whenever a user sends it for their own account, needed or not: a wrong one
+            # is a 403 (contract §4), not a change made as if it had been right.
+            await self._check(request, current)
+        elif self._needs_proof(request, body):
+            body = request[body_key] = await self._without_unchanged(request, body)
+            if self._needs_proof(request, body):
+                changed = " or ".join(f for f in self.config.fields if f in body)
+                msg = "The request body is not valid."
+                raise ValidationFailed(msg, errors=[
+                    FieldError(("body", CURRENT_PASSWORD), f"field required to change your own {changed}"),
+                ])
         return await handler(request)
 
-    def _needs_proof(self, request: web.Request, body: dict[str, object]) -> bool:
+    def _own(self, request: web.Request) -> bool:
         actor = request.get(actor_key)
-        if actor is None or not any(name in body for name in self.config.fields):
-            return False
-        return self.user.for_request(request) == str(actor.user_id)
+        return actor is not None and self.user.for_request(request) == str(actor.user_id)
+
+    def _needs_proof(self, request: web.Request, body: dict[str, object]) -> bool:
+        return any(name in body for name in self.config.fields) and self._own(request)
 
     async def _without_unchanged(self, request: web.Request, body: dict[str, object]) -> dict[str, object]:
         """`body` without the guarded fields whose value is already the stored one (a password

@@ -69,6 +69,18 @@ async def test_other_changes_of_your_own_need_no_current_password(stack: StackFa
     assert resp.status == 200, await resp.text()
 
 
+async def test_a_wrong_current_password_sent_with_any_change_of_your_own_is_403(stack: StackFactory) -> None:
+    # Not needed for a name, but sent: a wrong one was ignored, and the change made as if it were right.
+    client = await stack()
+    ann, headers = await signed_in(client, "ann@example.com")
+    body = {"full_name": "Mallory", "current_password": "not-my-password"}
+    await assert_problem(await client.patch(f"{USERS}/{ann['id']}", json=body, headers=headers), 403)
+    me = await client.get("/api/v1/auth/me", headers=headers)
+    assert (await me.json())["full_name"] is None
+    right = await client.patch(f"{USERS}/{ann['id']}", json={**body, "current_password": PASSWORD}, headers=headers)
+    assert right.status == 200, await right.text()
+
+
 async def test_an_admin_changing_another_user_needs_none(stack: StackFactory) -> None:
     client = await stack()
     ann = await register(client, "ann@example.com")
