@@ -20,6 +20,7 @@ plugin's argon2id); without one a password is never sent anywhere: the request f
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
 
 import attrs
@@ -114,6 +115,9 @@ def transform_response(request: web.Request, pipeline: PipelineConfig, data: Any
 async def startup(app: web.Application) -> None:
     admin = plugin_settings(app, AdminSettings)
     if not (admin.email and admin.password):
+        if admin.email:  # (the password alone is also create-admin's: no admin meant at start-up)
+            logging.getLogger("turnstile.admin").warning(
+                "admin from TURNSTILE_ADMIN_EMAIL: not created, TURNSTILE_ADMIN_PASSWORD is not set (both are needed)")
         return
     hasher = app.get(password_hasher_key)
     if hasher is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -16,6 +16,14 @@ from plugins.users.models import PUBLIC_FIELDS
 from plugins.users.rules import public_user
 
 log = logging.getLogger("turnstile.admin")
+
+# A "confirmed" event was taken by the exchange, not necessarily by a queue: an unroutable one is
+# confirmed too (and warned about on its own line), so this line does not say "delivered".
+_WHAT_BECAME: Final = {
+    "confirmed": "taken by the broker",
+    "outboxed": "kept in the outbox until the broker is back",
+    "logged": "written to the events log (no broker)",
+}
 
 Announce = Callable[[str, Any], Awaitable[None]]
 """Publishes the event of a saved change: its type and the data service's answer (the stored user)."""
@@ -34,7 +42,7 @@ def announcer(publisher: Publisher, app: Any, origin: str) -> Announce:
             log.warning("%s: the data service answered the write without the user; no %s event", origin, event_type)
             return
         outcome = await publisher.publish(Event.create(event_type, public_user(record, fields), request_id))
-        log.info("%s: %s event of user %s %s", origin, event_type, record["id"], outcome,
+        log.info("%s: %s event of user %s %s", origin, event_type, record["id"], _WHAT_BECAME[outcome],
                  extra={"request_id": request_id})
 
     return announce

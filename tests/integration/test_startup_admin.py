@@ -97,7 +97,8 @@ async def test_a_missing_admin_is_created_once(stack: StackFactory, caplog: pyte
     assert await roles_of(again, "root@example.com", CONFIGURED_PASSWORD) == ["admin", "user"]
     assert [r.getMessage() for r in caplog.records if r.name == "turnstile.admin"] == [
         "admin from TURNSTILE_ADMIN_EMAIL: created",
-        "admin from TURNSTILE_ADMIN_EMAIL: user.created event of user 1 logged",  # announced (§9), once
+        "admin from TURNSTILE_ADMIN_EMAIL: user.created event of user 1 written to the events log (no broker)",
+        # announced (§9), once
         "admin from TURNSTILE_ADMIN_EMAIL: the account exists and is an active admin; left unchanged",
     ]
 
@@ -172,3 +173,15 @@ async def test_a_data_service_down_at_start_up_delays_the_admin_not_the_start(
         await eventually(created, 15, "the admin was created once the data service came back")
     finally:
         await proxy.close()
+
+
+async def test_an_admin_email_without_its_password_is_said_not_ignored(
+    stack: StackFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="turnstile.admin"):
+        client = await stack(env={"TURNSTILE_ADMIN_EMAIL": "root@example.com", "TURNSTILE_ADMIN_PASSWORD": ""})
+    assert [r.getMessage() for r in caplog.records if r.name == "turnstile.admin"] == [
+        "admin from TURNSTILE_ADMIN_EMAIL: not created, TURNSTILE_ADMIN_PASSWORD is not set (both are needed)",
+    ]
+    await assert_problem(await client.post("/api/v1/auth/login",
+                                           json={"email": "root@example.com", "password": ADMIN_PASSWORD}), 401)
