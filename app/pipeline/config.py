@@ -188,7 +188,10 @@ class _Loader:
         )
 
     def structured(self, data: Any, cls: type[T], where: tuple[str | int, ...]) -> T | None:
-        """`data` as `cls`, or None with every error of it recorded at its place in the file."""
+        """`data` as `cls`, or None with every error of it recorded at its place in the file. An
+        unknown key is recorded and left out, so the rest is still checked (the file's other
+        errors are reported in the same run, not one fix at a time)."""
+        data = self.known_keys(data, cls, where, lambda path, key: f"{format_path(path)}: unknown setting {key!r}")
         try:
             return converter.structure(data, cls)
         except Exception as exc:  # cattrs raises groups of anything
@@ -196,6 +199,19 @@ class _Loader:
                 path = (*where, *sub)
                 self.error(path, f"{format_path(path)}: {message}")
             return None
+
+    def known_keys(
+        self, data: Any, cls: type[Any], where: tuple[str | int, ...],
+        message: Callable[[tuple[str | int, ...], str], str],
+    ) -> Any:
+        """`data` without the keys `cls` does not have, each recorded as an error."""
+        if not isinstance(data, dict) or not attrs.has(cls):
+            return data
+        known = {field.name for field in attrs.fields(cls)}
+        for key in data:
+            if key not in known:
+                self.error((*where, key), message((*where, key), key))
+        return {key: value for key, value in data.items() if key in known}
 
     def upstream(self, name: str, raw: RawUpstream) -> UpstreamConfig | None:
         upstream, problems = check_upstream(name, raw, self.environ, self.positions.line_of(("upstreams", name)))
@@ -282,6 +298,8 @@ class _Loader:
         if for_messages and step_type.build_for_message is None:
             self.error((*where, "use"), f"{label}: this step type cannot stand in a subscription")
             return None
+        settings = self.known_keys(settings, step_type.config_cls, where,
+                                   lambda _path, key: f"{label}: {key}: unknown setting {key!r}")
         try:
             config = converter.structure(settings, step_type.config_cls)
         except Exception as exc:  # cattrs and attrs validators raise anything

@@ -262,3 +262,19 @@ steps = [{ use = "echo" }]
     assert "parameter {x} appears twice" in errors[0]
     assert "unknown setting 'unknown_key'" in errors[1]
     assert "GET /healthz is taken by" in errors[2]
+
+
+def test_unknown_keys_do_not_hide_the_files_other_errors(tmp_path: Path) -> None:
+    # Fixing a file took one run per stage: an unknown top-level key hid every other error, an
+    # unknown setting of a step hid the rest of that step's.
+    errors = check(tmp_path, """colour = "blue"
+[[pipelines]]
+name = "a"
+route = "GET /x/{id}"
+bogus = 2
+steps = [{ use = "echo", bogus = 1, status = "x" }]
+""")
+    assert errors[0] == "1: colour: unknown setting 'colour'"
+    assert "5: pipelines[0].bogus: unknown setting 'bogus'" in errors
+    assert "6: pipeline 'a', step 1 (echo): bogus: unknown setting 'bogus'" in errors
+    assert any(error.startswith("6: pipeline 'a', step 1 (echo): status:") for error in errors), errors
