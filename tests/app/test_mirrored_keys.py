@@ -45,7 +45,7 @@ def test_only_what_the_enabled_plugins_and_their_steps_read_is_mirrored(tmp_path
     pipelines.write_text(CACHED_ONLY)
     # No auth plugin, no token state; a key starting with a placeholder names no prefix, and
     # `thing:` already covers `thing:v2:` (Redis refuses overlapping prefixes).
-    assert mirrored(tmp_path, pipelines, TURNSTILE_DISABLE_PLUGINS="auth") == ("turnstile:thing:",)
+    assert mirrored(tmp_path, pipelines, TURNSTILE_DISABLE_PLUGINS="auth") == ("thing:",)
 
 
 def test_client_tracking_off_mirrors_nothing(tmp_path: Path) -> None:
