@@ -238,7 +238,7 @@ class RedisCache:
             # per instance.
             return Read(await self.get(key))
 
-        async def read_or_claim(client: Any) -> tuple[bytes | None, Read]:
+        async def read_or_claim(client: Any, _key: str) -> tuple[bytes | None, Read]:
             lease = claim.new_lease()
             args: list[Any] = [lease, _ttl_ms(claim.ttl_s), claim.not_answers, claim.not_answer or b"",
                                "0" if claim.not_answer is None else "1"]

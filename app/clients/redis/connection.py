@@ -105,51 +105,33 @@ class RedisConnection:
         Raises coredis's errors like the client does (wrap it in `redis_errors()`). Whoever
         writes a mirrored key through this connection calls `invalidate_local` after the write.
         """
+        value, _ = await self.read_mirrored(key, _get_text if decode else _get_bytes, decode=decode)
+        return value
+
+    async def read_mirrored(
+        self, key: str, read: Callable[[Any, str], Awaitable[tuple[Any, T]]], *, decode: bool = False,
+        fresh: bool = False,
+    ) -> tuple[Any, T | None]:
+        """`key`'s value from the local mirror (and None), or what `read(client, key)` answers:
+        the value it read from `key` (``str``, or ``bytes`` when not `decode`; kept in the mirror)
+        and anything else (a script that also claims a lease answers more than a GET). `fresh`:
+        ask Redis even when the mirror has a copy. Raises coredis's errors like the client does."""
         mirror = self.mirror
         ticket = None
         if mirror is not None:
-            entry = mirror.lookup(key)
-            if entry is not MISSING and entry[0] is decode:
-                return entry[1]
+            if not fresh:
+                entry = mirror.lookup(key)
+                if entry is not MISSING and entry[0] is decode:
+                    return entry[1], None
             ticket = mirror.begin(key)
-        client = self.client
         try:
-            if decode:
-                value: Any = await client.get(key)
-            else:
-                with client.decoding(False) as raw:
-                    value = await raw.get(key)
+            value, extra = await read(self.client, key)
         except BaseException:
             if mirror is not None:
                 mirror.abandon(key, ticket)
             raise
         if mirror is not None:
             mirror.complete(key, ticket, (decode, value))
-        return value
-
-    async def read_mirrored(
-        self, key: str, read: Callable[[Any], Awaitable[tuple[bytes | None, T]]], *, fresh: bool = False
-    ) -> tuple[bytes | None, T | None]:
-        """`key`'s bytes from the local mirror (and None), or what `read(client)` answers: the
-        value it read from `key` (kept in the mirror as a GET's would be) and anything else.
-        `fresh`: ask Redis even when the mirror has a copy. For reads that do more than GET (a
-        script that also claims a lease). Raises coredis's errors like `get`."""
-        mirror = self.mirror
-        ticket = None
-        if mirror is not None:
-            if not fresh:
-                entry = mirror.lookup(key)
-                if entry is not MISSING and entry[0] is False:
-                    return entry[1], None
-            ticket = mirror.begin(key)
-        try:
-            value, extra = await read(self.client)
-        except BaseException:
-            if mirror is not None:
-                mirror.abandon(key, ticket)
-            raise
-        if mirror is not None:
-            mirror.complete(key, ticket, (False, value))
         return value, extra
 
     def invalidate_local(self, *keys: str) -> None:
@@ -287,3 +269,12 @@ class RedisConnection:
             await mirror.run(built.client.connection_pool, timeout_s=timeout_s)
 
         return [track]
+
+
+async def _get_text(client: Any, key: str) -> tuple[Any, None]:
+    return await client.get(key), None
+
+
+async def _get_bytes(client: Any, key: str) -> tuple[Any, None]:
+    with client.decoding(False) as raw:
+        return await raw.get(key), None
