@@ -348,7 +348,18 @@ class _Loader:
                 )
 
     def check_order(self, where: tuple[str | int, ...], label: str, steps: list[ConfiguredStep]) -> None:
+        first_wrapper: tuple[int, ConfiguredStep] | None = None
         for i, step in enumerate(steps):
+            if step.kind is StepKind.WRAPPER and not step.type.observes_only and first_wrapper is None:
+                first_wrapper = (i, step)
+            if step.kind is StepKind.GUARD and first_wrapper is not None:
+                # The guards run first, then the rules gate: a wrapper ahead of a guard acts for
+                # callers the guard has not checked (a cache before auth answered anonymous
+                # callers from it; contract §8: auth runs before the cache, always).
+                j, wrapper = first_wrapper
+                self.error((*where, i), f"{label}, step {i + 1} ({step.type.name}): a guard must stand before every "
+                           f"wrapper but those that only observe, and step {j + 1} ({wrapper.type.name}) would run "
+                           "before it")
             last = i == len(steps) - 1
             if step.kind is StepKind.TERMINAL and not last:
                 self.error((*where, i), f"{label}, step {i + 1} ({step.type.name}): answers the request, "

@@ -137,6 +137,10 @@ class StepType(Generic[ConfigT]):
     check: cross-field rules over the config and its pipeline (Kong's custom_validator),
       run by `turnstile check` and at start-up; each problem it returns is reported at the
       step's line.
+    observes_only: a WRAPPER that never answers in the rest's place nor shows what it holds
+      (an audit line, a timer) may stand before the guards, and then sees every request,
+      anonymous ones included. Any other wrapper before a guard is an error: it would act
+      for callers the guard has not checked (a cache before auth answered anyone from it).
     """
 
     name: str
@@ -148,6 +152,7 @@ class StepType(Generic[ConfigT]):
     build_for_message: Callable[[ConfigT, SubscriptionContext], MessageStep] | None = None
     check: Callable[[ConfigT, CheckContext], Iterable[str]] | None = None
     document_events: Callable[[ConfigT, EventsDoc], None] | None = None
+    observes_only: bool = False
 
     def kind_for(self, config: ConfigT) -> StepKind:
         """Where a step of this type with `config` stands."""

@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 
+import plugins.auth
 from app import CheckContext, StepKind, StepType, hookimpl
 from app.pipeline.config import PipelineFileError, parse_route
 from app.pipeline.registry import load_checked
@@ -278,3 +279,24 @@ steps = [{ use = "echo", bogus = 1, status = "x" }]
     assert "5: pipelines[0].bogus: unknown setting 'bogus'" in errors
     assert "6: pipeline 'a', step 1 (echo): bogus: unknown setting 'bogus'" in errors
     assert any(error.startswith("6: pipeline 'a', step 1 (echo): status:") for error in errors), errors
+
+
+def test_a_wrapper_before_a_guard_is_an_error_unless_it_only_observes(tmp_path: Path) -> None:
+    # A cache before auth answered anonymous callers from it (contract §8: auth runs before
+    # the cache, always). An audit-like wrapper (`tag`, observes_only) may see every request.
+    path = tmp_path / "pipelines.toml"
+    path.write_text("""[[pipelines]]
+name = "a"
+route = "GET /x/{id}"
+steps = [{ use = "tag", name = "audit" }, { use = "answer" }, { use = "auth", allow = ["anyone"] },
+         { use = "echo" }]
+""")
+    pm = make_plugin_manager(entrypoints=False, extra=[plugins.auth, sample_plugin])
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, pm)
+    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+        "4: pipeline 'a', step 3 (auth): a guard must stand before every wrapper but those that only observe, "
+        "and step 2 (answer) would run before it",
+    ]
+    path.write_text(path.read_text().replace('{ use = "answer" }, ', ""))
+    load_checked(path, pm)
