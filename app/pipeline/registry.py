@@ -11,7 +11,7 @@ import pluggy
 
 from app.asyncapi.document import published_events
 from app.asyncapi.subscription_fields import subscription_placeholder_errors
-from app.models.extend import ModelExtensionError, extend_model
+from app.models.extend import ModelExtensionError, extend_model, retarget_model
 from app.pipeline.config import ConfigError, PipelineFileError, load_pipelines
 from app.pipeline.types import PipelineConfig, PipelineFile, StepType
 from app.plugin_loading import PluginLoadError, call_at_load
@@ -64,6 +64,7 @@ def make_registry(pm: pluggy.PluginManager) -> Registry:
 def _extend_models(pm: pluggy.PluginManager, models: dict[str, type[Any]], origins: dict[str, str]) -> list[str]:
     """Apply every `extend_models` implementation to `models` in place; the problems found."""
     problems = []
+    originals = dict(models)
     for impl in pm.hook.extend_models.get_hookimpls():
         extensions = cast("dict[str, type[Any]]", call_at_load(impl)) or {}
         for name, extension in extensions.items():
@@ -76,6 +77,19 @@ def _extend_models(pm: pluggy.PluginManager, models: dict[str, type[Any]], origi
                 problems.append(f"{impl.plugin_name}: {exc}")
                 continue
             origins["model:" + name] += f" (extended by {impl.plugin_name})"
+    # The models that hold an extended one (a page of users) are made again over it, and those
+    # that hold them in turn, until nothing changes.
+    replaced = {originals[name]: models[name] for name in models if models[name] is not originals[name]}
+    for _depth in range(len(models)):  # (a model holding itself would be made again for ever)
+        if not replaced:
+            break
+        remade = {}
+        for name, model in models.items():
+            retargeted = retarget_model(model, replaced)
+            if retargeted is not model:
+                remade[model] = retargeted
+                models[name] = retargeted
+        replaced = remade
     return problems
 
 

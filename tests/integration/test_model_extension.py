@@ -3,6 +3,7 @@ The field is documented, checked, kept by every projection, cached and put in ev
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -14,7 +15,7 @@ from aiohttp import web
 from app import PipelineConfig, hookimpl, schema_field
 from app.pipeline.registry import RegistryError, make_registry
 from app.plugins import make_plugin_manager
-from tests.integration.conftest import StackFactory, bearer, login, register
+from tests.integration.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, StackFactory, bearer, login, register
 
 
 @attrs.frozen(kw_only=True)
@@ -34,6 +35,17 @@ class DisplayNamePlugin:
         if isinstance(data, dict) and "email" in data:
             return {**data, "display_name": data.get("full_name") or data["email"], "undeclared": "x"}
         return None
+
+
+class PageDisplayNamePlugin(DisplayNamePlugin):
+    """The same field, filled in each user of a page too."""
+
+    @hookimpl
+    def transform_response(self, request: web.Request, pipeline: PipelineConfig, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("items"), list):
+            items = [{**item, "display_name": item.get("full_name") or item["email"]} for item in data["items"]]
+            return {**data, "items": items}
+        return super().transform_response(request, pipeline, data)
 
 
 class WrongTypePlugin:
@@ -65,6 +77,38 @@ async def test_an_added_field_is_answered_cached_evented_and_documented(
     created = [e for e in events if e["type"] == "user.created" and e["data"]["id"] == user["id"]]
     assert created[0]["data"]["display_name"] == "Ann"
     assert "undeclared" not in created[0]["data"]
+
+
+async def test_an_added_field_is_in_the_models_that_hold_the_extended_one(stack: StackFactory) -> None:
+    # The page of users held the User class as registered: the added field was dropped from
+    # every item of GET /api/v1/users, though the document listed it.
+    registry = make_registry(make_plugin_manager(extra=[DisplayNamePlugin()]))
+    items = attrs.fields_dict(registry.models["UserPage"])["items"].type
+    assert typing.get_args(items) == (registry.models["User"],)
+    client = await stack(plugins=(PageDisplayNamePlugin(),))
+    await register(client, "ann@example.com", full_name="Ann")
+    admin = bearer(await login(client, ADMIN_EMAIL, ADMIN_PASSWORD))
+    page = await (await client.get("/api/v1/users", headers=admin)).json()
+    assert {item["email"]: item["display_name"] for item in page["items"]}["ann@example.com"] == "Ann"
+    assert [name for name, _ in attrs.fields_dict(registry.models["UserPage"]).items()] == [
+        "items", "total", "limit", "offset",
+    ]
+
+
+def test_an_added_field_without_a_default_is_refused() -> None:
+    # Records stored without it (all of them, until the data service has it) made every answer,
+    # writes' included, a 502 once saved.
+    @attrs.frozen(kw_only=True)
+    class Tier:
+        tier: str = schema_field(description="A field with no default.")
+
+    class Required:
+        @hookimpl
+        def extend_models(self) -> dict[str, type[Any]]:
+            return {"User": Tier}
+
+    with pytest.raises(RegistryError, match="adds tier to User without a default"):
+        make_registry(make_plugin_manager(extra=[Required()]))
 
 
 async def test_an_added_field_of_the_wrong_type_never_leaves(stack: StackFactory) -> None:
