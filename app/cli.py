@@ -19,7 +19,7 @@ import pluggy
 from app.commands import Command, CommandContext, plugin_commands
 from app.main import build_steps, prepare_app, read_configuration
 from app.pipeline.config import PipelineFileError
-from app.pipeline.registry import load_checked, make_registry
+from app.pipeline.registry import RegistryError, load_checked, make_registry
 from app.plugin_loading import PluginLoadError
 from app.plugin_settings import PluginSettings, describe, embedded_defaults, registered_settings
 from app.plugins import hookspec_names, offered_hookspecs
@@ -198,7 +198,11 @@ def _cmd_routes(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> i
 
 def _cmd_plugins(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> int:
     pm = loaded.pm
-    registry = make_registry(pm)
+    try:
+        registry = make_registry(pm)
+    except (RegistryError, PluginLoadError) as exc:  # two plugins add one step type: said, not a traceback
+        print(f"turnstile: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     rows: list[tuple[str, ...]] = [("PLUGIN", "HOOKS", "STEP TYPES", "MODELS")]
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0]):
         if plugin is None:

@@ -94,7 +94,8 @@ class ConfigError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        # Line 0: about the file as a whole, or the plugins it is read with (two add one step type).
+        return f"{self.file}: {self.message}" if self.line == 0 else f"{self.file}:{self.line}: {self.message}"
 
 
 class PipelineFileError(Exception):

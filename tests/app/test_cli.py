@@ -85,9 +85,20 @@ def test_a_load_time_hook_that_raises_is_one_line_naming_the_plugin(tmp_path: Pa
     result = run(tmp_path, "check", TURNSTILE_PLUGINS="tests.fixtures.broken_route_plugin")
     assert result.returncode == 1
     assert result.stderr == (
-        f"{CORE_PIPELINES}:0: plugin tests.fixtures.broken_route_plugin: register_routes raised TypeError: "
+        f"{CORE_PIPELINES}: plugin tests.fixtures.broken_route_plugin: register_routes raised TypeError: "
         "PluginRoute.__init__() missing 1 required keyword-only argument: 'responses'\n"
     )
+
+
+@pytest.mark.parametrize("command", ["check", "plugins"])
+def test_two_plugins_adding_one_step_type_are_one_line_naming_both(tmp_path: Path, command: str) -> None:
+    # `plugins` printed a traceback, `check` the clash at line 0 of a file that has no part in it.
+    result = run(tmp_path, command, TURNSTILE_PLUGINS="tests.fixtures.sample_plugin,tests.fixtures.echo_again_plugin")
+    assert result.returncode == (1 if command == "check" else 2)
+    assert "Traceback" not in result.stderr
+    assert "step type 'echo' is added by both tests.fixtures.sample_plugin and tests.fixtures.echo_again_plugin" \
+        in result.stderr
+    assert ":0:" not in result.stderr
 
 
 def test_check_reports_every_error_with_file_and_line(tmp_path: Path) -> None:
