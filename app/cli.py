@@ -9,9 +9,9 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import attrs
 import pluggy
@@ -98,6 +98,10 @@ def _port_number(text: str) -> int:
     return int(text)
 
 
+async def _awaited(work: Awaitable[Any]) -> Any:
+    return await work
+
+
 _PRODUCTION_REQUIRES: Final = "required when TURNSTILE_ENV=production"  # the words of each such problem
 
 
@@ -130,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in _COMMANDS:
             return _COMMANDS[args.command](args, loaded, argv)
         command = next(command for _plugin, command in commands if command.name == args.command)
-        return command.run(args, CommandContext(loaded.settings, pm, lambda: prepare_app(loaded.settings, pm)))
+        status: Any = command.run(args, CommandContext(loaded.settings, pm, lambda: prepare_app(loaded.settings, pm)))
+        if inspect.isawaitable(status):  # an `async def run`: run to its end, as a sync one would be
+            status = asyncio.run(_awaited(status))
+        return int(status)
     except (SettingsError, PluginLoadError) as exc:  # the latter: a plugin's load-time hook, met by a command
         for problem in exc.problems if isinstance(exc, SettingsError) else [str(exc)]:
             print(f"turnstile: {problem}", file=sys.stderr)  # noqa: T201

@@ -12,7 +12,7 @@ import argparse
 import contextlib
 import functools
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import cast, final
 
 import attrs
@@ -38,13 +38,14 @@ class Command:
 
     name: what follows ``turnstile`` (e.g. "create-admin").
     help: one line for ``turnstile --help``.
-    run: does the work and returns the exit status (0 done, 1 failed, 2 bad input).
+    run: does the work and returns the exit status (0 done, 1 failed, 2 bad input); an
+        ``async def`` one is run to its end on an event loop of its own.
     arguments: adds the command's options to its `argparse.ArgumentParser`.
     """
 
     name: str
     help: str
-    run: Callable[[argparse.Namespace, CommandContext], int]
+    run: Callable[[argparse.Namespace, CommandContext], int | Awaitable[int]]
     arguments: Callable[[argparse.ArgumentParser], None] | None = None
 
 

@@ -90,6 +90,13 @@ def test_a_load_time_hook_that_raises_is_one_line_naming_the_plugin(tmp_path: Pa
     )
 
 
+def test_a_plugin_command_written_async_is_run_and_its_result_is_the_status(tmp_path: Path) -> None:
+    # It printed the coroutine and exited 1, never run.
+    result = run(tmp_path, "sample-async")
+    assert (result.returncode, result.stdout) == (3, "counted down\n")
+    assert "coroutine" not in result.stderr
+
+
 @pytest.mark.parametrize("command", ["check", "plugins"])
 def test_two_plugins_adding_one_step_type_are_one_line_naming_both(tmp_path: Path, command: str) -> None:
     # `plugins` printed a traceback, `check` the clash at line 0 of a file that has no part in it.

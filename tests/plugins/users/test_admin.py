@@ -44,7 +44,9 @@ def context(tmp_path: Path, **env: str) -> CommandContext:
 
 def create_admin(tmp_path: Path, email: str, **env: str) -> int:
     """`turnstile create-admin --email <email>` as the users plugin runs it."""
-    return CREATE_ADMIN.run(argparse.Namespace(command="create-admin", email=email), context(tmp_path, **env))
+    status = CREATE_ADMIN.run(argparse.Namespace(command="create-admin", email=email), context(tmp_path, **env))
+    assert isinstance(status, int)  # the users plugin's run is synchronous
+    return status
 
 
 def started_app(tmp_path: Path, data_service: DataServiceClient, env: Mapping[str, str]) -> web.Application:
