@@ -9,7 +9,8 @@ receives (the data of `user.deleted` is the id alone).
 
 Only what can be known is checked: a subscription bound to a routing key this file does not
 publish (another producer's events), or to a pattern, is left alone, and so is every
-subscription while a plugin's `enrich_event` hook may add fields to the data.
+subscription while a plugin's `enrich_event` hook may add fields to the data; `{actor}` (the
+caller of a request) is refused in every subscription.
 """
 
 from __future__ import annotations
@@ -28,24 +29,28 @@ from app.pipeline.types import RESERVED_PLACEHOLDERS, PipelineFile, PublishedEve
 
 
 def subscription_placeholder_errors(
-    pipelines: PipelineFile, published: dict[str, list[PublishedEvent]], models: dict[str, type]
+    pipelines: PipelineFile, published: dict[str, list[PublishedEvent]], models: dict[str, type], *,
+    data_may_grow: bool = False,
 ) -> list[ConfigError]:
     """A `ConfigError` for each placeholder of a subscription's step that names no field of some
-    event it receives (see the module's docstring for what is left unchecked)."""
+    event it receives (see the module's docstring for what is left unchecked), and for each
+    that names the caller (`{actor}`: an event has none). `data_may_grow`: a plugin's
+    `enrich_event` may add fields, so only `{actor}` is sure to be wrong."""
     errors = []
     for sub in pipelines.subscriptions:
-        fields = _fields_of_every(sub, published, models)
-        if fields is None:
-            continue
+        fields = None if data_may_grow else _fields_of_every(sub, published, models)
         for index, step in enumerate(sub.steps):
             for name, template in _templates(step.config):
-                for placeholder in sorted(set(template_placeholders(template)) - fields - RESERVED_PLACEHOLDERS):
-                    have = ", ".join(sorted(fields)) or "none"
-                    errors.append(ConfigError(str(pipelines.path), step.line, (
-                        f"subscription {sub.name!r}, step {index + 1} ({step.type.name}): {name}: placeholder "
-                        f"{{{placeholder}}} names no field of every event it receives "
-                        f"({', '.join(sub.bindings)}: {have})"
-                    )))
+                named = set(template_placeholders(template))
+                wrong = named & RESERVED_PLACEHOLDERS if fields is None else named - fields
+                for placeholder in sorted(wrong):
+                    where = f"subscription {sub.name!r}, step {index + 1} ({step.type.name}): {name}: placeholder"
+                    if placeholder in RESERVED_PLACEHOLDERS:
+                        why = "names the caller of a request, and an event has none"
+                    else:
+                        why = (f"names no field of every event it receives "
+                               f"({', '.join(sub.bindings)}: {', '.join(sorted(fields or ())) or 'none'})")
+                    errors.append(ConfigError(str(pipelines.path), step.line, f"{where} {{{placeholder}}} {why}"))
     return errors
 
 

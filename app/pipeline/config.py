@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from app.clients.amqp.topology import DEAD_LETTER_SUFFIX
 from app.converter import converter, format_path, iter_errors
 from app.pipeline.locate import PositionIndex
 from app.pipeline.template import Template, template_placeholders
@@ -384,17 +385,21 @@ class _Loader:
                            f"{pipeline.route} (also pipeline {other.name!r} at line {other.line})")
             seen_routes.setdefault(key, pipeline)
             self.check_name(("pipelines", index), "pipeline", pipeline.name, seen_names)
-        seen_queues: dict[str, SubscriptionConfig] = {}
+        taken: dict[str, SubscriptionConfig] = {}  # each queue name a subscription uses: its own, its dead letters'
         for index, sub in enumerate(subscriptions):
             if sub is None:
                 continue
             self.check_name(("subscriptions", index), "subscription", sub.name, seen_names)
             # One queue, two subscriptions: their consumers would share its messages, each event
-            # going to one of them only, with the other's steps (half of them not invalidated).
-            first = seen_queues.setdefault(sub.queue, sub)
-            if first is not sub:
-                self.error(("subscriptions", index, "queue"), f"subscription {sub.name!r}: queue {sub.queue!r} is "
-                           f"taken by subscription {first.name!r} (line {first.line}): each needs a queue of its own")
+            # going to one of them only, with the other's steps (half of them not invalidated);
+            # one's queue another's dead letters: a queue of another kind, retried for ever.
+            for name in (sub.queue, f"{sub.queue}{DEAD_LETTER_SUFFIX}"):
+                first = taken.setdefault(name, sub)
+                if first is not sub:
+                    self.error(("subscriptions", index, "queue"), f"subscription {sub.name!r}: queue {name!r} is "
+                               f"taken by subscription {first.name!r} (line {first.line}): each needs a queue of its "
+                               f"own, and {DEAD_LETTER_SUFFIX} after it is its dead letters'")
+                    break
 
     def check_name(self, where: tuple[str | int, ...], kind: str, name: str, seen: dict[str, int]) -> None:
         line = self.positions.line_of(where)

@@ -130,9 +130,11 @@ def load_checked(
 
     file = load_pipelines(path, registry.steps, registry.models, environ=environ, origins=registry.origins,
                           pipeline_check=clashes, disabled=registry.disabled)
-    if file.subscriptions and not has_implementations(pm.hook.enrich_event):  # (enrichers may add any field)
-        # The events' data is known from the pipelines that publish them, as the AsyncAPI document has it.
-        errors = subscription_placeholder_errors(file, published_events(file), registry.models)
+    if file.subscriptions:
+        # The events' data is known from the pipelines that publish them, as the AsyncAPI document
+        # has it, unless a plugin's enrich_event may add any field.
+        errors = subscription_placeholder_errors(file, published_events(file), registry.models,
+                                                 data_may_grow=has_implementations(pm.hook.enrich_event))
         if errors:
             raise PipelineFileError(errors)
     return registry, file

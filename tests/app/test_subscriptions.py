@@ -106,7 +106,7 @@ def test_two_subscriptions_on_one_queue_are_an_error_with_both_lines(tmp_path: P
         load_checked(path, make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
     assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
         "11: subscription 'mine': queue 'test.shared' is taken by subscription 'shared_one' (line 2): "
-        "each needs a queue of its own"
+        "each needs a queue of its own, and .dead after it is its dead letters'"
     ]
 
 
@@ -177,3 +177,30 @@ def test_with_a_plugin_that_enriches_events_any_field_may_be_there(tmp_path: Pat
     path = tmp_path / "pipelines.toml"
     path.write_text(subscribed('["user.updated"]', '["tenant:{tenant}"]'))
     load_checked(path, make_plugin_manager(extra=[Enricher()]))
+
+
+@pytest.mark.parametrize("bindings", ['["user.updated"]', '["order.created"]'])
+def test_the_caller_placeholder_in_a_subscription_is_an_error_whatever_it_receives(
+    tmp_path: Path, bindings: str
+) -> None:
+    # {actor} is the caller of a request: every message failed on it and was dead-lettered.
+    path = tmp_path / "pipelines.toml"
+    path.write_text(subscribed(bindings, '["user:{actor}"]'))
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, make_plugin_manager())
+    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+        "23: subscription 'changes', step 1 (cache-invalidate): keys: placeholder {actor} names the caller of a "
+        "request, and an event has none",
+    ]
+
+
+def test_a_subscription_on_another_ones_dead_letter_queue_is_an_error(tmp_path: Path) -> None:
+    text = SUBSCRIPTIONS.replace('queue = "test.mine"', 'queue = "test.shared.dead"')
+    path = tmp_path / "pipelines.toml"
+    path.write_text(text)
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
+    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+        "11: subscription 'mine': queue 'test.shared.dead' is taken by subscription 'shared_one' (line 2): each "
+        "needs a queue of its own, and .dead after it is its dead letters'"
+    ]

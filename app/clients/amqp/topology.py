@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import uuid
-from typing import Any, Literal, final
+from typing import Any, Final, Literal, final
 
 import aiormq
 import attrs
@@ -37,6 +37,7 @@ Delivery = Literal["shared", "each-instance"]
 QueueType = Literal["quorum", "classic"]
 DELIVERIES: tuple[Delivery, ...] = ("shared", "each-instance")
 QUEUE_TYPES: tuple[QueueType, ...] = ("quorum", "classic")
+DEAD_LETTER_SUFFIX: Final = ".dead"  # a subscription's dead letters' queue: its name and this
 
 
 class TopologyMismatch(Exception):
@@ -84,7 +85,7 @@ class QueueTopology:
 
     @property
     def dead_letter_queue(self) -> str:
-        return f"{self.name}.dead"
+        return f"{self.name}{DEAD_LETTER_SUFFIX}"
 
     def arguments(self) -> dict[str, Any]:
         arguments: dict[str, Any] = {
