@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
+from app import hookimpl
 from app.cli import main
 from app.keys import settings_key
 from plugins.users import startup_admin
@@ -185,3 +188,21 @@ async def test_an_admin_email_without_its_password_is_said_not_ignored(
     ]
     await assert_problem(await client.post("/api/v1/auth/login",
                                            json={"email": "root@example.com", "password": ADMIN_PASSWORD}), 401)
+
+
+class TenantStamp:
+    """A team's enrich_event: every event says which tenant it is of."""
+
+    @hookimpl
+    def enrich_event(self, request: Any, pipeline: Any, event: dict[str, Any]) -> dict[str, Any]:
+        return {**event, "data": {**event["data"], "tenant": "acme"}}
+
+
+async def test_the_start_up_admins_event_is_enriched_as_a_pipelines_is(stack: StackFactory, tmp_path: Path) -> None:
+    # The hooks ran for the events of pipelines only: a consumer keyed on the tenant never
+    # placed the admin.
+    await stack(plugins=(TenantStamp(),))
+    events = [orjson.loads(line) for line in (tmp_path / "var" / "events.jsonl").read_bytes().splitlines()]
+    [created] = [event for event in events if event["type"] == "user.created"]
+    assert created["data"]["email"] == ADMIN_EMAIL
+    assert created["data"]["tenant"] == "acme"
