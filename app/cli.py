@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import inspect
 import json
+import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,7 +22,7 @@ from app.main import build_steps, prepare_app, read_configuration
 from app.pipeline.config import PipelineFileError
 from app.pipeline.registry import RegistryError, load_checked, make_registry
 from app.plugin_loading import PluginLoadError
-from app.plugin_settings import PluginSettings, describe, embedded_defaults, registered_settings
+from app.plugin_settings import PluginSettings, describe, embedded_defaults, registered_settings, unknown_variables
 from app.plugins import hookspec_names, offered_hookspecs
 from app.resources import resources_key
 from app.settings import Settings, SettingsError, read_token_file, read_token_lines
@@ -160,6 +161,8 @@ def _cmd_serve(args: argparse.Namespace, loaded: _Loaded, argv: list[str]) -> in
 
     settings = loaded.settings
     setup_logging(settings.log_level, settings.log_format)
+    for line in unknown_variables(loaded.pm, settings.environ):  # a misspelt name keeps the default silently
+        logging.getLogger("turnstile.settings").warning(line)
     if args.workers > 1:
         missing = [name for name, value in (("DATA_SERVICE_URL", settings.data_service_url),
                                             ("REDIS_URL", settings.redis_url)) if value is None]

@@ -17,6 +17,8 @@ A settings class may also define, as plain methods:
 
 from __future__ import annotations
 
+import difflib
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -315,6 +317,33 @@ def read_plugin_settings(
         if instance is not None:
             values[cls] = instance
     return PluginSettings(values), reader.problems
+
+
+# What Kubernetes puts in every pod for a Service in its namespace (a Service named "mail" makes
+# MAIL_PORT, MAIL_SERVICE_HOST, ...): a prefix's look-alikes that are nobody's mistake.
+_SERVICE_LINK = re.compile(r".*_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT(_\d+_(TCP|UDP|SCTP)(_[A-Z]+)?)?)")
+
+
+def unknown_variables(pm: pluggy.PluginManager, environ: Mapping[str, str]) -> list[str]:
+    """One line for each set variable under a plugin's `env_prefix` that no setting reads (a
+    misspelt name is otherwise ignored without a word: the setting keeps its default), naming
+    the closest setting."""
+    known: set[str] = set()
+    prefixes: set[str] = set()
+    for _plugin, cls in registered_settings(pm):
+        prefix = getattr(cls, "env_prefix", "")
+        if prefix:
+            prefixes.add(prefix)
+        for _field, spec, variable in _fields(cls):
+            known.update((variable, f"{variable}_FILE") if spec.secret else (variable,))
+    lines = []
+    for name in sorted(environ):
+        if name in known or not name.startswith(tuple(prefixes)) or _SERVICE_LINK.fullmatch(name):
+            continue
+        near = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        lines.append(f"{name} is under a plugin's prefix, but no setting reads it{hint}")
+    return lines
 
 
 def embedded_defaults(values: Iterable[Any]) -> list[str]:

@@ -4,6 +4,7 @@ asks each plugin what it requires."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -14,11 +15,12 @@ import pytest
 from app import hookimpl, plugin_settings, positive_int, setting
 from app.main import create_app, load_configuration
 from app.plugin_loading import PluginLoadError
-from app.plugin_settings import describe, embedded_defaults, read_plugin_settings
+from app.plugin_settings import describe, embedded_defaults, read_plugin_settings, unknown_variables
 from app.plugins import make_plugin_manager
 from app.settings import SettingsError, load_settings
 from tests.app.conftest import CORE_PIPELINES
 from tests.fixtures import sample_plugin
+from tests.services import ROOT
 
 SECRET = "s" * 40
 TOKEN = "data-service-token-0123456789"  # a test credential
@@ -259,3 +261,35 @@ def test_plugins_name_their_embedded_defaults_for_the_start_up_line() -> None:
     assert "mail written as .eml files to mail/ in TURNSTILE_VAR_DIR (no SMTP_URL)" in embedded_defaults(values)
     _settings, _pm, values = load_configuration({"JWT_SECRET": SECRET, "SMTP_URL": "smtp://mail.example.com"})
     assert embedded_defaults(values) == []
+
+
+def test_a_misspelt_variable_under_a_plugins_prefix_is_named_with_the_setting_it_may_mean() -> None:
+    # TEAMX_BLOCKED_EMAIL_DOMAIN (no S) kept the blocklist off without a word.
+    @attrs.frozen(kw_only=True)
+    class TeamSettings:
+        env_prefix: ClassVar[str] = "TEAMX_"
+        blocked_email_domains: str = setting(default="", description="Domains refused at registration.")
+        api_key: str | None = setting(default=None, secret=True, description="A secret.")
+
+    class Team:
+        @hookimpl
+        def register_settings(self) -> list[type[Any]]:
+            return [TeamSettings]
+
+    pm = make_plugin_manager(entrypoints=False, extra=[Team()])
+    environ = {
+        "TEAMX_BLOCKED_EMAIL_DOMAIN": "rival.example", "TEAMX_API_KEY_FILE": "/run/secrets/key",
+        "TEAMX_SERVICE_HOST": "10.0.0.7", "TEAMX_PORT": "tcp://10.0.0.7:80",  # Kubernetes' Service links
+        "TEAMX_BLOCKED_EMAIL_DOMAINS": "", "OTHER_THING": "1",
+    }
+    assert unknown_variables(pm, environ) == [
+        "TEAMX_BLOCKED_EMAIL_DOMAIN is under a plugin's prefix, but no setting reads it "
+        "(did you mean TEAMX_BLOCKED_EMAIL_DOMAINS?)",
+    ]
+
+
+def test_every_variable_the_readme_names_is_read() -> None:
+    # No false alarm for what the docs tell operators to set.
+    names = dict.fromkeys(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", (ROOT / "README.md").read_text()), "x")
+    assert "JWT_SECRET" in names
+    assert unknown_variables(make_plugin_manager(), names) == []
