@@ -259,9 +259,14 @@ async def call_impl(hook: pluggy.HookCaller, impl: pluggy.HookImpl, args: Mappin
     traced = trace_log.isEnabledFor(logging.INFO)
     if traced:
         trace_log.info("hook %s [%s] with %r", hook.name, impl.plugin_name, _arguments(args))
-    result = impl.function(*(args[name] for name in impl.argnames))
-    if inspect.isawaitable(result):
-        result = await (result if hook.name in _UNBOUNDED else _in_time(result, _hook_timeout_s(args), hook, impl))
+    try:
+        result = impl.function(*(args[name] for name in impl.argnames))
+        if inspect.isawaitable(result):
+            result = await (result if hook.name in _UNBOUNDED else _in_time(result, _hook_timeout_s(args), hook, impl))
+    except Exception as exc:
+        # The traceback logged for it then names whose code failed, not only where.
+        exc.add_note(f"(in hook {hook.name} of plugin {impl.plugin_name})")
+        raise
     if traced:
         trace_log.info("hook %s [%s] returned %r", hook.name, impl.plugin_name, Redacted(result))
     return result

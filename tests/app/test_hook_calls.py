@@ -67,9 +67,13 @@ async def test_call_all_stops_at_the_first_failure_leaving_no_coroutine_unawaite
     # and a sync implementation after the failing one must not have run.
     recorder = Recorder()
     pm = make_plugin_manager(entrypoints=False, extra=_plugins(recorder, fail_in_middle=True))
-    with pytest.raises(ValueError, match="middle refuses"):
+    with pytest.raises(ValueError, match="middle refuses") as failed:
         await call_all(pm.hook.check_request, request=None, pipeline=None, actor=None, body={})
     assert recorder.calls == ["first", "middle"]
+    # The traceback logged for it names the hook and the plugin, not only the line.
+    [middle] = [impl.plugin_name for impl in pm.hook.check_request.get_hookimpls()
+                if type(impl.plugin).__name__ == "Middle"]
+    assert failed.value.__notes__ == [f"(in hook check_request of plugin {middle})"]
 
 
 async def test_call_chain_names_the_plugin_whose_value_its_check_refuses(caplog: pytest.LogCaptureFixture) -> None:
