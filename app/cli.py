@@ -304,6 +304,11 @@ def _cmd_dataservice(args: argparse.Namespace, loaded: _Loaded, argv: list[str])
         except ValueError as exc:
             print(f"turnstile: {option} {path}: {exc}", file=sys.stderr)  # noqa: T201
             return 2
+    if token is None and settings.production:
+        print("turnstile: dataservice: a token is required when TURNSTILE_ENV=production (--token-file or "  # noqa: T201
+              "DATA_SERVICE_TOKEN[_FILE]): without one, anyone who reaches its port reads every password hash",
+              file=sys.stderr)
+        return 2
     if previous and token is None:
         print("turnstile: --previous-token-file needs a current token (--token-file or DATA_SERVICE_TOKEN[_FILE])",  # noqa: T201
               file=sys.stderr)

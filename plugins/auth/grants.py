@@ -172,7 +172,8 @@ class RefreshStep:
             user = None
         else:
             # A record that does not fit is a 502 that ends nothing: the session outlives the glitch.
-            user = user_record(reply.data)
+            # Checked whole, as a login's: its cut-off (sessions_revoked_at) decides this refresh.
+            user = user_record(reply.data, with_hash=True)
         if user is None or not user["is_active"]:
             with store_errors():
                 await self.services.store.revoke_family(claims.family)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from app import BadGateway, DataService, parse_rfc3339
+from app import BadGateway, DataService, NotFound, parse_rfc3339
 from plugins.users.rules import normalise_email
 
 log = logging.getLogger("turnstile.users")
@@ -97,8 +97,12 @@ async def user_with_email(
     mailed one user's reset link to another, and let login attempts on one account spread over
     "different" addresses, around the per-email limit.
     """
-    reply = await data.request("GET", "/api/v1/users", params={"email": email, "limit": LOOKUP_PAGE},
-                               request_id=request_id)
+    try:
+        reply = await data.request("GET", "/api/v1/users", params={"email": email, "limit": LOOKUP_PAGE},
+                                   request_id=request_id)
+    except NotFound:  # a list has no "not found" (contract §7: 200 {items, total}), an empty one at most
+        log.warning("the data service answered a lookup by email with 404")
+        raise BadGateway(UNUSABLE) from None
     for item in user_page(reply.data):
         email_of = item.get("email") if isinstance(item, dict) else None
         if not isinstance(email_of, str):  # a record without an address is no "unknown email": a 502

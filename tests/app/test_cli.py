@@ -443,6 +443,13 @@ async def test_the_data_service_starts_in_production_without_the_servers_service
         data.wait(timeout=10)
 
 
+def test_the_data_service_refuses_to_run_without_a_token_in_production(tmp_path: Path) -> None:
+    result = run(tmp_path, "dataservice", "--port", str(free_port()), "--db", str(tmp_path / "d.sqlite3"),
+                 TURNSTILE_ENV="production", TURNSTILE_DISABLE_PLUGINS="")
+    assert result.returncode == 2
+    assert "dataservice: a token is required when TURNSTILE_ENV=production" in result.stderr
+
+
 def test_create_admin_creates_then_is_idempotent(tmp_path: Path) -> None:
     # The users plugin adds the command; the auth plugin hashes the password.
     env = {"TURNSTILE_ADMIN_PASSWORD": "boss-password-1", "ARGON2_TIME_COST": "1", "ARGON2_MEMORY_KIB": "8",

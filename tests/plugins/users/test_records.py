@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from app import BadGateway
+from app import BadGateway, NotFound
 from app.clients.dataservice import UpstreamReply
 from plugins.users.records import user_record, user_with_email
 
@@ -62,3 +62,15 @@ async def test_a_lookup_takes_the_record_with_exactly_that_address() -> None:
     found = await user_with_email(Lookup([other, STORED]), "ann@example.com", None)  # type: ignore[arg-type]
     assert found is STORED
     assert await user_with_email(Lookup([other]), "ann@example.com", None) is None  # type: ignore[arg-type]
+
+
+class NoList:
+    """A data service answering a lookup by email with 404 (a list has no "not found")."""
+
+    async def request(self, method: str, path: str, **_kwargs: Any) -> UpstreamReply:
+        raise NotFound("not found")
+
+
+async def test_a_lookup_answered_404_is_a_502_not_a_404_of_the_login() -> None:
+    with pytest.raises(BadGateway):
+        await user_with_email(NoList(), "ann@example.com", None)  # type: ignore[arg-type]  # a stand-in
