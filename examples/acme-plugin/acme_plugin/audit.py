@@ -59,4 +59,6 @@ class AuditStep:
         return response
 
 
-AUDIT = StepType(name="acme-audit", config_cls=AuditConfig, build=lambda config, ctx: AuditStep(ctx.app[audit_key]))
+# observes_only: it answers nothing itself, so it may stand before the guards and see every request.
+AUDIT = StepType(name="acme-audit", config_cls=AuditConfig, build=lambda config, ctx: AuditStep(ctx.app[audit_key]),
+                 observes_only=True)
