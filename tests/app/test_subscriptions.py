@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import pluggy
 import pytest
 from aiohttp import web
 
@@ -48,6 +49,15 @@ def app_for(tmp_path: Path, text: str, **environ: str) -> web.Application:
     return create_app(settings, pm=make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
 
 
+def check_errors(tmp_path: Path, text: str, pm: pluggy.PluginManager | None = None) -> list[str]:
+    """What `turnstile check` says of `text` (it must find something): each error without its file."""
+    path = tmp_path / "pipelines.toml"
+    path.write_text(text)
+    with pytest.raises(PipelineFileError) as info:
+        load_checked(path, pm or make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
+    return [str(e)[len(str(path)) + 1 :] for e in info.value.errors]
+
+
 def test_each_subscription_gets_the_queue_its_delivery_needs(tmp_path: Path) -> None:
     shared, mine = app_for(tmp_path, SUBSCRIPTIONS)[consumers_key]
     assert (shared.topology.delivery, shared.queue, shared.topology.queue_type) == ("shared", "test.shared", "quorum")
@@ -71,11 +81,7 @@ def test_a_queue_type_other_than_quorum_or_classic_is_refused() -> None:
 
 def test_an_unknown_delivery_is_an_error_with_its_line(tmp_path: Path) -> None:
     text = SUBSCRIPTIONS.replace('delivery = "each-instance"', 'delivery = "everyone"')
-    path = tmp_path / "pipelines.toml"
-    path.write_text(text)
-    with pytest.raises(PipelineFileError) as info:
-        load_checked(path, make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
-    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+    assert check_errors(tmp_path, text) == [
         """8: subscriptions[1]: delivery: expected "shared" or "each-instance", got 'everyone'"""
     ]
 
@@ -100,11 +106,7 @@ def test_only_a_dependency_down_makes_a_message_wait(exc: BaseException, waits: 
 def test_two_subscriptions_on_one_queue_are_an_error_with_both_lines(tmp_path: Path) -> None:
     # Their consumers would share the queue's messages: each event handled by one of them only.
     text = SUBSCRIPTIONS.replace('queue = "test.mine"', 'queue = "test.shared"')
-    path = tmp_path / "pipelines.toml"
-    path.write_text(text)
-    with pytest.raises(PipelineFileError) as info:
-        load_checked(path, make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
-    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+    assert check_errors(tmp_path, text) == [
         "11: subscription 'mine': queue 'test.shared' is taken by subscription 'shared_one' (line 2): "
         "each needs a queue of its own, and .dead after it is its dead letters'"
     ]
@@ -142,11 +144,8 @@ steps = [{{ use = "cache-invalidate", keys = {keys} }}]
 
 def test_a_subscription_placeholder_naming_no_field_of_its_events_is_an_error_with_its_line(tmp_path: Path) -> None:
     # It failed every message at run time (retried, then dead-lettered); `check` said OK.
-    path = tmp_path / "pipelines.toml"
-    path.write_text(subscribed('["user.updated", "user.deleted"]', '["user:{nope}", "user:{id}", "mail:{email}"]'))
-    with pytest.raises(PipelineFileError) as info:
-        load_checked(path, make_plugin_manager())
-    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+    text = subscribed('["user.updated", "user.deleted"]', '["user:{nope}", "user:{id}", "mail:{email}"]')
+    assert check_errors(tmp_path, text, make_plugin_manager()) == [
         "23: subscription 'changes', step 1 (cache-invalidate): keys: placeholder {nope} names no field of "
         "every event it receives (user.updated, user.deleted: id)",
         # user.deleted carries the id alone: {email} fails on every deletion
@@ -184,11 +183,7 @@ def test_the_caller_placeholder_in_a_subscription_is_an_error_whatever_it_receiv
     tmp_path: Path, bindings: str
 ) -> None:
     # {actor} is the caller of a request: every message failed on it and was dead-lettered.
-    path = tmp_path / "pipelines.toml"
-    path.write_text(subscribed(bindings, '["user:{actor}"]'))
-    with pytest.raises(PipelineFileError) as info:
-        load_checked(path, make_plugin_manager())
-    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+    assert check_errors(tmp_path, subscribed(bindings, '["user:{actor}"]'), make_plugin_manager()) == [
         "23: subscription 'changes', step 1 (cache-invalidate): keys: placeholder {actor} names the caller of a "
         "request, and an event has none",
     ]
@@ -196,11 +191,7 @@ def test_the_caller_placeholder_in_a_subscription_is_an_error_whatever_it_receiv
 
 def test_a_subscription_on_another_ones_dead_letter_queue_is_an_error(tmp_path: Path) -> None:
     text = SUBSCRIPTIONS.replace('queue = "test.mine"', 'queue = "test.shared.dead"')
-    path = tmp_path / "pipelines.toml"
-    path.write_text(text)
-    with pytest.raises(PipelineFileError) as info:
-        load_checked(path, make_plugin_manager(entrypoints=False, extra=[plugins.cache]))
-    assert [str(e)[len(str(path)) + 1 :] for e in info.value.errors] == [
+    assert check_errors(tmp_path, text) == [
         "11: subscription 'mine': queue 'test.shared.dead' is taken by subscription 'shared_one' (line 2): each "
         "needs a queue of its own, and .dead after it is its dead letters'"
     ]
