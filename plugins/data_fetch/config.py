@@ -39,6 +39,9 @@ class DataFetchConfig:
     location: the ``Location`` header of the answer (RFC 9110: where a created resource is),
         a template over the fields of the answer, e.g. ``"/api/v1/users/{id}"``; needs
         `response`, whose model must have every field it names.
+    conflict: the ``detail`` of the 409 a write meets (the upstream's own words never reach a
+        client: they may name a table or a constraint), e.g. ``"Another user already has this
+        email."``; unset, a generic one.
     """
 
     call: str = template_field(validator=_check_call)
@@ -46,6 +49,7 @@ class DataFetchConfig:
     response: str | None = None
     upstream: str = "data_service"
     location: str | None = field(default=None, validator=optional(check_template))
+    conflict: str | None = None
 
     @property
     def method(self) -> str:

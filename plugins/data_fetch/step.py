@@ -14,6 +14,7 @@ from app import (
     BadGateway,
     BuildContext,
     CheckContext,
+    Conflict,
     DataService,
     Handler,
     InternalError,
@@ -137,6 +138,7 @@ class DataFetchStep:
     # /users/{id}): the answer must be the record asked for (a data service answering another
     # user's record must not show it, nor have it cached under this one's key).
     identity: tuple[str, ...] = ()
+    conflict: str | None = None  # the 409's detail (`DataFetchConfig.conflict`)
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         body = request.get(body_key)
@@ -189,6 +191,10 @@ class DataFetchStep:
         checked: list[Any] = []
         try:
             reply = await self._call(request, path, body, query, asked, checked=checked)
+        except Conflict as exc:
+            if self.conflict is None:
+                raise
+            raise Conflict(self.conflict) from exc  # the route's own words for it
         except ProblemError as exc:
             if not exc.outcome_unknown:
                 raise
@@ -302,6 +308,7 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         query_defaults=_query_defaults(context),
         location=Template(config.location) if config.location is not None else None,
         identity=_identity(config, context),
+        conflict=config.conflict,
     )
 
 
@@ -370,7 +377,7 @@ def document(config: DataFetchConfig, doc: OperationDoc) -> None:
     doc.responses[str(config.status)]["description"] = description
     doc.problem(404, "Not found")
     if config.method in _WRITES:
-        doc.problem(409, "Conflicts with the stored state")
+        doc.problem(409, config.conflict or "Conflicts with the stored state")
     service = _public_name(config.upstream).capitalize()
     doc.problem(502, f"{service} gave an unusable answer")
     doc.problem(503, f"{service} is unreachable or paused", headers={"Retry-After": "Seconds to wait"})

@@ -18,7 +18,9 @@ FULL_WIDTH_ANN = "\uff41\uff4e\uff4e@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.
 async def test_a_look_alike_of_a_registered_email_is_409(stack: StackFactory, email: str) -> None:
     client = await stack()
     await register(client, "ann@example.com", PASSWORD)
-    await assert_problem(await client.post(REGISTER, json={"email": email, "password": PASSWORD}), 409)
+    problem = await assert_problem(await client.post(REGISTER, json={"email": email, "password": PASSWORD}), 409)
+    # The route's own words (data-fetch's `conflict`), never the data service's
+    assert problem["detail"] == "Another user already has this email."
 
 
 async def test_a_look_alike_is_stored_in_its_normal_form(stack: StackFactory) -> None:
