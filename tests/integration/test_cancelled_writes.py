@@ -10,7 +10,8 @@ from tests.cancelling import send_cancelled
 from tests.fixtures.commit_plugin import CommitPlugin
 from tests.integration.conftest import Client, StackFactory, admin_headers, bearer, login, pipelines_for, register
 
-FETCH = '  { use = "data-fetch", call = "PATCH /api/v1/users/{id}", response = "User" },'
+FETCH = ('  { use = "data-fetch", call = "PATCH /api/v1/users/{id}", response = "User", '
+         'conflict = "Another user already has this email." },')
 
 
 async def stack_cancelling_patches(stack: StackFactory, tmp_path: Path, unique: str) -> Client:
