@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
-
 from app.asyncapi.objects import SCHEMAS_PREFIX
 from app.models.json_schema import to_json_schema
 from app.models.schema import schema_of
 from app.pipeline.config import ConfigError
-from app.pipeline.template import Template, template_placeholders
+from app.pipeline.template import template_placeholders, template_settings
 from app.pipeline.topics import is_pattern
 from app.pipeline.types import RESERVED_PLACEHOLDERS, PipelineFile, PublishedEvent, SubscriptionConfig
 
@@ -40,7 +38,7 @@ def subscription_placeholder_errors(
     for sub in pipelines.subscriptions:
         fields = None if data_may_grow else _fields_of_every(sub, published, models)
         for index, step in enumerate(sub.steps):
-            for name, template in _templates(step.config):
+            for name, template in template_settings(step.config):
                 named = set(template_placeholders(template))
                 wrong = named & RESERVED_PLACEHOLDERS if fields is None else named - fields
                 for placeholder in sorted(wrong):
@@ -79,15 +77,3 @@ def _field_names(schema: dict[str, Any], models: dict[str, type]) -> frozenset[s
         return None
     return frozenset(properties)
 
-
-def _templates(config: Any) -> list[tuple[str, str]]:
-    """(setting, template text) of each template setting of a step's config."""
-    found: list[tuple[str, str]] = []
-    for field in attrs.fields(type(config)):
-        if not field.metadata.get("template"):
-            continue
-        value = getattr(config, field.name)
-        values = [value] if isinstance(value, str | Template) else list(value)
-        found.extend((field.name, v.text if isinstance(v, Template) else v)
-                     for v in values if isinstance(v, str | Template))
-    return found

@@ -21,7 +21,7 @@ import attrs
 from app.clients.amqp.topology import DEAD_LETTER_SUFFIX
 from app.converter import converter, format_path, iter_errors
 from app.pipeline.locate import PositionIndex
-from app.pipeline.template import Template, template_placeholders
+from app.pipeline.template import template_placeholders, template_settings
 from app.pipeline.types import (
     DATA_SERVICE,
     RESERVED_PLACEHOLDERS,
@@ -324,14 +324,8 @@ class _Loader:
     def check_templates(
         self, where: tuple[str | int, ...], label: str, step_type: StepType[Any], config: Any, params: set[str]
     ) -> None:
-        for field in attrs.fields(step_type.config_cls):
-            value = getattr(config, field.name)
-            if not field.metadata.get("template"):
-                continue
-            values = [value] if isinstance(value, str | Template) else list(value)
-            templates = [v.text if isinstance(v, Template) else v for v in values if isinstance(v, str | Template)]
-            for template in templates:
-                self.check_template(where, label, field.name, template, params)
+        for name, template in template_settings(config):
+            self.check_template(where, label, name, template, params)
 
     def check_template(
         self, where: tuple[str | int, ...], label: str, name: str, template: str, params: set[str]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final, final
 from urllib.parse import quote
 
+import attrs
 from aiohttp import web
 
 from app.converter import converter
@@ -124,3 +125,17 @@ def _actor_id(request: web.Request) -> int:
         msg = "This route names the caller, but no caller was authenticated."
         raise InternalError(msg)
     return actor.user_id
+
+
+def template_settings(config: Any) -> list[tuple[str, str]]:
+    """(setting, template text) of each template setting of a step's config (`template_field`),
+    a list setting's templates one by one."""
+    found: list[tuple[str, str]] = []
+    for field in attrs.fields(type(config)):
+        if not field.metadata.get("template"):
+            continue
+        value = getattr(config, field.name)
+        values = [value] if isinstance(value, str | Template) else list(value)
+        found.extend((field.name, v.text if isinstance(v, Template) else v)
+                     for v in values if isinstance(v, str | Template))
+    return found
