@@ -4,12 +4,14 @@ import gc
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from app.clients.redis import RedisConnection
 from tests.content_coding import count_aiohttp_inflation
 from tests.services import ACME_PLUGIN, RABBITMQ_URL, REDIS_CLUSTER_URL, REDIS_URL, require
+from tests.snapshot_redis import SnapshotRedis
 
 # ACME's example plugin package is on the tests' path (setup.cfg), not installed in the product's
 # virtualenv: the processes the tests start with the environment as it is find it there too.
@@ -72,3 +74,12 @@ def inflated_by_aiohttp(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The bytes aiohttp's own decompressor produced during the test, call by call: a server
     of this project inflates request bodies itself, within its limit (never aiohttp)."""
     return count_aiohttp_inflation(monkeypatch)
+
+
+@pytest.fixture
+async def snapshot_redis(tmp_path: Path) -> AsyncIterator[SnapshotRedis]:
+    """A redis-server of the test's own, which it may roll back or restart empty."""
+    server = SnapshotRedis(tmp_path)
+    await server.start()
+    yield server
+    server.stop()

@@ -27,8 +27,7 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Final, Protocol, final
 
-import coredis
-
+from app.clients.outbox_journal import OutboxJournal, RedisClientSource
 from app.clients.redis import redis_errors
 from app.models.events import Event, EventDecodeError
 from app.private_files import open_private
@@ -145,21 +144,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-class RedisClientSource(Protocol):
-    """What `RedisOutbox` needs from `app.clients.redis.RedisConnection`: a live client."""
-
-    @property
-    def client(self) -> coredis.Redis[str]: ...
-
-
 @final
 class RedisOutbox:
     """A Redis list: RPUSH to append, LRANGE to peek, LREM of the exact stored value to remove.
 
     Removing by value (not LTRIM by position) stays correct when several processes share the
     key: another worker's appends at the tail or removals of its own entries never shift
-    what this one removes. Durability is Redis's: run it with AOF (`appendfsync everysec` or
-    `always`) when the outbox must survive a Redis restart. Failures to reach Redis raise
+    what this one removes. Durability is Redis's (run it with AOF, `appendfsync everysec` or
+    `always`), backed by each process's memory of what it appended (`OutboxJournal`: a Redis
+    back empty or older gets it again). Failures to reach Redis raise
     `app.clients.redis.RedisUnavailable`.
 
     Args:
@@ -171,11 +164,12 @@ class RedisOutbox:
         self._connection = connection
         self.key = key
         self._stored: dict[str, str] = {}  # event id -> the exact JSON text in the list
+        # What this process appended, put back if Redis comes back without it.
+        self._journal = OutboxJournal(connection, key)
 
     async def append(self, event: Event) -> None:
         text = event.to_outbox_json().decode()
-        with redis_errors():
-            await self._connection.client.rpush(self.key, [text])
+        await self._journal.append([(event.id, text)])
         self._stored[event.id] = text
 
     async def peek(self, n: int) -> list[Event]:
@@ -205,10 +199,10 @@ class RedisOutbox:
                 with redis_errors():
                     await client.lrem(self.key, 1, text)
                 del self._stored[event_id]
+                self._journal.forget([event_id])
 
     async def depth(self) -> int:
-        with redis_errors():
-            return await self._connection.client.llen(self.key)
+        return await self._journal.depth()
 
     async def _find(self, wanted: set[str]) -> None:
         with redis_errors():

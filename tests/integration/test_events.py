@@ -40,6 +40,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.faults import FaultProxy
 from tests.services import flush_redis, redis_client, start_service, stop_service
+from tests.snapshot_redis import SnapshotRedis
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 PUBLIC_USER_KEYS = {"id", "email", "full_name", "is_active", "is_verified", "roles", "created_at", "updated_at"}
@@ -285,6 +286,40 @@ async def test_events_left_at_shutdown_are_delivered_by_the_next_start(
     assert await captured.depth() == 0
     me = await second.get("/api/v1/auth/me", headers=bearer(await login(second, "ann@example.com", "correct-horse-1")))
     assert (await me.json())["id"] == user["id"]
+
+
+@pytest.mark.timeout(120)
+async def test_events_in_the_outbox_of_a_redis_restarted_empty_are_still_delivered(
+    broker: str, stack: StackFactory, snapshot_redis: SnapshotRedis, unique: str
+) -> None:
+    # Redis without persistence restarted while the broker was down: the outbox's list is gone
+    # with it. The instance that outboxed the event puts it back (app/clients/outbox_journal.py).
+    captured = DurableCapture(broker, f"test.{unique}", f"test.{unique}.capture", routing_key="user.created")
+    await captured.declare()
+    client = await stack(redis_url=snapshot_redis.url, rabbitmq_url=broker)
+    await wait_connected(client)
+    admin = await admin_headers(client)
+
+    await stop_service("rabbitmq")
+    try:
+        await wait_disconnected(client)
+        request_id = rid("outboxed")
+        user = await create_user(client, admin, "ann@example.com", request_id)
+        async with redis_client(snapshot_redis.url) as redis:
+            assert await redis.llen(DEFAULT_REDIS_KEY) == 1
+        await snapshot_redis.roll_back()  # never saved: back empty
+
+        async def put_back() -> bool:
+            async with redis_client(snapshot_redis.url) as redis:
+                return await redis.llen(DEFAULT_REDIS_KEY) == 1
+
+        await eventually(put_back, 30, "the event put back in the outbox")
+    finally:
+        await start_service("rabbitmq")
+
+    (message,) = await take_users_events(captured, 1, within_s=60)
+    assert_contract_event(message, "user.created", request_id["X-Request-ID"], user)
+    assert await metric(client, "turnstile_outbox_events_restored_total") == 1
 
 
 # --- every committed change has its event (contract §9) --------------------------------------

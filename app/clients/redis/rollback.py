@@ -143,8 +143,7 @@ class RollbackWatch:
         log.error("Redis came back with older data (its count of session-ending and cache-invalidating writes "
                   "went from %d to %d: a failover that lost writes, or a restore): every session is ended as "
                   "of now, users log in again, and the cache is emptied; events that were waiting in its "
-                  "outbox for the broker, if any, were lost with that data (only AOF on every node keeps "
-                  "them)", expected, count)
+                  "outbox for the broker are put back by the processes that outboxed them", expected, count)
         self.rolled_back_at = max(self.rolled_back_at or 0.0, at)
         self._highest = count
         self._cleanups = [self._share, *self.on_rollback]
