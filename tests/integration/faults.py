@@ -17,6 +17,8 @@ otherwise misbehaves the way a real upstream does:
 - ``lose-write-answers-and-reads``: the same, and every GET is answered 503 (nothing can be read back);
 - ``lose-write-answers-then-reads``: as ``lose-write-answers``, and once an answer was lost every
   GET is answered 503 too (the change cannot be read back);
+- ``lose-create-answers``: forwards a create (``POST /api/v1/users/``), then answers 500 as if
+  the answer were lost after the commit;
 - ``empty-write-answers``: forwards every request, but answers a user's PATCH 200 with no body
   (a data service whose contract reading is "the change is made, nothing to say");
 - ``other-record``: answers a GET of one user (``/api/v1/users/N``) with user 1's record, as a
@@ -44,7 +46,7 @@ from aiohttp import web
 Mode = Literal[
     "pass", "slow", "garbage", "error500", "hello-world", "json-list", "missing-field", "wrong-type", "extra-fields",
     "refuse-revocations", "lose-write-answers", "lose-write-answers-and-reads", "other-record", "loose-email",
-    "empty-write-answers", "lose-write-answers-then-reads",
+    "empty-write-answers", "lose-write-answers-then-reads", "lose-create-answers",
 ]
 # What `extra-fields` adds to each record: fields a data service may well keep, and one it made up.
 EXTRA_FIELDS: Final = {
@@ -140,6 +142,9 @@ class FaultProxy:
                 self.lost_one = True
                 return web.json_response({"detail": "connection to the database lost"}, status=500)
             case "lose-write-answers" | "lose-write-answers-and-reads" if await _loses_answer(request):
+                await self._forward(request)
+                return web.json_response({"detail": "connection to the database lost"}, status=500)
+            case "lose-create-answers" if request.method == "POST" and request.path.rstrip("/") == "/api/v1/users":
                 await self._forward(request)
                 return web.json_response({"detail": "connection to the database lost"}, status=500)
             case "empty-write-answers" if request.method == "PATCH" and request.path.startswith("/api/v1/users/"):

@@ -6,7 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.integration.accounts import events_written
+from tests.integration.accounts import (
+    VERIFY,
+    events_written,
+    inbox_fixture,  # noqa: F401  # the `inbox` fixture
+    verification_token,
+)
 from tests.integration.amqp_capture import body_of, capture, metric, next_message, wait_connected
 from tests.integration.conftest import (
     Client,
@@ -18,6 +23,7 @@ from tests.integration.conftest import (
     register,
 )
 from tests.integration.faults import FaultProxy
+from tests.smtp import SmtpInbox
 
 
 async def _count(client: Client, result: str) -> float:
@@ -93,6 +99,43 @@ async def test_a_deletion_whose_answer_was_lost_is_found_done(
     proxy.mode = "pass"
     assert (await client.get("/api/v1/auth/me", headers=ann)).status == 401
     assert (await client.get(f"/api/v1/users/{ann_id}", headers=admin)).status == 404
+
+
+async def test_a_sign_up_whose_answer_was_lost_is_found_by_its_address_answered_and_announced(
+    inbox: SmtpInbox, stack: StackFactory, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    client = await stack(data_service_url=proxy.url)
+    applied = await _count(client, "applied")
+    proxy.mode = "lose-create-answers"
+    resp = await client.post("/api/v1/auth/register", json={"email": "ann@example.com", "password": "correct-horse-1"})
+    assert resp.status == 201, await resp.text()
+    user = await resp.json()
+    assert user["email"] == "ann@example.com"
+    assert resp.headers["Location"] == f"/api/v1/users/{user['id']}"
+    assert "password_hash" not in user
+    proxy.mode = "pass"
+    created = [e for e in events_written(tmp_path / "var") if e["type"] == "user.created"]
+    assert [e["data"] for e in created if e["data"]["email"] == "ann@example.com"] == [user]
+    assert await _count(client, "applied") == applied + 1
+    token = await verification_token(inbox, "ann@example.com")  # mailed as for any sign-up
+    assert (await client.post(VERIFY, json={"token": token})).status == 200
+
+
+async def test_a_create_whose_answer_was_lost_for_an_address_already_taken_is_not_taken_for_it(
+    stack: StackFactory, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    client = await stack(data_service_url=proxy.url)
+    admin = await admin_headers(client)
+    await register(client, "ann@example.com", "correct-horse-1")
+    unknown = await _count(client, "unknown")
+    proxy.mode = "lose-create-answers"  # the data service refused it (409), and the answer was lost
+    resp = await client.post("/api/v1/users", json={"email": "ann@example.com", "password": "another-horse-2"},
+                             headers=admin)
+    await assert_problem(resp, 502)  # Ann's record is found, but with another hash: not this create's
+    proxy.mode = "pass"
+    assert await _count(client, "unknown") == unknown + 1
+    created = [e for e in events_written(tmp_path / "var") if e["type"] == "user.created"]
+    assert [e["data"]["email"] for e in created].count("ann@example.com") == 1
 
 
 async def test_a_change_answered_without_a_record_is_read_back_and_announced(
