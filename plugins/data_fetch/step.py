@@ -18,13 +18,16 @@ from app import (
     DataService,
     Handler,
     InternalError,
+    NotFound,
     OperationDoc,
     PipelineConfig,
     ProblemError,
     Projection,
     ShapeMismatch,
     Template,
+    Unauthorized,
     UpstreamReply,
+    actor_key,
     body_key,
     call_chain,
     committed_at_key,
@@ -51,6 +54,7 @@ from plugins.data_fetch.settle import Settled, settle
 _WRITES = frozenset({"POST", "PUT", "PATCH"})
 DATA_SERVICE = "data_service"
 _COMMITS = _WRITES | {"DELETE"}
+_ACTOR = "actor"  # a template's name for the caller's id (contract §10)
 
 log = logging.getLogger("turnstile.data_fetch")
 
@@ -139,8 +143,28 @@ class DataFetchStep:
     # user's record must not show it, nor have it cached under this one's key).
     identity: tuple[str, ...] = ()
     conflict: str | None = None  # the 409's detail (`DataFetchConfig.conflict`)
+    # Route parameters (or `actor`) naming the user record the call reads or writes, when the
+    # upstream is the data service: a 404 for the caller's own record is a token of nobody.
+    user_params: tuple[str, ...] = ()
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await self._run(request)
+        except NotFound:
+            if self._names_the_caller(request):
+                # The token's user is gone (deleted at the data service, its event not heard yet):
+                # its tokens stop working (contract §4), whatever route it calls.
+                raise Unauthorized("The user this token was issued to no longer exists.") from None
+            raise
+
+    def _names_the_caller(self, request: web.Request) -> bool:
+        actor = request.get(actor_key)
+        if actor is None:
+            return False
+        caller = str(actor.user_id)
+        return any(name == _ACTOR or request.match_info.get(name) == caller for name in self.user_params)
+
+    async def _run(self, request: web.Request) -> web.StreamResponse:
         body = request.get(body_key)
         if body is not None and self.transform_upstream is not None:
             body = await call_chain(self.transform_upstream, "payload", body, expect=dict, request=request,
@@ -309,7 +333,20 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         location=Template(config.location) if config.location is not None else None,
         identity=_identity(config, context),
         conflict=config.conflict,
+        user_params=_user_params(config, context),
     )
+
+
+def _user_params(config: DataFetchConfig, context: BuildContext) -> tuple[str, ...]:
+    """The placeholders of a data-service call that name one user's record (contract §7: the
+    path's last segment, `/api/v1/users/{id}` or `/api/v1/users/{actor}`)."""
+    if config.upstream != DATA_SERVICE:
+        return ()
+    last = config.path.rstrip("/").rpartition("/")[2]
+    names = template_placeholders(last)
+    if len(names) != 1 or last != f"{{{names[0]}}}":
+        return ()
+    return tuple(name for name in names if name == _ACTOR or name in context.pipeline.route.params)
 
 
 def _identity(config: DataFetchConfig, context: BuildContext) -> tuple[str, ...]:

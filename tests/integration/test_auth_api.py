@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import jwt
 import orjson
 import pytest
@@ -469,6 +470,24 @@ async def test_a_deleted_users_tokens_die_at_once(stack: StackFactory, token_sta
     await assert_problem(await client.get(ME, headers=bearer(tokens)), 401)
     await assert_problem(await client.get(f"/api/v1/users/{user['id']}", headers=bearer(tokens)), 401)
     await assert_problem(await refresh(client, tokens["refresh_token"]), 401)
+
+
+async def test_a_user_deleted_at_the_data_service_itself_is_refused_not_missing(
+    stack: StackFactory, dataservice: str
+) -> None:
+    # Deleted by the data service's own tools, no event heard: the token names nobody.
+    client = await stack()
+    user = await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    assert (await client.get(ME, headers=bearer(tokens))).status == 200
+    async with aiohttp.ClientSession() as session, \
+            session.delete(f"{dataservice}/api/v1/users/{user['id']}") as deleted:
+        assert deleted.status == 204
+    body = await assert_problem(await client.get(ME, headers=bearer(tokens)), 401)
+    assert body["detail"] == "The user this token was issued to no longer exists."
+    await assert_problem(await client.get(f"/api/v1/users/{user['id']}", headers=bearer(tokens)), 401)
+    # Anyone else asking for that user is told it does not exist.
+    await assert_problem(await client.get(f"/api/v1/users/{user['id']}", headers=await admin_headers(client)), 404)
 
 
 async def test_a_disabled_users_tokens_die_at_once(stack: StackFactory, token_state: dict[str, Any]) -> None:
