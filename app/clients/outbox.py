@@ -198,11 +198,14 @@ class RedisOutbox:
             if text is not None:
                 with redis_errors():
                     await client.lrem(self.key, 1, text)
-                del self._stored[event_id]
+                self._stored.pop(event_id, None)
                 self._journal.forget([event_id])
 
     async def depth(self) -> int:
-        return await self._journal.depth()
+        depth = await self._journal.depth()
+        if depth == 0:  # what was peeked is gone (another process may have removed it): texts kept for nothing
+            self._stored.clear()
+        return depth
 
     async def _find(self, wanted: set[str]) -> None:
         with redis_errors():
