@@ -40,6 +40,7 @@ from app.errors import (
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
+    UserNotFound,
     ValidationFailed,
 )
 from app.hookspecs import hookimpl, hookspec
@@ -166,6 +167,7 @@ __all__ = [
     "Templates",
     "TooManyRequests",
     "Unauthorized",
+    "UserNotFound",
     "UpstreamReply",
     "Upstreams",
     "ValidationFailed",

@@ -120,6 +120,20 @@ class NotFound(ProblemError):
     status, title, slug = 404, "Not Found", "not-found"
 
 
+class UserNotFound(NotFound):
+    """404 for one user's record, which `user_id` names: the data service has no such user.
+
+    Raised where a step read or wrote one user's record (`data-fetch` on the data service's
+    `/api/v1/users/{id}`); the auth step answers it 401 to the one caller whose own record it is
+    (a deleted user's tokens stop working, contract §4), and 404 to anyone else. Decided per
+    request: one fetch's answer may be shared by several callers (the cache's flight).
+    """
+
+    def __init__(self, user_id: int, detail: str | None = None, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail, headers=headers)
+        self.user_id = user_id
+
+
 class MethodNotAllowed(ProblemError):
     status, title, slug = 405, "Method Not Allowed", "method-not-allowed"
 

@@ -18,6 +18,7 @@ from app import (
     NotFound,
     OperationDoc,
     Unauthorized,
+    UserNotFound,
     actor_key,
     data_service_key,
     request_id_key,
@@ -92,7 +93,14 @@ class AuthStep:
             raise Forbidden(msg)
         if self.data is not None:
             await self.require_verified(self.data, actor, request)
-        return await handler(request)
+        try:
+            return await handler(request)
+        except UserNotFound as exc:
+            if exc.user_id != actor.user_id:
+                raise
+            # The token's user is gone (deleted by the data service's own tools, its event not
+            # heard yet): its tokens stop working (contract §4), on every route that reads it.
+            raise unauthorized("The user this token was issued to no longer exists.") from None
 
     async def authenticate(self, token: str) -> Claims:
         try:

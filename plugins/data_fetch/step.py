@@ -25,8 +25,8 @@ from app import (
     Projection,
     ShapeMismatch,
     Template,
-    Unauthorized,
     UpstreamReply,
+    UserNotFound,
     actor_key,
     body_key,
     call_chain,
@@ -55,6 +55,7 @@ _WRITES = frozenset({"POST", "PUT", "PATCH"})
 DATA_SERVICE = "data_service"
 _COMMITS = _WRITES | {"DELETE"}
 _ACTOR = "actor"  # a template's name for the caller's id (contract §10)
+_USERS = "/api/v1/users"  # the data service's users (contract §7)
 
 log = logging.getLogger("turnstile.data_fetch")
 
@@ -143,26 +144,23 @@ class DataFetchStep:
     # user's record must not show it, nor have it cached under this one's key).
     identity: tuple[str, ...] = ()
     conflict: str | None = None  # the 409's detail (`DataFetchConfig.conflict`)
-    # Route parameters (or `actor`) naming the user record the call reads or writes, when the
-    # upstream is the data service: a 404 for the caller's own record is a token of nobody.
-    user_params: tuple[str, ...] = ()
+    # The placeholder (a route parameter or `actor`) naming the one user record the call reads
+    # or writes (the data service's /api/v1/users/{id}), if any: its 404 names that user.
+    user_param: str | None = None
 
     async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await self._run(request)
-        except NotFound:
-            if self._names_the_caller(request):
-                # The token's user is gone (deleted at the data service, its event not heard yet):
-                # its tokens stop working (contract §4), whatever route it calls.
-                raise Unauthorized("The user this token was issued to no longer exists.") from None
-            raise
+        except NotFound as exc:
+            if self.user_param is None or isinstance(exc, UserNotFound):
+                raise
+            # The auth step tells the caller whose own record it is (401) from anyone else (404).
+            raise UserNotFound(self._user_id(request), exc.detail, headers=exc.headers) from None
 
-    def _names_the_caller(self, request: web.Request) -> bool:
-        actor = request.get(actor_key)
-        if actor is None:
-            return False
-        caller = str(actor.user_id)
-        return any(name == _ACTOR or request.match_info.get(name) == caller for name in self.user_params)
+    def _user_id(self, request: web.Request) -> int:
+        if self.user_param == _ACTOR:
+            return int(request[actor_key].user_id)
+        return int(request.match_info[str(self.user_param)])
 
     async def _run(self, request: web.Request) -> web.StreamResponse:
         body = request.get(body_key)
@@ -333,20 +331,21 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
         location=Template(config.location) if config.location is not None else None,
         identity=_identity(config, context),
         conflict=config.conflict,
-        user_params=_user_params(config, context),
+        user_param=_user_param(config, context),
     )
 
 
-def _user_params(config: DataFetchConfig, context: BuildContext) -> tuple[str, ...]:
-    """The placeholders of a data-service call that name one user's record (contract §7: the
-    path's last segment, `/api/v1/users/{id}` or `/api/v1/users/{actor}`)."""
+def _user_param(config: DataFetchConfig, context: BuildContext) -> str | None:
+    """The placeholder of a call to the data service's `/api/v1/users/{id}` (contract §7) that
+    names the user: `actor`, or a route parameter (an `{id:int}`, so a number)."""
     if config.upstream != DATA_SERVICE:
-        return ()
-    last = config.path.rstrip("/").rpartition("/")[2]
+        return None
+    collection, _, last = config.path.rstrip("/").rpartition("/")
     names = template_placeholders(last)
-    if len(names) != 1 or last != f"{{{names[0]}}}":
-        return ()
-    return tuple(name for name in names if name == _ACTOR or name in context.pipeline.route.params)
+    if collection != _USERS or len(names) != 1 or last != f"{{{names[0]}}}":
+        return None
+    name = names[0]
+    return name if name == _ACTOR or name in context.pipeline.route.int_params else None
 
 
 def _identity(config: DataFetchConfig, context: BuildContext) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,6 +27,7 @@ from app.clients.redis import RedisConnection
 from tests.integration.conftest import (
     ADMIN_EMAIL,
     ADMIN_PASSWORD,
+    DEFAULT_PIPELINES,
     JWT_SECRET,
     REFRESH_GRACE_S,
     Client,
@@ -36,6 +38,7 @@ from tests.integration.conftest import (
     login,
     register,
 )
+from tests.integration.faults import FaultProxy
 from tests.integration.test_headers import raw_exchange
 
 LOGIN = "/api/v1/auth/login"
@@ -488,6 +491,61 @@ async def test_a_user_deleted_at_the_data_service_itself_is_refused_not_missing(
     await assert_problem(await client.get(f"/api/v1/users/{user['id']}", headers=bearer(tokens)), 401)
     # Anyone else asking for that user is told it does not exist.
     await assert_problem(await client.get(f"/api/v1/users/{user['id']}", headers=await admin_headers(client)), 404)
+
+
+@pytest.mark.parametrize("first", ["ann", "admin"])
+async def test_one_fetch_of_a_deleted_user_answers_each_caller_as_who_they_are(
+    stack: StackFactory, redis_db: str, proxy: FaultProxy, first: str
+) -> None:
+    # The cache's flight gives both the same fetch's 404: Ann's own token dies, the admin is told
+    # the user does not exist, whichever of them asked first.
+    client = await stack(redis_url=redis_db, data_service_url=proxy.url)
+    admin = await admin_headers(client)
+    user = await register(client, "ann@example.com")
+    ann = bearer(await login(client, "ann@example.com", PASSWORD))
+    async with aiohttp.ClientSession() as session, \
+            session.delete(f"{proxy.upstream}/api/v1/users/{user['id']}") as deleted:
+        assert deleted.status == 204
+    proxy.slow_s = 1.0
+    proxy.mode = "slow"
+    path = f"/api/v1/users/{user['id']}"
+    callers = {"ann": ann, "admin": admin}
+    second = "admin" if first == "ann" else "ann"
+
+    async def later() -> ClientResponse:
+        await asyncio.sleep(0.3)  # while the first one's fetch is held
+        return await client.get(path, headers=callers[second])
+
+    calls = proxy.calls
+    answers = dict(zip((first, second), await asyncio.gather(client.get(path, headers=callers[first]), later()),
+                       strict=True))
+    assert proxy.calls == calls + 1  # one fetch for both
+    await assert_problem(answers["ann"], 401)
+    await assert_problem(answers["admin"], 404)
+
+
+NOTES = """
+[[pipelines]]
+name = "get_note"
+route = "GET /api/v1/notes/{note:int}"
+steps = [
+  { use = "auth", allow = ["authenticated"] },
+  { use = "data-fetch", call = "GET /api/v1/notes/{note}" },
+]
+"""
+
+
+async def test_a_missing_record_of_another_resource_numbered_as_the_caller_is_a_404(
+    stack: StackFactory, tmp_path: Path
+) -> None:
+    # Only the data service's users are users: note 7 missing says nothing of user 7's token.
+    pipelines = tmp_path / "notes.toml"
+    pipelines.write_text(DEFAULT_PIPELINES.read_text() + NOTES)
+    client = await stack(pipelines_file=pipelines)
+    user = await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    await assert_problem(await client.get(f"/api/v1/notes/{user['id']}", headers=bearer(tokens)), 404)
+    assert (await client.get(ME, headers=bearer(tokens))).status == 200
 
 
 async def test_a_disabled_users_tokens_die_at_once(stack: StackFactory, token_state: dict[str, Any]) -> None:
