@@ -214,7 +214,7 @@ class GatewayTimeout(ProblemError):
 
 
 class HTTPProblem(ProblemError):
-    """Any other HTTP status the server itself raised (e.g. 414 from the request parser)."""
+    """Any other HTTP status (an aiohttp `HTTPException` a plugin raised, say): its reason phrase names it."""
 
     def __init__(self, status: int, detail: str | None = None) -> None:
         self.status = status

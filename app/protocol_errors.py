@@ -7,7 +7,8 @@ each at ERROR with a traceback, one per request a hostile client chose to send. 
 `handle_error` is replaced once per process (as the Server header is, app/server_header.py), for
 the service, the reference data service and the test servers alike, by one that answers an RFC
 9457 problem with a fresh request id and logs one INFO line for a client's malformed request
-(ERROR with its traceback only for a 500). Tests send such requests over a raw socket, so an
+(ERROR with its traceback only for a 500) naming the kind of refusal, never quoting the input.
+Tests send such requests over a raw socket, so an
 aiohttp release that changes this method cannot undo it silently.
 """
 
@@ -28,7 +29,6 @@ log = logging.getLogger("turnstile.errors")
 MALFORMED: Final = (
     "The request is not valid HTTP, or its request line or a header is longer than this server accepts."
 )
-_REASON_CHARS: Final = 200  # of aiohttp's words in the log line: they may quote the input
 
 
 def _answer_problem(
@@ -44,8 +44,10 @@ def _answer_problem(
         log.error("could not handle a request from %s [%s]", request.remote, request_id, exc_info=exc, extra=extra)
         problem = InternalError("An internal error occurred.")
     else:
-        reason = (getattr(exc, "message", None) or message or type(exc).__name__)[:_REASON_CHARS]
-        log.info("refused a malformed HTTP request from %s with %d [%s]: %r", request.remote, status, request_id,
+        # The kind of refusal only: aiohttp's words quote the input, which may hold a password
+        # (a login body with broken chunk framing) or a bearer token (a header with a stray byte).
+        reason = type(exc).__name__ if exc is not None else "refused"
+        log.info("refused a malformed HTTP request from %s with %d [%s]: %s", request.remote, status, request_id,
                  reason, extra=extra)
         problem = problem_for_status(status, MALFORMED)
     if request.writer.output_size > 0:  # as aiohttp: a response already began, the connection is broken

@@ -50,8 +50,15 @@ async def raw_exchange(host: str, port: int, request: bytes, status: int = 400) 
     return headers, body
 
 
+SECRET = b"S3cret-Leak-Pw"
 MALFORMED = (
     b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+    # A login whose chunk framing is broken (LF after the size), and a bearer token with a stray
+    # byte: aiohttp's refusal quotes the input, which holds a password and a token.
+    b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n3a\n{\"email\":\"ann@example.com\",\"password\":\""
+    + SECRET + b"\"}\r\n0\r\n\r\n",
+    b"GET /api/v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer eyJ" + SECRET + b"\x7f\r\n\r\n",
     b"NOT-HTTP\r\n\r\n",
     b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"<script>" * 2000 + b"\r\n\r\n",  # over 8190 bytes
     b"GET /" + b"9" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -151,6 +158,8 @@ async def test_requests_aiohttp_refuses_itself_are_problems_and_log_no_error(
     assert len(refused) == len(MALFORMED)
     # Each line carries the id its answer gave the client, in its own field too.
     assert all(record.__dict__["request_id"] in record.getMessage() for record in refused)
+    # Nothing of the input is quoted in the log either: a password, a token.
+    assert not [r.getMessage() for r in caplog.records if SECRET.decode() in r.getMessage()]
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
