@@ -26,6 +26,8 @@ must never come back in an error, so messages here are written from the rule alo
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final
 
@@ -214,7 +216,42 @@ def _enum_without_repr(validator: Any, enums: Any, instance: Any, schema: dict[s
     yield from _KEYWORDS["enum"](validator, enums, instance, schema)
 
 
-_Validator: Final = validators.extend(OAS30Validator, {"type": _type_without_repr, "enum": _enum_without_repr})
+def _to_the_end(pattern: str) -> str:
+    """`pattern` with each `$` outside a character class made `\\Z`: in ECMA-262, the regex
+    dialect of JSON Schema, `$` matches at the very end only; in Python also before a final
+    newline, so "admin\\n" passed "^[a-z]+$" and a role or a name could end in a line break."""
+    out: list[str] = []
+    escaped = in_class = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            out.append("\\Z")
+            continue
+        out.append(char)
+    return "".join(out)
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(_to_the_end(pattern))
+
+
+def _pattern_to_the_end(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]
+                        ) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _compiled(pattern).search(instance):
+        yield ValidationError("does not match the pattern")
+
+
+_Validator: Final = validators.extend(
+    OAS30Validator, {"type": _type_without_repr, "enum": _enum_without_repr, "pattern": _pattern_to_the_end}
+)
 
 
 class SchemaValidator:

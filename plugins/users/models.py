@@ -88,6 +88,7 @@ def _roles(**kwargs: Any) -> Any:
         example=["user"],
         items={"type": "string", "pattern": ROLE_PATTERN, "maxLength": ROLE_MAX},
         maxItems=ROLES_MAX,
+        uniqueItems=True,
         **kwargs,
     )
 

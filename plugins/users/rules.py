@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from app import Actor, FieldError, Forbidden, ValidationFailed
-from plugins.users.models import PUBLIC_FIELDS
+from plugins.users.models import PASSWORD_MIN, PUBLIC_FIELDS
 from plugins.users.scripts import mixed_part
 
 DEFAULT_ROLES: Final = ("user",)
@@ -48,6 +48,7 @@ LOCAL_PART_MAX_OCTETS: Final = 64
 DNS_LABEL_MAX_OCTETS: Final = 63  # RFC 1035
 DNS_NAME_MAX_OCTETS: Final = 253  # RFC 1035's 255, less the length octets at each end
 IDEOGRAPHIC_FULL_STOP: Final = "\u3002"  # NFKC makes the half-width one (U+FF61) this one
+IDNA_PREFIX: Final = "xn--"  # an internationalised label's ASCII form (RFC 5890)
 _ENCODED_WORD: Final = re.compile(r"=\?[^?]*\?[bBqQ]\?[^?]*\?=")
 
 
@@ -83,12 +84,48 @@ def _domain_problem(domain: str) -> str | None:
     ann@a.b.com), or a label or a whole too long for DNS once encoded (IDNA's xn-- form)."""
     if IDEOGRAPHIC_FULL_STOP in domain:
         return "the ideographic full stop (U+3002) is read as a dot: write the dot"
+    for label in domain.split("."):
+        problem = _label_problem(label)
+        if problem is not None:
+            return problem
     encoded = [label if label.isascii() else f"xn--{label.encode('punycode').decode()}" for label in domain.split(".")]
     if any(len(label) > DNS_LABEL_MAX_OCTETS for label in encoded):
         return f"a label of the domain is longer than {DNS_LABEL_MAX_OCTETS} octets once encoded for DNS (IDNA)"
     if len(".".join(encoded)) > DNS_NAME_MAX_OCTETS:
         return f"the domain is longer than {DNS_NAME_MAX_OCTETS} octets once encoded for DNS (IDNA)"
     return None
+
+
+def _label_problem(label: str) -> str | None:
+    """An `xn--` label (its own letters are what the other rules read: a Cyrillic a, U+0430, in a
+    Latin name shows in the letters, not in "xn--pple-43d"; and one spelling is one account), or
+    one that begins or ends with a hyphen (RFC 1035)."""
+    if label.startswith(IDNA_PREFIX):
+        decoded = _idna_label(label)
+        if decoded is None:
+            return f"{label!r} is no valid IDNA label"
+        return f"write the domain in its own letters ({decoded!r}), not its IDNA form ({label!r})"
+    if label.startswith("-") or label.endswith("-"):
+        return f"the domain's label {label!r} begins or ends with a hyphen"
+    return None
+
+
+def _idna_label(label: str) -> str | None:
+    """An `xn--` label's Unicode letters, or None when it decodes to nothing an IDN would be."""
+    try:
+        decoded = label[len(IDNA_PREFIX):].encode("ascii").decode("punycode")
+    except (UnicodeError, ValueError):
+        return None
+    return decoded if decoded and not decoded.isascii() else None
+
+
+def check_password_length(body: Mapping[str, Any] | None) -> None:
+    """A password has at least PASSWORD_MIN characters as it is hashed (NFC: "e" and a combining
+    accent are one character, "é"; the schema counts code points as sent). Raises ValidationFailed."""
+    password = body.get("password") if body is not None else None
+    if isinstance(password, str) and len(unicodedata.normalize("NFC", password)) < PASSWORD_MIN:
+        problem = f"is shorter than {PASSWORD_MIN} characters once normalised (NFC)"
+        raise ValidationFailed("The password is too short.", errors=[FieldError(("body", "password"), problem)])
 
 
 def check_email_address(body_model: str | None, body: Mapping[str, Any] | None) -> None:

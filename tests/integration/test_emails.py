@@ -76,3 +76,23 @@ async def test_a_mixed_script_look_alike_is_422_on_every_route_that_gives_an_add
     problem = await assert_problem(resp, 422)
     assert [error["loc"] for error in problem["errors"]] == [["body", "email"]]
     assert "mixes letters of different scripts" in problem["errors"][0]["msg"]
+
+
+async def test_the_idna_form_of_a_look_alike_domain_is_refused_as_its_letters_would_be(stack: StackFactory) -> None:
+    # xn--pple-43d.com is "apple.com" with a Cyrillic a (U+0430): the letters are what the rules read.
+    client = await stack()
+    resp = await client.post(REGISTER, json={"email": "x@xn--pple-43d.com", "password": PASSWORD})
+    problem = await assert_problem(resp, 422)
+    assert [error["loc"] for error in problem["errors"]] == [["body", "email"]]
+    assert "own letters" in problem["errors"][0]["msg"]
+
+
+async def test_a_password_is_counted_as_it_is_hashed(stack: StackFactory) -> None:
+    # "e" and a combining accent are hashed as one "é": four of them are a four-character password.
+    client = await stack()
+    short = await client.post(REGISTER, json={"email": "ann@example.com", "password": "e\u0301" * 4})
+    problem = await assert_problem(short, 422)
+    assert [error["loc"] for error in problem["errors"]] == [["body", "password"]]
+    assert (await client.post(REGISTER, json={"email": "ann@example.com", "password": "e\u0301" * 8})).status == 201
+    assert (await client.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": "\u00e9" * 8})
+            ).status == 200

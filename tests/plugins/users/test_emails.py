@@ -94,6 +94,12 @@ def test_one_script_or_latin_beside_han_is_not(address: str) -> None:
     ("ann@a\uff61b.com", "ideographic full stop"),  # the half-width one: NFKC makes it U+3002
     ("ann@" + "\u00e9" * 63 + ".com", "63 octets once encoded"),  # 63 characters, xn--… far past 63
     ("ann@" + ".".join(["\u00e9" * 30] * 8) + ".fr", "253 octets once encoded"),
+    # the IDNA form of a Cyrillic look-alike of apple.com, which the script rule reads in letters
+    ("x@xn--pple-43d.com", "own letters ('\u0430pple')"),
+    ("idn@xn--80adrw.com", "own letters"),  # one mailbox, one spelling: the letters
+    ("ann@xn--zz.com", "no valid IDNA label"),
+    ("ann@-example.com", "begins or ends with a hyphen"),
+    ("ann@example-.com", "begins or ends with a hyphen"),
 ])
 def test_a_domain_dns_cannot_carry_as_written_is_refused(address: str, reason: str) -> None:
     problem = email_address_problem(normalise_email(address))

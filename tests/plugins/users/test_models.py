@@ -38,6 +38,9 @@ def test_register_accepts(body: dict[str, Any]) -> None:
         ({"email": "not an email", "password": "12345678"}, "email"),
         ({"email": "ada@localhost", "password": "12345678"}, "email"),
         ({"email": "ada@example.com", "password": "12345678", "roles": ["admin"]}, "roles"),
+        # JSON Schema's `$` is the end (ECMA-262), not also the place before a final line break
+        ({"email": "ada@example.com", "password": "12345678", "full_name": "Bob\n"}, "full_name"),
+        ({"email": "ada@example.com\n", "password": "12345678"}, "email"),
     ],
 )
 def test_register_refuses(body: dict[str, Any], field: str) -> None:
@@ -47,6 +50,12 @@ def test_register_refuses(body: dict[str, Any], field: str) -> None:
 def test_create_takes_roles_and_is_active() -> None:
     body = {"email": "ada@example.com", "password": "12345678", "roles": ["admin", "user"], "is_active": False}
     assert bad_fields(UserCreate, body) == []
+
+
+@pytest.mark.parametrize("roles", [["admin\n"], ["user", "user"]])
+def test_a_role_with_a_line_break_or_twice_is_refused(roles: list[str]) -> None:
+    body = {"email": "ada@example.com", "password": "12345678", "roles": roles}
+    assert any("roles" in loc for loc in bad_fields(UserCreate, body))
 
 
 def test_patch_fields_are_all_optional_and_only_full_name_is_nullable() -> None:
