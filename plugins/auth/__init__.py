@@ -11,11 +11,22 @@ password hashing to other plugins (`password_hasher_key`) and mirrors its token-
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from app import PipelineFile, PluginRoute, Resources, StepKind, StepType, hookimpl, password_hasher_key
+from app import (
+    PipelineFile,
+    PluginRoute,
+    Resources,
+    StepKind,
+    StepType,
+    hookimpl,
+    password_hasher_key,
+    plugin_settings,
+    redis_key,
+)
 from plugins.auth import grants, reauth, revoke, session_steps, step
 from plugins.auth.config import (
     AuthConfig,
@@ -38,8 +49,9 @@ from plugins.auth.models import (
     TokenPair,
 )
 from plugins.auth.services import make_services, services_key
+from plugins.auth.session_ends import SessionEnds
 from plugins.auth.settings import PasswordSettings, TokenSettings
-from plugins.auth.store import MIRRORED_PREFIXES
+from plugins.auth.store import FAMILY_PREFIX, MIRRORED_PREFIXES, MirroredTokenStore
 
 
 @hookimpl
@@ -59,6 +71,17 @@ def setup_app(app: web.Application, resources: Resources) -> None:
         description="token signing and checks, and the token store (Redis when REDIS_URL is set, else memory)",
     )
     resources.provide(password_hasher_key, services.hasher, description="argon2id password hashing (ARGON2_*)")
+    redis = app.get(redis_key)
+    if redis is not None and isinstance(services.store, MirroredTokenStore):
+        ends = SessionEnds(redis, FAMILY_PREFIX, services.store.local,
+                           remember_s=plugin_settings(app, TokenSettings).access_token_ttl_s)
+
+        async def hearing_session_ends(_app: web.Application) -> AsyncIterator[None]:
+            async with ends.running():
+                yield
+
+        resources.add("session-ends", hearing_session_ends,
+                      description="sessions other instances end, recorded for a Redis outage (Redis's pushes)")
 
 
 @hookimpl

@@ -77,6 +77,10 @@ class TokenStore(Protocol):
         """Whether the session `family` still lives (not logged out, reused, revoked or expired)."""
 
 
+# How many ends are recorded between two sweeps of the expired ones.
+_PRUNE_EVERY: Final = 1024
+
+
 class MemoryTokenStore:
     """The embedded store: one process's memory, entries dropped when they expire."""
 
@@ -89,6 +93,7 @@ class MemoryTokenStore:
         self._grace: dict[tuple[str, str], tuple[str, str, float]] = {}
         self._revocation_ttl_s = revocation_ttl_s
         self._clock = clock
+        self._recorded = 0
 
     def new_family(self) -> str:
         return uuid.uuid4().hex
@@ -124,9 +129,13 @@ class MemoryTokenStore:
         entry = self._families.get(family)
         return entry is not None and entry[1] > self._clock()
 
-    def remember_ended(self, family: str) -> None:
-        """Record that `family` ended (here or elsewhere)."""
-        self._ended[family] = self._clock() + self._revocation_ttl_s
+    def remember_ended(self, family: str, *, for_s: float | None = None) -> None:
+        """Record that `family` ended (here or elsewhere), for `for_s` seconds (by default as
+        long as any of its tokens could live)."""
+        self._ended[family] = self._clock() + (self._revocation_ttl_s if for_s is None else for_s)
+        self._recorded += 1
+        if self._recorded % _PRUNE_EVERY == 0:  # ends heard from every instance: kept bounded
+            self._prune()
 
     def ended(self, family: str) -> bool:
         """Whether this process knows `family` to have ended."""
@@ -173,7 +182,8 @@ _ROTATIONS: Final = {1: Rotation.ROTATED, 2: Rotation.REPEATED, -1: Rotation.REU
 # every authenticated request, so this process mirrors them (the plugin's
 # `register_mirrored_keys`); every write through this store drops the local copy at once.
 KEY_PREFIX: Final = "turnstile:auth:"
-MIRRORED_PREFIXES: Final = (f"{KEY_PREFIX}revoked:", f"{KEY_PREFIX}fam:")
+FAMILY_PREFIX: Final = f"{KEY_PREFIX}fam:"
+MIRRORED_PREFIXES: Final = (f"{KEY_PREFIX}revoked:", FAMILY_PREFIX)
 
 
 class RedisTokenStore:
@@ -260,9 +270,10 @@ class MirroredTokenStore:
     """The Redis store, with this process's record of ended sessions for a Redis outage.
 
     While Redis is down the access check answers from that record instead of refusing every
-    request: the contract wants reads to keep working then. What it cannot know is a session
-    another instance ended meanwhile (which could only be a reuse detected just before the
-    outage); that window is bounded by the access token's lifetime (15 minutes by default).
+    request: the contract wants reads to keep working then. The record also holds the sessions
+    other instances ended while Redis answered (plugins/auth/session_ends.py). What it cannot
+    know is an end it did not hear before the outage (a process started during it); that window
+    is bounded by the access token's lifetime (15 minutes by default).
     Families stay strict: rotation and logout need Redis and answer 503 without it; a session
     ended meanwhile (a logout, an end of session) is ended in Redis by this process as soon as
     it answers again (contract §9a), and this process refuses it from the start.

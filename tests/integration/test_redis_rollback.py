@@ -188,3 +188,25 @@ async def test_an_eviction_policy_that_may_drop_the_count_is_named_at_start_up(
     finally:
         await connection.stop()
         server.stop()
+
+
+async def test_a_session_another_instance_ended_stays_ended_here_while_redis_is_down(
+    stack: StackFactory, snapshot_redis: SnapshotRedis,
+) -> None:
+    # Without Redis the access check has only this instance's record of ended sessions: the ends
+    # another instance made are heard through Redis's pushes and recorded before it goes away.
+    one = await stack(redis_url=snapshot_redis.url)
+    other = await stack(redis_url=snapshot_redis.url)
+    await register(one, "ann@example.com")
+    await register(one, "bob@example.com")
+    ann = await login(one, "ann@example.com", PASSWORD)
+    bob = await login(one, "bob@example.com", PASSWORD)
+    assert (await other.get(ME, headers=bearer(ann))).status == 200  # the session, alive, in its mirror
+    logout = await one.post("/api/v1/auth/logout", json={"refresh_token": ann["refresh_token"]}, headers=bearer(ann))
+    assert logout.status == 204
+    await asyncio.sleep(0.5)  # the push and the read after it take a millisecond or two
+
+    snapshot_redis.stop()
+
+    assert (await other.get(ME, headers=bearer(ann))).status == 401
+    assert (await other.get(ME, headers=bearer(bob))).status == 200  # sessions not ended still work

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
@@ -76,6 +77,7 @@ class LocalMirror:
         self._tickets: dict[str, object] = {}
         self._connection: Any = None  # the tracking connection while tracking is on
         self._went_live = False
+        self._watchers: list[tuple[str, Callable[[list[str]], None]]] = []
 
     @property
     def live(self) -> bool:
@@ -130,6 +132,15 @@ class LocalMirror:
     def reset(self) -> None:
         self._entries.clear()
         self._tickets.clear()
+
+    def watch(self, prefix: str, changed: Callable[[list[str]], None]) -> None:
+        """Call `changed` with the keys under `prefix` (a mirrored one, or under one) that Redis
+        says changed, written by any client: what another instance did, heard within the push's
+        latency (the auth plugin learns of sessions ended elsewhere). Not called for a flush."""
+        if not self.mirrors(prefix):
+            msg = f"{prefix!r} is under no mirrored prefix: Redis pushes nothing for it"
+            raise ValueError(msg)
+        self._watchers.append((prefix, changed))
 
     # --- the tracking connection --------------------------------------------------------------
 
@@ -200,7 +211,15 @@ class LocalMirror:
         if keys is None:  # FLUSHDB / FLUSHALL
             self.reset()
             return
-        self.invalidate(*(_text(key) for key in keys))
+        changed = [_text(key) for key in keys]
+        self.invalidate(*changed)
+        for prefix, watcher in self._watchers:
+            under = [key for key in changed if key.startswith(prefix)]
+            if under:
+                try:
+                    watcher(under)
+                except Exception:  # a watcher's bug must not stop the pushes that keep copies exact
+                    log.exception("a watcher of Redis's invalidation pushes failed")
 
 
 def _text(value: Any) -> str:

@@ -308,3 +308,24 @@ async def test_own_replace_drops_the_copy_at_once(mirrored: RedisConnection, pre
     assert len(mirrored.mirror) == 0
     assert await cache.get("user:3") == b"fresh"  # no wait for the push
     await cache.delete("user:3")
+
+
+async def test_a_watcher_hears_every_write_under_its_prefix_by_any_client(
+    mirrored: RedisConnection, other: RedisConnection, prefix: str
+) -> None:
+    assert mirrored.mirror is not None
+    heard: list[str] = []
+
+    def failing(keys: list[str]) -> None:
+        raise RuntimeError(keys)
+
+    mirrored.mirror.watch(f"{prefix}w:", failing)  # a watcher's failure stops neither the others nor the pushes
+    mirrored.mirror.watch(f"{prefix}w:", heard.extend)
+    with pytest.raises(ValueError, match="under no mirrored prefix"):
+        mirrored.mirror.watch("test:elsewhere:", heard.extend)
+
+    await other.client.set(f"{prefix}w:1", "x")  # never read here, heard all the same
+    await other.client.set(f"{prefix}other", "x")  # under the mirrored prefix, not the watched one
+    await other.client.delete([f"{prefix}w:1"])
+    assert await until(lambda: heard == [f"{prefix}w:1", f"{prefix}w:1"])
+    assert await mirrored.get(f"{prefix}w:1") is None

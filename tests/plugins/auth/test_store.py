@@ -107,3 +107,21 @@ async def test_a_replay_after_the_grace_window_revokes_the_family(store: TokenSt
     await asyncio.sleep(0.1)
     assert (await store.rotate("fam", "jti-1", "jti-x", TTL, grace_s=0.05)).rotation is Rotation.REUSED
     assert not await store.family_alive("fam")
+
+
+def test_ends_heard_from_elsewhere_are_kept_as_long_as_asked_and_swept_after() -> None:
+    now = [0.0]
+    store = MemoryTokenStore(revocation_ttl_s=1000, clock=lambda: now[0])
+    store.remember_ended("short", for_s=10)
+    store.remember_ended("long")
+    now[0] = 11.0
+    assert not store.ended("short")
+    assert store.ended("long")
+    for n in range(2048):  # ends of other instances' sessions, each for 10 s
+        store.remember_ended(f"f{n}", for_s=10)
+        now[0] += 0.01
+    now[0] += 20.0
+    store.remember_ended("last", for_s=10)  # the sweeps run as ends are recorded
+    for n in range(2048):
+        store.remember_ended(f"g{n}", for_s=100)
+    assert len(store._ended) < 2048 + 2048  # the expired f-ends were swept, not kept for ever
