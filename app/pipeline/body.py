@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
@@ -142,6 +143,9 @@ class BodyReader:
             try:
                 async with _body_deadline(request):
                     form = await request.post()
+                # aiohttp decodes a %-escape that is not UTF-8 (`%80`) as U+FFFD, so a password
+                # with one logged in as another; raw bytes that are not UTF-8 are refused above.
+                urllib.parse.parse_qsl((await request.read()).decode("latin-1"), errors="strict")
             except (ValueError, UnicodeDecodeError, web.RequestPayloadError):  # aiohttp's words for a broken form
                 msg = "The form body cannot be read."
                 raise MalformedRequest(msg) from None
