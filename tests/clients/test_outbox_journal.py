@@ -5,6 +5,7 @@ its own on a connection of its own, as two pods would be."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -138,8 +139,8 @@ async def test_a_loss_is_noticed_after_other_processes_appended_as_many_again(
             return False
         return True
 
-    for n in range(4, 7):  # more appends than `one` lost, before `one` looks
-        await eventually(lambda n=n: appended(event(n)), 10, "Redis answered again")
+    for e in [event(n) for n in range(4, 7)]:  # more appends than `one` lost, before `one` looks
+        await eventually(functools.partial(appended, e), 10, "Redis answered again")
 
     await depth_once_answering(one)
     waiting = await ids_in(one)
