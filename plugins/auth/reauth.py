@@ -27,8 +27,10 @@ from app import (
     FieldError,
     Forbidden,
     Handler,
+    NotFound,
     OperationDoc,
     Template,
+    UserNotFound,
     ValidationFailed,
     actor_key,
     body_key,
@@ -86,9 +88,14 @@ class ReauthenticateStep:
         return {k: v for k, v in body.items() if k not in self.config.fields or k not in record or record[k] != v}
 
     async def _record(self, request: web.Request) -> dict[str, object]:
-        reply = await self.data.request(
-            "GET", f"/api/v1/users/{self.user.for_request(request)}", request_id=request.get(request_id_key)
-        )
+        user = self.user.for_request(request)
+        try:
+            reply = await self.data.request("GET", f"/api/v1/users/{user}", request_id=request.get(request_id_key))
+        except NotFound as exc:
+            if not user.isdecimal():
+                raise
+            # Only the caller's own record is read here: the auth step answers it 401 (contract §4).
+            raise UserNotFound(int(user), exc.detail, headers=exc.headers) from None
         return reply.data if isinstance(reply.data, dict) else {}
 
     async def _check(self, request: web.Request, password: str) -> None:

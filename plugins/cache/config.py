@@ -32,7 +32,8 @@ class CacheConfig:
     not_found_ttl_s: lifetime of a remembered 404 (0, the default: 404s are not cached; at most
         ttl_s). Nothing that creates a record drops a remembered 404 of its key (its id comes
         with the answer), so with it on a record created meanwhile, its owner included, reads
-        as 404 until it ends: for keys that never name a resource yet to be created.
+        as 404 until it ends: for keys that never name a resource yet to be created. A user's
+        missing record (data-fetch's `UserNotFound`) is never remembered: it is 401 to that user.
     fail_open: when the cache backend is down or slow, answer from the rest of the chain with
         ``X-Cache: BYPASS`` (Kong's fault_tolerant); false answers 503 instead.
     """

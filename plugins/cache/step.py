@@ -59,6 +59,7 @@ from app import (
     ServiceUnavailable,
     SingleFlight,
     Template,
+    UserNotFound,
     payload_key,
     settings_key,
 )
@@ -236,7 +237,10 @@ class CacheStep:
                 response = await handler(request)
             except ProblemError as problem:
                 stored = False
-                if lease is not None and problem.status == 404 and self.config.not_found_ttl_s > 0:
+                # A user's missing record is not remembered: the auth step answers it 401 to that
+                # user and 404 to anyone else, which a remembered "not found" could not tell apart.
+                if lease is not None and problem.status == 404 and self.config.not_found_ttl_s > 0 \
+                        and not isinstance(problem, UserNotFound):
                     stored = released = await self._store(key, seen, NOT_FOUND_MARKER,
                                                           self.config.not_found_ttl_s, lease)
                 return _Fetched(request, None, problem, None, (), stored, seen)

@@ -152,15 +152,17 @@ class DataFetchStep:
         try:
             return await self._run(request)
         except NotFound as exc:
-            if self.user_param is None or isinstance(exc, UserNotFound):
+            user_id = None if self.user_param is None or isinstance(exc, UserNotFound) else self._user_id(request)
+            if user_id is None:
                 raise
             # The auth step tells the caller whose own record it is (401) from anyone else (404).
-            raise UserNotFound(self._user_id(request), exc.detail, headers=exc.headers) from None
+            raise UserNotFound(user_id, exc.detail, headers=exc.headers) from None
 
-    def _user_id(self, request: web.Request) -> int:
+    def _user_id(self, request: web.Request) -> int | None:
         if self.user_param == _ACTOR:
             return int(request[actor_key].user_id)
-        return int(request.match_info[str(self.user_param)])
+        value = request.match_info.get(str(self.user_param), "")
+        return int(value) if value.isdecimal() and value.isascii() else None
 
     async def _run(self, request: web.Request) -> web.StreamResponse:
         body = request.get(body_key)
@@ -337,7 +339,7 @@ def build(config: DataFetchConfig, context: BuildContext) -> DataFetchStep:
 
 def _user_param(config: DataFetchConfig, context: BuildContext) -> str | None:
     """The placeholder of a call to the data service's `/api/v1/users/{id}` (contract §7) that
-    names the user: `actor`, or a route parameter (an `{id:int}`, so a number)."""
+    names the user: `actor`, or a route parameter (a user id when its value is one)."""
     if config.upstream != DATA_SERVICE:
         return None
     collection, _, last = config.path.rstrip("/").rpartition("/")
@@ -345,7 +347,7 @@ def _user_param(config: DataFetchConfig, context: BuildContext) -> str | None:
     if collection != _USERS or len(names) != 1 or last != f"{{{names[0]}}}":
         return None
     name = names[0]
-    return name if name == _ACTOR or name in context.pipeline.route.int_params else None
+    return name if name == _ACTOR or name in context.pipeline.route.params else None
 
 
 def _identity(config: DataFetchConfig, context: BuildContext) -> tuple[str, ...]:

@@ -76,7 +76,7 @@ def check_request(
 ) -> None:
     rules.check_admin_fields(pipeline.body, actor, body)
     rules.check_email_address(pipeline.body, body)
-    rules.check_password_length(body)
+    rules.check_password_length(pipeline.body, body)
 
 
 @hookimpl

@@ -7,8 +7,10 @@ import unicodedata
 from collections.abc import Mapping
 from typing import Any, Final
 
+import idna
+
 from app import Actor, FieldError, Forbidden, ValidationFailed
-from plugins.users.models import PASSWORD_MIN, PUBLIC_FIELDS
+from plugins.users.models import PASSWORD_MAX, PASSWORD_MIN, PUBLIC_FIELDS
 from plugins.users.scripts import mixed_part
 
 DEFAULT_ROLES: Final = ("user",)
@@ -35,6 +37,8 @@ def normalise_email(email: str) -> str:
 # Bodies that give an account its address: the rule below applies to them (a login or a lookup
 # with such an address finds nothing, and an account made before the rule can still sign in).
 EMAIL_SETTING_BODIES: Final = frozenset({"UserRegister", "UserCreate", "UserPatch"})
+# Bodies that set a password: the accounts plugin's reset too (its route's body model).
+PASSWORD_SETTING_BODIES: Final = frozenset({"UserRegister", "UserCreate", "UserPatch", "ResetPasswordRequest"})
 # Unicode categories no character of an address may have: controls, format characters (zero-width,
 # bidirectional, Mongolian variation selectors), private use, surrogates, unassigned code points,
 # separators. NFKC keeps them, and each made "admin<it>@example.com" an account that reads as
@@ -81,51 +85,55 @@ def email_address_problem(email: str) -> str | None:
 def _domain_problem(domain: str) -> str | None:
     """Why `domain` cannot be mailed to as written: an ideographic full stop (mail programs map it
     to a dot, IDNA's UTS #46, so "ann@a\u3002b.com" would be another account whose mails go to
-    ann@a.b.com), or a label or a whole too long for DNS once encoded (IDNA's xn-- form)."""
+    ann@a.b.com), a label or a whole too long for DNS once encoded (IDNA's xn-- form), or a label
+    `_label_problem` refuses."""
     if IDEOGRAPHIC_FULL_STOP in domain:
         return "the ideographic full stop (U+3002) is read as a dot: write the dot"
-    for label in domain.split("."):
-        problem = _label_problem(label)
-        if problem is not None:
-            return problem
     encoded = [label if label.isascii() else f"xn--{label.encode('punycode').decode()}" for label in domain.split(".")]
     if any(len(label) > DNS_LABEL_MAX_OCTETS for label in encoded):
         return f"a label of the domain is longer than {DNS_LABEL_MAX_OCTETS} octets once encoded for DNS (IDNA)"
     if len(".".join(encoded)) > DNS_NAME_MAX_OCTETS:
         return f"the domain is longer than {DNS_NAME_MAX_OCTETS} octets once encoded for DNS (IDNA)"
+    for label in domain.split("."):
+        problem = _label_problem(label)
+        if problem is not None:
+            return problem
     return None
 
 
 def _label_problem(label: str) -> str | None:
     """An `xn--` label (its own letters are what the other rules read: a Cyrillic a, U+0430, in a
-    Latin name shows in the letters, not in "xn--pple-43d"; and one spelling is one account), or
-    one that begins or ends with a hyphen (RFC 1035)."""
+    Latin name shows in the letters, not in "xn--pple-43d"; and one spelling is one account), a
+    label past ASCII that IDNA 2008 does not allow (a Unicode hyphen or minus: "my\u2010site"
+    reads as "my-site"), or one that begins or ends with a hyphen (RFC 1035)."""
     if label.startswith(IDNA_PREFIX):
-        decoded = _idna_label(label)
-        if decoded is None:
+        try:
+            decoded = idna.decode(label)
+        except idna.IDNAError:
             return f"{label!r} is no valid IDNA label"
         return f"write the domain in its own letters ({decoded!r}), not its IDNA form ({label!r})"
     if label.startswith("-") or label.endswith("-"):
         return f"the domain's label {label!r} begins or ends with a hyphen"
+    if not label.isascii():
+        try:
+            idna.encode(label)
+        except idna.IDNAError as exc:
+            return f"the domain's label {label!r} is no valid internationalised label: {exc}"
     return None
 
 
-def _idna_label(label: str) -> str | None:
-    """An `xn--` label's Unicode letters, or None when it decodes to nothing an IDN would be."""
-    try:
-        decoded = label[len(IDNA_PREFIX):].encode("ascii").decode("punycode")
-    except (UnicodeError, ValueError):
-        return None
-    return decoded if decoded and not decoded.isascii() else None
-
-
-def check_password_length(body: Mapping[str, Any] | None) -> None:
-    """A password has at least PASSWORD_MIN characters as it is hashed (NFC: "e" and a combining
-    accent are one character, "é"; the schema counts code points as sent). Raises ValidationFailed."""
-    password = body.get("password") if body is not None else None
-    if isinstance(password, str) and len(unicodedata.normalize("NFC", password)) < PASSWORD_MIN:
-        problem = f"is shorter than {PASSWORD_MIN} characters once normalised (NFC)"
-        raise ValidationFailed("The password is too short.", errors=[FieldError(("body", "password"), problem)])
+def check_password_length(body_model: str | None, body: Mapping[str, Any] | None) -> None:
+    """A new password has PASSWORD_MIN to PASSWORD_MAX characters as it is hashed (NFC: "e" and a
+    combining accent are one character, "é"; U+0958 is two; the schema counts code points as
+    sent). Only where a password is set: a login compares whatever it is given, so an account
+    made before this rule still signs in. Raises ValidationFailed."""
+    password = body.get("password") if body_model in PASSWORD_SETTING_BODIES and body is not None else None
+    if not isinstance(password, str):
+        return
+    length = len(unicodedata.normalize("NFC", password))
+    if not PASSWORD_MIN <= length <= PASSWORD_MAX:
+        problem = f"has {length} characters once normalised (NFC): {PASSWORD_MIN} to {PASSWORD_MAX} are taken"
+        raise ValidationFailed("The password is not valid.", errors=[FieldError(("body", "password"), problem)])
 
 
 def check_email_address(body_model: str | None, body: Mapping[str, Any] | None) -> None:

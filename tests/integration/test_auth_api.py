@@ -548,6 +548,45 @@ async def test_a_missing_record_of_another_resource_numbered_as_the_caller_is_a_
     assert (await client.get(ME, headers=bearer(tokens))).status == 200
 
 
+PROFILES = """
+[[pipelines]]
+name = "get_profile"
+route = "GET /api/v1/profiles/{uid}"
+steps = [
+  { use = "auth", allow = ["self", "admin"], self_param = "uid" },
+  { use = "data-fetch", call = "GET /api/v1/users/{uid}", response = "User" },
+]
+"""
+
+
+async def test_a_deleted_user_is_refused_on_every_route_that_reads_their_record(
+    stack: StackFactory, dataservice: str, tmp_path: Path
+) -> None:
+    # A remembered 404 (not_found_ttl_s), a team's route whose parameter is not declared :int,
+    # and a change proved with the current password: each answers the user 401, an admin 404.
+    text = DEFAULT_PIPELINES.read_text()
+    cached = '{ use = "cache", key = "user:{id}", ttl_s = 3600 }'
+    assert cached in text
+    pipelines = tmp_path / "remembered.toml"
+    pipelines.write_text(text.replace(cached, cached[:-2] + ", not_found_ttl_s = 60 }") + PROFILES)
+    client = await stack(pipelines_file=pipelines)
+    admin = await admin_headers(client)
+    user = await register(client, "ann@example.com")
+    tokens = await login(client, "ann@example.com", PASSWORD)
+    async with aiohttp.ClientSession() as session, \
+            session.delete(f"{dataservice}/api/v1/users/{user['id']}") as deleted:
+        assert deleted.status == 204
+    own = f"/api/v1/users/{user['id']}"
+    for _ in range(2):  # the first answer is not remembered as the second's
+        await assert_problem(await client.get(own, headers=admin), 404)
+        await assert_problem(await client.get(own, headers=bearer(tokens)), 401)
+    await assert_problem(await client.get(f"/api/v1/profiles/{user['id']}", headers=bearer(tokens)), 401)
+    await assert_problem(await client.get(f"/api/v1/profiles/{user['id']}", headers=admin), 404)
+    changed = await client.patch(own, json={"password": "another-horse-2", "current_password": PASSWORD},
+                                 headers=bearer(tokens))
+    await assert_problem(changed, 401)
+
+
 async def test_a_disabled_users_tokens_die_at_once(stack: StackFactory, token_state: dict[str, Any]) -> None:
     client = await stack(**token_state)
     user = await register(client, "ann@example.com")

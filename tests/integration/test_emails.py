@@ -4,6 +4,8 @@ email: it cannot register a second account, it logs in, and it collides on a cha
 
 from __future__ import annotations
 
+import aiohttp
+import argon2
 import pytest
 
 from tests.integration.conftest import StackFactory, admin_headers, assert_problem, bearer, login, register
@@ -95,4 +97,25 @@ async def test_a_password_is_counted_as_it_is_hashed(stack: StackFactory) -> Non
     assert [error["loc"] for error in problem["errors"]] == [["body", "password"]]
     assert (await client.post(REGISTER, json={"email": "ann@example.com", "password": "e\u0301" * 8})).status == 201
     assert (await client.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": "\u00e9" * 8})
+            ).status == 200
+    # 128 code points that NFC makes 256 characters: past the maximum as hashed.
+    long = await client.post(REGISTER, json={"email": "bob@example.com", "password": "\u0958" * 128})
+    await assert_problem(long, 422)
+
+
+async def test_a_login_compares_any_password_it_is_given(stack: StackFactory, dataservice: str) -> None:
+    # An account whose password was taken before the rule counted it as hashed (7 characters
+    # once NFC) still signs in: the rule is for passwords being set, not compared.
+    client = await stack()
+    await register(client, "ann@example.com", PASSWORD)
+    short = "abcdefg\u0301"
+    admin = await admin_headers(client)
+    users = await client.get("/api/v1/users", headers=admin)
+    ann = next(u for u in (await users.json())["items"] if u["email"] == "ann@example.com")
+    stored = argon2.PasswordHasher(time_cost=1, memory_cost=8, parallelism=1).hash(short)
+    async with aiohttp.ClientSession() as session, session.patch(
+        f"{dataservice}/api/v1/users/{ann['id']}", json={"password_hash": stored}
+    ) as patched:
+        assert patched.status == 200
+    assert (await client.post("/api/v1/auth/login", json={"email": "ann@example.com", "password": short})
             ).status == 200

@@ -100,6 +100,8 @@ def test_one_script_or_latin_beside_han_is_not(address: str) -> None:
     ("ann@xn--zz.com", "no valid IDNA label"),
     ("ann@-example.com", "begins or ends with a hyphen"),
     ("ann@example-.com", "begins or ends with a hyphen"),
+    ("x@my\u2010site.com", "no valid internationalised label"),  # a Unicode hyphen: reads as my-site.com
+    ("x@my\u2212site.com", "no valid internationalised label"),  # a minus sign
 ])
 def test_a_domain_dns_cannot_carry_as_written_is_refused(address: str, reason: str) -> None:
     problem = email_address_problem(normalise_email(address))
