@@ -186,13 +186,27 @@ class BodyReader:
             return FieldError(error.loc, f"a form sends this as {form_names[0]!r}")
         return error
 
-    def validate(self, value: Any) -> dict[str, Any]:
+    def validate(self, value: Any, request: web.Request | None = None) -> dict[str, Any]:
         errors = self.validator.errors(value)
         if errors:
+            if request is not None and self._read_as_form(request):
+                errors = [self._in_form_names(error) for error in errors]
             msg = "The request body is not valid."
             raise ValidationFailed(msg, errors=errors)
         assert isinstance(value, dict)
         return value
+
+    def _read_as_form(self, request: web.Request) -> bool:
+        return self.form_fields is not None and request.content_type in FORM_CONTENT_TYPES
+
+    def _in_form_names(self, error: FieldError) -> FieldError:
+        """A body field's error named as the form sent it (`username`, not `email`: a blank
+        username is found empty once normalised, after the form was read)."""
+        assert self.form_fields is not None  # only forms are read with it
+        if len(error.loc) < 2:
+            return error
+        names = [form for form, body in self.form_fields.items() if body == error.loc[1] and form != body]
+        return FieldError((error.loc[0], names[0], *error.loc[2:]), error.msg) if names else error
 
 
 class QueryReader:

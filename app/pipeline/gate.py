@@ -43,7 +43,7 @@ class RulesGate:
                     log.error("a transform_request hook returned False for pipeline %s", self.pipeline.name)
                     msg = "A business rule failed."
                     raise InternalError(msg)
-            body = self.body.validate(raw)
+            body = self.body.validate(raw, request)
             request[body_key] = body
         if self.rules:
             await call_each(self.hooks.check_request, self.rules, request=request, pipeline=self.pipeline,
