@@ -180,7 +180,8 @@ def read_settings_class(cls: type[T], reader: _Reader, *, production: bool) -> T
         text = _raw(reader, variable, spec)
         if text is None:
             if field.default is attrs.NOTHING:
-                reader.problems.append(f"{variable}: required")
+                if variable not in reader.set_twice:  # set twice is its own line
+                    reader.problems.append(f"{variable}: required")
                 missing = True
             continue
         parse = spec.parse or _parser_for(hints[field.name])
@@ -196,7 +197,10 @@ def read_settings_class(cls: type[T], reader: _Reader, *, production: bool) -> T
     instance = cls(**values)
     check = getattr(instance, "check", None)
     if callable(check):
-        reader.problems.extend(check(production))
+        # A secret set twice is one problem already: the class's "required" for it (it reads
+        # the secret as unset) would send the operator looking for a missing one.
+        both = tuple(f"{variable} or {variable}_FILE: required" for variable in reader.set_twice)
+        reader.problems.extend(line for line in check(production) if not line.startswith(both))
     return instance
 
 
@@ -207,6 +211,7 @@ def _raw(reader: _Reader, variable: str, spec: _Spec) -> str | None:
         if path is not None and reader.raw(variable) is not None:
             # Which one wins would be a guess the operator never sees (one of them rotated, say).
             reader.problems.append(f"{variable} and {variable}_FILE are both set: set one of them")
+            reader.set_twice.add(variable)
             return None
         if path is not None:
             try:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from app.clients.redis.urls import parse_redis_url
 from app.hostports import split_host_port
 
 log = logging.getLogger("turnstile.settings")
@@ -129,6 +130,7 @@ class _Reader:
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.environ = environ
         self.problems: list[str] = []
+        self.set_twice: set[str] = set()  # secrets given as NAME and NAME_FILE (a problem each)
 
     def raw(self, name: str) -> str | None:
         value = self.environ.get(name)
@@ -169,6 +171,21 @@ class _Reader:
         bad = [host for host in parts.netloc.rpartition("@")[2].split(",") if not _host_and_port(host)]
         if bad:
             self.problems.append(f"{name}: expected host or host:port (a port 1-65535), got {bad[0]!r}")
+            return None
+        return value
+
+
+    def redis_url(self) -> str | None:
+        """REDIS_URL in one of its forms (app/clients/redis/urls.py): a Sentinel URL without its
+        service name, a db that is no number or a cluster URL with one is refused here, as one
+        line, not as a traceback when the app is built."""
+        value = self.url("REDIS_URL", REDIS_SCHEMES)
+        if value is None:
+            return None
+        try:
+            parse_redis_url(value)
+        except ValueError as exc:
+            self.problems.append(f"REDIS_URL: {exc}")
             return None
         return value
 
@@ -267,7 +284,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         "data_service_retries": r.get("DATA_SERVICE_RETRIES", _non_negative_int, 2, "a whole number, 0 or more"),
         "breaker_failures": r.get("BREAKER_FAILURES", _positive_int, 5, "a positive whole number"),
         "breaker_cooldown_s": r.get("BREAKER_COOLDOWN_S", _positive_float, 5.0, "a positive number"),
-        "redis_url": r.url("REDIS_URL", REDIS_SCHEMES),
+        "redis_url": r.redis_url(),
         "redis_client_tracking": r.get("REDIS_CLIENT_TRACKING", _flag, True, "1/0, true/false, yes/no"),
         "cache_max_entries": r.get("CACHE_MAX_ENTRIES", _positive_int, 10_000, "a positive whole number"),
         "rabbitmq_url": r.url("RABBITMQ_URL", ("amqp", "amqps")),
@@ -307,7 +324,10 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
     r.problems.extend(_deadline_problems(values))
     if production:
         token_given = r.raw("DATA_SERVICE_TOKEN") is not None or r.raw("DATA_SERVICE_TOKEN_FILE") is not None
-        r.problems.extend(_production_problems(values, token_given=token_given))
+        # A variable set to a bad value has its own line: "required" would send the operator
+        # looking for a missing secret instead of a typo.
+        given = {name for name in ("DATA_SERVICE_URL", "REDIS_URL", "RABBITMQ_URL") if r.raw(name) is not None}
+        r.problems.extend(_production_problems(values, token_given=token_given, given=given))
     return Settings(**values), r.problems
 
 
@@ -432,11 +452,11 @@ def _cors_origins(r: _Reader) -> tuple[str, ...]:
     return tuple(origins)
 
 
-def _production_problems(values: Mapping[str, Any], *, token_given: bool) -> list[str]:
+def _production_problems(values: Mapping[str, Any], *, token_given: bool, given: set[str]) -> list[str]:
     problems = []
     for name, key in (("DATA_SERVICE_URL", "data_service_url"), ("REDIS_URL", "redis_url"),
                       ("RABBITMQ_URL", "rabbitmq_url")):
-        if values.get(key) is None:
+        if values.get(key) is None and name not in given:
             problems.append(f"{name}: required when TURNSTILE_ENV=production (no embedded defaults)")
     if values.get("data_service_url") is not None and not token_given:  # a bad one has its own message
         problems.append(

@@ -110,7 +110,7 @@ def load_mail_settings(environ: Mapping[str, str], core: Settings) -> MailSettin
         r.found.append(f"MAIL_TEMPLATES_DIR={templates_dir!r}: not a readable directory")
     if core.production:
         for name, value in (("SMTP_URL", smtp or r.raw("SMTP_URL")), ("MAIL_FROM", mail_from),
-                            ("PUBLIC_URL", public_url)):
+                            ("PUBLIC_URL", public_url or r.raw("PUBLIC_URL"))):  # a bad value has its own line
             if value is None:
                 r.found.append(f"{name}: required when TURNSTILE_ENV=production (no embedded defaults)")
     settings = MailSettings(

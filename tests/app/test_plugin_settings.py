@@ -113,7 +113,7 @@ def test_a_secret_may_come_from_a_file(tmp_path: Path) -> None:
     assert settings.api_key == "from-the-file"
     # Both set: which one wins would be a guess nobody sees (a rotation that changed one of them).
     both = read({"TEAM_API_KEY_FILE": str(secret), "TEAM_API_KEY": "from-the-variable"})[1]
-    assert both[0] == "TEAM_API_KEY and TEAM_API_KEY_FILE are both set: set one of them"
+    assert both == ["TEAM_API_KEY and TEAM_API_KEY_FILE are both set: set one of them"]  # not also "required"
     missing = tmp_path / "nowhere"
     assert read({"TEAM_API_KEY_FILE": str(missing)})[1] == [
         f"TEAM_API_KEY_FILE={str(missing)!r}: cannot be read (No such file or directory)",
@@ -207,6 +207,14 @@ def test_production_asks_the_auth_plugin_for_a_real_secret() -> None:
     settings, _pm, values = load_configuration({**PRODUCTION, "JWT_SECRET": SECRET})
     assert settings.production
     assert values  # the built-ins' settings, each read
+
+
+def test_a_secret_set_twice_is_that_problem_alone(tmp_path: Path) -> None:
+    secret_file = tmp_path / "jwt"
+    secret_file.write_text(SECRET)
+    assert configuration_problems({**PRODUCTION, "JWT_SECRET": SECRET, "JWT_SECRET_FILE": str(secret_file)}) == [
+        "JWT_SECRET and JWT_SECRET_FILE are both set: set one of them",  # not also "required"
+    ]
 
 
 def test_production_without_the_auth_plugin_needs_no_jwt_secret() -> None:

@@ -74,6 +74,23 @@ def test_production_refuses_embedded_defaults() -> None:
     ]
 
 
+@pytest.mark.parametrize(("url", "says"), [
+    ("redis+sentinel://127.0.0.1:26379", "must end in /service_name"),
+    ("redis+sentinel://s1/mymaster/x", "must end in /service_name"),
+    ("redis://r:6379/abc", "must end in /db, a number"),
+    ("redis+cluster://n1:7000/3", "a cluster has only db 0"),
+    ("http://r:6379", "expected a URL of scheme"),
+])
+def test_a_bad_redis_url_is_one_line_and_not_also_missing(url: str, says: str) -> None:
+    # The app was built with it, and the start-up failed with a traceback; then "required" was
+    # added in production, as if the variable were unset.
+    found = problems({"TURNSTILE_ENV": "production", "REDIS_URL": url, "DATA_SERVICE_URL": "http://data:8081",
+                      "DATA_SERVICE_TOKEN": "a-token-of-twenty-chars", "RABBITMQ_URL": "amqp://mq/"})
+    assert len(found) == 1, found
+    assert found[0].startswith("REDIS_URL: ")
+    assert says in found[0]
+
+
 def test_settings_keep_the_environment_they_were_read_from() -> None:
     settings = load_settings({"PORT": "8081", "ACME_THING": "x"})
     assert settings.environ["ACME_THING"] == "x"  # the plugins' settings are read from it

@@ -53,3 +53,32 @@ def test_the_docs_state_the_oldest_supported_kubernetes() -> None:
     floor = ".".join(chart["kubeVersion"].removeprefix(">=").split(".")[:2])
     assert f"Kubernetes {floor} or newer" in doc
     assert f"against the {floor}," in doc
+
+
+def _lookup(values: dict[str, Any], path: str) -> Any:
+    for part in path.split("."):
+        values = values[part]
+    return values
+
+
+def test_each_default_the_table_gives_is_the_charts() -> None:
+    # A row whose default is one code span (`[6379, 6380, 26379]`, `true`, `""`) says what
+    # values.yaml holds; the Redis ports' row had lost 6380 (TLS).
+    values = yaml.safe_load(VALUES.read_text())
+    table = DOC.read_text().split("## Values", 1)[1]
+    wrong = []
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.split("|")[1:-1]]
+        if len(cells) < 3 or not cells[0].startswith("`") or cells[0].endswith(".*`"):
+            continue
+        default = cells[1]
+        if not (default.startswith("`") and default.endswith("`") and default.count("`") == 2):
+            continue
+        try:
+            said = yaml.safe_load(default.strip("`"))
+            held = _lookup(values, cells[0].strip("`"))
+        except (yaml.YAMLError, KeyError, TypeError):
+            continue
+        if said != held:
+            wrong.append(f"{cells[0]}: the table says {default}, values.yaml holds {held!r}")
+    assert wrong == []

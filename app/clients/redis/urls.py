@@ -46,6 +46,7 @@ def parse_redis_url(url: str) -> RedisTarget:
     """
     scheme = url.partition("://")[0].lower()
     if scheme in PLAIN_SCHEMES:
+        _check_db_path(url, scheme)
         return RedisTarget(topology="standalone")
     if scheme == SENTINEL_SCHEME or scheme in CLUSTER_SCHEMES:
         return _parse_multi_host(url, scheme)
@@ -66,6 +67,9 @@ def _parse_multi_host(url: str, scheme: str) -> RedisTarget:
     path = [p for p in parts.path.split("/") if p]
     user, secret = unquote(username) or None, unquote(password) or None
     if scheme in CLUSTER_SCHEMES:
+        if path:  # a cluster has only db 0: a /db would be dropped without a word
+            msg = f"Redis URL {redact_url(url)} names a database; a cluster has only db 0: end it at the hosts"
+            raise ValueError(msg)
         tls = scheme.startswith("rediss")
         return RedisTarget(topology="cluster", nodes=nodes, username=user, password=secret, tls=tls)
     if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
@@ -74,6 +78,17 @@ def _parse_multi_host(url: str, scheme: str) -> RedisTarget:
     db = int(path[1]) if len(path) == 2 else 0
     service = unquote(path[0])
     return RedisTarget(topology="sentinel", nodes=nodes, service=service, db=db, username=user, password=secret)
+
+
+def _check_db_path(url: str, scheme: str) -> None:
+    """A plain URL's path is its db number (coredis took `/abc` as db 0, without a word); a Unix
+    socket's path is the socket's."""
+    if scheme == "unix":
+        return
+    path = urlsplit(url).path.strip("/")
+    if path and not (path.isdigit() and path.isascii()):
+        msg = f"Redis URL {redact_url(url)} must end in /db, a number (or nothing: db 0), not /{path}"
+        raise ValueError(msg)
 
 
 def _host_port(item: str, url: str, default_port: int) -> tuple[str, int]:

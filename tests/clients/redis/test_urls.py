@@ -32,6 +32,8 @@ def test_supported_url_forms_are_accepted(url: str) -> None:
         ("redis+sentinel://s1:26379/mymaster/zero", "must end in /service_name"),
         ("redis+cluster://n1:port", "bad host:port 'n1:port'"),
         ("redis+cluster://", "names no host"),
+        ("redis://127.0.0.1:6379/abc", "must end in /db, a number"),  # coredis read it as db 0
+        ("redis+cluster://n1:7000/3", "a cluster has only db 0"),  # the /3 was dropped unsaid
     ],
 )
 def test_bad_urls_raise_a_clear_value_error(url: str, message: str) -> None:

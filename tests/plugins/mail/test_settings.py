@@ -85,6 +85,13 @@ def test_production_refuses_the_file_stand_in_and_local_links() -> None:
     assert (settings.mail_from, settings.public_url) == ("Shop <no-reply@shop.test>", "https://shop.test")
 
 
+def test_a_bad_public_url_in_production_is_not_also_missing() -> None:
+    found = problems({"SMTP_URL": "smtps://mail.test", "MAIL_FROM": "Shop <no-reply@shop.test>",
+                      "PUBLIC_URL": "not a url"}, PRODUCTION)
+    assert len(found) == 1, found
+    assert found[0].startswith("PUBLIC_URL='not a url'")
+
+
 def test_the_eml_stand_in_is_named_in_the_one_line_of_embedded_defaults() -> None:
     # Contract §3: every embedded default is announced in one start-up line; mail had its own.
     assert MailEnv().embedded_defaults() == ["mail written as .eml files to mail/ in TURNSTILE_VAR_DIR (no SMTP_URL)"]
