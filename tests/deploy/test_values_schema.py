@@ -34,10 +34,15 @@ def test_every_default_value_is_described_by_the_schema() -> None:
         "redis+cluster://:secret@redis-0.redis:6379,redis-1.redis:6379,redis-2.redis:6379",
         "rediss+cluster://redis-cluster.data.svc:6379",
         "redis+sentinel://:secret@sentinel-0:26379,sentinel-1:26379,sentinel-2:26379/mymaster/0",
+        "redis+sentinel://sentinel:26379/mymaster",
+        "redis://redis",
     ],
 )
-def test_schema_accepts_every_redis_url_form_turnstile_reads(chart: Chart, url: str) -> None:
+def test_schema_accepts_every_redis_url_form_turnstile_reads(
+    chart: Chart, minimal_values: dict[str, Any], url: str
+) -> None:
     chart.validate_schema(chart.merge_values({"redis": {"url": url}}))
+    render(chart, merged(minimal_values, {"redis": {"url": url}}))  # and the template's own check
 
 
 # Kubernetes objects passed through as they are: documented by the key that holds them.
@@ -145,6 +150,10 @@ def test_schema_refuses_bad_values(
     [
         pytest.param({"redis": {"url": "http://:S3cret-pass@redis:6379"}}, "redis.url must be a redis://", id="redis"),
         pytest.param({"redis": {"url": "rediss+sentinel://:S3cret-pass@s:26379/main"}}, "redis.url", id="sentinel-tls"),
+        # Forms Turnstile refuses at start-up: a crash loop, caught at `helm upgrade` instead.
+        pytest.param({"redis": {"url": "redis+sentinel://:S3cret-pass@s1:26379"}}, "service_name", id="no-service"),
+        pytest.param({"redis": {"url": "redis://:S3cret-pass@r:6379/abc"}}, "redis.url", id="db-not-a-number"),
+        pytest.param({"redis": {"url": "redis+cluster://:S3cret-pass@n1:6379/3"}}, "(no db)", id="cluster-db"),
         pytest.param({"rabbitmq": {"url": "redis://u:S3cret-pass@mq"}}, "rabbitmq.url must be an amqp://", id="amqp"),
         pytest.param({"mail": {"smtpUrl": "smtpx://u:S3cret-pass@mail"}}, "mail.smtpUrl must be an smtp://", id="smtp"),
         pytest.param({"jwt": {"secret": "S3cret-pass-too-short"}}, "jwt.secret must be at least 32", id="jwt-short"),
