@@ -22,6 +22,7 @@ from app import (
     NotFound,
     OperationDoc,
     ProblemError,
+    Unauthorized,
     actor_key,
     body_key,
     data_service_key,
@@ -235,13 +236,24 @@ class LogoutStep:
         if actor is None:
             msg = "A bearer token is required."
             raise unauthorized(msg, error=None)
-        claims = verify_refresh(self.services, request[body_key]["refresh_token"])
+        # A refused refresh token says so as a token endpoint does (`invalid_grant`), with a
+        # challenge that names no error: the caller's access token is good, and a client told
+        # `invalid_token` would drop it.
+        try:
+            claims = verify_refresh(self.services, request[body_key]["refresh_token"])
+        except Unauthorized as exc:
+            raise _refused_grant(exc.detail) from None
         if claims.user_id != actor.user_id:
-            msg = "The refresh token is not yours."
-            raise unauthorized(msg)
+            raise _refused_grant("The refresh token is not yours.")
         with store_errors():
             await self.services.store.revoke_family(claims.family)
         return web.Response(status=204)
+
+
+def _refused_grant(detail: str) -> Unauthorized:
+    refused = unauthorized(detail, error=None)
+    refused.extensions["error"] = "invalid_grant"
+    return refused
 
 
 def build_login(config: LoginConfig, ctx: BuildContext) -> LoginStep:
@@ -279,5 +291,6 @@ def document_refresh(config: RefreshConfig, doc: OperationDoc) -> None:
 
 def document_logout(config: LogoutConfig, doc: OperationDoc) -> None:
     doc.respond(204, "Logged out: the refresh token's family is revoked")
-    doc.problem(401, "Invalid refresh token, or not the caller's", headers=_CHALLENGE)
+    doc.problem(401, "No valid bearer token; or the refresh token is invalid or not the caller's "
+                     "(`error: invalid_grant`, a bare `Bearer` challenge)", headers=_CHALLENGE)
     doc.problem(503, "Token state is unavailable", headers=_RETRY)

@@ -394,7 +394,14 @@ async def test_logout_needs_a_bearer_and_the_callers_own_token(stack: StackFacto
     await assert_problem(no_bearer, 401)
     assert no_bearer.headers["WWW-Authenticate"] == "Bearer"
     admin = await admin_headers(client)
-    await assert_problem(await client.post(LOGOUT, json={"refresh_token": tokens["refresh_token"]}, headers=admin), 401)
+    # Another user's refresh token, or none that is valid: refused as a grant, with a challenge
+    # that does not call the caller's good access token invalid (a client would drop it).
+    for sent in (tokens["refresh_token"], "not-a-token"):
+        refused = await client.post(LOGOUT, json={"refresh_token": sent}, headers=admin)
+        problem = await assert_problem(refused, 401)
+        assert refused.headers["WWW-Authenticate"] == "Bearer"
+        assert problem["error"] == "invalid_grant"
+    assert (await client.get("/api/v1/auth/me", headers=admin)).status == 200
     assert (await refresh(client, tokens["refresh_token"])).status == 200
 
 
