@@ -174,7 +174,6 @@ class _Reader:
             return None
         return value
 
-
     def redis_url(self) -> str | None:
         """REDIS_URL in one of its forms (app/clients/redis/urls.py): a Sentinel URL without its
         service name, a db that is no number or a cluster URL with one is refused here, as one
@@ -326,7 +325,7 @@ def read_settings(environ: Mapping[str, str] | None = None) -> tuple[Settings, l
         token_given = r.raw("DATA_SERVICE_TOKEN") is not None or r.raw("DATA_SERVICE_TOKEN_FILE") is not None
         # A variable set to a bad value has its own line: "required" would send the operator
         # looking for a missing secret instead of a typo.
-        given = {name for name in ("DATA_SERVICE_URL", "REDIS_URL", "RABBITMQ_URL") if r.raw(name) is not None}
+        given = {name for name, _ in _PRODUCTION_URLS if r.raw(name) is not None}
         r.problems.extend(_production_problems(values, token_given=token_given, given=given))
     return Settings(**values), r.problems
 
@@ -452,10 +451,15 @@ def _cors_origins(r: _Reader) -> tuple[str, ...]:
     return tuple(origins)
 
 
+# What production requires instead of an embedded default: (variable, Settings field).
+_PRODUCTION_URLS: Final = (
+    ("DATA_SERVICE_URL", "data_service_url"), ("REDIS_URL", "redis_url"), ("RABBITMQ_URL", "rabbitmq_url"),
+)
+
+
 def _production_problems(values: Mapping[str, Any], *, token_given: bool, given: set[str]) -> list[str]:
     problems = []
-    for name, key in (("DATA_SERVICE_URL", "data_service_url"), ("REDIS_URL", "redis_url"),
-                      ("RABBITMQ_URL", "rabbitmq_url")):
+    for name, key in _PRODUCTION_URLS:
         if values.get(key) is None and name not in given:
             problems.append(f"{name}: required when TURNSTILE_ENV=production (no embedded defaults)")
     if values.get("data_service_url") is not None and not token_given:  # a bad one has its own message

@@ -75,6 +75,11 @@ class RedisClientSource(Protocol):
     def client(self) -> coredis.Redis[str]: ...
 
 
+def _numbers(count: int, pushed: int) -> range:
+    """The numbers of the last `pushed` entries, when the writer's count is `count` after them."""
+    return range(count - pushed + 1, count + 1)
+
+
 def companion_key(key: str, name: str) -> str:
     """A key in `key`'s Redis Cluster slot (the scripts touch them together)."""
     return f"{key}:{name}" if "{" in key else f"{{{key}}}:{name}"
@@ -109,8 +114,8 @@ class OutboxJournal:
         async with self._lock:
             count = await self._push([text for _, text in entries])
             self._lost_above(count - len(entries))  # the count before this append
-            for offset, (event_id, text) in enumerate(entries):
-                self._remember(event_id, _Entry(text, count - len(entries) + offset + 1))
+            for number, (event_id, text) in zip(_numbers(count, len(entries)), entries, strict=True):
+                self._remember(event_id, _Entry(text, number))
             self._count = count
             try:
                 await self._restore()
@@ -161,8 +166,8 @@ class OutboxJournal:
         for start in range(0, len(waiting), RESTORE_BATCH):
             batch = waiting[start:start + RESTORE_BATCH]
             count = await self._push([entry.text for _, entry in batch])
-            for offset, (_, entry) in enumerate(batch):
-                entry.number = count - len(batch) + offset + 1
+            for number, (_, entry) in zip(_numbers(count, len(batch)), batch, strict=True):
+                entry.number = number
             self._count = count
             EVENTS_RESTORED.inc(len(batch))
         return bool(waiting)

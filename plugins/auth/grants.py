@@ -239,21 +239,16 @@ class LogoutStep:
         # A refused refresh token says so as a token endpoint does (`invalid_grant`), with a
         # challenge that names no error: the caller's access token is good, and a client told
         # `invalid_token` would drop it.
-        try:
-            claims = verify_refresh(self.services, request[body_key]["refresh_token"])
-        except Unauthorized as exc:
-            raise _refused_grant(exc.detail) from None
-        if claims.user_id != actor.user_id:
-            raise _refused_grant("The refresh token is not yours.")
+        with oauth2_errors():
+            try:
+                claims = verify_refresh(self.services, request[body_key]["refresh_token"])
+            except Unauthorized as exc:
+                raise unauthorized(exc.detail, error=None) from None
+            if claims.user_id != actor.user_id:
+                raise unauthorized("The refresh token is not yours.", error=None)
         with store_errors():
             await self.services.store.revoke_family(claims.family)
         return web.Response(status=204)
-
-
-def _refused_grant(detail: str) -> Unauthorized:
-    refused = unauthorized(detail, error=None)
-    refused.extensions["error"] = "invalid_grant"
-    return refused
 
 
 def build_login(config: LoginConfig, ctx: BuildContext) -> LoginStep:
